@@ -1,0 +1,357 @@
+//! Command line and environment → a validated, typed [`Config`], in one place.
+//!
+//! Every input of the worker is a clap argument with an `env` fallback, so `--help` documents
+//! the whole contract. [`Config::load`] turns the raw arguments and the two mounted files into
+//! a [`Config`] once; everything downstream takes `&Config` and never reads the environment.
+//! Errors are one line and name the variable (or the file and field) at fault, and never
+//! contain a secret.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::jobfile::{self, FileEntry, JobFileError, JobOptions};
+use crate::secret::Secret;
+
+#[derive(Debug, Parser)]
+#[command(name = "reprocessing-worker", version, about = "Replays failover NDJSON event logs into Kafka")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one worker of a job (the default when no subcommand is given).
+    Run(WorkerArgs),
+}
+
+/// Kafka record-batch compression (`KAFKA_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaCompression {
+    Zstd,
+    Gzip,
+    Snappy,
+    Lz4,
+    None,
+}
+
+/// How the worker talks to Kafka (`KAFKA_SECURITY_PROTOCOL`), as Jitsu's kafkabase names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The worker's inputs. Names match the admin service and the Kubernetes Job exactly.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The job's id (the primary key of reprocessing_jobs).
+    #[arg(long, env = "JOB_ID")]
+    pub job_id: Option<String>,
+    /// This worker's index, 0-based. Falls back to JOB_COMPLETION_INDEX.
+    #[arg(long, env = "WORKER_INDEX")]
+    pub worker_index: Option<String>,
+    /// Set by Kubernetes in Indexed Jobs; used when WORKER_INDEX is not set.
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub job_completion_index: Option<String>,
+    /// Number of workers in the job (at least 1, greater than the index).
+    #[arg(long, env = "TOTAL_WORKERS")]
+    pub total_workers: Option<String>,
+    /// PostgreSQL URL for the status tables; sslmode=require/verify-full use TLS.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Comma-separated host:port list. Required unless the job is a dry run.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
+    /// Topic that ingest's destinations consumers read.
+    #[arg(long, env = "KAFKA_DESTINATIONS_TOPIC", default_value = "bulker-destinations")]
+    pub kafka_destinations_topic: String,
+    /// Record-batch compression. kafkajs (Jitsu's consumer) cannot read lz4.
+    #[arg(long, env = "KAFKA_COMPRESSION", value_enum, default_value = "zstd", ignore_case = true)]
+    pub kafka_compression: KafkaCompression,
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value = "PLAINTEXT", ignore_case = true)]
+    pub kafka_security_protocol: SecurityProtocol,
+    /// SASL settings as JSON: {"mechanism":"PLAIN|SCRAM-SHA-256|SCRAM-SHA-512","username","password"}.
+    #[arg(long, env = "KAFKA_SASL", hide_env_values = true)]
+    pub kafka_sasl: Option<String>,
+    /// Skip verification of the broker's TLS certificate.
+    #[arg(long, env = "KAFKA_SSL_SKIP_VERIFY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub kafka_ssl_skip_verify: bool,
+    /// PEM CA bundle for the broker's certificate (default: the system store / SSL_CERT_FILE).
+    #[arg(long, env = "KAFKA_SSL_CA_FILE")]
+    pub kafka_ssl_ca_file: Option<PathBuf>,
+    /// Streams repository URL. Required only when the job config has no connection_ids.
+    #[arg(long, env = "REPOSITORY_URL")]
+    pub repository_url: Option<String>,
+    /// Bearer token for the streams repository.
+    #[arg(long, env = "REPOSITORY_AUTH_TOKEN", hide_env_values = true)]
+    pub repository_auth_token: Option<String>,
+    /// The job's file list (JSON array, plain or gzip).
+    #[arg(long, env = "FILES_CONFIG_PATH", default_value = "/config/files/files.json")]
+    pub files_config_path: PathBuf,
+    /// The job's options (JSON object, plain or gzip).
+    #[arg(long, env = "JOB_CONFIG_PATH", default_value = "/config/job/config.json")]
+    pub job_config_path: PathBuf,
+    /// Log format; RUST_LOG sets the level.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", ignore_case = true)]
+    pub log_format: LogFormat,
+    /// Longest accepted line, in bytes; longer lines count as errors.
+    #[arg(long, env = "MAX_LINE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_line_bytes: usize,
+    /// Size of one ranged read from S3 or disk, in bytes.
+    #[arg(long, env = "READ_CHUNK_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub read_chunk_bytes: usize,
+    /// Upper bound of one Kafka record batch, in bytes of record values.
+    #[arg(long, env = "KAFKA_BATCH_BYTES", default_value_t = 1024 * 1024)]
+    pub kafka_batch_bytes: usize,
+    /// Produce requests in flight at once, over all partitions.
+    #[arg(long, env = "KAFKA_MAX_IN_FLIGHT", default_value_t = 8)]
+    pub kafka_max_in_flight: usize,
+    /// How long one batch may keep retrying before it counts as failed, in seconds.
+    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT_SECS", default_value_t = 30)]
+    pub kafka_delivery_timeout_secs: u64,
+    /// How long to wait for the broker at start-up, in seconds.
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_SECS", default_value_t = 30)]
+    pub kafka_connect_timeout_secs: u64,
+    /// On SIGTERM, how long in-flight batches may take to finish, in seconds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Kafka connection settings; absent in a dry run.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub bootstrap: Vec<String>,
+    pub compression: KafkaCompression,
+    pub security: SecurityProtocol,
+    pub sasl: Option<SaslSettings>,
+    pub ssl_skip_verify: bool,
+    pub ssl_ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub delivery_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+#[derive(Debug, Clone)]
+pub struct SaslSettings {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Where connection ids come from.
+#[derive(Debug, Clone)]
+pub enum RoutingSource {
+    /// `connection_ids` from the job config: every line gets them.
+    Fixed(Vec<String>),
+    /// The streams repository, fetched once at start-up.
+    Repository { url: String, token: Secret },
+}
+
+/// Bounds of the pipeline's buffers and queues, with their units.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Longest line, in bytes.
+    pub max_line_bytes: usize,
+    /// One ranged read, in bytes.
+    pub read_chunk_bytes: usize,
+    /// Ranged reads buffered ahead of the parser, in chunks.
+    pub read_ahead_chunks: usize,
+    /// One record batch, in bytes of values.
+    pub batch_max_bytes: usize,
+    /// Produce requests in flight, in requests.
+    pub max_in_flight: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// The validated configuration of one worker.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub job_id: String,
+    pub worker_index: u32,
+    pub total_workers: u32,
+    pub database_url: Secret,
+    pub kafka: Option<KafkaConfig>,
+    pub topic: String,
+    pub routing: RoutingSource,
+    /// Every entry of files.json, in order; [`Config::assigned_files`] picks this worker's.
+    pub files: Vec<FileEntry>,
+    pub job: JobOptions,
+    pub tuning: Tuning,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("cannot read {var} file {path}: {source}")]
+    Read { var: &'static str, path: String, source: std::io::Error },
+    #[error(transparent)]
+    File(#[from] JobFileError),
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { var, reason: reason.into() }
+}
+
+fn required(var: &'static str, v: &Option<String>) -> Result<String, ConfigError> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).ok_or(ConfigError::Missing(var))
+}
+
+fn parse_u32(var: &'static str, s: &str) -> Result<u32, ConfigError> {
+    s.trim().parse::<u32>().map_err(|_| invalid(var, format!("expected a non-negative integer, got {s:?}")))
+}
+
+impl WorkerArgs {
+    /// The worker index: WORKER_INDEX, else JOB_COMPLETION_INDEX.
+    pub fn index(&self) -> Result<u32, ConfigError> {
+        match (&self.worker_index, &self.job_completion_index) {
+            (Some(s), _) if !s.trim().is_empty() => parse_u32("WORKER_INDEX", s),
+            (_, Some(s)) if !s.trim().is_empty() => parse_u32("JOB_COMPLETION_INDEX", s),
+            _ => Err(ConfigError::Missing("WORKER_INDEX (or JOB_COMPLETION_INDEX)")),
+        }
+    }
+}
+
+fn read_mounted(var: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Read { var, path: path.display().to_string(), source })
+}
+
+/// Parses `KAFKA_SASL` (`{"mechanism","username","password"}`).
+pub fn parse_sasl(raw: &str) -> Result<SaslSettings, ConfigError> {
+    use sonic_rs::JsonValueTrait;
+    const V: &str = "KAFKA_SASL";
+    // Never echo the input: it holds the password.
+    let v: sonic_rs::Value = sonic_rs::from_str(raw).map_err(|_| invalid(V, "not a valid JSON object"))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str().map(str::to_owned));
+    let mechanism = match s("mechanism").unwrap_or_else(|| "PLAIN".into()).to_ascii_uppercase().as_str() {
+        "PLAIN" => SaslMechanism::Plain,
+        "SCRAM-SHA-256" | "SCRAM_SHA_256" => SaslMechanism::ScramSha256,
+        "SCRAM-SHA-512" | "SCRAM_SHA_512" => SaslMechanism::ScramSha512,
+        other => return Err(invalid(V, format!("unsupported mechanism {other:?} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"))),
+    };
+    let username = s("username").filter(|u| !u.is_empty()).ok_or_else(|| invalid(V, "field username is missing"))?;
+    let password = s("password").ok_or_else(|| invalid(V, "field password is missing"))?;
+    Ok(SaslSettings { mechanism, username, password: Secret::new(password) })
+}
+
+impl Config {
+    /// Validates the arguments and reads the two mounted files.
+    pub fn load(args: &WorkerArgs) -> Result<Config, ConfigError> {
+        let job_id = required("JOB_ID", &args.job_id)?;
+        if job_id.len() > 64 {
+            return Err(invalid("JOB_ID", "longer than 64 characters (reprocessing_jobs.id is VARCHAR(64))"));
+        }
+        let worker_index = args.index()?;
+        let total_workers = parse_u32("TOTAL_WORKERS", &required("TOTAL_WORKERS", &args.total_workers)?)?;
+        if total_workers == 0 {
+            return Err(invalid("TOTAL_WORKERS", "must be at least 1"));
+        }
+        if worker_index >= total_workers {
+            return Err(invalid("WORKER_INDEX", format!("{worker_index} is not below TOTAL_WORKERS ({total_workers})")));
+        }
+        if i32::try_from(total_workers).is_err() {
+            return Err(invalid("TOTAL_WORKERS", "too large"));
+        }
+        let database_url = Secret::new(required("DATABASE_URL", &args.database_url)?);
+
+        let job = jobfile::parse_job_config(&read_mounted("JOB_CONFIG_PATH", &args.job_config_path)?)?;
+        let files = jobfile::parse_files_list(&read_mounted("FILES_CONFIG_PATH", &args.files_config_path)?)?;
+
+        let kafka = if job.dry_run {
+            None
+        } else {
+            let raw = required("KAFKA_BOOTSTRAP_SERVERS", &args.kafka_bootstrap_servers)?;
+            let bootstrap: Vec<String> =
+                raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            if let Some(bad) = bootstrap.iter().find(|b| !b.contains(':')) {
+                return Err(invalid("KAFKA_BOOTSTRAP_SERVERS", format!("expected host:port, got {bad:?}")));
+            }
+            let wants_sasl = matches!(args.kafka_security_protocol, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
+            let sasl = match (&args.kafka_sasl, wants_sasl) {
+                (Some(raw), true) => Some(parse_sasl(raw)?),
+                (None, true) => return Err(ConfigError::Missing("KAFKA_SASL (for a SASL security protocol)")),
+                (_, false) => None,
+            };
+            Some(KafkaConfig {
+                bootstrap,
+                compression: args.kafka_compression,
+                security: args.kafka_security_protocol,
+                sasl,
+                ssl_skip_verify: args.kafka_ssl_skip_verify,
+                ssl_ca_file: args.kafka_ssl_ca_file.clone(),
+                connect_timeout: Duration::from_secs(args.kafka_connect_timeout_secs.max(1)),
+                delivery_timeout: Duration::from_secs(args.kafka_delivery_timeout_secs.max(1)),
+            })
+        };
+
+        let routing = if !job.connection_ids.is_empty() {
+            RoutingSource::Fixed(job.connection_ids.clone())
+        } else {
+            let url = required("REPOSITORY_URL", &args.repository_url)
+                .map_err(|_| ConfigError::Missing("REPOSITORY_URL (the job config has no connection_ids)"))?;
+            let token = Secret::new(args.repository_auth_token.clone().unwrap_or_default());
+            RoutingSource::Repository { url, token }
+        };
+
+        if args.max_line_bytes < 16 * 1024 * 1024 {
+            return Err(invalid("MAX_LINE_BYTES", "must be at least 16 MiB (16777216)"));
+        }
+        if args.read_chunk_bytes < 64 * 1024 {
+            return Err(invalid("READ_CHUNK_BYTES", "must be at least 64 KiB"));
+        }
+        if args.kafka_max_in_flight == 0 {
+            return Err(invalid("KAFKA_MAX_IN_FLIGHT", "must be at least 1"));
+        }
+        let tuning = Tuning {
+            max_line_bytes: args.max_line_bytes,
+            read_chunk_bytes: args.read_chunk_bytes,
+            read_ahead_chunks: 2,
+            batch_max_bytes: args.kafka_batch_bytes.max(1024),
+            max_in_flight: args.kafka_max_in_flight,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+        };
+        let topic = args.kafka_destinations_topic.trim().to_owned();
+        if topic.is_empty() {
+            return Err(invalid("KAFKA_DESTINATIONS_TOPIC", "must not be empty"));
+        }
+        Ok(Config { job_id, worker_index, total_workers, database_url, kafka, topic, routing, files, job, tuning })
+    }
+
+    /// This worker's files, with their positions in files.json: i, N+i, 2N+i, …
+    pub fn assigned_files(&self) -> Vec<(usize, &FileEntry)> {
+        assigned_positions(self.files.len(), self.worker_index, self.total_workers)
+            .map(|i| (i, &self.files[i]))
+            .collect()
+    }
+}
+
+/// Positions `index, index+total, index+2·total, …` below `len`.
+pub fn assigned_positions(len: usize, index: u32, total: u32) -> impl Iterator<Item = usize> {
+    (index as usize..len).step_by(total.max(1) as usize)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! Config parsing tests: every required variable, the index fallback, and the one-line errors.
+
+use super::*;
+use std::io::Write;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+fn env(job_json: &str, files_json: &str, extra: &[&str]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("config.json");
+    let files = dir.path().join("files.json");
+    std::fs::File::create(&job).unwrap().write_all(job_json.as_bytes()).unwrap();
+    std::fs::File::create(&files).unwrap().write_all(files_json.as_bytes()).unwrap();
+    let mut args: Vec<String> = vec![
+        "reprocessing-worker".into(),
+        "--job-config-path".into(),
+        job.display().to_string(),
+        "--files-config-path".into(),
+        files.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Env { _dir: dir, args }
+}
+
+const BASE: &[&str] = &[
+    "--job-id", "job1", "--worker-index", "1", "--total-workers", "3",
+    "--database-url", "postgres://u:pw@h/db", "--kafka-bootstrap-servers", "k1:9092, k2:9093",
+];
+
+fn load(e: &Env) -> Result<Config, ConfigError> {
+    let cli = Cli::try_parse_from(&e.args).expect("clap accepts the flags");
+    Config::load(&cli.worker)
+}
+
+fn with(extra: &[&str]) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = BASE.to_vec();
+    for s in extra {
+        v.push(Box::leak(s.to_string().into_boxed_str()));
+    }
+    v
+}
+
+#[test]
+fn loads_a_complete_config() {
+    let files = r#"[{"path":"a","size":1},{"path":"b","size":2},{"path":"c","size":3},{"path":"d","size":4},{"path":"e","size":5}]"#;
+    let e = env(r#"{"connection_ids":["c1","c2"]}"#, files, BASE);
+    let c = load(&e).unwrap();
+    assert_eq!((c.job_id.as_str(), c.worker_index, c.total_workers), ("job1", 1, 3));
+    assert_eq!(c.kafka.as_ref().unwrap().bootstrap, vec!["k1:9092", "k2:9093"]);
+    assert_eq!(c.kafka.as_ref().unwrap().compression, KafkaCompression::Zstd);
+    assert_eq!(c.topic, "bulker-destinations");
+    assert!(matches!(&c.routing, RoutingSource::Fixed(ids) if ids == &["c1", "c2"]));
+    let assigned: Vec<_> = c.assigned_files().iter().map(|(i, f)| (*i, f.path.clone())).collect();
+    assert_eq!(assigned, vec![(1, "b".to_string()), (4, "e".to_string())]);
+}
+
+#[test]
+fn modulo_assignment_covers_every_file_once() {
+    for total in 1..7u32 {
+        for len in 0..20usize {
+            let mut seen = vec![0; len];
+            for i in 0..total {
+                for p in assigned_positions(len, i, total) {
+                    seen[p] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "len {len} total {total}");
+        }
+    }
+}
+
+#[test]
+fn job_completion_index_is_the_fallback() {
+    let args = with(&[]).into_iter().filter(|a| *a != "--worker-index" && *a != "1").collect::<Vec<_>>();
+    let mut args = args;
+    args.extend(["--job-completion-index", "2"]);
+    let e = env(r#"{"connection_ids":["c"]}"#, "[]", &args);
+    assert_eq!(load(&e).unwrap().worker_index, 2);
+}
+
+#[test]
+fn dry_run_needs_no_kafka_and_repository_is_needed_without_connection_ids() {
+    let no_kafka: Vec<&str> = BASE[..8].to_vec();
+    let e = env(r#"{"dry_run":true,"connection_ids":["c"]}"#, "[]", &no_kafka);
+    assert!(load(&e).unwrap().kafka.is_none());
+
+    let e = env(r#"{"connection_ids":["c"]}"#, "[]", &no_kafka);
+    assert_eq!(load(&e).unwrap_err().to_string(), "KAFKA_BOOTSTRAP_SERVERS is required");
+
+    let e = env("{}", "[]", BASE);
+    assert!(load(&e).unwrap_err().to_string().starts_with("REPOSITORY_URL"));
+    let e = env("{}", "[]", &with(&["--repository-url", "http://repo", "--repository-auth-token", "tok"]));
+    assert!(matches!(load(&e).unwrap().routing, RoutingSource::Repository { .. }));
+}
+
+#[test]
+fn errors_name_the_variable() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--worker-index", "0", "--total-workers", "1", "--database-url", "x"], "JOB_ID is required"),
+        (vec!["--job-id", "j", "--total-workers", "1", "--database-url", "x"], "WORKER_INDEX (or JOB_COMPLETION_INDEX) is required"),
+        (vec!["--job-id", "j", "--worker-index", "0", "--database-url", "x"], "TOTAL_WORKERS is required"),
+        (vec!["--job-id", "j", "--worker-index", "0", "--total-workers", "1"], "DATABASE_URL is required"),
+        (vec!["--job-id", "j", "--worker-index", "x", "--total-workers", "1", "--database-url", "x"], "WORKER_INDEX: expected a non-negative integer"),
+        (vec!["--job-id", "j", "--worker-index", "0", "--total-workers", "0", "--database-url", "x"], "TOTAL_WORKERS: must be at least 1"),
+        (vec!["--job-id", "j", "--worker-index", "3", "--total-workers", "3", "--database-url", "x"], "WORKER_INDEX: 3 is not below TOTAL_WORKERS (3)"),
+    ];
+    for (args, want) in cases {
+        let e = env(r#"{"connection_ids":["c"]}"#, "[]", &args);
+        let got = load(&e).unwrap_err().to_string();
+        assert!(got.starts_with(want), "{args:?}: {got}");
+    }
+}
+
+#[test]
+fn file_errors_name_the_file() {
+    let e = env(r#"{"batch_size":"x"}"#, "[]", BASE);
+    assert!(load(&e).unwrap_err().to_string().starts_with("config.json: field batch_size"));
+    let e = env(r#"{"connection_ids":["c"]}"#, "{", BASE);
+    assert!(load(&e).unwrap_err().to_string().starts_with("files.json: invalid JSON"));
+    let mut e = env("{}", "[]", BASE);
+    e.args[2] = "/nonexistent/config.json".into();
+    assert!(load(&e).unwrap_err().to_string().starts_with("cannot read JOB_CONFIG_PATH file /nonexistent/config.json"));
+}
+
+#[test]
+fn sasl_settings_parse_without_echoing_the_password() {
+    let s = parse_sasl(r#"{"mechanism":"SCRAM-SHA-512","username":"u","password":"pw-123"}"#).unwrap();
+    assert_eq!(s.mechanism, SaslMechanism::ScramSha512);
+    assert_eq!(s.password.expose(), "pw-123");
+    let e = parse_sasl(r#"{"mechanism":"GSSAPI","username":"u","password":"pw-123"}"#).unwrap_err();
+    assert!(!e.to_string().contains("pw-123"));
+    let e = parse_sasl(r#"{"password":"pw-123" "#).unwrap_err();
+    assert!(!e.to_string().contains("pw-123"), "{e}");
+    let e = env(r#"{"connection_ids":["c"]}"#, "[]", &with(&["--kafka-security-protocol", "SASL_SSL"]));
+    assert!(load(&e).unwrap_err().to_string().starts_with("KAFKA_SASL"));
+}
+
+#[test]
+fn compression_and_protocol_names() {
+    let e = env(r#"{"connection_ids":["c"]}"#, "[]", &with(&["--kafka-compression", "LZ4", "--kafka-security-protocol", "sasl_ssl", "--kafka-sasl", r#"{"username":"u","password":"p"}"#]));
+    let c = load(&e).unwrap();
+    let k = c.kafka.unwrap();
+    assert_eq!(k.compression, KafkaCompression::Lz4);
+    assert_eq!(k.security, SecurityProtocol::SaslSsl);
+    assert_eq!(k.sasl.unwrap().mechanism, SaslMechanism::Plain);
+}

@@ -1,0 +1,243 @@
+//! Decompression, detected by magic bytes: gzip (including multi-member files), zstd
+//! (including concatenated frames), or plain.
+//!
+//! Runs on the CPU stage's thread: it pulls chunks from the reader's channel with
+//! `blocking_recv`, and hands decoded bytes to a callback. Plain chunks are handed over as
+//! they are (no copy). Compressed input is decoded straight from the chunks (a `BufRead`
+//! over them, no intermediate buffer) into one reused output buffer of [`DECODED_BUF_BYTES`].
+
+use std::io::{BufRead, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, Bytes};
+use tokio::sync::mpsc;
+
+use crate::source::SourceError;
+
+/// The decoded-output buffer, in bytes. Sized to stay in L2 with the parser's working set.
+pub const DECODED_BUF_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+/// Detects the codec from the first bytes of the file.
+pub fn detect(head: &[u8]) -> Codec {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Codec::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Codec::Zstd
+    } else {
+        Codec::Plain
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("corrupt {codec:?} data after {decoded} decoded bytes: {reason}")]
+    Corrupt { codec: Codec, decoded: u64, reason: String },
+}
+
+/// A `BufRead` over the reader's chunks. A source error is kept aside so that it can be told
+/// apart from corrupt data once the decoder reports it.
+struct ChunkReader<'a> {
+    rx: &'a mut mpsc::Receiver<Result<Bytes, SourceError>>,
+    cur: Bytes,
+    failed: Option<SourceError>,
+    consumed: &'a AtomicU64,
+}
+
+impl ChunkReader<'_> {
+    fn next_chunk(&mut self) -> std::io::Result<bool> {
+        match self.rx.blocking_recv() {
+            None => Ok(false),
+            Some(Ok(b)) => {
+                self.consumed.fetch_add(b.len() as u64, Ordering::Relaxed);
+                self.cur = b;
+                Ok(true)
+            }
+            Some(Err(e)) => {
+                self.failed = Some(e);
+                Err(std::io::Error::other("source read failed"))
+            }
+        }
+    }
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChunkReader<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.cur.is_empty() {
+            if !self.next_chunk()? {
+                break;
+            }
+        }
+        Ok(&self.cur)
+    }
+    fn consume(&mut self, n: usize) {
+        self.cur.advance(n);
+    }
+}
+
+/// Decodes the stream that starts with `first` and continues on `rx`, calling `f` with each
+/// run of decoded bytes. `f` returns `false` to stop; decoding then ends with `Ok`.
+/// `consumed` counts the compressed bytes taken from the source.
+pub fn decode(
+    first: Bytes,
+    rx: &mut mpsc::Receiver<Result<Bytes, SourceError>>,
+    consumed: &AtomicU64,
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<Codec, DecodeError> {
+    let codec = detect(&first);
+    consumed.fetch_add(first.len() as u64, Ordering::Relaxed);
+    if codec == Codec::Plain {
+        if !f(&first) {
+            return Ok(codec);
+        }
+        while let Some(chunk) = rx.blocking_recv() {
+            let chunk = chunk?;
+            consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if !f(&chunk) {
+                break;
+            }
+        }
+        return Ok(codec);
+    }
+    let mut reader = ChunkReader { rx, cur: first, failed: None, consumed };
+    let mut out = vec![0u8; DECODED_BUF_BYTES];
+    let mut decoded = 0u64;
+    let result = {
+        let mut run = |dec: &mut dyn Read| -> std::io::Result<()> {
+            loop {
+                let mut filled = 0;
+                while filled < out.len() {
+                    let n = dec.read(&mut out[filled..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                decoded += filled as u64;
+                if !f(&out[..filled]) {
+                    return Ok(());
+                }
+            }
+        };
+        match codec {
+            Codec::Gzip => run(&mut flate2::bufread::MultiGzDecoder::new(&mut reader)),
+            Codec::Zstd => match zstd::stream::read::Decoder::with_buffer(&mut reader) {
+                Ok(mut d) => run(&mut d),
+                Err(e) => Err(e),
+            },
+            Codec::Plain => unreachable!(),
+        }
+    };
+    match result {
+        Ok(()) => Ok(codec),
+        Err(e) => match reader.failed.take() {
+            Some(src) => Err(DecodeError::Source(src)),
+            None => Err(DecodeError::Corrupt { codec, decoded, reason: e.to_string() }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn run(data: Vec<u8>, chunk: usize) -> (Result<Codec, DecodeError>, Vec<u8>, u64) {
+        let (tx, mut rx) = mpsc::channel(data.len() / chunk + 2);
+        let mut chunks = data.chunks(chunk).map(Bytes::copy_from_slice);
+        let first = chunks.next().unwrap_or_default();
+        for c in chunks {
+            tx.try_send(Ok(c)).unwrap();
+        }
+        drop(tx);
+        let consumed = AtomicU64::new(0);
+        let mut out = Vec::new();
+        let r = decode(first, &mut rx, &consumed, |b| {
+            out.extend_from_slice(b);
+            true
+        });
+        (r, out, consumed.load(Ordering::Relaxed))
+    }
+
+    fn payload() -> Vec<u8> {
+        (0..300_000u32).flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes()).collect()
+    }
+
+    #[test]
+    fn plain_gzip_multigzip_zstd() {
+        let p = payload();
+        let (half1, half2) = p.split_at(p.len() / 2);
+        let mut multi = gzip(half1);
+        multi.extend(gzip(half2));
+        let mut zmulti = zstd::encode_all(half1, 1).unwrap();
+        zmulti.extend(zstd::encode_all(half2, 1).unwrap());
+        for (data, codec) in [
+            (p.clone(), Codec::Plain),
+            (gzip(&p), Codec::Gzip),
+            (multi, Codec::Gzip),
+            (zstd::encode_all(&p[..], 3).unwrap(), Codec::Zstd),
+            (zmulti, Codec::Zstd),
+        ] {
+            for chunk in [7, 4096, 1 << 20] {
+                let len = data.len() as u64;
+                let (r, out, consumed) = run(data.clone(), chunk);
+                assert_eq!(r.unwrap(), codec);
+                assert!(out == p, "{codec:?} chunk {chunk}");
+                assert_eq!(consumed, len);
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_corrupt_input_is_a_corrupt_error() {
+        let p = payload();
+        let mut g = gzip(&p);
+        g.truncate(g.len() / 2);
+        let (r, out, _) = run(g, 4096);
+        assert!(matches!(r, Err(DecodeError::Corrupt { codec: Codec::Gzip, .. })), "{r:?}");
+        assert!(!out.is_empty() && p.starts_with(&out), "keeps what decoded before the cut");
+
+        let mut z = zstd::encode_all(&p[..], 3).unwrap();
+        let mid = z.len() / 2;
+        z[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
+        let (r, _, _) = run(z, 4096);
+        assert!(matches!(r, Err(DecodeError::Corrupt { codec: Codec::Zstd, .. })), "{r:?}");
+    }
+
+    #[test]
+    fn source_errors_are_told_apart_from_corruption() {
+        let g = gzip(&payload());
+        let (tx, mut rx) = mpsc::channel(4);
+        tx.try_send(Err(SourceError::Read { offset: 10, reason: "reset".into() })).unwrap();
+        drop(tx);
+        let r = decode(Bytes::copy_from_slice(&g[..10]), &mut rx, &AtomicU64::new(0), |_| true);
+        assert!(matches!(r, Err(DecodeError::Source(SourceError::Read { offset: 10, .. }))), "{r:?}");
+    }
+}

@@ -1,0 +1,112 @@
+//! Extraction tests: the fields, the lenient types, and every kind of invalid line.
+
+use super::*;
+
+fn s(v: &str) -> Option<Cow<'_, str>> {
+    Some(Cow::Borrowed(v))
+}
+
+#[test]
+fn reads_the_four_fields() {
+    let line = br#"{"messageId":"m1","type":"track","messageCreated":"2024-05-01T10:00:00.123Z",
+        "origin":{"baseUrl":"x","slug":"sl","sourceId":"src1","domain":null},"httpPayload":{"a":[1,2,{"b":"}"}]}}"#;
+    let e = extract(line).unwrap();
+    assert_eq!(e.message_id, s("m1"));
+    assert_eq!(e.message_created, s("2024-05-01T10:00:00.123Z"));
+    assert_eq!(e.origin, Some(Origin { source_id: s("src1"), slug: s("sl") }));
+}
+
+#[test]
+fn escapes_are_decoded() {
+    let e = extract(br#"{"messageId":"a\"b\u00e9","origin":{"sourceId":"s\/1"}}"#).unwrap();
+    assert_eq!(e.message_id.as_deref(), Some("a\"bé"));
+    assert_eq!(e.origin.unwrap().source_id.as_deref(), Some("s/1"));
+}
+
+#[test]
+fn lenient_types_are_absent() {
+    let e = extract(br#"{"messageId":5,"messageCreated":{"x":[1]},"origin":"web"}"#).unwrap();
+    assert_eq!(e, Envelope::default());
+    let e = extract(br#"{"origin":[1,2]}"#).unwrap();
+    assert_eq!(e.origin, None);
+    let e = extract(br#"{"origin":{"sourceId":7,"slug":null}}"#).unwrap();
+    assert_eq!(e.origin, Some(Origin::default()));
+    assert_eq!(extract(b"{}").unwrap(), Envelope::default());
+    assert_eq!(extract(b"  {}  ").unwrap(), Envelope::default());
+}
+
+#[test]
+fn repeated_keys_keep_the_last_value() {
+    let e = extract(br#"{"messageId":"a","messageId":"b"}"#).unwrap();
+    assert_eq!(e.message_id, s("b"));
+}
+
+#[test]
+fn invalid_lines_are_errors() {
+    let cases: &[&[u8]] = &[
+        b"",
+        b"   ",
+        b"[1,2]",
+        b"\"str\"",
+        b"42",
+        b"null",
+        b"{",
+        br#"{"a":1"#,
+        br#"{"a":1}x"#,
+        br#"{"a":1} {"b":2}"#,
+        br#"{"a":NaN}"#,
+        br#"{"a":Infinity}"#,
+        br#"{"a":01}"#,
+        br#"{"a":1,}"#,
+        br#"{'a':1}"#,
+        br#"{"a":"unterminated}"#,
+        br#"{"a":tru}"#,
+        b"{\"a\":\"\xff\xfe\"}",
+        b"{\"a\":\"x\x00y\"}",
+        b"{\"a\":1}\x00",
+        br#"{"origin":{"sourceId":"s","x":[1,}}"#,
+        br#"{"messageId":"m","deep":{"a":[{"b":]}}}"#,
+    ];
+    for line in cases {
+        assert!(extract(line).is_err(), "accepted {:?}", String::from_utf8_lossy(line));
+    }
+}
+
+#[test]
+fn deep_nesting_is_bounded_without_overflowing_the_stack() {
+    for depth in [100_000usize, MAX_DEPTH + 1] {
+        let mut line = b"{\"a\":".to_vec();
+        line.extend(std::iter::repeat_n(b'[', depth));
+        line.extend(std::iter::repeat_n(b']', depth));
+        line.push(b'}');
+        assert_eq!(extract(&line), Err(ExtractError::TooDeep), "depth {depth}");
+    }
+    // Brackets inside strings do not count as nesting.
+    let mut line = b"{\"messageId\":\"m\",\"s\":\"".to_vec();
+    line.extend(std::iter::repeat_n(b'[', 50_000));
+    line.extend(b"\"}");
+    assert_eq!(extract(&line).unwrap().message_id, s("m"));
+}
+
+#[test]
+fn nesting_at_the_limit_parses_on_a_worker_sized_stack() {
+    // The CPU stage runs on a thread with PARSER_STACK_BYTES of stack; the limit must fit.
+    let handle = std::thread::Builder::new()
+        .stack_size(crate::pipeline::PARSER_STACK_BYTES)
+        .spawn(|| {
+            let depth = MAX_DEPTH - 1;
+            let mut line = b"{\"a\":".to_vec();
+            line.extend(std::iter::repeat_n(b'[', depth));
+            line.extend(std::iter::repeat_n(b']', depth));
+            line.push(b'}');
+            extract(&line).is_ok()
+        })
+        .unwrap();
+    assert!(handle.join().unwrap());
+}
+
+#[test]
+fn depth_scan_handles_escapes() {
+    assert_eq!(max_depth(br#"{"a":"\"[[[","b":[[1]]}"#), 3);
+    assert_eq!(max_depth(br#"{"a":"\\","b":[1]}"#), 2);
+}

@@ -1,0 +1,354 @@
+//! The two mounted files, parsed from bytes: `config.json` (the job options) and `files.json`
+//! (the job's file list). Pure: the caller reads the files; errors name the file and field.
+//!
+//! Both files may be gzip-compressed (the admin service gzips `files.json`); compression is
+//! detected by the gzip magic bytes, never by the name. Unknown fields are ignored, and so are
+//! `s3_path`, `local_path` and `files` in `config.json`, which only the admin uses. A JSON
+//! `null` is the same as a missing field, and Go's zero values (`0`, `""`, the zero time
+//! `0001-01-01T00:00:00Z`) mean "unset", as they do for the admin that writes these files.
+
+use std::io::Read;
+
+use chrono::{DateTime, FixedOffset};
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+
+/// A parse error. `Display` is one line naming the file and, where there is one, the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}: {what}")]
+pub struct JobFileError {
+    pub file: &'static str,
+    pub what: String,
+}
+
+fn err(file: &'static str, what: impl Into<String>) -> JobFileError {
+    JobFileError { file, what: what.into() }
+}
+
+/// Bound on the decompressed size of a mounted file, in bytes: both are small, and a hostile
+/// or corrupt gzip must not expand without limit.
+const MAX_MOUNTED_FILE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Default `batch_size` (records per Kafka batch) when the config leaves it unset.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// Default `retry_attempts` per file when the config leaves it unset.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+
+/// The job options from `config.json`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOptions {
+    pub batch_size: usize,
+    pub stream_ids: Vec<String>,
+    pub connection_ids: Vec<String>,
+    pub date_from: Option<DateTime<FixedOffset>>,
+    pub date_to: Option<DateTime<FixedOffset>>,
+    pub retry_attempts: u32,
+    pub dry_run: bool,
+    pub start_file: Option<String>,
+    pub start_line: u64,
+    /// Most lines this worker delivers; `None` means no limit.
+    pub limit: Option<u64>,
+    /// The config as JSON text (decompressed), stored in the job row when the worker creates it.
+    pub raw_json: String,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: DEFAULT_BATCH_SIZE,
+            stream_ids: Vec::new(),
+            connection_ids: Vec::new(),
+            date_from: None,
+            date_to: None,
+            retry_attempts: DEFAULT_RETRY_ATTEMPTS,
+            dry_run: false,
+            start_file: None,
+            start_line: 0,
+            limit: None,
+            raw_json: "{}".into(),
+        }
+    }
+}
+
+/// One entry of `files.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// `s3://bucket/key` or a local path.
+    pub path: String,
+    /// Size in bytes as the admin listed it (0 when unknown).
+    pub size: u64,
+}
+
+/// Returns the bytes of a mounted file, gunzipped when they start with the gzip magic.
+pub fn maybe_gunzip(file: &'static str, raw: &[u8]) -> Result<Vec<u8>, JobFileError> {
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(raw)
+            .take(MAX_MOUNTED_FILE_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| err(file, format!("invalid gzip: {e}")))?;
+        if out.len() as u64 > MAX_MOUNTED_FILE_BYTES {
+            return Err(err(file, format!("larger than {MAX_MOUNTED_FILE_BYTES} bytes when decompressed")));
+        }
+        Ok(out)
+    } else {
+        Ok(raw.to_vec())
+    }
+}
+
+fn parse_json(file: &'static str, bytes: &[u8]) -> Result<Value, JobFileError> {
+    sonic_rs::from_slice::<Value>(bytes).map_err(|e| err(file, format!("invalid JSON: {}", first_line(&e.to_string()))))
+}
+
+/// sonic-rs appends a snippet of the input on further lines; errors here are one line.
+pub fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    if v.is_null() {
+        "null"
+    } else if v.is_boolean() {
+        "a boolean"
+    } else if v.is_number() {
+        "a number"
+    } else if v.is_str() {
+        "a string"
+    } else if v.is_array() {
+        "an array"
+    } else {
+        "an object"
+    }
+}
+
+/// A field that is absent or `null` is `None`.
+fn field<'a>(obj: &'a Value, name: &str) -> Option<&'a Value> {
+    obj.get(name).filter(|v| !v.is_null())
+}
+
+fn int_field(file: &'static str, obj: &Value, name: &str) -> Result<Option<i64>, JobFileError> {
+    match field(obj, name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| err(file, format!("field {name}: expected an integer, got {}", type_name(v)))),
+    }
+}
+
+fn str_field<'a>(file: &'static str, obj: &'a Value, name: &str) -> Result<Option<&'a str>, JobFileError> {
+    match field(obj, name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| err(file, format!("field {name}: expected a string, got {}", type_name(v)))),
+    }
+}
+
+fn string_list(file: &'static str, obj: &Value, name: &str) -> Result<Vec<String>, JobFileError> {
+    let Some(v) = field(obj, name) else { return Ok(Vec::new()) };
+    let arr = v
+        .as_array()
+        .ok_or_else(|| err(file, format!("field {name}: expected an array of strings, got {}", type_name(v))))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.as_str().map(str::to_owned).ok_or_else(|| {
+                err(file, format!("field {name}[{i}]: expected a string, got {}", type_name(item)))
+            })
+        })
+        .filter(|r| !matches!(r, Ok(s) if s.is_empty()))
+        .collect()
+}
+
+/// Parses an RFC 3339 time; Go's zero time and the empty string mean unset.
+fn date_field(file: &'static str, obj: &Value, name: &str) -> Result<Option<DateTime<FixedOffset>>, JobFileError> {
+    let Some(s) = str_field(file, obj, name)? else { return Ok(None) };
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| err(file, format!("field {name}: not an RFC 3339 time ({e}): {s:?}")))?;
+    Ok((t.timestamp() != ZERO_TIME_UNIX).then_some(t))
+}
+
+/// `0001-01-01T00:00:00Z` as Unix seconds: Go's `time.Time{}`, which the admin writes for unset.
+const ZERO_TIME_UNIX: i64 = -62_135_596_800;
+
+/// Parses `config.json` (plain or gzip).
+pub fn parse_job_config(raw: &[u8]) -> Result<JobOptions, JobFileError> {
+    const F: &str = "config.json";
+    let bytes = maybe_gunzip(F, raw)?;
+    let v = parse_json(F, &bytes)?;
+    if !v.is_object() {
+        return Err(err(F, format!("expected a JSON object, got {}", type_name(&v))));
+    }
+    let non_negative = |name: &str| -> Result<Option<u64>, JobFileError> {
+        match int_field(F, &v, name)? {
+            Some(n) if n < 0 => Err(err(F, format!("field {name}: must not be negative, got {n}"))),
+            other => Ok(other.map(|n| n as u64)),
+        }
+    };
+    let batch_size = match non_negative("batch_size")? {
+        None | Some(0) => DEFAULT_BATCH_SIZE,
+        Some(n) => usize::try_from(n).map_err(|_| err(F, "field batch_size: too large"))?,
+    };
+    let retry_attempts = match non_negative("retry_attempts")? {
+        None | Some(0) => DEFAULT_RETRY_ATTEMPTS,
+        Some(n) => u32::try_from(n).map_err(|_| err(F, "field retry_attempts: too large"))?,
+    };
+    let dry_run = match field(&v, "dry_run") {
+        None => false,
+        Some(b) => b
+            .as_bool()
+            .ok_or_else(|| err(F, format!("field dry_run: expected a boolean, got {}", type_name(b))))?,
+    };
+    let opts = JobOptions {
+        batch_size,
+        stream_ids: string_list(F, &v, "stream_ids")?,
+        connection_ids: string_list(F, &v, "connection_ids")?,
+        date_from: date_field(F, &v, "date_from")?,
+        date_to: date_field(F, &v, "date_to")?,
+        retry_attempts,
+        dry_run,
+        start_file: str_field(F, &v, "start_file")?.filter(|s| !s.is_empty()).map(str::to_owned),
+        start_line: non_negative("start_line")?.unwrap_or(0),
+        limit: non_negative("limit")?.filter(|&n| n > 0),
+        raw_json: String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    if let (Some(from), Some(to)) = (opts.date_from, opts.date_to) {
+        if from > to {
+            return Err(err(F, format!("date_from ({from}) is after date_to ({to})")));
+        }
+    }
+    Ok(opts)
+}
+
+/// Parses `files.json` (plain or gzip): a JSON array of `{"path", "size", ...}`.
+pub fn parse_files_list(raw: &[u8]) -> Result<Vec<FileEntry>, JobFileError> {
+    const F: &str = "files.json";
+    let bytes = maybe_gunzip(F, raw)?;
+    let v = parse_json(F, &bytes)?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| err(F, format!("expected a JSON array, got {}", type_name(&v))))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            if !entry.is_object() {
+                return Err(err(F, format!("entry {i}: expected an object, got {}", type_name(entry))));
+            }
+            let at = |e: JobFileError| err(F, format!("entry {i}: {}", e.what));
+            let path = str_field(F, entry, "path").map_err(at)?.unwrap_or_default();
+            if path.is_empty() {
+                return Err(err(F, format!("entry {i}: field path is missing or empty")));
+            }
+            let size = match int_field(F, entry, "size").map_err(at)? {
+                Some(n) if n < 0 => return Err(err(F, format!("entry {i}: field size: must not be negative"))),
+                other => other.unwrap_or(0) as u64,
+            };
+            Ok(FileEntry { path: path.to_owned(), size })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn defaults_when_empty() {
+        assert_eq!(parse_job_config(b"{}").unwrap(), JobOptions::default());
+        assert_eq!(parse_job_config(b"{ }").unwrap().raw_json, "{ }");
+    }
+
+    #[test]
+    fn full_config_and_ignored_admin_fields() {
+        let c = parse_job_config(
+            br#"{"batch_size":50,"stream_ids":["s1","s2"],"connection_ids":["c1"],
+                "date_from":"2024-01-01T00:00:00Z","date_to":"2024-01-02T00:00:00.5+02:00",
+                "retry_attempts":5,"dry_run":true,"start_file":"a.ndjson","start_line":7,"limit":100,
+                "s3_path":"s3://b/p","local_path":"/x","files":["a"],"unknown":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.batch_size, 50);
+        assert_eq!(c.stream_ids, vec!["s1", "s2"]);
+        assert_eq!(c.connection_ids, vec!["c1"]);
+        assert_eq!(c.date_from.unwrap().to_rfc3339(), "2024-01-01T00:00:00+00:00");
+        assert_eq!(c.date_to.unwrap().timestamp_subsec_millis(), 500);
+        assert_eq!((c.retry_attempts, c.dry_run, c.start_line, c.limit), (5, true, 7, Some(100)));
+        assert_eq!(c.start_file.as_deref(), Some("a.ndjson"));
+    }
+
+    #[test]
+    fn go_zero_values_mean_unset() {
+        let c = parse_job_config(
+            br#"{"batch_size":0,"retry_attempts":0,"limit":0,"date_from":"0001-01-01T00:00:00Z",
+                "date_to":"","start_file":"","stream_ids":null,"connection_ids":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(c, JobOptions { raw_json: c.raw_json.clone(), ..JobOptions::default() });
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        for (json, needle) in [
+            (r#"{"batch_size":"10"}"#, "field batch_size: expected an integer, got a string"),
+            (r#"{"stream_ids":"s1"}"#, "field stream_ids: expected an array of strings"),
+            (r#"{"stream_ids":[1]}"#, "field stream_ids[0]: expected a string, got a number"),
+            (r#"{"dry_run":"yes"}"#, "field dry_run: expected a boolean"),
+            (r#"{"date_from":"yesterday"}"#, "field date_from: not an RFC 3339 time"),
+            (r#"{"limit":-1}"#, "field limit: must not be negative"),
+            (r#"{"start_line":1.5}"#, "field start_line: expected an integer"),
+            (r#"[]"#, "expected a JSON object, got an array"),
+            (r#"{"#, "invalid JSON"),
+            (r#"{"date_from":"2024-02-01T00:00:00Z","date_to":"2024-01-01T00:00:00Z"}"#, "is after date_to"),
+        ] {
+            let e = parse_job_config(json.as_bytes()).unwrap_err();
+            assert_eq!(e.file, "config.json");
+            assert!(e.to_string().contains(needle), "{json}: {e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn files_list_plain_and_gzip() {
+        let json = br#"[{"path":"s3://b/k1.ndjson.gz","size":10,"modified":"x"},{"path":"/data/f.ndjson"}]"#;
+        let want = vec![
+            FileEntry { path: "s3://b/k1.ndjson.gz".into(), size: 10 },
+            FileEntry { path: "/data/f.ndjson".into(), size: 0 },
+        ];
+        assert_eq!(parse_files_list(json).unwrap(), want);
+        assert_eq!(parse_files_list(&gzip(json)).unwrap(), want);
+        assert_eq!(parse_files_list(b"[]").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn files_list_errors_name_entry_and_field() {
+        for (json, needle) in [
+            (r#"{}"#, "expected a JSON array"),
+            (r#"[1]"#, "entry 0: expected an object"),
+            (r#"[{"path":"a"},{"size":1}]"#, "entry 1: field path is missing"),
+            (r#"[{"path":5}]"#, "entry 0: field path: expected a string"),
+            (r#"[{"path":"a","size":"big"}]"#, "entry 0: field size: expected an integer"),
+        ] {
+            let e = parse_files_list(json.as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with("files.json: "), "{e}");
+            assert!(e.to_string().contains(needle), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let mut g = gzip(b"[]");
+        g.truncate(g.len() - 4);
+        assert!(parse_files_list(&g).unwrap_err().to_string().contains("invalid gzip"));
+    }
+}

@@ -1,0 +1,57 @@
+//! The `reprocessing-worker` binary: parse the config, start tracing, run, map to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use reprocessing_worker::config::{Cli, Command, LogFormat, WorkerArgs};
+use reprocessing_worker::{run, shutdown_signal, worker::report_config_failure, Config};
+use tracing_subscriber::EnvFilter;
+
+// musl's allocator is slow for the many small record allocations; mimalloc everywhere.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run_worker(args: WorkerArgs) -> ExitCode {
+    let config = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("configuration error: {e}");
+            report_config_failure(&args, &e.to_string()).await;
+            return ExitCode::from(2);
+        }
+    };
+    match run(&config, shutdown_signal()).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("fatal: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Run(args)) => args,
+        None => cli.worker,
+    };
+    init_tracing(args.log_format);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run_worker(args))
+}

@@ -1,0 +1,395 @@
+//! One file, end to end: reader task → CPU thread (decode, split, decide, batch) → producer.
+//!
+//! ```text
+//!  reader task ──Bytes──▶ CPU thread ──Batch──▶ producer ──▶ Sink (Kafka)
+//!   (ranged reads)  [read_ahead_chunks]    [max_in_flight]   ≤ max_in_flight requests
+//!                          │ line states, per chunk                │ acks, per batch
+//!                          └──────────────▶ Progress (watermark) ◀─┘
+//! ```
+//!
+//! Every queue is bounded, so slow acknowledgements fill the batch queue, which blocks the
+//! CPU thread, which stops draining the chunk queue, which stops the reads. A file is tried
+//! up to `1 + retry_attempts` times; each attempt re-reads the file and skips the lines the
+//! tracker already settled, so a delivered line is never sent again by this process.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::{Batcher, Decision};
+use crate::decode::{decode, DecodeError};
+use crate::filter::Filter;
+use crate::lines::LineSplitter;
+use crate::progress::Progress;
+use crate::route::Router;
+use crate::sink::{Batch, Sink, SinkError};
+use crate::source::{Location, SourceError, Sources};
+use crate::tracker::{Counts, LineState};
+
+/// Stack of the CPU thread, in bytes: room for JSON nested to `extract::MAX_DEPTH`.
+pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bad lines logged per file attempt; the rest are only counted.
+const LOGGED_BAD_LINES: u32 = 5;
+
+/// The pipeline's fixed parts, built once per worker.
+pub struct Engine {
+    pub filter: Filter,
+    pub router: Router,
+    pub sink: Arc<dyn Sink>,
+    pub sources: Sources,
+    pub progress: Arc<Progress>,
+    pub batch_size: usize,
+    pub batch_max_bytes: usize,
+    pub max_line: usize,
+    pub read_chunk_bytes: usize,
+    pub read_ahead_chunks: usize,
+    pub max_in_flight: usize,
+    pub retry_attempts: u32,
+    pub shutdown_timeout: Duration,
+    /// Most lines to queue for delivery over the whole run.
+    pub limit: Option<u64>,
+    /// Lines queued for delivery so far (first sends only).
+    pub queued: AtomicU64,
+    cursors: std::sync::Mutex<Vec<(i32, i32)>>,
+}
+
+/// How one file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOutcome {
+    Done,
+    /// Given up after its attempts; the reason of the last one.
+    Failed(String),
+    /// The run's `limit` was reached in this file.
+    LimitReached,
+    /// Shutdown was requested.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CpuEnd {
+    Eof,
+    Limit,
+    Cancelled,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("parser thread failed: {0}")]
+    Thread(String),
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        filter: Filter,
+        router: Router,
+        sink: Arc<dyn Sink>,
+        sources: Sources,
+        progress: Arc<Progress>,
+        cfg: &crate::config::Config,
+    ) -> Self {
+        let topics = router.topics().len();
+        Self {
+            filter,
+            router,
+            sink,
+            sources,
+            progress,
+            batch_size: cfg.job.batch_size,
+            batch_max_bytes: cfg.tuning.batch_max_bytes,
+            max_line: cfg.tuning.max_line_bytes,
+            read_chunk_bytes: cfg.tuning.read_chunk_bytes,
+            read_ahead_chunks: cfg.tuning.read_ahead_chunks,
+            max_in_flight: cfg.tuning.max_in_flight,
+            retry_attempts: cfg.job.retry_attempts,
+            shutdown_timeout: cfg.tuning.shutdown_timeout,
+            limit: cfg.job.limit,
+            queued: AtomicU64::new(0),
+            cursors: std::sync::Mutex::new(vec![(0, 0); topics]),
+        }
+    }
+
+    fn limit_reached(&self) -> bool {
+        self.limit.is_some_and(|l| self.queued.load(Ordering::Relaxed) >= l)
+    }
+
+    /// Processes `path` from line `first_line` on. The file's lines are settled (or given
+    /// up) when this returns; the caller records the file as processed.
+    pub async fn process_file(self: &Arc<Self>, path: &str, first_line: u64, shutdown: &CancellationToken) -> (FileOutcome, u64) {
+        self.progress.start_file(path, first_line);
+        if self.limit_reached() {
+            return (FileOutcome::LimitReached, 0);
+        }
+        let loc = match Location::parse(path) {
+            Ok(l) => l,
+            Err(e) => return (self.give_up(e.to_string()), 0),
+        };
+        let mut size = 0;
+        let mut last_error = String::new();
+        for attempt in 0..=self.retry_attempts {
+            if attempt > 0 {
+                let pause = Duration::from_millis(200u64 << attempt.min(5));
+                tracing::warn!(file = path, attempt, error = %last_error, "retrying file from line {}", self.progress.snapshot().current_line + 1);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return (FileOutcome::Cancelled, size),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            if shutdown.is_cancelled() {
+                return (FileOutcome::Cancelled, size);
+            }
+            size = match self.sources.size(&loc).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            match self.attempt(&loc, size, shutdown).await {
+                Ok(CpuEnd::Eof) => return (FileOutcome::Done, size),
+                Ok(CpuEnd::Limit) => return (FileOutcome::LimitReached, size),
+                Ok(CpuEnd::Cancelled) => return (FileOutcome::Cancelled, size),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        (self.give_up(last_error), size)
+    }
+
+    fn give_up(&self, reason: String) -> FileOutcome {
+        self.progress.lock().apply(|t| t.give_up());
+        FileOutcome::Failed(reason)
+    }
+
+    async fn attempt(self: &Arc<Self>, loc: &Location, size: u64, shutdown: &CancellationToken) -> Result<CpuEnd, AttemptError> {
+        let cancel = shutdown.child_token();
+        let mut rx = self.sources.spawn_reader(loc.clone(), size, self.read_chunk_bytes, self.read_ahead_chunks, cancel.clone());
+        // Bound: max_in_flight batches of at most batch_max_bytes each.
+        let (btx, brx) = mpsc::channel::<Batch>(self.max_in_flight);
+        let (done_tx, done_rx) = oneshot::channel();
+        let me = Arc::clone(self);
+        let cpu_cancel = cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("parser".into())
+            .stack_size(PARSER_STACK_BYTES)
+            .spawn(move || {
+                let r = me.run_cpu(&mut rx, &btx, &cpu_cancel);
+                let _ = done_tx.send(r);
+            });
+        if let Err(e) = spawned {
+            return Err(AttemptError::Thread(e.to_string()));
+        }
+        let produced = self.run_producer(brx, &cancel, shutdown).await;
+        let cpu = done_rx.await.unwrap_or_else(|_| Err(AttemptError::Thread("parser thread panicked".into())));
+        // Nothing is in flight now: a line still pending was in a batch that never got an ack.
+        self.progress.lock().apply(|t| {
+            let pending: Vec<u64> = (t.watermark() + 1..t.next_new_line()).filter(|&l| t.state(l) == Some(LineState::Pending)).collect();
+            t.resolve(&pending, LineState::Released)
+        });
+        produced?;
+        cpu
+    }
+
+    /// The CPU stage, on its own thread.
+    fn run_cpu(
+        &self,
+        rx: &mut mpsc::Receiver<Result<Bytes, SourceError>>,
+        btx: &mpsc::Sender<Batch>,
+        cancel: &CancellationToken,
+    ) -> Result<CpuEnd, AttemptError> {
+        let first = match rx.blocking_recv() {
+            None if cancel.is_cancelled() => return Ok(CpuEnd::Cancelled),
+            None => return Ok(CpuEnd::Eof),
+            Some(Err(e)) => return Err(DecodeError::Source(e).into()),
+            Some(Ok(b)) => b,
+        };
+        let (resume_from, known_until) = {
+            let g = self.progress.lock();
+            (g.tracker().watermark() + 1, g.tracker().next_new_line())
+        };
+        let mut batcher = Batcher::new(&self.filter, &self.router, self.batch_size, self.batch_max_bytes);
+        let mut splitter = LineSplitter::new(self.max_line);
+        let mut states: Vec<(u64, LineState)> = Vec::with_capacity(8192);
+        let mut line_no = 0u64;
+        let end = Cell::new(CpuEnd::Eof);
+        let bad_lines = Cell::new(0u32);
+        let send_failed = Cell::new(false);
+        let record = |states: &mut Vec<(u64, LineState)>, created: &str| {
+            let mut g = self.progress.lock();
+            g.apply(|t| states.drain(..).fold(Counts::default(), |c, (l, s)| c.plus(t.record(l, s))));
+            if !created.is_empty() {
+                g.set_current_ts(created);
+            }
+        };
+        let handle = |no: u64, line: crate::lines::Line<'_>, batcher: &mut Batcher, states: &mut Vec<(u64, LineState)>| -> bool {
+            if no < resume_from {
+                return true;
+            }
+            if no < known_until && self.progress.lock().tracker().is_settled(no) {
+                return true;
+            }
+            let allow = !self.limit_reached();
+            let mut out = None;
+            let decision = batcher.line(no, line, allow, |b| out = Some(b));
+            let Some(decision) = decision else {
+                end.set(CpuEnd::Limit);
+                return false;
+            };
+            if decision == Decision::Queued && no >= known_until {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Decision::Error(e) = &decision {
+                bad_lines.set(bad_lines.get() + 1);
+                if bad_lines.get() <= LOGGED_BAD_LINES {
+                    tracing::warn!(line = no, error = %e, "bad line");
+                }
+            }
+            states.push((no, decision.state()));
+            if let Some(b) = out {
+                // The tracker must know a batch's lines before its ack can arrive.
+                record(states, &batcher.last_created);
+                if btx.blocking_send(b).is_err() {
+                    send_failed.set(true);
+                    return false;
+                }
+            }
+            true
+        };
+        let decoded = decode(first, rx, &self.progress.file_bytes, |chunk| {
+            if cancel.is_cancelled() {
+                end.set(CpuEnd::Cancelled);
+                return false;
+            }
+            let go = splitter.feed(chunk, |line| {
+                line_no += 1;
+                handle(line_no, line, &mut batcher, &mut states)
+            });
+            record(&mut states, &batcher.last_created);
+            batcher.flush_stale(line_no, |b| {
+                if btx.blocking_send(b).is_err() {
+                    send_failed.set(true);
+                }
+            });
+            go && !send_failed.get()
+        });
+        let decoded = decoded.map(|_| ());
+        if decoded.is_ok() && matches!(end.get(), CpuEnd::Eof) && !send_failed.get() {
+            if cancel.is_cancelled() {
+                end.set(CpuEnd::Cancelled);
+            } else {
+                splitter.finish(|line| {
+                    line_no += 1;
+                    handle(line_no, line, &mut batcher, &mut states)
+                });
+            }
+        }
+        record(&mut states, &batcher.last_created);
+        batcher.flush_all(|b| {
+            let _ = btx.blocking_send(b);
+        });
+        if bad_lines.get() > LOGGED_BAD_LINES {
+            tracing::warn!(more = bad_lines.get() - LOGGED_BAD_LINES, "more bad lines in this file (not logged one by one)");
+        }
+        decoded?;
+        Ok(end.get())
+    }
+
+    /// Picks the partition for a batch of `topic`: round-robin, one batch per partition.
+    async fn partition_for(&self, topic: usize) -> Result<i32, SinkError> {
+        let known = self.cursors.lock().unwrap_or_else(|p| p.into_inner())[topic].0;
+        if known == 0 {
+            let n = self.sink.partitions(&self.router.topics()[topic]).await?;
+            self.cursors.lock().unwrap_or_else(|p| p.into_inner())[topic].0 = n;
+        }
+        let mut c = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, next) = &mut c[topic];
+        let p = *next % *n;
+        *next = (p + 1) % *n;
+        Ok(p)
+    }
+
+    /// Sends batches with at most `max_in_flight` unacknowledged; settles their lines on ack.
+    /// On a failed batch it stops the attempt (`cancel`) and returns the error once the
+    /// requests in flight have ended. On shutdown it waits at most `shutdown_timeout` for them.
+    async fn run_producer(self: &Arc<Self>, mut brx: mpsc::Receiver<Batch>, cancel: &CancellationToken, shutdown: &CancellationToken) -> Result<(), SinkError> {
+        let mut inflight: JoinSet<(Vec<u64>, Result<(), SinkError>)> = JoinSet::new();
+        let mut failure: Option<SinkError> = None;
+        let mut open = true;
+        while open || !inflight.is_empty() {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Some(e) = self.settle(joined) {
+                        if failure.is_none() {
+                            failure = Some(e);
+                            cancel.cancel();
+                            brx.close();
+                        }
+                    }
+                }
+                batch = brx.recv(), if open && inflight.len() < self.max_in_flight => match batch {
+                    None => open = false,
+                    Some(batch) if failure.is_some() => drop(batch),
+                    Some(batch) => {
+                        let me = Arc::clone(self);
+                        inflight.spawn(async move {
+                            let r = async {
+                                let p = me.partition_for(batch.topic).await?;
+                                me.sink.produce(&me.router.topics()[batch.topic], p, batch.records).await
+                            }.await;
+                            (batch.lines, r)
+                        });
+                    }
+                },
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        // Shutdown: stop taking batches and give the requests in flight a bounded time.
+        brx.close();
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        while !inflight.is_empty() {
+            match tokio::time::timeout_at(deadline, inflight.join_next()).await {
+                Ok(Some(joined)) => {
+                    if let Some(e) = self.settle(joined) {
+                        failure.get_or_insert(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(abandoned = inflight.len(), "shutdown timeout: abandoning batches in flight (they will be resent on resume)");
+                    inflight.abort_all();
+                    break;
+                }
+            }
+        }
+        while brx.recv().await.is_some() {}
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Settles one finished batch; returns its error if it failed.
+    fn settle(&self, joined: Result<(Vec<u64>, Result<(), SinkError>), tokio::task::JoinError>) -> Option<SinkError> {
+        match joined {
+            Ok((lines, Ok(()))) => {
+                self.progress.lock().apply(|t| t.resolve(&lines, LineState::Success));
+                None
+            }
+            Ok((lines, Err(e))) => {
+                self.progress.lock().apply(|t| t.resolve(&lines, LineState::Released));
+                Some(e)
+            }
+            Err(e) => Some(SinkError::Connect(format!("produce task failed: {e}"))),
+        }
+    }
+}

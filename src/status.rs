@@ -1,0 +1,402 @@
+//! The worker's row in `reprocessing_workers` (PostgreSQL), written by a background task.
+//!
+//! The schema is the admin service's (see `shared` contract): `INTEGER` columns bind `i32`,
+//! `BIGINT` columns bind `i64`. Standalone, the worker creates the tables with the same DDL
+//! (`IF NOT EXISTS`, under an advisory lock so that workers starting together do not race)
+//! and the job row if it is missing. The row is upserted: the admin's `pending` row is taken
+//! over, never deleted. `started_at` is set the first time the row goes `running` and kept
+//! after; `completed_at` is set when the row ends (`completed`, `failed`, `cancelled`).
+//!
+//! Failed writes reconnect and retry on the next write; the pipeline never waits for them.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::progress::{Progress, Snapshot};
+use crate::secret::{redact_url, Secret};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl WorkerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Running => "running",
+            WorkerStatus::Completed => "completed",
+            WorkerStatus::Failed => "failed",
+            WorkerStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One write of the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    pub status: WorkerStatus,
+    pub snapshot: Snapshot,
+    pub assigned_files: u32,
+    pub total_bytes: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("database {url}: {reason}")]
+    Db { url: String, reason: String },
+}
+
+/// Where status rows go. PostgreSQL in production; an in-memory fake in unit tests.
+pub trait StatusStore: Send + Sync {
+    fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>>;
+}
+
+pub const DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS reprocessing_jobs (
+    id VARCHAR(64) PRIMARY KEY,
+    config JSONB NOT NULL,
+    status VARCHAR(32) NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    started_at TIMESTAMP WITH TIME ZONE,
+    completed_at TIMESTAMP WITH TIME ZONE,
+    k8s_job_name VARCHAR(255),
+    total_files INTEGER DEFAULT 0,
+    total_workers INTEGER DEFAULT 0,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS reprocessing_jobs_created_at_idx ON reprocessing_jobs (created_at DESC);
+CREATE TABLE IF NOT EXISTS reprocessing_workers (
+    job_id VARCHAR(64) NOT NULL REFERENCES reprocessing_jobs(id) ON DELETE CASCADE,
+    worker_index INTEGER NOT NULL,
+    status VARCHAR(32) NOT NULL,
+    started_at TIMESTAMP WITH TIME ZONE,
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
+    completed_at TIMESTAMP WITH TIME ZONE,
+    current_file TEXT,
+    current_line BIGINT DEFAULT 0,
+    current_ts TEXT,
+    assigned_files INTEGER DEFAULT 0,
+    processed_files INTEGER DEFAULT 0,
+    total_lines BIGINT DEFAULT 0,
+    success_count BIGINT DEFAULT 0,
+    error_count BIGINT DEFAULT 0,
+    skipped_count BIGINT DEFAULT 0,
+    total_bytes BIGINT DEFAULT 0,
+    processed_bytes BIGINT DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (job_id, worker_index)
+);
+CREATE INDEX IF NOT EXISTS reprocessing_workers_job_id_idx ON reprocessing_workers (job_id);
+CREATE INDEX IF NOT EXISTS reprocessing_workers_status_idx ON reprocessing_workers (job_id, status);
+"#;
+
+const UPSERT: &str = r#"
+INSERT INTO reprocessing_workers AS w (job_id, worker_index, status, started_at, updated_at, completed_at,
+    current_file, current_line, current_ts, assigned_files, processed_files, total_lines, success_count,
+    error_count, skipped_count, total_bytes, processed_bytes, error)
+VALUES ($1, $2, $3::varchar, NOW(), NOW(),
+    CASE WHEN $3::varchar IN ('completed', 'failed', 'cancelled') THEN NOW() END,
+    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (job_id, worker_index) DO UPDATE SET
+    status = EXCLUDED.status,
+    started_at = COALESCE(w.started_at, EXCLUDED.started_at),
+    updated_at = NOW(),
+    completed_at = EXCLUDED.completed_at,
+    current_file = EXCLUDED.current_file,
+    current_line = EXCLUDED.current_line,
+    current_ts = EXCLUDED.current_ts,
+    assigned_files = EXCLUDED.assigned_files,
+    processed_files = EXCLUDED.processed_files,
+    total_lines = EXCLUDED.total_lines,
+    success_count = EXCLUDED.success_count,
+    error_count = EXCLUDED.error_count,
+    skipped_count = EXCLUDED.skipped_count,
+    total_bytes = EXCLUDED.total_bytes,
+    processed_bytes = EXCLUDED.processed_bytes,
+    error = EXCLUDED.error
+"#;
+
+/// The row as stored, for resuming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub status: String,
+    pub snapshot: Snapshot,
+}
+
+/// The PostgreSQL store for one worker's row.
+pub struct PgStatus {
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    shown_url: String,
+    job_id: String,
+    worker_index: i32,
+    client: tokio::sync::Mutex<Option<Client>>,
+    timeout: Duration,
+}
+
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn i32_of(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// libpq's `sslmode`: tokio-postgres knows `disable`, `prefer` and `require`; `verify-ca`
+/// and `verify-full` become `require` plus certificate verification.
+fn split_sslmode(url: &str) -> (String, bool) {
+    for mode in ["verify-full", "verify-ca"] {
+        let needle = format!("sslmode={mode}");
+        if url.contains(&needle) {
+            return (url.replace(&needle, "sslmode=require"), true);
+        }
+    }
+    (url.to_owned(), false)
+}
+
+impl PgStatus {
+    /// Connects once, within `timeout`. Errors show the URL without its password.
+    pub async fn connect(url: &Secret, job_id: &str, worker_index: u32, timeout: Duration) -> Result<Self, StatusError> {
+        let shown_url = redact_url(url.expose());
+        let db = |reason: String| StatusError::Db { url: shown_url.clone(), reason };
+        let (url, verify) = split_sslmode(url.expose());
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| db(format!("invalid URL: {e}")))?;
+        config.connect_timeout(timeout);
+        config.application_name("reprocessing-worker");
+        let tls_config = crate::tls::client_config(None, !verify).map_err(|e| db(e.to_string()))?;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
+        let me = Self {
+            config,
+            tls,
+            shown_url: shown_url.clone(),
+            job_id: job_id.to_owned(),
+            worker_index: i32_of(worker_index),
+            client: tokio::sync::Mutex::new(None),
+            timeout,
+        };
+        let client = me.open().await?;
+        *me.client.lock().await = Some(client);
+        Ok(me)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StatusError {
+        // tokio-postgres errors never include the password.
+        StatusError::Db { url: self.shown_url.clone(), reason: e.to_string() }
+    }
+
+    async fn open(&self) -> Result<Client, StatusError> {
+        let connect = self.config.connect(self.tls.clone());
+        let (client, conn) = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| self.err("connect timed out"))?
+            .map_err(|e| self.err(db_reason(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %db_reason(&e), "database connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Runs `f` with a live client, reconnecting once if the connection is gone.
+    async fn with_client<T>(
+        &self,
+        f: impl for<'c> Fn(&'c Client) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StatusError> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.is_closed() {
+                match tokio::time::timeout(self.timeout, f(c)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) if !e.is_closed() && e.as_db_error().is_some() => return Err(self.err(db_reason(&e))),
+                    _ => {}
+                }
+            }
+        }
+        *slot = None;
+        let c = self.open().await?;
+        let r = tokio::time::timeout(self.timeout, f(&c)).await;
+        *slot = Some(c);
+        match r {
+            Ok(r) => r.map_err(|e| self.err(db_reason(&e))),
+            Err(_) => Err(self.err("query timed out")),
+        }
+    }
+
+    /// Creates the tables (standalone runs) and the job row if it is missing.
+    pub async fn prepare(&self, job_config_json: &str, total_files: u32, total_workers: u32) -> Result<(), StatusError> {
+        let (job, cfg) = (self.job_id.clone(), job_config_json.to_owned());
+        let (files, workers) = (i32_of(total_files), i32_of(total_workers));
+        self.with_client(move |c| {
+            let (job, cfg) = (job.clone(), cfg.clone());
+            Box::pin(async move {
+                c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock(7262635483); {DDL} COMMIT;")).await?;
+                c.execute(
+                    "INSERT INTO reprocessing_jobs (id, config, status, created_at, started_at, total_files, total_workers)
+                     VALUES ($1, $2::text::jsonb, 'running', NOW(), NOW(), $3, $4) ON CONFLICT (id) DO NOTHING",
+                    &[&job, &cfg, &files, &workers],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The stored row of this worker, if any.
+    pub async fn read_row(&self) -> Result<Option<StoredRow>, StatusError> {
+        let (job, idx) = (self.job_id.clone(), self.worker_index);
+        let row = self
+            .with_client(move |c| {
+                let job = job.clone();
+                Box::pin(async move {
+                    c.query_opt(
+                        "SELECT status, current_file, current_line, current_ts, processed_files, total_lines,
+                                success_count, error_count, skipped_count, processed_bytes
+                         FROM reprocessing_workers WHERE job_id = $1 AND worker_index = $2",
+                        &[&job, &idx],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(row.map(|r| {
+            let n = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
+            StoredRow {
+                status: r.get(0),
+                snapshot: Snapshot {
+                    current_file: r.get(1),
+                    current_line: n(2),
+                    current_ts: r.get(3),
+                    processed_files: r.get::<_, Option<i32>>(4).unwrap_or(0).max(0) as u32,
+                    counts: crate::tracker::Counts { total: n(5), success: n(6), error: n(7), skipped: n(8) },
+                    processed_bytes: n(9),
+                },
+            }
+        }))
+    }
+}
+
+/// The server's message for database errors, else the client's.
+fn db_reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let mut s = e.to_string();
+            if let Some(src) = std::error::Error::source(e) {
+                s.push_str(": ");
+                s.push_str(&src.to_string());
+            }
+            s
+        }
+    }
+}
+
+impl StatusStore for PgStatus {
+    fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(async move {
+            let (job, idx) = (self.job_id.clone(), self.worker_index);
+            let row = row.clone();
+            self.with_client(move |c| {
+                let (job, row) = (job.clone(), row.clone());
+                Box::pin(async move {
+                    let s = &row.snapshot;
+                    c.execute(
+                        UPSERT,
+                        &[
+                            &job,
+                            &idx,
+                            &row.status.as_str(),
+                            &s.current_file,
+                            &i64_of(s.current_line),
+                            &s.current_ts,
+                            &i32_of(row.assigned_files),
+                            &i32_of(s.processed_files),
+                            &i64_of(s.counts.total),
+                            &i64_of(s.counts.success),
+                            &i64_of(s.counts.error),
+                            &i64_of(s.counts.skipped),
+                            &i64_of(row.total_bytes),
+                            &i64_of(s.processed_bytes),
+                            &row.error,
+                        ],
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .await
+        })
+    }
+}
+
+/// Writes `running` rows from `progress` until `stop` fires: whenever woken (every
+/// [`crate::progress::FLUSH_EVERY_LINES`] lines, after each file) and at least every `tick`.
+/// A failed write is logged (once per outage) and the next one carries the newest counters.
+pub async fn run_flusher(
+    store: &dyn StatusStore,
+    progress: &Progress,
+    assigned_files: u32,
+    total_bytes: u64,
+    tick: Duration,
+    stop: CancellationToken,
+) {
+    let mut last: Option<Snapshot> = None;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = progress.flush.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let snapshot = progress.snapshot();
+        if last.as_ref() == Some(&snapshot) {
+            continue;
+        }
+        let row = StatusRow { status: WorkerStatus::Running, snapshot: snapshot.clone(), assigned_files, total_bytes, error: None };
+        match store.write(&row).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("status writes recovered");
+                }
+                failing = false;
+                last = Some(snapshot);
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "status write failed; the pipeline goes on and the next write retries");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_mapping() {
+        assert_eq!(split_sslmode("postgres://h/db?sslmode=verify-full"), ("postgres://h/db?sslmode=require".into(), true));
+        assert_eq!(split_sslmode("postgres://h/db?sslmode=require"), ("postgres://h/db?sslmode=require".into(), false));
+        assert_eq!(split_sslmode("postgres://h/db"), ("postgres://h/db".into(), false));
+    }
+
+    #[test]
+    fn ddl_matches_the_contract_types() {
+        for col in ["worker_index INTEGER", "assigned_files INTEGER", "processed_files INTEGER", "current_line BIGINT",
+            "total_lines BIGINT", "success_count BIGINT", "error_count BIGINT", "skipped_count BIGINT",
+            "total_bytes BIGINT", "processed_bytes BIGINT", "total_files INTEGER", "total_workers INTEGER"] {
+            assert!(DDL.contains(col), "{col}");
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! rustls client configurations shared by Kafka, PostgreSQL and the repository client.
+//!
+//! Roots come from the system store (`rustls-native-certs`, which honours `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR`; the scratch image ships a CA bundle and sets `SSL_CERT_FILE`), plus an
+//! optional extra PEM bundle. "Skip verify" accepts any certificate but still checks the
+//! handshake signatures; it exists for `KAFKA_SSL_SKIP_VERIFY` and libpq's `sslmode=require`,
+//! which encrypts without verifying.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read CA bundle {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("no trusted CA certificates found (set SSL_CERT_FILE or a CA bundle path)")]
+    NoRoots,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A client config that verifies the server against the system roots plus `ca_file`, or
+/// that accepts any certificate when `skip_verify`.
+pub fn client_config(ca_file: Option<&Path>, skip_verify: bool) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions");
+    if skip_verify {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
+            .with_no_client_auth());
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let shown = path.display().to_string();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoRoots);
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Accepts any server certificate; handshake signatures are still verified.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_verify_builds_without_roots() {
+        assert!(client_config(None, true).is_ok());
+    }
+
+    #[test]
+    fn unreadable_ca_file_is_named() {
+        let e = client_config(Some(Path::new("/nonexistent/ca.pem")), false).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+    }
+}
