@@ -1,0 +1,229 @@
+//! Helpers for the integration tests: they run the real binary against the real services
+//! started by `scripts/services.sh` (PostgreSQL, tansu, moto) and read Kafka back with kcat,
+//! a librdkafka client nobody here wrote.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the integration tests through scripts/test.sh"))
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    format!("{prefix}-{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn create_topic(name: &str, partitions: u32) {
+    let out = Command::new(env("RW_TANSU_BIN"))
+        .args(["topic", "create", name, "--partitions", &partitions.to_string(), "--broker"])
+        .arg(format!("tcp://{}", env("KAFKA_BOOTSTRAP_SERVERS")))
+        .output()
+        .expect("tansu topic create");
+    assert!(out.status.success(), "topic create: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One message as kcat saw it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Msg {
+    pub topic: String,
+    pub partition: i64,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub value: String,
+}
+
+/// Reads a whole topic with kcat (`-J`: header values may contain commas).
+pub fn consume(topic: &str) -> Vec<Msg> {
+    let out = Command::new("kcat")
+        .env("LD_LIBRARY_PATH", env("RW_KCAT_LD_LIBRARY_PATH"))
+        .args(["-C", "-b", &env("KAFKA_BOOTSTRAP_SERVERS"), "-t", topic, "-o", "beginning", "-e", "-q", "-J"])
+        .output()
+        .expect("kcat");
+    assert!(out.status.success(), "kcat: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("kcat output is UTF-8");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: sonic_rs::Value = sonic_rs::from_str(l).unwrap_or_else(|e| panic!("kcat line {l}: {e}"));
+            let headers = v
+                .get("headers")
+                .and_then(|h| h.as_array())
+                .map(|a| {
+                    let items: Vec<String> = a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect();
+                    items.chunks(2).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default())).collect()
+                })
+                .unwrap_or_default();
+            Msg {
+                topic: v.get("topic").and_then(|x| x.as_str()).unwrap().to_string(),
+                partition: v.get("partition").and_then(|x| x.as_i64()).unwrap(),
+                key: v.get("key").and_then(|x| x.as_str()).map(str::to_string),
+                headers,
+                value: v.get("payload").and_then(|x| x.as_str()).unwrap_or("").to_string(),
+            }
+        })
+        .collect()
+}
+
+/// A job on disk: its config.json and files.json, and a directory for data files.
+pub struct Job {
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub topic: String,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Job {
+    pub fn new(topic_partitions: u32) -> Job {
+        let id = unique("job");
+        let topic = unique("topic");
+        create_topic(&topic, topic_partitions);
+        Job { id, dir: tempfile::tempdir().unwrap(), topic, extra_env: Vec::new() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let p = self.path(name);
+        std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
+        p.display().to_string()
+    }
+
+    pub fn config(&self, json: &str) {
+        self.write("config.json", json.as_bytes());
+    }
+
+    /// files.json from (path, size) pairs.
+    pub fn files(&self, files: &[(String, u64)]) {
+        let entries: Vec<String> = files.iter().map(|(p, s)| format!(r#"{{"path":"{p}","size":{s}}}"#)).collect();
+        self.write("files.json", format!("[{}]", entries.join(",")).as_bytes());
+    }
+
+    /// Runs worker `index` of `total` to its end.
+    pub fn run(&self, index: u32, total: u32) -> Output {
+        self.command(index, total).output().expect("run worker")
+    }
+
+    pub fn command(&self, index: u32, total: u32) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reprocessing-worker"));
+        for v in ["JOB_ID", "WORKER_INDEX", "JOB_COMPLETION_INDEX", "TOTAL_WORKERS", "REPOSITORY_URL", "REPOSITORY_AUTH_TOKEN", "KAFKA_SASL", "KAFKA_SECURITY_PROTOCOL"] {
+            c.env_remove(v);
+        }
+        c.env("JOB_ID", &self.id)
+            .env("WORKER_INDEX", index.to_string())
+            .env("TOTAL_WORKERS", total.to_string())
+            .env("DATABASE_URL", env("DATABASE_URL"))
+            .env("KAFKA_BOOTSTRAP_SERVERS", env("KAFKA_BOOTSTRAP_SERVERS"))
+            .env("KAFKA_DESTINATIONS_TOPIC", &self.topic)
+            .env("FILES_CONFIG_PATH", self.path("files.json"))
+            .env("JOB_CONFIG_PATH", self.path("config.json"))
+            .env("KAFKA_CONNECT_TIMEOUT_SECS", "10")
+            .env("RUST_LOG", "info");
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+}
+
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "worker exited with {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The worker's row, as a map of column name to text (NULL is absent).
+pub fn row(job: &str, index: i32) -> BTreeMap<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&env("DATABASE_URL"), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let r = client
+            .query_one(
+                "SELECT status, started_at::text, completed_at::text, current_file, current_line::text, current_ts,
+                        assigned_files::text, processed_files::text, total_lines::text, success_count::text,
+                        error_count::text, skipped_count::text, total_bytes::text, processed_bytes::text, error
+                 FROM reprocessing_workers WHERE job_id = $1 AND worker_index = $2",
+                &[&job, &index],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("no row for {job}/{index}: {e}"));
+        let names = ["status", "started_at", "completed_at", "current_file", "current_line", "current_ts", "assigned_files",
+            "processed_files", "total_lines", "success_count", "error_count", "skipped_count", "total_bytes", "processed_bytes", "error"];
+        names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| r.get::<_, Option<String>>(i).map(|v| (n.to_string(), v)))
+            .collect()
+    })
+}
+
+pub fn num(row: &BTreeMap<String, String>, col: &str) -> u64 {
+    row.get(col).unwrap_or_else(|| panic!("{col} is NULL")).parse().unwrap()
+}
+
+/// Asserts the row's counters add up and match.
+pub fn assert_counts(row: &BTreeMap<String, String>, success: u64, error: u64, skipped: u64) {
+    assert_eq!(
+        (num(row, "success_count"), num(row, "error_count"), num(row, "skipped_count")),
+        (success, error, skipped),
+        "row {row:?}"
+    );
+    assert_eq!(num(row, "total_lines"), success + error + skipped, "row {row:?}");
+}
+
+/// Uploads `bytes` to S3 (moto) and returns the s3:// URL.
+pub fn put_s3(bucket: &str, key: &str, bytes: Vec<u8>) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let s3 = reprocessing_worker::source::s3_client().await;
+        let _ = s3.create_bucket().bucket(bucket).send().await;
+        s3.put_object().bucket(bucket).key(key).body(bytes.into()).send().await.expect("put_object");
+    });
+    format!("s3://{bucket}/{key}")
+}
+
+pub fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// A realistic Jitsu IngestMessage line.
+pub fn event(i: usize, source: &str, created: &str) -> String {
+    format!(
+        r#"{{"ingestType":"s2s","messageCreated":"{created}","messageId":"msg-{i}","writeKey":"wk","type":"track","origin":{{"baseUrl":"https://ex.com","slug":"slug-{source}","sourceId":"{source}","domain":"ex.com"}},"httpHeaders":{{"user-agent":"test"}},"httpPayload":{{"type":"track","event":"e{i}","properties":{{"n":{i},"s":"\u00e9\"q"}},"context":{{"ip":"1.2.3.4"}}}}}}"#
+    )
+}
+
+pub fn values(msgs: &[Msg]) -> Vec<String> {
+    let mut v: Vec<String> = msgs.iter().map(|m| m.value.clone()).collect();
+    v.sort();
+    v
+}
+
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn read_to_string(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
