@@ -32,6 +32,7 @@ pub mod config;
 pub mod decode;
 pub mod extract;
 pub mod filter;
+pub mod generate;
 pub mod jobfile;
 pub mod kafka;
 pub mod lines;
