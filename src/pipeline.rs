@@ -38,6 +38,59 @@ pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
 /// Bad lines logged per file attempt; the rest are only counted.
 const LOGGED_BAD_LINES: u32 = 5;
 
+/// Bounds and options of the pipeline (from [`crate::config::Config`]).
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Bytes of values per batch.
+    pub batch_max_bytes: usize,
+    /// Longest line, in bytes.
+    pub max_line: usize,
+    /// One ranged read, in bytes.
+    pub read_chunk_bytes: usize,
+    /// Reads buffered ahead, in chunks.
+    pub read_ahead_chunks: usize,
+    /// Produce requests in flight (and batches queued), in batches.
+    pub max_in_flight: usize,
+    pub retry_attempts: u32,
+    pub shutdown_timeout: Duration,
+    /// Most lines to queue for delivery over the whole run.
+    pub limit: Option<u64>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: crate::jobfile::DEFAULT_BATCH_SIZE,
+            batch_max_bytes: 1 << 20,
+            max_line: 16 << 20,
+            read_chunk_bytes: 8 << 20,
+            read_ahead_chunks: 2,
+            max_in_flight: 8,
+            retry_attempts: crate::jobfile::DEFAULT_RETRY_ATTEMPTS,
+            shutdown_timeout: Duration::from_secs(10),
+            limit: None,
+        }
+    }
+}
+
+impl From<&crate::config::Config> for EngineOptions {
+    fn from(cfg: &crate::config::Config) -> Self {
+        Self {
+            batch_size: cfg.job.batch_size,
+            batch_max_bytes: cfg.tuning.batch_max_bytes,
+            max_line: cfg.tuning.max_line_bytes,
+            read_chunk_bytes: cfg.tuning.read_chunk_bytes,
+            read_ahead_chunks: cfg.tuning.read_ahead_chunks,
+            max_in_flight: cfg.tuning.max_in_flight,
+            retry_attempts: cfg.job.retry_attempts,
+            shutdown_timeout: cfg.tuning.shutdown_timeout,
+            limit: cfg.job.limit,
+        }
+    }
+}
+
 /// The pipeline's fixed parts, built once per worker.
 pub struct Engine {
     pub filter: Filter,
@@ -45,16 +98,7 @@ pub struct Engine {
     pub sink: Arc<dyn Sink>,
     pub sources: Sources,
     pub progress: Arc<Progress>,
-    pub batch_size: usize,
-    pub batch_max_bytes: usize,
-    pub max_line: usize,
-    pub read_chunk_bytes: usize,
-    pub read_ahead_chunks: usize,
-    pub max_in_flight: usize,
-    pub retry_attempts: u32,
-    pub shutdown_timeout: Duration,
-    /// Most lines to queue for delivery over the whole run.
-    pub limit: Option<u64>,
+    pub opts: EngineOptions,
     /// Lines queued for delivery so far (first sends only).
     pub queued: AtomicU64,
     cursors: std::sync::Mutex<Vec<(i32, i32)>>,
@@ -90,38 +134,13 @@ enum AttemptError {
 }
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        filter: Filter,
-        router: Router,
-        sink: Arc<dyn Sink>,
-        sources: Sources,
-        progress: Arc<Progress>,
-        cfg: &crate::config::Config,
-    ) -> Self {
+    pub fn new(filter: Filter, router: Router, sink: Arc<dyn Sink>, sources: Sources, progress: Arc<Progress>, opts: EngineOptions) -> Self {
         let topics = router.topics().len();
-        Self {
-            filter,
-            router,
-            sink,
-            sources,
-            progress,
-            batch_size: cfg.job.batch_size,
-            batch_max_bytes: cfg.tuning.batch_max_bytes,
-            max_line: cfg.tuning.max_line_bytes,
-            read_chunk_bytes: cfg.tuning.read_chunk_bytes,
-            read_ahead_chunks: cfg.tuning.read_ahead_chunks,
-            max_in_flight: cfg.tuning.max_in_flight,
-            retry_attempts: cfg.job.retry_attempts,
-            shutdown_timeout: cfg.tuning.shutdown_timeout,
-            limit: cfg.job.limit,
-            queued: AtomicU64::new(0),
-            cursors: std::sync::Mutex::new(vec![(0, 0); topics]),
-        }
+        Self { filter, router, sink, sources, progress, opts, queued: AtomicU64::new(0), cursors: std::sync::Mutex::new(vec![(0, 0); topics]) }
     }
 
     fn limit_reached(&self) -> bool {
-        self.limit.is_some_and(|l| self.queued.load(Ordering::Relaxed) >= l)
+        self.opts.limit.is_some_and(|l| self.queued.load(Ordering::Relaxed) >= l)
     }
 
     /// Processes `path` from line `first_line` on. The file's lines are settled (or given
@@ -137,7 +156,7 @@ impl Engine {
         };
         let mut size = 0;
         let mut last_error = String::new();
-        for attempt in 0..=self.retry_attempts {
+        for attempt in 0..=self.opts.retry_attempts {
             if attempt > 0 {
                 let pause = Duration::from_millis(200u64 << attempt.min(5));
                 tracing::warn!(file = path, attempt, error = %last_error, "retrying file from line {}", self.progress.snapshot().current_line + 1);
@@ -173,9 +192,9 @@ impl Engine {
 
     async fn attempt(self: &Arc<Self>, loc: &Location, size: u64, shutdown: &CancellationToken) -> Result<CpuEnd, AttemptError> {
         let cancel = shutdown.child_token();
-        let mut rx = self.sources.spawn_reader(loc.clone(), size, self.read_chunk_bytes, self.read_ahead_chunks, cancel.clone());
+        let mut rx = self.sources.spawn_reader(loc.clone(), size, self.opts.read_chunk_bytes, self.opts.read_ahead_chunks, cancel.clone());
         // Bound: max_in_flight batches of at most batch_max_bytes each.
-        let (btx, brx) = mpsc::channel::<Batch>(self.max_in_flight);
+        let (btx, brx) = mpsc::channel::<Batch>(self.opts.max_in_flight);
         let (done_tx, done_rx) = oneshot::channel();
         let me = Arc::clone(self);
         let cpu_cancel = cancel.clone();
@@ -217,8 +236,8 @@ impl Engine {
             let g = self.progress.lock();
             (g.tracker().watermark() + 1, g.tracker().next_new_line())
         };
-        let mut batcher = Batcher::new(&self.filter, &self.router, self.batch_size, self.batch_max_bytes);
-        let mut splitter = LineSplitter::new(self.max_line);
+        let mut batcher = Batcher::new(&self.filter, &self.router, self.opts.batch_size, self.opts.batch_max_bytes);
+        let mut splitter = LineSplitter::new(self.opts.max_line);
         let mut states: Vec<(u64, LineState)> = Vec::with_capacity(8192);
         let mut line_no = 0u64;
         let end = Cell::new(CpuEnd::Eof);
@@ -339,7 +358,7 @@ impl Engine {
                         }
                     }
                 }
-                batch = brx.recv(), if open && inflight.len() < self.max_in_flight => match batch {
+                batch = brx.recv(), if open && inflight.len() < self.opts.max_in_flight => match batch {
                     None => open = false,
                     Some(batch) if failure.is_some() => drop(batch),
                     Some(batch) => {
@@ -358,7 +377,7 @@ impl Engine {
         }
         // Shutdown: stop taking batches and give the requests in flight a bounded time.
         brx.close();
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + self.opts.shutdown_timeout;
         while !inflight.is_empty() {
             match tokio::time::timeout_at(deadline, inflight.join_next()).await {
                 Ok(Some(joined)) => {

@@ -173,7 +173,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
                 ),
             }
             if outcome == FileOutcome::LimitReached {
-                tracing::info!(limit = engine.limit, "limit reached");
+                tracing::info!(limit = engine.opts.limit, "limit reached");
                 break;
             }
         }
@@ -232,7 +232,7 @@ async fn build_engine(cfg: &Config, progress: Arc<Progress>, assigned: &[(usize,
     let needs_s3 = assigned.iter().any(|(_, p)| p.starts_with("s3://"));
     let s3 = if needs_s3 { Some(crate::source::s3_client().await) } else { None };
     let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to);
-    Ok(Engine::new(filter, router, sink, Sources::new(s3), progress, cfg))
+    Ok(Engine::new(filter, router, sink, Sources::new(s3), progress, cfg.into()))
 }
 
 /// Best effort, for errors before a [`Config`] exists: records `failed` with the error when

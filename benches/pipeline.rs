@@ -1,0 +1,147 @@
+//! Criterion benches of each stage and of the whole dry-run pipeline, on realistic Jitsu
+//! IngestMessage lines (~1.4 KB) from the project's generator with a fixed seed.
+//! Throughput is reported in bytes/s (and lines/s where the unit is a line).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use reprocessing_worker::batcher::Batcher;
+use reprocessing_worker::extract::extract;
+use reprocessing_worker::filter::Filter;
+use reprocessing_worker::generate::{ndjson, Shape};
+use reprocessing_worker::lines::{Line, LineSplitter};
+use reprocessing_worker::pipeline::{Engine, EngineOptions};
+use reprocessing_worker::progress::Progress;
+use reprocessing_worker::route::Router;
+use reprocessing_worker::sink::DryRun;
+use reprocessing_worker::source::Sources;
+
+const SEED: u64 = 42;
+const LINES: u64 = 20_000;
+
+fn data() -> Vec<u8> {
+    ndjson(SEED, &Shape::default(), LINES)
+}
+
+fn lines_of(d: &[u8]) -> Vec<&[u8]> {
+    d.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect()
+}
+
+fn split(c: &mut Criterion) {
+    let d = data();
+    let mut g = c.benchmark_group("split");
+    g.throughput(Throughput::Bytes(d.len() as u64));
+    g.bench_function("memchr_8MiB_chunks", |b| {
+        b.iter(|| {
+            let mut s = LineSplitter::new(16 << 20);
+            let mut n = 0usize;
+            for chunk in d.chunks(8 << 20) {
+                s.feed(chunk, |l| {
+                    n += matches!(l, Line::Text(_)) as usize;
+                    true
+                });
+            }
+            s.finish(|_| true);
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+fn extract_filter(c: &mut Criterion) {
+    let d = data();
+    let lines = lines_of(&d);
+    let filter = Filter::new(
+        &["stream-0".into(), "stream-2".into()],
+        reprocessing_worker::filter::parse_time("2024-01-01T00:00:00Z"),
+        reprocessing_worker::filter::parse_time("2030-01-01T00:00:00Z"),
+    );
+    let mut g = c.benchmark_group("extract");
+    g.throughput(Throughput::Bytes(d.len() as u64));
+    g.bench_function("validate_and_4_fields", |b| {
+        b.iter(|| lines.iter().filter(|l| extract(l).is_ok()).count())
+    });
+    g.bench_function("validate_fields_filter", |b| {
+        b.iter(|| lines.iter().filter(|l| extract(l).map(|e| filter.check(&e).is_ok()).unwrap_or(false)).count())
+    });
+    g.finish();
+}
+
+fn routing(c: &mut Criterion) {
+    let d = data();
+    let lines = lines_of(&d);
+    let envs: Vec<_> = lines.iter().map(|l| extract(l).unwrap()).collect();
+    let mut repo = String::from("[");
+    for i in 0..1000 {
+        repo += &format!(r#"{{"stream":{{"id":"stream-{i}"}},"shard":{},"destinations":[{{"id":"d{i}","connectionId":"c{i}","destinationType":"clickhouse"}},{{"id":"e{i}","connectionId":"k{i}","destinationType":"s3"}}]}},"#, i % 3);
+    }
+    repo.pop();
+    repo.push(']');
+    let router = Router::from_repository("t", repo.as_bytes()).unwrap();
+    let mut g = c.benchmark_group("route");
+    g.throughput(Throughput::Elements(envs.len() as u64));
+    g.bench_function("repository_1000_streams", |b| b.iter(|| envs.iter().filter(|e| router.route(e).is_ok()).count()));
+    g.finish();
+}
+
+fn batches(c: &mut Criterion) {
+    let d = data();
+    let lines = lines_of(&d);
+    let filter = Filter::default();
+    let router = Router::fixed("t", &["conn-1".into(), "conn-2".into()]);
+    let mut g = c.benchmark_group("batch");
+    g.throughput(Throughput::Bytes(d.len() as u64));
+    g.bench_function("build_1MiB_record_batches", |b| {
+        b.iter(|| {
+            let mut batcher = Batcher::new(&filter, &router, 1000, 1 << 20);
+            let mut n = 0;
+            for (i, l) in lines.iter().enumerate() {
+                batcher.line(i as u64 + 1, Line::Text(l), true, |b| n += b.records.len());
+            }
+            batcher.flush_all(|b| n += b.records.len());
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+fn whole_pipeline(c: &mut Criterion) {
+    let d = data();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("f.ndjson");
+    std::fs::write(&plain, &d).unwrap();
+    let gz = dir.path().join("f.ndjson.gz");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    std::io::Write::write_all(&mut e, &d).unwrap();
+    std::fs::write(&gz, e.finish().unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut g = c.benchmark_group("dry_run_pipeline");
+    g.throughput(Throughput::Bytes(d.len() as u64));
+    g.sample_size(20);
+    for (name, path) in [("plain", &plain), ("gzip", &gz)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    Arc::new(Engine::new(
+                        Filter::default(),
+                        Router::fixed("t", &["c".into()]),
+                        Arc::new(DryRun),
+                        Sources::new(None),
+                        Arc::new(Progress::default()),
+                        EngineOptions::default(),
+                    ))
+                },
+                |engine| {
+                    let token = tokio_util::sync::CancellationToken::new();
+                    rt.block_on(engine.process_file(path.to_str().unwrap(), 1, &token))
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, split, extract_filter, routing, batches, whole_pipeline);
+criterion_main!(benches);
