@@ -28,6 +28,7 @@
 //! [`pipeline`] wires one file; [`worker`] runs the job.
 
 pub mod batcher;
+pub mod bufpool;
 pub mod config;
 pub mod decode;
 pub mod extract;

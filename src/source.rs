@@ -11,9 +11,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
+
+use crate::bufpool::BufPool;
 use tokio_util::sync::CancellationToken;
 
 /// Consecutive failed attempts on one range before the file read fails.
@@ -54,6 +56,8 @@ pub enum SourceError {
 #[derive(Clone)]
 pub struct Sources {
     s3: Option<aws_sdk_s3::Client>,
+    /// Chunk buffers, reused across reads and files.
+    pool: BufPool,
 }
 
 /// The S3 client from the standard AWS environment. With a custom endpoint
@@ -72,7 +76,8 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
 
 impl Sources {
     pub fn new(s3: Option<aws_sdk_s3::Client>) -> Self {
-        Self { s3 }
+        // Read-ahead chunks + the one being parsed + the one being filled.
+        Self { s3, pool: BufPool::new(4) }
     }
 
     /// The file's size in bytes (HEAD for S3, metadata for local files).
@@ -105,11 +110,12 @@ impl Sources {
     ) -> mpsc::Receiver<Result<Bytes, SourceError>> {
         let (tx, rx) = mpsc::channel(ahead_chunks.max(1));
         let s3 = self.s3.clone();
+        let pool = self.pool.clone();
         tokio::spawn(async move {
             let result = match loc {
-                Location::Local(path) => read_local(path, chunk_bytes, &tx, &cancel).await,
+                Location::Local(path) => read_local(path, chunk_bytes, &pool, &tx, &cancel).await,
                 Location::S3 { bucket, key } => match s3 {
-                    Some(s3) => read_s3(&s3, &bucket, &key, size, chunk_bytes, &tx, &cancel).await,
+                    Some(s3) => read_s3(&s3, &bucket, &key, size, chunk_bytes, &pool, &tx, &cancel).await,
                     None => Err(SourceError::Open("no S3 client".into())),
                 },
             };
@@ -123,12 +129,12 @@ impl Sources {
 
 type ChunkSender = mpsc::Sender<Result<Bytes, SourceError>>;
 
-async fn read_local(path: PathBuf, chunk: usize, tx: &ChunkSender, cancel: &CancellationToken) -> Result<(), SourceError> {
+async fn read_local(path: PathBuf, chunk: usize, pool: &BufPool, tx: &ChunkSender, cancel: &CancellationToken) -> Result<(), SourceError> {
     let shown = path.display().to_string();
     let mut f = tokio::fs::File::open(&path).await.map_err(|e| SourceError::Open(format!("{shown}: {e}")))?;
     let mut offset = 0u64;
     loop {
-        let mut buf = BytesMut::with_capacity(chunk);
+        let mut buf = pool.take(chunk);
         while buf.len() < chunk {
             let n = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -143,7 +149,7 @@ async fn read_local(path: PathBuf, chunk: usize, tx: &ChunkSender, cancel: &Canc
         }
         offset += buf.len() as u64;
         let short = buf.len() < chunk;
-        if tx.send(Ok(buf.freeze())).await.is_err() || short {
+        if tx.send(Ok(pool.freeze(buf))).await.is_err() || short {
             return Ok(());
         }
         // A file that grew or shrank under us is read as it is now.
@@ -155,19 +161,21 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_s3(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
     size: u64,
     chunk: usize,
+    pool: &BufPool,
     tx: &ChunkSender,
     cancel: &CancellationToken,
 ) -> Result<(), SourceError> {
     let mut offset = 0u64;
     while offset < size {
         let end = (offset + chunk as u64).min(size); // exclusive
-        let mut buf = BytesMut::with_capacity((end - offset) as usize);
+        let mut buf = pool.take((end - offset) as usize);
         let mut failures = 0u32;
         while (buf.len() as u64) < end - offset {
             let from = offset + buf.len() as u64;
@@ -216,7 +224,7 @@ async fn read_s3(
         }
         buf.truncate((end - offset) as usize);
         offset = end;
-        if tx.send(Ok(buf.freeze())).await.is_err() {
+        if tx.send(Ok(pool.freeze(buf))).await.is_err() {
             return Ok(());
         }
     }

@@ -30,9 +30,17 @@ const BASE: &[&str] = &[
     "--database-url", "postgres://u:pw@h/db", "--kafka-bootstrap-servers", "k1:9092, k2:9093",
 ];
 
+/// Parses flags only: the tests must not see the environment of the machine they run on
+/// (the test script exports DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, ...).
+fn parse(args: &[String]) -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = Cli::command().mut_args(|a| a.env(None::<&'static str>));
+    let m = cmd.try_get_matches_from(args).expect("clap accepts the flags");
+    Cli::from_arg_matches(&m).unwrap()
+}
+
 fn load(e: &Env) -> Result<Config, ConfigError> {
-    let cli = Cli::try_parse_from(&e.args).expect("clap accepts the flags");
-    Config::load(&cli.worker)
+    Config::load(&parse(&e.args).worker)
 }
 
 fn with(extra: &[&str]) -> Vec<&'static str> {
