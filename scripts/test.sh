@@ -18,7 +18,7 @@ step "build"
 cargo build --all-targets --locked 2>&1 | tail -n 3
 
 step "unit, property and end-to-end tests"
-cargo test --locked --all-targets -- --test-threads 4
+cargo test --locked --lib --bins --tests -- --test-threads 4
 
 step "benches compile"
 cargo bench --locked --no-run 2>&1 | tail -n 2

@@ -5,8 +5,8 @@
 //! skipped; unroutable → error; else a record (key `messageId` or a random UUID, value the
 //! line's original bytes, header `connection_ids`) appended to its topic's open batch.
 //! A batch is handed over when it reaches `batch_size` records or `batch_max_bytes` bytes,
-//! or when it has held its oldest line back for [`MAX_OPEN_WINDOW_LINES`] lines (a topic
-//! that gets few lines must not pin the watermark, and so the tracker's memory).
+//! or when the pipeline flushes every open batch because too many lines are unsettled (a
+//! topic that gets few lines must not pin the watermark; see `pipeline`).
 
 use std::collections::BTreeMap;
 
@@ -19,9 +19,6 @@ use crate::lines::Line;
 use crate::route::{RouteError, Router};
 use crate::sink::Batch;
 use crate::tracker::LineState;
-
-/// Lines an open batch may hold the watermark back before it is sent anyway.
-pub const MAX_OPEN_WINDOW_LINES: u64 = 262_144;
 
 /// The Kafka header that carries the destinations.
 pub const HEADER: &str = "connection_ids";
@@ -67,7 +64,6 @@ struct Open {
     records: Vec<Record>,
     lines: Vec<u64>,
     bytes: usize,
-    first_line: u64,
     timestamp: DateTime<Utc>,
 }
 
@@ -125,7 +121,6 @@ impl<'a> Batcher<'a> {
             records: Vec::with_capacity(self.batch_size.min(4096)),
             lines: Vec::with_capacity(self.batch_size.min(4096)),
             bytes: 0,
-            first_line: no,
             timestamp: Utc::now(),
         });
         open.records.push(Record {
@@ -148,17 +143,6 @@ impl<'a> Batcher<'a> {
         self.open[topic]
             .take()
             .map(|o| Batch { topic, records: o.records, lines: o.lines, value_bytes: o.bytes })
-    }
-
-    /// Hands over batches whose oldest line is more than [`MAX_OPEN_WINDOW_LINES`] behind `now_line`.
-    pub fn flush_stale(&mut self, now_line: u64, mut emit: impl FnMut(Batch)) {
-        for topic in 0..self.open.len() {
-            if self.open[topic].as_ref().is_some_and(|o| now_line.saturating_sub(o.first_line) > MAX_OPEN_WINDOW_LINES) {
-                if let Some(b) = self.take(topic) {
-                    emit(b);
-                }
-            }
-        }
     }
 
     /// Hands over every open batch.
@@ -233,18 +217,5 @@ mod tests {
         let mut b = Batcher::new(&filter, &router, 10, 1 << 20);
         assert_eq!(b.line(1, Line::Text(b"{}"), false, |_| {}), None);
         assert_eq!(b.line(2, Line::Text(b"x"), false, |_| {}).map(|d| d.state()), Some(LineState::Error));
-    }
-
-    #[test]
-    fn stale_batches_are_flushed() {
-        let router = Router::fixed("t", &["c".into()]);
-        let filter = Filter::default();
-        let mut b = Batcher::new(&filter, &router, 1000, 1 << 20);
-        b.line(1, Line::Text(b"{}"), true, |_| panic!("not full"));
-        let mut got = Vec::new();
-        b.flush_stale(1 + MAX_OPEN_WINDOW_LINES, |x| got.push(x));
-        assert!(got.is_empty());
-        b.flush_stale(2 + MAX_OPEN_WINDOW_LINES, |x| got.push(x));
-        assert_eq!(got.len(), 1);
     }
 }

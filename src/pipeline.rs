@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Every queue is bounded, so slow acknowledgements fill the batch queue, which blocks the
-//! CPU thread, which stops draining the chunk queue, which stops the reads. A file is tried
+//! CPU thread, which stops draining the chunk queue, which stops the reads. The CPU thread
+//! also never runs more than [`Engine::max_unsettled_lines`] lines ahead of the watermark:
+//! at that bound it sends every open batch and waits for acks. That bounds the tracker's
+//! memory and the lines re-sent after a crash. A file is tried
 //! up to `1 + retry_attempts` times; each attempt re-reads the file and skips the lines the
 //! tracker already settled, so a delivered line is never sent again by this process.
 
@@ -34,6 +37,9 @@ use crate::tracker::{Counts, LineState};
 
 /// Stack of the CPU thread, in bytes: room for JSON nested to `extract::MAX_DEPTH`.
 pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often (in lines) the CPU thread checks how far it is ahead of the watermark.
+const WINDOW_CHECK_LINES: u64 = 256;
 
 /// Bad lines logged per file attempt; the rest are only counted.
 const LOGGED_BAD_LINES: u32 = 5;
@@ -137,6 +143,12 @@ impl Engine {
     pub fn new(filter: Filter, router: Router, sink: Arc<dyn Sink>, sources: Sources, progress: Arc<Progress>, opts: EngineOptions) -> Self {
         let topics = router.topics().len();
         Self { filter, router, sink, sources, progress, opts, queued: AtomicU64::new(0), cursors: std::sync::Mutex::new(vec![(0, 0); topics]) }
+    }
+
+    /// Most lines of a file that may be unsettled at once: enough to keep every queue and
+    /// request full, and the bound on lines re-sent after a crash (the duplicate window).
+    pub fn max_unsettled_lines(&self) -> usize {
+        (2 * self.opts.max_in_flight + 2) * self.opts.batch_size
     }
 
     fn limit_reached(&self) -> bool {
@@ -257,6 +269,19 @@ impl Engine {
             if no < known_until && self.progress.lock().tracker().is_settled(no) {
                 return true;
             }
+            if no % WINDOW_CHECK_LINES == 0 && self.progress.lock().tracker().window() + states.len() > self.max_unsettled_lines() {
+                // Too far ahead of the watermark: send whatever holds it, then wait for acks.
+                record(states, &batcher.last_created);
+                batcher.flush_all(|b| {
+                    if btx.blocking_send(b).is_err() {
+                        send_failed.set(true);
+                    }
+                });
+                self.progress.wait_window(self.max_unsettled_lines(), || cancel.is_cancelled() || btx.is_closed());
+                if send_failed.get() {
+                    return false;
+                }
+            }
             let allow = !self.limit_reached();
             let mut out = None;
             let decision = batcher.line(no, line, allow, |b| out = Some(b));
@@ -294,11 +319,6 @@ impl Engine {
                 handle(line_no, line, &mut batcher, &mut states)
             });
             record(&mut states, &batcher.last_created);
-            batcher.flush_stale(line_no, |b| {
-                if btx.blocking_send(b).is_err() {
-                    send_failed.set(true);
-                }
-            });
             go && !send_failed.get()
         });
         let decoded = decoded.map(|_| ());

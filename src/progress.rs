@@ -8,7 +8,8 @@
 //! database delays the row, never the pipeline.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -40,6 +41,8 @@ pub struct Progress {
     inner: Mutex<Inner>,
     /// Woken every [`FLUSH_EVERY_LINES`] settled lines.
     pub flush: Notify,
+    /// Signalled whenever lines settle (the CPU thread waits on it when too far ahead).
+    settled: Condvar,
     /// Compressed bytes of the current file read so far (this attempt).
     pub file_bytes: Arc<AtomicU64>,
 }
@@ -48,6 +51,7 @@ pub struct Progress {
 pub struct Guard<'a> {
     g: MutexGuard<'a, Inner>,
     flush: &'a Notify,
+    settled: &'a Condvar,
 }
 
 impl Guard<'_> {
@@ -62,6 +66,7 @@ impl Guard<'_> {
         let c = f(t);
         inner.snap.current_line = t.watermark();
         if c.total > 0 {
+            self.settled.notify_all();
             inner.snap.counts = inner.snap.counts.plus(c);
             inner.since_flush += c.total;
             if inner.since_flush >= FLUSH_EVERY_LINES {
@@ -89,7 +94,15 @@ impl Progress {
     }
 
     pub fn lock(&self) -> Guard<'_> {
-        Guard { g: self.inner.lock().unwrap_or_else(|p| p.into_inner()), flush: &self.flush }
+        Guard { g: self.inner.lock().unwrap_or_else(|p| p.into_inner()), flush: &self.flush, settled: &self.settled }
+    }
+
+    /// Blocks until at most `limit` lines of the current file are unsettled, or `stop()`.
+    pub fn wait_window(&self, limit: usize, stop: impl Fn() -> bool) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        while g.tracker.as_ref().is_some_and(|t| t.window() > limit) && !stop() {
+            g = self.settled.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+        }
     }
 
     /// Opens `path`; lines before `first_line` are out of scope.

@@ -71,7 +71,7 @@ pub struct FileTracker {
     /// The first line not yet folded into the counters: the watermark is `base - 1`.
     base: u64,
     /// `states[i]` is the state of line `base + i`. Bounded by the lines in flight plus the
-    /// lines held by unsent batches (see `pipeline::MAX_OPEN_WINDOW_LINES`).
+    /// lines held by unsent batches; the pipeline keeps it below `Engine::max_unsettled_lines`.
     states: VecDeque<LineState>,
 }
 

@@ -311,3 +311,76 @@ impl RepoServer {
         self.auth.lock().unwrap().clone()
     }
 }
+
+#[test]
+fn secrets_never_reach_logs_errors_or_the_row() {
+    let pg_password = env("DATABASE_URL").split(':').nth(2).unwrap().split('@').next().unwrap().to_string();
+    let secrets = ["sasl-pw-Q7x9Zt", "repo-tok-K2m8Wp", "aws-secret-V5n3Rr", &pg_password];
+    let mut outputs = Vec::new();
+    let mut rows = Vec::new();
+    // 1. The repository fails (the token is in the header and in the URL's query).
+    let job = Job::new(1);
+    job.config("{}");
+    job.files(&[]);
+    let out = job
+        .command(0, 1)
+        .env("REPOSITORY_URL", "http://127.0.0.1:1/streams?token=repo-tok-K2m8Wp")
+        .env("REPOSITORY_AUTH_TOKEN", "repo-tok-K2m8Wp")
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret-V5n3Rr")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    rows.push(row(&job.id, 0));
+    outputs.push(out);
+    // 2. Kafka with SASL cannot be reached.
+    let job = Job::new(1);
+    job.config(r#"{"connection_ids":["c"]}"#);
+    job.files(&[]);
+    let out = job
+        .command(0, 1)
+        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("KAFKA_CONNECT_TIMEOUT_SECS", "2")
+        .env("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+        .env("KAFKA_SASL", r#"{"mechanism":"SCRAM-SHA-256","username":"u","password":"sasl-pw-Q7x9Zt"}"#)
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret-V5n3Rr")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    rows.push(row(&job.id, 0));
+    outputs.push(out);
+    // 3. A malformed KAFKA_SASL that contains the password.
+    let job = Job::new(1);
+    job.config(r#"{"connection_ids":["c"]}"#);
+    job.files(&[]);
+    let out = job
+        .command(0, 1)
+        .env("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+        .env("KAFKA_SASL", r#"{"mechanism":"PLAIN","password":"sasl-pw-Q7x9Zt""#)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    rows.push(row(&job.id, 0));
+    outputs.push(out);
+    // 4. A wrong database password: fatal at start-up, and the URL is shown redacted.
+    let job = Job::new(1);
+    job.config(r#"{"connection_ids":["c"]}"#);
+    job.files(&[]);
+    let bad_url = env("DATABASE_URL").replace(&pg_password, "db-pw-J4h6Lq");
+    let out = job.command(0, 1).env("DATABASE_URL", &bad_url).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("postgres:***@"), "{}", stderr(&out));
+    outputs.push(out);
+    for out in &outputs {
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out));
+        for s in secrets.iter().chain(["db-pw-J4h6Lq"].iter()) {
+            assert!(!all.contains(s), "secret {s} in output: {all}");
+        }
+    }
+    for r in &rows {
+        assert_eq!(r["status"], "failed");
+        let text = format!("{r:?}");
+        for s in &secrets {
+            assert!(!text.contains(s), "secret {s} in row: {text}");
+        }
+    }
+}

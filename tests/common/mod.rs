@@ -23,9 +23,13 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn create_topic(name: &str, partitions: u32) {
+    create_topic_on(&env("KAFKA_BOOTSTRAP_SERVERS"), name, partitions)
+}
+
+pub fn create_topic_on(bootstrap: &str, name: &str, partitions: u32) {
     let out = Command::new(env("RW_TANSU_BIN"))
         .args(["topic", "create", name, "--partitions", &partitions.to_string(), "--broker"])
-        .arg(format!("tcp://{}", env("KAFKA_BOOTSTRAP_SERVERS")))
+        .arg(format!("tcp://{bootstrap}"))
         .output()
         .expect("tansu topic create");
     assert!(out.status.success(), "topic create: {}", String::from_utf8_lossy(&out.stderr));
@@ -43,9 +47,14 @@ pub struct Msg {
 
 /// Reads a whole topic with kcat (`-J`: header values may contain commas).
 pub fn consume(topic: &str) -> Vec<Msg> {
+    consume_from(&env("KAFKA_BOOTSTRAP_SERVERS"), topic)
+}
+
+/// Reads a whole topic of the broker at `bootstrap`.
+pub fn consume_from(bootstrap: &str, topic: &str) -> Vec<Msg> {
     let out = Command::new("kcat")
         .env("LD_LIBRARY_PATH", env("RW_KCAT_LD_LIBRARY_PATH"))
-        .args(["-C", "-b", &env("KAFKA_BOOTSTRAP_SERVERS"), "-t", topic, "-o", "beginning", "-e", "-q", "-J"])
+        .args(["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-J"])
         .output()
         .expect("kcat");
     assert!(out.status.success(), "kcat: {}", String::from_utf8_lossy(&out.stderr));
