@@ -322,25 +322,30 @@ impl Engine {
             go && !send_failed.get()
         });
         let decoded = decoded.map(|_| ());
-        if decoded.is_ok() && matches!(end.get(), CpuEnd::Eof) && !send_failed.get() {
-            if cancel.is_cancelled() {
-                end.set(CpuEnd::Cancelled);
-            } else {
-                splitter.finish(|line| {
-                    line_no += 1;
-                    handle(line_no, line, &mut batcher, &mut states)
-                });
-            }
+        let at_eof = decoded.is_ok() && matches!(end.get(), CpuEnd::Eof) && !send_failed.get() && !cancel.is_cancelled();
+        if at_eof {
+            splitter.finish(|line| {
+                line_no += 1;
+                handle(line_no, line, &mut batcher, &mut states)
+            });
         }
         record(&mut states, &batcher.last_created);
         batcher.flush_all(|b| {
-            let _ = btx.blocking_send(b);
+            if btx.blocking_send(b).is_err() {
+                send_failed.set(true);
+            }
         });
         if bad_lines.get() > LOGGED_BAD_LINES {
             tracing::warn!(more = bad_lines.get() - LOGGED_BAD_LINES, "more bad lines in this file (not logged one by one)");
         }
         decoded?;
-        Ok(end.get())
+        // The end of the input only counts as the end of the file if nothing stopped early.
+        match end.get() {
+            CpuEnd::Limit => Ok(CpuEnd::Limit),
+            _ if cancel.is_cancelled() => Ok(CpuEnd::Cancelled),
+            _ if send_failed.get() => Err(AttemptError::Thread("the producer stopped taking batches".into())),
+            e => Ok(e),
+        }
     }
 
     /// Picks the partition for a batch of `topic`: round-robin, one batch per partition.

@@ -91,7 +91,11 @@ pub fn start_point(
     } else {
         row.snapshot.current_line + 1
     };
-    Ok(StartPoint { file: if finished_cur { idx + 1 } else { idx }, first_line, snapshot: row.snapshot.clone() })
+    let file = if finished_cur { idx + 1 } else { idx };
+    let mut snapshot = row.snapshot.clone();
+    // Bytes of the files before the resume point; a partly read file counts again from 0.
+    snapshot.processed_bytes = assigned[start.file..file].iter().map(|(p, _)| cfg.files[*p].size).sum();
+    Ok(StartPoint { file, first_line, snapshot })
 }
 
 /// Runs the worker until it completes, fails fatally, or `shutdown` fires.
@@ -145,7 +149,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
     let files = async {
         let mut failed = Vec::new();
         let mut status = WorkerStatus::Completed;
-        for (i, (_, path)) in assigned.iter().enumerate().skip(start.file) {
+        for (i, (pos, path)) in assigned.iter().enumerate().skip(start.file) {
             let first_line = if i == start.file { start.first_line } else { 1 };
             let before = progress.snapshot().counts;
             let started = std::time::Instant::now();
@@ -154,7 +158,9 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
                 status = WorkerStatus::Cancelled;
                 break;
             }
-            progress.finish_file(size);
+            // Count the size the job listed (total_bytes is their sum); the real size if unlisted.
+            let listed = cfg.files[*pos].size;
+            progress.finish_file(if listed > 0 { listed } else { size });
             let c = progress.snapshot().counts;
             let secs = started.elapsed().as_secs_f64();
             match &outcome {

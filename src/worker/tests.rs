@@ -70,6 +70,7 @@ fn resumes_inside_the_current_file() {
     let c = cfg(&["a", "b", "c"], None, 0);
     let s = start_point(&c, &assigned(&c), Some(&row("running", "b", 41, 1))).unwrap();
     assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (1, 42, 10));
+    assert_eq!(s.snapshot.processed_bytes, 1, "the size of a only");
     let s = start_point(&c, &assigned(&c), Some(&row("cancelled", "b", 41, 2))).unwrap();
     assert_eq!((s.file, s.first_line), (2, 1), "b was finished");
     let s = start_point(&c, &assigned(&c), Some(&row("pending", "b", 41, 1))).unwrap();
