@@ -11,7 +11,7 @@ scripts/services.sh start >&2
 eval "$(scripts/services.sh env)"
 log="$(mktemp)"
 status=0
-cargo test --locked --test faults -- --ignored --test-threads 1 --nocapture 2>&1 | tee "$log" | grep -E '^(test |FAULT\||kill -9 seed|SIGTERM after|S3 proxy:|test result)' || true
+cargo test --locked --test faults -- --ignored --test-threads 1 --nocapture 2>&1 | tee "$log" | grep -E '^(test |FAULT\||kill -9 seed|SIGTERM:|S3 proxy:|test result)' || true
 grep -q '^test result: ok' "$log" || status=1
 echo
 echo "| case | runs | expected lines | messages read | lost | duplicates | guaranteed bound |"
