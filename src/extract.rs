@@ -58,9 +58,8 @@ pub fn extract(line: &[u8]) -> Result<Envelope<'_>, ExtractError> {
 
 /// True when `line` has more than `limit` opening brackets: only then can it nest deeper.
 fn bracket_count_exceeds(line: &[u8], limit: usize) -> bool {
-    // Vectorizes well; ~20 GB/s, negligible next to parsing.
-    let n = line.iter().fold(0usize, |n, &b| n + usize::from(b == b'{' || b == b'['));
-    n > limit
+    // memchr's SIMD search: >10 GB/s on event lines, which hold a few dozen brackets.
+    memchr::memchr2_iter(b'{', b'[', line).nth(limit).is_some()
 }
 
 /// The deepest nesting of `{`/`[` outside strings. Handles escapes; ignores validity.

@@ -27,10 +27,12 @@
 //! [`decode`], [`kafka`], [`status`], [`repository`] — each have their own error enum.
 //! [`pipeline`] wires one file; [`worker`] runs the job.
 
+pub mod admin;
 pub mod batcher;
 pub mod bufpool;
 pub mod config;
 pub mod decode;
+pub mod display;
 pub mod extract;
 pub mod filter;
 pub mod generate;
@@ -38,6 +40,7 @@ pub mod jobfile;
 pub mod kafka;
 pub mod lines;
 pub mod pipeline;
+pub mod plan;
 pub mod progress;
 pub mod repository;
 pub mod route;

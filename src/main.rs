@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rskafka=warn,aws_config=warn,aws_smithy_runtime=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rskafka=warn,aws_config=warn,aws_smithy_runtime=warn,tokio_postgres=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -44,11 +44,6 @@ async fn run_worker(args: WorkerArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Run(args)) => args,
-        None => cli.worker,
-    };
-    init_tracing(args.log_format);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -57,5 +52,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run_worker(args))
+    let admin = |r: Result<(), reprocessing_worker::admin::AdminError>| match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    match cli.command {
+        Some(Command::Plan(a)) => admin(runtime.block_on(reprocessing_worker::admin::run_plan(&a)).map(|_| ())),
+        Some(Command::Status(a)) => admin(runtime.block_on(reprocessing_worker::admin::run_status(&a))),
+        Some(Command::Run(args)) => {
+            init_tracing(args.log_format);
+            runtime.block_on(run_worker(args))
+        }
+        None => {
+            init_tracing(cli.worker.log_format);
+            runtime.block_on(run_worker(cli.worker))
+        }
+    }
 }

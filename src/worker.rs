@@ -186,7 +186,12 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
         stop_flusher.cancel();
         (status, failed)
     };
-    let ((status, failed), ()) = tokio::join!(files, flusher);
+    let display = async {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            crate::display::run(Arc::clone(&progress), n_assigned, total_bytes, stop_flusher.clone()).await;
+        }
+    };
+    let ((status, failed), (), ()) = tokio::join!(files, flusher, display);
 
     let snapshot = progress.snapshot();
     let error = match failed.len() {

@@ -1,0 +1,254 @@
+//! The operator's subcommands: `plan` (list files, balance, print the Kubernetes manifests)
+//! and `status` (the job's workers, with throughput and ETA).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use sonic_rs::{json, JsonValueMutTrait};
+
+use crate::plan::{self, Listed, PlanSpec};
+use crate::secret::Secret;
+use crate::status::{JobRow, PgStatus};
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// List NDJSON files under this S3 prefix (s3://bucket/prefix).
+    #[arg(long, required_unless_present = "local_path", conflicts_with = "local_path")]
+    pub s3_path: Option<String>,
+    /// List NDJSON files under this local directory.
+    #[arg(long)]
+    pub local_path: Option<PathBuf>,
+    /// The job id (default: reprocess-<unix time>).
+    #[arg(long)]
+    pub job_id: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub stream_ids: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub connection_ids: Vec<String>,
+    /// RFC 3339.
+    #[arg(long)]
+    pub date_from: Option<String>,
+    /// RFC 3339.
+    #[arg(long)]
+    pub date_to: Option<String>,
+    #[arg(long)]
+    pub batch_size: Option<u64>,
+    #[arg(long)]
+    pub retry_attempts: Option<u64>,
+    #[arg(long)]
+    pub limit: Option<u64>,
+    #[arg(long)]
+    pub start_file: Option<String>,
+    #[arg(long)]
+    pub start_line: Option<u64>,
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Workers (default: one per file, at most 100).
+    #[arg(long)]
+    pub workers: Option<u32>,
+    #[arg(long)]
+    pub parallelism: Option<u32>,
+    #[arg(long, default_value = "jitsucom/reprocessing-worker:latest")]
+    pub image: String,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    #[arg(long, env = "KAFKA_DESTINATIONS_TOPIC", default_value = "bulker-destinations")]
+    pub topic: String,
+    /// Also write the (plain) files.json here, for a local run.
+    #[arg(long)]
+    pub files_out: Option<PathBuf>,
+    /// Also write config.json here, for a local run.
+    #[arg(long)]
+    pub config_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The job to show.
+    #[arg(long)]
+    pub job: String,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Print JSON (one document per refresh).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every N seconds (default 2) until every worker has ended.
+    #[arg(long, num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Input(String),
+    #[error("listing {0}: {1}")]
+    List(String, String),
+    #[error(transparent)]
+    Status(#[from] crate::status::StatusError),
+    #[error("writing {0}: {1}")]
+    Write(String, std::io::Error),
+}
+
+/// Variables copied into the credentials Secret when set.
+const PASSED_ENV: &[&str] = &[
+    "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_COMPRESSION", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL",
+    "KAFKA_SSL_SKIP_VERIFY", "REPOSITORY_URL", "REPOSITORY_AUTH_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+];
+
+fn utc(var: &str, s: &Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, AdminError> {
+    s.as_deref()
+        .map(|s| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.to_utc()).map_err(|e| AdminError::Input(format!("--{var}: {e}"))))
+        .transpose()
+}
+
+async fn list_s3(url: &str) -> Result<Vec<Listed>, AdminError> {
+    let rest = url.strip_prefix("s3://").ok_or_else(|| AdminError::Input("--s3-path must start with s3://".into()))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let s3 = crate::source::s3_client().await;
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AdminError::List(url.into(), aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        for o in page.contents() {
+            let Some(key) = o.key() else { continue };
+            let modified = o.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+            out.push(Listed { path: format!("s3://{bucket}/{key}"), size: o.size().unwrap_or(0).max(0) as u64, modified });
+        }
+    }
+    Ok(out)
+}
+
+fn list_local(dir: &Path, out: &mut Vec<Listed>) -> Result<(), AdminError> {
+    let err = |e: std::io::Error| AdminError::List(dir.display().to_string(), e.to_string());
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let meta = entry.metadata().map_err(err)?;
+        if meta.is_dir() {
+            list_local(&entry.path(), out)?;
+        } else {
+            let modified = meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from);
+            out.push(Listed { path: entry.path().display().to_string(), size: meta.len(), modified });
+        }
+    }
+    Ok(())
+}
+
+/// Runs `plan`: prints the manifests on stdout; returns the number of files planned.
+pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
+    let (from, to) = (utc("date-from", &a.date_from)?, utc("date-to", &a.date_to)?);
+    let listed = match (&a.s3_path, &a.local_path) {
+        (Some(url), _) => list_s3(url).await?,
+        (None, Some(dir)) => {
+            let mut v = Vec::new();
+            list_local(dir, &mut v)?;
+            v
+        }
+        (None, None) => return Err(AdminError::Input("--s3-path or --local-path is required".into())),
+    };
+    let total = listed.len();
+    let selected = plan::select(listed, from, to);
+    let workers = plan::worker_count(a.workers, selected.len());
+    let files = plan::balance(selected, workers);
+    let job_id = a.job_id.clone().unwrap_or_else(|| format!("reprocess-{}", chrono::Utc::now().timestamp()));
+    let mut config = json!({
+        "stream_ids": a.stream_ids, "connection_ids": a.connection_ids, "dry_run": a.dry_run,
+        "batch_size": a.batch_size.unwrap_or(1000), "retry_attempts": a.retry_attempts.unwrap_or(3),
+        "limit": a.limit.unwrap_or(0), "start_line": a.start_line.unwrap_or(0),
+    });
+    for (k, v) in [("date_from", &a.date_from), ("date_to", &a.date_to), ("start_file", &a.start_file)] {
+        if let Some(v) = v {
+            config.as_object_mut().expect("an object").insert(&k, v.as_str());
+        }
+    }
+    if let Some(p) = &a.s3_path {
+        config.as_object_mut().expect("an object").insert(&"s3_path", p.as_str());
+    }
+    let job_config = sonic_rs::to_string(&config).unwrap_or_default();
+    let env: Vec<(String, String)> = PASSED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
+    let spec = PlanSpec {
+        job_id,
+        namespace: a.namespace.clone(),
+        image: a.image.clone(),
+        workers: Some(workers as u32),
+        parallelism: a.parallelism,
+        job_config: job_config.clone(),
+        env,
+        topic: a.topic.clone(),
+    };
+    print!("{}", plan::manifests(&spec, &files));
+    if let Some(p) = &a.files_out {
+        let list: Vec<_> = files.iter().map(|f| json!({"path": f.path.as_str(), "size": f.size})).collect();
+        std::fs::write(p, sonic_rs::to_string(&list).unwrap_or_default()).map_err(|e| AdminError::Write(p.display().to_string(), e))?;
+    }
+    if let Some(p) = &a.config_out {
+        std::fs::write(p, &job_config).map_err(|e| AdminError::Write(p.display().to_string(), e))?;
+    }
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    eprintln!("planned {} of {total} listed files ({bytes} bytes) for {workers} workers", files.len());
+    Ok(files.len())
+}
+
+fn human_bytes(n: u64) -> String {
+    let (mut v, mut unit) = (n as f64, "B");
+    for u in ["KB", "MB", "GB", "TB"] {
+        if v < 1000.0 {
+            break;
+        }
+        v /= 1000.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+fn eta(rows: &[JobRow]) -> Option<Duration> {
+    let rate: f64 = rows.iter().filter_map(|r| r.bytes_per_sec()).sum();
+    let left: u64 = rows.iter().filter(|r| !r.ended()).map(|r| r.total_bytes.saturating_sub(r.processed_bytes)).sum();
+    (rate > 0.0).then(|| Duration::from_secs_f64(left as f64 / rate))
+}
+
+fn table(job: &str, rows: &[JobRow]) -> String {
+    let mut s = format!("job {job}\n{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10}\n", "worker", "status", "files", "lines", "success", "errors", "skipped", "bytes", "lines/s");
+    let mut total = JobRow::default();
+    for r in rows {
+        s += &format!(
+            "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10.0}\n",
+            r.worker_index, r.status, format!("{}/{}", r.processed_files, r.assigned_files), r.total_lines, r.success,
+            r.errors, r.skipped, format!("{}/{}", human_bytes(r.processed_bytes), human_bytes(r.total_bytes)), r.lines_per_sec().unwrap_or(0.0)
+        );
+        total.add(r);
+    }
+    let rate: f64 = rows.iter().filter_map(|r| r.lines_per_sec()).sum();
+    s += &format!(
+        "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10.0}\n",
+        "total", format!("{} ended", rows.iter().filter(|r| r.ended()).count()), format!("{}/{}", total.processed_files, total.assigned_files),
+        total.total_lines, total.success, total.errors, total.skipped, format!("{}/{}", human_bytes(total.processed_bytes), human_bytes(total.total_bytes)), rate
+    );
+    s += &match eta(rows) {
+        Some(d) if rows.iter().any(|r| !r.ended()) => format!("ETA {}s\n", d.as_secs()),
+        _ => String::new(),
+    };
+    s
+}
+
+/// Runs `status`: prints the job's rows once, or until every worker ended with `--watch`.
+pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
+    let store = PgStatus::connect(&Secret::new(a.database_url.clone()), &a.job, 0, Duration::from_secs(10)).await?;
+    loop {
+        let rows = store.job_rows().await?;
+        if a.json {
+            let v: Vec<_> = rows.iter().map(JobRow::to_json).collect();
+            println!("{}", sonic_rs::to_string(&json!({"job_id": a.job.as_str(), "workers": v, "eta_seconds": eta(&rows).map(|d| d.as_secs())})).unwrap_or_default());
+        } else {
+            if a.watch.is_some() {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", table(&a.job, &rows));
+        }
+        match a.watch {
+            Some(secs) if !(rows.iter().all(JobRow::ended) && !rows.is_empty()) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
+            _ => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! `reprocessing-worker plan`: the admin service's preparation, for users without it.
+//!
+//! Lists the `.ndjson`/`.ndjson.gz` files under an S3 prefix (paging through
+//! `ListObjectsV2`) or a local directory, applies the admin's filename-timestamp window,
+//! orders the list so that the workers' byte totals are balanced under the
+//! pod-i-takes-i-mod-N rule, and prints the ConfigMap (gzipped `files.json`), the two Secrets
+//! (job config; credentials) and the Indexed Job as one stream for `kubectl apply -f -`.
+//! Each document is JSON, which is YAML.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sonic_rs::json;
+
+use crate::jobfile::FileEntry;
+
+/// One listed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub path: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// The job a plan describes.
+#[derive(Debug, Clone)]
+pub struct PlanSpec {
+    pub job_id: String,
+    pub namespace: String,
+    pub image: String,
+    pub workers: Option<u32>,
+    pub parallelism: Option<u32>,
+    /// config.json as JSON text.
+    pub job_config: String,
+    /// Environment for the credentials Secret (name, value), in order.
+    pub env: Vec<(String, String)>,
+    pub topic: String,
+}
+
+/// Most workers a plan makes (as the admin does).
+pub const MAX_WORKERS: usize = 100;
+
+/// The `…YYYY_MM_DDTHH_MM_SS…` time in a file name, if any.
+pub fn name_time(path: &str) -> Option<DateTime<Utc>> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let b = name.as_bytes();
+    (0..b.len().saturating_sub(18)).find_map(|i| {
+        let s = name.get(i..i + 19)?;
+        NaiveDateTime::parse_from_str(s, "%Y_%m_%dT%H_%M_%S").ok().map(|t| t.and_utc())
+    })
+}
+
+/// Keeps NDJSON files inside the admin's window: a file is skipped when its name's time
+/// minus 24 h is after `date_to`, or when it was last modified before `date_from`.
+pub fn select(files: Vec<Listed>, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Vec<Listed> {
+    files
+        .into_iter()
+        .filter(|f| f.path.ends_with(".ndjson") || f.path.ends_with(".ndjson.gz"))
+        .filter(|f| !matches!((to, name_time(&f.path)), (Some(to), Some(t)) if t - chrono::Duration::hours(24) > to))
+        .filter(|f| !matches!((from, f.modified), (Some(from), Some(m)) if m < from))
+        .collect()
+}
+
+/// Orders `files` for `n` workers so that worker i (positions i, n+i, …) gets a balanced
+/// share of the bytes: rounds of n files, largest first, each to the least-loaded worker;
+/// then the workers are relabelled so that a short last round lands on the first indices.
+pub fn balance(mut files: Vec<Listed>, n: usize) -> Vec<Listed> {
+    let n = n.max(1);
+    files.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    let mut load = vec![0u64; n];
+    let mut slots: Vec<Vec<Listed>> = vec![Vec::new(); n];
+    for round in files.chunks(n) {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&w| (load[w], w));
+        for (f, &w) in round.iter().zip(order.iter()) {
+            load[w] += f.size;
+            slots[w].push(f.clone());
+        }
+    }
+    // Workers with more files (those that got one in the last round) take the low indices.
+    slots.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let rounds = slots.first().map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(files.len());
+    for r in 0..rounds {
+        for s in &slots {
+            if let Some(f) = s.get(r) {
+                out.push(f.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Number of workers: as asked, else one per file, at most [`MAX_WORKERS`], at least 1.
+pub fn worker_count(asked: Option<u32>, files: usize) -> usize {
+    asked.map(|w| w as usize).unwrap_or(files.min(MAX_WORKERS)).max(1)
+}
+
+/// The manifests, as one `---`-separated stream.
+pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
+    let workers = worker_count(spec.workers, files.len());
+    let entries: Vec<FileEntry> = files.iter().map(|f| FileEntry { path: f.path.clone(), size: f.size }).collect();
+    let files_json = sonic_rs::to_string(&entries.iter().map(|e| json!({"path": e.path.as_str(), "size": e.size})).collect::<Vec<_>>()).unwrap_or_default();
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let _ = e.write_all(files_json.as_bytes());
+        e.finish().unwrap_or_default()
+    };
+    let name = format!("reprocessing-{}", sanitize(&spec.job_id));
+    let labels = json!({"app.kubernetes.io/name": "reprocessing-worker", "reprocessing/job-id": sanitize(&spec.job_id)});
+    let meta = |suffix: &str| json!({"name": format!("{name}{suffix}"), "namespace": spec.namespace.as_str(), "labels": labels.clone()});
+    let configmap = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("-files"),
+        "binaryData": {"files.json": base64(&gz)}
+    });
+    let config_secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": meta("-config"), "type": "Opaque",
+        "stringData": {"config.json": spec.job_config.as_str()}
+    });
+    let mut env_data = sonic_rs::Object::new();
+    for (k, v) in &spec.env {
+        env_data.insert(k, v.as_str());
+    }
+    let env_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta("-env"), "type": "Opaque", "stringData": env_data});
+    let env = json!([
+        {"name": "JOB_ID", "value": spec.job_id.as_str()},
+        {"name": "TOTAL_WORKERS", "value": workers.to_string()},
+        {"name": "WORKER_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {"name": "KAFKA_DESTINATIONS_TOPIC", "value": spec.topic.as_str()},
+        {"name": "FILES_CONFIG_PATH", "value": "/config/files/files.json"},
+        {"name": "JOB_CONFIG_PATH", "value": "/config/job/config.json"},
+        {"name": "LOG_FORMAT", "value": "json"}
+    ]);
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": meta(""),
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": workers,
+            "parallelism": spec.parallelism.map(|p| p as usize).unwrap_or(workers).min(workers),
+            "backoffLimit": 6,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": labels.clone()},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 30,
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "worker",
+                        "image": spec.image.as_str(),
+                        "env": env,
+                        "envFrom": [{"secretRef": {"name": format!("{name}-env")}}],
+                        "volumeMounts": [
+                            {"name": "files", "mountPath": "/config/files", "readOnly": true},
+                            {"name": "job", "mountPath": "/config/job", "readOnly": true}
+                        ],
+                        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
+                        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}}
+                    }],
+                    "volumes": [
+                        {"name": "files", "configMap": {"name": format!("{name}-files")}},
+                        {"name": "job", "secret": {"secretName": format!("{name}-config")}}
+                    ]
+                }
+            }
+        }
+    });
+    [configmap, config_secret, env_secret, job]
+        .iter()
+        .map(|d| sonic_rs::to_string_pretty(d).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+        + "\n"
+}
+
+/// A DNS-1123 label fragment: lower case, digits and '-'.
+fn sanitize(s: &str) -> String {
+    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    out.truncate(40);
+    out.trim_matches('-').to_string()
+}
+
+fn base64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+use super::*;
+
+fn f(path: &str, size: u64) -> Listed {
+    Listed { path: path.into(), size, modified: None }
+}
+
+#[test]
+fn filename_times() {
+    assert_eq!(name_time("s3://b/x/ingest_2024_05_01T10_20_30.ndjson.gz").unwrap().to_rfc3339(), "2024-05-01T10:20:30+00:00");
+    assert_eq!(name_time("plain.ndjson"), None);
+}
+
+#[test]
+fn selection_window() {
+    let to = DateTime::parse_from_rfc3339("2024-05-02T00:00:00Z").unwrap().to_utc();
+    let from = DateTime::parse_from_rfc3339("2024-05-01T00:00:00Z").unwrap().to_utc();
+    let old = DateTime::parse_from_rfc3339("2024-04-01T00:00:00Z").unwrap().to_utc();
+    let files = vec![
+        f("a_2024_05_02T23_00_00.ndjson", 1),          // minus 24 h is before date_to: kept
+        f("b_2024_05_03T00_00_01.ndjson.gz", 1),       // minus 24 h is after date_to: skipped
+        f("c.json", 1),                                 // not NDJSON
+        Listed { modified: Some(old), ..f("d.ndjson", 1) }, // modified before date_from
+        f("e.ndjson", 1),
+    ];
+    let kept: Vec<String> = select(files, Some(from), Some(to)).into_iter().map(|f| f.path).collect();
+    assert_eq!(kept, vec!["a_2024_05_02T23_00_00.ndjson", "e.ndjson"]);
+}
+
+#[test]
+fn balance_keeps_modulo_rule_and_evens_bytes() {
+    let sizes = [100u64, 90, 80, 70, 60, 50, 40, 30, 20, 10, 5];
+    let files: Vec<Listed> = sizes.iter().enumerate().map(|(i, s)| f(&format!("f{i}"), *s)).collect();
+    for n in 1..6 {
+        let ordered = balance(files.clone(), n);
+        assert_eq!(ordered.len(), files.len());
+        let mut load = vec![0u64; n];
+        for (pos, file) in ordered.iter().enumerate() {
+            load[pos % n] += file.size;
+        }
+        let (min, max) = (*load.iter().min().unwrap(), *load.iter().max().unwrap());
+        assert!(max - min <= 100, "n={n} loads {load:?}");
+        let naive: Vec<u64> = (0..n).map(|w| sizes.iter().skip(w).step_by(n).sum()).collect();
+        assert!(max - min <= naive.iter().max().unwrap() - naive.iter().min().unwrap(), "n={n} no worse than files.json order");
+    }
+}
+
+#[test]
+fn manifests_carry_the_job() {
+    let spec = PlanSpec {
+        job_id: "Job_1".into(),
+        namespace: "jitsu".into(),
+        image: "img:1".into(),
+        workers: None,
+        parallelism: Some(2),
+        job_config: r#"{"connection_ids":["c"]}"#.into(),
+        env: vec![("DATABASE_URL".into(), "postgres://x".into())],
+        topic: "t".into(),
+    };
+    let out = manifests(&spec, &[f("s3://b/a.ndjson", 1), f("s3://b/b.ndjson", 2), f("s3://b/c.ndjson", 3)]);
+    let docs: Vec<&str> = out.split("\n---\n").collect();
+    assert_eq!(docs.len(), 4);
+    let job: sonic_rs::Value = sonic_rs::from_str(docs[3]).unwrap();
+    use sonic_rs::JsonValueTrait;
+    assert_eq!(job.pointer(["spec", "completions"]).and_then(|v| v.as_u64()), Some(3));
+    assert_eq!(job.pointer(["spec", "parallelism"]).and_then(|v| v.as_u64()), Some(2));
+    assert_eq!(job.pointer(["metadata", "name"]).and_then(|v| v.as_str()), Some("reprocessing-job-1"));
+    let cm: sonic_rs::Value = sonic_rs::from_str(docs[0]).unwrap();
+    let b64 = cm.pointer(["binaryData", "files.json"]).and_then(|v| v.as_str()).unwrap().to_string();
+    assert!(!b64.is_empty());
+}
+
+#[test]
+fn base64_matches_the_rfc() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}

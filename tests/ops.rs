@@ -1,0 +1,174 @@
+//! The operator's side, on the real services: `plan` against S3 with thousands of keys over
+//! several ListObjectsV2 pages, its manifests validated against the Kubernetes schemas and
+//! fed back into a local N-worker run; `status` on a live job; the progress line in a real
+//! terminal (tmux).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reprocessing-worker"))
+}
+
+#[test]
+fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
+    let bucket = unique("plan").to_lowercase();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut expected = Vec::new();
+    let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..2_200usize {
+        let line = event(i, "s", "2024-05-01T00:00:00Z");
+        let body = format!("{line}\n{}\n", " ".repeat(i % 50)).into_bytes();
+        expected.push(line);
+        if i % 10 == 0 {
+            objects.push((format!("in/2024/part-{i:05}.ndjson.gz"), gzip(&body)));
+        } else {
+            objects.push((format!("in/2024/part-{i:05}.ndjson"), body));
+        }
+    }
+    for i in 0..300 {
+        objects.push((format!("in/2024/other-{i}.json"), b"{}".to_vec()));
+    }
+    rt.block_on(async {
+        let s3 = reprocessing_worker::source::s3_client().await;
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+        let mut set = tokio::task::JoinSet::new();
+        for (key, body) in objects {
+            let (s3, bucket, permit) = (s3.clone(), bucket.clone(), sem.clone().acquire_owned().await.unwrap());
+            set.spawn(async move {
+                s3.put_object().bucket(bucket).key(key).body(body.into()).send().await.unwrap();
+                drop(permit);
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    });
+    let job = Job::new(3);
+    let out = bin()
+        .args(["plan", "--s3-path", &format!("s3://{bucket}/in/"), "--workers", "4", "--connection-ids", "c1,c2"])
+        .args(["--job-id", &job.id, "--namespace", "replay", "--image", "example/rw:1"])
+        .arg("--files-out").arg(job.path("files.json"))
+        .arg("--config-out").arg(job.path("config.json"))
+        .env("KAFKA_DESTINATIONS_TOPIC", &job.topic)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("planned 2200 of 2500 listed files"), "{}", stderr(&out));
+    let yaml = job.write("plan.yaml", &out.stdout);
+    let v = Command::new("kubernetes-validate").args(["--strict", "-k", "1.30.0", &yaml]).output().unwrap();
+    assert!(v.status.success(), "schema validation: {}{}", String::from_utf8_lossy(&v.stdout), stderr(&v));
+    let docs: Vec<sonic_rs::Value> = String::from_utf8(out.stdout).unwrap().split("\n---\n").map(|d| sonic_rs::from_str(d).unwrap()).collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d.get("kind").and_then(|k| k.as_str()).unwrap()).collect();
+    assert_eq!(kinds, ["ConfigMap", "Secret", "Secret", "Job"]);
+    let spec = docs[3].get("spec").unwrap();
+    assert_eq!(spec.get("completionMode").and_then(|v| v.as_str()), Some("Indexed"));
+    assert_eq!(spec.get("completions").and_then(|v| v.as_u64()), Some(4));
+    // The ConfigMap's gzipped files.json is the list written for the local run.
+    use base64::Engine as _;
+    let b64 = docs[0].pointer(["binaryData", "files.json"]).and_then(|v| v.as_str()).unwrap();
+    let gz = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let listed = reprocessing_worker::jobfile::parse_files_list(&gz).unwrap();
+    let written = reprocessing_worker::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
+    assert_eq!(listed, written);
+    assert_eq!(listed.len(), 2200);
+    let loads: Vec<u64> = (0..4).map(|w| listed.iter().skip(w).step_by(4).map(|f| f.size).sum()).collect();
+    let (min, max) = (*loads.iter().min().unwrap(), *loads.iter().max().unwrap());
+    assert!(max - min <= listed.iter().map(|f| f.size).max().unwrap(), "balanced bytes: {loads:?}");
+
+    // Fed back into a local 4-worker run, every file is processed exactly once.
+    let run = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-local-job.sh"))
+        .arg("4")
+        .env("RW_BIN", env!("CARGO_BIN_EXE_reprocessing-worker"))
+        .env("JOB_ID", &job.id)
+        .env("DATABASE_URL", env("DATABASE_URL"))
+        .env("KAFKA_DESTINATIONS_TOPIC", &job.topic)
+        .env("FILES_CONFIG_PATH", job.path("files.json"))
+        .env("JOB_CONFIG_PATH", job.path("config.json"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(values(&consume(&job.topic)), sorted(expected), "every line of every file exactly once");
+    let mut files = 0;
+    for w in 0..4 {
+        let r = row(&job.id, w);
+        assert_eq!(r["status"], "completed");
+        assert_eq!(num(&r, "processed_files"), num(&r, "assigned_files"));
+        files += num(&r, "processed_files");
+    }
+    assert_eq!(files, 2200);
+}
+
+#[test]
+fn status_shows_a_live_job_then_its_totals() {
+    let job = Job::new(3);
+    let data = reprocessing_worker::generate::ndjson(3, &Default::default(), 60_000);
+    let p = job.write("f.ndjson", &data);
+    job.files(&[(p, data.len() as u64)]);
+    job.config(r#"{"connection_ids":["c"],"batch_size":200}"#);
+    let mut child = job.command(0, 1).env("KAFKA_MAX_IN_FLIGHT", "1").stderr(std::process::Stdio::null()).spawn().unwrap();
+    let status = |extra: &[&str]| {
+        let out = bin().args(["status", "--job", &job.id]).args(extra).env("DATABASE_URL", env("DATABASE_URL")).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let start = Instant::now();
+    let mut live = None;
+    while start.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none() {
+        let j: sonic_rs::Value = sonic_rs::from_str(status(&["--json"]).trim()).unwrap_or_default();
+        let w = j.get("workers").and_then(|w| w.as_array()).and_then(|a| a.first().cloned());
+        if let Some(w) = w {
+            if w.get("status").and_then(|s| s.as_str()) == Some("running") && w.get("total_lines").and_then(|n| n.as_u64()).unwrap_or(0) > 0 {
+                live = Some(w);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(live.is_some(), "status saw the job running with progress");
+    assert!(child.wait().unwrap().success());
+    let table = status(&["--watch", "1"]);
+    assert!(table.contains("completed") && table.contains("60000") && table.contains("1 ended"), "{table}");
+    let j: sonic_rs::Value = sonic_rs::from_str(status(&["--json"]).trim()).unwrap();
+    let w = &j.get("workers").and_then(|w| w.as_array()).unwrap()[0];
+    assert_eq!(w.get("success_count").and_then(|n| n.as_u64()), Some(60_000));
+}
+
+#[test]
+fn progress_line_in_a_terminal_and_never_in_a_pipe() {
+    let job = Job::new(1);
+    let data = reprocessing_worker::generate::ndjson(4, &Default::default(), 30_000);
+    let p = job.write("f.ndjson", &data);
+    job.files(&[(p, data.len() as u64)]);
+    job.config(r#"{"connection_ids":["c"],"dry_run":true}"#);
+    let session = unique("rw");
+    let mut cmd = job.command(0, 1);
+    let envs: Vec<String> = cmd.get_envs().filter_map(|(k, v)| Some(format!("{}='{}'", k.to_str()?, v?.to_str()?))).collect();
+    let line = format!("env {} {} ; sleep 30", envs.join(" "), env!("CARGO_BIN_EXE_reprocessing-worker"));
+    let ok = Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "220", "-y", "30", &line]).status().unwrap();
+    assert!(ok.success());
+    let start = Instant::now();
+    let mut seen = String::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &session]).output().unwrap();
+        seen = String::from_utf8_lossy(&out.stdout).into_owned();
+        if seen.contains("lines/s") && seen.contains("worker finished") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
+    assert!(seen.contains("files 1/1") && seen.contains("lines/s") && seen.contains("MB/s") && seen.contains("ETA"), "pane: {seen}");
+    // Not a terminal: no progress line.
+    let out = cmd.output().unwrap();
+    assert_success(&out);
+    assert!(!stderr(&out).contains("lines/s"));
+}
