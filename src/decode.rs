@@ -1,10 +1,12 @@
 //! Decompression, detected by magic bytes: gzip (including multi-member files), zstd
 //! (including concatenated frames), or plain.
 //!
-//! Runs on the CPU stage's thread: it pulls chunks from the reader's channel with
+//! Called on the CPU stage's thread: it pulls chunks from the reader's channel with
 //! `blocking_recv`, and hands decoded bytes to a callback. Plain chunks are handed over as
-//! they are (no copy). Compressed input is decoded straight from the chunks (a `BufRead`
-//! over them, no intermediate buffer) into one reused output buffer of [`DECODED_BUF_BYTES`].
+//! they are (no copy). Compressed input is decoded on a second thread, straight from the
+//! chunks (a `BufRead` over them, no intermediate buffer), into reused buffers of
+//! [`DECODED_BUF_BYTES`] that queue (at most `DECODED_QUEUE`) for the parser, so that
+//! parsing hides behind decompression when a second core is there.
 
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::source::SourceError;
 
-/// The decoded-output buffer, in bytes. Sized to stay in L2 with the parser's working set.
+/// One decoded-output buffer, in bytes. Sized to stay in L2 with the parser's working set.
 pub const DECODED_BUF_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,15 +119,51 @@ pub fn decode(
         }
         return Ok(codec);
     }
+    // Decompression runs on its own thread and hands decoded buffers to the caller's thread
+    // through a bounded queue, so parsing overlaps decompression when there is a second core.
+    // Buffers go back to the decoder for reuse (no fresh pages per buffer).
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DECODED_QUEUE);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DECODED_QUEUE + 2);
+    std::thread::scope(|scope| {
+        let decoder = std::thread::Builder::new()
+            .name("decompress".into())
+            .spawn_scoped(scope, move || decompress(codec, first, rx, consumed, &full_tx, &free_rx))
+            .map_err(|e| DecodeError::Corrupt { codec, decoded: 0, reason: format!("cannot start the decoder thread: {e}") })?;
+        for buf in full_rx.iter() {
+            if !f(&buf) {
+                break;
+            }
+            let _ = free_tx.try_send(buf);
+        }
+        drop(full_rx);
+        decoder.join().unwrap_or_else(|_| Err(DecodeError::Corrupt { codec, decoded: 0, reason: "decoder thread panicked".into() }))
+    })
+}
+
+/// Decoded buffers queued between the decoder and the parser, in buffers of
+/// [`DECODED_BUF_BYTES`].
+const DECODED_QUEUE: usize = 4;
+
+/// The decoder thread: fills buffers of [`DECODED_BUF_BYTES`] and sends them on `out`; stops
+/// quietly when the receiver is gone.
+fn decompress(
+    codec: Codec,
+    first: Bytes,
+    rx: &mut mpsc::Receiver<Result<Bytes, SourceError>>,
+    consumed: &AtomicU64,
+    out: &std::sync::mpsc::SyncSender<Vec<u8>>,
+    free: &std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<Codec, DecodeError> {
     let mut reader = ChunkReader { rx, cur: first, failed: None, consumed };
-    let mut out = vec![0u8; DECODED_BUF_BYTES];
     let mut decoded = 0u64;
     let result = {
         let mut run = |dec: &mut dyn Read| -> std::io::Result<()> {
             loop {
+                let mut buf = free.try_recv().unwrap_or_else(|_| Vec::with_capacity(DECODED_BUF_BYTES));
+                buf.resize(DECODED_BUF_BYTES, 0);
                 let mut filled = 0;
-                while filled < out.len() {
-                    let n = dec.read(&mut out[filled..])?;
+                while filled < buf.len() {
+                    let n = dec.read(&mut buf[filled..])?;
                     if n == 0 {
                         break;
                     }
@@ -134,8 +172,9 @@ pub fn decode(
                 if filled == 0 {
                     return Ok(());
                 }
+                buf.truncate(filled);
                 decoded += filled as u64;
-                if !f(&out[..filled]) {
+                if out.send(buf).is_err() {
                     return Ok(());
                 }
             }
@@ -146,7 +185,7 @@ pub fn decode(
                 Ok(mut d) => run(&mut d),
                 Err(e) => Err(e),
             },
-            Codec::Plain => unreachable!(),
+            Codec::Plain => Ok(()),
         }
     };
     match result {
