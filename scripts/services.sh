@@ -101,6 +101,14 @@ start_postgres() {
   fi
   wait_port "$PG_PORT" postgres
   runuser -u postgres -- psql -q -p "$PG_PORT" -c "ALTER USER postgres PASSWORD '$PG_PASSWORD'" >/dev/null
+  # A role that may only connect over TLS, for the sslmode tests (Debian's cluster has
+  # ssl = on with the snakeoil certificate).
+  local hba="/etc/postgresql/$PG_VERSION/$PG_CLUSTER/pg_hba.conf"
+  if ! grep -q 'rw_tls_only' "$hba"; then
+    sed -i '1i hostnossl all rw_tls_only 127.0.0.1/32 reject\nhostssl all rw_tls_only 127.0.0.1/32 scram-sha-256' "$hba"
+    runuser -u postgres -- psql -q -p "$PG_PORT" -c "SELECT pg_reload_conf()" >/dev/null
+  fi
+  runuser -u postgres -- psql -q -p "$PG_PORT" -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rw_tls_only') THEN CREATE ROLE rw_tls_only LOGIN SUPERUSER PASSWORD '$PG_PASSWORD'; END IF; END \$\$" >/dev/null
 }
 
 start_moto() {
@@ -138,6 +146,7 @@ stop_pidfile() {
 print_env() {
   cat <<ENV
 export DATABASE_URL='postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres'
+export RW_TLS_DATABASE_URL='postgres://rw_tls_only:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres'
 export RW_PG_PORT='$PG_PORT'
 export KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:$KAFKA_PORT'
 export AWS_ENDPOINT_URL='http://127.0.0.1:$S3_PORT'

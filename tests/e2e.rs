@@ -384,3 +384,25 @@ fn secrets_never_reach_logs_errors_or_the_row() {
         }
     }
 }
+
+#[test]
+fn postgres_over_tls_with_sslmode() {
+    // rw_tls_only may connect over TLS only (pg_hba: hostssl; hostnossl reject).
+    let tls_url = env("RW_TLS_DATABASE_URL");
+    let job = Job::new(1);
+    job.config(r#"{"connection_ids":["c"]}"#);
+    let p = job.write("f.ndjson", format!("{}\n", event(1, "s", "2024-01-01T00:00:00Z")).as_bytes());
+    job.files(&[(p, 1)]);
+    // sslmode=disable: the server refuses; fatal at start-up, exit 1, password not shown.
+    let out = job.command(0, 1).env("DATABASE_URL", format!("{tls_url}?sslmode=disable")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no encryption"), "{}", stderr(&out));
+    // sslmode=verify-full: the snakeoil certificate is not trusted, so it must fail.
+    let out = job.command(0, 1).env("DATABASE_URL", format!("{tls_url}?sslmode=verify-full")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "verification must reject an untrusted certificate: {}", stderr(&out));
+    // sslmode=require: encrypted (the only way this role gets in), the job completes.
+    let out = job.command(0, 1).env("DATABASE_URL", format!("{tls_url}?sslmode=require")).output().unwrap();
+    assert_success(&out);
+    assert_eq!(row(&job.id, 0)["status"], "completed");
+    assert_eq!(values(&consume(&job.topic)).len(), 1);
+}
