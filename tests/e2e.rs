@@ -406,3 +406,76 @@ fn postgres_over_tls_with_sslmode() {
     assert_eq!(row(&job.id, 0)["status"], "completed");
     assert_eq!(values(&consume(&job.topic)).len(), 1);
 }
+
+#[test]
+fn hostile_input_is_counted_never_crashes() {
+    let job = Job::new(1);
+    job.config(r#"{"connection_ids":["c"],"retry_attempts":1}"#);
+    let good: Vec<String> = (0..2000).map(|i| event(i, "s", "2024-01-01T00:00:00Z")).collect();
+    // A gzip cut at 60%: the lines before the cut are delivered, the file is recorded failed.
+    let mut cut = gzip((good.join("\n") + "\n").as_bytes());
+    cut.truncate(cut.len() * 6 / 10);
+    let p_cut = job.write("cut.ndjson.gz", &cut);
+    // Invalid UTF-8, NUL bytes, 100,000 levels of nesting, a line of 1 GiB of NUL bytes
+    // with no newline (a sparse file: nothing is written to disk).
+    let mut weird = b"{\"a\":\"\xff\xfe\"}\n{\"a\":\"x\x00y\"}\n\x00\x00\x00\n".to_vec();
+    weird.extend(std::iter::repeat_n(b'[', 100_000));
+    weird.extend(b"\n");
+    weird.extend(format!("{}\n", good[0]).as_bytes());
+    let p_weird = job.write("weird.ndjson", &weird);
+    let p_big = job.path("big.ndjson").display().to_string();
+    std::fs::File::create(&p_big).unwrap().set_len(1 << 30).unwrap();
+    job.files(&[(p_cut.clone(), 1), (p_weird, 1), (p_big, 1 << 30)]);
+    let out = std::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("maxrss_kb=%M")
+        .args(job.command(0, 1).get_program().to_str())
+        .envs(job.command(0, 1).get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let log = stderr(&out);
+    let rss_kb: u64 = log.lines().find_map(|l| l.strip_prefix("maxrss_kb=")).unwrap().trim().parse().unwrap();
+    assert!(rss_kb < 256 * 1024, "bounded memory with a 1 GiB line: {rss_kb} KiB");
+    let delivered = consume(&job.topic);
+    let n = delivered.len();
+    assert!(n > 100 && n < 2001, "lines before the gzip cut were delivered: {n}");
+    let got = values(&delivered);
+    let mut want: Vec<String> = good[..n - 1].to_vec();
+    want.push(good[0].clone());
+    assert_eq!(got, sorted(want), "the prefix of the cut file, and the one good line of weird.ndjson");
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "completed");
+    assert!(r["error"].contains("cut.ndjson.gz") && r["error"].contains("corrupt"), "{r:?}");
+    // weird.ndjson: 4 errors (UTF-8, NUL in string, bare NULs, too deep); big: 1 error (too long).
+    assert_counts(&r, n as u64, 5, 0);
+}
+
+#[test]
+fn a_thousand_files_or_none() {
+    let job = Job::new(2);
+    job.config(r#"{"connection_ids":["c"]}"#);
+    let mut files = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..1000 {
+        let l = event(i, "s", "2024-01-01T00:00:00Z");
+        files.push((job.write(&format!("f{i}.ndjson"), format!("{l}\n").as_bytes()), 1));
+        want.push(l);
+    }
+    job.files(&files);
+    let children: Vec<_> = (0..2).map(|i| job.command(i, 2).stderr(std::process::Stdio::null()).spawn().unwrap()).collect();
+    for c in children {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    assert_eq!(values(&consume(&job.topic)), sorted(want));
+    assert_eq!(num(&row(&job.id, 0), "processed_files") + num(&row(&job.id, 1), "processed_files"), 1000);
+
+    let empty = Job::new(1);
+    empty.config(r#"{"connection_ids":["c"]}"#);
+    empty.files(&[]);
+    assert_success(&empty.run(0, 1));
+    let r = row(&empty.id, 0);
+    assert_eq!(r["status"], "completed");
+    assert_counts(&r, 0, 0, 0);
+    assert_eq!(num(&r, "assigned_files"), 0);
+}
