@@ -132,6 +132,10 @@ pub struct WorkerArgs {
     /// How long to wait for the broker at start-up, in seconds.
     #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_SECS", default_value_t = 30)]
     pub kafka_connect_timeout_secs: u64,
+    /// Opt-in: write every line counted as an error (with file, line, reason and original
+    /// bytes) as NDJSON to this local directory or s3://bucket/prefix.
+    #[arg(long, env = "DEAD_LETTER_PATH")]
+    pub dead_letter_path: Option<String>,
     /// On SIGTERM, how long in-flight batches may take to finish, in seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
@@ -203,6 +207,8 @@ pub struct Config {
     pub files: Vec<FileEntry>,
     pub job: JobOptions,
     pub tuning: Tuning,
+    /// `DEAD_LETTER_PATH`, if set.
+    pub dead_letter: Option<crate::deadletter::Destination>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,7 +348,11 @@ impl Config {
         if topic.is_empty() {
             return Err(invalid("KAFKA_DESTINATIONS_TOPIC", "must not be empty"));
         }
-        Ok(Config { job_id, worker_index, total_workers, database_url, kafka, topic, routing, files, job, tuning })
+        let dead_letter = match args.dead_letter_path.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(p) => Some(crate::deadletter::Destination::parse(p).ok_or_else(|| invalid("DEAD_LETTER_PATH", "expected a directory or s3://bucket/prefix"))?),
+        };
+        Ok(Config { job_id, worker_index, total_workers, database_url, kafka, topic, routing, files, job, tuning, dead_letter })
     }
 
     /// This worker's files, with their positions in files.json: i, N+i, 2N+i, …

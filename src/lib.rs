@@ -31,6 +31,7 @@ pub mod admin;
 pub mod batcher;
 pub mod bufpool;
 pub mod config;
+pub mod deadletter;
 pub mod decode;
 pub mod display;
 pub mod extract;

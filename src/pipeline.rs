@@ -108,6 +108,11 @@ pub struct Engine {
     /// Lines queued for delivery so far (first sends only).
     pub queued: AtomicU64,
     cursors: std::sync::Mutex<Vec<(i32, i32)>>,
+    /// Dead letters, when `DEAD_LETTER_PATH` is set.
+    pub dead_letters: Option<crate::deadletter::Sender>,
+    /// With dead letters on: the bytes of lines whose batch failed (current file only;
+    /// bounded by the unsettled-lines bound).
+    undelivered: std::sync::Mutex<std::collections::HashMap<u64, (Vec<u8>, String)>>,
 }
 
 /// How one file ended.
@@ -142,7 +147,24 @@ enum AttemptError {
 impl Engine {
     pub fn new(filter: Filter, router: Router, sink: Arc<dyn Sink>, sources: Sources, progress: Arc<Progress>, opts: EngineOptions) -> Self {
         let topics = router.topics().len();
-        Self { filter, router, sink, sources, progress, opts, queued: AtomicU64::new(0), cursors: std::sync::Mutex::new(vec![(0, 0); topics]) }
+        Self {
+            filter,
+            router,
+            sink,
+            sources,
+            progress,
+            opts,
+            queued: AtomicU64::new(0),
+            cursors: std::sync::Mutex::new(vec![(0, 0); topics]),
+            dead_letters: None,
+            undelivered: Default::default(),
+        }
+    }
+
+    /// Sends every line counted as an error to `tx` as well.
+    pub fn with_dead_letters(mut self, tx: crate::deadletter::Sender) -> Self {
+        self.dead_letters = Some(tx);
+        self
     }
 
     /// Most lines of a file that may be unsettled at once: enough to keep every queue and
@@ -159,12 +181,13 @@ impl Engine {
     /// up) when this returns; the caller records the file as processed.
     pub async fn process_file(self: &Arc<Self>, path: &str, first_line: u64, shutdown: &CancellationToken) -> (FileOutcome, u64) {
         self.progress.start_file(path, first_line);
+        self.undelivered.lock().unwrap_or_else(|p| p.into_inner()).clear();
         if self.limit_reached() {
             return (FileOutcome::LimitReached, 0);
         }
         let loc = match Location::parse(path) {
             Ok(l) => l,
-            Err(e) => return (self.give_up(e.to_string()), 0),
+            Err(e) => return (self.give_up(path, e.to_string()).await, 0),
         };
         let mut size = 0;
         let mut last_error = String::new();
@@ -187,22 +210,44 @@ impl Engine {
                     continue;
                 }
             };
-            match self.attempt(&loc, size, shutdown).await {
+            match self.attempt(path, &loc, size, shutdown).await {
                 Ok(CpuEnd::Eof) => return (FileOutcome::Done, size),
                 Ok(CpuEnd::Limit) => return (FileOutcome::LimitReached, size),
                 Ok(CpuEnd::Cancelled) => return (FileOutcome::Cancelled, size),
                 Err(e) => last_error = e.to_string(),
             }
         }
-        (self.give_up(last_error), size)
+        (self.give_up(path, last_error).await, size)
     }
 
-    fn give_up(&self, reason: String) -> FileOutcome {
+    /// Gives the file up: lines whose batch failed count as errors (and go to the dead
+    /// letters, with the bytes kept for them).
+    async fn give_up(&self, path: &str, reason: String) -> FileOutcome {
+        let released: Vec<u64> = {
+            let g = self.progress.lock();
+            let t = g.tracker();
+            (t.watermark() + 1..t.next_new_line()).filter(|&l| t.state(l) == Some(LineState::Released)).collect()
+        };
+        if let Some(tx) = &self.dead_letters {
+            let kept = std::mem::take(&mut *self.undelivered.lock().unwrap_or_else(|p| p.into_inner()));
+            for line in released {
+                if let Some((data, why)) = kept.get(&line) {
+                    let d = crate::deadletter::DeadLetter {
+                        file: path.to_owned(),
+                        line,
+                        reason: format!("undeliverable: {why}"),
+                        length: data.len() as u64,
+                        data: Some(data.clone()),
+                    };
+                    let _ = tx.send(d).await;
+                }
+            }
+        }
         self.progress.lock().apply(|t| t.give_up());
         FileOutcome::Failed(reason)
     }
 
-    async fn attempt(self: &Arc<Self>, loc: &Location, size: u64, shutdown: &CancellationToken) -> Result<CpuEnd, AttemptError> {
+    async fn attempt(self: &Arc<Self>, path: &str, loc: &Location, size: u64, shutdown: &CancellationToken) -> Result<CpuEnd, AttemptError> {
         let cancel = shutdown.child_token();
         let mut rx = self.sources.spawn_reader(loc.clone(), size, self.opts.read_chunk_bytes, self.opts.read_ahead_chunks, cancel.clone());
         // Bound: max_in_flight batches of at most batch_max_bytes each.
@@ -210,11 +255,12 @@ impl Engine {
         let (done_tx, done_rx) = oneshot::channel();
         let me = Arc::clone(self);
         let cpu_cancel = cancel.clone();
+        let file = path.to_owned();
         let spawned = std::thread::Builder::new()
             .name("parser".into())
             .stack_size(PARSER_STACK_BYTES)
             .spawn(move || {
-                let r = me.run_cpu(&mut rx, &btx, &cpu_cancel);
+                let r = me.run_cpu(&file, &mut rx, &btx, &cpu_cancel);
                 let _ = done_tx.send(r);
             });
         if let Err(e) = spawned {
@@ -234,6 +280,7 @@ impl Engine {
     /// The CPU stage, on its own thread.
     fn run_cpu(
         &self,
+        path: &str,
         rx: &mut mpsc::Receiver<Result<Bytes, SourceError>>,
         btx: &mpsc::Sender<Batch>,
         cancel: &CancellationToken,
@@ -296,6 +343,13 @@ impl Engine {
                 bad_lines.set(bad_lines.get() + 1);
                 if bad_lines.get() <= LOGGED_BAD_LINES {
                     tracing::warn!(line = no, error = %e, "bad line");
+                }
+                if let Some(tx) = &self.dead_letters {
+                    let (data, length) = match line {
+                        crate::lines::Line::Text(t) => (Some(t.to_vec()), t.len() as u64),
+                        crate::lines::Line::TooLong { len } => (None, len),
+                    };
+                    let _ = tx.blocking_send(crate::deadletter::DeadLetter { file: path.to_owned(), line: no, reason: e.to_string(), data, length });
                 }
             }
             states.push((no, decision.state()));
@@ -388,11 +442,20 @@ impl Engine {
                     Some(batch) if failure.is_some() => drop(batch),
                     Some(batch) => {
                         let me = Arc::clone(self);
+                        let copies: Option<Vec<Vec<u8>>> = self.dead_letters.as_ref().map(|_| {
+                            batch.records.iter().map(|r| r.value.clone().unwrap_or_default()).collect()
+                        });
                         inflight.spawn(async move {
                             let r = async {
                                 let p = me.partition_for(batch.topic).await?;
                                 me.sink.produce(&me.router.topics()[batch.topic], p, batch.records).await
                             }.await;
+                            if let (Err(e), Some(copies)) = (&r, copies) {
+                                let mut kept = me.undelivered.lock().unwrap_or_else(|p| p.into_inner());
+                                for (line, data) in batch.lines.iter().zip(copies) {
+                                    kept.insert(*line, (data, e.to_string()));
+                                }
+                            }
                             (batch.lines, r)
                         });
                     }

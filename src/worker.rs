@@ -132,8 +132,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
     let running = StatusRow { status: WorkerStatus::Running, snapshot: start.snapshot.clone(), assigned_files: n_assigned, total_bytes, error: None };
     store.write(&running).await?;
 
-    let engine = match build_engine(cfg, Arc::clone(&progress), &assigned).await {
-        Ok(e) => Arc::new(e),
+    let (engine, dead_letter_writer) = match build_engine(cfg, Arc::clone(&progress), &assigned).await {
+        Ok((e, w)) => (Arc::new(e), w),
         Err(e) => {
             let _ = store.write(&fail(start.snapshot.clone(), &e)).await;
             return Err(e);
@@ -193,6 +193,17 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
     };
     let ((status, failed), (), ()) = tokio::join!(files, flusher, display);
 
+    // The engine holds the dead-letter sender: dropping it lets the writer flush and end.
+    drop(engine);
+    if let Some(w) = dead_letter_writer {
+        match tokio::time::timeout(Duration::from_secs(60), w).await {
+            Ok(Ok(Ok(n))) if n > 0 => tracing::info!(records = n, "dead letters written"),
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "dead letters could not be written"),
+            Ok(Err(e)) => tracing::error!(error = %e, "dead-letter writer failed"),
+            Err(_) => tracing::error!("dead-letter writer did not finish within 60 s"),
+        }
+    }
     let snapshot = progress.snapshot();
     let error = match failed.len() {
         0 => None,
@@ -227,7 +238,9 @@ async fn write_final(store: &dyn StatusStore, row: &StatusRow) {
     }
 }
 
-async fn build_engine(cfg: &Config, progress: Arc<Progress>, assigned: &[(usize, &str)]) -> Result<Engine, RunError> {
+type DeadLetterWriter = tokio::task::JoinHandle<Result<u64, crate::deadletter::DeadLetterError>>;
+
+async fn build_engine(cfg: &Config, progress: Arc<Progress>, assigned: &[(usize, &str)]) -> Result<(Engine, Option<DeadLetterWriter>), RunError> {
     let router = match &cfg.routing {
         RoutingSource::Fixed(ids) => Router::fixed(&cfg.topic, ids),
         RoutingSource::Repository { url, token } => {
@@ -243,7 +256,18 @@ async fn build_engine(cfg: &Config, progress: Arc<Progress>, assigned: &[(usize,
     let needs_s3 = assigned.iter().any(|(_, p)| p.starts_with("s3://"));
     let s3 = if needs_s3 { Some(crate::source::s3_client().await) } else { None };
     let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to);
-    Ok(Engine::new(filter, router, sink, Sources::new(s3), progress, cfg.into()))
+    let mut engine = Engine::new(filter, router, sink, Sources::new(s3.clone()), progress, cfg.into());
+    let mut writer = None;
+    if let Some(dest) = &cfg.dead_letter {
+        let s3 = match (dest, s3) {
+            (crate::deadletter::Destination::S3 { .. }, None) => Some(crate::source::s3_client().await),
+            (_, s3) => s3,
+        };
+        let (tx, handle) = crate::deadletter::start(dest.clone(), cfg.job_id.clone(), cfg.worker_index, s3);
+        engine = engine.with_dead_letters(tx);
+        writer = Some(handle);
+    }
+    Ok((engine, writer))
 }
 
 /// Best effort, for errors before a [`Config`] exists: records `failed` with the error when

@@ -479,3 +479,73 @@ fn a_thousand_files_or_none() {
     assert_counts(&r, 0, 0, 0);
     assert_eq!(num(&r, "assigned_files"), 0);
 }
+
+#[test]
+fn dead_letters_keep_every_error_line_with_its_reason() {
+    let job = Job::new(1);
+    let repo = r#"[
+      {"stream":{"id":"s-ok"},"destinations":[{"id":"d1","connectionId":"c1","destinationType":"clickhouse"}]},
+      {"stream":{"id":"s-gone"},"shard":9,"destinations":[{"id":"d2","connectionId":"c2","destinationType":"bigquery"}]}
+    ]"#;
+    let server = RepoServer::start(repo);
+    job.config(r#"{"retry_attempts":1,"batch_size":10}"#);
+    let ok = event(1, "s-ok", "2024-01-01T00:00:00Z");
+    let unroutable = event(2, "nobody", "2024-01-01T00:00:00Z");
+    let broken = r#"{"messageId":"b","origin":{"sourceId":"s-ok"} trailing"#.to_string();
+    let huge = format!(r#"{{"pad":"{}"}}"#, "y".repeat(17 << 20));
+    let mut body = format!("{ok}\n{unroutable}\n{broken}\n{huge}\n").into_bytes();
+    body.extend(b"\x00\xff\n");
+    let p1 = job.write("bad.ndjson", &body);
+    // Every line of this file goes to a shard topic that does not exist: undeliverable.
+    let gone: Vec<String> = (10..13).map(|i| event(i, "s-gone", "2024-01-01T00:00:00Z")).collect();
+    let p2 = job.write("gone.ndjson", (gone.join("\n") + "\n").as_bytes());
+    job.files(&[(p1.clone(), 1), (p2.clone(), 1)]);
+    let dl_dir = job.path("dead");
+    let out = job
+        .command(0, 1)
+        .env("REPOSITORY_URL", server.url())
+        .env("DEAD_LETTER_PATH", &dl_dir)
+        .env("KAFKA_DELIVERY_TIMEOUT_SECS", "2")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(values(&consume(&job.topic)), vec![ok.clone()]);
+    let text = std::fs::read_to_string(dl_dir.join(format!("{}-worker-0.ndjson", job.id))).unwrap();
+    let recs: Vec<sonic_rs::Value> = text.lines().map(|l| sonic_rs::from_str(l).unwrap()).collect();
+    use sonic_rs::JsonValueTrait;
+    let get = |v: &sonic_rs::Value, k: &str| v.get(k).and_then(|x| x.as_str().map(str::to_owned));
+    let by_line = |file: &str, line: u64| recs.iter().find(|r| get(r, "file").as_deref() == Some(file) && r.get("line").and_then(|x| x.as_u64()) == Some(line)).unwrap_or_else(|| panic!("no dead letter for {file}:{line}: {text}"));
+    assert_eq!(get(by_line(&p1, 2), "data").as_deref(), Some(unroutable.as_str()));
+    assert!(get(by_line(&p1, 2), "reason").unwrap().contains("not found"));
+    assert_eq!(get(by_line(&p1, 3), "data").as_deref(), Some(broken.as_str()));
+    assert!(get(by_line(&p1, 3), "reason").unwrap().contains("invalid JSON"));
+    assert!(by_line(&p1, 4).get("data").is_none());
+    assert_eq!(by_line(&p1, 4).get("length").and_then(|x| x.as_u64()), Some(huge.len() as u64));
+    assert_eq!(get(by_line(&p1, 5), "data_base64").as_deref(), Some("AP8="));
+    for (i, l) in gone.iter().enumerate() {
+        let r = by_line(&p2, i as u64 + 1);
+        assert_eq!(get(r, "data").as_deref(), Some(l.as_str()));
+        assert!(get(r, "reason").unwrap().starts_with("undeliverable"), "{r:?}");
+    }
+    assert_eq!(recs.len(), 7);
+    let r = row(&job.id, 0);
+    assert_counts(&r, 1, 7, 0);
+
+    // The same to an s3:// prefix.
+    let job2 = Job::new(1);
+    job2.config(r#"{"connection_ids":["c"]}"#);
+    let p = job2.write("bad.ndjson", b"not json\n{\"ok\":1}\n");
+    job2.files(&[(p, 1)]);
+    let bucket = unique("dl").to_lowercase();
+    put_s3(&bucket, "keep", vec![]);
+    assert_success(&job2.command(0, 1).env("DEAD_LETTER_PATH", format!("s3://{bucket}/dead/")).output().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body = rt.block_on(async {
+        let s3 = reprocessing_worker::source::s3_client().await;
+        let list = s3.list_objects_v2().bucket(&bucket).prefix(format!("dead/{}/worker-0/", job2.id)).send().await.unwrap();
+        let key = list.contents()[0].key().unwrap().to_string();
+        let obj = s3.get_object().bucket(&bucket).key(key).send().await.unwrap();
+        String::from_utf8(obj.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+    });
+    assert!(body.contains("\"data\":\"not json\"") && body.contains("\"line\":1"), "{body}");
+}

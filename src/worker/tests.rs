@@ -24,6 +24,7 @@ fn cfg(files: &[&str], start_file: Option<&str>, start_line: u64) -> Config {
             max_in_flight: 4,
             shutdown_timeout: Duration::from_secs(1),
         },
+        dead_letter: None,
     }
 }
 
