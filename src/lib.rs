@@ -27,36 +27,53 @@
 //! [`decode`], [`kafka`], [`status`], [`repository`] — each have their own error enum.
 //! [`pipeline`] wires one file; [`worker`] runs the job.
 
+#[cfg(feature = "io")]
 pub mod admin;
 pub mod batcher;
+#[cfg(feature = "io")]
 pub mod bufpool;
+#[cfg(feature = "io")]
 pub mod config;
+#[cfg(feature = "io")]
 pub mod deadletter;
+#[cfg(feature = "io")]
 pub mod decode;
+#[cfg(feature = "io")]
 pub mod display;
 pub mod extract;
 pub mod filter;
 pub mod generate;
 pub mod jobfile;
+#[cfg(feature = "io")]
 pub mod kafka;
 pub mod lines;
+#[cfg(feature = "io")]
 pub mod pipeline;
 pub mod plan;
+#[cfg(feature = "io")]
 pub mod progress;
+#[cfg(feature = "io")]
 pub mod repository;
 pub mod route;
 pub mod secret;
 pub mod sink;
+#[cfg(feature = "io")]
 pub mod source;
+#[cfg(feature = "io")]
 pub mod status;
+#[cfg(feature = "io")]
 pub mod tls;
 pub mod tracker;
+#[cfg(feature = "io")]
 pub mod worker;
 
+#[cfg(feature = "io")]
 pub use config::Config;
+#[cfg(feature = "io")]
 pub use worker::{run, RunError, RunSummary};
 
 /// A token cancelled on SIGTERM (Kubernetes stopping the pod) or ctrl-c.
+#[cfg(feature = "io")]
 pub fn shutdown_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
