@@ -36,6 +36,8 @@ apt_install() {
   command -v kcat >/dev/null 2>&1 || missing+=(kcat)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+  command -v socat >/dev/null 2>&1 || missing+=(socat)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   [[ -x /usr/bin/time ]] || missing+=(time)
   command -v bc >/dev/null 2>&1 || missing+=(bc)
   if ((${#missing[@]})); then

@@ -52,9 +52,15 @@ pub fn consume(topic: &str) -> Vec<Msg> {
 
 /// Reads a whole topic of the broker at `bootstrap`.
 pub fn consume_from(bootstrap: &str, topic: &str) -> Vec<Msg> {
+    consume_with(bootstrap, topic, &[])
+}
+
+/// Reads a whole topic with extra kcat arguments (`-X security.protocol=ssl`, ...).
+pub fn consume_with(bootstrap: &str, topic: &str, extra: &[&str]) -> Vec<Msg> {
     let out = Command::new("kcat")
         .env("LD_LIBRARY_PATH", env("RW_KCAT_LD_LIBRARY_PATH"))
         .args(["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-J"])
+        .args(extra)
         .output()
         .expect("kcat");
     assert!(out.status.success(), "kcat: {}", String::from_utf8_lossy(&out.stderr));
