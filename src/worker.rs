@@ -158,6 +158,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
                 status = WorkerStatus::Cancelled;
                 break;
             }
+            // A failed file's resume point, for a later retry (start_file/start_line).
+            let failed_at = progress.snapshot().current_line;
             // Count the size the job listed (total_bytes is their sum); the real size if unlisted.
             let listed = cfg.files[*pos].size;
             progress.finish_file(if listed > 0 { listed } else { size });
@@ -165,8 +167,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
             let secs = started.elapsed().as_secs_f64();
             match &outcome {
                 FileOutcome::Failed(reason) => {
-                    tracing::error!(file = *path, error = %reason, success = c.success - before.success, "file failed");
-                    failed.push(format!("{path}: {reason}"));
+                    tracing::error!(file = *path, resume_line = failed_at, error = %reason, success = c.success - before.success, "file failed");
+                    failed.push(format!("{path} (settled up to line {failed_at}): {reason}"));
                 }
                 _ => tracing::info!(
                     file = *path,

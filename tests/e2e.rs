@@ -447,6 +447,7 @@ fn hostile_input_is_counted_never_crashes() {
     let r = row(&job.id, 0);
     assert_eq!(r["status"], "completed");
     assert!(r["error"].contains("cut.ndjson.gz") && r["error"].contains("corrupt"), "{r:?}");
+    assert!(r["error"].contains(&format!("settled up to line {}", n - 1)), "the failed file's resume point: {r:?}");
     // weird.ndjson: 4 errors (UTF-8, NUL in string, bare NULs, too deep); big: 1 error (too long).
     assert_counts(&r, n as u64, 5, 0);
 }
