@@ -318,49 +318,47 @@ fn secrets_never_reach_logs_errors_or_the_row() {
     let secrets = ["sasl-pw-Q7x9Zt", "repo-tok-K2m8Wp", "aws-secret-V5n3Rr", &pg_password];
     let mut outputs = Vec::new();
     let mut rows = Vec::new();
+    let mut failing = |config: &str, env: &[(&str, &str)], code: i32| {
+        let job = Job::new(1);
+        job.config(config);
+        job.files(&[]);
+        let mut cmd = job.command(0, 1);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        rows.push(row(&job.id, 0));
+        outputs.push(out);
+    };
     // 1. The repository fails (the token is in the header and in the URL's query).
-    let job = Job::new(1);
-    job.config("{}");
-    job.files(&[]);
-    let out = job
-        .command(0, 1)
-        .env("REPOSITORY_URL", "http://127.0.0.1:1/streams?token=repo-tok-K2m8Wp")
-        .env("REPOSITORY_AUTH_TOKEN", "repo-tok-K2m8Wp")
-        .env("AWS_SECRET_ACCESS_KEY", "aws-secret-V5n3Rr")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    rows.push(row(&job.id, 0));
-    outputs.push(out);
+    failing(
+        "{}",
+        &[
+            ("REPOSITORY_URL", "http://127.0.0.1:1/streams?token=repo-tok-K2m8Wp"),
+            ("REPOSITORY_AUTH_TOKEN", "repo-tok-K2m8Wp"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret-V5n3Rr"),
+        ],
+        1,
+    );
     // 2. Kafka with SASL cannot be reached.
-    let job = Job::new(1);
-    job.config(r#"{"connection_ids":["c"]}"#);
-    job.files(&[]);
-    let out = job
-        .command(0, 1)
-        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-        .env("KAFKA_CONNECT_TIMEOUT_SECS", "2")
-        .env("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
-        .env("KAFKA_SASL", r#"{"mechanism":"SCRAM-SHA-256","username":"u","password":"sasl-pw-Q7x9Zt"}"#)
-        .env("AWS_SECRET_ACCESS_KEY", "aws-secret-V5n3Rr")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    rows.push(row(&job.id, 0));
-    outputs.push(out);
+    failing(
+        r#"{"connection_ids":["c"]}"#,
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1"),
+            ("KAFKA_CONNECT_TIMEOUT_SECS", "2"),
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            ("KAFKA_SASL", r#"{"mechanism":"SCRAM-SHA-256","username":"u","password":"sasl-pw-Q7x9Zt"}"#),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret-V5n3Rr"),
+        ],
+        1,
+    );
     // 3. A malformed KAFKA_SASL that contains the password.
-    let job = Job::new(1);
-    job.config(r#"{"connection_ids":["c"]}"#);
-    job.files(&[]);
-    let out = job
-        .command(0, 1)
-        .env("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-        .env("KAFKA_SASL", r#"{"mechanism":"PLAIN","password":"sasl-pw-Q7x9Zt""#)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    rows.push(row(&job.id, 0));
-    outputs.push(out);
+    failing(
+        r#"{"connection_ids":["c"]}"#,
+        &[("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"), ("KAFKA_SASL", r#"{"mechanism":"PLAIN","password":"sasl-pw-Q7x9Zt""#)],
+        2,
+    );
     // 4. A wrong database password: fatal at start-up, and the URL is shown redacted.
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"]}"#);
