@@ -1,0 +1,96 @@
+//! A whole job's rows, for the `status` subcommand.
+
+use super::{PgStatus, StatusError};
+
+/// One worker's row, for `status`.
+#[derive(Debug, Clone, Default)]
+pub struct JobRow {
+    pub worker_index: i32,
+    pub status: String,
+    pub assigned_files: i64,
+    pub processed_files: i64,
+    pub total_lines: i64,
+    pub success: i64,
+    pub errors: i64,
+    pub skipped: i64,
+    pub total_bytes: u64,
+    pub processed_bytes: u64,
+    /// Seconds between started_at and updated_at.
+    pub elapsed_secs: f64,
+    pub current_file: Option<String>,
+    pub error: Option<String>,
+}
+
+impl JobRow {
+    pub fn ended(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
+    }
+    pub fn lines_per_sec(&self) -> Option<f64> {
+        (self.elapsed_secs > 0.0).then(|| self.total_lines as f64 / self.elapsed_secs)
+    }
+    pub fn bytes_per_sec(&self) -> Option<f64> {
+        (self.elapsed_secs > 0.0 && !self.ended()).then(|| self.processed_bytes as f64 / self.elapsed_secs)
+    }
+    pub fn add(&mut self, o: &JobRow) {
+        self.assigned_files += o.assigned_files;
+        self.processed_files += o.processed_files;
+        self.total_lines += o.total_lines;
+        self.success += o.success;
+        self.errors += o.errors;
+        self.skipped += o.skipped;
+        self.total_bytes += o.total_bytes;
+        self.processed_bytes += o.processed_bytes;
+    }
+    pub fn to_json(&self) -> sonic_rs::Value {
+        sonic_rs::json!({
+            "worker_index": self.worker_index, "status": self.status.as_str(),
+            "assigned_files": self.assigned_files, "processed_files": self.processed_files,
+            "total_lines": self.total_lines, "success_count": self.success, "error_count": self.errors,
+            "skipped_count": self.skipped, "total_bytes": self.total_bytes, "processed_bytes": self.processed_bytes,
+            "lines_per_sec": self.lines_per_sec(), "current_file": self.current_file.as_deref(), "error": self.error.as_deref(),
+        })
+    }
+}
+
+impl PgStatus {
+    /// Every worker row of the job, by index.
+    pub async fn job_rows(&self) -> Result<Vec<JobRow>, StatusError> {
+        let job = self.job_id.clone();
+        let rows = self
+            .with_client(move |c| {
+                let job = job.clone();
+                Box::pin(async move {
+                    c.query(
+                        "SELECT worker_index, status, COALESCE(assigned_files, 0)::bigint, COALESCE(processed_files, 0)::bigint,
+                                COALESCE(total_lines, 0), COALESCE(success_count, 0), COALESCE(error_count, 0),
+                                COALESCE(skipped_count, 0), COALESCE(total_bytes, 0), COALESCE(processed_bytes, 0),
+                                COALESCE(EXTRACT(EPOCH FROM (COALESCE(completed_at, updated_at) - started_at)), 0)::float8,
+                                current_file, error
+                         FROM reprocessing_workers WHERE job_id = $1 ORDER BY worker_index",
+                        &[&job],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| JobRow {
+                worker_index: r.get(0),
+                status: r.get(1),
+                assigned_files: r.get(2),
+                processed_files: r.get(3),
+                total_lines: r.get(4),
+                success: r.get(5),
+                errors: r.get(6),
+                skipped: r.get(7),
+                total_bytes: r.get::<_, i64>(8).max(0) as u64,
+                processed_bytes: r.get::<_, i64>(9).max(0) as u64,
+                elapsed_secs: r.get(10),
+                current_file: r.get(11),
+                error: r.get(12),
+            })
+            .collect())
+    }
+}
+
