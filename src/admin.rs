@@ -19,7 +19,7 @@ pub struct PlanArgs {
     /// List NDJSON files under this local directory.
     #[arg(long)]
     pub local_path: Option<PathBuf>,
-    /// The job id (default: reprocess-<unix time>).
+    /// The job id (default: `reprocess-<unix time>`).
     #[arg(long)]
     pub job_id: Option<String>,
     #[arg(long, value_delimiter = ',')]
@@ -247,7 +247,7 @@ pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
             print!("{}", table(&a.job, &rows));
         }
         match a.watch {
-            Some(secs) if !(rows.iter().all(JobRow::ended) && !rows.is_empty()) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
+            Some(secs) if !rows.iter().all(JobRow::ended) || rows.is_empty() => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
             _ => return Ok(()),
         }
     }

@@ -36,7 +36,7 @@ const AGENTS: [&str; 3] = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
 ];
 
-/// Options for [`line`].
+/// Options for [`line()`].
 #[derive(Debug, Clone)]
 pub struct Shape {
     /// Stream ids to draw `origin.sourceId` from.

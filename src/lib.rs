@@ -27,45 +27,27 @@
 //! [`decode`], [`kafka`], [`status`], [`repository`] — each have their own error enum.
 //! [`pipeline`] wires one file; [`worker`] runs the job.
 
-#[cfg(feature = "io")]
-pub mod admin;
+// The pure core: bytes and values in, values out.
 pub mod batcher;
-#[cfg(feature = "io")]
-pub mod bufpool;
-#[cfg(feature = "io")]
-pub mod config;
-#[cfg(feature = "io")]
-pub mod deadletter;
-#[cfg(feature = "io")]
-pub mod decode;
-#[cfg(feature = "io")]
-pub mod display;
 pub mod extract;
 pub mod filter;
 pub mod generate;
 pub mod jobfile;
-#[cfg(feature = "io")]
-pub mod kafka;
 pub mod lines;
-#[cfg(feature = "io")]
-pub mod pipeline;
 pub mod plan;
-#[cfg(feature = "io")]
-pub mod progress;
-#[cfg(feature = "io")]
-pub mod repository;
 pub mod route;
 pub mod secret;
 pub mod sink;
-#[cfg(feature = "io")]
-pub mod source;
-#[cfg(feature = "io")]
-pub mod status;
-#[cfg(feature = "io")]
-pub mod tls;
 pub mod tracker;
-#[cfg(feature = "io")]
-pub mod worker;
+
+/// Declares the modules that talk to the outside world, all behind the `io` feature.
+macro_rules! io_modules {
+    ($($m:ident),* $(,)?) => { $( #[cfg(feature = "io")] pub mod $m; )* };
+}
+io_modules!(
+    admin, bufpool, config, deadletter, decode, display, kafka, pipeline, progress, repository, source, status, tls,
+    worker,
+);
 
 #[cfg(feature = "io")]
 pub use config::Config;

@@ -28,7 +28,7 @@ fn cfg(files: &[&str], start_file: Option<&str>, start_line: u64) -> Config {
     }
 }
 
-fn assigned<'a>(c: &'a Config) -> Vec<(usize, &'a str)> {
+fn assigned(c: &Config) -> Vec<(usize, &str)> {
     c.files.iter().enumerate().map(|(i, f)| (i, f.path.as_str())).collect()
 }
 
