@@ -151,3 +151,43 @@ fn sasl_is_negotiated_on_the_wire_and_the_password_never_shows() {
         assert!(!format!("{r:?}").contains("pw-Zq81Vn"));
     }
 }
+
+/// S3 over HTTPS, trusting the CA named by SSL_CERT_FILE (as the scratch image does with
+/// the bundle it ships): TLS terminated in front of moto with a test CA.
+#[test]
+fn s3_over_https_trusts_ssl_cert_file() {
+    let port = 19446u16;
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let upstream = env("AWS_ENDPOINT_URL").trim_start_matches("http://").to_string();
+    let cert = dir.path().join("srv-both.pem");
+    let socat = Command::new("socat")
+        .arg(format!("OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}", cert.display()))
+        .arg(format!("TCP:{upstream}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _procs = Procs(vec![socat]);
+    wait_port(port);
+    let job = Job::new(1);
+    job.config(r#"{"connection_ids":["c"]}"#);
+    let bucket = unique("tls").to_lowercase();
+    let lines: Vec<String> = (0..200).map(|i| event(i, "s", "2024-01-01T00:00:00Z")).collect();
+    let url = put_s3(&bucket, "f.ndjson.gz", gzip((lines.join("\n") + "\n").as_bytes()));
+    job.files(&[(url, 1)]);
+    let https = format!("https://127.0.0.1:{port}");
+    // Without the CA the certificate is not trusted: the file cannot be opened.
+    let out = job.command(0, 1).env("AWS_ENDPOINT_URL", &https).env("SSL_CERT_FILE", dir.path().join("other.pem")).output().unwrap();
+    assert_success(&out);
+    let r = row(&job.id, 0);
+    assert!(r.get("error").is_some_and(|e| e.contains("f.ndjson.gz")), "untrusted S3 certificate must fail the file: {r:?}");
+    assert!(consume(&job.topic).is_empty());
+    // With SSL_CERT_FILE naming the CA, the same job reads the file over HTTPS.
+    let job2 = Job { id: unique("job"), topic: job.topic.clone(), extra_env: vec![], dir: tempfile::tempdir().unwrap() };
+    job2.config(r#"{"connection_ids":["c"]}"#);
+    job2.files(&[(format!("s3://{bucket}/f.ndjson.gz"), 1)]);
+    let out = job2.command(0, 1).env("AWS_ENDPOINT_URL", &https).env("SSL_CERT_FILE", dir.path().join("ca.pem")).output().unwrap();
+    assert_success(&out);
+    assert_eq!(values(&consume(&job.topic)), sorted(lines));
+}
