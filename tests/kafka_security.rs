@@ -52,6 +52,17 @@ fn pki(dir: &std::path::Path) {
     run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem", "-days", "2", "-subj", "/CN=other-ca"]);
 }
 
+/// socat terminating TLS on `port` (the certificate from [`pki`] in `dir`) in front of `upstream`.
+fn tls_terminator(port: u16, dir: &std::path::Path, upstream: &str) -> Child {
+    Command::new("socat")
+        .arg(format!("OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}", dir.join("srv-both.pem").display()))
+        .arg(format!("TCP:{upstream}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn kafka_over_tls_verifies_the_broker() {
     let (tls_port, plain_port) = (19443u16, 19444u16);
@@ -64,14 +75,7 @@ fn kafka_over_tls_verifies_the_broker() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let cert = dir.path().join("srv-both.pem");
-    let socat = Command::new("socat")
-        .arg(format!("OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}", cert.display()))
-        .arg(format!("TCP:127.0.0.1:{plain_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let socat = tls_terminator(tls_port, dir.path(), &format!("127.0.0.1:{plain_port}"));
     let _procs = Procs(vec![broker, socat]);
     wait_port(plain_port);
     wait_port(tls_port);
@@ -160,14 +164,7 @@ fn s3_over_https_trusts_ssl_cert_file() {
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());
     let upstream = env("AWS_ENDPOINT_URL").trim_start_matches("http://").to_string();
-    let cert = dir.path().join("srv-both.pem");
-    let socat = Command::new("socat")
-        .arg(format!("OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}", cert.display()))
-        .arg(format!("TCP:{upstream}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let socat = tls_terminator(port, dir.path(), &upstream);
     let _procs = Procs(vec![socat]);
     wait_port(port);
     let job = Job::new(1);
