@@ -59,9 +59,7 @@ fn extract_filter(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("extract");
     g.throughput(Throughput::Bytes(d.len() as u64));
-    g.bench_function("validate_and_4_fields", |b| {
-        b.iter(|| lines.iter().filter(|l| extract(l).is_ok()).count())
-    });
+    g.bench_function("validate_and_4_fields", |b| b.iter(|| lines.iter().filter(|l| extract(l).is_ok()).count()));
     g.bench_function("validate_fields_filter", |b| {
         b.iter(|| lines.iter().filter(|l| extract(l).map(|e| filter.check(&e).is_ok()).unwrap_or(false)).count())
     });
@@ -74,7 +72,10 @@ fn routing(c: &mut Criterion) {
     let envs: Vec<_> = lines.iter().map(|l| extract(l).unwrap()).collect();
     let mut repo = String::from("[");
     for i in 0..1000 {
-        repo += &format!(r#"{{"stream":{{"id":"stream-{i}"}},"shard":{},"destinations":[{{"id":"d{i}","connectionId":"c{i}","destinationType":"clickhouse"}},{{"id":"e{i}","connectionId":"k{i}","destinationType":"s3"}}]}},"#, i % 3);
+        repo += &format!(
+            r#"{{"stream":{{"id":"stream-{i}"}},"shard":{},"destinations":[{{"id":"d{i}","connectionId":"c{i}","destinationType":"clickhouse"}},{{"id":"e{i}","connectionId":"k{i}","destinationType":"s3"}}]}},"#,
+            i % 3
+        );
     }
     repo.pop();
     repo.push(']');

@@ -140,9 +140,7 @@ impl<'a> Batcher<'a> {
     }
 
     fn take(&mut self, topic: usize) -> Option<Batch> {
-        self.open[topic]
-            .take()
-            .map(|o| Batch { topic, records: o.records, lines: o.lines, value_bytes: o.bytes })
+        self.open[topic].take().map(|o| Batch { topic, records: o.records, lines: o.lines, value_bytes: o.bytes })
     }
 
     /// Hands over every open batch.

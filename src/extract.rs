@@ -53,7 +53,8 @@ pub fn extract(line: &[u8]) -> Result<Envelope<'_>, ExtractError> {
     if bracket_count_exceeds(line, MAX_DEPTH) && max_depth(line) > MAX_DEPTH {
         return Err(ExtractError::TooDeep);
     }
-    sonic_rs::from_slice::<Envelope<'_>>(line).map_err(|e| ExtractError::Invalid(crate::jobfile::first_line(&e.to_string()).to_owned()))
+    sonic_rs::from_slice::<Envelope<'_>>(line)
+        .map_err(|e| ExtractError::Invalid(crate::jobfile::first_line(&e.to_string()).to_owned()))
 }
 
 /// True when `line` has more than `limit` opening brackets: only then can it nest deeper.

@@ -73,13 +73,37 @@ pub fn line(rng: &mut Rng, shape: &Shape, i: u64, out: &mut String) {
     rng.hex(out, 4);
     out.push('-');
     rng.hex(out, 12);
-    let _ = write!(out, r#"","type":"{event}","origin":{{"baseUrl":"https://www.example.com","slug":"slug-{stream}","sourceId":"{stream}","domain":"www.example.com","classic":false}},"#);
-    let _ = write!(out, r#""httpHeaders":{{"accept":"*/*","accept-language":"en-US,en;q=0.9","content-type":"application/json","user-agent":"{agent}","x-forwarded-for":"203.0.113.{}"}},"#, rng.below(255));
+    let _ = write!(
+        out,
+        r#"","type":"{event}","origin":{{"baseUrl":"https://www.example.com","slug":"slug-{stream}","sourceId":"{stream}","domain":"www.example.com","classic":false}},"#
+    );
+    let _ = write!(
+        out,
+        r#""httpHeaders":{{"accept":"*/*","accept-language":"en-US,en;q=0.9","content-type":"application/json","user-agent":"{agent}","x-forwarded-for":"203.0.113.{}"}},"#,
+        rng.below(255)
+    );
     let _ = write!(out, r#""httpPayload":{{"type":"{event}","event":"{event}_event","anonymousId":""#);
     rng.hex(out, 32);
-    let _ = write!(out, r#"","userId":"user-{}","messageId":"p-{i}","timestamp":"{created}","sentAt":"{created}","#, rng.below(100_000));
-    let _ = write!(out, r#""properties":{{"path":"{page}","url":"https://www.example.com{page}","title":"Example \u2014 {page}","referrer":"https://www.google.com/","search":"?utm_source=newsletter&utm_medium=email","width":{},"height":{},"plan":"pro","value":{}.{}}},"#, 800 + rng.below(1200), 600 + rng.below(800), rng.below(1000), rng.below(100));
-    let _ = write!(out, r#""context":{{"library":{{"name":"@jitsu/js","version":"1.9.{}"}},"userAgent":"{agent}","locale":"en-US","screen":{{"width":1920,"height":1080,"density":2}},"page":{{"path":"{page}","referrer":"","title":"Example","url":"https://www.example.com{page}","encoding":"UTF-8"}},"campaign":{{"source":"newsletter","medium":"email","name":"launch-{}"}},"ip":"203.0.113.{}"}}}}}}"#, rng.below(20), rng.below(50), rng.below(255));
+    let _ = write!(
+        out,
+        r#"","userId":"user-{}","messageId":"p-{i}","timestamp":"{created}","sentAt":"{created}","#,
+        rng.below(100_000)
+    );
+    let _ = write!(
+        out,
+        r#""properties":{{"path":"{page}","url":"https://www.example.com{page}","title":"Example \u2014 {page}","referrer":"https://www.google.com/","search":"?utm_source=newsletter&utm_medium=email","width":{},"height":{},"plan":"pro","value":{}.{}}},"#,
+        800 + rng.below(1200),
+        600 + rng.below(800),
+        rng.below(1000),
+        rng.below(100)
+    );
+    let _ = write!(
+        out,
+        r#""context":{{"library":{{"name":"@jitsu/js","version":"1.9.{}"}},"userAgent":"{agent}","locale":"en-US","screen":{{"width":1920,"height":1080,"density":2}},"page":{{"path":"{page}","referrer":"","title":"Example","url":"https://www.example.com{page}","encoding":"UTF-8"}},"campaign":{{"source":"newsletter","medium":"email","name":"launch-{}"}},"ip":"203.0.113.{}"}}}}}}"#,
+        rng.below(20),
+        rng.below(50),
+        rng.below(255)
+    );
 }
 
 /// NDJSON of `lines` lines.

@@ -153,9 +153,9 @@ fn string_list(file: &'static str, obj: &Value, name: &str) -> Result<Vec<String
     arr.iter()
         .enumerate()
         .map(|(i, item)| {
-            item.as_str().map(str::to_owned).ok_or_else(|| {
-                err(file, format!("field {name}[{i}]: expected a string, got {}", type_name(item)))
-            })
+            item.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| err(file, format!("field {name}[{i}]: expected a string, got {}", type_name(item))))
         })
         .filter(|r| !matches!(r, Ok(s) if s.is_empty()))
         .collect()
@@ -199,9 +199,9 @@ pub fn parse_job_config(raw: &[u8]) -> Result<JobOptions, JobFileError> {
     };
     let dry_run = match field(&v, "dry_run") {
         None => false,
-        Some(b) => b
-            .as_bool()
-            .ok_or_else(|| err(F, format!("field dry_run: expected a boolean, got {}", type_name(b))))?,
+        Some(b) => {
+            b.as_bool().ok_or_else(|| err(F, format!("field dry_run: expected a boolean, got {}", type_name(b))))?
+        }
     };
     let opts = JobOptions {
         batch_size,
@@ -229,9 +229,7 @@ pub fn parse_files_list(raw: &[u8]) -> Result<Vec<FileEntry>, JobFileError> {
     const F: &str = "files.json";
     let bytes = maybe_gunzip(F, raw)?;
     let v = parse_json(F, &bytes)?;
-    let arr = v
-        .as_array()
-        .ok_or_else(|| err(F, format!("expected a JSON array, got {}", type_name(&v))))?;
+    let arr = v.as_array().ok_or_else(|| err(F, format!("expected a JSON array, got {}", type_name(&v))))?;
     arr.iter()
         .enumerate()
         .map(|(i, entry)| {

@@ -98,7 +98,10 @@ pub fn worker_count(asked: Option<u32>, files: usize) -> usize {
 pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
     let workers = worker_count(spec.workers, files.len());
     let entries: Vec<FileEntry> = files.iter().map(|f| FileEntry { path: f.path.clone(), size: f.size }).collect();
-    let files_json = sonic_rs::to_string(&entries.iter().map(|e| json!({"path": e.path.as_str(), "size": e.size})).collect::<Vec<_>>()).unwrap_or_default();
+    let files_json = sonic_rs::to_string(
+        &entries.iter().map(|e| json!({"path": e.path.as_str(), "size": e.size})).collect::<Vec<_>>(),
+    )
+    .unwrap_or_default();
     let gz = {
         use std::io::Write;
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -106,7 +109,8 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
         e.finish().unwrap_or_default()
     };
     let name = format!("reprocessing-{}", sanitize(&spec.job_id));
-    let labels = json!({"app.kubernetes.io/name": "reprocessing-worker", "reprocessing/job-id": sanitize(&spec.job_id)});
+    let labels =
+        json!({"app.kubernetes.io/name": "reprocessing-worker", "reprocessing/job-id": sanitize(&spec.job_id)});
     let meta = |suffix: &str| json!({"name": format!("{name}{suffix}"), "namespace": spec.namespace.as_str(), "labels": labels.clone()});
     let configmap = json!({
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("-files"),
@@ -175,7 +179,8 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
 
 /// A DNS-1123 label fragment: lower case, digits and '-'.
 fn sanitize(s: &str) -> String {
-    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mut out: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     out.truncate(40);
     out.trim_matches('-').to_string()
 }

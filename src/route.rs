@@ -68,7 +68,9 @@ impl Router {
 
     /// Builds the table from the repository's JSON array.
     pub fn from_repository(topic: &str, body: &[u8]) -> Result<Self, RepositoryFormatError> {
-        let v: Value = sonic_rs::from_slice(body).map_err(|e| RepositoryFormatError(format!("invalid JSON: {}", crate::jobfile::first_line(&e.to_string()))))?;
+        let v: Value = sonic_rs::from_slice(body).map_err(|e| {
+            RepositoryFormatError(format!("invalid JSON: {}", crate::jobfile::first_line(&e.to_string())))
+        })?;
         let arr = v.as_array().ok_or_else(|| RepositoryFormatError("expected a JSON array".into()))?;
         let mut topics = vec![topic.to_owned()];
         let mut table = HashMap::with_capacity(arr.len());

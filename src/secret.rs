@@ -79,9 +79,7 @@ fn mask_password_params(s: &str) -> String {
         let value_start = i + found + "password=".len();
         out.push_str(&s[i..value_start]);
         out.push_str("***");
-        let value_end = s[value_start..]
-            .find(['&', ' ', '#'])
-            .map_or(s.len(), |e| value_start + e);
+        let value_end = s[value_start..].find(['&', ' ', '#']).map_or(s.len(), |e| value_start + e);
         i = value_end;
     }
     out.push_str(&s[i..]);
@@ -116,10 +114,7 @@ mod tests {
             redact_url("postgres://db/app?user=x&password=hunter2&sslmode=disable"),
             "postgres://db/app?user=x&password=***&sslmode=disable"
         );
-        assert_eq!(
-            redact_url("host=db password=hunter2 user=x"),
-            "host=db password=*** user=x"
-        );
+        assert_eq!(redact_url("host=db password=hunter2 user=x"), "host=db password=*** user=x");
     }
 
     #[test]

@@ -33,7 +33,12 @@ pub trait Sink: Send + Sync + 'static {
     /// Number of partitions of `topic`.
     fn partitions<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i32, SinkError>>;
     /// Sends `records` to one partition and waits for the acknowledgement.
-    fn produce<'a>(&'a self, topic: &'a str, partition: i32, records: Vec<Record>) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn produce<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        records: Vec<Record>,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// The dry-run sink: every batch is acknowledged at once and dropped.
@@ -44,7 +49,12 @@ impl Sink for DryRun {
     fn partitions<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<i32, SinkError>> {
         Box::pin(async { Ok(1) })
     }
-    fn produce<'a>(&'a self, _topic: &'a str, _partition: i32, _records: Vec<Record>) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn produce<'a>(
+        &'a self,
+        _topic: &'a str,
+        _partition: i32,
+        _records: Vec<Record>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async { Ok(()) })
     }
 }

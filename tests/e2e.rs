@@ -38,7 +38,9 @@ fn three_workers_over_s3_and_disk_in_every_compression() {
     job.files(&files);
 
     let children: Vec<_> = (0..3)
-        .map(|i| job.command(i, 3).env("READ_CHUNK_BYTES", "65536").stderr(std::process::Stdio::piped()).spawn().unwrap())
+        .map(|i| {
+            job.command(i, 3).env("READ_CHUNK_BYTES", "65536").stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
@@ -108,14 +110,14 @@ fn filters_by_stream_and_inclusive_date_window() {
             "date_from":"2024-01-10T00:00:00Z","date_to":"2024-01-20T00:00:00.5+00:00"}"#,
     );
     let lines = vec![
-        (event(1, "keep", "2024-01-10T00:00:00Z"), true),          // from, inclusive
-        (event(2, "keep", "2024-01-20T00:00:00.5Z"), true),        // to, inclusive
+        (event(1, "keep", "2024-01-10T00:00:00Z"), true),   // from, inclusive
+        (event(2, "keep", "2024-01-20T00:00:00.5Z"), true), // to, inclusive
         (event(3, "keep", "2024-01-20T00:00:00.500000001Z"), false),
         (event(4, "keep", "2024-01-09T23:59:59.999999999Z"), false),
-        (event(5, "keep", "2024-01-10T01:00:00+02:00"), false),    // 23:00 on the 9th
-        (event(6, "keep", "garbage"), true),                       // unparseable passes
+        (event(5, "keep", "2024-01-10T01:00:00+02:00"), false), // 23:00 on the 9th
+        (event(6, "keep", "garbage"), true),                    // unparseable passes
         (event(7, "other", "2024-01-15T00:00:00Z"), false),
-        (event(8, "bykey", "2024-01-15T00:00:00Z"), true),         // slug matches
+        (event(8, "bykey", "2024-01-15T00:00:00Z"), true), // slug matches
         (r#"{"messageId":"x","origin":"keep"}"#.to_string(), false), // origin not an object
         (r#"{"messageId":"y","origin":{"sourceId":"keep"}}"#.to_string(), true), // no messageCreated
     ];
@@ -196,7 +198,11 @@ fn repository_routing_with_shards_and_bearer_token() {
     let main: Vec<String> = (0..7).map(|i| event(i, "s-main", "2024-01-01T00:00:00Z")).collect();
     let shard: Vec<String> = (10..15).map(|i| event(i, "s-shard", "2024-01-01T00:00:00Z")).collect();
     let by_slug = r#"{"messageId":"slugged","origin":{"sourceId":"","slug":"s-main"}}"#.to_string();
-    let errors = [event(20, "s-browser", "2024-01-01T00:00:00Z"), event(21, "unknown", "2024-01-01T00:00:00Z"), r#"{"messageId":"noid"}"#.to_string()];
+    let errors = [
+        event(20, "s-browser", "2024-01-01T00:00:00Z"),
+        event(21, "unknown", "2024-01-01T00:00:00Z"),
+        r#"{"messageId":"noid"}"#.to_string(),
+    ];
     let mut body = String::new();
     for (i, l) in main.iter().enumerate() {
         body += &format!("{l}\n{}\n", shard.get(i).cloned().unwrap_or_default());
@@ -242,7 +248,12 @@ fn unreachable_broker_is_fatal_within_the_deadline() {
     job.config(r#"{"connection_ids":["c"]}"#);
     job.files(&[]);
     let started = std::time::Instant::now();
-    let out = job.command(0, 1).env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1").env("KAFKA_CONNECT_TIMEOUT_SECS", "2").output().unwrap();
+    let out = job
+        .command(0, 1)
+        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("KAFKA_CONNECT_TIMEOUT_SECS", "2")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(started.elapsed().as_secs() < 30);
     let r = row(&job.id, 0);
@@ -294,7 +305,9 @@ impl RepoServer {
                     if line == "\r\n" {
                         break;
                     }
-                    if let Some(v) = line.strip_prefix("authorization: ").or_else(|| line.strip_prefix("Authorization: ")) {
+                    if let Some(v) =
+                        line.strip_prefix("authorization: ").or_else(|| line.strip_prefix("Authorization: "))
+                    {
                         *seen.lock().unwrap() = Some(v.trim().to_string());
                     }
                     line.clear();
@@ -356,7 +369,10 @@ fn secrets_never_reach_logs_errors_or_the_row() {
     // 3. A malformed KAFKA_SASL that contains the password.
     failing(
         r#"{"connection_ids":["c"]}"#,
-        &[("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"), ("KAFKA_SASL", r#"{"mechanism":"PLAIN","password":"sasl-pw-Q7x9Zt""#)],
+        &[
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("KAFKA_SASL", r#"{"mechanism":"PLAIN","password":"sasl-pw-Q7x9Zt""#),
+        ],
         2,
     );
     // 4. A wrong database password: fatal at start-up, and the URL is shown redacted.
@@ -462,7 +478,8 @@ fn a_thousand_files_or_none() {
         want.push(l);
     }
     job.files(&files);
-    let children: Vec<_> = (0..2).map(|i| job.command(i, 2).stderr(std::process::Stdio::null()).spawn().unwrap()).collect();
+    let children: Vec<_> =
+        (0..2).map(|i| job.command(i, 2).stderr(std::process::Stdio::null()).spawn().unwrap()).collect();
     for c in children {
         assert!(c.wait_with_output().unwrap().status.success());
     }
@@ -513,7 +530,11 @@ fn dead_letters_keep_every_error_line_with_its_reason() {
     let recs: Vec<sonic_rs::Value> = text.lines().map(|l| sonic_rs::from_str(l).unwrap()).collect();
     use sonic_rs::JsonValueTrait;
     let get = |v: &sonic_rs::Value, k: &str| v.get(k).and_then(|x| x.as_str().map(str::to_owned));
-    let by_line = |file: &str, line: u64| recs.iter().find(|r| get(r, "file").as_deref() == Some(file) && r.get("line").and_then(|x| x.as_u64()) == Some(line)).unwrap_or_else(|| panic!("no dead letter for {file}:{line}: {text}"));
+    let by_line = |file: &str, line: u64| {
+        recs.iter()
+            .find(|r| get(r, "file").as_deref() == Some(file) && r.get("line").and_then(|x| x.as_u64()) == Some(line))
+            .unwrap_or_else(|| panic!("no dead letter for {file}:{line}: {text}"))
+    };
     assert_eq!(get(by_line(&p1, 2), "data").as_deref(), Some(unroutable.as_str()));
     assert!(get(by_line(&p1, 2), "reason").unwrap().contains("not found"));
     assert_eq!(get(by_line(&p1, 3), "data").as_deref(), Some(broken.as_str()));
@@ -541,7 +562,8 @@ fn dead_letters_keep_every_error_line_with_its_reason() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let body = rt.block_on(async {
         let s3 = reprocessing_worker::source::s3_client().await;
-        let list = s3.list_objects_v2().bucket(&bucket).prefix(format!("dead/{}/worker-0/", job2.id)).send().await.unwrap();
+        let list =
+            s3.list_objects_v2().bucket(&bucket).prefix(format!("dead/{}/worker-0/", job2.id)).send().await.unwrap();
         let key = list.contents()[0].key().unwrap().to_string();
         let obj = s3.get_object().bucket(&bucket).key(key).send().await.unwrap();
         String::from_utf8(obj.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()

@@ -70,7 +70,9 @@ fn wait_progress(job: &Job, child: &mut Child, min_lines: u64, timeout: Duration
         if child.try_wait().unwrap().is_some() {
             return false;
         }
-        if try_row(&job.id).is_some_and(|r| r.get("success_count").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) >= min_lines) {
+        if try_row(&job.id)
+            .is_some_and(|r| r.get("success_count").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) >= min_lines)
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -221,7 +223,11 @@ fn postgres_restart_mid_run() {
     let expected = dataset(&job, 20_000);
     let mut child = tuned(&job, 0).spawn().unwrap();
     assert!(wait_progress(&job, &mut child, 2_000, Duration::from_secs(60)), "worker made progress");
-    let restart = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh")).arg("restart-postgres").output().unwrap();
+    let restart = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh"))
+        .arg("restart-postgres")
+        .output()
+        .unwrap();
     assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
     let out = child.wait_with_output().unwrap();
     assert_success(&out);
@@ -242,7 +248,10 @@ fn s3_faults_resume_from_the_exact_byte() {
     let mut expected: Vec<String> = String::from_utf8(data.clone()).unwrap().lines().map(str::to_owned).collect();
     expected.extend(String::from_utf8(other.clone()).unwrap().lines().map(str::to_owned));
     let gz = gzip(&other);
-    let files = [(put_s3(&bucket, "plain.ndjson", data.clone()), data.len() as u64), (put_s3(&bucket, "z.ndjson.gz", gz.clone()), gz.len() as u64)];
+    let files = [
+        (put_s3(&bucket, "plain.ndjson", data.clone()), data.len() as u64),
+        (put_s3(&bucket, "z.ndjson.gz", gz.clone()), gz.len() as u64),
+    ];
     job.files(&files);
     job.config(r#"{"connection_ids":["c1"]}"#);
     let out = job.command(0, 1).env("AWS_ENDPOINT_URL", proxy.url()).env("READ_CHUNK_BYTES", "65536").output().unwrap();

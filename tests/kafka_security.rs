@@ -42,20 +42,68 @@ fn pki(dir: &std::path::Path) {
         let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rw-test-ca"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rw-test-ca",
+    ]);
     run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
-    run(&["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+        .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
     let both = [std::fs::read(dir.join("srv.pem")).unwrap(), std::fs::read(dir.join("srv.key")).unwrap()].concat();
     std::fs::write(dir.join("srv-both.pem"), both).unwrap();
     // Another CA that did not sign the server's certificate.
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem", "-days", "2", "-subj", "/CN=other-ca"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other-ca",
+    ]);
 }
 
 /// socat terminating TLS on `port` (the certificate from [`pki`] in `dir`) in front of `upstream`.
 fn tls_terminator(port: u16, dir: &std::path::Path, upstream: &str) -> Child {
     Command::new("socat")
-        .arg(format!("OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}", dir.join("srv-both.pem").display()))
+        .arg(format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
+            dir.join("srv-both.pem").display()
+        ))
         .arg(format!("TCP:{upstream}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -70,7 +118,13 @@ fn kafka_over_tls_verifies_the_broker() {
     pki(dir.path());
     let advertised = format!("tcp://127.0.0.1:{tls_port}");
     let broker = Command::new(env("RW_TANSU_BIN"))
-        .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{plain_port}"), "--advertised-listener-url", &advertised])
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{plain_port}"),
+            "--advertised-listener-url",
+            &advertised,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -82,7 +136,8 @@ fn kafka_over_tls_verifies_the_broker() {
     let topic = unique("tls");
     create_topic_on(&format!("127.0.0.1:{plain_port}"), &topic, 2);
 
-    let job = Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), format!("127.0.0.1:{tls_port}"))], ..Job::new(1) };
+    let job =
+        Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), format!("127.0.0.1:{tls_port}"))], ..Job::new(1) };
     let job = Job { topic: topic.clone(), ..job };
     job.config(r#"{"connection_ids":["c"]}"#);
     let lines: Vec<String> = (0..500).map(|i| event(i, "s", "2024-01-01T00:00:00Z")).collect();
@@ -104,18 +159,29 @@ fn kafka_over_tls_verifies_the_broker() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "an untrusted certificate must be rejected: {}", stderr(&out));
     // TLS verified against the right CA: the job completes.
-    let job2 = Job { id: unique("job"), extra_env: job.extra_env.clone(), topic: topic.clone(), dir: tempfile::tempdir().unwrap() };
+    let job2 = Job {
+        id: unique("job"),
+        extra_env: job.extra_env.clone(),
+        topic: topic.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
     job2.config(r#"{"connection_ids":["c"]}"#);
     let p = job2.write("f.ndjson", (lines.join("\n") + "\n").as_bytes());
     job2.files(&[(p, 1)]);
     let out = job2.command(0, 1).env("KAFKA_SECURITY_PROTOCOL", "SSL").env("KAFKA_SSL_CA_FILE", &ca).output().unwrap();
     assert_success(&out);
     // TLS without verification (KAFKA_SSL_SKIP_VERIFY) also works, with no CA at all.
-    let job3 = Job { id: unique("job"), extra_env: job.extra_env.clone(), topic: topic.clone(), dir: tempfile::tempdir().unwrap() };
+    let job3 = Job {
+        id: unique("job"),
+        extra_env: job.extra_env.clone(),
+        topic: topic.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
     job3.config(r#"{"connection_ids":["c"]}"#);
     let p = job3.write("f.ndjson", (lines.join("\n") + "\n").as_bytes());
     job3.files(&[(p, 1)]);
-    let out = job3.command(0, 1).env("KAFKA_SECURITY_PROTOCOL", "SSL").env("KAFKA_SSL_SKIP_VERIFY", "true").output().unwrap();
+    let out =
+        job3.command(0, 1).env("KAFKA_SECURITY_PROTOCOL", "SSL").env("KAFKA_SSL_SKIP_VERIFY", "true").output().unwrap();
     assert_success(&out);
     let ca_arg = format!("ssl.ca.location={}", ca.display());
     let got = consume_with(&format!("127.0.0.1:{tls_port}"), &topic, &["-X", "security.protocol=ssl", "-X", &ca_arg]);
@@ -128,7 +194,14 @@ fn kafka_over_tls_verifies_the_broker() {
 fn sasl_is_negotiated_on_the_wire_and_the_password_never_shows() {
     let port = 19445u16;
     let broker = Command::new(env("RW_TANSU_BIN"))
-        .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}"), "--advertised-listener-url", &format!("tcp://127.0.0.1:{port}"), "--authentication"])
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--authentication",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -136,7 +209,8 @@ fn sasl_is_negotiated_on_the_wire_and_the_password_never_shows() {
     let _procs = Procs(vec![broker]);
     wait_port(port);
     for mech in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
-        let job = Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), format!("127.0.0.1:{port}"))], ..Job::new(1) };
+        let job =
+            Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), format!("127.0.0.1:{port}"))], ..Job::new(1) };
         job.config(r#"{"connection_ids":["c"]}"#);
         job.files(&[]);
         let out = job
@@ -175,16 +249,30 @@ fn s3_over_https_trusts_ssl_cert_file() {
     job.files(&[(url, 1)]);
     let https = format!("https://127.0.0.1:{port}");
     // Without the CA the certificate is not trusted: the file cannot be opened.
-    let out = job.command(0, 1).env("AWS_ENDPOINT_URL", &https).env("SSL_CERT_FILE", dir.path().join("other.pem")).output().unwrap();
+    let out = job
+        .command(0, 1)
+        .env("AWS_ENDPOINT_URL", &https)
+        .env("SSL_CERT_FILE", dir.path().join("other.pem"))
+        .output()
+        .unwrap();
     assert_success(&out);
     let r = row(&job.id, 0);
-    assert!(r.get("error").is_some_and(|e| e.contains("f.ndjson.gz")), "untrusted S3 certificate must fail the file: {r:?}");
+    assert!(
+        r.get("error").is_some_and(|e| e.contains("f.ndjson.gz")),
+        "untrusted S3 certificate must fail the file: {r:?}"
+    );
     assert!(consume(&job.topic).is_empty());
     // With SSL_CERT_FILE naming the CA, the same job reads the file over HTTPS.
-    let job2 = Job { id: unique("job"), topic: job.topic.clone(), extra_env: vec![], dir: tempfile::tempdir().unwrap() };
+    let job2 =
+        Job { id: unique("job"), topic: job.topic.clone(), extra_env: vec![], dir: tempfile::tempdir().unwrap() };
     job2.config(r#"{"connection_ids":["c"]}"#);
     job2.files(&[(format!("s3://{bucket}/f.ndjson.gz"), 1)]);
-    let out = job2.command(0, 1).env("AWS_ENDPOINT_URL", &https).env("SSL_CERT_FILE", dir.path().join("ca.pem")).output().unwrap();
+    let out = job2
+        .command(0, 1)
+        .env("AWS_ENDPOINT_URL", &https)
+        .env("SSL_CERT_FILE", dir.path().join("ca.pem"))
+        .output()
+        .unwrap();
     assert_success(&out);
     assert_eq!(values(&consume(&job.topic)), sorted(lines));
 }

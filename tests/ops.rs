@@ -54,8 +54,10 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
     let out = bin()
         .args(["plan", "--s3-path", &format!("s3://{bucket}/in/"), "--workers", "4", "--connection-ids", "c1,c2"])
         .args(["--job-id", &job.id, "--namespace", "replay", "--image", "example/rw:1"])
-        .arg("--files-out").arg(job.path("files.json"))
-        .arg("--config-out").arg(job.path("config.json"))
+        .arg("--files-out")
+        .arg(job.path("files.json"))
+        .arg("--config-out")
+        .arg(job.path("config.json"))
         .env("KAFKA_DESTINATIONS_TOPIC", &job.topic)
         .output()
         .unwrap();
@@ -64,7 +66,8 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
     let yaml = job.write("plan.yaml", &out.stdout);
     let v = Command::new("kubernetes-validate").args(["--strict", "-k", "1.30.0", &yaml]).output().unwrap();
     assert!(v.status.success(), "schema validation: {}{}", String::from_utf8_lossy(&v.stdout), stderr(&v));
-    let docs: Vec<sonic_rs::Value> = String::from_utf8(out.stdout).unwrap().split("\n---\n").map(|d| sonic_rs::from_str(d).unwrap()).collect();
+    let docs: Vec<sonic_rs::Value> =
+        String::from_utf8(out.stdout).unwrap().split("\n---\n").map(|d| sonic_rs::from_str(d).unwrap()).collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d.get("kind").and_then(|k| k.as_str()).unwrap()).collect();
     assert_eq!(kinds, ["ConfigMap", "Secret", "Secret", "Job"]);
     let spec = docs[3].get("spec").unwrap();
@@ -75,7 +78,8 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
     let b64 = docs[0].pointer(["binaryData", "files.json"]).and_then(|v| v.as_str()).unwrap();
     let gz = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
     let listed = reprocessing_worker::jobfile::parse_files_list(&gz).unwrap();
-    let written = reprocessing_worker::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
+    let written =
+        reprocessing_worker::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
     assert_eq!(listed, written);
     assert_eq!(listed.len(), 2200);
     let loads: Vec<u64> = (0..4).map(|w| listed.iter().skip(w).step_by(4).map(|f| f.size).sum()).collect();
@@ -114,9 +118,15 @@ fn status_shows_a_live_job_then_its_totals() {
     let p = job.write("f.ndjson", &data);
     job.files(&[(p, data.len() as u64)]);
     job.config(r#"{"connection_ids":["c"],"batch_size":200}"#);
-    let mut child = job.command(0, 1).env("KAFKA_MAX_IN_FLIGHT", "1").stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child =
+        job.command(0, 1).env("KAFKA_MAX_IN_FLIGHT", "1").stderr(std::process::Stdio::null()).spawn().unwrap();
     let status = |extra: &[&str]| {
-        let out = bin().args(["status", "--job", &job.id]).args(extra).env("DATABASE_URL", env("DATABASE_URL")).output().unwrap();
+        let out = bin()
+            .args(["status", "--job", &job.id])
+            .args(extra)
+            .env("DATABASE_URL", env("DATABASE_URL"))
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         String::from_utf8(out.stdout).unwrap()
     };
@@ -126,7 +136,9 @@ fn status_shows_a_live_job_then_its_totals() {
         let j: sonic_rs::Value = sonic_rs::from_str(status(&["--json"]).trim()).unwrap_or_default();
         let w = j.get("workers").and_then(|w| w.as_array()).and_then(|a| a.first().cloned());
         if let Some(w) = w {
-            if w.get("status").and_then(|s| s.as_str()) == Some("running") && w.get("total_lines").and_then(|n| n.as_u64()).unwrap_or(0) > 0 {
+            if w.get("status").and_then(|s| s.as_str()) == Some("running")
+                && w.get("total_lines").and_then(|n| n.as_u64()).unwrap_or(0) > 0
+            {
                 live = Some(w);
                 break;
             }
@@ -151,9 +163,13 @@ fn progress_line_in_a_terminal_and_never_in_a_pipe() {
     job.config(r#"{"connection_ids":["c"],"dry_run":true}"#);
     let session = unique("rw");
     let mut cmd = job.command(0, 1);
-    let envs: Vec<String> = cmd.get_envs().filter_map(|(k, v)| Some(format!("{}='{}'", k.to_str()?, v?.to_str()?))).collect();
+    let envs: Vec<String> =
+        cmd.get_envs().filter_map(|(k, v)| Some(format!("{}='{}'", k.to_str()?, v?.to_str()?))).collect();
     let line = format!("env {} {} ; sleep 30", envs.join(" "), env!("CARGO_BIN_EXE_reprocessing-worker"));
-    let ok = Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "220", "-y", "30", &line]).status().unwrap();
+    let ok = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "220", "-y", "30", &line])
+        .status()
+        .unwrap();
     assert!(ok.success());
     let start = Instant::now();
     let mut seen = String::new();
@@ -166,7 +182,10 @@ fn progress_line_in_a_terminal_and_never_in_a_pipe() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
-    assert!(seen.contains("files 1/1") && seen.contains("lines/s") && seen.contains("MB/s") && seen.contains("ETA"), "pane: {seen}");
+    assert!(
+        seen.contains("files 1/1") && seen.contains("lines/s") && seen.contains("MB/s") && seen.contains("ETA"),
+        "pane: {seen}"
+    );
     // Not a terminal: no progress line.
     let out = cmd.output().unwrap();
     assert_success(&out);

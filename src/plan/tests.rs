@@ -6,7 +6,10 @@ fn f(path: &str, size: u64) -> Listed {
 
 #[test]
 fn filename_times() {
-    assert_eq!(name_time("s3://b/x/ingest_2024_05_01T10_20_30.ndjson.gz").unwrap().to_rfc3339(), "2024-05-01T10:20:30+00:00");
+    assert_eq!(
+        name_time("s3://b/x/ingest_2024_05_01T10_20_30.ndjson.gz").unwrap().to_rfc3339(),
+        "2024-05-01T10:20:30+00:00"
+    );
     assert_eq!(name_time("plain.ndjson"), None);
 }
 
@@ -16,9 +19,9 @@ fn selection_window() {
     let from = DateTime::parse_from_rfc3339("2024-05-01T00:00:00Z").unwrap().to_utc();
     let old = DateTime::parse_from_rfc3339("2024-04-01T00:00:00Z").unwrap().to_utc();
     let files = vec![
-        f("a_2024_05_02T23_00_00.ndjson", 1),          // minus 24 h is before date_to: kept
-        f("b_2024_05_03T00_00_01.ndjson.gz", 1),       // minus 24 h is after date_to: skipped
-        f("c.json", 1),                                 // not NDJSON
+        f("a_2024_05_02T23_00_00.ndjson", 1),    // minus 24 h is before date_to: kept
+        f("b_2024_05_03T00_00_01.ndjson.gz", 1), // minus 24 h is after date_to: skipped
+        f("c.json", 1),                          // not NDJSON
         Listed { modified: Some(old), ..f("d.ndjson", 1) }, // modified before date_from
         f("e.ndjson", 1),
     ];
@@ -40,7 +43,10 @@ fn balance_keeps_modulo_rule_and_evens_bytes() {
         let (min, max) = (*load.iter().min().unwrap(), *load.iter().max().unwrap());
         assert!(max - min <= 100, "n={n} loads {load:?}");
         let naive: Vec<u64> = (0..n).map(|w| sizes.iter().skip(w).step_by(n).sum()).collect();
-        assert!(max - min <= naive.iter().max().unwrap() - naive.iter().min().unwrap(), "n={n} no worse than files.json order");
+        assert!(
+            max - min <= naive.iter().max().unwrap() - naive.iter().min().unwrap(),
+            "n={n} no worse than files.json order"
+        );
     }
 }
 

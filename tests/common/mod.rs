@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the integration tests through scripts/test.sh"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the integration tests through scripts/test.sh"))
 }
 
 /// A name unique to this test run.
@@ -131,7 +132,16 @@ impl Job {
 
     pub fn command(&self, index: u32, total: u32) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_reprocessing-worker"));
-        for v in ["JOB_ID", "WORKER_INDEX", "JOB_COMPLETION_INDEX", "TOTAL_WORKERS", "REPOSITORY_URL", "REPOSITORY_AUTH_TOKEN", "KAFKA_SASL", "KAFKA_SECURITY_PROTOCOL"] {
+        for v in [
+            "JOB_ID",
+            "WORKER_INDEX",
+            "JOB_COMPLETION_INDEX",
+            "TOTAL_WORKERS",
+            "REPOSITORY_URL",
+            "REPOSITORY_AUTH_TOKEN",
+            "KAFKA_SASL",
+            "KAFKA_SECURITY_PROTOCOL",
+        ] {
             c.env_remove(v);
         }
         c.env("JOB_ID", &self.id)
@@ -176,8 +186,23 @@ pub fn row(job: &str, index: i32) -> BTreeMap<String, String> {
             )
             .await
             .unwrap_or_else(|e| panic!("no row for {job}/{index}: {e}"));
-        let names = ["status", "started_at", "completed_at", "current_file", "current_line", "current_ts", "assigned_files",
-            "processed_files", "total_lines", "success_count", "error_count", "skipped_count", "total_bytes", "processed_bytes", "error"];
+        let names = [
+            "status",
+            "started_at",
+            "completed_at",
+            "current_file",
+            "current_line",
+            "current_ts",
+            "assigned_files",
+            "processed_files",
+            "total_lines",
+            "success_count",
+            "error_count",
+            "skipped_count",
+            "total_bytes",
+            "processed_bytes",
+            "error",
+        ];
         names
             .iter()
             .enumerate()
