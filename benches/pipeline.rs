@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use reprocessing_worker::batcher::Batcher;
+use reprocessing_worker::config::Tuning;
 use reprocessing_worker::extract::extract;
 use reprocessing_worker::filter::Filter;
 use reprocessing_worker::generate::{ndjson, Shape};
+use reprocessing_worker::jobfile::JobOptions;
 use reprocessing_worker::lines::{Line, LineSplitter};
-use reprocessing_worker::pipeline::{Engine, EngineOptions};
+use reprocessing_worker::pipeline::{Engine, Parts};
 use reprocessing_worker::progress::Progress;
 use reprocessing_worker::route::Router;
 use reprocessing_worker::sink::DryRun;
@@ -124,14 +126,15 @@ fn whole_pipeline(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter_batched(
                 || {
-                    Arc::new(Engine::new(
-                        Filter::default(),
-                        Router::fixed("t", &["c".into()]),
-                        Arc::new(DryRun),
-                        Sources::new(None),
-                        Arc::new(Progress::default()),
-                        EngineOptions::default(),
-                    ))
+                    let parts = Parts {
+                        filter: Filter::default(),
+                        router: Router::fixed("t", &["c".into()]),
+                        sink: Arc::new(DryRun),
+                        sources: Sources::new(None),
+                        progress: Arc::new(Progress::default()),
+                        dead_letters: None,
+                    };
+                    Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))
                 },
                 |engine| {
                     let token = tokio_util::sync::CancellationToken::new();

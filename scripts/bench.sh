@@ -33,7 +33,7 @@ eval "$(scripts/services.sh env)"
 # Loopback database: skip TLS so the figures measure the pipeline, not a handshake.
 export DATABASE_URL="$DATABASE_URL?sslmode=disable"
 echo "building (release, LTO)" >&2
-cargo build --release --locked --bins 2>&1 | tail -n 1 >&2
+cargo build --release --locked --bins --features generate 2>&1 | tail -n 1 >&2
 BIN="$ROOT/target/release"
 DATA="$ROOT/bench-data/$SIZE"
 mkdir -p "$DATA"

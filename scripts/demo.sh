@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 "$ROOT/scripts/services.sh" start
 eval "$("$ROOT/scripts/services.sh" env)"
-cargo build --release --locked --bin reprocessing-worker --bin rw-gen 2>&1 | tail -n 1
+cargo build --release --locked --features generate --bin reprocessing-worker --bin rw-gen 2>&1 | tail -n 1
 
 WORK="$(mktemp -d)"
 JOB_ID="demo-$(date +%s)"

@@ -14,6 +14,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::jobfile::{self, FileEntry, JobFileError, JobOptions};
 use crate::secret::Secret;
 
+/// Every default of the worker's settings, once: clap's defaults and [`Tuning::default`] both
+/// read these.
+pub mod defaults {
+    pub const KAFKA_DESTINATIONS_TOPIC: &str = "bulker-destinations";
+    pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+    pub const READ_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+    /// Ranged reads buffered ahead of the parser (not a setting).
+    pub const READ_AHEAD_CHUNKS: usize = 2;
+    pub const KAFKA_BATCH_BYTES: usize = 1024 * 1024;
+    pub const KAFKA_MAX_IN_FLIGHT: usize = 8;
+    pub const KAFKA_DELIVERY_TIMEOUT_SECS: u64 = 30;
+    pub const KAFKA_CONNECT_TIMEOUT_SECS: u64 = 30;
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "reprocessing-worker", version, about = "Replays failover NDJSON event logs into Kafka")]
 #[command(args_conflicts_with_subcommands = true)]
@@ -83,7 +98,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: Option<String>,
     /// Topic that ingest's destinations consumers read.
-    #[arg(long, env = "KAFKA_DESTINATIONS_TOPIC", default_value = "bulker-destinations")]
+    #[arg(long, env = "KAFKA_DESTINATIONS_TOPIC", default_value = defaults::KAFKA_DESTINATIONS_TOPIC)]
     pub kafka_destinations_topic: String,
     /// Record-batch compression. kafkajs (Jitsu's consumer) cannot read lz4.
     #[arg(long, env = "KAFKA_COMPRESSION", value_enum, default_value = "zstd", ignore_case = true)]
@@ -115,29 +130,29 @@ pub struct WorkerArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", ignore_case = true)]
     pub log_format: LogFormat,
     /// Longest accepted line, in bytes; longer lines count as errors.
-    #[arg(long, env = "MAX_LINE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "MAX_LINE_BYTES", default_value_t = defaults::MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
     /// Size of one ranged read from S3 or disk, in bytes.
-    #[arg(long, env = "READ_CHUNK_BYTES", default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, env = "READ_CHUNK_BYTES", default_value_t = defaults::READ_CHUNK_BYTES)]
     pub read_chunk_bytes: usize,
     /// Upper bound of one Kafka record batch, in bytes of record values.
-    #[arg(long, env = "KAFKA_BATCH_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "KAFKA_BATCH_BYTES", default_value_t = defaults::KAFKA_BATCH_BYTES)]
     pub kafka_batch_bytes: usize,
     /// Produce requests in flight at once, over all partitions.
-    #[arg(long, env = "KAFKA_MAX_IN_FLIGHT", default_value_t = 8)]
+    #[arg(long, env = "KAFKA_MAX_IN_FLIGHT", default_value_t = defaults::KAFKA_MAX_IN_FLIGHT)]
     pub kafka_max_in_flight: usize,
     /// How long one batch may keep retrying before it counts as failed, in seconds.
-    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT_SECS", default_value_t = defaults::KAFKA_DELIVERY_TIMEOUT_SECS)]
     pub kafka_delivery_timeout_secs: u64,
     /// How long to wait for the broker at start-up, in seconds.
-    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT_SECS", default_value_t = defaults::KAFKA_CONNECT_TIMEOUT_SECS)]
     pub kafka_connect_timeout_secs: u64,
     /// Opt-in: write every line counted as an error (with file, line, reason and original
     /// bytes) as NDJSON to this local directory or s3://bucket/prefix.
     #[arg(long, env = "DEAD_LETTER_PATH")]
     pub dead_letter_path: Option<String>,
     /// On SIGTERM, how long in-flight batches may take to finish, in seconds.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
 }
 
@@ -191,6 +206,19 @@ pub struct Tuning {
     /// Produce requests in flight, in requests.
     pub max_in_flight: usize,
     pub shutdown_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: defaults::MAX_LINE_BYTES,
+            read_chunk_bytes: defaults::READ_CHUNK_BYTES,
+            read_ahead_chunks: defaults::READ_AHEAD_CHUNKS,
+            batch_max_bytes: defaults::KAFKA_BATCH_BYTES,
+            max_in_flight: defaults::KAFKA_MAX_IN_FLIGHT,
+            shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
+        }
+    }
 }
 
 /// The validated configuration of one worker.
@@ -261,7 +289,9 @@ pub fn parse_sasl(raw: &str) -> Result<SaslSettings, ConfigError> {
         "PLAIN" => SaslMechanism::Plain,
         "SCRAM-SHA-256" | "SCRAM_SHA_256" => SaslMechanism::ScramSha256,
         "SCRAM-SHA-512" | "SCRAM_SHA_512" => SaslMechanism::ScramSha512,
-        other => return Err(invalid(V, format!("unsupported mechanism {other:?} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"))),
+        other => {
+            return Err(invalid(V, format!("unsupported mechanism {other:?} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")))
+        }
     };
     let username = s("username").filter(|u| !u.is_empty()).ok_or_else(|| invalid(V, "field username is missing"))?;
     let password = s("password").ok_or_else(|| invalid(V, "field password is missing"))?;
@@ -281,7 +311,10 @@ impl Config {
             return Err(invalid("TOTAL_WORKERS", "must be at least 1"));
         }
         if worker_index >= total_workers {
-            return Err(invalid("WORKER_INDEX", format!("{worker_index} is not below TOTAL_WORKERS ({total_workers})")));
+            return Err(invalid(
+                "WORKER_INDEX",
+                format!("{worker_index} is not below TOTAL_WORKERS ({total_workers})"),
+            ));
         }
         if i32::try_from(total_workers).is_err() {
             return Err(invalid("TOTAL_WORKERS", "too large"));
@@ -300,7 +333,8 @@ impl Config {
             if let Some(bad) = bootstrap.iter().find(|b| !b.contains(':')) {
                 return Err(invalid("KAFKA_BOOTSTRAP_SERVERS", format!("expected host:port, got {bad:?}")));
             }
-            let wants_sasl = matches!(args.kafka_security_protocol, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
+            let wants_sasl =
+                matches!(args.kafka_security_protocol, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
             let sasl = match (&args.kafka_sasl, wants_sasl) {
                 (Some(raw), true) => Some(parse_sasl(raw)?),
                 (None, true) => return Err(ConfigError::Missing("KAFKA_SASL (for a SASL security protocol)")),
@@ -327,7 +361,7 @@ impl Config {
             RoutingSource::Repository { url, token }
         };
 
-        if args.max_line_bytes < 16 * 1024 * 1024 {
+        if args.max_line_bytes < defaults::MAX_LINE_BYTES {
             return Err(invalid("MAX_LINE_BYTES", "must be at least 16 MiB (16777216)"));
         }
         if args.read_chunk_bytes < 64 * 1024 {
@@ -339,7 +373,7 @@ impl Config {
         let tuning = Tuning {
             max_line_bytes: args.max_line_bytes,
             read_chunk_bytes: args.read_chunk_bytes,
-            read_ahead_chunks: 2,
+            read_ahead_chunks: defaults::READ_AHEAD_CHUNKS,
             batch_max_bytes: args.kafka_batch_bytes.max(1024),
             max_in_flight: args.kafka_max_in_flight,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
@@ -350,9 +384,24 @@ impl Config {
         }
         let dead_letter = match args.dead_letter_path.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
-            Some(p) => Some(crate::deadletter::Destination::parse(p).ok_or_else(|| invalid("DEAD_LETTER_PATH", "expected a directory or s3://bucket/prefix"))?),
+            Some(p) => Some(
+                crate::deadletter::Destination::parse(p)
+                    .ok_or_else(|| invalid("DEAD_LETTER_PATH", "expected a directory or s3://bucket/prefix"))?,
+            ),
         };
-        Ok(Config { job_id, worker_index, total_workers, database_url, kafka, topic, routing, files, job, tuning, dead_letter })
+        Ok(Config {
+            job_id,
+            worker_index,
+            total_workers,
+            database_url,
+            kafka,
+            topic,
+            routing,
+            files,
+            job,
+            tuning,
+            dead_letter,
+        })
     }
 
     /// This worker's files, with their positions in files.json: i, N+i, 2N+i, …

@@ -69,7 +69,8 @@ impl Destination {
         match s.strip_prefix("s3://") {
             Some(rest) => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                (!bucket.is_empty()).then(|| Destination::S3 { bucket: bucket.into(), prefix: prefix.trim_end_matches('/').into() })
+                (!bucket.is_empty())
+                    .then(|| Destination::S3 { bucket: bucket.into(), prefix: prefix.trim_end_matches('/').into() })
             }
             None => (!s.is_empty()).then(|| Destination::Dir(PathBuf::from(s))),
         }
@@ -80,7 +81,12 @@ impl Destination {
 pub type Sender = mpsc::Sender<DeadLetter>;
 
 /// Starts the writer; it ends (flushing) when every [`Sender`] is dropped.
-pub fn start(dest: Destination, job_id: String, worker: u32, s3: Option<aws_sdk_s3::Client>) -> (Sender, tokio::task::JoinHandle<Result<u64, DeadLetterError>>) {
+pub fn start(
+    dest: Destination,
+    job_id: String,
+    worker: u32,
+    s3: Option<aws_sdk_s3::Client>,
+) -> (Sender, tokio::task::JoinHandle<Result<u64, DeadLetterError>>) {
     let (tx, mut rx) = mpsc::channel::<DeadLetter>(QUEUE_RECORDS);
     let handle = tokio::spawn(async move {
         let mut written = 0u64;
@@ -104,11 +110,19 @@ pub fn start(dest: Destination, job_id: String, worker: u32, s3: Option<aws_sdk_
                 let started = chrono::Utc::now().format("%Y%m%dT%H%M%S");
                 let put = |buf: Vec<u8>, part: u32| {
                     let (s3, bucket) = (s3.clone(), bucket.clone());
-                    let key = format!("{}{job_id}/worker-{worker}/{started}-{part:05}.ndjson", if prefix.is_empty() { String::new() } else { format!("{prefix}/") });
+                    let key = format!(
+                        "{}{job_id}/worker-{worker}/{started}-{part:05}.ndjson",
+                        if prefix.is_empty() { String::new() } else { format!("{prefix}/") }
+                    );
                     async move {
-                        s3.put_object().bucket(&bucket).key(&key).body(buf.into()).send().await.map(|_| ()).map_err(|e| {
-                            DeadLetterError::Write(format!("s3://{bucket}/{key}"), aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
-                        })
+                        s3.put_object().bucket(&bucket).key(&key).body(buf.into()).send().await.map(|_| ()).map_err(
+                            |e| {
+                                DeadLetterError::Write(
+                                    format!("s3://{bucket}/{key}"),
+                                    aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                                )
+                            },
+                        )
                     }
                 };
                 while let Some(d) = rx.recv().await {
@@ -135,7 +149,13 @@ mod tests {
 
     #[test]
     fn records_keep_the_original_bytes() {
-        let d = DeadLetter { file: "f".into(), line: 7, reason: "invalid JSON".into(), data: Some(b"{\"a\":1} x".to_vec()), length: 9 };
+        let d = DeadLetter {
+            file: "f".into(),
+            line: 7,
+            reason: "invalid JSON".into(),
+            data: Some(b"{\"a\":1} x".to_vec()),
+            length: 9,
+        };
         let v: sonic_rs::Value = sonic_rs::from_slice(&d.to_ndjson("j", 2)).unwrap();
         use sonic_rs::JsonValueTrait;
         assert_eq!(v.get("data").and_then(|x| x.as_str()), Some("{\"a\":1} x"));
@@ -150,7 +170,10 @@ mod tests {
 
     #[test]
     fn destinations() {
-        assert_eq!(Destination::parse("s3://b/p/q/"), Some(Destination::S3 { bucket: "b".into(), prefix: "p/q".into() }));
+        assert_eq!(
+            Destination::parse("s3://b/p/q/"),
+            Some(Destination::S3 { bucket: "b".into(), prefix: "p/q".into() })
+        );
         assert_eq!(Destination::parse("/var/dl"), Some(Destination::Dir("/var/dl".into())));
         assert_eq!(Destination::parse(""), None);
     }
@@ -160,7 +183,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, done) = start(Destination::Dir(dir.path().join("dl")), "job".into(), 1, None);
         for i in 0..10 {
-            tx.send(DeadLetter { file: "f".into(), line: i, reason: "r".into(), data: Some(b"x".to_vec()), length: 1 }).await.unwrap();
+            tx.send(DeadLetter { file: "f".into(), line: i, reason: "r".into(), data: Some(b"x".to_vec()), length: 1 })
+                .await
+                .unwrap();
         }
         drop(tx);
         assert_eq!(done.await.unwrap().unwrap(), 10);

@@ -43,6 +43,10 @@ pub enum DecodeError {
     Source(#[from] SourceError),
     #[error("corrupt {codec:?} data after {decoded} decoded bytes: {reason}")]
     Corrupt { codec: Codec, decoded: u64, reason: String },
+    #[error("cannot start the decompression thread")]
+    SpawnDecoder(#[source] std::io::Error),
+    #[error("the decompression thread panicked")]
+    DecoderPanicked,
 }
 
 /// A `BufRead` over the reader's chunks. A source error is kept aside so that it can be told
@@ -128,7 +132,7 @@ pub fn decode(
         let decoder = std::thread::Builder::new()
             .name("decompress".into())
             .spawn_scoped(scope, move || decompress(codec, first, rx, consumed, &full_tx, &free_rx))
-            .map_err(|e| DecodeError::Corrupt { codec, decoded: 0, reason: format!("cannot start the decoder thread: {e}") })?;
+            .map_err(DecodeError::SpawnDecoder)?;
         for buf in full_rx.iter() {
             if !f(&buf) {
                 break;
@@ -136,7 +140,7 @@ pub fn decode(
             let _ = free_tx.try_send(buf);
         }
         drop(full_rx);
-        decoder.join().unwrap_or_else(|_| Err(DecodeError::Corrupt { codec, decoded: 0, reason: "decoder thread panicked".into() }))
+        decoder.join().unwrap_or(Err(DecodeError::DecoderPanicked))
     })
 }
 

@@ -12,7 +12,9 @@ use crate::progress::Progress;
 /// Renders `progress` on stderr every 250 ms until `stop` fires.
 pub async fn run(progress: Arc<Progress>, assigned_files: u32, total_bytes: u64, stop: CancellationToken) {
     let bar = ProgressBar::with_draw_target(Some(total_bytes.max(1)), ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template("{spinner} {bar:24} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:24} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let start = Instant::now();
     let base = progress.snapshot();
     let mut last = false;
@@ -30,7 +32,12 @@ pub async fn run(progress: Arc<Progress>, assigned_files: u32, total_bytes: u64,
         bar.set_position(s.processed_bytes.min(total_bytes));
         bar.set_message(format!(
             "files {}/{} | {:.0} lines/s | {:.1} MB/s | errors {} | skipped {} | ETA {eta}",
-            s.processed_files, assigned_files, lines, bytes / 1e6, s.counts.error, s.counts.skipped
+            s.processed_files,
+            assigned_files,
+            lines,
+            bytes / 1e6,
+            s.counts.error,
+            s.counts.skipped
         ));
         bar.tick();
         if last {

@@ -14,8 +14,8 @@ use futures::future::BoxFuture;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
-use rskafka::BackoffConfig;
 
+use crate::backoff::Backoff;
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
 use crate::sink::{Sink, SinkError};
 
@@ -40,18 +40,13 @@ fn compression(c: KafkaCompression) -> Compression {
 impl KafkaSink {
     /// Connects to the cluster; fails after `connect_timeout` if no broker answers.
     pub async fn connect(cfg: &KafkaConfig) -> Result<Self, SinkError> {
-        let backoff = BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-            deadline: Some(cfg.delivery_timeout),
-        };
-        let mut builder = ClientBuilder::new(cfg.bootstrap.clone())
-            .client_id("reprocessing-worker")
-            .backoff_config(backoff);
+        let backoff = Backoff::KAFKA.to_rskafka(cfg.delivery_timeout);
+        let bootstrap = cfg.bootstrap.join(",");
+        let mut builder =
+            ClientBuilder::new(cfg.bootstrap.clone()).client_id("reprocessing-worker").backoff_config(backoff);
         if matches!(cfg.security, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
             let tls = crate::tls::client_config(cfg.ssl_ca_file.as_deref(), cfg.ssl_skip_verify)
-                .map_err(|e| SinkError::Connect(e.to_string()))?;
+                .map_err(|e| SinkError::Connect { bootstrap: bootstrap.clone(), source: Box::new(e) })?;
             builder = builder.tls_config(Arc::new(tls));
         }
         if let Some(s) = &cfg.sasl {
@@ -62,11 +57,10 @@ impl KafkaSink {
                 SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
             });
         }
-        let bootstrap = cfg.bootstrap.join(",");
         let client = tokio::time::timeout(cfg.connect_timeout, builder.build())
             .await
-            .map_err(|_| SinkError::Connect(format!("{bootstrap}: no broker answered within {:?}", cfg.connect_timeout)))?
-            .map_err(|e| SinkError::Connect(format!("{bootstrap}: {e}")))?;
+            .map_err(|_| SinkError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
+            .map_err(|e| SinkError::Connect { bootstrap, source: Box::new(e) })?;
         Ok(Self {
             client,
             compression: compression(cfg.compression),
@@ -86,8 +80,8 @@ impl KafkaSink {
             self.client.partition_client(topic, partition, UnknownTopicHandling::Error),
         )
         .await
-        .map_err(|_| SinkError::Produce { topic: topic.into(), partition, reason: "no leader within the deadline".into() })?
-        .map_err(|e| SinkError::Produce { topic: topic.into(), partition, reason: e.to_string() })?;
+        .map_err(|_| SinkError::NoLeader { topic: topic.into(), partition, after: self.delivery_timeout })?
+        .map_err(|e| SinkError::Produce { topic: topic.into(), partition, source: Box::new(e) })?;
         let pc = Arc::new(pc);
         self.clients.lock().await.insert(key, Arc::clone(&pc));
         Ok(pc)
@@ -100,30 +94,34 @@ impl Sink for KafkaSink {
             if let Some(n) = self.partitions.lock().await.get(topic) {
                 return Ok(*n);
             }
-            let err = |reason: String| SinkError::Topic { topic: topic.to_owned(), reason };
             let topics = tokio::time::timeout(self.delivery_timeout, self.client.list_topics())
                 .await
-                .map_err(|_| err("metadata request timed out".into()))?
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|_| SinkError::MetadataTimeout { topic: topic.to_owned(), after: self.delivery_timeout })?
+                .map_err(|e| SinkError::Metadata { topic: topic.to_owned(), source: Box::new(e) })?;
             let n = topics
                 .iter()
                 .find(|t| t.name == topic)
                 .map(|t| t.partitions.len() as i32)
                 .filter(|&n| n > 0)
-                .ok_or_else(|| err("does not exist".into()))?;
+                .ok_or_else(|| SinkError::TopicMissing { topic: topic.to_owned() })?;
             self.partitions.lock().await.insert(topic.to_owned(), n);
             Ok(n)
         })
     }
 
-    fn produce<'a>(&'a self, topic: &'a str, partition: i32, records: Vec<Record>) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn produce<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        records: Vec<Record>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition).await?;
-            let err = |reason: String| SinkError::Produce { topic: topic.to_owned(), partition, reason };
-            tokio::time::timeout(self.delivery_timeout, pc.produce(records, self.compression))
+            let after = self.delivery_timeout;
+            tokio::time::timeout(after, pc.produce(records, self.compression))
                 .await
-                .map_err(|_| err(format!("not acknowledged within {:?}", self.delivery_timeout)))?
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|_| SinkError::NotAcknowledged { topic: topic.to_owned(), partition, after })?
+                .map_err(|e| SinkError::Produce { topic: topic.to_owned(), partition, source: Box::new(e) })?;
             Ok(())
         })
     }

@@ -5,22 +5,8 @@
 //! them to their destinations, and reports progress in PostgreSQL. One process is one pod of
 //! a Kubernetes Indexed Job: worker *i* of *N* takes files *i*, *N+i*, *2N+i*, …
 //!
-//! ## Data flow
-//! ```text
-//!  files.json ─▶ assigned files (i mod N) ─▶ for each file, in order:
-//!
-//!   S3 / disk ──ranged reads──▶ [chunks ≤ 2 × 8 MiB] ──▶ CPU thread ──▶ [batches ≤ in-flight] ──▶ producer ──▶ Kafka
-//!   (source)                                         decode (gzip/zstd)                          rskafka, acks
-//!                                                    split (memchr)                                  │
-//!                                                    validate + 4 fields (sonic-rs)                  │
-//!                                                    filter, route, batch                            │
-//!                                                         │ line states            acks (any order)  │
-//!                                                         └───────────▶ Progress: low watermark ◀────┘
-//!                                                                       + exact counters
-//!                                                                             │ every 1000 lines
-//!                                                                             ▼
-//!                                                               status flusher ──▶ PostgreSQL row
-//! ```
+//! The data flow, the code map, the bounds of every queue and the invariants are in
+//! `ARCHITECTURE.md` at the repository's root.
 //!
 //! The pure core — [`lines`], [`extract`], [`filter`], [`route`], [`batcher`], [`tracker`] —
 //! takes bytes and values, does no IO and cannot fail on IO. The IO modules — [`source`],
@@ -28,26 +14,55 @@
 //! [`pipeline`] wires one file; [`worker`] runs the job.
 
 // The pure core: bytes and values in, values out.
+pub mod backoff;
 pub mod batcher;
 pub mod extract;
 pub mod filter;
-pub mod generate;
 pub mod jobfile;
 pub mod lines;
-pub mod plan;
+pub mod resume;
 pub mod route;
 pub mod secret;
 pub mod sink;
 pub mod tracker;
 
-/// Declares the modules that talk to the outside world, all behind the `io` feature.
-macro_rules! io_modules {
-    ($($m:ident),* $(,)?) => { $( #[cfg(feature = "io")] pub mod $m; )* };
-}
-io_modules!(
-    admin, bufpool, config, deadletter, decode, display, kafka, pipeline, progress, repository, source, status, tls,
-    worker,
-);
+// Test data, for the benches, the demo and the tests; not part of the production library.
+#[cfg(feature = "generate")]
+pub mod generate;
+
+// The operator's tools (`plan`, `status`); their pure parts build without `io`.
+pub mod admin;
+
+// The modules that talk to the outside world.
+#[cfg(feature = "io")]
+pub mod bufpool;
+#[cfg(feature = "io")]
+pub mod config;
+#[cfg(feature = "io")]
+pub mod deadletter;
+#[cfg(feature = "io")]
+pub mod decode;
+#[cfg(feature = "io")]
+pub mod display;
+#[cfg(feature = "io")]
+pub mod kafka;
+#[cfg(feature = "io")]
+pub mod pipeline;
+#[cfg(feature = "io")]
+pub mod progress;
+#[cfg(feature = "io")]
+pub mod repository;
+#[cfg(feature = "io")]
+pub mod source;
+#[cfg(feature = "io")]
+pub mod status;
+#[cfg(feature = "io")]
+pub mod tls;
+#[cfg(feature = "io")]
+pub mod worker;
+
+#[cfg(all(test, feature = "io"))]
+mod testutil;
 
 #[cfg(feature = "io")]
 pub use config::Config;
@@ -79,4 +94,37 @@ pub fn shutdown_signal() -> tokio_util::sync::CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Shows an error with its sources, `outer: inner: innermost`, for logs and the status row.
+/// Each error keeps its source (`#[source]`); this is the one place that joins them.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            let s = e.to_string();
+            // Some errors already print their source's text; show each text once.
+            if !s.is_empty() && !shown.ends_with(&s) {
+                shown.push_str(": ");
+                shown.push_str(&s);
+            }
+            next = e.source();
+        }
+        f.write_str(&shown)
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn joins_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(super::Chain(&e).to_string(), "outer: inner");
+    }
 }

@@ -18,16 +18,7 @@ use crate::tracker::{Counts, FileTracker};
 /// Settled lines between two status writes (at most; the flusher coalesces).
 pub const FLUSH_EVERY_LINES: u64 = 1000;
 
-/// What the status row shows, at one instant.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub counts: Counts,
-    pub current_file: Option<String>,
-    pub current_line: u64,
-    pub current_ts: Option<String>,
-    pub processed_files: u32,
-    pub processed_bytes: u64,
-}
+pub use crate::resume::Snapshot;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -97,10 +88,10 @@ impl Progress {
         Guard { g: self.inner.lock().unwrap_or_else(|p| p.into_inner()), flush: &self.flush, settled: &self.settled }
     }
 
-    /// Blocks until at most `limit` lines of the current file are unsettled, or `stop()`.
-    pub fn wait_window(&self, limit: usize, stop: impl Fn() -> bool) {
+    /// Blocks until the current file's watermark reaches `line`, or `stop()`.
+    pub fn wait_watermark(&self, line: u64, stop: impl Fn() -> bool) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        while g.tracker.as_ref().is_some_and(|t| t.window() > limit) && !stop() {
+        while g.tracker.as_ref().is_some_and(|t| t.watermark() < line) && !stop() {
             g = self.settled.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
@@ -144,7 +135,10 @@ mod tests {
 
     #[test]
     fn snapshot_follows_the_watermark() {
-        let p = Progress::new(Snapshot { counts: Counts { total: 5, success: 5, ..Default::default() }, ..Default::default() });
+        let p = Progress::new(Snapshot {
+            counts: Counts { total: 5, success: 5, ..Default::default() },
+            ..Default::default()
+        });
         p.start_file("f1", 3);
         {
             let mut g = p.lock();

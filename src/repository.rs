@@ -25,7 +25,12 @@ fn display_url(url: &str) -> String {
 }
 
 /// GETs the repository and builds the routing table for `topic`.
-pub async fn fetch_router(url: &str, token: &Secret, topic: &str, timeout: Duration) -> Result<Router, RepositoryError> {
+pub async fn fetch_router(
+    url: &str,
+    token: &Secret,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Router, RepositoryError> {
     let shown = display_url(url);
     let http = |reason: String| RepositoryError::Http { url: shown.clone(), reason };
     let client = reqwest::Client::builder()

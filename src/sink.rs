@@ -18,14 +18,41 @@ pub struct Batch {
     pub value_bytes: usize,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// An error's source, kept as it came (rskafka's, a TLS error, a fake's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong between the worker and Kafka, named for what happened.
+#[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("cannot connect to Kafka: {0}")]
-    Connect(String),
-    #[error("topic {topic}: {reason}")]
-    Topic { topic: String, reason: String },
-    #[error("produce to {topic}[{partition}] failed: {reason}")]
-    Produce { topic: String, partition: i32, reason: String },
+    #[error("Kafka {bootstrap}: no broker answered within {after:?}")]
+    ConnectTimeout { bootstrap: String, after: std::time::Duration },
+    #[error("Kafka {bootstrap}: cannot connect")]
+    Connect {
+        bootstrap: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("topic {topic}: metadata request failed")]
+    Metadata {
+        topic: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("topic {topic}: no metadata within {after:?}")]
+    MetadataTimeout { topic: String, after: std::time::Duration },
+    #[error("topic {topic} does not exist")]
+    TopicMissing { topic: String },
+    #[error("{topic}[{partition}]: no leader found within {after:?}")]
+    NoLeader { topic: String, partition: i32, after: std::time::Duration },
+    #[error("produce to {topic}[{partition}] failed")]
+    Produce {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: BoxError,
+    },
+    #[error("produce to {topic}[{partition}]: not acknowledged within {after:?}")]
+    NotAcknowledged { topic: String, partition: i32, after: std::time::Duration },
 }
 
 /// A destination for record batches. `produce` resolves once the batch is acknowledged.

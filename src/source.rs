@@ -6,20 +6,17 @@
 //! Memory held here is at most `(read_ahead_chunks + 1) × read_chunk_bytes`.
 //!
 //! A ranged S3 read that fails or is cut short is retried from the exact byte where it
-//! stopped, with exponential backoff, at most [`READ_RETRIES`] times in a row.
+//! stopped, with the backoff [`Backoff::S3_READ`] (a bounded number of times in a row).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
+use crate::backoff::Backoff;
 use crate::bufpool::BufPool;
 use tokio_util::sync::CancellationToken;
-
-/// Consecutive failed attempts on one range before the file read fails.
-pub const READ_RETRIES: u32 = 6;
 
 /// Where a file lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +66,8 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
         loader = loader.region(aws_config::Region::new(region));
     }
     let shared = loader.load().await;
-    let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    let custom_endpoint =
+        std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
     let conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build();
     aws_sdk_s3::Client::from_conf(conf)
 }
@@ -129,7 +127,13 @@ impl Sources {
 
 type ChunkSender = mpsc::Sender<Result<Bytes, SourceError>>;
 
-async fn read_local(path: PathBuf, chunk: usize, pool: &BufPool, tx: &ChunkSender, cancel: &CancellationToken) -> Result<(), SourceError> {
+async fn read_local(
+    path: PathBuf,
+    chunk: usize,
+    pool: &BufPool,
+    tx: &ChunkSender,
+    cancel: &CancellationToken,
+) -> Result<(), SourceError> {
     let shown = path.display().to_string();
     let mut f = tokio::fs::File::open(&path).await.map_err(|e| SourceError::Open(format!("{shown}: {e}")))?;
     let mut offset = 0u64;
@@ -155,10 +159,6 @@ async fn read_local(path: PathBuf, chunk: usize, pool: &BufPool, tx: &ChunkSende
         // A file that grew or shrank under us is read as it is now.
         let _ = f.seek(std::io::SeekFrom::Start(offset)).await;
     }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -211,13 +211,13 @@ async fn read_s3(
                 Err(reason) => {
                     failures += 1;
                     let at = offset + buf.len() as u64;
-                    if failures > READ_RETRIES {
+                    let Some(pause) = Backoff::S3_READ.delay(failures) else {
                         return Err(SourceError::Read { offset: at, reason });
-                    }
+                    };
                     tracing::warn!(bucket, key, offset = at, attempt = failures, error = %reason, "S3 read failed, retrying from the same byte");
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff(failures)) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
                 }
             }
@@ -268,7 +268,8 @@ mod tests {
     #[tokio::test]
     async fn missing_local_file_cannot_be_opened() {
         let sources = Sources::new(None);
-        let mut rx = sources.spawn_reader(Location::Local("/nonexistent/x".into()), 0, 65_536, 2, CancellationToken::new());
+        let mut rx =
+            sources.spawn_reader(Location::Local("/nonexistent/x".into()), 0, 65_536, 2, CancellationToken::new());
         assert!(matches!(rx.recv().await, Some(Err(SourceError::Open(_)))));
     }
 }

@@ -15,27 +15,9 @@ use futures::future::BoxFuture;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::progress::{Progress, Snapshot};
+use crate::progress::Progress;
+pub use crate::resume::{Snapshot, StoredRow, UnknownStatus, WorkerStatus};
 use crate::secret::{redact_url, Secret};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerStatus {
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl WorkerStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerStatus::Running => "running",
-            WorkerStatus::Completed => "completed",
-            WorkerStatus::Failed => "failed",
-            WorkerStatus::Cancelled => "cancelled",
-        }
-    }
-}
 
 /// One write of the row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +29,54 @@ pub struct StatusRow {
     pub error: Option<String>,
 }
 
+/// What went wrong with the database. `url` is always shown without its password.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("database {url}: {reason}")]
-    Db { url: String, reason: String },
+    #[error("database {url}: invalid URL")]
+    InvalidUrl {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database {url}: TLS setup failed")]
+    Tls {
+        url: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+    #[error("database {url}: no connection within {after:?}")]
+    ConnectTimeout { url: String, after: Duration },
+    #[error("database {url}: cannot connect")]
+    Connect {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database {url}: no answer within {after:?}")]
+    QueryTimeout { url: String, after: Duration },
+    #[error("database {url}: query failed")]
+    Query {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database row")]
+    BadRow(#[from] UnknownStatus),
 }
 
-/// Where status rows go. PostgreSQL in production; an in-memory fake in unit tests.
+/// Where the worker's row lives: PostgreSQL in production, an in-memory fake in the
+/// in-process tests. Start-up reads and writes go through it as well as the flusher's.
 pub trait StatusStore: Send + Sync {
+    /// Creates the tables when they are missing, and the job row (standalone runs).
+    fn prepare<'a>(
+        &'a self,
+        job_config_json: &'a str,
+        total_files: u32,
+        total_workers: u32,
+    ) -> BoxFuture<'a, Result<(), StatusError>>;
+    /// This worker's row as stored, if any.
+    fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>>;
+    /// Upserts this worker's row.
     fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>>;
 }
 
@@ -123,13 +145,6 @@ ON CONFLICT (job_id, worker_index) DO UPDATE SET
     error = EXCLUDED.error
 "#;
 
-/// The row as stored, for resuming.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRow {
-    pub status: String,
-    pub snapshot: Snapshot,
-}
-
 /// The PostgreSQL store for one worker's row.
 pub struct PgStatus {
     config: tokio_postgres::Config,
@@ -163,19 +178,25 @@ fn split_sslmode(url: &str) -> (String, bool) {
 
 impl PgStatus {
     /// Connects once, within `timeout`. Errors show the URL without its password.
-    pub async fn connect(url: &Secret, job_id: &str, worker_index: u32, timeout: Duration) -> Result<Self, StatusError> {
+    pub async fn connect(
+        url: &Secret,
+        job_id: &str,
+        worker_index: u32,
+        timeout: Duration,
+    ) -> Result<Self, StatusError> {
         let shown_url = redact_url(url.expose());
-        let db = |reason: String| StatusError::Db { url: shown_url.clone(), reason };
         let (url, verify) = split_sslmode(url.expose());
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| db(format!("invalid URL: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|source| StatusError::InvalidUrl { url: shown_url.clone(), source })?;
         config.connect_timeout(timeout);
         config.application_name("reprocessing-worker");
-        let tls_config = crate::tls::client_config(None, !verify).map_err(|e| db(e.to_string()))?;
+        let tls_config = crate::tls::client_config(None, !verify)
+            .map_err(|source| StatusError::Tls { url: shown_url.clone(), source })?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
         let me = Self {
             config,
             tls,
-            shown_url: shown_url.clone(),
+            shown_url,
             job_id: job_id.to_owned(),
             worker_index: i32_of(worker_index),
             client: tokio::sync::Mutex::new(None),
@@ -186,27 +207,27 @@ impl PgStatus {
         Ok(me)
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> StatusError {
-        // tokio-postgres errors never include the password.
-        StatusError::Db { url: self.shown_url.clone(), reason: e.to_string() }
+    // tokio-postgres errors never include the password; the URL is shown redacted.
+    fn query_failed(&self, source: tokio_postgres::Error) -> StatusError {
+        StatusError::Query { url: self.shown_url.clone(), source }
     }
 
     async fn open(&self) -> Result<Client, StatusError> {
         let connect = self.config.connect(self.tls.clone());
         let (client, conn) = tokio::time::timeout(self.timeout, connect)
             .await
-            .map_err(|_| self.err("connect timed out"))?
-            .map_err(|e| self.err(db_reason(&e)))?;
+            .map_err(|_| StatusError::ConnectTimeout { url: self.shown_url.clone(), after: self.timeout })?
+            .map_err(|source| StatusError::Connect { url: self.shown_url.clone(), source })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %db_reason(&e), "database connection closed");
+                tracing::debug!(error = %crate::Chain(&e), "database connection closed");
             }
         });
         Ok(client)
     }
 
     /// Runs `f` with a live client, reconnecting once if the connection is gone.
-    async fn with_client<T>(
+    pub(crate) async fn with_client<T>(
         &self,
         f: impl for<'c> Fn(&'c Client) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StatusError> {
@@ -215,7 +236,7 @@ impl PgStatus {
             if !c.is_closed() {
                 match tokio::time::timeout(self.timeout, f(c)).await {
                     Ok(Ok(v)) => return Ok(v),
-                    Ok(Err(e)) if !e.is_closed() && e.as_db_error().is_some() => return Err(self.err(db_reason(&e))),
+                    Ok(Err(e)) if !e.is_closed() && e.as_db_error().is_some() => return Err(self.query_failed(e)),
                     _ => {}
                 }
             }
@@ -225,13 +246,17 @@ impl PgStatus {
         let r = tokio::time::timeout(self.timeout, f(&c)).await;
         *slot = Some(c);
         match r {
-            Ok(r) => r.map_err(|e| self.err(db_reason(&e))),
-            Err(_) => Err(self.err("query timed out")),
+            Ok(r) => r.map_err(|e| self.query_failed(e)),
+            Err(_) => Err(StatusError::QueryTimeout { url: self.shown_url.clone(), after: self.timeout }),
         }
     }
 
-    /// Creates the tables (standalone runs) and the job row if it is missing.
-    pub async fn prepare(&self, job_config_json: &str, total_files: u32, total_workers: u32) -> Result<(), StatusError> {
+    async fn create_tables(
+        &self,
+        job_config_json: &str,
+        total_files: u32,
+        total_workers: u32,
+    ) -> Result<(), StatusError> {
         let (job, cfg) = (self.job_id.clone(), job_config_json.to_owned());
         let (files, workers) = (i32_of(total_files), i32_of(total_workers));
         self.with_client(move |c| {
@@ -250,8 +275,7 @@ impl PgStatus {
         .await
     }
 
-    /// The stored row of this worker, if any.
-    pub async fn read_row(&self) -> Result<Option<StoredRow>, StatusError> {
+    async fn select_row(&self) -> Result<Option<StoredRow>, StatusError> {
         let (job, idx) = (self.job_id.clone(), self.worker_index);
         let row = self
             .with_client(move |c| {
@@ -267,73 +291,65 @@ impl PgStatus {
                 })
             })
             .await?;
-        Ok(row.map(|r| {
-            let n = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
-            StoredRow {
-                status: r.get(0),
-                snapshot: Snapshot {
-                    current_file: r.get(1),
-                    current_line: n(2),
-                    current_ts: r.get(3),
-                    processed_files: r.get::<_, Option<i32>>(4).unwrap_or(0).max(0) as u32,
-                    counts: crate::tracker::Counts { total: n(5), success: n(6), error: n(7), skipped: n(8) },
-                    processed_bytes: n(9),
-                },
-            }
+        let Some(r) = row else { return Ok(None) };
+        let n = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
+        Ok(Some(StoredRow {
+            status: r.get::<_, String>(0).parse()?,
+            snapshot: Snapshot {
+                current_file: r.get(1),
+                current_line: n(2),
+                current_ts: r.get(3),
+                processed_files: r.get::<_, Option<i32>>(4).unwrap_or(0).max(0) as u32,
+                counts: crate::tracker::Counts { total: n(5), success: n(6), error: n(7), skipped: n(8) },
+                processed_bytes: n(9),
+            },
         }))
     }
-}
 
-/// The server's message for database errors, else the client's.
-fn db_reason(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => {
-            let mut s = e.to_string();
-            if let Some(src) = std::error::Error::source(e) {
-                s.push_str(": ");
-                s.push_str(&src.to_string());
-            }
-            s
-        }
+    async fn upsert(&self, row: &StatusRow) -> Result<(), StatusError> {
+        let (job, idx) = (self.job_id.clone(), self.worker_index);
+        let row = row.clone();
+        self.with_client(move |c| {
+            let (job, row) = (job.clone(), row.clone());
+            Box::pin(async move {
+                let s = &row.snapshot;
+                c.execute(
+                    UPSERT,
+                    &[
+                        &job,
+                        &idx,
+                        &row.status.as_str(),
+                        &s.current_file,
+                        &i64_of(s.current_line),
+                        &s.current_ts,
+                        &i32_of(row.assigned_files),
+                        &i32_of(s.processed_files),
+                        &i64_of(s.counts.total),
+                        &i64_of(s.counts.success),
+                        &i64_of(s.counts.error),
+                        &i64_of(s.counts.skipped),
+                        &i64_of(row.total_bytes),
+                        &i64_of(s.processed_bytes),
+                        &row.error,
+                    ],
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .await
     }
 }
 
 impl StatusStore for PgStatus {
+    fn prepare<'a>(&'a self, json: &'a str, files: u32, workers: u32) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(self.create_tables(json, files, workers))
+    }
+    fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
+        Box::pin(self.select_row())
+    }
     fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(async move {
-            let (job, idx) = (self.job_id.clone(), self.worker_index);
-            let row = row.clone();
-            self.with_client(move |c| {
-                let (job, row) = (job.clone(), row.clone());
-                Box::pin(async move {
-                    let s = &row.snapshot;
-                    c.execute(
-                        UPSERT,
-                        &[
-                            &job,
-                            &idx,
-                            &row.status.as_str(),
-                            &s.current_file,
-                            &i64_of(s.current_line),
-                            &s.current_ts,
-                            &i32_of(row.assigned_files),
-                            &i32_of(s.processed_files),
-                            &i64_of(s.counts.total),
-                            &i64_of(s.counts.success),
-                            &i64_of(s.counts.error),
-                            &i64_of(s.counts.skipped),
-                            &i64_of(row.total_bytes),
-                            &i64_of(s.processed_bytes),
-                            &row.error,
-                        ],
-                    )
-                    .await
-                    .map(|_| ())
-                })
-            })
-            .await
-        })
+        Box::pin(self.upsert(row))
     }
 }
 
@@ -361,7 +377,13 @@ pub async fn run_flusher(
         if last.as_ref() == Some(&snapshot) {
             continue;
         }
-        let row = StatusRow { status: WorkerStatus::Running, snapshot: snapshot.clone(), assigned_files, total_bytes, error: None };
+        let row = StatusRow {
+            status: WorkerStatus::Running,
+            snapshot: snapshot.clone(),
+            assigned_files,
+            total_bytes,
+            error: None,
+        };
         match store.write(&row).await {
             Ok(()) => {
                 if failing {
@@ -372,7 +394,7 @@ pub async fn run_flusher(
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error = %e, "status write failed; the pipeline goes on and the next write retries");
+                    tracing::warn!(error = %crate::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
                 }
                 failing = true;
             }
@@ -380,25 +402,36 @@ pub async fn run_flusher(
     }
 }
 
-mod jobs;
-pub use jobs::JobRow;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sslmode_mapping() {
-        assert_eq!(split_sslmode("postgres://h/db?sslmode=verify-full"), ("postgres://h/db?sslmode=require".into(), true));
+        assert_eq!(
+            split_sslmode("postgres://h/db?sslmode=verify-full"),
+            ("postgres://h/db?sslmode=require".into(), true)
+        );
         assert_eq!(split_sslmode("postgres://h/db?sslmode=require"), ("postgres://h/db?sslmode=require".into(), false));
         assert_eq!(split_sslmode("postgres://h/db"), ("postgres://h/db".into(), false));
     }
 
     #[test]
     fn ddl_matches_the_contract_types() {
-        for col in ["worker_index INTEGER", "assigned_files INTEGER", "processed_files INTEGER", "current_line BIGINT",
-            "total_lines BIGINT", "success_count BIGINT", "error_count BIGINT", "skipped_count BIGINT",
-            "total_bytes BIGINT", "processed_bytes BIGINT", "total_files INTEGER", "total_workers INTEGER"] {
+        for col in [
+            "worker_index INTEGER",
+            "assigned_files INTEGER",
+            "processed_files INTEGER",
+            "current_line BIGINT",
+            "total_lines BIGINT",
+            "success_count BIGINT",
+            "error_count BIGINT",
+            "skipped_count BIGINT",
+            "total_bytes BIGINT",
+            "processed_bytes BIGINT",
+            "total_files INTEGER",
+            "total_workers INTEGER",
+        ] {
             assert!(DDL.contains(col), "{col}");
         }
     }

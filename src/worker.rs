@@ -1,19 +1,25 @@
 //! One worker's run, start to end: status row, routing, sink, the file loop, the final row.
 //!
 //! Start-up order: database (fatal if unreachable) → tables and job row → the stored row
-//! (a `completed` row ends the run at once; an unfinished one is resumed from its
-//! `current_file`/`current_line`, counters continuing) → `running` → routing table → Kafka
-//! (fatal if no broker answers in time) → files, in files.json order → final row.
+//! (a `completed` row ends the run at once; an unfinished one is resumed by the rule in
+//! [`crate::resume`]) → `running` → routing table → Kafka (fatal if no broker answers in time)
+//! → files, in files.json order → final row.
+//!
+//! [`run`] connects to PostgreSQL and Kafka from the config; [`run_with`] takes the status
+//! store and, optionally, the sink, which is how the in-process tests run a whole worker on
+//! fakes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::{Config, RoutingSource};
 use crate::filter::Filter;
-use crate::pipeline::{Engine, FileOutcome};
+use crate::pipeline::{Engine, FileOutcome, Parts};
 use crate::progress::{Progress, Snapshot};
+use crate::resume::{start_point, StartAt, StartFileMissing, StartPoint};
 use crate::route::Router;
 use crate::sink::{DryRun, Sink, SinkError};
 use crate::source::Sources;
@@ -23,6 +29,8 @@ use crate::status::{PgStatus, StatusError, StatusRow, StatusStore, WorkerStatus}
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the `running` row is refreshed even when fewer than 1000 lines settled.
 const STATUS_TICK: Duration = Duration::from_secs(2);
+/// How long the dead-letter writer may take to flush at the end.
+const DEAD_LETTER_DRAIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -32,8 +40,8 @@ pub enum RunError {
     Kafka(#[from] SinkError),
     #[error(transparent)]
     Repository(#[from] crate::repository::RepositoryError),
-    #[error("start_file {0:?} is not in files.json")]
-    StartFile(String),
+    #[error(transparent)]
+    StartFile(#[from] StartFileMissing),
 }
 
 /// What a run ended with (exit code 0).
@@ -44,232 +52,263 @@ pub struct RunSummary {
     pub failed_files: u32,
 }
 
-/// Where this worker starts: an index into its assigned files and the first line there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartPoint {
-    pub file: usize,
-    pub first_line: u64,
-    pub snapshot: Snapshot,
-}
-
-/// Applies `start_file`/`start_line` and a stored resume point to the assigned files.
-/// `assigned` holds (position in files.json, path). Pure.
-pub fn start_point(
-    cfg: &Config,
-    assigned: &[(usize, &str)],
-    stored: Option<&crate::status::StoredRow>,
-) -> Result<StartPoint, RunError> {
-    let base_name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
-    let mut start = StartPoint { file: 0, first_line: 1, snapshot: Snapshot::default() };
-    if let Some(sf) = &cfg.job.start_file {
-        let pos = cfg
-            .files
-            .iter()
-            .position(|f| f.path == *sf || base_name(&f.path) == *sf)
-            .ok_or_else(|| RunError::StartFile(sf.clone()))?;
-        start.file = assigned.iter().position(|(p, _)| *p >= pos).unwrap_or(assigned.len());
-        if assigned.get(start.file).is_some_and(|(p, _)| *p == pos) {
-            start.first_line = cfg.job.start_line + 1;
-        }
-    }
-    let Some(row) = stored else { return Ok(start) };
-    if !matches!(row.status.as_str(), "running" | "failed" | "cancelled") {
-        return Ok(start);
-    }
-    let Some(cur) = row.snapshot.current_file.as_deref() else { return Ok(start) };
-    let Some(idx) = assigned.iter().position(|(_, p)| *p == cur) else { return Ok(start) };
-    if idx < start.file {
-        return Ok(start);
-    }
-    // processed_files counts the files attempted from the start file on; if it already
-    // covers `cur`, that file was finished and the run goes on with the next one.
-    let finished_cur = row.snapshot.processed_files as usize > idx - start.file;
-    let first_line = if finished_cur {
-        1
-    } else if idx == start.file {
-        (row.snapshot.current_line + 1).max(start.first_line)
-    } else {
-        row.snapshot.current_line + 1
-    };
-    let file = if finished_cur { idx + 1 } else { idx };
-    let mut snapshot = row.snapshot.clone();
-    // Bytes of the files before the resume point; a partly read file counts again from 0.
-    snapshot.processed_bytes = assigned[start.file..file].iter().map(|(p, _)| cfg.files[*p].size).sum();
-    Ok(StartPoint { file, first_line, snapshot })
-}
-
 /// Runs the worker until it completes, fails fatally, or `shutdown` fires.
 pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary, RunError> {
     let store = PgStatus::connect(&cfg.database_url, &cfg.job_id, cfg.worker_index, STARTUP_TIMEOUT).await?;
-    let assigned_entries = cfg.assigned_files();
-    let assigned: Vec<(usize, &str)> = assigned_entries.iter().map(|(i, f)| (*i, f.path.as_str())).collect();
-    let total_bytes: u64 = assigned_entries.iter().map(|(_, f)| f.size).sum();
-    let n_assigned = assigned.len() as u32;
-    store.prepare(&cfg.job.raw_json, cfg.files.len() as u32, cfg.total_workers).await?;
-    let stored = store.read_row().await?;
-    if let Some(row) = stored.as_ref().filter(|r| r.status == "completed") {
-        tracing::info!(files = row.snapshot.processed_files, lines = row.snapshot.counts.total, "this worker already completed; nothing to do");
-        return Ok(RunSummary { status: WorkerStatus::Completed, snapshot: row.snapshot.clone(), failed_files: 0 });
-    }
-    let fail = |snapshot: Snapshot, e: &RunError| StatusRow {
-        status: WorkerStatus::Failed,
-        snapshot,
-        assigned_files: n_assigned,
-        total_bytes,
-        error: Some(e.to_string()),
-    };
-    let start = match start_point(cfg, &assigned, stored.as_ref()) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = store.write(&fail(Snapshot::default(), &e)).await;
-            return Err(e);
-        }
-    };
-    if start.snapshot.counts.total > 0 || start.first_line > 1 || start.file > 0 {
-        tracing::info!(file = start.file, line = start.first_line, lines_done = start.snapshot.counts.total, "resuming");
-    }
-    let progress = Arc::new(Progress::new(start.snapshot.clone()));
-    let running = StatusRow { status: WorkerStatus::Running, snapshot: start.snapshot.clone(), assigned_files: n_assigned, total_bytes, error: None };
-    store.write(&running).await?;
-
-    let (engine, dead_letter_writer) = match build_engine(cfg, Arc::clone(&progress), &assigned).await {
-        Ok((e, w)) => (Arc::new(e), w),
-        Err(e) => {
-            let _ = store.write(&fail(start.snapshot.clone(), &e)).await;
-            return Err(e);
-        }
-    };
-
-    let stop_flusher = CancellationToken::new();
-    let flusher = {
-        let (progress, stop) = (Arc::clone(&progress), stop_flusher.clone());
-        let store = &store;
-        async move { crate::status::run_flusher(store, &progress, n_assigned, total_bytes, STATUS_TICK, stop).await }
-    };
-    let files = async {
-        let mut failed = Vec::new();
-        let mut status = WorkerStatus::Completed;
-        for (i, (pos, path)) in assigned.iter().enumerate().skip(start.file) {
-            let first_line = if i == start.file { start.first_line } else { 1 };
-            let before = progress.snapshot().counts;
-            let started = std::time::Instant::now();
-            let (outcome, size) = engine.process_file(path, first_line, &shutdown).await;
-            if outcome == FileOutcome::Cancelled {
-                status = WorkerStatus::Cancelled;
-                break;
-            }
-            // A failed file's resume point, for a later retry (start_file/start_line).
-            let failed_at = progress.snapshot().current_line;
-            // Count the size the job listed (total_bytes is their sum); the real size if unlisted.
-            let listed = cfg.files[*pos].size;
-            progress.finish_file(if listed > 0 { listed } else { size });
-            let c = progress.snapshot().counts;
-            let secs = started.elapsed().as_secs_f64();
-            match &outcome {
-                FileOutcome::Failed(reason) => {
-                    tracing::error!(file = *path, resume_line = failed_at, error = %reason, success = c.success - before.success, "file failed");
-                    failed.push(format!("{path} (settled up to line {failed_at}): {reason}"));
-                }
-                _ => tracing::info!(
-                    file = *path,
-                    lines = c.total - before.total,
-                    success = c.success - before.success,
-                    errors = c.error - before.error,
-                    skipped = c.skipped - before.skipped,
-                    secs = format_args!("{secs:.2}"),
-                    "file done"
-                ),
-            }
-            if outcome == FileOutcome::LimitReached {
-                tracing::info!(limit = engine.opts.limit, "limit reached");
-                break;
-            }
-        }
-        stop_flusher.cancel();
-        (status, failed)
-    };
-    let display = async {
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            crate::display::run(Arc::clone(&progress), n_assigned, total_bytes, stop_flusher.clone()).await;
-        }
-    };
-    let ((status, failed), (), ()) = tokio::join!(files, flusher, display);
-
-    // The engine holds the dead-letter sender: dropping it lets the writer flush and end.
-    drop(engine);
-    if let Some(w) = dead_letter_writer {
-        match tokio::time::timeout(Duration::from_secs(60), w).await {
-            Ok(Ok(Ok(n))) if n > 0 => tracing::info!(records = n, "dead letters written"),
-            Ok(Ok(Ok(_))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "dead letters could not be written"),
-            Ok(Err(e)) => tracing::error!(error = %e, "dead-letter writer failed"),
-            Err(_) => tracing::error!("dead-letter writer did not finish within 60 s"),
-        }
-    }
-    let snapshot = progress.snapshot();
-    let error = match failed.len() {
-        0 => None,
-        1 => Some(format!("1 file failed: {}", failed[0])),
-        n => Some(format!("{n} files failed; last: {}", failed[n - 1])),
-    };
-    let last = StatusRow { status, snapshot: snapshot.clone(), assigned_files: n_assigned, total_bytes, error };
-    write_final(&store, &last).await;
-    tracing::info!(
-        status = status.as_str(),
-        lines = snapshot.counts.total,
-        success = snapshot.counts.success,
-        errors = snapshot.counts.error,
-        skipped = snapshot.counts.skipped,
-        files = snapshot.processed_files,
-        failed_files = failed.len(),
-        "worker finished"
-    );
-    Ok(RunSummary { status, snapshot, failed_files: failed.len() as u32 })
+    run_with(cfg, &store, None, shutdown).await
 }
 
-/// The final row matters most: retry it for a while before giving up.
-async fn write_final(store: &dyn StatusStore, row: &StatusRow) {
-    for attempt in 0..10u32 {
-        match store.write(row).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(attempt, error = %e, "final status write failed");
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt + 1))).await;
-            }
-        }
+/// Runs the worker with `store` for its row and `sink` for its batches (`None`: Kafka from
+/// the config, or the dry-run sink).
+pub async fn run_with(
+    cfg: &Config,
+    store: &dyn StatusStore,
+    sink: Option<Arc<dyn Sink>>,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, RunError> {
+    let run = Run::new(cfg, store);
+    store.prepare(&cfg.job.raw_json, cfg.files.len() as u32, cfg.total_workers).await?;
+    let start = match run.start_point().await {
+        Ok(Some(start)) => start,
+        Ok(None) => return run.already_completed().await,
+        Err(e) => return Err(run.fail(Snapshot::default(), e).await),
+    };
+    let progress = Arc::new(Progress::new(start.snapshot.clone()));
+    store.write(&run.row(WorkerStatus::Running, start.snapshot.clone(), None)).await?;
+    let (engine, dead_letters) = match run.build_engine(Arc::clone(&progress), sink).await {
+        Ok(built) => built,
+        Err(e) => return Err(run.fail(start.snapshot, e).await),
+    };
+    let (status, failed) = run.files_with_flusher(&engine, &progress, &start, &shutdown).await;
+    // The engine holds the dead-letter sender: dropping it lets the writer flush and end.
+    drop(engine);
+    if let Some(w) = dead_letters {
+        drain_dead_letters(w).await;
     }
+    run.finish(status, progress.snapshot(), failed).await
+}
+
+/// One run's fixed facts, and its steps.
+struct Run<'a> {
+    cfg: &'a Config,
+    store: &'a dyn StatusStore,
+    /// This worker's files, as positions in files.json.
+    assigned: Vec<usize>,
+    total_bytes: u64,
 }
 
 type DeadLetterWriter = tokio::task::JoinHandle<Result<u64, crate::deadletter::DeadLetterError>>;
 
-async fn build_engine(cfg: &Config, progress: Arc<Progress>, assigned: &[(usize, &str)]) -> Result<(Engine, Option<DeadLetterWriter>), RunError> {
-    let router = match &cfg.routing {
-        RoutingSource::Fixed(ids) => Router::fixed(&cfg.topic, ids),
-        RoutingSource::Repository { url, token } => {
-            let r = crate::repository::fetch_router(url, token, &cfg.topic, STARTUP_TIMEOUT * 4).await?;
-            tracing::info!(streams = r.streams(), topics = r.topics().len(), "loaded the streams repository");
-            r
-        }
-    };
-    let sink: Arc<dyn Sink> = match &cfg.kafka {
-        None => Arc::new(DryRun),
-        Some(k) => Arc::new(crate::kafka::KafkaSink::connect(k).await?),
-    };
-    let needs_s3 = assigned.iter().any(|(_, p)| p.starts_with("s3://"));
-    let s3 = if needs_s3 { Some(crate::source::s3_client().await) } else { None };
-    let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to);
-    let mut engine = Engine::new(filter, router, sink, Sources::new(s3.clone()), progress, cfg.into());
-    let mut writer = None;
-    if let Some(dest) = &cfg.dead_letter {
-        let s3 = match (dest, s3) {
-            (crate::deadletter::Destination::S3 { .. }, None) => Some(crate::source::s3_client().await),
-            (_, s3) => s3,
-        };
-        let (tx, handle) = crate::deadletter::start(dest.clone(), cfg.job_id.clone(), cfg.worker_index, s3);
-        engine = engine.with_dead_letters(tx);
-        writer = Some(handle);
+impl<'a> Run<'a> {
+    fn new(cfg: &'a Config, store: &'a dyn StatusStore) -> Self {
+        let assigned: Vec<usize> = cfg.assigned_files().into_iter().map(|(i, _)| i).collect();
+        let total_bytes = assigned.iter().map(|&i| cfg.files[i].size).sum();
+        Run { cfg, store, assigned, total_bytes }
     }
-    Ok((engine, writer))
+
+    fn path(&self, i: usize) -> &'a str {
+        &self.cfg.files[self.assigned[i]].path
+    }
+
+    fn row(&self, status: WorkerStatus, snapshot: Snapshot, error: Option<String>) -> StatusRow {
+        StatusRow { status, snapshot, assigned_files: self.assigned.len() as u32, total_bytes: self.total_bytes, error }
+    }
+
+    /// Where to start, or `None` when the stored row says this worker completed.
+    async fn start_point(&self) -> Result<Option<StartPoint>, RunError> {
+        let stored = self.store.read_row().await?;
+        if stored.as_ref().is_some_and(|r| r.status == WorkerStatus::Completed) {
+            return Ok(None);
+        }
+        let at = StartAt { file: self.cfg.job.start_file.as_deref(), line: self.cfg.job.start_line };
+        let start = start_point(&self.cfg.files, &self.assigned, at, stored.as_ref())?;
+        if start.snapshot.counts.total > 0 || start.first_line > 1 || start.file > 0 {
+            let lines_done = start.snapshot.counts.total;
+            tracing::info!(file = start.file, line = start.first_line, lines_done, "resuming");
+        }
+        Ok(Some(start))
+    }
+
+    async fn already_completed(&self) -> Result<RunSummary, RunError> {
+        let snapshot = self.store.read_row().await?.map(|r| r.snapshot).unwrap_or_default();
+        tracing::info!(
+            files = snapshot.processed_files,
+            lines = snapshot.counts.total,
+            "this worker already completed; nothing to do"
+        );
+        Ok(RunSummary { status: WorkerStatus::Completed, snapshot, failed_files: 0 })
+    }
+
+    /// Records `failed` with the error (best effort) and hands the error back.
+    async fn fail(&self, snapshot: Snapshot, e: impl Into<RunError>) -> RunError {
+        let e = e.into();
+        let _ = self.store.write(&self.row(WorkerStatus::Failed, snapshot, Some(crate::Chain(&e).to_string()))).await;
+        e
+    }
+
+    async fn build_engine(
+        &self,
+        progress: Arc<Progress>,
+        sink: Option<Arc<dyn Sink>>,
+    ) -> Result<(Arc<Engine>, Option<DeadLetterWriter>), RunError> {
+        let cfg = self.cfg;
+        let router = match &cfg.routing {
+            RoutingSource::Fixed(ids) => Router::fixed(&cfg.topic, ids),
+            RoutingSource::Repository { url, token } => {
+                let r = crate::repository::fetch_router(url, token, &cfg.topic, STARTUP_TIMEOUT * 4).await?;
+                tracing::info!(streams = r.streams(), topics = r.topics().len(), "loaded the streams repository");
+                r
+            }
+        };
+        let sink: Arc<dyn Sink> = match (sink, &cfg.kafka) {
+            (Some(s), _) => s,
+            (None, None) => Arc::new(DryRun),
+            (None, Some(k)) => Arc::new(crate::kafka::KafkaSink::connect(k).await?),
+        };
+        let needs_s3 = self.assigned.iter().any(|&i| cfg.files[i].path.starts_with("s3://"));
+        let s3 = if needs_s3 { Some(crate::source::s3_client().await) } else { None };
+        let (dead_letters, writer) = match &cfg.dead_letter {
+            None => (None, None),
+            Some(dest) => {
+                let s3 = match (dest, &s3) {
+                    (crate::deadletter::Destination::S3 { .. }, None) => Some(crate::source::s3_client().await),
+                    _ => s3.clone(),
+                };
+                let (tx, handle) = crate::deadletter::start(dest.clone(), cfg.job_id.clone(), cfg.worker_index, s3);
+                (Some(tx), Some(handle))
+            }
+        };
+        let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to);
+        let parts = Parts { filter, router, sink, sources: Sources::new(s3), progress, dead_letters };
+        Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
+    }
+
+    /// The file loop, with the status flusher and the progress line beside it.
+    async fn files_with_flusher(
+        &self,
+        engine: &Arc<Engine>,
+        progress: &Arc<Progress>,
+        start: &StartPoint,
+        shutdown: &CancellationToken,
+    ) -> (WorkerStatus, Vec<String>) {
+        let stop = CancellationToken::new();
+        let n_assigned = self.assigned.len() as u32;
+        let flusher =
+            crate::status::run_flusher(self.store, progress, n_assigned, self.total_bytes, STATUS_TICK, stop.clone());
+        let display = async {
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                crate::display::run(Arc::clone(progress), n_assigned, self.total_bytes, stop.clone()).await;
+            }
+        };
+        let files = async {
+            let r = self.process_files(engine, progress, start, shutdown).await;
+            stop.cancel();
+            r
+        };
+        let (r, (), ()) = tokio::join!(files, flusher, display);
+        r
+    }
+
+    /// Every assigned file from the start point on, in order. Returns the status the run
+    /// ends with and the failed files.
+    async fn process_files(
+        &self,
+        engine: &Arc<Engine>,
+        progress: &Progress,
+        start: &StartPoint,
+        shutdown: &CancellationToken,
+    ) -> (WorkerStatus, Vec<String>) {
+        let mut failed = Vec::new();
+        for i in start.file..self.assigned.len() {
+            let path = self.path(i);
+            let first_line = if i == start.file { start.first_line } else { 1 };
+            let before = progress.snapshot().counts;
+            let started = std::time::Instant::now();
+            let (outcome, size) = engine.process_file(path, first_line, shutdown).await;
+            if outcome == FileOutcome::Cancelled {
+                return (WorkerStatus::Cancelled, failed);
+            }
+            // A failed file's resume point, for a later retry (start_file/start_line).
+            let failed_at = progress.snapshot().current_line;
+            // Count the size the job listed (total_bytes is their sum); the real size if unlisted.
+            let listed = self.cfg.files[self.assigned[i]].size;
+            progress.finish_file(if listed > 0 { listed } else { size });
+            let c = progress.snapshot().counts;
+            match &outcome {
+                FileOutcome::Failed(reason) => {
+                    let success = c.success - before.success;
+                    tracing::error!(file = path, resume_line = failed_at, error = %reason, success, "file failed");
+                    failed.push(format!("{path} (settled up to line {failed_at}): {reason}"));
+                }
+                _ => tracing::info!(
+                    file = path,
+                    lines = c.total - before.total,
+                    success = c.success - before.success,
+                    errors = c.error - before.error,
+                    skipped = c.skipped - before.skipped,
+                    secs = format_args!("{:.2}", started.elapsed().as_secs_f64()),
+                    "file done"
+                ),
+            }
+            if outcome == FileOutcome::LimitReached {
+                tracing::info!(limit = engine.limit(), "limit reached");
+                break;
+            }
+        }
+        (WorkerStatus::Completed, failed)
+    }
+
+    /// Writes the final row (retried: it matters most) and logs the summary.
+    async fn finish(
+        &self,
+        status: WorkerStatus,
+        snapshot: Snapshot,
+        failed: Vec<String>,
+    ) -> Result<RunSummary, RunError> {
+        let error = match failed.len() {
+            0 => None,
+            1 => Some(format!("1 file failed: {}", failed[0])),
+            n => Some(format!("{n} files failed; last: {}", failed[n - 1])),
+        };
+        write_final(self.store, &self.row(status, snapshot.clone(), error)).await;
+        tracing::info!(
+            status = status.as_str(),
+            lines = snapshot.counts.total,
+            success = snapshot.counts.success,
+            errors = snapshot.counts.error,
+            skipped = snapshot.counts.skipped,
+            files = snapshot.processed_files,
+            failed_files = failed.len(),
+            "worker finished"
+        );
+        Ok(RunSummary { status, snapshot, failed_files: failed.len() as u32 })
+    }
+}
+
+/// Waits a bounded time for the dead-letter writer to flush.
+async fn drain_dead_letters(writer: DeadLetterWriter) {
+    match tokio::time::timeout(DEAD_LETTER_DRAIN, writer).await {
+        Ok(Ok(Ok(n))) if n > 0 => tracing::info!(records = n, "dead letters written"),
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %crate::Chain(&e), "dead letters could not be written"),
+        Ok(Err(e)) => tracing::error!(error = %e, "dead-letter writer failed"),
+        Err(_) => tracing::error!("dead-letter writer did not finish within {DEAD_LETTER_DRAIN:?}"),
+    }
+}
+
+/// The final row matters most: retry it with [`Backoff::FINAL_ROW`] before giving up.
+async fn write_final(store: &dyn StatusStore, row: &StatusRow) {
+    let mut attempt = 0;
+    loop {
+        let Err(e) = store.write(row).await else { return };
+        attempt += 1;
+        let Some(pause) = Backoff::FINAL_ROW.delay(attempt) else {
+            tracing::error!(error = %crate::Chain(&e), "final status write failed; giving up");
+            return;
+        };
+        tracing::warn!(attempt, error = %crate::Chain(&e), "final status write failed");
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// Best effort, for errors before a [`Config`] exists: records `failed` with the error when
@@ -280,10 +319,17 @@ pub async fn report_config_failure(args: &crate::config::WorkerArgs, error: &str
     };
     let url = crate::secret::Secret::new(url);
     let Ok(store) = PgStatus::connect(&url, job, idx, Duration::from_secs(5)).await else { return };
-    if store.prepare("{}", 0, args.total_workers.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)).await.is_err() {
+    let workers = args.total_workers.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if store.prepare("{}", 0, workers).await.is_err() {
         return;
     }
-    let row = StatusRow { status: WorkerStatus::Failed, snapshot: Snapshot::default(), assigned_files: 0, total_bytes: 0, error: Some(error.to_owned()) };
+    let row = StatusRow {
+        status: WorkerStatus::Failed,
+        snapshot: Snapshot::default(),
+        assigned_files: 0,
+        total_bytes: 0,
+        error: Some(error.to_owned()),
+    };
     let _ = store.write(&row).await;
 }
 

@@ -26,8 +26,16 @@ fn env(job_json: &str, files_json: &str, extra: &[&str]) -> Env {
 }
 
 const BASE: &[&str] = &[
-    "--job-id", "job1", "--worker-index", "1", "--total-workers", "3",
-    "--database-url", "postgres://u:pw@h/db", "--kafka-bootstrap-servers", "k1:9092, k2:9093",
+    "--job-id",
+    "job1",
+    "--worker-index",
+    "1",
+    "--total-workers",
+    "3",
+    "--database-url",
+    "postgres://u:pw@h/db",
+    "--kafka-bootstrap-servers",
+    "k1:9092, k2:9093",
 ];
 
 /// Parses flags only: the tests must not see the environment of the machine they run on
@@ -108,12 +116,24 @@ fn dry_run_needs_no_kafka_and_repository_is_needed_without_connection_ids() {
 fn errors_name_the_variable() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--worker-index", "0", "--total-workers", "1", "--database-url", "x"], "JOB_ID is required"),
-        (vec!["--job-id", "j", "--total-workers", "1", "--database-url", "x"], "WORKER_INDEX (or JOB_COMPLETION_INDEX) is required"),
+        (
+            vec!["--job-id", "j", "--total-workers", "1", "--database-url", "x"],
+            "WORKER_INDEX (or JOB_COMPLETION_INDEX) is required",
+        ),
         (vec!["--job-id", "j", "--worker-index", "0", "--database-url", "x"], "TOTAL_WORKERS is required"),
         (vec!["--job-id", "j", "--worker-index", "0", "--total-workers", "1"], "DATABASE_URL is required"),
-        (vec!["--job-id", "j", "--worker-index", "x", "--total-workers", "1", "--database-url", "x"], "WORKER_INDEX: expected a non-negative integer"),
-        (vec!["--job-id", "j", "--worker-index", "0", "--total-workers", "0", "--database-url", "x"], "TOTAL_WORKERS: must be at least 1"),
-        (vec!["--job-id", "j", "--worker-index", "3", "--total-workers", "3", "--database-url", "x"], "WORKER_INDEX: 3 is not below TOTAL_WORKERS (3)"),
+        (
+            vec!["--job-id", "j", "--worker-index", "x", "--total-workers", "1", "--database-url", "x"],
+            "WORKER_INDEX: expected a non-negative integer",
+        ),
+        (
+            vec!["--job-id", "j", "--worker-index", "0", "--total-workers", "0", "--database-url", "x"],
+            "TOTAL_WORKERS: must be at least 1",
+        ),
+        (
+            vec!["--job-id", "j", "--worker-index", "3", "--total-workers", "3", "--database-url", "x"],
+            "WORKER_INDEX: 3 is not below TOTAL_WORKERS (3)",
+        ),
     ];
     for (args, want) in cases {
         let e = env(r#"{"connection_ids":["c"]}"#, "[]", &args);
@@ -148,7 +168,18 @@ fn sasl_settings_parse_without_echoing_the_password() {
 
 #[test]
 fn compression_and_protocol_names() {
-    let e = env(r#"{"connection_ids":["c"]}"#, "[]", &with(&["--kafka-compression", "LZ4", "--kafka-security-protocol", "sasl_ssl", "--kafka-sasl", r#"{"username":"u","password":"p"}"#]));
+    let e = env(
+        r#"{"connection_ids":["c"]}"#,
+        "[]",
+        &with(&[
+            "--kafka-compression",
+            "LZ4",
+            "--kafka-security-protocol",
+            "sasl_ssl",
+            "--kafka-sasl",
+            r#"{"username":"u","password":"p"}"#,
+        ]),
+    );
     let c = load(&e).unwrap();
     let k = c.kafka.unwrap();
     assert_eq!(k.compression, KafkaCompression::Lz4);

@@ -1,79 +1,97 @@
-//! Start-point tests: start_file/start_line, and resuming from a stored row.
+//! A whole worker in-process: fake sink, in-memory row, files on a temporary disk.
+
+use std::time::Duration;
 
 use super::*;
-use crate::jobfile::{FileEntry, JobOptions};
-use crate::status::StoredRow;
+use crate::jobfile::JobOptions;
+use crate::resume::StoredRow;
+use crate::testutil::{config, lines, multiset, small_tuning, FakeSink, MemoryStatus};
 use crate::tracker::Counts;
 
-fn cfg(files: &[&str], start_file: Option<&str>, start_line: u64) -> Config {
-    Config {
-        job_id: "j".into(),
-        worker_index: 0,
-        total_workers: 1,
-        database_url: crate::secret::Secret::new("postgres://x"),
-        kafka: None,
-        topic: "t".into(),
-        routing: crate::config::RoutingSource::Fixed(vec!["c".into()]),
-        files: files.iter().map(|p| FileEntry { path: p.to_string(), size: 1 }).collect(),
-        job: JobOptions { start_file: start_file.map(str::to_owned), start_line, ..Default::default() },
-        tuning: crate::config::Tuning {
-            max_line_bytes: 1 << 24,
-            read_chunk_bytes: 1 << 20,
-            read_ahead_chunks: 2,
-            batch_max_bytes: 1 << 20,
-            max_in_flight: 4,
-            shutdown_timeout: Duration::from_secs(1),
-        },
-        dead_letter: None,
-    }
+#[tokio::test]
+async fn a_run_delivers_every_file_and_ends_completed_with_exact_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (lines("a", 300), lines("b", 700));
+    let cfg = config(dir.path(), &[("a", &a), ("b", &b), ("empty", b"")], JobOptions::default(), small_tuning(4));
+    let (store, sink) = (MemoryStatus::default(), FakeSink::acking());
+    let summary = run_with(&cfg, &store, Some(sink.clone()), CancellationToken::new()).await.unwrap();
+    assert_eq!(summary.status, WorkerStatus::Completed);
+    assert_eq!(sink.delivered().len(), 1_000);
+    let last = store.last();
+    assert_eq!(last.status, WorkerStatus::Completed);
+    assert_eq!(last.snapshot.counts, Counts { total: 1_000, success: 1_000, error: 0, skipped: 0 });
+    assert_eq!((last.snapshot.processed_files, last.assigned_files), (3, 3));
+    assert_eq!(last.snapshot.processed_bytes, (a.len() + b.len()) as u64);
+    assert_eq!(store.writes.lock().unwrap()[0].status, WorkerStatus::Running);
 }
 
-fn assigned(c: &Config) -> Vec<(usize, &str)> {
-    c.files.iter().enumerate().map(|(i, f)| (i, f.path.as_str())).collect()
-}
-
-fn row(status: &str, file: &str, line: u64, processed: u32) -> StoredRow {
-    StoredRow {
-        status: status.into(),
+#[tokio::test]
+async fn a_resumed_run_sends_only_what_follows_the_stored_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (lines("a", 100), lines("b", 100), lines("c", 100));
+    let cfg = config(dir.path(), &[("a", &a), ("b", &b), ("c", &c)], JobOptions::default(), small_tuning(4));
+    let stored = StoredRow {
+        status: WorkerStatus::Cancelled,
         snapshot: Snapshot {
-            current_file: Some(file.into()),
-            current_line: line,
-            processed_files: processed,
-            counts: Counts { total: 10, success: 10, ..Default::default() },
+            current_file: Some(cfg.files[1].path.clone()),
+            current_line: 40,
+            processed_files: 1,
+            counts: Counts { total: 140, success: 140, ..Default::default() },
             ..Default::default()
         },
-    }
+    };
+    let (store, sink) = (MemoryStatus::with_row(stored), FakeSink::acking());
+    run_with(&cfg, &store, Some(sink.clone()), CancellationToken::new()).await.unwrap();
+    let got = multiset(&sink.delivered());
+    assert_eq!(got.len(), 160, "b's lines 41..100 and all of c");
+    assert!(got.keys().all(|v| !v.starts_with(br#"{"messageId":"a-"#)), "a was done");
+    assert!(!got.contains_key(&br#"{"messageId":"b-40","origin":{"sourceId":"s"}}"#.to_vec()));
+    assert!(got.contains_key(&br#"{"messageId":"b-41","origin":{"sourceId":"s"}}"#.to_vec()));
+    let last = store.last();
+    assert_eq!(last.snapshot.counts.total, 300, "counters continue from the row");
+    assert_eq!(last.snapshot.processed_files, 3);
 }
 
-#[test]
-fn start_file_by_path_or_basename() {
-    let c = cfg(&["s3://b/a.ndjson", "s3://b/b.ndjson", "/x/c.ndjson"], Some("b.ndjson"), 7);
-    let s = start_point(&c, &assigned(&c), None).unwrap();
-    assert_eq!((s.file, s.first_line), (1, 8));
-    let c = cfg(&["s3://b/a.ndjson", "s3://b/b.ndjson", "/x/c.ndjson"], Some("/x/c.ndjson"), 0);
-    let s = start_point(&c, &assigned(&c), None).unwrap();
-    assert_eq!((s.file, s.first_line), (2, 1));
-    let c = cfg(&["a"], Some("zzz"), 0);
-    assert!(matches!(start_point(&c, &assigned(&c), None), Err(RunError::StartFile(_))));
+#[tokio::test]
+async fn a_completed_row_ends_the_run_without_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("a", &lines("a", 10))], JobOptions::default(), small_tuning(2));
+    let done = StoredRow { status: WorkerStatus::Completed, snapshot: Snapshot::default() };
+    let (store, sink) = (MemoryStatus::with_row(done), FakeSink::acking());
+    let s = run_with(&cfg, &store, Some(sink.clone()), CancellationToken::new()).await.unwrap();
+    assert_eq!(s.status, WorkerStatus::Completed);
+    assert!(sink.calls().is_empty() && store.writes.lock().unwrap().is_empty());
 }
 
-#[test]
-fn start_file_assigned_to_another_worker() {
-    let c = cfg(&["f0", "f1", "f2", "f3", "f4"], Some("f2"), 9);
-    // This worker has positions 1 and 3 (worker 1 of 2).
-    let mine = vec![(1usize, "f1"), (3, "f3")];
-    let s = start_point(&c, &mine, None).unwrap();
-    assert_eq!((s.file, s.first_line), (1, 1));
+#[tokio::test]
+async fn shutdown_ends_cancelled_at_an_exact_resume_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("a", &lines("a", 50_000))], JobOptions::default(), small_tuning(2));
+    let store = MemoryStatus::default();
+    let sink = crate::testutil::FakeSink::new(2, |_, _| crate::testutil::Answer::Ack(Duration::from_millis(20)));
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stop.cancel();
+    });
+    let s = run_with(&cfg, &store, Some(sink.clone()), shutdown).await.unwrap();
+    assert_eq!(s.status, WorkerStatus::Cancelled);
+    let last = store.last();
+    assert_eq!(last.status, WorkerStatus::Cancelled);
+    assert!(last.snapshot.counts.total < 50_000 && last.snapshot.counts.total == last.snapshot.current_line);
+    assert_eq!(last.snapshot.processed_files, 0, "the file was not finished");
 }
 
-#[test]
-fn resumes_inside_the_current_file() {
-    let c = cfg(&["a", "b", "c"], None, 0);
-    let s = start_point(&c, &assigned(&c), Some(&row("running", "b", 41, 1))).unwrap();
-    assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (1, 42, 10));
-    assert_eq!(s.snapshot.processed_bytes, 1, "the size of a only");
-    let s = start_point(&c, &assigned(&c), Some(&row("cancelled", "b", 41, 2))).unwrap();
-    assert_eq!((s.file, s.first_line), (2, 1), "b was finished");
-    let s = start_point(&c, &assigned(&c), Some(&row("pending", "b", 41, 1))).unwrap();
-    assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (0, 1, 0));
+#[tokio::test]
+async fn a_missing_start_file_is_recorded_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobOptions { start_file: Some("nope".into()), ..Default::default() };
+    let cfg = config(dir.path(), &[("a", &lines("a", 10))], job, small_tuning(2));
+    let store = MemoryStatus::default();
+    let e = run_with(&cfg, &store, Some(FakeSink::acking()), CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(e, RunError::StartFile(_)), "{e}");
+    let last = store.last();
+    assert_eq!(last.status, WorkerStatus::Failed);
+    assert!(last.error.unwrap().contains("nope"));
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use clap::Args;
 use sonic_rs::{json, JsonValueMutTrait};
 
-use crate::plan::{self, Listed, PlanSpec};
+use super::jobs::{job_rows, JobRow};
+use super::plan::{self, Listed, PlanSpec};
 use crate::secret::Secret;
-use crate::status::{JobRow, PgStatus};
+use crate::status::PgStatus;
 
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
@@ -92,14 +93,30 @@ pub enum AdminError {
 
 /// Variables copied into the credentials Secret when set.
 const PASSED_ENV: &[&str] = &[
-    "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_COMPRESSION", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL",
-    "KAFKA_SSL_SKIP_VERIFY", "REPOSITORY_URL", "REPOSITORY_AUTH_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "DATABASE_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_COMPRESSION",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL",
+    "KAFKA_SSL_SKIP_VERIFY",
+    "REPOSITORY_URL",
+    "REPOSITORY_AUTH_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
 ];
 
 fn utc(var: &str, s: &Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, AdminError> {
     s.as_deref()
-        .map(|s| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.to_utc()).map_err(|e| AdminError::Input(format!("--{var}: {e}"))))
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.to_utc())
+                .map_err(|e| AdminError::Input(format!("--{var}: {e}")))
+        })
         .transpose()
 }
 
@@ -110,11 +127,16 @@ async fn list_s3(url: &str) -> Result<Vec<Listed>, AdminError> {
     let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AdminError::List(url.into(), aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        let page =
+            page.map_err(|e| AdminError::List(url.into(), aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
         for o in page.contents() {
             let Some(key) = o.key() else { continue };
             let modified = o.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
-            out.push(Listed { path: format!("s3://{bucket}/{key}"), size: o.size().unwrap_or(0).max(0) as u64, modified });
+            out.push(Listed {
+                path: format!("s3://{bucket}/{key}"),
+                size: o.size().unwrap_or(0).max(0) as u64,
+                modified,
+            });
         }
     }
     Ok(out)
@@ -166,7 +188,8 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
         config.as_object_mut().expect("an object").insert(&"s3_path", p.as_str());
     }
     let job_config = sonic_rs::to_string(&config).unwrap_or_default();
-    let env: Vec<(String, String)> = PASSED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
+    let env: Vec<(String, String)> =
+        PASSED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
     let spec = PlanSpec {
         job_id,
         namespace: a.namespace.clone(),
@@ -180,7 +203,8 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
     print!("{}", plan::manifests(&spec, &files));
     if let Some(p) = &a.files_out {
         let list: Vec<_> = files.iter().map(|f| json!({"path": f.path.as_str(), "size": f.size})).collect();
-        std::fs::write(p, sonic_rs::to_string(&list).unwrap_or_default()).map_err(|e| AdminError::Write(p.display().to_string(), e))?;
+        std::fs::write(p, sonic_rs::to_string(&list).unwrap_or_default())
+            .map_err(|e| AdminError::Write(p.display().to_string(), e))?;
     }
     if let Some(p) = &a.config_out {
         std::fs::write(p, &job_config).map_err(|e| AdminError::Write(p.display().to_string(), e))?;
@@ -209,21 +233,38 @@ fn eta(rows: &[JobRow]) -> Option<Duration> {
 }
 
 fn table(job: &str, rows: &[JobRow]) -> String {
-    let mut s = format!("job {job}\n{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10}\n", "worker", "status", "files", "lines", "success", "errors", "skipped", "bytes", "lines/s");
+    let mut s = format!(
+        "job {job}\n{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10}\n",
+        "worker", "status", "files", "lines", "success", "errors", "skipped", "bytes", "lines/s"
+    );
     let mut total = JobRow::default();
     for r in rows {
         s += &format!(
             "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10.0}\n",
-            r.worker_index, r.status, format!("{}/{}", r.processed_files, r.assigned_files), r.total_lines, r.success,
-            r.errors, r.skipped, format!("{}/{}", human_bytes(r.processed_bytes), human_bytes(r.total_bytes)), r.lines_per_sec().unwrap_or(0.0)
+            r.worker_index,
+            r.status,
+            format!("{}/{}", r.processed_files, r.assigned_files),
+            r.total_lines,
+            r.success,
+            r.errors,
+            r.skipped,
+            format!("{}/{}", human_bytes(r.processed_bytes), human_bytes(r.total_bytes)),
+            r.lines_per_sec().unwrap_or(0.0)
         );
         total.add(r);
     }
     let rate: f64 = rows.iter().filter_map(|r| r.lines_per_sec()).sum();
     s += &format!(
         "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10.0}\n",
-        "total", format!("{} ended", rows.iter().filter(|r| r.ended()).count()), format!("{}/{}", total.processed_files, total.assigned_files),
-        total.total_lines, total.success, total.errors, total.skipped, format!("{}/{}", human_bytes(total.processed_bytes), human_bytes(total.total_bytes)), rate
+        "total",
+        format!("{} ended", rows.iter().filter(|r| r.ended()).count()),
+        format!("{}/{}", total.processed_files, total.assigned_files),
+        total.total_lines,
+        total.success,
+        total.errors,
+        total.skipped,
+        format!("{}/{}", human_bytes(total.processed_bytes), human_bytes(total.total_bytes)),
+        rate
     );
     s += &match eta(rows) {
         Some(d) if rows.iter().any(|r| !r.ended()) => format!("ETA {}s\n", d.as_secs()),
@@ -236,10 +277,16 @@ fn table(job: &str, rows: &[JobRow]) -> String {
 pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
     let store = PgStatus::connect(&Secret::new(a.database_url.clone()), &a.job, 0, Duration::from_secs(10)).await?;
     loop {
-        let rows = store.job_rows().await?;
+        let rows = job_rows(&store, &a.job).await?;
         if a.json {
             let v: Vec<_> = rows.iter().map(JobRow::to_json).collect();
-            println!("{}", sonic_rs::to_string(&json!({"job_id": a.job.as_str(), "workers": v, "eta_seconds": eta(&rows).map(|d| d.as_secs())})).unwrap_or_default());
+            println!(
+                "{}",
+                sonic_rs::to_string(
+                    &json!({"job_id": a.job.as_str(), "workers": v, "eta_seconds": eta(&rows).map(|d| d.as_secs())})
+                )
+                .unwrap_or_default()
+            );
         } else {
             if a.watch.is_some() {
                 print!("\x1b[2J\x1b[H");
@@ -247,7 +294,9 @@ pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
             print!("{}", table(&a.job, &rows));
         }
         match a.watch {
-            Some(secs) if !rows.iter().all(JobRow::ended) || rows.is_empty() => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
+            Some(secs) if !rows.iter().all(JobRow::ended) || rows.is_empty() => {
+                tokio::time::sleep(Duration::from_secs(secs.max(1))).await
+            }
             _ => return Ok(()),
         }
     }

@@ -1,12 +1,13 @@
 //! A whole job's rows, for the `status` subcommand.
 
-use super::{PgStatus, StatusError};
+use crate::resume::WorkerStatus;
+use crate::status::{PgStatus, StatusError};
 
 /// One worker's row, for `status`.
 #[derive(Debug, Clone, Default)]
 pub struct JobRow {
     pub worker_index: i32,
-    pub status: String,
+    pub status: WorkerStatus,
     pub assigned_files: i64,
     pub processed_files: i64,
     pub total_lines: i64,
@@ -23,7 +24,7 @@ pub struct JobRow {
 
 impl JobRow {
     pub fn ended(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
+        self.status.is_final()
     }
     pub fn lines_per_sec(&self) -> Option<f64> {
         (self.elapsed_secs > 0.0).then(|| self.total_lines as f64 / self.elapsed_secs)
@@ -52,11 +53,10 @@ impl JobRow {
     }
 }
 
-impl PgStatus {
-    /// Every worker row of the job, by index.
-    pub async fn job_rows(&self) -> Result<Vec<JobRow>, StatusError> {
-        let job = self.job_id.clone();
-        let rows = self
+/// Every worker row of `job`, by index.
+pub async fn job_rows(store: &PgStatus, job: &str) -> Result<Vec<JobRow>, StatusError> {
+    let job = job.to_owned();
+    let rows = store
             .with_client(move |c| {
                 let job = job.clone();
                 Box::pin(async move {
@@ -73,11 +73,11 @@ impl PgStatus {
                 })
             })
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| JobRow {
+    rows.iter()
+        .map(|r| {
+            Ok(JobRow {
                 worker_index: r.get(0),
-                status: r.get(1),
+                status: r.get::<_, String>(1).parse()?,
                 assigned_files: r.get(2),
                 processed_files: r.get(3),
                 total_lines: r.get(4),
@@ -90,7 +90,6 @@ impl PgStatus {
                 current_file: r.get(11),
                 error: r.get(12),
             })
-            .collect())
-    }
+        })
+        .collect()
 }
-

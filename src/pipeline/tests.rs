@@ -1,0 +1,201 @@
+//! In-process tests of the pipeline on a fake sink: out-of-order acks, retries that skip
+//! settled lines, give-up counting, the unsettled-lines bound, dead letters, shutdown, and
+//! the retry that used to hang.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::jobfile::JobOptions;
+use crate::progress::Snapshot;
+use crate::testutil::{lines, multiset, small_tuning, Answer, FakeSink};
+
+struct Setup {
+    engine: Arc<Engine>,
+    progress: Arc<Progress>,
+    path: String,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(data: &[u8], sink: Arc<FakeSink>, job: JobOptions, max_in_flight: usize) -> Setup {
+    setup_with(data, sink, job, max_in_flight, None)
+}
+
+fn setup_with(
+    data: &[u8],
+    sink: Arc<FakeSink>,
+    job: JobOptions,
+    max_in_flight: usize,
+    dead_letters: Option<crate::deadletter::Sender>,
+) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.ndjson");
+    std::fs::write(&path, data).unwrap();
+    let progress = Arc::new(Progress::new(Snapshot::default()));
+    sink.watch(Arc::clone(&progress));
+    let job = JobOptions { connection_ids: vec!["c1".into()], ..job };
+    let parts = Parts {
+        filter: Filter::default(),
+        router: Router::fixed("t", &job.connection_ids),
+        sink,
+        sources: Sources::new(None),
+        progress: Arc::clone(&progress),
+        dead_letters,
+    };
+    let engine = Arc::new(Engine::new(parts, small_tuning(max_in_flight), &job));
+    Setup { engine, progress, path: path.display().to_string(), _dir: dir }
+}
+
+fn job(batch_size: usize, retry_attempts: u32) -> JobOptions {
+    JobOptions { batch_size, retry_attempts, ..Default::default() }
+}
+
+/// Every line of `data`, once each.
+fn each_once(data: &[u8]) -> std::collections::BTreeMap<Vec<u8>, usize> {
+    multiset(&data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect::<Vec<_>>())
+}
+
+async fn process(s: &Setup, shutdown: &CancellationToken) -> FileOutcome {
+    let (outcome, _) =
+        tokio::time::timeout(Duration::from_secs(20), s.engine.process_file(&s.path, 1, shutdown)).await.expect("hung");
+    outcome
+}
+
+#[tokio::test]
+async fn out_of_order_acks_deliver_every_line_once_with_exact_counters() {
+    let data = lines("a", 5_000);
+    // Later calls answer sooner: acks arrive in reverse order within each window.
+    let sink = FakeSink::new(3, |n, _| Answer::Ack(Duration::from_millis(8 - (n % 8) as u64)));
+    let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
+    assert_eq!(process(&s, &CancellationToken::new()).await, FileOutcome::Done);
+    assert_eq!(multiset(&sink.delivered()), each_once(&data));
+    let snap = s.progress.snapshot();
+    assert_eq!((snap.current_line, snap.counts.total, snap.counts.success), (5_000, 5_000, 5_000));
+    assert!(sink.max_in_flight() <= 4, "in flight: {}", sink.max_in_flight());
+}
+
+#[tokio::test]
+async fn a_retry_skips_the_lines_already_settled() {
+    let data = lines("r", 3_000);
+    // The third batch fails once; everything else is acknowledged.
+    let failed = Arc::new(AtomicBool::new(false));
+    let f = Arc::clone(&failed);
+    let sink = FakeSink::new(2, move |n, _| {
+        if n == 2 && !f.swap(true, Ordering::SeqCst) {
+            Answer::Fail(Duration::from_millis(5))
+        } else {
+            Answer::Ack(Duration::from_millis(1))
+        }
+    });
+    // One retry: it must succeed at once (re-recording a settled line would fail it).
+    let s = setup(&data, Arc::clone(&sink), job(100, 1), 4);
+    assert_eq!(process(&s, &CancellationToken::new()).await, FileOutcome::Done);
+    assert!(failed.load(Ordering::SeqCst));
+    assert_eq!(multiset(&sink.delivered()), each_once(&data), "no line twice, none lost");
+    assert_eq!(s.progress.snapshot().counts.success, 3_000);
+}
+
+#[tokio::test]
+async fn a_file_given_up_counts_the_lines_of_its_failed_batches_as_errors() {
+    let data = lines("g", 1_000);
+    let poison = br#"{"messageId":"g-150","origin":{"sourceId":"s"}}"#.to_vec();
+    let sink = FakeSink::new(1, move |_, records| {
+        if records.iter().any(|r| r.value.as_deref() == Some(&poison[..])) {
+            Answer::Fail(Duration::ZERO)
+        } else {
+            Answer::Ack(Duration::ZERO)
+        }
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let s = setup_with(&data, Arc::clone(&sink), job(100, 1), 2, Some(tx));
+    let outcome = process(&s, &CancellationToken::new()).await;
+    assert!(matches!(outcome, FileOutcome::Failed(_)), "{outcome:?}");
+    let c = s.progress.snapshot().counts;
+    // The batch with line 150 failed in both attempts; lines of batches dropped behind it
+    // were released too. Every released line is an error, every other one a success.
+    assert!(c.error >= 100, "{c:?}");
+    assert_eq!(c.total, c.success + c.error + c.skipped);
+    assert_eq!(sink.delivered().len() as u64, c.success, "every success was acknowledged once");
+    drop(s);
+    let mut letters = Vec::new();
+    while let Some(d) = rx.recv().await {
+        letters.push(d);
+    }
+    assert_eq!(letters.len() as u64, c.error, "each undeliverable line is a dead letter");
+    let l150 = letters.iter().find(|d| d.line == 150).expect("line 150 is a dead letter");
+    assert_eq!(l150.data.as_deref(), Some(&br#"{"messageId":"g-150","origin":{"sourceId":"s"}}"#[..]));
+    assert!(l150.reason.starts_with("undeliverable: "), "{}", l150.reason);
+}
+
+#[tokio::test]
+async fn the_parser_never_runs_further_ahead_of_the_watermark_than_the_bound() {
+    let data = lines("w", 20_000);
+    // The first batch of every 50 is slow, so the watermark lags behind.
+    let sink = FakeSink::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
+    let s = setup(&data, Arc::clone(&sink), job(50, 0), 2);
+    assert_eq!(process(&s, &CancellationToken::new()).await, FileOutcome::Done);
+    let bound = (s.engine.max_unsettled_lines() as u64) + cpu::WINDOW_CHECK_LINES;
+    let mut line_of = std::collections::HashMap::new();
+    for (i, l) in data.split(|b| *b == b'\n').enumerate() {
+        line_of.insert(l.to_vec(), i as u64 + 1);
+    }
+    let mut worst = 0;
+    for call in sink.calls() {
+        let wm = call.watermark.unwrap();
+        for v in &call.values {
+            worst = worst.max(line_of[v] - wm);
+        }
+    }
+    assert!(worst <= bound, "a line {worst} ahead of the watermark; bound {bound}");
+    assert!(worst > bound / 2, "the test never got near the bound ({worst} of {bound})");
+}
+
+#[tokio::test]
+async fn shutdown_drains_the_batches_in_flight_and_stops_reading() {
+    let data = lines("d", 50_000);
+    let sink = FakeSink::new(2, |_, _| Answer::Ack(Duration::from_millis(30)));
+    let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.cancel();
+    });
+    assert_eq!(process(&s, &shutdown).await, FileOutcome::Cancelled);
+    assert_eq!(sink.in_flight(), 0, "every request in flight was waited for");
+    let snap = s.progress.snapshot();
+    let delivered = sink.delivered().len() as u64;
+    assert!(delivered < 50_000, "shutdown did not stop the file");
+    assert!(snap.counts.success > 0 && snap.counts.success <= delivered, "{snap:?}");
+    // The resume point is exact: every line up to it was acknowledged, none after it counted.
+    assert_eq!(snap.counts.total, snap.current_line);
+    let after = sink.calls().len();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sink.calls().len(), after, "nothing is sent after shutdown returns");
+}
+
+/// The hang of a retry: the oldest batch fails while the window is full. The failed
+/// attempt leaves the tracker holding lines up to the bound; the retry must send the
+/// released lines again instead of waiting for the window to drain.
+#[tokio::test]
+async fn a_retry_after_the_oldest_batch_failed_with_a_full_window_does_not_hang() {
+    let data = lines("h", 5_000);
+    let failed = Arc::new(AtomicBool::new(false));
+    let f = Arc::clone(&failed);
+    let sink = FakeSink::new(3, move |n, _| {
+        if n == 0 && !f.swap(true, Ordering::SeqCst) {
+            // Long enough for the parser to reach the bound and wait.
+            Answer::Fail(Duration::from_millis(300))
+        } else {
+            Answer::Ack(Duration::ZERO)
+        }
+    });
+    let s = setup(&data, Arc::clone(&sink), job(20, 3), 2);
+    assert_eq!(process(&s, &CancellationToken::new()).await, FileOutcome::Done);
+    assert!(failed.load(Ordering::SeqCst));
+    assert_eq!(multiset(&sink.delivered()), each_once(&data));
+    assert_eq!(s.progress.snapshot().counts.success, 5_000);
+}

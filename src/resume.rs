@@ -1,0 +1,166 @@
+//! The resume rule, pure: where a worker starts, from `start_file`/`start_line` and the row it
+//! finds in `reprocessing_workers`. Also the row's values the rule reads: [`WorkerStatus`] and
+//! [`Snapshot`].
+//!
+//! The rule (ARCHITECTURE.md, "Resume rule"):
+//! - `completed`: nothing to do (the caller ends the run);
+//! - `pending`, or no row: start at `start_file`/`start_line`, or at the first file;
+//! - `running`, `failed` or `cancelled` with a `current_file` among the assigned files, at or
+//!   after the start file: if `processed_files` shows that `current_file` was finished, start
+//!   at the next file; else re-open `current_file` and skip its lines `≤ current_line`.
+//!
+//! Counters continue from the stored values, which are exact for that point (the tracker's
+//! invariant). `processed_bytes` is recomputed from the listed sizes of the files before the
+//! resume point, so a file that was partly read counts again from 0.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::jobfile::FileEntry;
+use crate::tracker::Counts;
+
+/// The `status` column of a worker row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkerStatus {
+    /// Written by the admin before the pod starts.
+    #[default]
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl WorkerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Pending => "pending",
+            WorkerStatus::Running => "running",
+            WorkerStatus::Completed => "completed",
+            WorkerStatus::Failed => "failed",
+            WorkerStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for the statuses a run ends with (`completed_at` is set).
+    pub fn is_final(self) -> bool {
+        matches!(self, WorkerStatus::Completed | WorkerStatus::Failed | WorkerStatus::Cancelled)
+    }
+
+    /// True when a stored row with this status is a point to resume from.
+    pub fn is_resumable(self) -> bool {
+        matches!(self, WorkerStatus::Running | WorkerStatus::Failed | WorkerStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A `status` value that is not one of the five the contract names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown worker status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for WorkerStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim() {
+            "pending" => WorkerStatus::Pending,
+            "running" => WorkerStatus::Running,
+            "completed" => WorkerStatus::Completed,
+            "failed" => WorkerStatus::Failed,
+            "cancelled" => WorkerStatus::Cancelled,
+            other => return Err(UnknownStatus(other.to_owned())),
+        })
+    }
+}
+
+/// What the status row shows, at one instant: the resume point and the counters exact for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub counts: Counts,
+    pub current_file: Option<String>,
+    pub current_line: u64,
+    pub current_ts: Option<String>,
+    pub processed_files: u32,
+    pub processed_bytes: u64,
+}
+
+/// A worker's row as stored, for resuming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub status: WorkerStatus,
+    pub snapshot: Snapshot,
+}
+
+/// Where this worker starts: an index into its assigned files and the first line there, and
+/// the counters to continue from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartPoint {
+    pub file: usize,
+    pub first_line: u64,
+    pub snapshot: Snapshot,
+}
+
+/// `start_file` names no entry of files.json.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("start_file {0:?} is not in files.json")]
+pub struct StartFileMissing(pub String);
+
+/// `start_file` (a path or a base name) and `start_line` (the last line already done).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartAt<'a> {
+    pub file: Option<&'a str>,
+    pub line: u64,
+}
+
+fn base_name(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// Applies `start` and a stored row to this worker's files. `assigned` holds positions in
+/// `files`, in order.
+pub fn start_point(
+    files: &[FileEntry],
+    assigned: &[usize],
+    start: StartAt<'_>,
+    stored: Option<&StoredRow>,
+) -> Result<StartPoint, StartFileMissing> {
+    let mut point = StartPoint { file: 0, first_line: 1, snapshot: Snapshot::default() };
+    if let Some(sf) = start.file {
+        let pos = files
+            .iter()
+            .position(|f| f.path == sf || base_name(&f.path) == sf)
+            .ok_or_else(|| StartFileMissing(sf.to_owned()))?;
+        point.file = assigned.iter().position(|&p| p >= pos).unwrap_or(assigned.len());
+        if assigned.get(point.file) == Some(&pos) {
+            point.first_line = start.line + 1;
+        }
+    }
+    let Some(row) = stored.filter(|r| r.status.is_resumable()) else { return Ok(point) };
+    let Some(cur) = row.snapshot.current_file.as_deref() else { return Ok(point) };
+    let Some(idx) = assigned.iter().position(|&p| files[p].path == cur) else { return Ok(point) };
+    if idx < point.file {
+        return Ok(point);
+    }
+    // processed_files counts the files attempted from the start file on; if it already
+    // covers `cur`, that file was finished and the run goes on with the next one.
+    let finished_cur = row.snapshot.processed_files as usize > idx - point.file;
+    let first_line = if finished_cur {
+        1
+    } else if idx == point.file {
+        (row.snapshot.current_line + 1).max(point.first_line)
+    } else {
+        row.snapshot.current_line + 1
+    };
+    let file = if finished_cur { idx + 1 } else { idx };
+    let mut snapshot = row.snapshot.clone();
+    snapshot.processed_bytes = assigned[point.file..file].iter().map(|&p| files[p].size).sum();
+    Ok(StartPoint { file, first_line, snapshot })
+}
+
+#[cfg(test)]
+mod tests;

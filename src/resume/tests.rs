@@ -1,0 +1,112 @@
+//! The resume rule: start_file/start_line, resuming from a stored row, and its properties.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn files(paths: &[&str]) -> Vec<FileEntry> {
+    paths.iter().map(|p| FileEntry { path: p.to_string(), size: 1 }).collect()
+}
+
+fn all(f: &[FileEntry]) -> Vec<usize> {
+    (0..f.len()).collect()
+}
+
+fn row(status: WorkerStatus, file: &str, line: u64, processed: u32) -> StoredRow {
+    StoredRow {
+        status,
+        snapshot: Snapshot {
+            current_file: Some(file.into()),
+            current_line: line,
+            processed_files: processed,
+            counts: Counts { total: 10, success: 10, ..Default::default() },
+            ..Default::default()
+        },
+    }
+}
+
+fn at(file: &str, line: u64) -> StartAt<'_> {
+    StartAt { file: Some(file), line }
+}
+
+#[test]
+fn start_file_by_path_or_basename() {
+    let f = files(&["s3://b/a.ndjson", "s3://b/b.ndjson", "/x/c.ndjson"]);
+    let s = start_point(&f, &all(&f), at("b.ndjson", 7), None).unwrap();
+    assert_eq!((s.file, s.first_line), (1, 8));
+    let s = start_point(&f, &all(&f), at("/x/c.ndjson", 0), None).unwrap();
+    assert_eq!((s.file, s.first_line), (2, 1));
+    assert_eq!(start_point(&f, &all(&f), at("zzz", 0), None), Err(StartFileMissing("zzz".into())));
+}
+
+#[test]
+fn start_file_assigned_to_another_worker() {
+    let f = files(&["f0", "f1", "f2", "f3", "f4"]);
+    // This worker has positions 1 and 3 (worker 1 of 2).
+    let s = start_point(&f, &[1, 3], at("f2", 9), None).unwrap();
+    assert_eq!((s.file, s.first_line), (1, 1));
+}
+
+#[test]
+fn resumes_inside_the_current_file() {
+    let f = files(&["a", "b", "c"]);
+    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Running, "b", 41, 1))).unwrap();
+    assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (1, 42, 10));
+    assert_eq!(s.snapshot.processed_bytes, 1, "the size of a only");
+    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Cancelled, "b", 41, 2))).unwrap();
+    assert_eq!((s.file, s.first_line), (2, 1), "b was finished");
+    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Pending, "b", 41, 1))).unwrap();
+    assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (0, 1, 0));
+}
+
+#[test]
+fn a_row_before_the_start_file_is_ignored() {
+    let f = files(&["a", "b", "c"]);
+    let s = start_point(&f, &all(&f), at("c", 5), Some(&row(WorkerStatus::Failed, "a", 3, 0))).unwrap();
+    assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (2, 6, 0));
+    // A row inside the start file resumes after the later of the two points.
+    let s = start_point(&f, &all(&f), at("b", 5), Some(&row(WorkerStatus::Failed, "b", 3, 0))).unwrap();
+    assert_eq!((s.file, s.first_line), (1, 6));
+}
+
+#[test]
+fn statuses_parse_and_print() {
+    for s in ["pending", "running", "completed", "failed", "cancelled"] {
+        assert_eq!(s.parse::<WorkerStatus>().unwrap().as_str(), s);
+    }
+    assert_eq!("done".parse::<WorkerStatus>(), Err(UnknownStatus("done".into())));
+    assert!(WorkerStatus::Cancelled.is_final() && !WorkerStatus::Running.is_final());
+    assert!(!WorkerStatus::Pending.is_resumable() && !WorkerStatus::Completed.is_resumable());
+}
+
+proptest! {
+    /// A row written by a run that started at `start` and got to (`cur`, `line`) resumes
+    /// exactly there: the same file after the settled lines, or the next file when the row
+    /// says the file was finished; never before the start point; bytes are those of the
+    /// finished files.
+    #[test]
+    fn resume_point_follows_the_row(
+        n in 1usize..12,
+        start_ix in 0usize..12,
+        ahead in 0usize..12,
+        line in 0u64..10_000,
+        finished in any::<bool>(),
+        sizes in proptest::collection::vec(0u64..1_000, 12),
+    ) {
+        let f: Vec<FileEntry> = (0..n).map(|i| FileEntry { path: format!("f{i}"), size: sizes[i] }).collect();
+        let start_ix = start_ix % n;
+        let cur = (start_ix + ahead).min(n - 1);
+        let name = format!("f{start_ix}");
+        let processed = (cur - start_ix) as u32 + u32::from(finished);
+        let stored = row(WorkerStatus::Running, &format!("f{cur}"), line, processed);
+        let s = start_point(&f, &all(&f), StartAt { file: Some(&name), line: 0 }, Some(&stored)).unwrap();
+        prop_assert!(s.file >= start_ix);
+        if finished {
+            prop_assert_eq!((s.file, s.first_line), (cur + 1, 1));
+        } else {
+            prop_assert_eq!((s.file, s.first_line), (cur, line + 1));
+        }
+        prop_assert_eq!(s.snapshot.processed_bytes, sizes[start_ix..s.file].iter().sum::<u64>());
+        prop_assert_eq!(s.snapshot.counts, stored.snapshot.counts);
+    }
+}

@@ -1,0 +1,211 @@
+//! Fakes for the in-process tests: a [`Sink`] that can acknowledge out of order, fail chosen
+//! batches, be slow, and records what it got; a [`StatusStore`] that keeps the row in memory
+//! and every write made to it; and small builders for a job on a temporary disk.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rskafka::record::Record;
+
+use crate::config::{Config, RoutingSource, Tuning};
+use crate::jobfile::{FileEntry, JobOptions};
+use crate::progress::Progress;
+use crate::sink::{Sink, SinkError};
+use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};
+
+/// What the fake does with one produce call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Acknowledge after the delay.
+    Ack(Duration),
+    /// Fail after the delay.
+    Fail(Duration),
+}
+
+/// One produce call as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub values: Vec<Vec<u8>>,
+    pub acked: bool,
+    /// The watermark of the current file when the call arrived (with [`FakeSink::watch`]).
+    pub watermark: Option<u64>,
+}
+
+type Rule = dyn Fn(usize, &[Record]) -> Answer + Send + Sync;
+
+/// A scripted sink. `rule(n, records)` decides call `n` (0-based).
+pub struct FakeSink {
+    partitions: i32,
+    rule: Box<Rule>,
+    calls: Mutex<Vec<Call>>,
+    next: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    progress: OnceLock<Arc<Progress>>,
+}
+
+/// A simple failure, standing in for a broker's.
+#[derive(Debug, thiserror::Error)]
+#[error("injected failure of call {0}")]
+pub struct Injected(pub usize);
+
+impl FakeSink {
+    pub fn new(partitions: i32, rule: impl Fn(usize, &[Record]) -> Answer + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            partitions,
+            rule: Box::new(rule),
+            calls: Mutex::default(),
+            next: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            progress: OnceLock::new(),
+        })
+    }
+
+    /// Acknowledges everything at once.
+    pub fn acking() -> Arc<Self> {
+        Self::new(3, |_, _| Answer::Ack(Duration::ZERO))
+    }
+
+    /// Records the watermark seen by each call.
+    pub fn watch(&self, progress: Arc<Progress>) {
+        let _ = self.progress.set(progress);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Values of the acknowledged records, each as often as it was acknowledged.
+    pub fn delivered(&self) -> Vec<Vec<u8>> {
+        self.calls().into_iter().filter(|c| c.acked).flat_map(|c| c.values).collect()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+impl Sink for FakeSink {
+    fn partitions<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<i32, SinkError>> {
+        Box::pin(async move { Ok(self.partitions) })
+    }
+
+    fn produce<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        records: Vec<Record>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let n = self.next.fetch_add(1, Ordering::SeqCst);
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let watermark = self.progress.get().map(|p| p.snapshot().current_line);
+            let answer = (self.rule)(n, &records);
+            let (delay, ok) = match answer {
+                Answer::Ack(d) => (d, true),
+                Answer::Fail(d) => (d, false),
+            };
+            tokio::time::sleep(delay).await;
+            let values = records.into_iter().map(|r| r.value.unwrap_or_default()).collect();
+            let call = Call { values, acked: ok, watermark };
+            self.calls.lock().unwrap().push(call);
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if ok {
+                Ok(())
+            } else {
+                Err(SinkError::Produce { topic: topic.to_owned(), partition, source: Box::new(Injected(n)) })
+            }
+        })
+    }
+}
+
+/// The row in memory: reads see the last write, and every write is kept.
+#[derive(Debug, Default)]
+pub struct MemoryStatus {
+    pub stored: Mutex<Option<StoredRow>>,
+    pub writes: Mutex<Vec<StatusRow>>,
+}
+
+impl MemoryStatus {
+    pub fn with_row(row: StoredRow) -> Self {
+        Self { stored: Mutex::new(Some(row)), writes: Mutex::default() }
+    }
+
+    pub fn last(&self) -> StatusRow {
+        self.writes.lock().unwrap().last().cloned().expect("a row was written")
+    }
+}
+
+impl StatusStore for MemoryStatus {
+    fn prepare<'a>(&'a self, _: &'a str, _: u32, _: u32) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
+        Box::pin(async move { Ok(self.stored.lock().unwrap().clone()) })
+    }
+    fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(async move {
+            *self.stored.lock().unwrap() = Some(StoredRow { status: row.status, snapshot: row.snapshot.clone() });
+            self.writes.lock().unwrap().push(row.clone());
+            Ok(())
+        })
+    }
+}
+
+/// `n` valid lines `{"messageId":"<tag>-<i>","origin":{"sourceId":"s"}}`, newline-terminated.
+pub fn lines(tag: &str, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 1..=n {
+        out.extend_from_slice(format!(r#"{{"messageId":"{tag}-{i}","origin":{{"sourceId":"s"}}}}"#).as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Counts each value: how often it was delivered.
+pub fn multiset(values: &[Vec<u8>]) -> BTreeMap<Vec<u8>, usize> {
+    let mut m = BTreeMap::new();
+    for v in values {
+        *m.entry(v.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// Small bounds, so that the tests reach them with few lines.
+pub fn small_tuning(max_in_flight: usize) -> Tuning {
+    Tuning { read_chunk_bytes: 64 * 1024, max_in_flight, shutdown_timeout: Duration::from_secs(5), ..Tuning::default() }
+}
+
+/// A job over `files` (written to `dir`) with `connection_ids`, one worker.
+pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, tuning: Tuning) -> Config {
+    let files = files
+        .iter()
+        .map(|(name, data)| {
+            let p = dir.join(name);
+            std::fs::write(&p, data).unwrap();
+            FileEntry { path: p.display().to_string(), size: data.len() as u64 }
+        })
+        .collect();
+    Config {
+        job_id: "job".into(),
+        worker_index: 0,
+        total_workers: 1,
+        database_url: crate::secret::Secret::new("postgres://unused"),
+        kafka: None,
+        topic: "t".into(),
+        routing: RoutingSource::Fixed(vec!["c1".into()]),
+        files,
+        job: JobOptions { connection_ids: vec!["c1".into()], ..job },
+        tuning,
+        dead_letter: None,
+    }
+}
