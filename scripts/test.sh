@@ -1,14 +1,44 @@
 #!/usr/bin/env bash
-# Runs every test: unit and property tests, the end-to-end tests on the real services, and
-# the extra suites that exist. Installs and starts what is missing. Fails if any test fails.
+# Runs every test: lints, unit, property and in-process tests, the end-to-end tests on the
+# real services, and the extra suites. Installs and starts what is missing. Fails if any test
+# or lint fails, and prints how long each suite took.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n=== %s\n' "$*"; }
+# Here a missing service is a failure, never a skip (see tests/common/mod.rs).
+export RW_REQUIRE_SERVICES=1
+
+timings=()
+suite_start=0
+suite_name=""
+step() {
+  end_step
+  suite_name="$*"
+  suite_start=$SECONDS
+  printf '\n=== %s\n' "$suite_name"
+}
+end_step() {
+  if [[ -n "$suite_name" ]]; then
+    timings+=("$(printf '%6ds  %s' $((SECONDS - suite_start)) "$suite_name")")
+  fi
+  suite_name=""
+}
+report() {
+  end_step
+  printf '\n=== time per suite\n'
+  printf '%s\n' "${timings[@]}"
+}
+trap report EXIT
 
 step "toolchain"
 command -v cargo >/dev/null || { echo "cargo is required" >&2; exit 1; }
 cargo --version
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "lints: cargo fmt --check, clippy -D warnings, cargo doc -D warnings"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings 2>&1 | tail -n 3
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps 2>&1 | tail -n 1
 
 step "services (PostgreSQL 15, tansu, moto)"
 scripts/services.sh start
@@ -17,8 +47,11 @@ eval "$(scripts/services.sh env)"
 step "build"
 cargo build --all-targets --locked 2>&1 | tail -n 3
 
-step "unit, property and end-to-end tests"
+step "unit, property, in-process and end-to-end tests"
 cargo test --locked --lib --bins --tests -- --test-threads 4
+
+step "the Kafka mock cluster fixture (self-test)"
+python3 scripts/mock_kafka_selftest.py
 
 step "benches compile"
 cargo bench --locked --no-run 2>&1 | tail -n 2
@@ -30,4 +63,5 @@ for extra in scripts/faults.sh scripts/fuzz.sh scripts/static-test.sh; do
   fi
 done
 
-step "all tests passed"
+end_step
+printf '\n=== all tests passed\n'

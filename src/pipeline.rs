@@ -1,5 +1,5 @@
-//! One file, end to end: the reader task, the CPU stage ([`cpu`]) and the producer
-//! ([`producer`]), wired by [`Engine::process_file`]. The data flow and the bound of every
+//! One file, end to end: the reader task, the CPU stage (`cpu`) and the producer
+//! (`producer`), wired by [`Engine::process_file`]. The data flow and the bound of every
 //! queue are drawn once, in ARCHITECTURE.md.
 //!
 //! Every queue is bounded, so slow acknowledgements fill the batch queue, which blocks the

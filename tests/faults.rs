@@ -98,6 +98,9 @@ fn finish(job: &Job, expected_total: u64) {
 #[test]
 #[ignore]
 fn kill_9_at_random_points_then_resume() {
+    if common::skip_without_services("kill_9_at_random_points_then_resume") {
+        return;
+    }
     let job = Job::new(3);
     let expected = dataset(&job, 20_000);
     let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
@@ -121,6 +124,9 @@ fn kill_9_at_random_points_then_resume() {
 #[test]
 #[ignore]
 fn sigterm_records_cancelled_and_resumes() {
+    if common::skip_without_services("sigterm_records_cancelled_and_resumes") {
+        return;
+    }
     let job = Job::new(3);
     let expected = dataset(&job, 20_000);
     let mut child = tuned(&job, 0).spawn().unwrap();
@@ -196,6 +202,9 @@ impl Drop for DurableBroker {
 #[test]
 #[ignore]
 fn broker_killed_and_restarted_mid_run() {
+    if common::skip_without_services("broker_killed_and_restarted_mid_run") {
+        return;
+    }
     let mut broker = DurableBroker::start(19094);
     let job = Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), broker.bootstrap())], ..Job::new(1) };
     let topic = unique("topic");
@@ -219,6 +228,9 @@ fn broker_killed_and_restarted_mid_run() {
 #[test]
 #[ignore]
 fn postgres_restart_mid_run() {
+    if common::skip_without_services("postgres_restart_mid_run") {
+        return;
+    }
     let job = Job::new(3);
     let expected = dataset(&job, 20_000);
     let mut child = tuned(&job, 0).spawn().unwrap();
@@ -240,6 +252,9 @@ fn postgres_restart_mid_run() {
 #[test]
 #[ignore]
 fn s3_faults_resume_from_the_exact_byte() {
+    if common::skip_without_services("s3_faults_resume_from_the_exact_byte") {
+        return;
+    }
     let proxy = FaultProxy::start(&env("AWS_ENDPOINT_URL"));
     let job = Job::new(2);
     let bucket = unique("bkt").to_lowercase();

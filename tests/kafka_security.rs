@@ -113,6 +113,9 @@ fn tls_terminator(port: u16, dir: &std::path::Path, upstream: &str) -> Child {
 
 #[test]
 fn kafka_over_tls_verifies_the_broker() {
+    if common::skip_without_services("kafka_over_tls_verifies_the_broker") {
+        return;
+    }
     let (tls_port, plain_port) = (19443u16, 19444u16);
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());
@@ -192,6 +195,9 @@ fn kafka_over_tls_verifies_the_broker() {
 
 #[test]
 fn sasl_is_negotiated_on_the_wire_and_the_password_never_shows() {
+    if common::skip_without_services("sasl_is_negotiated_on_the_wire_and_the_password_never_shows") {
+        return;
+    }
     let port = 19445u16;
     let broker = Command::new(env("RW_TANSU_BIN"))
         .args([
@@ -234,6 +240,9 @@ fn sasl_is_negotiated_on_the_wire_and_the_password_never_shows() {
 /// the bundle it ships): TLS terminated in front of moto with a test CA.
 #[test]
 fn s3_over_https_trusts_ssl_cert_file() {
+    if common::skip_without_services("s3_over_https_trusts_ssl_cert_file") {
+        return;
+    }
     let port = 19446u16;
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());

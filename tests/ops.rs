@@ -17,6 +17,9 @@ fn bin() -> Command {
 
 #[test]
 fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
+    if common::skip_without_services("plan_lists_pages_balances_validates_and_runs_every_file_once") {
+        return;
+    }
     let bucket = unique("plan").to_lowercase();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut expected = Vec::new();
@@ -113,6 +116,9 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
 
 #[test]
 fn status_shows_a_live_job_then_its_totals() {
+    if common::skip_without_services("status_shows_a_live_job_then_its_totals") {
+        return;
+    }
     let job = Job::new(3);
     let data = reprocessing_worker::generate::ndjson(3, &Default::default(), 60_000);
     let p = job.write("f.ndjson", &data);
@@ -156,6 +162,9 @@ fn status_shows_a_live_job_then_its_totals() {
 
 #[test]
 fn progress_line_in_a_terminal_and_never_in_a_pipe() {
+    if common::skip_without_services("progress_line_in_a_terminal_and_never_in_a_pipe") {
+        return;
+    }
     let job = Job::new(1);
     let data = reprocessing_worker::generate::ndjson(4, &Default::default(), 30_000);
     let p = job.write("f.ndjson", &data);

@@ -45,8 +45,8 @@ async fn a_resumed_run_sends_only_what_follows_the_stored_point() {
     let got = multiset(&sink.delivered());
     assert_eq!(got.len(), 160, "b's lines 41..100 and all of c");
     assert!(got.keys().all(|v| !v.starts_with(br#"{"messageId":"a-"#)), "a was done");
-    assert!(!got.contains_key(&br#"{"messageId":"b-40","origin":{"sourceId":"s"}}"#.to_vec()));
-    assert!(got.contains_key(&br#"{"messageId":"b-41","origin":{"sourceId":"s"}}"#.to_vec()));
+    assert!(!got.contains_key(br#"{"messageId":"b-40","origin":{"sourceId":"s"}}"#.as_slice()));
+    assert!(got.contains_key(br#"{"messageId":"b-41","origin":{"sourceId":"s"}}"#.as_slice()));
     let last = store.last();
     assert_eq!(last.snapshot.counts.total, 300, "counters continue from the row");
     assert_eq!(last.snapshot.processed_files, 3);

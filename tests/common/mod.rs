@@ -11,6 +11,31 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
+/// True when this test must be skipped because the services are not configured: a plain
+/// `cargo test` on a fresh checkout. It says so on the terminal, with the way to run them.
+/// Under CI (`CI=true`) or `scripts/test.sh` (`RW_REQUIRE_SERVICES=1`), missing services are
+/// a failure instead.
+pub fn skip_without_services(test: &str) -> bool {
+    let missing: Vec<&str> = ["DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "RW_TANSU_BIN"]
+        .into_iter()
+        .filter(|v| std::env::var(v).is_err())
+        .collect();
+    if missing.is_empty() {
+        return false;
+    }
+    let required = |v: &str| std::env::var(v).is_ok_and(|x| x == "true" || x == "1");
+    if required("CI") || required("RW_REQUIRE_SERVICES") {
+        panic!("{test}: the services are required here, but {} is not set", missing.join(", "));
+    }
+    // Straight to the terminal: the test harness captures println! of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: needs PostgreSQL, Kafka and S3 ({} not set); run scripts/test.sh",
+        missing.join(", ")
+    );
+    true
+}
+
 pub fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run the integration tests through scripts/test.sh"))
