@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use reprocessing_worker::config::{Cli, Command, LogFormat, WorkerArgs};
-use reprocessing_worker::{run, shutdown_signal, worker::report_config_failure, Config};
+use reprocessing_worker::{run, shutdown_signal, worker::report_config_failure, Chain, Config};
 use tracing_subscriber::EnvFilter;
 
 // musl's allocator is slow for the many small record allocations; mimalloc everywhere.
@@ -30,15 +30,16 @@ async fn run_worker(args: WorkerArgs) -> ExitCode {
     let config = match Config::load(&args) {
         Ok(c) => c,
         Err(e) => {
+            let e = Chain(&e).to_string();
             tracing::error!("configuration error: {e}");
-            report_config_failure(&args, &e.to_string()).await;
+            report_config_failure(&args, &e).await;
             return ExitCode::from(2);
         }
     };
     match run(&config, shutdown_signal()).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("fatal: {e}");
+            tracing::error!("fatal: {}", Chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
     let admin = |r: Result<(), reprocessing_worker::admin::AdminError>| match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", Chain(&e));
             ExitCode::FAILURE
         }
     };

@@ -24,9 +24,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// What went wrong between the worker and Kafka, named for what happened.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("Kafka {bootstrap}: no broker answered within {after:?}")]
+    #[error("cannot connect to Kafka at {bootstrap}: no broker answered within {after:?}")]
     ConnectTimeout { bootstrap: String, after: std::time::Duration },
-    #[error("Kafka {bootstrap}: cannot connect")]
+    #[error("cannot connect to Kafka at {bootstrap}")]
     Connect {
         bootstrap: String,
         #[source]
