@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use reprocessing_worker::batcher::Batcher;
+use reprocessing_worker::batcher::{BatchLimits, Batcher};
 use reprocessing_worker::config::Tuning;
 use reprocessing_worker::extract::extract;
 use reprocessing_worker::filter::Filter;
@@ -97,7 +97,8 @@ fn batches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(d.len() as u64));
     g.bench_function("build_1MiB_record_batches", |b| {
         b.iter(|| {
-            let mut batcher = Batcher::new(&filter, &router, 1000, 1 << 20);
+            let limits = BatchLimits { records: 1000, value_bytes: 1 << 20, message_bytes: 1_000_000 };
+            let mut batcher = Batcher::new(&filter, &router, limits);
             let mut n = 0;
             for (i, l) in lines.iter().enumerate() {
                 batcher.line(i as u64 + 1, Line::Text(l), true, |b| n += b.records.len());
@@ -130,6 +131,8 @@ fn whole_pipeline(c: &mut Criterion) {
                         filter: Filter::default(),
                         router: Router::fixed("t", &["c".into()]),
                         sink: Arc::new(DryRun),
+                        partitions: vec![1],
+                        delivery_timeout: std::time::Duration::from_secs(300),
                         sources: Sources::new(None),
                         progress: Arc::new(Progress::default()),
                         dead_letters: None,

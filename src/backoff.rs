@@ -31,6 +31,10 @@ impl Backoff {
     /// The final status row, which matters most: about 30 s of retries.
     pub const FINAL_ROW: Backoff =
         Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(5), factor: 2, retries: 10 };
+    /// One batch's transient produce failures: 0.1 s doubling up to 5 s, until the delivery
+    /// deadline (`KAFKA_DELIVERY_TIMEOUT_SECS`) rather than a count.
+    pub const DELIVERY: Backoff =
+        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5), factor: 2, retries: u32::MAX };
     /// rskafka's internal retries (connection errors, leader changes), bounded by its deadline.
     pub const KAFKA: Backoff =
         Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2), factor: 2, retries: u32::MAX };

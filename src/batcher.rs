@@ -23,12 +23,39 @@ use crate::tracker::LineState;
 /// The Kafka header that carries the destinations.
 pub const HEADER: &str = "connection_ids";
 
+/// Bytes of a v2 record batch besides its records (base offset, length, epoch, magic, CRC,
+/// attributes, offsets, timestamps, producer id and epoch, sequence, count).
+pub const BATCH_OVERHEAD: usize = 61;
+
+/// An upper bound of one record's encoded size in a v2 record batch, before compression:
+/// every varint at its widest (length 5, timestamp delta 10, offset delta 5, key and value
+/// lengths 5 each, header count 5, each header's key and value lengths 5 each), plus the
+/// attributes byte, the key, the value and the headers.
+pub fn record_bound(key: usize, value: usize, headers: &[(&str, &[u8])]) -> usize {
+    36 + key + value + headers.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>()
+}
+
+/// When a batch is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Records per batch (`batch_size`).
+    pub records: usize,
+    /// Bytes of record values per batch (`KAFKA_BATCH_BYTES`).
+    pub value_bytes: usize,
+    /// Encoded bytes per batch before compression (`KAFKA_MAX_MESSAGE_BYTES`, the broker's
+    /// `max.message.bytes`): a batch is closed before it would pass this, and a record that
+    /// alone would pass it is an error.
+    pub message_bytes: usize,
+}
+
 /// Why a line counted as an error (for logs and dead letters).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineError {
     TooLong(u64),
     Json(ExtractError),
     Route(RouteError),
+    /// Its record alone would pass `KAFKA_MAX_MESSAGE_BYTES`: (encoded bound, limit).
+    TooLargeForKafka(usize, usize),
 }
 
 impl std::fmt::Display for LineError {
@@ -37,6 +64,9 @@ impl std::fmt::Display for LineError {
             LineError::TooLong(n) => write!(f, "line of {n} bytes is longer than the limit"),
             LineError::Json(e) => e.fmt(f),
             LineError::Route(e) => e.fmt(f),
+            LineError::TooLargeForKafka(n, max) => {
+                write!(f, "too large for Kafka: a record of {n} bytes, KAFKA_MAX_MESSAGE_BYTES is {max}")
+            }
         }
     }
 }
@@ -64,6 +94,8 @@ struct Open {
     records: Vec<Record>,
     lines: Vec<u64>,
     bytes: usize,
+    /// Encoded size bound of the batch so far.
+    encoded: usize,
     timestamp: DateTime<Utc>,
 }
 
@@ -71,17 +103,17 @@ struct Open {
 pub struct Batcher<'a> {
     filter: &'a Filter,
     router: &'a Router,
-    batch_size: usize,
-    batch_max_bytes: usize,
+    limits: BatchLimits,
     open: Vec<Option<Open>>,
     /// `messageCreated` of the latest line that had one.
     pub last_created: String,
 }
 
 impl<'a> Batcher<'a> {
-    pub fn new(filter: &'a Filter, router: &'a Router, batch_size: usize, batch_max_bytes: usize) -> Self {
+    pub fn new(filter: &'a Filter, router: &'a Router, limits: BatchLimits) -> Self {
         let open = (0..router.topics().len()).map(|_| None).collect();
-        Self { filter, router, batch_size: batch_size.max(1), batch_max_bytes, open, last_created: String::new() }
+        let limits = BatchLimits { records: limits.records.max(1), ..limits };
+        Self { filter, router, limits, open, last_created: String::new() }
     }
 
     /// Decides line `no`. When `allow_send` is false (the limit is reached) a line that would
@@ -116,11 +148,22 @@ impl<'a> Batcher<'a> {
             Some(id) if !id.is_empty() => id.as_bytes().to_vec(),
             _ => uuid::Uuid::new_v4().hyphenated().to_string().into_bytes(),
         };
+        let size = record_bound(key.len(), text.len(), &[(HEADER, &target.header)]);
+        if BATCH_OVERHEAD + size > self.limits.message_bytes {
+            return Some(Decision::Error(LineError::TooLargeForKafka(size, self.limits.message_bytes)));
+        }
         let topic = target.topic;
+        if self.open[topic].as_ref().is_some_and(|o| o.encoded + size > self.limits.message_bytes) {
+            if let Some(b) = self.take(topic) {
+                emit(b);
+            }
+        }
+        let capacity = self.limits.records.min(4096);
         let open = self.open[topic].get_or_insert_with(|| Open {
-            records: Vec::with_capacity(self.batch_size.min(4096)),
-            lines: Vec::with_capacity(self.batch_size.min(4096)),
+            records: Vec::with_capacity(capacity),
+            lines: Vec::with_capacity(capacity),
             bytes: 0,
+            encoded: BATCH_OVERHEAD,
             timestamp: Utc::now(),
         });
         open.records.push(Record {
@@ -131,7 +174,8 @@ impl<'a> Batcher<'a> {
         });
         open.lines.push(no);
         open.bytes += text.len();
-        if open.records.len() >= self.batch_size || open.bytes >= self.batch_max_bytes {
+        open.encoded += size;
+        if open.records.len() >= self.limits.records || open.bytes >= self.limits.value_bytes {
             if let Some(b) = self.take(topic) {
                 emit(b);
             }
@@ -140,7 +184,13 @@ impl<'a> Batcher<'a> {
     }
 
     fn take(&mut self, topic: usize) -> Option<Batch> {
-        self.open[topic].take().map(|o| Batch { topic, records: o.records, lines: o.lines, value_bytes: o.bytes })
+        self.open[topic].take().map(|o| Batch {
+            topic,
+            records: o.records,
+            lines: o.lines,
+            value_bytes: o.bytes,
+            encoded_bytes: o.encoded,
+        })
     }
 
     /// Hands over every open batch.
@@ -157,9 +207,13 @@ impl<'a> Batcher<'a> {
 mod tests {
     use super::*;
 
+    fn limits(records: usize) -> BatchLimits {
+        BatchLimits { records, value_bytes: 1 << 20, message_bytes: 1_000_000 }
+    }
+
     fn run(lines: &[&str], router: &Router, batch_size: usize) -> (Vec<Option<Decision>>, Vec<Batch>) {
         let filter = Filter::new(&["s1".into(), "s2".into()], None, None);
-        let mut b = Batcher::new(&filter, router, batch_size, 1 << 20);
+        let mut b = Batcher::new(&filter, router, limits(batch_size));
         let mut batches = Vec::new();
         let mut out = Vec::new();
         for (i, l) in lines.iter().enumerate() {
@@ -212,8 +266,96 @@ mod tests {
     fn limit_stops_queueing_but_not_deciding() {
         let router = Router::fixed("t", &["c".into()]);
         let filter = Filter::default();
-        let mut b = Batcher::new(&filter, &router, 10, 1 << 20);
+        let mut b = Batcher::new(&filter, &router, limits(10));
         assert_eq!(b.line(1, Line::Text(b"{}"), false, |_| {}), None);
         assert_eq!(b.line(2, Line::Text(b"x"), false, |_| {}).map(|d| d.state()), Some(LineState::Error));
+    }
+
+    /// Zigzag varint length, as the v2 record format writes lengths and deltas.
+    fn varint_len(v: i64) -> usize {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        let mut n = 1;
+        while z >= 0x80 {
+            z >>= 7;
+            n += 1;
+        }
+        n
+    }
+
+    /// The exact encoded size of records in a v2 batch (uncompressed), written from the
+    /// format's description, independently of rskafka.
+    fn encoded_size(records: &[Record]) -> usize {
+        let first = records[0].timestamp.timestamp_millis();
+        let mut total = BATCH_OVERHEAD;
+        for (i, r) in records.iter().enumerate() {
+            let opt = |b: &Option<Vec<u8>>| b.as_ref().map_or(1, |b| varint_len(b.len() as i64) + b.len());
+            let headers: usize = r
+                .headers
+                .iter()
+                .map(|(k, v)| varint_len(k.len() as i64) + k.len() + varint_len(v.len() as i64) + v.len())
+                .sum();
+            let body = 1
+                + varint_len(r.timestamp.timestamp_millis() - first)
+                + varint_len(i as i64)
+                + opt(&r.key)
+                + opt(&r.value)
+                + varint_len(r.headers.len() as i64)
+                + headers;
+            total += varint_len(body as i64) + body;
+        }
+        total
+    }
+
+    proptest::proptest! {
+        /// Whatever the lines, every batch's bound is at least its exact encoded size and
+        /// within the limit, and the bound overshoots by at most 40 bytes per record.
+        #[test]
+        fn batches_stay_within_the_message_limit(sizes in proptest::collection::vec(0usize..3_000, 1..200)) {
+            let router = Router::fixed("t", &["c1".into(), "c2".into()]);
+            let filter = Filter::default();
+            let limits = BatchLimits { records: 1_000, value_bytes: 1 << 20, message_bytes: 20_000 };
+            let mut b = Batcher::new(&filter, &router, limits);
+            let mut batches = Vec::new();
+            for (i, n) in sizes.iter().enumerate() {
+                let line = format!(r#"{{"messageId":"m{i}","pad":"{}"}}"#, "x".repeat(*n));
+                b.line(i as u64 + 1, Line::Text(line.as_bytes()), true, |x| batches.push(x));
+            }
+            b.flush_all(|x| batches.push(x));
+            for batch in &batches {
+                let exact = encoded_size(&batch.records);
+                proptest::prop_assert!(batch.encoded_bytes >= exact, "bound {} < exact {}", batch.encoded_bytes, exact);
+                proptest::prop_assert!(batch.encoded_bytes <= 20_000);
+                proptest::prop_assert!(batch.encoded_bytes - exact <= 40 * batch.records.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_too_large_for_kafka_is_an_error_and_the_rest_go_on() {
+        let router = Router::fixed("t", &["c".into()]);
+        let filter = Filter::default();
+        let mut b =
+            Batcher::new(&filter, &router, BatchLimits { records: 100, value_bytes: 1 << 20, message_bytes: 2_000 });
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2_000));
+        let mut batches = Vec::new();
+        let d = b.line(1, Line::Text(big.as_bytes()), true, |x| batches.push(x));
+        let Some(Decision::Error(e @ LineError::TooLargeForKafka(..))) = d else { panic!("{d:?}") };
+        assert!(e.to_string().starts_with("too large for Kafka"), "{e}");
+        // Lines that fit are batched, and a batch is closed before it would pass the limit.
+        for i in 2..=40 {
+            assert_eq!(
+                b.line(
+                    i,
+                    Line::Text(br#"{"messageId":"ok","v":"0123456789012345678901234567890123456789"}"#),
+                    true,
+                    |x| batches.push(x)
+                ),
+                Some(Decision::Queued)
+            );
+        }
+        b.flush_all(|x| batches.push(x));
+        assert!(batches.len() > 1);
+        assert!(batches.iter().all(|x| x.encoded_bytes <= 2_000 && encoded_size(&x.records) <= 2_000));
+        assert_eq!(batches.iter().map(|x| x.records.len()).sum::<usize>(), 39);
     }
 }

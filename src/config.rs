@@ -23,8 +23,10 @@ pub mod defaults {
     /// Ranged reads buffered ahead of the parser (not a setting).
     pub const READ_AHEAD_CHUNKS: usize = 2;
     pub const KAFKA_BATCH_BYTES: usize = 1024 * 1024;
+    /// librdkafka's `message.max.bytes`, under Kafka's default `max.message.bytes` (1,048,588).
+    pub const KAFKA_MAX_MESSAGE_BYTES: usize = 1_000_000;
     pub const KAFKA_MAX_IN_FLIGHT: usize = 8;
-    pub const KAFKA_DELIVERY_TIMEOUT_SECS: u64 = 30;
+    pub const KAFKA_DELIVERY_TIMEOUT_SECS: u64 = 300;
     pub const KAFKA_CONNECT_TIMEOUT_SECS: u64 = 30;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 }
@@ -138,10 +140,15 @@ pub struct WorkerArgs {
     /// Upper bound of one Kafka record batch, in bytes of record values.
     #[arg(long, env = "KAFKA_BATCH_BYTES", default_value_t = defaults::KAFKA_BATCH_BYTES)]
     pub kafka_batch_bytes: usize,
+    /// Largest record batch sent, in encoded bytes before compression (keep it at or below
+    /// the topic's `max.message.bytes`); a line whose record alone is larger is an error.
+    #[arg(long, env = "KAFKA_MAX_MESSAGE_BYTES", default_value_t = defaults::KAFKA_MAX_MESSAGE_BYTES)]
+    pub kafka_max_message_bytes: usize,
     /// Produce requests in flight at once, over all partitions.
     #[arg(long, env = "KAFKA_MAX_IN_FLIGHT", default_value_t = defaults::KAFKA_MAX_IN_FLIGHT)]
     pub kafka_max_in_flight: usize,
-    /// How long one batch may keep retrying before it counts as failed, in seconds.
+    /// How long one batch may keep failing transiently (leader moves, replicas behind,
+    /// disconnects) before the cluster counts as unavailable and the run stops, in seconds.
     #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT_SECS", default_value_t = defaults::KAFKA_DELIVERY_TIMEOUT_SECS)]
     pub kafka_delivery_timeout_secs: u64,
     /// How long to wait for the broker at start-up, in seconds.
@@ -203,6 +210,8 @@ pub struct Tuning {
     pub read_ahead_chunks: usize,
     /// One record batch, in bytes of values.
     pub batch_max_bytes: usize,
+    /// One record batch, in encoded bytes before compression.
+    pub max_message_bytes: usize,
     /// Produce requests in flight, in requests.
     pub max_in_flight: usize,
     pub shutdown_timeout: Duration,
@@ -215,6 +224,7 @@ impl Default for Tuning {
             read_chunk_bytes: defaults::READ_CHUNK_BYTES,
             read_ahead_chunks: defaults::READ_AHEAD_CHUNKS,
             batch_max_bytes: defaults::KAFKA_BATCH_BYTES,
+            max_message_bytes: defaults::KAFKA_MAX_MESSAGE_BYTES,
             max_in_flight: defaults::KAFKA_MAX_IN_FLIGHT,
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
         }
@@ -361,8 +371,11 @@ impl Config {
             RoutingSource::Repository { url, token }
         };
 
-        if args.max_line_bytes < defaults::MAX_LINE_BYTES {
-            return Err(invalid("MAX_LINE_BYTES", "must be at least 16 MiB (16777216)"));
+        if args.max_line_bytes == 0 {
+            return Err(invalid("MAX_LINE_BYTES", "must be at least 1"));
+        }
+        if args.kafka_max_message_bytes < 1024 {
+            return Err(invalid("KAFKA_MAX_MESSAGE_BYTES", "must be at least 1024"));
         }
         if args.read_chunk_bytes < 64 * 1024 {
             return Err(invalid("READ_CHUNK_BYTES", "must be at least 64 KiB"));
@@ -375,6 +388,7 @@ impl Config {
             read_chunk_bytes: args.read_chunk_bytes,
             read_ahead_chunks: defaults::READ_AHEAD_CHUNKS,
             batch_max_bytes: args.kafka_batch_bytes.max(1024),
+            max_message_bytes: args.kafka_max_message_bytes,
             max_in_flight: args.kafka_max_in_flight,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
         };

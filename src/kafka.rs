@@ -1,30 +1,52 @@
 //! The Kafka sink, on rskafka (pure Rust, no librdkafka).
 //!
 //! One [`rskafka::client::Client`] per worker; one cached `PartitionClient` per partition
-//! (each multiplexes concurrent produce requests over the broker connection). rskafka
-//! retries transient errors with backoff up to a deadline (`KAFKA_DELIVERY_TIMEOUT_SECS`);
-//! each produce call is also bounded by that deadline, so nothing retries forever. TLS and
-//! SASL (PLAIN, SCRAM-SHA-256/512) are configured the way Jitsu's kafkabase names them.
+//! (each multiplexes concurrent produce requests over its broker connection). TLS and SASL
+//! (PLAIN, SCRAM-SHA-256/512) are configured the way Jitsu's kafkabase names them.
+//!
+//! **Metadata, once.** The topics are listed with one metadata request at start-up, before
+//! any partition client exists, and partition clients are created one at a time. rskafka
+//! keeps one metadata cache with a generation counter; every full metadata request moves it
+//! forward, and a partition client's "leader moved" invalidation that carries an older
+//! generation is dropped. A burst of concurrent listings at start-up therefore left partition
+//! clients returning to a moved leader until their deadline. As a safety net, a produce that
+//! fails because a leader moved refreshes the metadata (at most once per
+//! [`METADATA_REFRESH_EVERY`]), so the next try finds the new leader.
+//!
+//! **Errors are classified** ([`Failure`]) from the broker's error code: the pipeline
+//! retries transient ones per batch until `KAFKA_DELIVERY_TIMEOUT_SECS`, splits rejected
+//! batches, and stops the run on fatal ones. rskafka's own retries are bounded by
+//! [`REQUEST_DEADLINE`] per request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
+use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Failure, Sink, SinkError};
+
+/// The longest one request (with rskafka's own retries) may take before the pipeline's
+/// retry takes over.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+/// The least time between two metadata refreshes after leader errors.
+pub const METADATA_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct KafkaSink {
     client: Client,
     compression: Compression,
-    delivery_timeout: Duration,
-    partitions: tokio::sync::Mutex<HashMap<String, i32>>,
+    request_deadline: Duration,
+    /// Held while a partition client is created, so that they are created one at a time.
     clients: tokio::sync::Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+    /// When the metadata was last refreshed (held while refreshing).
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
 fn compression(c: KafkaCompression) -> Compression {
@@ -40,7 +62,8 @@ fn compression(c: KafkaCompression) -> Compression {
 impl KafkaSink {
     /// Connects to the cluster; fails after `connect_timeout` if no broker answers.
     pub async fn connect(cfg: &KafkaConfig) -> Result<Self, SinkError> {
-        let backoff = Backoff::KAFKA.to_rskafka(cfg.delivery_timeout);
+        let request_deadline = cfg.delivery_timeout.min(REQUEST_DEADLINE);
+        let backoff = Backoff::KAFKA.to_rskafka(request_deadline);
         let bootstrap = cfg.bootstrap.join(",");
         let mut builder =
             ClientBuilder::new(cfg.bootstrap.clone()).client_id("reprocessing-worker").backoff_config(backoff);
@@ -64,48 +87,71 @@ impl KafkaSink {
         Ok(Self {
             client,
             compression: compression(cfg.compression),
-            delivery_timeout: cfg.delivery_timeout,
-            partitions: Default::default(),
+            request_deadline,
             clients: Default::default(),
+            refreshed: Default::default(),
         })
     }
 
+    fn produce_error(&self, topic: &str, partition: i32, e: ClientError) -> SinkError {
+        let (failure, code) = classify(&e);
+        SinkError::Produce { topic: topic.to_owned(), partition, failure, code, source: Box::new(e) }
+    }
+
+    /// Lists the topics again (at most once per [`METADATA_REFRESH_EVERY`]), which fills
+    /// rskafka's metadata cache with the current leaders.
+    async fn refresh_metadata(&self) {
+        let mut last = self.refreshed.lock().await;
+        if last.is_some_and(|t| t.elapsed() < METADATA_REFRESH_EVERY) {
+            return;
+        }
+        match tokio::time::timeout(self.request_deadline, self.client.list_topics()).await {
+            Ok(Ok(_)) => tracing::debug!("metadata refreshed after a leader error"),
+            Ok(Err(e)) => tracing::debug!(error = %crate::Chain(&e), "metadata refresh failed"),
+            Err(_) => tracing::debug!("metadata refresh timed out"),
+        }
+        *last = Some(Instant::now());
+    }
+
+    /// The partition's client, created on first use (one at a time).
     async fn partition_client(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, SinkError> {
         let key = (topic.to_owned(), partition);
-        if let Some(c) = self.clients.lock().await.get(&key) {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(&key) {
             return Ok(Arc::clone(c));
         }
-        let pc = tokio::time::timeout(
-            self.delivery_timeout,
-            self.client.partition_client(topic, partition, UnknownTopicHandling::Error),
-        )
-        .await
-        .map_err(|_| SinkError::NoLeader { topic: topic.into(), partition, after: self.delivery_timeout })?
-        .map_err(|e| SinkError::Produce { topic: topic.into(), partition, source: Box::new(e) })?;
+        let after = self.request_deadline;
+        let pc =
+            tokio::time::timeout(after, self.client.partition_client(topic, partition, UnknownTopicHandling::Error))
+                .await
+                .map_err(|_| SinkError::NoLeader { topic: topic.into(), partition, after })?
+                .map_err(|e| self.produce_error(topic, partition, e))?;
         let pc = Arc::new(pc);
-        self.clients.lock().await.insert(key, Arc::clone(&pc));
+        clients.insert(key, Arc::clone(&pc));
         Ok(pc)
     }
 }
 
 impl Sink for KafkaSink {
-    fn partitions<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i32, SinkError>> {
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
         Box::pin(async move {
-            if let Some(n) = self.partitions.lock().await.get(topic) {
-                return Ok(*n);
-            }
-            let topics = tokio::time::timeout(self.delivery_timeout, self.client.list_topics())
+            let first = topics.first().cloned().unwrap_or_default();
+            let listed = tokio::time::timeout(self.request_deadline, self.client.list_topics())
                 .await
-                .map_err(|_| SinkError::MetadataTimeout { topic: topic.to_owned(), after: self.delivery_timeout })?
-                .map_err(|e| SinkError::Metadata { topic: topic.to_owned(), source: Box::new(e) })?;
-            let n = topics
+                .map_err(|_| SinkError::MetadataTimeout { topic: first.clone(), after: self.request_deadline })?
+                .map_err(|e| SinkError::Metadata { topic: first, source: Box::new(e) })?;
+            *self.refreshed.lock().await = Some(Instant::now());
+            topics
                 .iter()
-                .find(|t| t.name == topic)
-                .map(|t| t.partitions.len() as i32)
-                .filter(|&n| n > 0)
-                .ok_or_else(|| SinkError::TopicMissing { topic: topic.to_owned() })?;
-            self.partitions.lock().await.insert(topic.to_owned(), n);
-            Ok(n)
+                .map(|name| {
+                    listed
+                        .iter()
+                        .find(|t| t.name == *name)
+                        .map(|t| t.partitions.len() as i32)
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| SinkError::TopicMissing { topic: name.clone() })
+                })
+                .collect()
         })
     }
 
@@ -117,12 +163,106 @@ impl Sink for KafkaSink {
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition).await?;
-            let after = self.delivery_timeout;
-            tokio::time::timeout(after, pc.produce(records, self.compression))
+            let after = self.request_deadline;
+            let result = tokio::time::timeout(after, pc.produce(records, self.compression))
                 .await
-                .map_err(|_| SinkError::NotAcknowledged { topic: topic.to_owned(), partition, after })?
-                .map_err(|e| SinkError::Produce { topic: topic.to_owned(), partition, source: Box::new(e) })?;
-            Ok(())
+                .map_err(|_| SinkError::NotAcknowledged { topic: topic.to_owned(), partition, after })
+                .and_then(|r| r.map_err(|e| self.produce_error(topic, partition, e)));
+            if let Err(e) = &result {
+                if matches!(e.code(), Some("NOT_LEADER_OR_FOLLOWER" | "LEADER_NOT_AVAILABLE" | "RETRY_FAILED"))
+                    || matches!(e, SinkError::NotAcknowledged { .. })
+                {
+                    self.refresh_metadata().await;
+                }
+            }
+            result.map(|_| ())
         })
+    }
+}
+
+/// How the pipeline treats an rskafka error, and the broker's error code name if there is
+/// one. Looks through rskafka's "retries exceeded" wrapper at the last error inside.
+pub fn classify(e: &ClientError) -> (Failure, Option<String>) {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut retry_failed = false;
+    while let Some(err) = next {
+        if let Some(ce) = err.downcast_ref::<ClientError>() {
+            match ce {
+                ClientError::ServerError { protocol_error, .. } => {
+                    return (failure_of(*protocol_error), Some(code_name(protocol_error)));
+                }
+                ClientError::RetryFailed(_) => retry_failed = true,
+                _ => {}
+            }
+        }
+        if err.downcast_ref::<rskafka::SaslError>().is_some() {
+            return (Failure::Fatal, Some("SASL_AUTHENTICATION_FAILED".into()));
+        }
+        next = err.source();
+    }
+    (Failure::Transient, retry_failed.then(|| "RETRY_FAILED".to_owned()))
+}
+
+/// The failure class of a broker error code.
+fn failure_of(code: ProtocolError) -> Failure {
+    use ProtocolError as P;
+    match code {
+        P::MessageTooLarge | P::RecordListTooLarge | P::InvalidRecord | P::CorruptMessage | P::InvalidTimestamp => {
+            Failure::Rejected
+        }
+        P::TopicAuthorizationFailed
+        | P::ClusterAuthorizationFailed
+        | P::TransactionalIdAuthorizationFailed
+        | P::SaslAuthenticationFailed
+        | P::UnsupportedSaslMechanism
+        | P::IllegalSaslState
+        | P::UnknownTopicOrPartition
+        | P::InvalidTopicException
+        | P::InvalidRequiredAcks
+        | P::UnsupportedCompressionType
+        | P::UnsupportedVersion
+        | P::PolicyViolation => Failure::Fatal,
+        _ => Failure::Transient,
+    }
+}
+
+/// Kafka's name for an error code: `MessageTooLarge` → `MESSAGE_TOO_LARGE`.
+fn code_name(code: &ProtocolError) -> String {
+    if let ProtocolError::Unknown(n) = code {
+        return format!("UNKNOWN_ERROR_CODE_{n}");
+    }
+    let camel = format!("{code:?}");
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_and_classes() {
+        assert_eq!(code_name(&ProtocolError::MessageTooLarge), "MESSAGE_TOO_LARGE");
+        assert_eq!(code_name(&ProtocolError::NotEnoughReplicasAfterAppend), "NOT_ENOUGH_REPLICAS_AFTER_APPEND");
+        assert_eq!(code_name(&ProtocolError::Unknown(999)), "UNKNOWN_ERROR_CODE_999");
+        assert_eq!(failure_of(ProtocolError::RecordListTooLarge), Failure::Rejected);
+        assert_eq!(failure_of(ProtocolError::TopicAuthorizationFailed), Failure::Fatal);
+        for transient in [
+            ProtocolError::NotEnoughReplicas,
+            ProtocolError::NotEnoughReplicasAfterAppend,
+            ProtocolError::KafkaStorageError,
+            ProtocolError::RequestTimedOut,
+            ProtocolError::NotLeaderOrFollower,
+            ProtocolError::LeaderNotAvailable,
+            ProtocolError::ThrottlingQuotaExceeded,
+        ] {
+            assert_eq!(failure_of(transient), Failure::Transient, "{transient:?}");
+        }
     }
 }

@@ -5,8 +5,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use reprocessing_worker::config::{Cli, Command, LogFormat, WorkerArgs};
+use reprocessing_worker::status::WorkerStatus;
 use reprocessing_worker::{run, shutdown_signal, worker::report_config_failure, Chain, Config};
 use tracing_subscriber::EnvFilter;
+
+/// The exit code after SIGTERM stopped the run early: 128 + 15, as a shell reports it.
+const EXIT_CANCELLED: u8 = 143;
 
 // musl's allocator is slow for the many small record allocations; mimalloc everywhere.
 #[global_allocator]
@@ -37,6 +41,9 @@ async fn run_worker(args: WorkerArgs) -> ExitCode {
         }
     };
     match run(&config, shutdown_signal()).await {
+        // Stopped by SIGTERM before the last file: the resume point is written, and a
+        // non-zero exit keeps Kubernetes from counting this index as done.
+        Ok(summary) if summary.status == WorkerStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("fatal: {}", Chain(&e));

@@ -33,7 +33,7 @@ mod cpu;
 mod producer;
 
 use cpu::{CpuEnd, CpuStage};
-use producer::Producer;
+use producer::{Producer, ProducerSettings};
 
 /// Stack of the CPU thread, in bytes: room for JSON nested to `extract::MAX_DEPTH`.
 pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
@@ -63,6 +63,11 @@ pub struct Parts {
     pub filter: Filter,
     pub router: Router,
     pub sink: Arc<dyn Sink>,
+    /// Partitions of each of the router's topics, as the cluster listed them at start-up.
+    pub partitions: Vec<i32>,
+    /// How long one batch may keep failing transiently before the cluster counts as
+    /// unavailable (`KAFKA_DELIVERY_TIMEOUT_SECS`).
+    pub delivery_timeout: std::time::Duration,
     pub sources: Sources,
     pub progress: Arc<Progress>,
     /// Where lines counted as errors go, when `DEAD_LETTER_PATH` is set.
@@ -70,15 +75,18 @@ pub struct Parts {
 }
 
 /// How one file ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum FileOutcome {
     Done,
-    /// Given up after its attempts; the reason of the last one.
+    /// Given up after its attempts (the file could not be read); the reason of the last one.
     Failed(String),
     /// The run's `limit` was reached in this file.
     LimitReached,
     /// Shutdown was requested.
     Cancelled,
+    /// The run must stop: the cluster refuses this worker, or is unavailable. Not a fault of
+    /// the file, which is neither retried nor given up.
+    RunStopped(AttemptError),
 }
 
 /// Why one attempt at a file failed.
@@ -98,21 +106,37 @@ pub enum AttemptError {
     ProduceTaskPanicked(#[source] tokio::task::JoinError),
     #[error("the producer stopped taking batches")]
     ProducerStopped,
+    #[error("the cluster refuses this worker")]
+    KafkaFatal(#[source] SinkError),
+    #[error("Kafka unavailable since {since}")]
+    KafkaUnavailable {
+        since: String,
+        #[source]
+        last: SinkError,
+    },
+    #[error("delivery stopped")]
+    Stopped,
+}
+
+impl AttemptError {
+    /// True when the run must stop rather than retry the file.
+    fn stops_the_run(&self) -> bool {
+        matches!(self, AttemptError::KafkaFatal(_) | AttemptError::KafkaUnavailable { .. })
+    }
 }
 
 impl Engine {
     /// The engine for one worker: `tuning` bounds its queues, `job` gives the batch size,
     /// the file retries and the run's limit.
     pub fn new(parts: Parts, tuning: Tuning, job: &JobOptions) -> Self {
-        let Parts { filter, router, sink, sources, progress, dead_letters } = parts;
-        let producer = Producer::new(
-            sink,
-            router.topics().to_vec(),
-            Arc::clone(&progress),
-            tuning.max_in_flight,
-            tuning.shutdown_timeout,
-            dead_letters.is_some(),
-        );
+        let Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters } = parts;
+        let topics = router.topics().iter().cloned().zip(partitions.into_iter().chain(std::iter::repeat(1))).collect();
+        let settings = ProducerSettings {
+            max_in_flight: tuning.max_in_flight,
+            shutdown_timeout: tuning.shutdown_timeout,
+            delivery_timeout,
+        };
+        let producer = Producer::new(sink, topics, Arc::clone(&progress), settings, dead_letters.clone());
         Self {
             filter,
             router,
@@ -153,7 +177,6 @@ impl Engine {
         shutdown: &CancellationToken,
     ) -> (FileOutcome, u64) {
         self.progress.start_file(path, first_line);
-        self.producer.forget_failed_bytes();
         if self.limit_reached() {
             return (FileOutcome::LimitReached, 0);
         }
@@ -178,6 +201,7 @@ impl Engine {
                 Ok(CpuEnd::Eof) => return (FileOutcome::Done, size),
                 Ok(CpuEnd::Limit) => return (FileOutcome::LimitReached, size),
                 Ok(CpuEnd::Cancelled) => return (FileOutcome::Cancelled, size),
+                Err(e) if e.stops_the_run() => return (FileOutcome::RunStopped(e), size),
                 Err(e) => e,
             };
             attempt += 1;
@@ -193,28 +217,12 @@ impl Engine {
         }
     }
 
-    /// Gives the file up: lines whose batch failed count as errors (and go to the dead
-    /// letters, with the bytes kept for them).
+    /// Gives the file up (it could not be read to its end). Lines still unsettled would be
+    /// lines whose delivery was cut short; they count as errors, so the counts add up.
     async fn give_up(&self, path: &str, error: &AttemptError) -> FileOutcome {
-        let released: Vec<u64> = {
-            let g = self.progress.lock();
-            let t = g.tracker();
-            (t.watermark() + 1..t.next_new_line()).filter(|&l| t.state(l) == Some(LineState::Released)).collect()
-        };
-        if let Some(tx) = &self.dead_letters {
-            let mut kept = self.producer.take_failed_bytes();
-            for line in released {
-                if let Some((data, why)) = kept.remove(&line) {
-                    let d = crate::deadletter::DeadLetter {
-                        file: path.to_owned(),
-                        line,
-                        reason: format!("undeliverable: {why}"),
-                        length: data.len() as u64,
-                        data: Some(data),
-                    };
-                    let _ = tx.send(d).await;
-                }
-            }
+        let released = self.progress.lock().tracker().released();
+        if released > 0 {
+            tracing::warn!(file = path, lines = released, "lines left undelivered by the failed file count as errors");
         }
         self.progress.lock().apply(|t| t.give_up());
         FileOutcome::Failed(crate::Chain(error).to_string())

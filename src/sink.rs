@@ -16,6 +16,8 @@ pub struct Batch {
     pub lines: Vec<u64>,
     /// Sum of the record values, in bytes.
     pub value_bytes: usize,
+    /// Upper bound of the batch's encoded size before compression, in bytes.
+    pub encoded_bytes: usize,
 }
 
 /// An error's source, kept as it came (rskafka's, a TLS error, a fake's).
@@ -44,10 +46,13 @@ pub enum SinkError {
     TopicMissing { topic: String },
     #[error("{topic}[{partition}]: no leader found within {after:?}")]
     NoLeader { topic: String, partition: i32, after: std::time::Duration },
-    #[error("produce to {topic}[{partition}] failed")]
+    #[error("produce to {topic}[{partition}] failed{}", code.as_deref().map(|c| format!(": {c}")).unwrap_or_default())]
     Produce {
         topic: String,
         partition: i32,
+        failure: Failure,
+        /// The broker's error code name, when the broker answered with one.
+        code: Option<String>,
         #[source]
         source: BoxError,
     },
@@ -55,10 +60,48 @@ pub enum SinkError {
     NotAcknowledged { topic: String, partition: i32, after: std::time::Duration },
 }
 
+/// What a failed request means for the records in it, and so what the pipeline does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The cluster is moving or busy (leader moves, replicas behind, full disks, time-outs,
+    /// disconnects): send the same batch again, with backoff, until the delivery deadline.
+    Transient,
+    /// The broker refused the records for what they are (too large, invalid): split the
+    /// batch; a single record refused is an error, and the rest of the file goes on.
+    Rejected,
+    /// The cluster refuses this worker (authorization, login, a missing topic): stop the run.
+    Fatal,
+}
+
+impl SinkError {
+    /// How the pipeline treats this error.
+    pub fn failure(&self) -> Failure {
+        match self {
+            SinkError::Produce { failure, .. } => *failure,
+            SinkError::NotAcknowledged { .. } | SinkError::NoLeader { .. } | SinkError::MetadataTimeout { .. } => {
+                Failure::Transient
+            }
+            SinkError::Metadata { .. } => Failure::Transient,
+            SinkError::ConnectTimeout { .. } | SinkError::Connect { .. } | SinkError::TopicMissing { .. } => {
+                Failure::Fatal
+            }
+        }
+    }
+
+    /// The broker's error code name, if it gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SinkError::Produce { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// A destination for record batches. `produce` resolves once the batch is acknowledged.
 pub trait Sink: Send + Sync + 'static {
-    /// Number of partitions of `topic`.
-    fn partitions<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i32, SinkError>>;
+    /// The partition count of each of `topics`, from one metadata request at start-up. A
+    /// topic that does not exist is [`SinkError::TopicMissing`].
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>>;
     /// Sends `records` to one partition and waits for the acknowledgement.
     fn produce<'a>(
         &'a self,
@@ -73,15 +116,10 @@ pub trait Sink: Send + Sync + 'static {
 pub struct DryRun;
 
 impl Sink for DryRun {
-    fn partitions<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<i32, SinkError>> {
-        Box::pin(async { Ok(1) })
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
+        Box::pin(async move { Ok(vec![1; topics.len()]) })
     }
-    fn produce<'a>(
-        &'a self,
-        _topic: &'a str,
-        _partition: i32,
-        _records: Vec<Record>,
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn produce<'a>(&'a self, _: &'a str, _: i32, _: Vec<Record>) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async { Ok(()) })
     }
 }

@@ -9,6 +9,8 @@
 //! stopped, with the backoff [`Backoff::S3_READ`] (a bounded number of times in a row).
 
 use std::path::PathBuf;
+#[cfg(test)]
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -55,6 +57,9 @@ pub struct Sources {
     s3: Option<aws_sdk_s3::Client>,
     /// Chunk buffers, reused across reads and files.
     pool: BufPool,
+    /// Test hook: local reads to fail, each after this many chunks.
+    #[cfg(test)]
+    faults: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 /// The S3 client from the standard AWS environment. With a custom endpoint
@@ -75,7 +80,23 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
 impl Sources {
     pub fn new(s3: Option<aws_sdk_s3::Client>) -> Self {
         // Read-ahead chunks + the one being parsed + the one being filled.
-        Self { s3, pool: BufPool::new(4) }
+        Self {
+            s3,
+            pool: BufPool::new(4),
+            #[cfg(test)]
+            faults: Default::default(),
+        }
+    }
+
+    /// Test hook: the next local reads fail, the first after `chunks[0]` chunks, and so on.
+    #[cfg(test)]
+    pub(crate) fn fail_reads_after(&self, chunks: &[u32]) {
+        self.faults.lock().unwrap().extend(chunks.iter().rev());
+    }
+
+    #[cfg(test)]
+    fn take_fault(&self) -> Option<u32> {
+        self.faults.lock().unwrap().pop()
     }
 
     /// The file's size in bytes (HEAD for S3, metadata for local files).
@@ -109,9 +130,13 @@ impl Sources {
         let (tx, rx) = mpsc::channel(ahead_chunks.max(1));
         let s3 = self.s3.clone();
         let pool = self.pool.clone();
+        #[cfg(test)]
+        let chunks_before_fault = self.take_fault();
+        #[cfg(not(test))]
+        let chunks_before_fault = None;
         tokio::spawn(async move {
             let result = match loc {
-                Location::Local(path) => read_local(path, chunk_bytes, &pool, &tx, &cancel).await,
+                Location::Local(path) => read_local(path, chunk_bytes, &pool, &tx, &cancel, chunks_before_fault).await,
                 Location::S3 { bucket, key } => match s3 {
                     Some(s3) => read_s3(&s3, &bucket, &key, size, chunk_bytes, &pool, &tx, &cancel).await,
                     None => Err(SourceError::Open("no S3 client".into())),
@@ -133,8 +158,10 @@ async fn read_local(
     pool: &BufPool,
     tx: &ChunkSender,
     cancel: &CancellationToken,
+    chunks_before_fault: Option<u32>,
 ) -> Result<(), SourceError> {
     let shown = path.display().to_string();
+    let mut chunks = 0u32;
     let mut f = tokio::fs::File::open(&path).await.map_err(|e| SourceError::Open(format!("{shown}: {e}")))?;
     let mut offset = 0u64;
     loop {
@@ -151,6 +178,10 @@ async fn read_local(
         if buf.is_empty() {
             return Ok(());
         }
+        if chunks_before_fault == Some(chunks) {
+            return Err(SourceError::Read { offset, reason: "injected read fault".into() });
+        }
+        chunks += 1;
         offset += buf.len() as u64;
         let short = buf.len() < chunk;
         if tx.send(Ok(pool.freeze(buf))).await.is_err() || short {

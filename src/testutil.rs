@@ -13,16 +13,15 @@ use rskafka::record::Record;
 use crate::config::{Config, RoutingSource, Tuning};
 use crate::jobfile::{FileEntry, JobOptions};
 use crate::progress::Progress;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Failure, Sink, SinkError};
 use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};
 
-/// What the fake does with one produce call.
+/// What the fake does with one produce call: acknowledge, or fail as the class says, after
+/// the delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// Acknowledge after the delay.
     Ack(Duration),
-    /// Fail after the delay.
-    Fail(Duration),
+    Fail(Failure, Duration),
 }
 
 /// One produce call as the fake saw it.
@@ -94,8 +93,8 @@ impl FakeSink {
 }
 
 impl Sink for FakeSink {
-    fn partitions<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<i32, SinkError>> {
-        Box::pin(async move { Ok(self.partitions) })
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
+        Box::pin(async move { Ok(vec![self.partitions; topics.len()]) })
     }
 
     fn produce<'a>(
@@ -110,19 +109,23 @@ impl Sink for FakeSink {
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             let watermark = self.progress.get().map(|p| p.snapshot().current_line);
             let answer = (self.rule)(n, &records);
-            let (delay, ok) = match answer {
-                Answer::Ack(d) => (d, true),
-                Answer::Fail(d) => (d, false),
+            let (delay, failure) = match answer {
+                Answer::Ack(d) => (d, None),
+                Answer::Fail(f, d) => (d, Some(f)),
             };
+            let ok = failure.is_none();
             tokio::time::sleep(delay).await;
             let values = records.into_iter().map(|r| r.value.unwrap_or_default()).collect();
             let call = Call { values, acked: ok, watermark };
             self.calls.lock().unwrap().push(call);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            if ok {
-                Ok(())
-            } else {
-                Err(SinkError::Produce { topic: topic.to_owned(), partition, source: Box::new(Injected(n)) })
+            match failure {
+                None => Ok(()),
+                Some(failure) => {
+                    let code = Some(if failure == Failure::Rejected { "MESSAGE_TOO_LARGE" } else { "INJECTED" }.into());
+                    let source = Box::new(Injected(n));
+                    Err(SinkError::Produce { topic: topic.to_owned(), partition, failure, code, source })
+                }
             }
         })
     }

@@ -144,6 +144,11 @@ impl FileTracker {
         self.fold()
     }
 
+    /// Lines whose batch failed and that were not sent again.
+    pub fn released(&self) -> usize {
+        self.states.iter().filter(|s| **s == LineState::Released).count()
+    }
+
     /// Lines still in batches (pending).
     pub fn pending(&self) -> usize {
         self.states.iter().filter(|s| **s == LineState::Pending).count()

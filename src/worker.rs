@@ -29,6 +29,8 @@ use crate::status::{PgStatus, StatusError, StatusRow, StatusStore, WorkerStatus}
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the `running` row is refreshed even when fewer than 1000 lines settled.
 const STATUS_TICK: Duration = Duration::from_secs(2);
+/// The dry-run sink never fails; its deadline is never reached.
+const DRY_RUN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the dead-letter writer may take to flush at the end.
 const DEAD_LETTER_DRAIN: Duration = Duration::from_secs(60);
 
@@ -42,6 +44,15 @@ pub enum RunError {
     Repository(#[from] crate::repository::RepositoryError),
     #[error(transparent)]
     StartFile(#[from] StartFileMissing),
+    /// Delivery stopped mid-run (the cluster refuses this worker, or is unavailable). The
+    /// resume point was written.
+    #[error("delivery stopped at {file} line {line}")]
+    Delivery {
+        file: String,
+        line: u64,
+        #[source]
+        source: crate::pipeline::AttemptError,
+    },
 }
 
 /// What a run ended with (exit code 0).
@@ -79,13 +90,22 @@ pub async fn run_with(
         Ok(built) => built,
         Err(e) => return Err(run.fail(start.snapshot, e).await),
     };
-    let (status, failed) = run.files_with_flusher(&engine, &progress, &start, &shutdown).await;
+    let end = run.files_with_flusher(&engine, &progress, &start, &shutdown).await;
     // The engine holds the dead-letter sender: dropping it lets the writer flush and end.
     drop(engine);
     if let Some(w) = dead_letters {
         drain_dead_letters(w).await;
     }
-    run.finish(status, progress.snapshot(), failed).await
+    run.finish(end, progress.snapshot()).await
+}
+
+/// How the file loop ended.
+struct FilesEnd {
+    status: WorkerStatus,
+    /// The files given up, with why.
+    failed: Vec<String>,
+    /// Why delivery stopped the run, if it did.
+    stopped: Option<RunError>,
 }
 
 /// One run's fixed facts, and its steps.
@@ -165,6 +185,9 @@ impl<'a> Run<'a> {
             (None, None) => Arc::new(DryRun),
             (None, Some(k)) => Arc::new(crate::kafka::KafkaSink::connect(k).await?),
         };
+        // Every topic the routing can use must exist before anything is read.
+        let partitions = sink.topics(router.topics()).await?;
+        let delivery_timeout = cfg.kafka.as_ref().map_or(DRY_RUN_DELIVERY_TIMEOUT, |k| k.delivery_timeout);
         let needs_s3 = self.assigned.iter().any(|&i| cfg.files[i].path.starts_with("s3://"));
         let s3 = if needs_s3 { Some(crate::source::s3_client().await) } else { None };
         let (dead_letters, writer) = match &cfg.dead_letter {
@@ -179,7 +202,8 @@ impl<'a> Run<'a> {
             }
         };
         let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to);
-        let parts = Parts { filter, router, sink, sources: Sources::new(s3), progress, dead_letters };
+        let sources = Sources::new(s3);
+        let parts = Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }
 
@@ -190,7 +214,7 @@ impl<'a> Run<'a> {
         progress: &Arc<Progress>,
         start: &StartPoint,
         shutdown: &CancellationToken,
-    ) -> (WorkerStatus, Vec<String>) {
+    ) -> FilesEnd {
         let stop = CancellationToken::new();
         let n_assigned = self.assigned.len() as u32;
         let flusher =
@@ -209,15 +233,14 @@ impl<'a> Run<'a> {
         r
     }
 
-    /// Every assigned file from the start point on, in order. Returns the status the run
-    /// ends with and the failed files.
+    /// Every assigned file from the start point on, in order.
     async fn process_files(
         &self,
         engine: &Arc<Engine>,
         progress: &Progress,
         start: &StartPoint,
         shutdown: &CancellationToken,
-    ) -> (WorkerStatus, Vec<String>) {
+    ) -> FilesEnd {
         let mut failed = Vec::new();
         for i in start.file..self.assigned.len() {
             let path = self.path(i);
@@ -225,8 +248,14 @@ impl<'a> Run<'a> {
             let before = progress.snapshot().counts;
             let started = std::time::Instant::now();
             let (outcome, size) = engine.process_file(path, first_line, shutdown).await;
-            if outcome == FileOutcome::Cancelled {
-                return (WorkerStatus::Cancelled, failed);
+            match outcome {
+                FileOutcome::Cancelled => return FilesEnd { status: WorkerStatus::Cancelled, failed, stopped: None },
+                FileOutcome::RunStopped(source) => {
+                    let line = progress.snapshot().current_line;
+                    let e = RunError::Delivery { file: path.to_owned(), line, source };
+                    return FilesEnd { status: WorkerStatus::Failed, failed, stopped: Some(e) };
+                }
+                _ => {}
             }
             // A failed file's resume point, for a later retry (start_file/start_line).
             let failed_at = progress.snapshot().current_line;
@@ -250,25 +279,22 @@ impl<'a> Run<'a> {
                     "file done"
                 ),
             }
-            if outcome == FileOutcome::LimitReached {
+            if matches!(outcome, FileOutcome::LimitReached) {
                 tracing::info!(limit = engine.limit(), "limit reached");
                 break;
             }
         }
-        (WorkerStatus::Completed, failed)
+        FilesEnd { status: WorkerStatus::Completed, failed, stopped: None }
     }
 
     /// Writes the final row (retried: it matters most) and logs the summary.
-    async fn finish(
-        &self,
-        status: WorkerStatus,
-        snapshot: Snapshot,
-        failed: Vec<String>,
-    ) -> Result<RunSummary, RunError> {
-        let error = match failed.len() {
-            0 => None,
-            1 => Some(format!("1 file failed: {}", failed[0])),
-            n => Some(format!("{n} files failed; last: {}", failed[n - 1])),
+    async fn finish(&self, end: FilesEnd, snapshot: Snapshot) -> Result<RunSummary, RunError> {
+        let FilesEnd { status, failed, stopped } = end;
+        let error = match (&stopped, failed.len()) {
+            (Some(e), _) => Some(crate::Chain(e).to_string()),
+            (None, 0) => None,
+            (None, 1) => Some(format!("1 file failed: {}", failed[0])),
+            (None, n) => Some(format!("{n} files failed; last: {}", failed[n - 1])),
         };
         write_final(self.store, &self.row(status, snapshot.clone(), error)).await;
         tracing::info!(
@@ -281,7 +307,10 @@ impl<'a> Run<'a> {
             failed_files = failed.len(),
             "worker finished"
         );
-        Ok(RunSummary { status, snapshot, failed_files: failed.len() as u32 })
+        match stopped {
+            Some(e) => Err(e),
+            None => Ok(RunSummary { status, snapshot, failed_files: failed.len() as u32 }),
+        }
     }
 }
 

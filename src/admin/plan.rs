@@ -141,6 +141,14 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
             "completions": workers,
             "parallelism": spec.parallelism.map(|p| p as usize).unwrap_or(workers).min(workers),
             "backoffLimit": 6,
+            // A replacement pod starts only once the old one has failed, never beside it.
+            "podReplacementPolicy": "Failed",
+            // Evictions and drains do not use up backoffLimit; an invalid configuration
+            // (exit 2) fails the job at once instead of retrying.
+            "podFailurePolicy": {"rules": [
+                {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In", "values": [2]}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+            ]},
             "ttlSecondsAfterFinished": 86400,
             "template": {
                 "metadata": {"labels": labels.clone()},

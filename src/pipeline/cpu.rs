@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{AttemptError, Engine};
-use crate::batcher::{Batcher, Decision};
+use crate::batcher::{BatchLimits, Batcher, Decision};
 use crate::decode::{decode, DecodeError};
 use crate::lines::{Line, LineSplitter};
 use crate::sink::Batch;
@@ -83,7 +83,12 @@ impl<'a> CpuStage<'a> {
             let g = engine.progress.lock();
             (g.tracker().watermark() + 1, g.tracker().next_new_line())
         };
-        let batcher = Batcher::new(&engine.filter, &engine.router, engine.batch_size, engine.tuning.batch_max_bytes);
+        let limits = BatchLimits {
+            records: engine.batch_size,
+            value_bytes: engine.tuning.batch_max_bytes,
+            message_bytes: engine.tuning.max_message_bytes,
+        };
+        let batcher = Batcher::new(&engine.filter, &engine.router, limits);
         CpuStage {
             splitter: LineSplitter::new(engine.tuning.max_line_bytes),
             core: LineCore {
@@ -219,8 +224,7 @@ impl LineCore<'_> {
     /// Sends one batch to the producer (waiting while its queue is full).
     fn send(&mut self, batch: Batch) -> bool {
         self.record();
-        if let Err(unsent) = self.batches.blocking_send(batch) {
-            self.engine.producer.set_aside(unsent.0, &"the file attempt stopped");
+        if self.batches.blocking_send(batch).is_err() {
             self.producer_gone = true;
         }
         !self.producer_gone

@@ -1,131 +1,186 @@
 //! The producer stage: takes batches from the CPU stage, picks their partitions
-//! round-robin, keeps at most `max_in_flight` produce requests in flight, and settles the
-//! lines of each batch as its acknowledgement (or failure) arrives.
+//! round-robin, keeps at most `max_in_flight` produce requests in flight (over all
+//! partitions, so a slow partition holds one slot, not the others), and settles the lines of
+//! each batch when its delivery ends.
 //!
-//! [`Producer`] owns its state: the sink, the partition cursors, and (with dead letters on)
-//! the bytes of lines whose batch failed, which the file's give-up hands to the dead
-//! letters. Those bytes are bounded by the unsettled-lines bound of one file.
+//! One batch's delivery ([`Producer::deliver`]) follows the error's [`Failure`]:
+//! - **transient** (leader moves, replicas behind, time-outs, disconnects): the same records
+//!   again, with [`Backoff::DELIVERY`], until `KAFKA_DELIVERY_TIMEOUT_SECS` has passed since
+//!   the first failure; then the cluster counts as unavailable and the run stops;
+//! - **rejected** (too large, invalid): the batch is split in halves, down to single records;
+//!   a single record refused is an error and a dead letter, every other record is delivered;
+//! - **fatal** (authorization, login, a missing topic): the run stops.
+//!
+//! A run that stops leaves the lines of unfinished batches unsettled, so the resume point
+//! stays exact.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rskafka::record::Record;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::AttemptError;
+use crate::backoff::Backoff;
 use crate::progress::Progress;
-use crate::sink::{Batch, Sink, SinkError};
+use crate::sink::{Batch, Failure, Sink, SinkError};
 use crate::tracker::LineState;
 
-/// The bytes of undelivered lines, by line number, with the reason.
-pub(super) type FailedBytes = HashMap<u64, (Vec<u8>, String)>;
-
-type Finished = (Vec<u64>, Result<(), SinkError>);
+/// How one batch's delivery ended.
+#[derive(Debug, Default)]
+struct Delivered {
+    acked: Vec<u64>,
+    /// Lines refused one by one, with their bytes and the broker's reason.
+    rejected: Vec<(u64, Vec<u8>, String)>,
+    /// Lines not delivered because the run must stop, and why.
+    stopped: Option<(Vec<u64>, AttemptError)>,
+}
 
 /// The producer's state, one per worker.
 pub(super) struct Producer {
     sink: Arc<dyn Sink>,
-    /// The router's topics, by index.
-    topics: Vec<String>,
+    /// The router's topics, by index, and their partition counts (from start-up).
+    topics: Vec<(String, i32)>,
     progress: Arc<Progress>,
     max_in_flight: usize,
     shutdown_timeout: Duration,
-    /// Per topic: (partitions, next partition). 0 partitions = not asked yet.
-    cursors: Mutex<Vec<(i32, i32)>>,
-    /// With dead letters on: the bytes of lines whose batch failed (current file only).
-    failed_bytes: Option<Mutex<FailedBytes>>,
+    delivery_timeout: Duration,
+    /// Per topic: the next partition.
+    cursors: Mutex<Vec<i32>>,
+    dead_letters: Option<crate::deadletter::Sender>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The settings of a [`Producer`].
+pub(super) struct ProducerSettings {
+    pub max_in_flight: usize,
+    pub shutdown_timeout: Duration,
+    pub delivery_timeout: Duration,
+}
+
 impl Producer {
     pub(super) fn new(
         sink: Arc<dyn Sink>,
-        topics: Vec<String>,
+        topics: Vec<(String, i32)>,
         progress: Arc<Progress>,
-        max_in_flight: usize,
-        shutdown_timeout: Duration,
-        keep_failed_bytes: bool,
+        settings: ProducerSettings,
+        dead_letters: Option<crate::deadletter::Sender>,
     ) -> Self {
-        let cursors = Mutex::new(vec![(0, 0); topics.len()]);
-        let failed_bytes = keep_failed_bytes.then(Mutex::default);
-        Self { sink, topics, progress, max_in_flight, shutdown_timeout, cursors, failed_bytes }
-    }
-
-    /// Drops the bytes kept for the previous file.
-    pub(super) fn forget_failed_bytes(&self) {
-        if let Some(m) = &self.failed_bytes {
-            lock(m).clear();
-        }
-    }
-
-    /// Hands over the bytes kept for the current file.
-    pub(super) fn take_failed_bytes(&self) -> FailedBytes {
-        self.failed_bytes.as_ref().map(|m| std::mem::take(&mut *lock(m))).unwrap_or_default()
+        let cursors = Mutex::new(vec![0; topics.len()]);
+        let ProducerSettings { max_in_flight, shutdown_timeout, delivery_timeout } = settings;
+        Self { sink, topics, progress, max_in_flight, shutdown_timeout, delivery_timeout, cursors, dead_letters }
     }
 
     /// Picks the partition for a batch of `topic`: round-robin, one batch per partition.
-    async fn partition_for(&self, topic: usize, name: &str) -> Result<i32, SinkError> {
-        if lock(&self.cursors)[topic].0 == 0 {
-            let n = self.sink.partitions(name).await?;
-            lock(&self.cursors)[topic].0 = n;
-        }
+    fn partition_for(&self, topic: usize) -> i32 {
+        let n = self.topics[topic].1.max(1);
         let mut c = lock(&self.cursors);
-        let (n, next) = &mut c[topic];
-        let p = *next % *n;
-        *next = (p + 1) % *n;
-        Ok(p)
+        let p = c[topic] % n;
+        c[topic] = (p + 1) % n;
+        p
     }
 
-    /// Sends one batch and waits for its acknowledgement; keeps its bytes if it failed.
-    async fn deliver(&self, batch: Batch) -> Finished {
-        let copies: Option<Vec<Vec<u8>>> = self
-            .failed_bytes
-            .as_ref()
-            .map(|_| batch.records.iter().map(|r| r.value.clone().unwrap_or_default()).collect());
-        let topic = &self.topics[batch.topic];
-        let r = async {
-            let p = self.partition_for(batch.topic, topic).await?;
-            self.sink.produce(topic, p, batch.records).await
+    /// Delivers one batch: retries transient failures, splits rejected batches, stops on a
+    /// fatal error or an unavailable cluster.
+    async fn deliver(&self, batch: Batch, cancel: &CancellationToken) -> Delivered {
+        let topic = &self.topics[batch.topic].0;
+        let partition = self.partition_for(batch.topic);
+        let mut out = Delivered::default();
+        // Parts still to send, the next one last.
+        let mut parts = vec![(batch.records, batch.lines)];
+        while let Some((records, lines)) = parts.pop() {
+            match self.send(topic, partition, &records, cancel).await {
+                Ok(()) => out.acked.extend(lines),
+                Err(Stop::Rejected(e)) if records.len() > 1 => {
+                    let mut second = records;
+                    let first = second.drain(..second.len() / 2).collect::<Vec<_>>();
+                    let mut later = lines;
+                    let earlier = later.drain(..first.len()).collect::<Vec<_>>();
+                    tracing::debug!(topic, partition, error = %crate::Chain(&e), "batch rejected; splitting it");
+                    parts.push((second, later));
+                    parts.push((first, earlier));
+                }
+                Err(Stop::Rejected(e)) => {
+                    let reason = format!("rejected by Kafka: {}", e.code().unwrap_or("refused"));
+                    let value = records.into_iter().next().and_then(|r| r.value).unwrap_or_default();
+                    out.rejected.push((lines[0], value, reason));
+                }
+                Err(Stop::Run(e)) => {
+                    let mut left = lines;
+                    left.extend(parts.drain(..).flat_map(|(_, l)| l));
+                    out.stopped = Some((left, e));
+                    break;
+                }
+            }
         }
-        .await;
-        if let (Err(e), Some(copies), Some(kept)) = (&r, copies, &self.failed_bytes) {
-            let why = crate::Chain(e).to_string();
-            lock(kept).extend(batch.lines.iter().copied().zip(copies.into_iter().map(|d| (d, why.clone()))));
-        }
-        (batch.lines, r)
+        out
     }
 
-    /// A batch not sent because the attempt already failed: its lines are released when the
-    /// attempt ends; keep their bytes like those of a failed batch.
-    pub(super) fn set_aside(&self, batch: Batch, failure: &dyn std::fmt::Display) {
-        if let Some(kept) = &self.failed_bytes {
-            let why = format!("not sent: {failure}");
-            let values = batch.records.into_iter().map(|r| (r.value.unwrap_or_default(), why.clone()));
-            lock(kept).extend(batch.lines.into_iter().zip(values));
+    /// Sends `records` until acknowledged, rejected, or the run must stop.
+    async fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[Record],
+        cancel: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let mut first_failure: Option<(Instant, chrono::DateTime<chrono::Utc>)> = None;
+        let mut attempt = 0;
+        loop {
+            let e = match self.sink.produce(topic, partition, records.to_vec()).await {
+                Ok(()) => {
+                    if first_failure.is_some() {
+                        tracing::info!(topic, partition, attempt, "delivered after retries");
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            match e.failure() {
+                Failure::Rejected => return Err(Stop::Rejected(e)),
+                Failure::Fatal => return Err(Stop::Run(AttemptError::KafkaFatal(e))),
+                Failure::Transient => {}
+            }
+            let (since, since_utc) = *first_failure.get_or_insert_with(|| (Instant::now(), chrono::Utc::now()));
+            attempt += 1;
+            if since.elapsed() >= self.delivery_timeout {
+                let since = since_utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                return Err(Stop::Run(AttemptError::KafkaUnavailable { since, last: e }));
+            }
+            if attempt == 1 || attempt % 10 == 0 {
+                tracing::warn!(topic, partition, attempt, error = %crate::Chain(&e), "produce failed; retrying");
+            }
+            let pause = Backoff::DELIVERY.delay(attempt).unwrap_or(Backoff::DELIVERY.max);
+            let left = self.delivery_timeout.saturating_sub(since.elapsed());
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(Stop::Run(AttemptError::Stopped)),
+                _ = tokio::time::sleep(pause.min(left)) => {}
+            }
         }
     }
 
-    /// Sends batches with at most `max_in_flight` unacknowledged; settles their lines on ack.
-    /// On a failed batch it stops the attempt (`cancel`) and returns the error once the
-    /// requests in flight have ended. On shutdown it waits at most `shutdown_timeout` for them.
+    /// Sends batches with at most `max_in_flight` in flight; settles their lines as they
+    /// end. When a batch says the run must stop, it stops the attempt (`cancel`) and returns
+    /// that error once the requests in flight have ended. On shutdown it waits at most
+    /// `shutdown_timeout` for them.
     pub(super) async fn run(
         self: &Arc<Self>,
         mut batches: mpsc::Receiver<Batch>,
         cancel: &CancellationToken,
         shutdown: &CancellationToken,
     ) -> Result<(), AttemptError> {
-        let mut inflight: JoinSet<Finished> = JoinSet::new();
+        let mut inflight: JoinSet<Delivered> = JoinSet::new();
         let mut failure: Option<AttemptError> = None;
         let mut open = true;
         while (open || !inflight.is_empty()) && !shutdown.is_cancelled() {
             tokio::select! {
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
-                    if let Some(e) = self.settle(joined) {
+                    if let Some(e) = self.settle(joined).await {
                         if failure.is_none() {
                             failure = Some(e);
                             cancel.cancel();
@@ -135,10 +190,10 @@ impl Producer {
                 }
                 batch = batches.recv(), if open && inflight.len() < self.max_in_flight => match batch {
                     None => open = false,
-                    Some(batch) if failure.is_some() => self.set_aside(batch, &crate::Chain(failure.as_ref().expect("checked"))),
+                    Some(_) if failure.is_some() => {}
                     Some(batch) => {
-                        let me = Arc::clone(self);
-                        inflight.spawn(async move { me.deliver(batch).await });
+                        let (me, cancel) = (Arc::clone(self), cancel.clone());
+                        inflight.spawn(async move { me.deliver(batch, &cancel).await });
                     }
                 },
                 _ = shutdown.cancelled() => {}
@@ -150,7 +205,7 @@ impl Producer {
         while !inflight.is_empty() {
             match tokio::time::timeout_at(deadline, inflight.join_next()).await {
                 Ok(Some(joined)) => {
-                    if let Some(e) = self.settle(joined) {
+                    if let Some(e) = self.settle(joined).await {
                         failure.get_or_insert(e);
                     }
                 }
@@ -165,26 +220,48 @@ impl Producer {
                 }
             }
         }
-        while let Some(batch) = batches.recv().await {
-            if let Some(f) = &failure {
-                self.set_aside(batch, &crate::Chain(f));
-            }
-        }
+        while batches.recv().await.is_some() {}
         failure.map_or(Ok(()), Err)
     }
 
-    /// Settles one finished batch; returns its error if it failed.
-    fn settle(&self, joined: Result<Finished, tokio::task::JoinError>) -> Option<AttemptError> {
-        match joined {
-            Ok((lines, Ok(()))) => {
-                self.progress.lock().apply(|t| t.resolve(&lines, LineState::Success));
-                None
+    /// Settles one finished delivery; returns the error that stops the run, if any.
+    async fn settle(&self, joined: Result<Delivered, tokio::task::JoinError>) -> Option<AttemptError> {
+        let d = match joined {
+            Ok(d) => d,
+            Err(e) => return Some(AttemptError::ProduceTaskPanicked(e)),
+        };
+        if !d.rejected.is_empty() {
+            let file = self.progress.snapshot().current_file.unwrap_or_default();
+            for (line, _, reason) in &d.rejected {
+                tracing::warn!(file, line, reason, "record rejected");
             }
-            Ok((lines, Err(e))) => {
-                self.progress.lock().apply(|t| t.resolve(&lines, LineState::Released));
-                Some(e.into())
+            if let Some(tx) = &self.dead_letters {
+                for (line, data, reason) in &d.rejected {
+                    let letter = crate::deadletter::DeadLetter {
+                        file: file.clone(),
+                        line: *line,
+                        reason: reason.clone(),
+                        length: data.len() as u64,
+                        data: Some(data.clone()),
+                    };
+                    let _ = tx.send(letter).await;
+                }
             }
-            Err(e) => Some(AttemptError::ProduceTaskPanicked(e)),
         }
+        let rejected: Vec<u64> = d.rejected.iter().map(|(l, ..)| *l).collect();
+        self.progress
+            .lock()
+            .apply(|t| t.resolve(&d.acked, LineState::Success).plus(t.resolve(&rejected, LineState::Error)));
+        let (unsent, e) = d.stopped?;
+        self.progress.lock().apply(|t| t.resolve(&unsent, LineState::Released));
+        Some(e)
     }
+}
+
+/// Why [`Producer::send`] stopped trying.
+enum Stop {
+    /// The broker refused the records for their contents.
+    Rejected(SinkError),
+    /// The run must stop.
+    Run(AttemptError),
 }

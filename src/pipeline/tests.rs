@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::jobfile::JobOptions;
 use crate::progress::Snapshot;
+use crate::sink::Failure;
 use crate::testutil::{lines, multiset, small_tuning, Answer, FakeSink};
 
 struct Setup {
@@ -23,6 +24,8 @@ struct Setup {
 fn setup(data: &[u8], sink: Arc<FakeSink>, job: JobOptions, max_in_flight: usize) -> Setup {
     setup_with(data, sink, job, max_in_flight, None)
 }
+
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn setup_with(
     data: &[u8],
@@ -41,6 +44,8 @@ fn setup_with(
         filter: Filter::default(),
         router: Router::fixed("t", &job.connection_ids),
         sink,
+        partitions: vec![3],
+        delivery_timeout: DELIVERY_TIMEOUT,
         sources: Sources::new(None),
         progress: Arc::clone(&progress),
         dead_letters,
@@ -70,7 +75,7 @@ async fn out_of_order_acks_deliver_every_line_once_with_exact_counters() {
     // Later calls answer sooner: acks arrive in reverse order within each window.
     let sink = FakeSink::new(3, |n, _| Answer::Ack(Duration::from_millis(8 - (n % 8) as u64)));
     let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
-    assert_eq!(process(&s, &CancellationToken::new()).await, FileOutcome::Done);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
     assert_eq!(multiset(&sink.delivered()), each_once(&data));
     let snap = s.progress.snapshot();
     assert_eq!((snap.current_line, snap.counts.total, snap.counts.success), (5_000, 5_000, 5_000));
@@ -78,56 +83,113 @@ async fn out_of_order_acks_deliver_every_line_once_with_exact_counters() {
 }
 
 #[tokio::test]
-async fn a_retry_skips_the_lines_already_settled() {
-    let data = lines("r", 3_000);
-    // The third batch fails once; everything else is acknowledged.
-    let failed = Arc::new(AtomicBool::new(false));
-    let f = Arc::clone(&failed);
-    let sink = FakeSink::new(2, move |n, _| {
-        if n == 2 && !f.swap(true, Ordering::SeqCst) {
-            Answer::Fail(Duration::from_millis(5))
+async fn a_file_retry_skips_the_lines_already_settled() {
+    let data = lines("r", 5_000);
+    let sink = FakeSink::new(2, |n, _| Answer::Ack(Duration::from_millis(if n % 3 == 0 { 15 } else { 1 })));
+    // One retry: it must succeed at once (re-recording a settled line would fail it).
+    let s = setup(&data, Arc::clone(&sink), job(100, 1), 4);
+    // The first read fails after its first chunk (64 KiB), with batches still in flight.
+    s.engine.sources.fail_reads_after(&[1]);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
+    assert_eq!(multiset(&sink.delivered()), each_once(&data), "no line twice, none lost");
+    assert_eq!(s.progress.snapshot().counts.success, 5_000);
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_read_is_given_up_and_its_settled_lines_stay_counted() {
+    let data = lines("u", 5_000);
+    let sink = FakeSink::acking();
+    let s = setup(&data, Arc::clone(&sink), job(100, 1), 4);
+    s.engine.sources.fail_reads_after(&[1, 1]);
+    let outcome = process(&s, &CancellationToken::new()).await;
+    assert!(matches!(&outcome, FileOutcome::Failed(why) if why.contains("injected read fault")), "{outcome:?}");
+    let c = s.progress.snapshot().counts;
+    assert!(c.success > 0 && c.success < 5_000, "{c:?}");
+    assert_eq!(c.total, c.success + c.error + c.skipped);
+    assert_eq!(sink.delivered().len() as u64, c.success, "every success was acknowledged once");
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_per_batch_and_the_file_goes_on() {
+    let data = lines("t", 3_000);
+    // The first ten requests fail as a moving cluster would; then everything is acknowledged.
+    let sink = FakeSink::new(3, |n, _| {
+        if n < 10 {
+            Answer::Fail(Failure::Transient, Duration::from_millis(2))
         } else {
             Answer::Ack(Duration::from_millis(1))
         }
     });
-    // One retry: it must succeed at once (re-recording a settled line would fail it).
-    let s = setup(&data, Arc::clone(&sink), job(100, 1), 4);
-    assert_eq!(process(&s, &CancellationToken::new()).await, FileOutcome::Done);
-    assert!(failed.load(Ordering::SeqCst));
-    assert_eq!(multiset(&sink.delivered()), each_once(&data), "no line twice, none lost");
+    let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
+    assert_eq!(multiset(&sink.delivered()), each_once(&data));
     assert_eq!(s.progress.snapshot().counts.success, 3_000);
 }
 
 #[tokio::test]
-async fn a_file_given_up_counts_the_lines_of_its_failed_batches_as_errors() {
+async fn a_rejected_batch_is_split_and_only_the_refused_record_is_an_error() {
     let data = lines("g", 1_000);
     let poison = br#"{"messageId":"g-150","origin":{"sourceId":"s"}}"#.to_vec();
+    let p = poison.clone();
     let sink = FakeSink::new(1, move |_, records| {
-        if records.iter().any(|r| r.value.as_deref() == Some(&poison[..])) {
-            Answer::Fail(Duration::ZERO)
+        if records.iter().any(|r| r.value.as_deref() == Some(&p[..])) {
+            Answer::Fail(Failure::Rejected, Duration::ZERO)
         } else {
             Answer::Ack(Duration::ZERO)
         }
     });
     let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    let s = setup_with(&data, Arc::clone(&sink), job(100, 1), 2, Some(tx));
-    let outcome = process(&s, &CancellationToken::new()).await;
-    assert!(matches!(outcome, FileOutcome::Failed(_)), "{outcome:?}");
+    let s = setup_with(&data, Arc::clone(&sink), job(100, 0), 2, Some(tx));
+    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
     let c = s.progress.snapshot().counts;
-    // The batch with line 150 failed in both attempts; lines of batches dropped behind it
-    // were released too. Every released line is an error, every other one a success.
-    assert!(c.error >= 100, "{c:?}");
-    assert_eq!(c.total, c.success + c.error + c.skipped);
-    assert_eq!(sink.delivered().len() as u64, c.success, "every success was acknowledged once");
+    assert_eq!((c.total, c.success, c.error), (1_000, 999, 1), "{c:?}");
+    let mut expected = each_once(&data);
+    expected.remove(&poison);
+    assert_eq!(multiset(&sink.delivered()), expected, "every other record delivered once");
+    // Halving 100 records down to one takes 7 levels: at most 2 requests per level.
+    let rejected = sink.calls().iter().filter(|c| !c.acked).count();
+    assert!(rejected <= 8, "{rejected} rejected requests");
     drop(s);
     let mut letters = Vec::new();
     while let Some(d) = rx.recv().await {
         letters.push(d);
     }
-    assert_eq!(letters.len() as u64, c.error, "each undeliverable line is a dead letter");
-    let l150 = letters.iter().find(|d| d.line == 150).expect("line 150 is a dead letter");
-    assert_eq!(l150.data.as_deref(), Some(&br#"{"messageId":"g-150","origin":{"sourceId":"s"}}"#[..]));
-    assert!(l150.reason.starts_with("undeliverable: "), "{}", l150.reason);
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0].line, letters[0].data.as_deref()), (150, Some(&poison[..])));
+    assert_eq!(letters[0].reason, "rejected by Kafka: MESSAGE_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn a_cluster_unavailable_past_the_deadline_stops_the_run_with_an_exact_resume_point() {
+    let data = lines("x", 2_000);
+    // Lines 1..=300 are delivered, then the cluster fails every request.
+    let sink = FakeSink::new(1, |n, _| {
+        if n < 3 {
+            Answer::Ack(Duration::ZERO)
+        } else {
+            Answer::Fail(Failure::Transient, Duration::from_millis(5))
+        }
+    });
+    let s = setup(&data, Arc::clone(&sink), job(100, 3), 1);
+    let started = std::time::Instant::now();
+    let outcome = process(&s, &CancellationToken::new()).await;
+    assert!(matches!(&outcome, FileOutcome::RunStopped(AttemptError::KafkaUnavailable { .. })), "{outcome:?}");
+    assert!(started.elapsed() < DELIVERY_TIMEOUT * 2, "no file retries on top of the deadline");
+    let snap = s.progress.snapshot();
+    assert_eq!((snap.current_line, snap.counts.total, snap.counts.success), (300, 300, 300));
+    assert!(crate::Chain(&AttemptError::Stopped).to_string().contains("stopped"));
+}
+
+#[tokio::test]
+async fn a_fatal_error_stops_the_run_at_once() {
+    let data = lines("f", 2_000);
+    let sink = FakeSink::new(2, |_, _| Answer::Fail(Failure::Fatal, Duration::ZERO));
+    let s = setup(&data, Arc::clone(&sink), job(100, 3), 2);
+    let started = std::time::Instant::now();
+    let outcome = process(&s, &CancellationToken::new()).await;
+    assert!(matches!(&outcome, FileOutcome::RunStopped(AttemptError::KafkaFatal(_))), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(s.progress.snapshot().counts.total, 0);
 }
 
 #[tokio::test]
@@ -136,7 +198,7 @@ async fn the_parser_never_runs_further_ahead_of_the_watermark_than_the_bound() {
     // The first batch of every 50 is slow, so the watermark lags behind.
     let sink = FakeSink::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
     let s = setup(&data, Arc::clone(&sink), job(50, 0), 2);
-    assert_eq!(process(&s, &CancellationToken::new()).await, FileOutcome::Done);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
     let bound = (s.engine.max_unsettled_lines() as u64) + cpu::WINDOW_CHECK_LINES;
     let mut line_of = std::collections::HashMap::new();
     for (i, l) in data.split(|b| *b == b'\n').enumerate() {
@@ -164,7 +226,7 @@ async fn shutdown_drains_the_batches_in_flight_and_stops_reading() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.cancel();
     });
-    assert_eq!(process(&s, &shutdown).await, FileOutcome::Cancelled);
+    assert!(matches!(process(&s, &shutdown).await, FileOutcome::Cancelled));
     assert_eq!(sink.in_flight(), 0, "every request in flight was waited for");
     let snap = s.progress.snapshot();
     let delivered = sink.delivered().len() as u64;
@@ -188,13 +250,13 @@ async fn a_retry_after_the_oldest_batch_failed_with_a_full_window_does_not_hang(
     let sink = FakeSink::new(3, move |n, _| {
         if n == 0 && !f.swap(true, Ordering::SeqCst) {
             // Long enough for the parser to reach the bound and wait.
-            Answer::Fail(Duration::from_millis(300))
+            Answer::Fail(Failure::Transient, Duration::from_millis(300))
         } else {
             Answer::Ack(Duration::ZERO)
         }
     });
     let s = setup(&data, Arc::clone(&sink), job(20, 3), 2);
-    assert_eq!(process(&s, &CancellationToken::new()).await, FileOutcome::Done);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
     assert!(failed.load(Ordering::SeqCst));
     assert_eq!(multiset(&sink.delivered()), each_once(&data));
     assert_eq!(s.progress.snapshot().counts.success, 5_000);

@@ -66,10 +66,22 @@ fn manifests_carry_the_job() {
     let docs: Vec<&str> = out.split("\n---\n").collect();
     assert_eq!(docs.len(), 4);
     let job: sonic_rs::Value = sonic_rs::from_str(docs[3]).unwrap();
-    use sonic_rs::JsonValueTrait;
+    use sonic_rs::{JsonContainerTrait, JsonValueTrait};
     assert_eq!(job.pointer(["spec", "completions"]).and_then(|v| v.as_u64()), Some(3));
     assert_eq!(job.pointer(["spec", "parallelism"]).and_then(|v| v.as_u64()), Some(2));
     assert_eq!(job.pointer(["metadata", "name"]).and_then(|v| v.as_str()), Some("reprocessing-job-1"));
+    // Kubernetes never runs two pods of one index at once, evictions are not failures, and
+    // an invalid configuration (exit 2) fails the job.
+    assert_eq!(job.pointer(["spec", "podReplacementPolicy"]).and_then(|v| v.as_str()), Some("Failed"));
+    assert_eq!(job.pointer(["spec", "template", "spec", "restartPolicy"]).and_then(|v| v.as_str()), Some("Never"));
+    let rules = job.pointer(["spec", "podFailurePolicy", "rules"]).and_then(|v| v.as_array()).unwrap();
+    let rule = |action: &str| rules.iter().find(|r| r.get("action").and_then(|a| a.as_str()) == Some(action));
+    let fail = rule("FailJob").expect("a FailJob rule");
+    assert_eq!(fail.pointer(["onExitCodes", "values"]).map(|v| v.to_string()).as_deref(), Some("[2]"));
+    assert_eq!(fail.pointer(["onExitCodes", "operator"]).and_then(|v| v.as_str()), Some("In"));
+    let ignore = rule("Ignore").expect("an Ignore rule");
+    let on = ignore.pointer(["onPodConditions"]).map(|v| v.to_string());
+    assert_eq!(on.as_deref(), Some(r#"[{"type":"DisruptionTarget"}]"#));
     let cm: sonic_rs::Value = sonic_rs::from_str(docs[0]).unwrap();
     let b64 = cm.pointer(["binaryData", "files.json"]).and_then(|v| v.as_str()).unwrap().to_string();
     assert!(!b64.is_empty());
