@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The fault suite: kill -9 at random points, SIGTERM and resume, broker kill and restart,
-# PostgreSQL restart, S3 faults through a fault-injecting proxy — on the real services.
+# The fault suite, on the real services:
+# - tests/faults.rs: kill -9 at random points, SIGTERM and resume, broker kill and restart,
+#   PostgreSQL restart, S3 faults through a fault-injecting proxy (tansu, moto, PostgreSQL);
+# - tests/cluster.rs: a three-broker Kafka cluster that pushes back (librdkafka's mock
+#   cluster): leader moves, a broker down, NOT_ENOUGH_REPLICAS, a late acknowledgement,
+#   MESSAGE_TOO_LARGE, a line too large for Kafka, batch sizes, missing and denied topics, the
+#   cluster down past the delivery deadline, SIGTERM, two overlapping runs of one index.
 # Every case checks with kcat that nothing was lost and that duplicates stay within the
 # bound the worker guarantees, then this prints one table of the figures.
 # Called by scripts/test.sh; runs alone too (it starts the services).
@@ -9,10 +14,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/services.sh start >&2
 eval "$(scripts/services.sh env)"
+export RW_REQUIRE_SERVICES=1
 log="$(mktemp)"
 status=0
-cargo test --locked --test faults -- --ignored --test-threads 1 --nocapture 2>&1 | tee "$log" | grep -E '^(test |FAULT\||kill -9 seed|SIGTERM:|S3 proxy:|test result)' || true
-grep -q '^test result: ok' "$log" || status=1
+for suite in faults cluster; do
+  cargo test --locked --test "$suite" -- --ignored --test-threads 1 --nocapture 2>&1 | tee -a "$log" |
+    grep -E '^(test |FAULT\||kill -9 seed|SIGTERM:|S3 proxy:|late answer:|test result)' || true
+done
+[[ $(grep -c '^test result: ok' "$log") == 2 ]] || status=1
 echo
 echo "| case | runs | expected lines | messages read | lost | duplicates | guaranteed bound |"
 echo "|---|---|---|---|---|---|---|"

@@ -27,12 +27,26 @@ pub const HEADER: &str = "connection_ids";
 /// attributes, offsets, timestamps, producer id and epoch, sequence, count).
 pub const BATCH_OVERHEAD: usize = 61;
 
-/// An upper bound of one record's encoded size in a v2 record batch, before compression:
-/// every varint at its widest (length 5, timestamp delta 10, offset delta 5, key and value
-/// lengths 5 each, header count 5, each header's key and value lengths 5 each), plus the
-/// attributes byte, the key, the value and the headers.
-pub fn record_bound(key: usize, value: usize, headers: &[(&str, &[u8])]) -> usize {
-    36 + key + value + headers.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>()
+/// Bytes of `v` as a zigzag varint, the way the v2 record format writes lengths and deltas.
+pub fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - z.leading_zeros() as usize).div_ceil(7).max(1)
+}
+
+/// One record's encoded size in a v2 record batch, before compression, when it is record
+/// number `index` of its batch and carries the batch's timestamp (the batcher gives every
+/// record of a batch the same one, so the timestamp delta is 0): the length, the attributes
+/// byte, the timestamp and offset deltas, the key, the value and the headers.
+pub fn record_size(index: usize, key: usize, value: usize, headers: &[(&str, &[u8])]) -> usize {
+    let field = |n: usize| varint_len(n as i64) + n;
+    let body = 1
+        + varint_len(0)
+        + varint_len(index as i64)
+        + field(key)
+        + field(value)
+        + varint_len(headers.len() as i64)
+        + headers.iter().map(|(k, v)| field(k.len()) + field(v.len())).sum::<usize>();
+    varint_len(body as i64) + body
 }
 
 /// When a batch is full.
@@ -94,7 +108,7 @@ struct Open {
     records: Vec<Record>,
     lines: Vec<u64>,
     bytes: usize,
-    /// Encoded size bound of the batch so far.
+    /// Encoded size of the batch so far.
     encoded: usize,
     timestamp: DateTime<Utc>,
 }
@@ -148,16 +162,26 @@ impl<'a> Batcher<'a> {
             Some(id) if !id.is_empty() => id.as_bytes().to_vec(),
             _ => uuid::Uuid::new_v4().hyphenated().to_string().into_bytes(),
         };
-        let size = record_bound(key.len(), text.len(), &[(HEADER, &target.header)]);
-        if BATCH_OVERHEAD + size > self.limits.message_bytes {
-            return Some(Decision::Error(LineError::TooLargeForKafka(size, self.limits.message_bytes)));
+        let headers = [(HEADER, &target.header[..])];
+        let alone = record_size(0, key.len(), text.len(), &headers);
+        if BATCH_OVERHEAD + alone > self.limits.message_bytes {
+            return Some(Decision::Error(LineError::TooLargeForKafka(alone, self.limits.message_bytes)));
         }
         let topic = target.topic;
-        if self.open[topic].as_ref().is_some_and(|o| o.encoded + size > self.limits.message_bytes) {
-            if let Some(b) = self.take(topic) {
-                emit(b);
-            }
-        }
+        // The record's size where it would go; the open batch is closed first if this record
+        // would take it past the limit, and the record starts the next one.
+        let size = match self.open[topic].as_ref().map(|o| (o.records.len(), o.encoded)) {
+            None => alone,
+            Some((n, encoded)) => match record_size(n, key.len(), text.len(), &headers) {
+                size if encoded + size <= self.limits.message_bytes => size,
+                _ => {
+                    if let Some(b) = self.take(topic) {
+                        emit(b);
+                    }
+                    alone
+                }
+            },
+        };
         let capacity = self.limits.records.min(4096);
         let open = self.open[topic].get_or_insert_with(|| Open {
             records: Vec::with_capacity(capacity),
@@ -271,8 +295,8 @@ mod tests {
         assert_eq!(b.line(2, Line::Text(b"x"), false, |_| {}).map(|d| d.state()), Some(LineState::Error));
     }
 
-    /// Zigzag varint length, as the v2 record format writes lengths and deltas.
-    fn varint_len(v: i64) -> usize {
+    /// Zigzag varint length, counted byte by byte as an encoder writes it.
+    fn written_varint_len(v: i64) -> usize {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         let mut n = 1;
         while z >= 0x80 {
@@ -282,33 +306,38 @@ mod tests {
         n
     }
 
+    #[test]
+    fn varint_lengths() {
+        for v in [0i64, 1, -1, 63, 64, -64, -65, 8191, 8192, i64::from(i32::MAX), i64::MAX, i64::MIN] {
+            assert_eq!(varint_len(v), written_varint_len(v), "{v}");
+        }
+    }
+
     /// The exact encoded size of records in a v2 batch (uncompressed), written from the
     /// format's description, independently of rskafka.
     fn encoded_size(records: &[Record]) -> usize {
+        let vl = written_varint_len;
         let first = records[0].timestamp.timestamp_millis();
         let mut total = BATCH_OVERHEAD;
         for (i, r) in records.iter().enumerate() {
-            let opt = |b: &Option<Vec<u8>>| b.as_ref().map_or(1, |b| varint_len(b.len() as i64) + b.len());
-            let headers: usize = r
-                .headers
-                .iter()
-                .map(|(k, v)| varint_len(k.len() as i64) + k.len() + varint_len(v.len() as i64) + v.len())
-                .sum();
+            let opt = |b: &Option<Vec<u8>>| b.as_ref().map_or(1, |b| vl(b.len() as i64) + b.len());
+            let headers: usize =
+                r.headers.iter().map(|(k, v)| vl(k.len() as i64) + k.len() + vl(v.len() as i64) + v.len()).sum();
             let body = 1
-                + varint_len(r.timestamp.timestamp_millis() - first)
-                + varint_len(i as i64)
+                + vl(r.timestamp.timestamp_millis() - first)
+                + vl(i as i64)
                 + opt(&r.key)
                 + opt(&r.value)
-                + varint_len(r.headers.len() as i64)
+                + vl(r.headers.len() as i64)
                 + headers;
-            total += varint_len(body as i64) + body;
+            total += vl(body as i64) + body;
         }
         total
     }
 
     proptest::proptest! {
-        /// Whatever the lines, every batch's bound is at least its exact encoded size and
-        /// within the limit, and the bound overshoots by at most 40 bytes per record.
+        /// Whatever the lines, every batch's size is its exact encoded size, within the
+        /// limit, and no batch could have taken the next record.
         #[test]
         fn batches_stay_within_the_message_limit(sizes in proptest::collection::vec(0usize..3_000, 1..200)) {
             let router = Router::fixed("t", &["c1".into(), "c2".into()]);
@@ -321,11 +350,16 @@ mod tests {
                 b.line(i as u64 + 1, Line::Text(line.as_bytes()), true, |x| batches.push(x));
             }
             b.flush_all(|x| batches.push(x));
-            for batch in &batches {
+            for (i, batch) in batches.iter().enumerate() {
                 let exact = encoded_size(&batch.records);
-                proptest::prop_assert!(batch.encoded_bytes >= exact, "bound {} < exact {}", batch.encoded_bytes, exact);
+                proptest::prop_assert_eq!(batch.encoded_bytes, exact);
                 proptest::prop_assert!(batch.encoded_bytes <= 20_000);
-                proptest::prop_assert!(batch.encoded_bytes - exact <= 40 * batch.records.len());
+                // Closed only when the next record of its topic would not fit.
+                if let Some(next) = batches[i + 1..].iter().find(|b| b.topic == batch.topic) {
+                    let mut with = batch.records.clone();
+                    with.push(next.records[0].clone());
+                    proptest::prop_assert!(encoded_size(&with) > 20_000 || batch.records.len() == 1_000);
+                }
             }
         }
     }

@@ -62,6 +62,21 @@ pub enum StatusError {
     },
     #[error("database row")]
     BadRow(#[from] UnknownStatus),
+    /// Another run of the same job and index started after this one and owns the row now.
+    #[error("the row of worker {index} of job {job} was taken over by another run; this one stops without writing")]
+    TakenOver { job: String, index: u32 },
+    /// The row is `completed`, or ahead of this write: rows never go backwards.
+    #[error(
+        "the row of worker {index} of job {job} is {status} and ahead of this run; this one stops without writing"
+    )]
+    RowAhead { job: String, index: u32, status: WorkerStatus },
+}
+
+impl StatusError {
+    /// True when this run must stop: its row belongs to, or was finished by, another run.
+    pub fn row_lost(&self) -> bool {
+        matches!(self, StatusError::TakenOver { .. } | StatusError::RowAhead { .. })
+    }
 }
 
 /// Where the worker's row lives: PostgreSQL in production, an in-memory fake in the
@@ -76,7 +91,9 @@ pub trait StatusStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StatusError>>;
     /// This worker's row as stored, if any.
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>>;
-    /// Upserts this worker's row.
+    /// Upserts this worker's row. A row that is `completed`, ahead of this write, or owned
+    /// by a later run of the same index is left as it is, and the write fails with an error
+    /// for which [`StatusError::row_lost`] is true.
     fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>>;
 }
 
@@ -119,6 +136,18 @@ CREATE INDEX IF NOT EXISTS reprocessing_workers_job_id_idx ON reprocessing_worke
 CREATE INDEX IF NOT EXISTS reprocessing_workers_status_idx ON reprocessing_workers (job_id, status);
 "#;
 
+/// The worker's own table, beside the admin's (whose schema stays untouched): which run of
+/// each index owns its row. A run claims it at start-up; the row's writes check it.
+pub const RUNS_DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS reprocessing_worker_runs (
+    job_id VARCHAR(64) NOT NULL REFERENCES reprocessing_jobs(id) ON DELETE CASCADE,
+    worker_index INTEGER NOT NULL,
+    run_id VARCHAR(36) NOT NULL,
+    claimed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (job_id, worker_index)
+);
+"#;
+
 const UPSERT: &str = r#"
 INSERT INTO reprocessing_workers AS w (job_id, worker_index, status, started_at, updated_at, completed_at,
     current_file, current_line, current_ts, assigned_files, processed_files, total_lines, success_count,
@@ -143,6 +172,11 @@ ON CONFLICT (job_id, worker_index) DO UPDATE SET
     total_bytes = EXCLUDED.total_bytes,
     processed_bytes = EXCLUDED.processed_bytes,
     error = EXCLUDED.error
+WHERE w.status <> 'completed'
+    AND EXCLUDED.total_lines >= COALESCE(w.total_lines, 0)
+    AND EXCLUDED.processed_files >= COALESCE(w.processed_files, 0)
+    AND EXISTS (SELECT 1 FROM reprocessing_worker_runs r
+                WHERE r.job_id = $1 AND r.worker_index = $2 AND r.run_id = $16)
 "#;
 
 /// The PostgreSQL store for one worker's row.
@@ -154,6 +188,8 @@ pub struct PgStatus {
     worker_index: i32,
     client: tokio::sync::Mutex<Option<Client>>,
     timeout: Duration,
+    /// This run's id in `reprocessing_worker_runs`.
+    run_id: String,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -201,6 +237,7 @@ impl PgStatus {
             worker_index: i32_of(worker_index),
             client: tokio::sync::Mutex::new(None),
             timeout,
+            run_id: uuid::Uuid::new_v4().to_string(),
         };
         let client = me.open().await?;
         *me.client.lock().await = Some(client);
@@ -257,16 +294,24 @@ impl PgStatus {
         total_files: u32,
         total_workers: u32,
     ) -> Result<(), StatusError> {
-        let (job, cfg) = (self.job_id.clone(), job_config_json.to_owned());
-        let (files, workers) = (i32_of(total_files), i32_of(total_workers));
+        let (job, cfg, run) = (self.job_id.clone(), job_config_json.to_owned(), self.run_id.clone());
+        let (files, workers, idx) = (i32_of(total_files), i32_of(total_workers), self.worker_index);
         self.with_client(move |c| {
-            let (job, cfg) = (job.clone(), cfg.clone());
+            let (job, cfg, run) = (job.clone(), cfg.clone(), run.clone());
             Box::pin(async move {
-                c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock(7262635483); {DDL} COMMIT;")).await?;
+                c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock(7262635483); {DDL} {RUNS_DDL} COMMIT;"))
+                    .await?;
                 c.execute(
                     "INSERT INTO reprocessing_jobs (id, config, status, created_at, started_at, total_files, total_workers)
                      VALUES ($1, $2::text::jsonb, 'running', NOW(), NOW(), $3, $4) ON CONFLICT (id) DO NOTHING",
                     &[&job, &cfg, &files, &workers],
+                )
+                .await?;
+                // This run owns the row from now on; an older run of the same index stops.
+                c.execute(
+                    "INSERT INTO reprocessing_worker_runs (job_id, worker_index, run_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (job_id, worker_index) DO UPDATE SET run_id = EXCLUDED.run_id, claimed_at = NOW()",
+                    &[&job, &idx, &run],
                 )
                 .await?;
                 Ok(())
@@ -307,37 +352,68 @@ impl PgStatus {
     }
 
     async fn upsert(&self, row: &StatusRow) -> Result<(), StatusError> {
-        let (job, idx) = (self.job_id.clone(), self.worker_index);
+        let (job, idx, run) = (self.job_id.clone(), self.worker_index, self.run_id.clone());
         let row = row.clone();
-        self.with_client(move |c| {
-            let (job, row) = (job.clone(), row.clone());
-            Box::pin(async move {
-                let s = &row.snapshot;
-                c.execute(
-                    UPSERT,
-                    &[
-                        &job,
-                        &idx,
-                        &row.status.as_str(),
-                        &s.current_file,
-                        &i64_of(s.current_line),
-                        &s.current_ts,
-                        &i32_of(row.assigned_files),
-                        &i32_of(s.processed_files),
-                        &i64_of(s.counts.total),
-                        &i64_of(s.counts.success),
-                        &i64_of(s.counts.error),
-                        &i64_of(s.counts.skipped),
-                        &i64_of(row.total_bytes),
-                        &i64_of(s.processed_bytes),
-                        &row.error,
-                    ],
-                )
-                .await
-                .map(|_| ())
+        let written = self
+            .with_client(move |c| {
+                let (job, row, run) = (job.clone(), row.clone(), run.clone());
+                Box::pin(async move {
+                    let s = &row.snapshot;
+                    c.execute(
+                        UPSERT,
+                        &[
+                            &job,
+                            &idx,
+                            &row.status.as_str(),
+                            &s.current_file,
+                            &i64_of(s.current_line),
+                            &s.current_ts,
+                            &i32_of(row.assigned_files),
+                            &i32_of(s.processed_files),
+                            &i64_of(s.counts.total),
+                            &i64_of(s.counts.success),
+                            &i64_of(s.counts.error),
+                            &i64_of(s.counts.skipped),
+                            &i64_of(row.total_bytes),
+                            &i64_of(s.processed_bytes),
+                            &row.error,
+                            &run,
+                        ],
+                    )
+                    .await
+                })
             })
-        })
-        .await
+            .await?;
+        if written == 1 {
+            return Ok(());
+        }
+        Err(self.why_refused().await?)
+    }
+
+    /// Why the guarded upsert left the row alone: another run owns it, or it is ahead.
+    async fn why_refused(&self) -> Result<StatusError, StatusError> {
+        let (job, idx) = (self.job_id.clone(), self.worker_index);
+        let found = self
+            .with_client(move |c| {
+                let job = job.clone();
+                Box::pin(async move {
+                    c.query_opt(
+                        "SELECT w.status, r.run_id FROM reprocessing_workers w
+                         LEFT JOIN reprocessing_worker_runs r ON r.job_id = w.job_id AND r.worker_index = w.worker_index
+                         WHERE w.job_id = $1 AND w.worker_index = $2",
+                        &[&job, &idx],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        let (job, index) = (self.job_id.clone(), self.worker_index as u32);
+        let Some(r) = found else { return Ok(StatusError::TakenOver { job, index }) };
+        let owner: Option<String> = r.get(1);
+        if owner.as_deref() != Some(self.run_id.as_str()) {
+            return Ok(StatusError::TakenOver { job, index });
+        }
+        Ok(StatusError::RowAhead { job, index, status: r.get::<_, String>(0).parse()? })
     }
 }
 
@@ -356,6 +432,7 @@ impl StatusStore for PgStatus {
 /// Writes `running` rows from `progress` until `stop` fires: whenever woken (every
 /// [`crate::progress::FLUSH_EVERY_LINES`] lines, after each file) and at least every `tick`.
 /// A failed write is logged (once per outage) and the next one carries the newest counters.
+/// A write refused because the row was lost to another run ends the flusher with that error.
 pub async fn run_flusher(
     store: &dyn StatusStore,
     progress: &Progress,
@@ -363,13 +440,13 @@ pub async fn run_flusher(
     total_bytes: u64,
     tick: Duration,
     stop: CancellationToken,
-) {
+) -> Result<(), StatusError> {
     let mut last: Option<Snapshot> = None;
     let mut failing = false;
     loop {
         tokio::select! {
             biased;
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ok(()),
             _ = progress.flush.notified() => {}
             _ = tokio::time::sleep(tick) => {}
         }
@@ -392,6 +469,7 @@ pub async fn run_flusher(
                 failing = false;
                 last = Some(snapshot);
             }
+            Err(e) if e.row_lost() => return Err(e),
             Err(e) => {
                 if !failing {
                     tracing::warn!(error = %crate::Chain(&e), "status write failed; the pipeline goes on and the next write retries");

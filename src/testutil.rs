@@ -131,16 +131,19 @@ impl Sink for FakeSink {
     }
 }
 
-/// The row in memory: reads see the last write, and every write is kept.
+/// The row in memory: reads see the last write, and every write is kept. Like the
+/// PostgreSQL store, it refuses writes to a `completed` row, writes that lower the counters,
+/// and every write once `taken_over` is set (another run claimed the index).
 #[derive(Debug, Default)]
 pub struct MemoryStatus {
     pub stored: Mutex<Option<StoredRow>>,
     pub writes: Mutex<Vec<StatusRow>>,
+    pub taken_over: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryStatus {
     pub fn with_row(row: StoredRow) -> Self {
-        Self { stored: Mutex::new(Some(row)), writes: Mutex::default() }
+        Self { stored: Mutex::new(Some(row)), ..Default::default() }
     }
 
     pub fn last(&self) -> StatusRow {
@@ -157,7 +160,19 @@ impl StatusStore for MemoryStatus {
     }
     fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
         Box::pin(async move {
-            *self.stored.lock().unwrap() = Some(StoredRow { status: row.status, snapshot: row.snapshot.clone() });
+            let (job, index) = ("job".to_owned(), 0);
+            if self.taken_over.load(Ordering::SeqCst) {
+                return Err(StatusError::TakenOver { job, index });
+            }
+            let mut stored = self.stored.lock().unwrap();
+            if let Some(s) = stored.as_ref() {
+                let behind = row.snapshot.counts.total < s.snapshot.counts.total
+                    || row.snapshot.processed_files < s.snapshot.processed_files;
+                if s.status == crate::status::WorkerStatus::Completed || behind {
+                    return Err(StatusError::RowAhead { job, index, status: s.status });
+                }
+            }
+            *stored = Some(StoredRow { status: row.status, snapshot: row.snapshot.clone() });
             self.writes.lock().unwrap().push(row.clone());
             Ok(())
         })

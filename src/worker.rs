@@ -216,21 +216,39 @@ impl<'a> Run<'a> {
         shutdown: &CancellationToken,
     ) -> FilesEnd {
         let stop = CancellationToken::new();
+        // Stopped by shutdown, or by the flusher when another run took the row over.
+        let files_stop = shutdown.child_token();
         let n_assigned = self.assigned.len() as u32;
-        let flusher =
-            crate::status::run_flusher(self.store, progress, n_assigned, self.total_bytes, STATUS_TICK, stop.clone());
+        let flusher = async {
+            let r = crate::status::run_flusher(
+                self.store,
+                progress,
+                n_assigned,
+                self.total_bytes,
+                STATUS_TICK,
+                stop.clone(),
+            )
+            .await;
+            if r.is_err() {
+                files_stop.cancel();
+            }
+            r
+        };
         let display = async {
             if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 crate::display::run(Arc::clone(progress), n_assigned, self.total_bytes, stop.clone()).await;
             }
         };
         let files = async {
-            let r = self.process_files(engine, progress, start, shutdown).await;
+            let r = self.process_files(engine, progress, start, &files_stop).await;
             stop.cancel();
             r
         };
-        let (r, (), ()) = tokio::join!(files, flusher, display);
-        r
+        let (mut end, flushed, ()) = tokio::join!(files, flusher, display);
+        if let Err(lost) = flushed {
+            end.stopped = Some(lost.into());
+        }
+        end
     }
 
     /// Every assigned file from the start point on, in order.
@@ -290,6 +308,12 @@ impl<'a> Run<'a> {
     /// Writes the final row (retried: it matters most) and logs the summary.
     async fn finish(&self, end: FilesEnd, snapshot: Snapshot) -> Result<RunSummary, RunError> {
         let FilesEnd { status, failed, stopped } = end;
+        if let Some(RunError::Status(e)) = &stopped {
+            if e.row_lost() {
+                tracing::error!(error = %e, "stopping; the row is left to the run that owns it");
+                return Err(stopped.expect("checked"));
+            }
+        }
         let error = match (&stopped, failed.len()) {
             (Some(e), _) => Some(crate::Chain(e).to_string()),
             (None, 0) => None,
@@ -330,6 +354,10 @@ async fn write_final(store: &dyn StatusStore, row: &StatusRow) {
     let mut attempt = 0;
     loop {
         let Err(e) = store.write(row).await else { return };
+        if e.row_lost() {
+            tracing::error!(error = %e, "final status not written");
+            return;
+        }
         attempt += 1;
         let Some(pause) = Backoff::FINAL_ROW.delay(attempt) else {
             tracing::error!(error = %crate::Chain(&e), "final status write failed; giving up");

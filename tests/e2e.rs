@@ -313,48 +313,6 @@ fn admin_pending_row_is_taken_over() {
     assert_counts(&r, 1, 0, 0);
 }
 
-/// A tiny HTTP server for the streams repository; records the Authorization header.
-struct RepoServer {
-    addr: std::net::SocketAddr,
-    auth: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl RepoServer {
-    fn start(body: &'static str) -> RepoServer {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let auth = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let seen = auth.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).unwrap_or(0) > 0 {
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) =
-                        line.strip_prefix("authorization: ").or_else(|| line.strip_prefix("Authorization: "))
-                    {
-                        *seen.lock().unwrap() = Some(v.trim().to_string());
-                    }
-                    line.clear();
-                }
-                let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-            }
-        });
-        RepoServer { addr, auth }
-    }
-    fn url(&self) -> String {
-        format!("http://{}/api/admin/export/streams-with-destinations", self.addr)
-    }
-    fn auth(&self) -> Option<String> {
-        self.auth.lock().unwrap().clone()
-    }
-}
-
 #[test]
 fn secrets_never_reach_logs_errors_or_the_row() {
     if common::skip_without_services("secrets_never_reach_logs_errors_or_the_row") {

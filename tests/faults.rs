@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,15 +48,8 @@ fn tuned(job: &Job, index: u32) -> Command {
 
 /// Checks the union of deliveries; returns (lost, duplicates) after asserting them.
 fn check(case: &str, runs: u32, expected: &[String], msgs: &[Msg], interruptions: u64) -> (u64, u64) {
-    let mut seen: HashMap<&str, u64> = HashMap::new();
-    for m in msgs {
-        *seen.entry(m.value.as_str()).or_default() += 1;
-    }
-    let lost = expected.iter().filter(|l| !seen.contains_key(l.as_str())).count() as u64;
-    let unexpected = seen.keys().filter(|v| !expected.iter().any(|e| e == *v)).count();
-    let dups: u64 = seen.values().map(|n| n - 1).sum();
     let bound = interruptions * BOUND;
-    println!("FAULT|{case}|{runs}|{}|{}|{lost}|{dups}|{bound}", expected.len(), msgs.len());
+    let (lost, unexpected, dups) = tally(case, runs, expected, msgs, bound);
     assert_eq!(lost, 0, "{case}: lines lost");
     assert_eq!(unexpected, 0, "{case}: values that were never in the input");
     assert!(dups <= bound, "{case}: {dups} duplicates > bound {bound}");
@@ -70,7 +62,7 @@ fn wait_progress(job: &Job, child: &mut Child, min_lines: u64, timeout: Duration
         if child.try_wait().unwrap().is_some() {
             return false;
         }
-        if try_row(&job.id)
+        if try_row(&job.id, 0)
             .is_some_and(|r| r.get("success_count").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) >= min_lines)
         {
             return true;
@@ -78,10 +70,6 @@ fn wait_progress(job: &Job, child: &mut Child, min_lines: u64, timeout: Duration
         std::thread::sleep(Duration::from_millis(20));
     }
     false
-}
-
-fn try_row(job: &str) -> Option<std::collections::BTreeMap<String, String>> {
-    std::panic::catch_unwind(|| row(job, 0)).ok()
 }
 
 fn finish(job: &Job, expected_total: u64) {

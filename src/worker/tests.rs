@@ -95,3 +95,41 @@ async fn a_missing_start_file_is_recorded_as_failed() {
     assert_eq!(last.status, WorkerStatus::Failed);
     assert!(last.error.unwrap().contains("nope"));
 }
+
+#[tokio::test]
+async fn a_run_whose_row_is_taken_over_stops_without_writing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[("a", &lines("a", 50_000))], JobOptions::default(), small_tuning(2));
+    let store = std::sync::Arc::new(MemoryStatus::default());
+    let sink = crate::testutil::FakeSink::new(2, |_, _| crate::testutil::Answer::Ack(Duration::from_millis(10)));
+    let s2 = std::sync::Arc::clone(&store);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s2.taken_over.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let started = std::time::Instant::now();
+    let e = run_with(&cfg, store.as_ref(), Some(sink.clone()), CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(e, RunError::Status(StatusError::TakenOver { .. })), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped promptly");
+    assert!(sink.delivered().len() < 50_000, "stopped before the end of the file");
+    let writes = store.writes.lock().unwrap();
+    assert!(writes.iter().all(|w| w.status == WorkerStatus::Running), "no final row over the new owner's");
+}
+
+#[tokio::test]
+async fn a_completed_row_is_never_written_over() {
+    let store = MemoryStatus::default();
+    let row = |status, total| StatusRow {
+        status,
+        snapshot: Snapshot { counts: Counts { total, success: total, ..Default::default() }, ..Default::default() },
+        assigned_files: 1,
+        total_bytes: 0,
+        error: None,
+    };
+    store.write(&row(WorkerStatus::Running, 10)).await.unwrap();
+    assert!(store.write(&row(WorkerStatus::Running, 5)).await.unwrap_err().row_lost(), "counters never go down");
+    store.write(&row(WorkerStatus::Completed, 20)).await.unwrap();
+    let e = store.write(&row(WorkerStatus::Cancelled, 20)).await.unwrap_err();
+    assert!(matches!(e, StatusError::RowAhead { status: WorkerStatus::Completed, .. }), "{e}");
+    assert_eq!(store.read_row().await.unwrap().unwrap().status, WorkerStatus::Completed);
+}

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
+pub mod cluster;
+
 /// True when this test must be skipped because the services are not configured: a plain
 /// `cargo test` on a fresh checkout. It says so on the terminal, with the way to run them.
 /// Under CI (`CI=true`) or `scripts/test.sh` (`RW_REQUIRE_SERVICES=1`), missing services are
@@ -124,10 +126,14 @@ pub struct Job {
 
 impl Job {
     pub fn new(topic_partitions: u32) -> Job {
-        let id = unique("job");
-        let topic = unique("topic");
-        create_topic(&topic, topic_partitions);
-        Job { id, dir: tempfile::tempdir().unwrap(), topic, extra_env: Vec::new() }
+        let job = Job::bare();
+        create_topic(&job.topic, topic_partitions);
+        job
+    }
+
+    /// A job whose topic is not created (on another cluster, or missing on purpose).
+    pub fn bare() -> Job {
+        Job { id: unique("job"), dir: tempfile::tempdir().unwrap(), topic: unique("topic"), extra_env: Vec::new() }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -197,12 +203,17 @@ pub fn assert_success(out: &Output) {
 
 /// The worker's row, as a map of column name to text (NULL is absent).
 pub fn row(job: &str, index: i32) -> BTreeMap<String, String> {
+    try_row(job, index).unwrap_or_else(|| panic!("no row for {job}/{index}"))
+}
+
+/// The worker's row, if there is one yet.
+pub fn try_row(job: &str, index: i32) -> Option<BTreeMap<String, String>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(&env("DATABASE_URL"), tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         let r = client
-            .query_one(
+            .query_opt(
                 "SELECT status, started_at::text, completed_at::text, current_file, current_line::text, current_ts,
                         assigned_files::text, processed_files::text, total_lines::text, success_count::text,
                         error_count::text, skipped_count::text, total_bytes::text, processed_bytes::text, error
@@ -210,7 +221,7 @@ pub fn row(job: &str, index: i32) -> BTreeMap<String, String> {
                 &[&job, &index],
             )
             .await
-            .unwrap_or_else(|e| panic!("no row for {job}/{index}: {e}"));
+            .unwrap_or_else(|e| panic!("reading the row of {job}/{index}: {e}"))?;
         let names = [
             "status",
             "started_at",
@@ -232,7 +243,8 @@ pub fn row(job: &str, index: i32) -> BTreeMap<String, String> {
             .iter()
             .enumerate()
             .filter_map(|(i, n)| r.get::<_, Option<String>>(i).map(|v| (n.to_string(), v)))
-            .collect()
+            .collect::<BTreeMap<_, _>>()
+            .into()
     })
 }
 
@@ -291,4 +303,61 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn read_to_string(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap()
+}
+
+/// A tiny HTTP server for the streams repository; records the Authorization header.
+pub struct RepoServer {
+    addr: std::net::SocketAddr,
+    auth: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl RepoServer {
+    pub fn start(body: &'static str) -> RepoServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let auth = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = auth.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) =
+                        line.strip_prefix("authorization: ").or_else(|| line.strip_prefix("Authorization: "))
+                    {
+                        *seen.lock().unwrap() = Some(v.trim().to_string());
+                    }
+                    line.clear();
+                }
+                let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        RepoServer { addr, auth }
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}/api/admin/export/streams-with-destinations", self.addr)
+    }
+    pub fn auth(&self) -> Option<String> {
+        self.auth.lock().unwrap().clone()
+    }
+}
+
+/// What a run delivered against what it should have: lines lost, values never in the input,
+/// and duplicates, and one `FAULT|…` line for the fault suite's table.
+pub fn tally(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) -> (u64, usize, u64) {
+    let mut seen: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for m in msgs {
+        *seen.entry(m.value.as_str()).or_default() += 1;
+    }
+    let wanted: std::collections::HashSet<&str> = expected.iter().map(String::as_str).collect();
+    let lost = expected.iter().filter(|l| !seen.contains_key(l.as_str())).count() as u64;
+    let unexpected = seen.keys().filter(|v| !wanted.contains(*v)).count();
+    let dups: u64 = seen.values().map(|n| n - 1).sum();
+    println!("FAULT|{case}|{runs}|{}|{}|{lost}|{dups}|{bound}", expected.len(), msgs.len());
+    (lost, unexpected, dups)
 }

@@ -1,0 +1,391 @@
+//! The worker against a real multi-broker Kafka cluster that pushes back: librdkafka's mock
+//! cluster (three brokers, real TCP and protocol) with leader moves, brokers down, injected
+//! broker errors and late acknowledgements. Every case reads the topic back with kcat
+//! (librdkafka) and checks what was lost and duplicated, and the row.
+//!
+//! Timing matters in several cases, so they are `#[ignore]`d in the normal run and
+//! `scripts/faults.sh` runs them one at a time:
+//! `cargo test --test cluster -- --ignored --test-threads 1 --nocapture`.
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::MockCluster;
+use common::*;
+use reprocessing_worker::generate::{ndjson, Shape};
+
+const BATCH: u64 = 500;
+const IN_FLIGHT: u64 = 4;
+/// The duplicate bound per interruption: (2 × in-flight + 2) × batch_size.
+const BOUND: u64 = (2 * IN_FLIGHT + 2) * BATCH;
+
+/// One plain file of `lines` generated lines; returns them.
+fn dataset(job: &Job, seed: u64, lines: u64) -> Vec<String> {
+    let data = ndjson(seed, &Shape::default(), lines);
+    let p = job.write("a.ndjson", &data);
+    job.files(&[(p, data.len() as u64)]);
+    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH}}}"#));
+    String::from_utf8(data).unwrap().lines().map(str::to_owned).collect()
+}
+
+fn worker(job: &Job) -> Command {
+    let mut c = job.command(0, 1);
+    c.env("KAFKA_MAX_IN_FLIGHT", IN_FLIGHT.to_string()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+fn read_back(cluster: &MockCluster, job: &Job) -> Vec<Msg> {
+    consume_from(&cluster.bootstrap, &job.topic)
+}
+
+/// Waits until the row shows at least `lines` successes (or the worker ended).
+fn wait_for(job: &Job, child: &mut Child, lines: u64) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        let done =
+            try_row(&job.id, 0).and_then(|r| r.get("success_count").and_then(|v| v.parse::<u64>().ok())).unwrap_or(0);
+        if done >= lines {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no progress to {lines} lines");
+}
+
+fn completed(job: &Job, out: &Output, lines: u64) {
+    assert_success(out);
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "completed", "{r:?}");
+    assert_counts(&r, lines, 0, 0);
+    assert!(!r.contains_key("error"), "no file failed: {r:?}");
+}
+
+fn no_loss(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) {
+    let (lost, unexpected, dups) = tally(case, runs, expected, msgs, bound);
+    assert_eq!(lost, 0, "{case}: lines lost");
+    assert_eq!(unexpected, 0, "{case}: values never in the input");
+    assert!(dups <= bound, "{case}: {dups} duplicates > bound {bound}");
+}
+
+/// Slows every broker down so that a run lasts long enough to be disturbed.
+fn pace(cluster: &mut MockCluster, ms: u32) {
+    for b in 1..=3 {
+        cluster.cmd(&format!("rtt {b} {ms}"));
+    }
+}
+
+#[test]
+#[ignore]
+fn three_brokers_six_partitions_every_line_once() {
+    if skip_without_services("three_brokers_six_partitions_every_line_once") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(6);
+    let expected = dataset(&job, 1, 20_000);
+    let out = worker(&job).output().unwrap();
+    completed(&job, &out, 20_000);
+    let msgs = read_back(&cluster, &job);
+    no_loss("3 brokers, 6 partitions, no faults", 1, &expected, &msgs, 0);
+    let parts: std::collections::BTreeSet<i64> = msgs.iter().map(|m| m.partition).collect();
+    assert_eq!(parts.len(), 6, "every partition used");
+    assert!(msgs.iter().all(|m| m.headers == vec![("connection_ids".to_string(), "c1".to_string())]));
+}
+
+#[test]
+#[ignore]
+fn leaders_move_twice_mid_run() {
+    if skip_without_services("leaders_move_twice_mid_run") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(6);
+    let expected = dataset(&job, 2, 40_000);
+    pace(&mut cluster, 200);
+    let mut child = worker(&job).spawn().unwrap();
+    wait_for(&job, &mut child, 8_000);
+    cluster.cmd(&format!("leaders-rotate {}", job.topic));
+    wait_for(&job, &mut child, 20_000);
+    cluster.cmd(&format!("leaders-rotate {}", job.topic));
+    let out = child.wait_with_output().unwrap();
+    completed(&job, &out, 40_000);
+    no_loss("leaders of all partitions move twice", 1, &expected, &read_back(&cluster, &job), 0);
+}
+
+#[test]
+#[ignore]
+fn one_broker_down_for_ten_seconds() {
+    if skip_without_services("one_broker_down_for_ten_seconds") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(6);
+    let expected = dataset(&job, 3, 30_000);
+    pace(&mut cluster, 200);
+    let mut child = worker(&job).spawn().unwrap();
+    wait_for(&job, &mut child, 5_000);
+    cluster.cmd("down 2");
+    std::thread::sleep(Duration::from_secs(10));
+    cluster.cmd("up 2");
+    let out = child.wait_with_output().unwrap();
+    completed(&job, &out, 30_000);
+    no_loss("one broker down for 10 s", 1, &expected, &read_back(&cluster, &job), BOUND);
+}
+
+#[test]
+#[ignore]
+fn not_enough_replicas_for_ten_seconds() {
+    if skip_without_services("not_enough_replicas_for_ten_seconds") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(6);
+    let expected = dataset(&job, 4, 30_000);
+    pace(&mut cluster, 200);
+    let mut child = worker(&job).spawn().unwrap();
+    wait_for(&job, &mut child, 5_000);
+    cluster.cmd("errors Produce NOT_ENOUGH_REPLICAS 100000");
+    std::thread::sleep(Duration::from_secs(10));
+    cluster.cmd("clear-errors Produce");
+    let out = child.wait_with_output().unwrap();
+    completed(&job, &out, 30_000);
+    no_loss("NOT_ENOUGH_REPLICAS for 10 s", 1, &expected, &read_back(&cluster, &job), 0);
+}
+
+#[test]
+#[ignore]
+fn one_produce_answered_eight_seconds_late() {
+    if skip_without_services("one_produce_answered_eight_seconds_late") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(6);
+    let expected = dataset(&job, 5, 20_000);
+    pace(&mut cluster, 10);
+    // The same run without the late answer, for the comparison.
+    let calm = cluster.job(6);
+    dataset(&calm, 5, 20_000);
+    let started = Instant::now();
+    completed(&calm, &worker(&calm).output().unwrap(), 20_000);
+    let baseline = started.elapsed();
+    // Broker 1's next produce is appended at once but answered 8 s late.
+    cluster.cmd("broker-errors 1 Produce 0 8000 1");
+    let started = Instant::now();
+    let out = worker(&job).output().unwrap();
+    let took = started.elapsed();
+    completed(&job, &out, 20_000);
+    println!("late answer: {took:?} against {baseline:?} without it");
+    assert!(took >= Duration::from_secs(8), "the late answer was waited for: {took:?}");
+    assert!(took < baseline + Duration::from_secs(14), "slower by about 8 s, not stalled: {took:?} vs {baseline:?}");
+    no_loss("one produce answered 8 s late", 1, &expected, &read_back(&cluster, &job), 0);
+}
+
+#[test]
+#[ignore]
+fn message_too_large_splits_batches_and_delivers_everything() {
+    if skip_without_services("message_too_large_splits_batches_and_delivers_everything") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(6);
+    let expected = dataset(&job, 6, 10_000);
+    // Five refusals: each halves some batch; none can reach a single record (nine needed).
+    cluster.cmd("errors Produce MESSAGE_TOO_LARGE 5");
+    let out = worker(&job).output().unwrap();
+    completed(&job, &out, 10_000);
+    no_loss("MESSAGE_TOO_LARGE on 5 produce requests", 1, &expected, &read_back(&cluster, &job), 0);
+}
+
+#[test]
+#[ignore]
+fn a_line_too_large_for_kafka_is_an_error_and_a_dead_letter() {
+    if skip_without_services("a_line_too_large_for_kafka_is_an_error_and_a_dead_letter") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let mut job = cluster.job(3);
+    let mut lines: Vec<String> = (0..2_000).map(|i| event(i, "s", "2024-01-01T00:00:00Z")).collect();
+    let big = format!(r#"{{"messageId":"big","origin":{{"sourceId":"s"}},"pad":"{}"}}"#, "x".repeat(1_500_000));
+    lines.insert(1_000, big.clone());
+    let p = job.write("a.ndjson", (lines.join("\n") + "\n").as_bytes());
+    job.files(&[(p, 0)]);
+    job.config(r#"{"connection_ids":["c1"],"batch_size":500}"#);
+    let dead = job.path("dead");
+    job.extra_env.push(("DEAD_LETTER_PATH".into(), dead.display().to_string()));
+    let out = worker(&job).output().unwrap();
+    assert_success(&out);
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "completed");
+    assert_counts(&r, 2_000, 1, 0);
+    lines.remove(1_000);
+    no_loss("a 1.5 MB line among normal ones", 1, &lines, &read_back(&cluster, &job), 0);
+    let letters: String =
+        std::fs::read_dir(&dead).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect();
+    assert_eq!(letters.lines().count(), 1, "one dead letter");
+    assert!(letters.contains("too large for Kafka") && letters.contains(r#""line":1001"#), "{}", &letters[..300]);
+}
+
+#[test]
+#[ignore]
+fn uncompressed_batches_stay_within_the_broker_limit() {
+    if skip_without_services("uncompressed_batches_stay_within_the_broker_limit") {
+        return;
+    }
+    // A request larger than the limit plus the request's own overhead closes the connection:
+    // the run could not complete if any batch were over it.
+    let mut cluster = MockCluster::start_with(3, &["--max-request-bytes", "1000300"]);
+    let mut job = cluster.job(6);
+    // Short lines: the mock keeps about 5 MB per partition, and 100k of these fit.
+    let expected: Vec<String> = (0..100_000)
+        .map(|i| format!(r#"{{"messageId":"m{i}","origin":{{"sourceId":"s"}},"p":"{i:0>120}"}}"#))
+        .collect();
+    let p = job.write("a.ndjson", (expected.join("\n") + "\n").as_bytes());
+    job.files(&[(p, 0)]);
+    job.config(r#"{"connection_ids":["c1"],"batch_size":100000}"#);
+    job.extra_env.push(("KAFKA_COMPRESSION".into(), "none".into()));
+    job.extra_env.push(("KAFKA_BATCH_BYTES".into(), "100000000".into()));
+    job.extra_env.push(("KAFKA_DELIVERY_TIMEOUT_SECS".into(), "10".into()));
+    let out = worker(&job).output().unwrap();
+    completed(&job, &out, 100_000);
+    no_loss("KAFKA_COMPRESSION=none, 100k lines", 1, &expected, &read_back(&cluster, &job), 0);
+}
+
+#[test]
+#[ignore]
+fn missing_topics_and_denied_topics_fail_fast() {
+    if skip_without_services("missing_topics_and_denied_topics_fail_fast") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let check = |job: &Job, out: &Output, needle: &str| {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+        let r = row(&job.id, 0);
+        assert_eq!(r["status"], "failed");
+        assert!(r["error"].contains(needle), "{r:?}");
+        assert_eq!(num(&r, "success_count"), 0, "nothing half-done");
+    };
+    // The topic does not exist.
+    let mut job = Job::bare();
+    job.extra_env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), cluster.bootstrap.clone()));
+    dataset(&job, 8, 100);
+    let started = Instant::now();
+    let out = worker(&job).output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    check(&job, &out, &format!("topic {} does not exist", job.topic));
+    // A shard topic named by the repository does not exist.
+    let job = cluster.job(2);
+    let repo = Box::leak(
+        r#"[{"stream":{"id":"s"},"shard":2,"destinations":[{"id":"d","connectionId":"c","destinationType":"x"}]}]"#
+            .to_string()
+            .into_boxed_str(),
+    );
+    let server = RepoServer::start(repo);
+    let p = job.write("a.ndjson", format!("{}\n", event(1, "s", "2024-01-01T00:00:00Z")).as_bytes());
+    job.files(&[(p, 0)]);
+    job.config("{}");
+    let out = worker(&job).env("REPOSITORY_URL", server.url()).output().unwrap();
+    check(&job, &out, &format!("topic {}-shard2 does not exist", job.topic));
+    // The broker denies the topic.
+    let job = cluster.job(3);
+    dataset(&job, 9, 1_000);
+    cluster.cmd("errors Produce TOPIC_AUTHORIZATION_FAILED 1");
+    let started = Instant::now();
+    let out = worker(&job).output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    check(&job, &out, "TOPIC_AUTHORIZATION_FAILED");
+}
+
+#[test]
+#[ignore]
+fn cluster_down_past_the_deadline_then_back() {
+    if skip_without_services("cluster_down_past_the_deadline_then_back") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let mut job = cluster.job(6);
+    let expected = dataset(&job, 10, 30_000);
+    job.extra_env.push(("KAFKA_DELIVERY_TIMEOUT_SECS".into(), "4".into()));
+    pace(&mut cluster, 200);
+    let mut child = worker(&job).spawn().unwrap();
+    wait_for(&job, &mut child, 5_000);
+    for b in 1..=3 {
+        cluster.cmd(&format!("down {b}"));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "failed");
+    assert!(r["error"].contains("Kafka unavailable since"), "{r:?}");
+    assert!(r["error"].contains(&format!("line {}", r["current_line"])), "names the resume point: {r:?}");
+    assert_eq!(num(&r, "total_lines"), num(&r, "current_line"), "the resume point is exact");
+    for b in 1..=3 {
+        cluster.cmd(&format!("up {b}"));
+    }
+    completed(&job, &worker(&job).output().unwrap(), 30_000);
+    no_loss("cluster down past the deadline, then back", 2, &expected, &read_back(&cluster, &job), BOUND);
+}
+
+#[test]
+#[ignore]
+fn sigterm_mid_run_exits_143_and_resumes() {
+    if skip_without_services("sigterm_mid_run_exits_143_and_resumes") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(6);
+    let expected = dataset(&job, 11, 30_000);
+    pace(&mut cluster, 200);
+    let mut child = worker(&job).spawn().unwrap();
+    wait_for(&job, &mut child, 5_000);
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "cancelled");
+    assert!(num(&r, "total_lines") < 30_000);
+    completed(&job, &worker(&job).output().unwrap(), 30_000);
+    no_loss("SIGTERM mid-run, then a restart", 2, &expected, &read_back(&cluster, &job), BOUND);
+}
+
+#[test]
+#[ignore]
+fn an_overlapping_run_of_the_same_index_never_turns_the_row_back() {
+    if skip_without_services("an_overlapping_run_of_the_same_index_never_turns_the_row_back") {
+        return;
+    }
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(6);
+    let expected = dataset(&job, 12, 30_000);
+    pace(&mut cluster, 200);
+    // The old pod is still running when its replacement starts.
+    let mut old = worker(&job).spawn().unwrap();
+    wait_for(&job, &mut old, 5_000);
+    let mut new = worker(&job).spawn().unwrap();
+    // Watch the row while both live: it must never go backwards.
+    let mut last = 0;
+    let watch = Instant::now();
+    while new.try_wait().unwrap().is_none() && watch.elapsed() < Duration::from_secs(120) {
+        let r = row(&job.id, 0);
+        let n = num(&r, "total_lines");
+        assert!(n >= last, "the row went back from {last} to {n}");
+        last = n;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new_out = new.wait_with_output().unwrap();
+    completed(&job, &new_out, 30_000);
+    // The old pod, stopped late, must not write over the finished row.
+    let _ = Command::new("kill").args(["-TERM", &old.id().to_string()]).status();
+    let old_out = old.wait_with_output().unwrap();
+    assert_ne!(old_out.status.code(), Some(0), "the old run stops with an error: {}", stderr(&old_out));
+    assert!(stderr(&old_out).contains("taken over by another run"), "{}", stderr(&old_out));
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "completed");
+    assert_counts(&r, 30_000, 0, 0);
+    // Both runs sent the lines after the resume point they shared: duplicates, never losses.
+    no_loss("two overlapping runs of one index", 2, &expected, &read_back(&cluster, &job), expected.len() as u64);
+}
