@@ -503,8 +503,7 @@ fn dead_letters_keep_every_error_line_with_its_reason() {
     }
     let job = Job::new(1);
     let repo = r#"[
-      {"stream":{"id":"s-ok"},"destinations":[{"id":"d1","connectionId":"c1","destinationType":"clickhouse"}]},
-      {"stream":{"id":"s-gone"},"shard":9,"destinations":[{"id":"d2","connectionId":"c2","destinationType":"bigquery"}]}
+      {"stream":{"id":"s-ok"},"destinations":[{"id":"d1","connectionId":"c1","destinationType":"clickhouse"}]}
     ]"#;
     let server = RepoServer::start(repo);
     job.config(r#"{"retry_attempts":1,"batch_size":10}"#);
@@ -515,16 +514,20 @@ fn dead_letters_keep_every_error_line_with_its_reason() {
     let mut body = format!("{ok}\n{unroutable}\n{broken}\n{huge}\n").into_bytes();
     body.extend(b"\x00\xff\n");
     let p1 = job.write("bad.ndjson", &body);
-    // Every line of this file goes to a shard topic that does not exist: undeliverable.
-    let gone: Vec<String> = (10..13).map(|i| event(i, "s-gone", "2024-01-01T00:00:00Z")).collect();
-    let p2 = job.write("gone.ndjson", (gone.join("\n") + "\n").as_bytes());
+    // Every line of this file is valid and routable, but its record is larger than
+    // KAFKA_MAX_MESSAGE_BYTES: never sent, an error, a dead letter with its bytes.
+    let pad = "z".repeat(6_000);
+    let big: Vec<String> = (10..13)
+        .map(|i| format!(r#"{{"messageId":"big-{i}","origin":{{"sourceId":"s-ok"}},"pad":"{pad}"}}"#))
+        .collect();
+    let p2 = job.write("big.ndjson", (big.join("\n") + "\n").as_bytes());
     job.files(&[(p1.clone(), 1), (p2.clone(), 1)]);
     let dl_dir = job.path("dead");
     let out = job
         .command(0, 1)
         .env("REPOSITORY_URL", server.url())
         .env("DEAD_LETTER_PATH", &dl_dir)
-        .env("KAFKA_DELIVERY_TIMEOUT_SECS", "2")
+        .env("KAFKA_MAX_MESSAGE_BYTES", "5000")
         .output()
         .unwrap();
     assert_success(&out);
@@ -545,10 +548,10 @@ fn dead_letters_keep_every_error_line_with_its_reason() {
     assert!(by_line(&p1, 4).get("data").is_none());
     assert_eq!(by_line(&p1, 4).get("length").and_then(|x| x.as_u64()), Some(huge.len() as u64));
     assert_eq!(get(by_line(&p1, 5), "data_base64").as_deref(), Some("AP8="));
-    for (i, l) in gone.iter().enumerate() {
+    for (i, l) in big.iter().enumerate() {
         let r = by_line(&p2, i as u64 + 1);
         assert_eq!(get(r, "data").as_deref(), Some(l.as_str()));
-        assert!(get(r, "reason").unwrap().starts_with("undeliverable"), "{r:?}");
+        assert!(get(r, "reason").unwrap().starts_with("too large for Kafka"), "{r:?}");
     }
     assert_eq!(recs.len(), 7);
     let r = row(&job.id, 0);

@@ -147,7 +147,7 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
             // (exit 2) fails the job at once instead of retrying.
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In", "values": [2]}},
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
             ]},
             "ttlSecondsAfterFinished": 86400,
             "template": {
