@@ -75,8 +75,13 @@ fn routing(c: &mut Criterion) {
     let mut repo = String::from("[");
     for i in 0..1000 {
         repo += &format!(
-            r#"{{"stream":{{"id":"stream-{i}"}},"shard":{},"destinations":[{{"id":"d{i}","connectionId":"c{i}","destinationType":"clickhouse"}},{{"id":"e{i}","connectionId":"k{i}","destinationType":"s3"}}]}},"#,
-            i % 3
+            concat!(
+                r#"{{"stream":{{"id":"stream-{i}"}},"shard":{},"destinations":[{{"id":"d{i}","#,
+                r#""connectionId":"c{i}","destinationType":"clickhouse"}},{{"id":"e{i}","#,
+                r#""connectionId":"k{i}","destinationType":"s3"}}]}},"#
+            ),
+            i % 3,
+            i = i,
         );
     }
     repo.pop();

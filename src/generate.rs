@@ -75,12 +75,22 @@ pub fn line(rng: &mut Rng, shape: &Shape, i: u64, out: &mut String) {
     rng.hex(out, 12);
     let _ = write!(
         out,
-        r#"","type":"{event}","origin":{{"baseUrl":"https://www.example.com","slug":"slug-{stream}","sourceId":"{stream}","domain":"www.example.com","classic":false}},"#
+        concat!(
+            r#"","type":"{event}","origin":{{"baseUrl":"https://www.example.com","slug":"slug-{stream}","#,
+            r#""sourceId":"{stream}","domain":"www.example.com","classic":false}},"#
+        ),
+        event = event,
+        stream = stream,
     );
     let _ = write!(
         out,
-        r#""httpHeaders":{{"accept":"*/*","accept-language":"en-US,en;q=0.9","content-type":"application/json","user-agent":"{agent}","x-forwarded-for":"203.0.113.{}"}},"#,
-        rng.below(255)
+        concat!(
+            r#""httpHeaders":{{"accept":"*/*","accept-language":"en-US,en;q=0.9","#,
+            r#""content-type":"application/json","user-agent":"{agent}","#,
+            r#""x-forwarded-for":"203.0.113.{}"}},"#
+        ),
+        rng.below(255),
+        agent = agent,
     );
     let _ = write!(out, r#""httpPayload":{{"type":"{event}","event":"{event}_event","anonymousId":""#);
     rng.hex(out, 32);
@@ -91,18 +101,33 @@ pub fn line(rng: &mut Rng, shape: &Shape, i: u64, out: &mut String) {
     );
     let _ = write!(
         out,
-        r#""properties":{{"path":"{page}","url":"https://www.example.com{page}","title":"Example \u2014 {page}","referrer":"https://www.google.com/","search":"?utm_source=newsletter&utm_medium=email","width":{},"height":{},"plan":"pro","value":{}.{}}},"#,
+        concat!(
+            r#""properties":{{"path":"{page}","url":"https://www.example.com{page}","#,
+            r#""title":"Example \u2014 {page}","referrer":"https://www.google.com/","#,
+            r#""search":"?utm_source=newsletter&utm_medium=email","width":{},"height":{},"plan":"pro","#,
+            r#""value":{}.{}}},"#
+        ),
         800 + rng.below(1200),
         600 + rng.below(800),
         rng.below(1000),
-        rng.below(100)
+        rng.below(100),
+        page = page,
     );
     let _ = write!(
         out,
-        r#""context":{{"library":{{"name":"@jitsu/js","version":"1.9.{}"}},"userAgent":"{agent}","locale":"en-US","screen":{{"width":1920,"height":1080,"density":2}},"page":{{"path":"{page}","referrer":"","title":"Example","url":"https://www.example.com{page}","encoding":"UTF-8"}},"campaign":{{"source":"newsletter","medium":"email","name":"launch-{}"}},"ip":"203.0.113.{}"}}}}}}"#,
+        concat!(
+            r#""context":{{"library":{{"name":"@jitsu/js","version":"1.9.{}"}},"userAgent":"{agent}","#,
+            r#""locale":"en-US","screen":{{"width":1920,"height":1080,"density":2}},"#,
+            r#""page":{{"path":"{page}","referrer":"","title":"Example","#,
+            r#""url":"https://www.example.com{page}","encoding":"UTF-8"}},"#,
+            r#""campaign":{{"source":"newsletter","medium":"email","name":"launch-{}"}},"#,
+            r#""ip":"203.0.113.{}"}}}}}}"#
+        ),
         rng.below(20),
         rng.below(50),
-        rng.below(255)
+        rng.below(255),
+        agent = agent,
+        page = page,
     );
 }
 

@@ -282,7 +282,16 @@ pub fn gzip(b: &[u8]) -> Vec<u8> {
 /// A realistic Jitsu IngestMessage line.
 pub fn event(i: usize, source: &str, created: &str) -> String {
     format!(
-        r#"{{"ingestType":"s2s","messageCreated":"{created}","messageId":"msg-{i}","writeKey":"wk","type":"track","origin":{{"baseUrl":"https://ex.com","slug":"slug-{source}","sourceId":"{source}","domain":"ex.com"}},"httpHeaders":{{"user-agent":"test"}},"httpPayload":{{"type":"track","event":"e{i}","properties":{{"n":{i},"s":"\u00e9\"q"}},"context":{{"ip":"1.2.3.4"}}}}}}"#
+        concat!(
+            r#"{{"ingestType":"s2s","messageCreated":"{created}","messageId":"msg-{i}","writeKey":"wk","#,
+            r#""type":"track","origin":{{"baseUrl":"https://ex.com","slug":"slug-{source}","#,
+            r#""sourceId":"{source}","domain":"ex.com"}},"httpHeaders":{{"user-agent":"test"}},"#,
+            r#""httpPayload":{{"type":"track","event":"e{i}","properties":{{"n":{i},"s":"\u00e9\"q"}},"#,
+            r#""context":{{"ip":"1.2.3.4"}}}}}}"#
+        ),
+        created = created,
+        i = i,
+        source = source,
     )
 }
 
