@@ -202,6 +202,7 @@ impl Engine {
                 Ok(CpuEnd::Limit) => return (FileOutcome::LimitReached, size),
                 Ok(CpuEnd::Cancelled) => return (FileOutcome::Cancelled, size),
                 Err(e) if e.stops_the_run() => return (FileOutcome::RunStopped(e), size),
+                Err(_) if shutdown.is_cancelled() => return (FileOutcome::Cancelled, size),
                 Err(e) => e,
             };
             attempt += 1;

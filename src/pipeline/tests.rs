@@ -177,7 +177,6 @@ async fn a_cluster_unavailable_past_the_deadline_stops_the_run_with_an_exact_res
     assert!(started.elapsed() < DELIVERY_TIMEOUT * 2, "no file retries on top of the deadline");
     let snap = s.progress.snapshot();
     assert_eq!((snap.current_line, snap.counts.total, snap.counts.success), (300, 300, 300));
-    assert!(crate::Chain(&AttemptError::Stopped).to_string().contains("stopped"));
 }
 
 #[tokio::test]
