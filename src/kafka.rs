@@ -159,12 +159,13 @@ impl Sink for KafkaSink {
         &'a self,
         topic: &'a str,
         partition: i32,
-        records: Vec<Record>,
+        records: &'a [Record],
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition).await?;
             let after = self.request_deadline;
-            let result = tokio::time::timeout(after, pc.produce(records, self.compression))
+            // rskafka takes the records by value; the copy is what lets a batch be sent again.
+            let result = tokio::time::timeout(after, pc.produce(records.to_vec(), self.compression))
                 .await
                 .map_err(|_| SinkError::NotAcknowledged { topic: topic.to_owned(), partition, after })
                 .and_then(|r| r.map_err(|e| self.produce_error(topic, partition, e)));

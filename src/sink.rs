@@ -102,12 +102,13 @@ pub trait Sink: Send + Sync + 'static {
     /// The partition count of each of `topics`, from one metadata request at start-up. A
     /// topic that does not exist is [`SinkError::TopicMissing`].
     fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>>;
-    /// Sends `records` to one partition and waits for the acknowledgement.
+    /// Sends `records` to one partition and waits for the acknowledgement. The records are
+    /// borrowed: a batch that fails transiently is sent again, and the dry run copies nothing.
     fn produce<'a>(
         &'a self,
         topic: &'a str,
         partition: i32,
-        records: Vec<Record>,
+        records: &'a [Record],
     ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
@@ -119,7 +120,7 @@ impl Sink for DryRun {
     fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
         Box::pin(async move { Ok(vec![1; topics.len()]) })
     }
-    fn produce<'a>(&'a self, _: &'a str, _: i32, _: Vec<Record>) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn produce<'a>(&'a self, _: &'a str, _: i32, _: &'a [Record]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async { Ok(()) })
     }
 }

@@ -101,21 +101,21 @@ impl Sink for FakeSink {
         &'a self,
         topic: &'a str,
         partition: i32,
-        records: Vec<Record>,
+        records: &'a [Record],
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let n = self.next.fetch_add(1, Ordering::SeqCst);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             let watermark = self.progress.get().map(|p| p.snapshot().current_line);
-            let answer = (self.rule)(n, &records);
+            let answer = (self.rule)(n, records);
             let (delay, failure) = match answer {
                 Answer::Ack(d) => (d, None),
                 Answer::Fail(f, d) => (d, Some(f)),
             };
             let ok = failure.is_none();
             tokio::time::sleep(delay).await;
-            let values = records.into_iter().map(|r| r.value.unwrap_or_default()).collect();
+            let values = records.iter().map(|r| r.value.clone().unwrap_or_default()).collect();
             let call = Call { values, acked: ok, watermark };
             self.calls.lock().unwrap().push(call);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -132,7 +132,7 @@ impl Producer {
         let mut first_failure: Option<(Instant, chrono::DateTime<chrono::Utc>)> = None;
         let mut attempt = 0;
         loop {
-            let e = match self.sink.produce(topic, partition, records.to_vec()).await {
+            let e = match self.sink.produce(topic, partition, records).await {
                 Ok(()) => {
                     if first_failure.is_some() {
                         tracing::info!(topic, partition, attempt, "delivered after retries");
