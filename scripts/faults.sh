@@ -21,7 +21,11 @@ for suite in faults cluster; do
   cargo test --locked --test "$suite" -- --ignored --test-threads 1 --nocapture 2>&1 | tee -a "$log" |
     grep -E '^(test |FAULT\||kill -9 seed|SIGTERM:|S3 proxy:|late answer:|test result)' || true
 done
-[[ $(grep -c '^test result: ok' "$log") == 2 ]] || status=1
+if [[ $(grep -c '^test result: ok' "$log") != 2 ]]; then
+  status=1
+  echo "== failures"
+  sed -n '/^failures:$/,/^test result/p' "$log" | grep -v ' INFO ' | head -n 80
+fi
 echo
 echo "| case | runs | expected lines | messages read | lost | duplicates | guaranteed bound |"
 echo "|---|---|---|---|---|---|---|"

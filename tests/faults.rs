@@ -200,7 +200,8 @@ fn broker_killed_and_restarted_mid_run() {
     create_topic_on(&broker.bootstrap(), &topic, 3);
     let job = Job { topic, ..job };
     let expected = dataset(&job, 20_000);
-    let mut child = tuned(&job, 0).env("KAFKA_DELIVERY_TIMEOUT_SECS", "3").spawn().unwrap();
+    // The outage (4 s) is shorter than the delivery deadline: requests are retried through it.
+    let mut child = tuned(&job, 0).env("KAFKA_DELIVERY_TIMEOUT_SECS", "30").spawn().unwrap();
     assert!(wait_progress(&job, &mut child, 3_000, Duration::from_secs(60)), "worker made progress");
     broker.kill();
     std::thread::sleep(Duration::from_secs(4));
@@ -210,7 +211,8 @@ fn broker_killed_and_restarted_mid_run() {
     let r = row(&job.id, 0);
     assert_eq!(r["status"], "completed");
     assert_counts(&r, expected.len() as u64, 0, 0);
-    assert!(stderr(&out).contains("retrying file"), "the file was retried from its resume point");
+    // Retried per request (rskafka reconnects, then the pipeline's own retry), never per file.
+    assert!(!stderr(&out).contains("retrying file"), "Kafka's outage never fails a file");
     check("broker kill -9 (4 s down) + restart", 1, &expected, &consume_from(&broker.bootstrap(), &job.topic), 1);
 }
 
