@@ -1,6 +1,6 @@
 //! Dead letters (opt-in, `DEAD_LETTER_PATH`): every line counted as an error — malformed,
-//! unroutable, too long, undeliverable — is written as one NDJSON record with its source
-//! file, line number, reason and original bytes, so nothing is lost even when it is bad.
+//! unroutable, too long, too large for Kafka, refused by the broker — is written as one
+//! NDJSON record with its source file, line number, reason and original bytes, so nothing is lost even when it is bad.
 //!
 //! The destination is a local directory (one file per worker, appended) or an `s3://` prefix
 //! (objects of up to [`S3_PART_BYTES`], one series per worker). Records are queued through a

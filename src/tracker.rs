@@ -149,11 +149,6 @@ impl FileTracker {
         self.states.iter().filter(|s| **s == LineState::Released).count()
     }
 
-    /// Lines still in batches (pending).
-    pub fn pending(&self) -> usize {
-        self.states.iter().filter(|s| **s == LineState::Pending).count()
-    }
-
     fn fold(&mut self) -> Counts {
         let mut c = Counts::default();
         while let Some(&s) = self.states.front() {

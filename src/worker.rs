@@ -80,8 +80,8 @@ pub async fn run_with(
     let run = Run::new(cfg, store);
     store.prepare(&cfg.job.raw_json, cfg.files.len() as u32, cfg.total_workers).await?;
     let start = match run.start_point().await {
-        Ok(Some(start)) => start,
-        Ok(None) => return run.already_completed().await,
+        Ok(Ok(start)) => start,
+        Ok(Err(done)) => return Ok(run.already_completed(done)),
         Err(e) => return Err(run.fail(Snapshot::default(), e).await),
     };
     let progress = Arc::new(Progress::new(start.snapshot.clone()));
@@ -134,11 +134,11 @@ impl<'a> Run<'a> {
         StatusRow { status, snapshot, assigned_files: self.assigned.len() as u32, total_bytes: self.total_bytes, error }
     }
 
-    /// Where to start, or `None` when the stored row says this worker completed.
-    async fn start_point(&self) -> Result<Option<StartPoint>, RunError> {
+    /// Where to start, or the stored snapshot when the row says this worker completed.
+    async fn start_point(&self) -> Result<Result<StartPoint, Snapshot>, RunError> {
         let stored = self.store.read_row().await?;
-        if stored.as_ref().is_some_and(|r| r.status == WorkerStatus::Completed) {
-            return Ok(None);
+        if let Some(done) = stored.as_ref().filter(|r| r.status == WorkerStatus::Completed) {
+            return Ok(Err(done.snapshot.clone()));
         }
         let at = StartAt { file: self.cfg.job.start_file.as_deref(), line: self.cfg.job.start_line };
         let start = start_point(&self.cfg.files, &self.assigned, at, stored.as_ref())?;
@@ -146,17 +146,16 @@ impl<'a> Run<'a> {
             let lines_done = start.snapshot.counts.total;
             tracing::info!(file = start.file, line = start.first_line, lines_done, "resuming");
         }
-        Ok(Some(start))
+        Ok(Ok(start))
     }
 
-    async fn already_completed(&self) -> Result<RunSummary, RunError> {
-        let snapshot = self.store.read_row().await?.map(|r| r.snapshot).unwrap_or_default();
+    fn already_completed(&self, snapshot: Snapshot) -> RunSummary {
         tracing::info!(
             files = snapshot.processed_files,
             lines = snapshot.counts.total,
             "this worker already completed; nothing to do"
         );
-        Ok(RunSummary { status: WorkerStatus::Completed, snapshot, failed_files: 0 })
+        RunSummary { status: WorkerStatus::Completed, snapshot, failed_files: 0 }
     }
 
     /// Records `failed` with the error (best effort) and hands the error back.
