@@ -13,7 +13,7 @@ use reprocessing_worker::filter::Filter;
 use reprocessing_worker::generate::{ndjson, Shape};
 use reprocessing_worker::jobfile::JobOptions;
 use reprocessing_worker::lines::{Line, LineSplitter};
-use reprocessing_worker::pipeline::{Engine, Parts};
+use reprocessing_worker::pipeline::{Engine, FileTask, Parts};
 use reprocessing_worker::progress::Progress;
 use reprocessing_worker::route::Router;
 use reprocessing_worker::sink::DryRun;
@@ -146,7 +146,8 @@ fn whole_pipeline(c: &mut Criterion) {
                 },
                 |engine| {
                     let token = tokio_util::sync::CancellationToken::new();
-                    rt.block_on(engine.process_file(path.to_str().unwrap(), 1, &token))
+                    let file = FileTask { path: path.to_str().unwrap().to_owned(), first_line: 1, listed_size: 0 };
+                    rt.block_on(engine.run(vec![file], &token))
                 },
                 BatchSize::PerIteration,
             )

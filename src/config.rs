@@ -26,6 +26,8 @@ pub mod defaults {
     /// librdkafka's `message.max.bytes`, under Kafka's default `max.message.bytes` (1,048,588).
     pub const KAFKA_MAX_MESSAGE_BYTES: usize = 1_000_000;
     pub const KAFKA_MAX_IN_FLIGHT: usize = 8;
+    /// Files opened ahead and not yet finished (small files on S3: 8 hide a 25 ms request).
+    pub const FILES_IN_FLIGHT: usize = 8;
     pub const KAFKA_DELIVERY_TIMEOUT_SECS: u64 = 300;
     pub const KAFKA_CONNECT_TIMEOUT_SECS: u64 = 30;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
@@ -158,6 +160,10 @@ pub struct WorkerArgs {
     /// bytes) as NDJSON to this local directory or s3://bucket/prefix.
     #[arg(long, env = "DEAD_LETTER_PATH")]
     pub dead_letter_path: Option<String>,
+    /// Files read ahead and not finished yet (all their lines settled), in files. Each one
+    /// waiting for its turn holds at most one read chunk.
+    #[arg(long, env = "FILES_IN_FLIGHT", default_value_t = defaults::FILES_IN_FLIGHT)]
+    pub files_in_flight: usize,
     /// On SIGTERM, how long in-flight batches may take to finish, in seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
@@ -214,6 +220,8 @@ pub struct Tuning {
     pub max_message_bytes: usize,
     /// Produce requests in flight, in requests.
     pub max_in_flight: usize,
+    /// Files opened and not finished, in files.
+    pub files_in_flight: usize,
     pub shutdown_timeout: Duration,
 }
 
@@ -226,6 +234,7 @@ impl Default for Tuning {
             batch_max_bytes: defaults::KAFKA_BATCH_BYTES,
             max_message_bytes: defaults::KAFKA_MAX_MESSAGE_BYTES,
             max_in_flight: defaults::KAFKA_MAX_IN_FLIGHT,
+            files_in_flight: defaults::FILES_IN_FLIGHT,
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
         }
     }
@@ -383,6 +392,9 @@ impl Config {
         if args.kafka_max_in_flight == 0 {
             return Err(invalid("KAFKA_MAX_IN_FLIGHT", "must be at least 1"));
         }
+        if args.files_in_flight == 0 {
+            return Err(invalid("FILES_IN_FLIGHT", "must be at least 1"));
+        }
         let tuning = Tuning {
             max_line_bytes: args.max_line_bytes,
             read_chunk_bytes: args.read_chunk_bytes,
@@ -390,6 +402,7 @@ impl Config {
             batch_max_bytes: args.kafka_batch_bytes.max(1024),
             max_message_bytes: args.kafka_max_message_bytes,
             max_in_flight: args.kafka_max_in_flight,
+            files_in_flight: args.files_in_flight,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
         };
         let topic = args.kafka_destinations_topic.trim().to_owned();

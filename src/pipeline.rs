@@ -1,21 +1,27 @@
-//! One file, end to end: the reader task, the CPU stage (`cpu`) and the producer
-//! (`producer`), wired by [`Engine::process_file`]. The data flow and the bound of every
-//! queue are drawn once, in ARCHITECTURE.md.
+//! The run's files, end to end: the opener task, the CPU stage (`cpu`) and the producer
+//! (`producer`), wired by [`Engine::run`]. The data flow and the bound of every queue are
+//! drawn once, in ARCHITECTURE.md.
+//!
+//! Several files are in flight at once. The opener starts the reads of the next files (up to
+//! `FILES_IN_FLIGHT`, each holding at most one chunk until its turn), the CPU stage parses
+//! them one after another, and the producer delivers batches whichever file they came from,
+//! so the acknowledgements of one file's last batches overlap the reading and parsing of the
+//! next. A file's slot is free again only when the watermark passes its end.
 //!
 //! Every queue is bounded, so slow acknowledgements fill the batch queue, which blocks the
 //! CPU thread, which stops draining the chunk queue, which stops the reads. The CPU stage also
-//! never runs more than [`Engine::max_unsettled_lines`] lines ahead of the watermark: at that
-//! bound it sends every open batch and waits for the watermark to move. That bounds the
-//! tracker's memory and the lines re-sent after a crash.
+//! never runs more than [`Engine::max_unsettled_lines`] lines ahead of the watermark, over all
+//! files in flight: at that bound it sends every open batch and waits for the watermark to
+//! move. That bounds the tracker's memory and the lines re-sent after a crash.
 //!
-//! A file is tried up to `1 + retry_attempts` times; each attempt re-reads the file and skips
-//! the lines the tracker already settled, so a delivered line is never sent again by this
-//! process. A file given up counts the lines of its failed batches as errors.
+//! A file is read up to `1 + retry_attempts` times; each pass re-reads it and skips the lines
+//! already handed on, so a delivered line is never sent again by this process. A file given
+//! up ends where its reading stopped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -26,8 +32,7 @@ use crate::jobfile::JobOptions;
 use crate::progress::Progress;
 use crate::route::Router;
 use crate::sink::{Batch, Sink, SinkError};
-use crate::source::{Location, Sources};
-use crate::tracker::LineState;
+use crate::source::{Chunks, Location, SourceError, Sources};
 
 mod cpu;
 mod producer;
@@ -47,7 +52,7 @@ pub struct Engine {
     tuning: Tuning,
     /// Records per batch (the job's `batch_size`).
     batch_size: usize,
-    /// Retries of a failed file attempt.
+    /// Retries of a failed pass over a file.
     file_retry: Backoff,
     /// Most lines to queue for delivery over the whole run (the job's `limit`).
     limit: Option<u64>,
@@ -74,22 +79,41 @@ pub struct Parts {
     pub dead_letters: Option<crate::deadletter::Sender>,
 }
 
-/// How one file ended.
+/// One file of the run, in files.json order.
+#[derive(Debug, Clone)]
+pub struct FileTask {
+    pub path: String,
+    /// Lines before this one are skipped (the resume point, or `start_line`).
+    pub first_line: u64,
+    /// The size files.json lists (a hint; the file is read as it is).
+    pub listed_size: u64,
+}
+
+/// A file opened ahead of its turn: its reader started, its slot taken.
+struct Opened {
+    task: FileTask,
+    location: Result<Location, SourceError>,
+    chunks: Option<Chunks>,
+    /// Lets the reader read past its first chunk.
+    gate: Arc<Notify>,
+    slot: OwnedSemaphorePermit,
+}
+
+/// How the run's files ended.
 #[derive(Debug)]
-pub enum FileOutcome {
+pub enum RunEnd {
+    /// Every file was read and every line settled (some files may have been given up).
     Done,
-    /// Given up after its attempts (the file could not be read); the reason of the last one.
-    Failed(String),
-    /// The run's `limit` was reached in this file.
+    /// The run's `limit` was reached.
     LimitReached,
     /// Shutdown was requested.
     Cancelled,
-    /// The run must stop: the cluster refuses this worker, or is unavailable. Not a fault of
-    /// the file, which is neither retried nor given up.
-    RunStopped(AttemptError),
+    /// The run must stop: the cluster refuses this worker, or is unavailable, or a stage
+    /// failed.
+    Stopped(AttemptError),
 }
 
-/// Why one attempt at a file failed.
+/// Why a pass over a file failed, or why the run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
     #[error("cannot open the file")]
@@ -116,13 +140,6 @@ pub enum AttemptError {
     },
     #[error("delivery stopped")]
     Stopped,
-}
-
-impl AttemptError {
-    /// True when the run must stop rather than retry the file.
-    fn stops_the_run(&self) -> bool {
-        matches!(self, AttemptError::KafkaFatal(_) | AttemptError::KafkaUnavailable { .. })
-    }
 }
 
 impl Engine {
@@ -167,104 +184,63 @@ impl Engine {
         self.limit.is_some_and(|l| self.queued.load(Ordering::Relaxed) >= l)
     }
 
-    /// Processes `path` from line `first_line` on. The file's lines are settled (or given
-    /// up) when this returns; the caller records the file as processed. Returns the outcome
-    /// and the file's size.
-    pub async fn process_file(
-        self: &Arc<Self>,
-        path: &str,
-        first_line: u64,
-        shutdown: &CancellationToken,
-    ) -> (FileOutcome, u64) {
-        self.progress.start_file(path, first_line);
-        if self.limit_reached() {
-            return (FileOutcome::LimitReached, 0);
-        }
-        let loc = match Location::parse(path) {
-            Ok(l) => l,
-            Err(e) => return (self.give_up(path, &AttemptError::Open(e)).await, 0),
-        };
-        let mut size = 0;
-        let mut attempt = 0;
-        loop {
-            if shutdown.is_cancelled() {
-                return (FileOutcome::Cancelled, size);
-            }
-            let result = match self.sources.size(&loc).await {
-                Ok(s) => {
-                    size = s;
-                    self.attempt(path, &loc, size, shutdown).await
-                }
-                Err(e) => Err(AttemptError::Open(e)),
-            };
-            let error = match result {
-                Ok(CpuEnd::Eof) => return (FileOutcome::Done, size),
-                Ok(CpuEnd::Limit) => return (FileOutcome::LimitReached, size),
-                Ok(CpuEnd::Cancelled) => return (FileOutcome::Cancelled, size),
-                Err(e) if e.stops_the_run() => return (FileOutcome::RunStopped(e), size),
-                Err(_) if shutdown.is_cancelled() => return (FileOutcome::Cancelled, size),
-                Err(e) => e,
-            };
-            attempt += 1;
-            let Some(pause) = self.file_retry.delay(attempt) else {
-                return (self.give_up(path, &error).await, size);
-            };
-            let from = self.progress.snapshot().current_line + 1;
-            tracing::warn!(file = path, attempt, error = %crate::Chain(&error), "retrying file from line {from}");
-            tokio::select! {
-                _ = shutdown.cancelled() => return (FileOutcome::Cancelled, size),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
-
-    /// Gives the file up (it could not be read to its end). Lines still unsettled would be
-    /// lines whose delivery was cut short; they count as errors, so the counts add up.
-    async fn give_up(&self, path: &str, error: &AttemptError) -> FileOutcome {
-        let released = self.progress.lock().tracker().released();
-        if released > 0 {
-            tracing::warn!(file = path, lines = released, "lines left undelivered by the failed file count as errors");
-        }
-        self.progress.lock().apply(|t| t.give_up());
-        FileOutcome::Failed(crate::Chain(error).to_string())
-    }
-
-    /// One pass over the file: the reader task, the CPU stage on its own thread, and the
-    /// producer on this task, until the input ends, a batch fails, or shutdown.
-    async fn attempt(
-        self: &Arc<Self>,
-        path: &str,
-        loc: &Location,
-        size: u64,
-        shutdown: &CancellationToken,
-    ) -> Result<CpuEnd, AttemptError> {
+    /// Replays `files` in order: the opener task, the CPU stage on its own thread, and the
+    /// producer on this task, until every file is done, the limit is reached, the run must
+    /// stop, or shutdown.
+    pub async fn run(self: &Arc<Self>, files: Vec<FileTask>, shutdown: &CancellationToken) -> RunEnd {
         let cancel = shutdown.child_token();
-        let t = &self.tuning;
-        let rx = self.sources.spawn_reader(loc.clone(), size, t.read_chunk_bytes, t.read_ahead_chunks, cancel.clone());
+        // Bound: FILES_IN_FLIGHT files (the slots), each holding at most one chunk until its turn.
+        let (ftx, frx) = mpsc::channel::<Opened>(self.tuning.files_in_flight);
+        let opener = tokio::spawn(Arc::clone(self).open_ahead(files, ftx, cancel.clone()));
         // Bound: max_in_flight batches of at most batch_max_bytes each.
         let (btx, brx) = mpsc::channel::<Batch>(self.tuning.max_in_flight);
         let (done_tx, done_rx) = oneshot::channel();
         let me = Arc::clone(self);
         let cpu_cancel = cancel.clone();
-        let file = path.to_owned();
-        std::thread::Builder::new()
-            .name("parser".into())
-            .stack_size(PARSER_STACK_BYTES)
-            .spawn(move || {
-                let stage = CpuStage::new(&me, &file, &btx, &cpu_cancel);
-                let _ = done_tx.send(stage.run(rx));
-            })
-            .map_err(AttemptError::SpawnParser)?;
+        let rt = tokio::runtime::Handle::current();
+        let spawned =
+            std::thread::Builder::new().name("parser".into()).stack_size(PARSER_STACK_BYTES).spawn(move || {
+                let stage = CpuStage::new(&me, &btx, &cpu_cancel, rt);
+                let _ = done_tx.send(stage.run(frx));
+            });
+        if let Err(e) = spawned {
+            opener.abort();
+            return RunEnd::Stopped(AttemptError::SpawnParser(e));
+        }
         let produced = self.producer.run(brx, &cancel, shutdown).await;
         let cpu = done_rx.await.unwrap_or(Err(AttemptError::ParserPanicked));
-        // Nothing is in flight now: a line still pending was in a batch that never got an ack.
-        self.progress.lock().apply(|t| {
-            let pending: Vec<u64> =
-                (t.watermark() + 1..t.next_new_line()).filter(|&l| t.state(l) == Some(LineState::Pending)).collect();
-            t.resolve(&pending, LineState::Released)
-        });
-        produced?;
-        cpu
+        cancel.cancel();
+        opener.abort();
+        match (produced, cpu) {
+            (Err(e), _) if !matches!(e, AttemptError::Stopped) => RunEnd::Stopped(e),
+            _ if shutdown.is_cancelled() => RunEnd::Cancelled,
+            (_, Err(e)) => RunEnd::Stopped(e),
+            (_, Ok(CpuEnd::Eof)) => RunEnd::Done,
+            (_, Ok(CpuEnd::Limit)) => RunEnd::LimitReached,
+            (_, Ok(CpuEnd::Cancelled)) => RunEnd::Cancelled,
+        }
+    }
+
+    /// Opens the files in order, each as soon as a slot is free: starts its reader (which
+    /// reads the first chunk, for a small file all of it) and queues it for the CPU stage.
+    async fn open_ahead(self: Arc<Self>, files: Vec<FileTask>, tx: mpsc::Sender<Opened>, cancel: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.tuning.files_in_flight));
+        let t = &self.tuning;
+        for task in files {
+            let slot = tokio::select! {
+                _ = cancel.cancelled() => return,
+                s = Arc::clone(&slots).acquire_owned() => match s { Ok(s) => s, Err(_) => return },
+            };
+            let gate = Arc::new(Notify::new());
+            let location = Location::parse(&task.path);
+            let chunks = location.as_ref().ok().map(|loc| {
+                let g = Some(Arc::clone(&gate));
+                self.sources.spawn_reader(loc.clone(), t.read_chunk_bytes, t.read_ahead_chunks, cancel.clone(), g)
+            });
+            if tx.send(Opened { task, location, chunks, gate, slot }).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

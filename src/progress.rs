@@ -1,70 +1,127 @@
-//! The worker's shared progress: counters, the current file's low watermark, and what the
-//! status row shows. One mutex, taken once per chunk by the CPU stage and once per
+//! The worker's shared progress: the tracker of the files in flight, the counters, and what
+//! the status row shows. One mutex, taken once per chunk by the CPU stage and once per
 //! acknowledged batch by the producer, never per line.
 //!
 //! The counters only ever include lines up to the watermark (see [`crate::tracker`]), so
-//! every snapshot is exact for its resume point. Each time [`FLUSH_EVERY_LINES`] more lines
-//! settle, the status flusher is woken; it writes whenever the database lets it, so a slow
-//! database delays the row, never the pipeline.
+//! every snapshot is exact for its resume point. A file counts as processed, and its
+//! `file done` line is logged, when the watermark passes its end, so files finish in
+//! files.json order whatever order their batches were acknowledged in. Each time
+//! [`FLUSH_EVERY_LINES`] more lines settle, the status flusher is woken; it writes whenever
+//! the database lets it, so a slow database delays the row, never the pipeline.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use crate::tracker::{Counts, FileTracker};
+use crate::tracker::{Advance, Finished, Seq, Tracker};
 
 /// Settled lines between two status writes (at most; the flusher coalesces).
 pub const FLUSH_EVERY_LINES: u64 = 1000;
 
 pub use crate::resume::Snapshot;
 
+/// What the run keeps about one file in flight, until the watermark passes its end.
+#[derive(Debug)]
+pub struct OpenFile {
+    pub path: String,
+    /// The size files.json lists (0: not listed).
+    pub listed_size: u64,
+    /// Compressed bytes read so far, by the latest pass.
+    pub bytes_read: Arc<AtomicU64>,
+    /// Why it was given up, if it was.
+    pub failed: Option<String>,
+    pub opened: Instant,
+    /// Its place among the files in flight, free again when it finishes.
+    pub slot: Option<OwnedSemaphorePermit>,
+}
+
+impl OpenFile {
+    pub fn new(path: String, listed_size: u64, slot: Option<OwnedSemaphorePermit>) -> Self {
+        OpenFile { path, listed_size, bytes_read: Arc::default(), failed: None, opened: Instant::now(), slot }
+    }
+
+    /// The size it counts for in `processed_bytes`: as listed (`total_bytes` is their sum),
+    /// else as read.
+    fn size(&self) -> u64 {
+        match self.listed_size {
+            0 => self.bytes_read.load(Ordering::Relaxed),
+            n => n,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     snap: Snapshot,
-    tracker: Option<FileTracker>,
+    tracker: Tracker<OpenFile>,
     since_flush: u64,
+    /// Files given up, with where and why.
+    failed: Vec<String>,
 }
 
 #[derive(Debug, Default)]
 pub struct Progress {
     inner: Mutex<Inner>,
-    /// Woken every [`FLUSH_EVERY_LINES`] settled lines.
+    /// Woken every [`FLUSH_EVERY_LINES`] settled lines, and when a file finishes.
     pub flush: Notify,
     /// Signalled whenever lines settle (the CPU thread waits on it when too far ahead).
     settled: Condvar,
-    /// Compressed bytes of the current file read so far (this attempt).
-    pub file_bytes: Arc<AtomicU64>,
 }
 
 /// A locked view for the pipeline: record lines, resolve batches.
 pub struct Guard<'a> {
     g: MutexGuard<'a, Inner>,
-    flush: &'a Notify,
-    settled: &'a Condvar,
+    progress: &'a Progress,
 }
 
 impl Guard<'_> {
-    pub fn tracker(&self) -> &FileTracker {
-        self.g.tracker.as_ref().expect("a file is open")
+    pub fn tracker(&self) -> &Tracker<OpenFile> {
+        &self.g.tracker
     }
 
-    /// Runs `f` on the tracker and folds the lines it settled into the counters.
-    pub fn apply(&mut self, f: impl FnOnce(&mut FileTracker) -> Counts) {
+    /// Runs `f` on the tracker and folds what it settled into the counters and the files
+    /// processed.
+    pub fn apply(&mut self, f: impl FnOnce(&mut Tracker<OpenFile>) -> Advance<OpenFile>) {
         let inner = &mut *self.g;
-        let t = inner.tracker.as_mut().expect("a file is open");
-        let c = f(t);
-        inner.snap.current_line = t.watermark();
-        if c.total > 0 {
-            self.settled.notify_all();
-            inner.snap.counts = inner.snap.counts.plus(c);
-            inner.since_flush += c.total;
-            if inner.since_flush >= FLUSH_EVERY_LINES {
+        let adv = f(&mut inner.tracker);
+        let Advance { counts, finished } = adv;
+        let files_done = !finished.is_empty();
+        for file in finished {
+            inner.finish(file);
+        }
+        if let Some((f, line)) = inner.tracker.position() {
+            if files_done {
+                inner.snap.current_file = Some(f.path.clone());
+            }
+            inner.snap.current_line = line;
+        }
+        if counts.total > 0 || files_done {
+            self.progress.settled.notify_all();
+            inner.snap.counts = inner.snap.counts.plus(counts);
+            inner.since_flush += counts.total;
+            if inner.since_flush >= FLUSH_EVERY_LINES || files_done {
                 inner.since_flush = 0;
-                self.flush.notify_one();
+                self.progress.flush.notify_one();
             }
         }
+    }
+
+    /// Opens the next file; returns the sequence number of its line `first_line`.
+    pub fn open(&mut self, file: OpenFile, first_line: u64) -> Seq {
+        let inner = &mut *self.g;
+        let first = inner.tracker.open_files() == 0;
+        if first {
+            inner.snap.current_file = Some(file.path.clone());
+            inner.snap.current_line = first_line.saturating_sub(1);
+        }
+        inner.tracker.open(file, first_line)
+    }
+
+    /// The file being read.
+    pub fn current_file(&mut self) -> Option<&mut OpenFile> {
+        self.g.tracker.current_mut()
     }
 
     pub fn set_current_ts(&mut self, ts: &str) {
@@ -78,52 +135,64 @@ impl Guard<'_> {
     }
 }
 
+impl Inner {
+    /// A file the watermark passed: it counts as processed, whatever its outcome.
+    fn finish(&mut self, done: Finished<OpenFile>) {
+        let Finished { tag: file, counts: c, last_line } = done;
+        self.snap.processed_files += 1;
+        self.snap.processed_bytes += file.size();
+        self.snap.current_file = Some(file.path.clone());
+        self.snap.current_line = last_line;
+        let secs = format_args!("{:.2}", file.opened.elapsed().as_secs_f64());
+        match &file.failed {
+            Some(reason) => {
+                tracing::error!(file = file.path, resume_line = last_line, error = %reason, success = c.success, "file failed");
+                self.failed.push(format!("{} (settled up to line {last_line}): {reason}", file.path));
+            }
+            None => tracing::info!(
+                file = file.path,
+                lines = c.total,
+                success = c.success,
+                errors = c.error,
+                skipped = c.skipped,
+                secs,
+                "file done"
+            ),
+        }
+    }
+}
+
 impl Progress {
     /// Progress that continues from stored counters (a resumed run) or from zero.
     pub fn new(start: Snapshot) -> Self {
-        Self { inner: Mutex::new(Inner { snap: start, tracker: None, since_flush: 0 }), ..Default::default() }
+        Self { inner: Mutex::new(Inner { snap: start, ..Default::default() }), ..Default::default() }
     }
 
     pub fn lock(&self) -> Guard<'_> {
-        Guard { g: self.inner.lock().unwrap_or_else(|p| p.into_inner()), flush: &self.flush, settled: &self.settled }
+        Guard { g: self.inner.lock().unwrap_or_else(|p| p.into_inner()), progress: self }
     }
 
-    /// Blocks until the current file's watermark reaches `line`, or `stop()`.
-    pub fn wait_watermark(&self, line: u64, stop: impl Fn() -> bool) {
+    /// Blocks until the watermark reaches sequence number `seq` (every line before it is
+    /// settled), or `stop()`.
+    pub fn wait_watermark(&self, seq: Seq, stop: impl Fn() -> bool) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        while g.tracker.as_ref().is_some_and(|t| t.watermark() < line) && !stop() {
+        while g.tracker.base() < seq && !stop() {
             g = self.settled.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
-    /// Opens `path`; lines before `first_line` are out of scope.
-    pub fn start_file(&self, path: &str, first_line: u64) {
-        let mut g = self.lock();
-        g.g.tracker = Some(FileTracker::new(first_line));
-        g.g.snap.current_file = Some(path.to_owned());
-        g.g.snap.current_line = first_line.saturating_sub(1);
-        self.file_bytes.store(0, Ordering::Relaxed);
+    /// The files given up so far, each with where and why.
+    pub fn failed_files(&self) -> Vec<String> {
+        self.lock().g.failed.clone()
     }
 
-    /// Closes the current file: it counts as processed, whatever its outcome.
-    pub fn finish_file(&self, size: u64) {
-        let mut g = self.lock();
-        if let Some(t) = g.g.tracker.take() {
-            g.g.snap.current_line = t.watermark();
-        }
-        g.g.snap.processed_files += 1;
-        g.g.snap.processed_bytes += size;
-        self.file_bytes.store(0, Ordering::Relaxed);
-        drop(g);
-        self.flush.notify_one();
-    }
-
+    /// The row's view: the counters and the resume point, with the bytes read of the files
+    /// still in flight added to `processed_bytes`.
     pub fn snapshot(&self) -> Snapshot {
         let g = self.lock();
         let mut s = g.g.snap.clone();
-        if g.g.tracker.is_some() {
-            s.processed_bytes += self.file_bytes.load(Ordering::Relaxed);
-        }
+        // The bytes read of the open files (at most `FILES_IN_FLIGHT` of them).
+        s.processed_bytes += g.g.tracker.files().map(|f| f.bytes_read.load(Ordering::Relaxed)).sum::<u64>();
         s
     }
 }
@@ -131,30 +200,35 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::LineState;
+    use crate::tracker::{Counts, LineState};
 
     #[test]
-    fn snapshot_follows_the_watermark() {
+    fn snapshot_follows_the_watermark_across_files() {
         let p = Progress::new(Snapshot {
             counts: Counts { total: 5, success: 5, ..Default::default() },
             ..Default::default()
         });
-        p.start_file("f1", 3);
-        {
+        let (a, b) = {
             let mut g = p.lock();
-            g.apply(|t| t.record(3, LineState::Pending));
-            g.apply(|t| t.record(4, LineState::Skipped));
+            let a = g.open(OpenFile::new("f1".into(), 100, None), 3);
+            g.apply(|t| t.record(a, LineState::Pending));
+            g.apply(|t| t.record(a + 1, LineState::Skipped));
+            g.apply(|t| t.end_file());
+            let b = g.open(OpenFile::new("f2".into(), 0, None), 1);
+            g.apply(|t| t.record(b, LineState::Pending));
+            g.apply(|t| t.end_file());
             g.set_current_ts("2024-01-01T00:00:00Z");
-        }
+            (a, b)
+        };
         let s = p.snapshot();
         assert_eq!((s.current_file.as_deref(), s.current_line, s.counts.total), (Some("f1"), 2, 5));
-        p.lock().apply(|t| t.resolve(&[3], LineState::Success));
+        p.lock().apply(|t| t.resolve(&[b], LineState::Success));
+        assert_eq!(p.snapshot().counts.total, 5, "a later file's lines wait for the earlier file");
+        p.lock().apply(|t| t.resolve(&[a], LineState::Success));
         let s = p.snapshot();
-        assert_eq!(s.current_line, 4);
-        assert_eq!(s.counts, Counts { total: 7, success: 6, error: 0, skipped: 1 });
+        assert_eq!((s.current_file.as_deref(), s.current_line), (Some("f2"), 1));
+        assert_eq!(s.counts, Counts { total: 8, success: 7, error: 0, skipped: 1 });
+        assert_eq!((s.processed_files, s.processed_bytes), (2, 100));
         assert_eq!(s.current_ts.as_deref(), Some("2024-01-01T00:00:00Z"));
-        p.finish_file(100);
-        let s = p.snapshot();
-        assert_eq!((s.processed_files, s.processed_bytes, s.current_line), (1, 100, 4));
     }
 }

@@ -9,12 +9,11 @@
 //! stopped, with the backoff [`Backoff::S3_READ`] (a bounded number of times in a row).
 
 use std::path::PathBuf;
-#[cfg(test)]
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::backoff::Backoff;
 use crate::bufpool::BufPool;
@@ -50,6 +49,9 @@ pub enum SourceError {
     #[error("read failed at byte {offset}: {reason}")]
     Read { offset: u64, reason: String },
 }
+
+/// A file's chunks, in order; an `Err` is the last item.
+pub type Chunks = mpsc::Receiver<Result<Bytes, SourceError>>;
 
 /// Opens files; holds the S3 client when the job has S3 files.
 #[derive(Clone)]
@@ -99,76 +101,84 @@ impl Sources {
         self.faults.lock().unwrap().pop()
     }
 
-    /// The file's size in bytes (HEAD for S3, metadata for local files).
-    pub async fn size(&self, loc: &Location) -> Result<u64, SourceError> {
-        match loc {
-            Location::Local(p) => tokio::fs::metadata(p)
-                .await
-                .map(|m| m.len())
-                .map_err(|e| SourceError::Open(format!("{}: {e}", p.display()))),
-            Location::S3 { bucket, key } => {
-                let s3 = self.s3.as_ref().ok_or_else(|| SourceError::Open("no S3 client".into()))?;
-                let head = s3.head_object().bucket(bucket).key(key).send().await.map_err(|e| {
-                    SourceError::Open(format!("s3://{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
-                })?;
-                Ok(head.content_length().unwrap_or(0).max(0) as u64)
-            }
-        }
-    }
-
-    /// Starts the reader task for `loc` (of `size` bytes). Chunks arrive on the returned
-    /// channel in order; an `Err` is the last item. The task stops when `cancel` fires or
-    /// the receiver is dropped.
+    /// Starts the reader task for `loc`. Chunks arrive on the returned channel in order; an
+    /// `Err` is the last item. The file is read as it is now, whatever size files.json lists.
+    /// With a `gate` (a file opened ahead of its turn), only the first chunk is read until the
+    /// gate is notified, so a file waiting in line holds at most one chunk. The task stops
+    /// when `cancel` fires or the receiver is dropped.
     pub fn spawn_reader(
         &self,
         loc: Location,
-        size: u64,
         chunk_bytes: usize,
         ahead_chunks: usize,
         cancel: CancellationToken,
-    ) -> mpsc::Receiver<Result<Bytes, SourceError>> {
+        gate: Option<Arc<Notify>>,
+    ) -> Chunks {
         let (tx, rx) = mpsc::channel(ahead_chunks.max(1));
         let s3 = self.s3.clone();
-        let pool = self.pool.clone();
         #[cfg(test)]
         let chunks_before_fault = self.take_fault();
         #[cfg(not(test))]
         let chunks_before_fault = None;
+        let out = ChunkOut { tx, pool: self.pool.clone(), cancel, gate, sent: 0, chunks_before_fault };
         tokio::spawn(async move {
+            let mut out = out;
             let result = match loc {
-                Location::Local(path) => read_local(path, chunk_bytes, &pool, &tx, &cancel, chunks_before_fault).await,
+                Location::Local(path) => read_local(path, chunk_bytes, &mut out).await,
                 Location::S3 { bucket, key } => match s3 {
-                    Some(s3) => read_s3(&s3, &bucket, &key, size, chunk_bytes, &pool, &tx, &cancel).await,
+                    Some(s3) => read_s3(&s3, &bucket, &key, chunk_bytes, &mut out).await,
                     None => Err(SourceError::Open("no S3 client".into())),
                 },
             };
             if let Err(e) = result {
-                let _ = tx.send(Err(e)).await;
+                let _ = out.tx.send(Err(e)).await;
             }
         });
         rx
     }
 }
 
-type ChunkSender = mpsc::Sender<Result<Bytes, SourceError>>;
-
-async fn read_local(
-    path: PathBuf,
-    chunk: usize,
-    pool: &BufPool,
-    tx: &ChunkSender,
-    cancel: &CancellationToken,
+/// Where a reader's chunks go, and when it may read on.
+struct ChunkOut {
+    tx: mpsc::Sender<Result<Bytes, SourceError>>,
+    pool: BufPool,
+    cancel: CancellationToken,
+    /// Notified when the file's turn comes (files opened ahead of their turn).
+    gate: Option<Arc<Notify>>,
+    sent: u32,
+    /// Test hook: fail the read after this many chunks.
     chunks_before_fault: Option<u32>,
-) -> Result<(), SourceError> {
+}
+
+impl ChunkOut {
+    /// Sends one chunk; false when the reader should stop (cancelled, receiver gone).
+    async fn send(&mut self, buf: Vec<u8>, offset: u64) -> Result<bool, SourceError> {
+        if self.chunks_before_fault == Some(self.sent) {
+            return Err(SourceError::Read { offset, reason: "injected read fault".into() });
+        }
+        self.sent += 1;
+        if self.tx.send(Ok(self.pool.freeze(buf))).await.is_err() {
+            return Ok(false);
+        }
+        if let Some(gate) = self.gate.take() {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(false),
+                _ = gate.notified() => {}
+            }
+        }
+        Ok(!self.cancel.is_cancelled())
+    }
+}
+
+async fn read_local(path: PathBuf, chunk: usize, out: &mut ChunkOut) -> Result<(), SourceError> {
     let shown = path.display().to_string();
-    let mut chunks = 0u32;
     let mut f = tokio::fs::File::open(&path).await.map_err(|e| SourceError::Open(format!("{shown}: {e}")))?;
     let mut offset = 0u64;
     loop {
-        let mut buf = pool.take(chunk);
+        let mut buf = out.pool.take(chunk);
         while buf.len() < chunk {
             let n = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = out.cancel.cancelled() => return Ok(()),
                 r = f.read_buf(&mut buf) => r.map_err(|e| SourceError::Read { offset: offset + buf.len() as u64, reason: e.to_string() })?,
             };
             if n == 0 {
@@ -178,68 +188,58 @@ async fn read_local(
         if buf.is_empty() {
             return Ok(());
         }
-        if chunks_before_fault == Some(chunks) {
-            return Err(SourceError::Read { offset, reason: "injected read fault".into() });
-        }
-        chunks += 1;
-        offset += buf.len() as u64;
+        let len = buf.len() as u64;
         let short = buf.len() < chunk;
-        if tx.send(Ok(pool.freeze(buf))).await.is_err() || short {
+        if !out.send(buf, offset).await? || short {
             return Ok(());
         }
+        offset += len;
         // A file that grew or shrank under us is read as it is now.
         let _ = f.seek(std::io::SeekFrom::Start(offset)).await;
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Reads an S3 object in ranged GETs of `chunk` bytes. The first GET's `Content-Range` gives
+/// the object's size, so an object no larger than one chunk costs one request, and no size
+/// probe is made. A GET that fails or is cut short is retried from the exact byte.
 async fn read_s3(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
-    size: u64,
     chunk: usize,
-    pool: &BufPool,
-    tx: &ChunkSender,
-    cancel: &CancellationToken,
+    out: &mut ChunkOut,
 ) -> Result<(), SourceError> {
     let mut offset = 0u64;
-    while offset < size {
-        let end = (offset + chunk as u64).min(size); // exclusive
-        let mut buf = pool.take((end - offset) as usize);
+    // Known after the first response.
+    let mut size: Option<u64> = None;
+    loop {
+        if size.is_some_and(|s| offset >= s) {
+            return Ok(());
+        }
+        let end = offset + chunk as u64; // exclusive, before the size is known
+        let mut buf = out.pool.take(size.map_or(chunk as u64, |s| end.min(s) - offset) as usize);
         let mut failures = 0u32;
-        while (buf.len() as u64) < end - offset {
+        loop {
+            let want = size.map_or(end, |s| end.min(s)) - offset;
+            if buf.len() as u64 >= want {
+                break;
+            }
             let from = offset + buf.len() as u64;
-            let attempt = async {
-                let resp = s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .range(format!("bytes={from}-{}", end - 1))
-                    .send()
-                    .await
-                    .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(&e).to_string())?;
-                let mut body = resp.body;
-                let before = buf.len();
-                loop {
-                    match body.next().await {
-                        Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
-                        Some(Err(e)) => return Err(format!("body cut short: {e}")),
-                        None => break,
-                    }
-                }
-                if buf.len() == before {
-                    return Err("empty body".to_string());
-                }
-                Ok(())
-            };
+            let range = format!("bytes={from}-{}", offset + want - 1);
             let outcome = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                r = attempt => r,
+                _ = out.cancel.cancelled() => return Ok(()),
+                r = get_range(s3, bucket, key, range, &mut buf) => r,
             };
             match outcome {
-                Ok(()) => failures = 0,
-                Err(reason) => {
+                Ok(total) => {
+                    failures = 0;
+                    size.get_or_insert(total);
+                }
+                Err(GetError::EmptyObject) => {
+                    size = Some(0);
+                    break;
+                }
+                Err(GetError::Failed(reason)) => {
                     failures += 1;
                     let at = offset + buf.len() as u64;
                     let Some(pause) = Backoff::S3_READ.delay(failures) else {
@@ -247,19 +247,78 @@ async fn read_s3(
                     };
                     tracing::warn!(bucket, key, offset = at, attempt = failures, error = %reason, "S3 read failed, retrying from the same byte");
                     tokio::select! {
-                        _ = cancel.cancelled() => return Ok(()),
+                        _ = out.cancel.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(pause) => {}
                     }
                 }
+                Err(GetError::Open(reason)) if offset == 0 && buf.is_empty() => {
+                    return Err(SourceError::Open(format!("s3://{bucket}/{key}: {reason}")));
+                }
+                Err(GetError::Open(reason)) => return Err(SourceError::Read { offset, reason }),
             }
         }
-        buf.truncate((end - offset) as usize);
-        offset = end;
-        if tx.send(Ok(pool.freeze(buf))).await.is_err() {
+        if buf.is_empty() {
             return Ok(());
         }
+        let len = buf.len() as u64;
+        if !out.send(buf, offset).await? {
+            return Ok(());
+        }
+        offset += len;
     }
-    Ok(())
+}
+
+/// Why one ranged GET failed.
+enum GetError {
+    /// A range of an empty object (S3 answers 416): the object has no bytes.
+    EmptyObject,
+    /// The object cannot be read (missing, forbidden): not worth a retry.
+    Open(String),
+    /// Worth a retry from the same byte.
+    Failed(String),
+}
+
+/// One ranged GET, appended to `buf`. Returns the object's size.
+async fn get_range(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    range: String,
+    buf: &mut Vec<u8>,
+) -> Result<u64, GetError> {
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    let from: u64 = range.trim_start_matches("bytes=").split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let resp = match s3.get_object().bucket(bucket).key(key).range(range).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let shown = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            return Err(match (e.as_service_error(), status) {
+                (_, Some(416)) => GetError::EmptyObject,
+                (Some(GetObjectError::NoSuchKey(_)), _) | (_, Some(403 | 404)) => GetError::Open(shown),
+                _ => GetError::Failed(shown),
+            });
+        }
+    };
+    // "bytes 0-99/1234": the size after the slash. Without it the server sent the whole object.
+    let total = resp
+        .content_range()
+        .and_then(|r| r.rsplit_once('/'))
+        .and_then(|(_, t)| t.parse::<u64>().ok())
+        .or_else(|| resp.content_length().map(|n| from + n.max(0) as u64));
+    let mut body = resp.body;
+    let before = buf.len();
+    loop {
+        match body.next().await {
+            Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+            Some(Err(e)) => return Err(GetError::Failed(format!("body cut short: {e}"))),
+            None => break,
+        }
+    }
+    if buf.len() == before {
+        return Err(GetError::Failed("empty body".to_string()));
+    }
+    total.ok_or_else(|| GetError::Failed("no object size in the response".to_string()))
 }
 
 #[cfg(test)]
@@ -285,8 +344,7 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let sources = Sources::new(None);
         let loc = Location::Local(p);
-        assert_eq!(sources.size(&loc).await.unwrap(), 200_000);
-        let mut rx = sources.spawn_reader(loc, 200_000, 65_536, 2, CancellationToken::new());
+        let mut rx = sources.spawn_reader(loc, 65_536, 2, CancellationToken::new(), None);
         let mut got = Vec::new();
         while let Some(c) = rx.recv().await {
             let c = c.unwrap();
@@ -300,7 +358,7 @@ mod tests {
     async fn missing_local_file_cannot_be_opened() {
         let sources = Sources::new(None);
         let mut rx =
-            sources.spawn_reader(Location::Local("/nonexistent/x".into()), 0, 65_536, 2, CancellationToken::new());
+            sources.spawn_reader(Location::Local("/nonexistent/x".into()), 65_536, 2, CancellationToken::new(), None);
         assert!(matches!(rx.recv().await, Some(Err(SourceError::Open(_)))));
     }
 }

@@ -29,8 +29,11 @@ pub enum Answer {
 pub struct Call {
     pub values: Vec<Vec<u8>>,
     pub acked: bool,
-    /// The watermark of the current file when the call arrived (with [`FakeSink::watch`]).
+    /// Lines of the run settled in order when the call arrived (the watermark as a count over
+    /// all files, with [`FakeSink::watch`]).
     pub watermark: Option<u64>,
+    /// Files open (read, or waiting for their lines to settle) when the call arrived.
+    pub open_files: Option<usize>,
 }
 
 type Rule = dyn Fn(usize, &[Record]) -> Answer + Send + Sync;
@@ -107,7 +110,13 @@ impl Sink for FakeSink {
             let n = self.next.fetch_add(1, Ordering::SeqCst);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            let watermark = self.progress.get().map(|p| p.snapshot().current_line);
+            let (watermark, open_files) = match self.progress.get() {
+                Some(p) => {
+                    let g = p.lock();
+                    (Some(g.tracker().base()), Some(g.tracker().open_files()))
+                }
+                None => (None, None),
+            };
             let answer = (self.rule)(n, records);
             let (delay, failure) = match answer {
                 Answer::Ack(d) => (d, None),
@@ -116,7 +125,7 @@ impl Sink for FakeSink {
             let ok = failure.is_none();
             tokio::time::sleep(delay).await;
             let values = records.iter().map(|r| r.value.clone().unwrap_or_default()).collect();
-            let call = Call { values, acked: ok, watermark };
+            let call = Call { values, acked: ok, watermark, open_files };
             self.calls.lock().unwrap().push(call);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             match failure {

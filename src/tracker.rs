@@ -1,29 +1,40 @@
-//! The low watermark: which lines of the current file are settled, and the counters that
-//! go with them.
+//! The low watermark over the run's files: which lines are settled, which files are finished,
+//! and the exact counters that go with them.
 //!
-//! Every line of a file gets a [`LineState`]. A line is *settled* once it is skipped,
-//! counted as an error, or acknowledged by the broker. Lines are sent in batches that are
-//! acknowledged in any order, so the settled lines are not always a prefix. The tracker
-//! keeps the states of the lines after the watermark in a ring and advances the watermark
-//! over the settled prefix only:
+//! Several files are in flight at once: the CPU stage reads file N+1 while the batches of file
+//! N are still being acknowledged. Every line the run sees gets a sequence number ([`Seq`]),
+//! increasing over the files in files.json order, and a [`LineState`]. A line is *settled*
+//! once it is skipped, counted as an error, or acknowledged by the broker. Batches are
+//! acknowledged in any order, so the settled lines are not always a prefix. The tracker keeps
+//! the states after the watermark in a ring and advances the watermark over the settled
+//! prefix only, file by file:
 //!
-//! > **Invariant.** Every line `≤ watermark()` is settled, and the counters (`total`,
-//! > `success`, `error`, `skipped`) count exactly the lines `≤ watermark()`, each once.
+//! > **Invariant.** Every line up to the watermark is settled, and the counters count exactly
+//! > those lines, each once. A file is *finished* once it was read to its end (or given up)
+//! > and the watermark passed its last line; files finish strictly in order.
 //!
-//! So `current_file`/`current_line` in the status row is always a safe resume point, and the
-//! counters stored next to it are exact for it. A line that is in a batch still in flight (or
-//! in one not yet sent) holds the watermark back. A batch that failed *releases* its lines:
-//! they are unsettled again and the next attempt at the file sends them again; lines after
-//! the watermark that already settled are not sent or counted twice.
+//! The watermark's position is a file and a line of it ([`Tracker::position`]), which is the
+//! status row's `current_file`/`current_line`: it moves to file N+1 only when every line of
+//! file N is settled. A line of a later file that is acknowledged early holds no place in the
+//! counters until the watermark reaches it. A batch that failed *releases* its lines: they
+//! are unsettled again and a later pass over the file sends them again; lines that already
+//! settled are not sent or counted twice.
+//!
+//! Each open file carries a tag (`T`) that the tracker hands back when the file finishes, so
+//! the caller's per-file state (its path, its slot among the files in flight) ends exactly
+//! then.
 
 use std::collections::VecDeque;
+
+/// A line's number over the whole run: lines of earlier files have smaller numbers.
+pub type Seq = u64;
 
 /// The state of one line after the watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineState {
     /// Handed to a batch; not acknowledged yet.
     Pending,
-    /// Its batch failed; the next attempt sends it again.
+    /// Its batch failed; the next pass over the file sends it again.
     Released,
     Success,
     Error,
@@ -65,101 +76,220 @@ impl Counts {
     }
 }
 
-/// Tracks the lines of one file. Line numbers are 1-based.
-#[derive(Debug)]
-pub struct FileTracker {
-    /// The first line not yet folded into the counters: the watermark is `base - 1`.
-    base: u64,
-    /// `states[i]` is the state of line `base + i`. Bounded by the lines in flight plus the
-    /// lines held by unsent batches; the pipeline keeps it below `Engine::max_unsettled_lines`.
-    states: VecDeque<LineState>,
+/// A file whose lines are all settled, with every file before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished<T> {
+    pub tag: T,
+    /// Its lines, from its first line in scope to its end.
+    pub counts: Counts,
+    /// Its last line (`first_line - 1` when it had none in scope).
+    pub last_line: u64,
 }
 
-impl FileTracker {
-    /// A tracker whose lines `< first` are out of scope (already done, or skipped by
-    /// `start_line`): they are neither processed nor counted.
-    pub fn new(first: u64) -> Self {
-        Self { base: first.max(1), states: VecDeque::new() }
+/// What one change let the watermark pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advance<T> {
+    /// The lines that passed the watermark.
+    pub counts: Counts,
+    /// The files that finished, in order.
+    pub finished: Vec<Finished<T>>,
+}
+
+impl<T> Advance<T> {
+    /// Both changes, in order.
+    pub fn and(mut self, later: Advance<T>) -> Self {
+        self.counts = self.counts.plus(later.counts);
+        self.finished.extend(later.finished);
+        self
+    }
+}
+
+impl<T> Default for Advance<T> {
+    fn default() -> Self {
+        Self { counts: Counts::default(), finished: Vec::new() }
+    }
+}
+
+#[derive(Debug)]
+struct OpenFile<T> {
+    tag: T,
+    /// Lines before this one are out of scope (done before, or skipped by `start_line`).
+    first_line: u64,
+    /// The sequence number of `first_line`.
+    start: Seq,
+    /// One past its last line's number, once it was read to its end.
+    end: Option<Seq>,
+    /// Its lines that passed the watermark.
+    counts: Counts,
+}
+
+impl<T> OpenFile<T> {
+    fn line(&self, seq: Seq) -> u64 {
+        self.first_line + (seq - self.start)
+    }
+}
+
+/// Tracks the lines of the files in flight.
+#[derive(Debug)]
+pub struct Tracker<T> {
+    /// The first line not yet folded into the counters: the watermark is just before it.
+    base: Seq,
+    /// `states[i]` is the state of line `base + i`. The pipeline keeps it below
+    /// `Engine::max_unsettled_lines`.
+    states: VecDeque<LineState>,
+    /// The files not finished yet, in order; the last one is the file being read.
+    files: VecDeque<OpenFile<T>>,
+}
+
+impl<T> Default for Tracker<T> {
+    fn default() -> Self {
+        Self { base: 0, states: VecDeque::new(), files: VecDeque::new() }
+    }
+}
+
+impl<T> Tracker<T> {
+    /// Opens the next file; its lines before `first_line` are out of scope. The file before
+    /// it must have ended. Returns the sequence number its line `first_line` gets.
+    pub fn open(&mut self, tag: T, first_line: u64) -> Seq {
+        debug_assert!(self.files.back().is_none_or(|f| f.end.is_some()), "the previous file is still being read");
+        let start = self.next_seq();
+        self.files.push_back(OpenFile {
+            tag,
+            first_line: first_line.max(1),
+            start,
+            end: None,
+            counts: Counts::default(),
+        });
+        start
     }
 
-    /// Every line up to this one is settled and counted.
-    pub fn watermark(&self) -> u64 {
-        self.base - 1
+    /// The file being read ends here (its input ended, or it was given up).
+    pub fn end_file(&mut self) -> Advance<T> {
+        let next = self.next_seq();
+        if let Some(f) = self.files.back_mut() {
+            f.end.get_or_insert(next);
+        }
+        self.fold()
     }
 
-    /// The next line never seen before.
-    pub fn next_new_line(&self) -> u64 {
+    /// Gives the file being read up: its released lines count as errors, and it ends.
+    pub fn give_up(&mut self) -> Advance<T> {
+        let from = self.files.back().map_or(self.base, |f| f.start.max(self.base));
+        for s in self.states.iter_mut().skip((from - self.base) as usize) {
+            if *s == LineState::Released {
+                *s = LineState::Error;
+            }
+        }
+        self.end_file()
+    }
+
+    /// The next sequence number never seen before.
+    pub fn next_seq(&self) -> Seq {
         self.base + self.states.len() as u64
     }
 
-    /// Lines tracked after the watermark.
-    pub fn window(&self) -> usize {
+    /// Lines seen after the watermark, over every file in flight.
+    pub fn unsettled(&self) -> usize {
         self.states.len()
     }
 
-    /// True when `line` needs no more work: settled or before the watermark.
-    pub fn is_settled(&self, line: u64) -> bool {
-        line < self.base || self.state(line).is_some_and(LineState::is_settled)
+    /// The watermark: every line before this sequence number is settled.
+    pub fn base(&self) -> Seq {
+        self.base
     }
 
-    pub fn state(&self, line: u64) -> Option<LineState> {
-        line.checked_sub(self.base).and_then(|i| self.states.get(i as usize).copied())
+    /// Files open and not finished.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
     }
 
-    /// Records the state of `line`: the next new line, or an unsettled one being retried.
-    /// Returns the counts of the lines this let the watermark pass.
-    pub fn record(&mut self, line: u64, state: LineState) -> Counts {
-        let idx = line.checked_sub(self.base).expect("line before the watermark") as usize;
+    pub fn state(&self, seq: Seq) -> Option<LineState> {
+        seq.checked_sub(self.base).and_then(|i| self.states.get(i as usize).copied())
+    }
+
+    /// True when the line needs work: never seen, or released by a failed batch.
+    pub fn needs(&self, seq: Seq) -> bool {
+        seq >= self.next_seq() || self.state(seq) == Some(LineState::Released)
+    }
+
+    /// Lines of the file being read whose batch failed and that were not sent again.
+    pub fn released(&self) -> usize {
+        let from = self.files.back().map_or(self.base, |f| f.start.max(self.base));
+        self.states.iter().skip((from - self.base) as usize).filter(|s| **s == LineState::Released).count()
+    }
+
+    /// Where the watermark is: the first unfinished file and its last settled line.
+    pub fn position(&self) -> Option<(&T, u64)> {
+        self.files.front().map(|f| (&f.tag, f.line(self.base.max(f.start)) - 1))
+    }
+
+    /// The file and line of a sequence number among the files in flight.
+    pub fn locate(&self, seq: Seq) -> Option<(&T, u64)> {
+        let next = self.next_seq();
+        self.files
+            .iter()
+            .find(|f| f.start <= seq && seq < f.end.unwrap_or(next).max(f.start))
+            .map(|f| (&f.tag, f.line(seq)))
+    }
+
+    /// The tags of the files in flight, in order.
+    pub fn files(&self) -> impl Iterator<Item = &T> {
+        self.files.iter().map(|f| &f.tag)
+    }
+
+    /// The tag of the file being read.
+    pub fn current_mut(&mut self) -> Option<&mut T> {
+        self.files.back_mut().map(|f| &mut f.tag)
+    }
+
+    /// Records the state of a line of the file being read: the next new line, or one being
+    /// sent again.
+    pub fn record(&mut self, seq: Seq, state: LineState) -> Advance<T> {
+        let idx = seq.checked_sub(self.base).expect("line before the watermark") as usize;
         if idx == self.states.len() {
             self.states.push_back(state);
         } else {
             let slot = self.states.get_mut(idx).expect("lines are recorded in order");
-            debug_assert!(!slot.is_settled(), "line {line} settled twice");
+            debug_assert!(!slot.is_settled(), "line {seq} settled twice");
             *slot = state;
         }
         self.fold()
     }
 
     /// Sets the state of lines already recorded (a batch's acknowledgement or failure).
-    pub fn resolve(&mut self, lines: &[u64], state: LineState) -> Counts {
-        for &line in lines {
-            if let Some(idx) = line.checked_sub(self.base) {
-                if let Some(slot) = self.states.get_mut(idx as usize) {
-                    if !slot.is_settled() {
-                        *slot = state;
-                    }
+    /// Settled lines stay as they are.
+    pub fn resolve(&mut self, seqs: &[Seq], state: LineState) -> Advance<T> {
+        for &seq in seqs {
+            if let Some(slot) = seq.checked_sub(self.base).and_then(|i| self.states.get_mut(i as usize)) {
+                if !slot.is_settled() {
+                    *slot = state;
                 }
             }
         }
         self.fold()
     }
 
-    /// Settles every released line as an error (the file is given up).
-    pub fn give_up(&mut self) -> Counts {
-        for s in self.states.iter_mut() {
-            if *s == LineState::Released {
-                *s = LineState::Error;
+    /// Moves the watermark over the settled prefix, finishing files as it passes their ends.
+    fn fold(&mut self) -> Advance<T> {
+        let mut adv = Advance::default();
+        loop {
+            while self.files.front().is_some_and(|f| f.end.is_some_and(|e| self.base >= e)) {
+                let f = self.files.pop_front().expect("checked");
+                let last_line = f.line(f.end.expect("checked")) - 1;
+                adv.finished.push(Finished { tag: f.tag, counts: f.counts, last_line });
+            }
+            match self.states.front() {
+                Some(&s) if s.is_settled() => {
+                    adv.counts.add(s);
+                    if let Some(f) = self.files.front_mut() {
+                        f.counts.add(s);
+                    }
+                    self.states.pop_front();
+                    self.base += 1;
+                }
+                _ => return adv,
             }
         }
-        self.fold()
-    }
-
-    /// Lines whose batch failed and that were not sent again.
-    pub fn released(&self) -> usize {
-        self.states.iter().filter(|s| **s == LineState::Released).count()
-    }
-
-    fn fold(&mut self) -> Counts {
-        let mut c = Counts::default();
-        while let Some(&s) = self.states.front() {
-            if !s.is_settled() {
-                break;
-            }
-            c.add(s);
-            self.states.pop_front();
-            self.base += 1;
-        }
-        c
     }
 }
 
@@ -170,85 +300,140 @@ mod tests {
 
     #[test]
     fn watermark_waits_for_the_oldest_pending_line() {
-        let mut t = FileTracker::new(1);
-        assert_eq!(t.record(1, LineState::Skipped).total, 1);
-        t.record(2, LineState::Pending);
-        t.record(3, LineState::Error);
-        t.record(4, LineState::Pending);
-        assert_eq!(t.watermark(), 1);
-        let c = t.resolve(&[4], LineState::Success);
-        assert_eq!((t.watermark(), c), (1, Counts::default()));
-        let c = t.resolve(&[2], LineState::Success);
-        assert_eq!(t.watermark(), 4);
-        assert_eq!(c, Counts { total: 3, success: 2, error: 1, skipped: 0 });
+        let mut t = Tracker::default();
+        let s = t.open("f", 1);
+        assert_eq!(t.record(s, LineState::Skipped).counts.total, 1);
+        t.record(s + 1, LineState::Pending);
+        t.record(s + 2, LineState::Error);
+        t.record(s + 3, LineState::Pending);
+        assert_eq!(t.position(), Some((&"f", 1)));
+        let a = t.resolve(&[s + 3], LineState::Success);
+        assert_eq!((t.position(), a.counts), (Some((&"f", 1)), Counts::default()));
+        let a = t.resolve(&[s + 1], LineState::Success);
+        assert_eq!(t.position(), Some((&"f", 4)));
+        assert_eq!(a.counts, Counts { total: 3, success: 2, error: 1, skipped: 0 });
+    }
+
+    #[test]
+    fn a_later_file_waits_for_the_earlier_one_and_files_finish_in_order() {
+        let mut t = Tracker::default();
+        let a = t.open("a", 5);
+        t.record(a, LineState::Pending);
+        assert!(t.end_file().finished.is_empty());
+        let b = t.open("b", 1);
+        t.record(b, LineState::Pending);
+        t.record(b + 1, LineState::Skipped);
+        t.end_file();
+        let empty = t.open("empty", 1);
+        assert_eq!(empty, b + 2);
+        t.end_file();
+        // The later file settles first: nothing moves, nothing is counted.
+        let adv = t.resolve(&[b], LineState::Success);
+        assert_eq!(adv, Advance::default());
+        assert_eq!(t.position(), Some((&"a", 4)));
+        assert_eq!(t.locate(b + 1), Some((&"b", 2)));
+        // The earlier file settles: all three finish, in order, with their own counts.
+        let adv = t.resolve(&[a], LineState::Success);
+        let got: Vec<_> = adv.finished.iter().map(|f| (f.tag, f.counts.total, f.last_line)).collect();
+        assert_eq!(got, [("a", 1, 5), ("b", 2, 2), ("empty", 0, 0)]);
+        assert_eq!(adv.counts, Counts { total: 3, success: 2, error: 0, skipped: 1 });
+        assert_eq!((t.position(), t.open_files(), t.unsettled()), (None, 0, 0));
     }
 
     #[test]
     fn released_lines_hold_the_watermark_until_retried_or_given_up() {
-        let mut t = FileTracker::new(11);
-        t.record(11, LineState::Pending);
-        t.record(12, LineState::Pending);
-        t.resolve(&[11], LineState::Released);
-        t.resolve(&[12], LineState::Success);
-        assert_eq!(t.watermark(), 10);
-        assert!(!t.is_settled(11) && t.is_settled(12) && t.is_settled(5));
-        t.record(11, LineState::Pending);
-        t.resolve(&[11], LineState::Released);
-        let c = t.give_up();
-        assert_eq!(t.watermark(), 12);
-        assert_eq!(c, Counts { total: 2, success: 1, error: 1, skipped: 0 });
+        let mut t = Tracker::default();
+        let s = t.open("f", 11);
+        t.record(s, LineState::Pending);
+        t.record(s + 1, LineState::Pending);
+        t.resolve(&[s], LineState::Released);
+        t.resolve(&[s + 1], LineState::Success);
+        assert_eq!(t.position(), Some((&"f", 10)));
+        assert!(t.needs(s) && !t.needs(s + 1) && t.needs(s + 2));
+        t.record(s, LineState::Pending);
+        t.resolve(&[s], LineState::Released);
+        assert_eq!(t.released(), 1);
+        let adv = t.give_up();
+        assert_eq!(adv.finished[0].counts, Counts { total: 2, success: 1, error: 1, skipped: 0 });
+        assert_eq!(adv.finished[0].last_line, 12);
     }
 
     proptest! {
-        /// Under any acknowledgement order, the watermark never passes an unsettled line,
-        /// every line is counted exactly once, and the counts at the watermark are exact.
+        /// Over files of any length (empty ones too) and under any acknowledgement order
+        /// across them: the watermark never passes an unsettled line, every line is counted
+        /// exactly once, the counts at the watermark are exact, and files finish in order,
+        /// each only once all of its lines and those of every earlier file are settled.
         #[test]
-        fn low_watermark_under_any_ack_order(
-            kinds in proptest::collection::vec(0u8..4, 1..300),
+        fn low_watermark_over_files_under_any_ack_order(
+            files in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..60), 1..8),
             batch in 1usize..20,
             order in proptest::collection::vec(any::<prop::sample::Index>(), 0..400),
         ) {
-            let mut t = FileTracker::new(1);
+            let mut t: Tracker<usize> = Tracker::default();
             let mut counted = Counts::default();
-            let mut batches: Vec<Vec<u64>> = Vec::new();
-            let mut open: Vec<u64> = Vec::new();
-            let mut truth = vec![LineState::Pending; kinds.len() + 1];
-            for (i, k) in kinds.iter().enumerate() {
-                let line = i as u64 + 1;
-                let st = match k { 0 => LineState::Skipped, 1 => LineState::Error, _ => LineState::Pending };
-                truth[line as usize] = st;
-                counted = counted.plus(t.record(line, st));
-                if st == LineState::Pending {
-                    open.push(line);
-                    if open.len() == batch { batches.push(std::mem::take(&mut open)); }
+            let mut finished: Vec<Finished<usize>> = Vec::new();
+            let mut batches: Vec<Vec<Seq>> = Vec::new();
+            // Every line: (file, line, state now).
+            let mut truth: Vec<(usize, u64, LineState)> = Vec::new();
+            let take = |adv: Advance<usize>, counted: &mut Counts, finished: &mut Vec<Finished<usize>>| {
+                *counted = counted.plus(adv.counts);
+                finished.extend(adv.finished);
+            };
+            for (fi, kinds) in files.iter().enumerate() {
+                let start = t.open(fi, 1);
+                let mut open = Vec::new();
+                for (i, k) in kinds.iter().enumerate() {
+                    let st = match k { 0 => LineState::Skipped, 1 => LineState::Error, _ => LineState::Pending };
+                    truth.push((fi, i as u64 + 1, st));
+                    take(t.record(start + i as u64, st), &mut counted, &mut finished);
+                    if st == LineState::Pending {
+                        open.push(start + i as u64);
+                        if open.len() == batch { batches.push(std::mem::take(&mut open)); }
+                    }
                 }
+                if !open.is_empty() { batches.push(open); }
+                take(t.end_file(), &mut counted, &mut finished);
             }
-            if !open.is_empty() { batches.push(open); }
-            let check = |t: &FileTracker, counted: &Counts, truth: &[LineState]| {
-                let w = t.watermark() as usize;
-                for s in &truth[1..=w] { prop_assert!(s.is_settled()); }
-                if w + 1 < truth.len() { prop_assert!(!truth[w + 1].is_settled()); }
+            let check = |t: &Tracker<usize>, counted: &Counts, finished: &[Finished<usize>], truth: &[(usize, u64, LineState)]| {
+                let w = truth.iter().take_while(|l| l.2.is_settled()).count();
                 let mut exact = Counts::default();
-                for s in &truth[1..=w] { exact.add(*s); }
+                for l in &truth[..w] { exact.add(l.2); }
                 prop_assert_eq!(*counted, exact);
-                prop_assert_eq!(counted.total, counted.success + counted.error + counted.skipped);
+                prop_assert_eq!(t.base(), w as u64);
+                // Finished: exactly the files whose lines all lie before the watermark.
+                let done = (0..files.len()).take_while(|&f| truth.iter().filter(|l| l.0 == f).all(|l| l.2.is_settled())
+                    && truth.iter().take(w).filter(|l| l.0 == f).count() == files[f].len()).count();
+                prop_assert_eq!(finished.iter().map(|f| f.tag).collect::<Vec<_>>(), (0..done).collect::<Vec<_>>());
+                for f in finished {
+                    prop_assert_eq!(f.counts.total, files[f.tag].len() as u64);
+                    prop_assert_eq!(f.last_line, files[f.tag].len() as u64);
+                }
+                match t.position() {
+                    Some((&f, line)) => {
+                        prop_assert_eq!(f, done);
+                        let settled_in_f = truth[..w].iter().filter(|l| l.0 == f).count() as u64;
+                        prop_assert_eq!(line, settled_in_f);
+                    }
+                    None => prop_assert_eq!(done, files.len()),
+                }
                 Ok(())
             };
-            check(&t, &counted, &truth)?;
+            check(&t, &counted, &finished, &truth)?;
+            let set = |truth: &mut Vec<(usize, u64, LineState)>, b: &[Seq]| for &s in b { truth[s as usize].2 = LineState::Success; };
             for ix in order {
                 if batches.is_empty() { break; }
                 let b = batches.swap_remove(ix.index(batches.len()));
-                for &l in &b { truth[l as usize] = LineState::Success; }
-                counted = counted.plus(t.resolve(&b, LineState::Success));
-                check(&t, &counted, &truth)?;
+                set(&mut truth, &b);
+                take(t.resolve(&b, LineState::Success), &mut counted, &mut finished);
+                check(&t, &counted, &finished, &truth)?;
             }
-            for b in batches.drain(..) {
-                for &l in &b { truth[l as usize] = LineState::Success; }
-                counted = counted.plus(t.resolve(&b, LineState::Success));
+            for b in std::mem::take(&mut batches) {
+                set(&mut truth, &b);
+                take(t.resolve(&b, LineState::Success), &mut counted, &mut finished);
             }
-            prop_assert_eq!(t.watermark(), kinds.len() as u64);
-            prop_assert_eq!(counted.total, kinds.len() as u64);
-            prop_assert_eq!(t.window(), 0);
+            check(&t, &counted, &finished, &truth)?;
+            prop_assert_eq!(counted.total, truth.len() as u64);
+            prop_assert_eq!((t.unsettled(), t.open_files()), (0, 0));
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::{Config, RoutingSource};
 use crate::filter::Filter;
-use crate::pipeline::{Engine, FileOutcome, Parts};
+use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
 use crate::progress::{Progress, Snapshot};
 use crate::resume::{start_point, StartAt, StartFileMissing, StartPoint};
 use crate::route::Router;
@@ -250,7 +250,7 @@ impl<'a> Run<'a> {
         end
     }
 
-    /// Every assigned file from the start point on, in order.
+    /// Every assigned file from the start point on, in order, several in flight.
     async fn process_files(
         &self,
         engine: &Arc<Engine>,
@@ -258,50 +258,29 @@ impl<'a> Run<'a> {
         start: &StartPoint,
         shutdown: &CancellationToken,
     ) -> FilesEnd {
-        let mut failed = Vec::new();
-        for i in start.file..self.assigned.len() {
-            let path = self.path(i);
-            let first_line = if i == start.file { start.first_line } else { 1 };
-            let before = progress.snapshot().counts;
-            let started = std::time::Instant::now();
-            let (outcome, size) = engine.process_file(path, first_line, shutdown).await;
-            match outcome {
-                FileOutcome::Cancelled => return FilesEnd { status: WorkerStatus::Cancelled, failed, stopped: None },
-                FileOutcome::RunStopped(source) => {
-                    let line = progress.snapshot().current_line;
-                    let e = RunError::Delivery { file: path.to_owned(), line, source };
-                    return FilesEnd { status: WorkerStatus::Failed, failed, stopped: Some(e) };
-                }
-                _ => {}
+        let files = (start.file..self.assigned.len())
+            .map(|i| FileTask {
+                path: self.path(i).to_owned(),
+                first_line: if i == start.file { start.first_line } else { 1 },
+                listed_size: self.cfg.files[self.assigned[i]].size,
+            })
+            .collect();
+        let end = engine.run(files, shutdown).await;
+        let failed = progress.failed_files();
+        match end {
+            RunEnd::Cancelled => FilesEnd { status: WorkerStatus::Cancelled, failed, stopped: None },
+            RunEnd::Stopped(source) => {
+                let s = progress.snapshot();
+                let file = s.current_file.unwrap_or_default();
+                let e = RunError::Delivery { file, line: s.current_line, source };
+                FilesEnd { status: WorkerStatus::Failed, failed, stopped: Some(e) }
             }
-            // A failed file's resume point, for a later retry (start_file/start_line).
-            let failed_at = progress.snapshot().current_line;
-            // Count the size the job listed (total_bytes is their sum); the real size if unlisted.
-            let listed = self.cfg.files[self.assigned[i]].size;
-            progress.finish_file(if listed > 0 { listed } else { size });
-            let c = progress.snapshot().counts;
-            match &outcome {
-                FileOutcome::Failed(reason) => {
-                    let success = c.success - before.success;
-                    tracing::error!(file = path, resume_line = failed_at, error = %reason, success, "file failed");
-                    failed.push(format!("{path} (settled up to line {failed_at}): {reason}"));
-                }
-                _ => tracing::info!(
-                    file = path,
-                    lines = c.total - before.total,
-                    success = c.success - before.success,
-                    errors = c.error - before.error,
-                    skipped = c.skipped - before.skipped,
-                    secs = format_args!("{:.2}", started.elapsed().as_secs_f64()),
-                    "file done"
-                ),
-            }
-            if matches!(outcome, FileOutcome::LimitReached) {
+            RunEnd::LimitReached => {
                 tracing::info!(limit = engine.limit(), "limit reached");
-                break;
+                FilesEnd { status: WorkerStatus::Completed, failed, stopped: None }
             }
+            RunEnd::Done => FilesEnd { status: WorkerStatus::Completed, failed, stopped: None },
         }
-        FilesEnd { status: WorkerStatus::Completed, failed, stopped: None }
     }
 
     /// Writes the final row (retried: it matters most) and logs the summary.

@@ -1,48 +1,55 @@
-//! The CPU stage of one file attempt, on its own thread: decode the chunks, split them into
-//! lines, decide each line, batch, and hand full batches to the producer.
+//! The CPU stage, on its own thread: takes the opened files in order, decodes their chunks,
+//! splits them into lines, decides each line, batches, and hands full batches to the
+//! producer. Batches span files; they are sent when full, when the stage would otherwise
+//! wait for the next file, at the window bound, and at the end.
 //!
 //! [`CpuStage`] keeps the splitter and the line core as separate fields, so that the
 //! splitter's callback can borrow the core mutably while the splitter itself is borrowed.
 //! [`LineCore`] holds everything a line touches: the batcher, the states decided since the
-//! last hand-over to the tracker, the line number, and how the stage ended.
+//! last hand-over to the tracker, the file pass, and how the stage ended.
 //!
-//! Two rules live here:
-//! - **Retries skip settled lines.** A line before the resume point, or one the tracker
-//!   already settled in an earlier attempt, is passed over.
+//! Three rules live here:
+//! - **Passes skip what was handed on.** A line before the file's first line, or one an
+//!   earlier pass already recorded (unless its batch failed and released it), is passed over.
 //! - **The window bound.** The stage never runs more than [`Engine::max_unsettled_lines`]
-//!   lines ahead of the watermark (checked every [`WINDOW_CHECK_LINES`] lines). At the bound
-//!   it sends every open batch, so that everything before the current line is in flight or
-//!   settled, and waits for the watermark to move. Because the wait is measured from the
-//!   current line, a retry whose released lines lie ahead of the parser never waits on them.
+//!   lines ahead of the watermark, over every file in flight (checked every
+//!   [`WINDOW_CHECK_LINES`] lines). At the bound it sends every open batch, so that everything
+//!   before the current line is in flight or settled, and waits for the watermark to move.
+//!   Because the wait is measured from the current line, a pass whose earlier lines lie ahead
+//!   of the parser never waits on them.
+//! - **A file ends before the next opens.** Its last lines are recorded and it is ended in
+//!   the tracker (read to its end, given up, or cut by the limit) before the next file opens.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AttemptError, Engine};
+use super::{AttemptError, Engine, Opened};
 use crate::batcher::{BatchLimits, Batcher, Decision};
 use crate::decode::{decode, DecodeError};
 use crate::lines::{Line, LineSplitter};
+use crate::progress::OpenFile;
 use crate::sink::Batch;
-use crate::source::SourceError;
-use crate::tracker::{Counts, LineState};
+use crate::source::{Chunks, Location};
+use crate::tracker::{Advance, LineState, Seq};
 
 /// How often (in lines) the stage checks how far it is ahead of the watermark.
 pub(super) const WINDOW_CHECK_LINES: u64 = 256;
 
-/// Bad lines logged per file attempt; the rest are only counted.
+/// Bad lines logged per file pass; the rest are only counted.
 const LOGGED_BAD_LINES: u32 = 5;
 
-/// How the stage ended.
+/// How the stage, or one pass over a file, ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CpuEnd {
     /// The whole input was read.
     Eof,
     /// The run's `limit` was reached.
     Limit,
-    /// Shutdown, or the attempt was stopped by a failed batch.
+    /// Shutdown, or the run was stopped by a failed batch.
     Cancelled,
 }
 
@@ -50,39 +57,50 @@ pub(super) enum CpuEnd {
 pub(super) struct CpuStage<'a> {
     splitter: LineSplitter,
     core: LineCore<'a>,
+    /// To start the reader of a file read again.
+    rt: tokio::runtime::Handle,
+}
+
+/// The file being read, and where this pass is in it.
+#[derive(Debug, Default)]
+struct FilePass {
+    path: String,
+    first_line: u64,
+    /// The sequence number of `first_line`.
+    start: Seq,
+    line_no: u64,
+    /// Lines numbered from here on were never seen by an earlier pass.
+    known_until: Seq,
+    bad_lines: u32,
+}
+
+impl FilePass {
+    fn seq(&self, line: u64) -> Seq {
+        self.start + (line - self.first_line)
+    }
 }
 
 /// Everything one line touches.
 struct LineCore<'a> {
     engine: &'a Engine,
-    path: &'a str,
     batches: &'a mpsc::Sender<Batch>,
     cancel: &'a CancellationToken,
     batcher: Batcher<'a>,
     /// Decisions not yet handed to the tracker (at most one chunk's lines).
-    states: Vec<(u64, LineState)>,
-    line_no: u64,
-    /// Lines before this one are done (the watermark when the attempt started).
-    resume_from: u64,
-    /// Lines from here on were never seen by an earlier attempt.
-    known_until: u64,
+    states: Vec<(Seq, LineState)>,
+    file: FilePass,
     end: CpuEnd,
     /// The producer is gone: no batch can be handed over any more.
     producer_gone: bool,
-    bad_lines: u32,
 }
 
 impl<'a> CpuStage<'a> {
     pub(super) fn new(
         engine: &'a Engine,
-        path: &'a str,
         batches: &'a mpsc::Sender<Batch>,
         cancel: &'a CancellationToken,
+        rt: tokio::runtime::Handle,
     ) -> Self {
-        let (resume_from, known_until) = {
-            let g = engine.progress.lock();
-            (g.tracker().watermark() + 1, g.tracker().next_new_line())
-        };
         let limits = BatchLimits {
             records: engine.batch_size,
             value_bytes: engine.tuning.batch_max_bytes,
@@ -93,36 +111,127 @@ impl<'a> CpuStage<'a> {
             splitter: LineSplitter::new(engine.tuning.max_line_bytes),
             core: LineCore {
                 engine,
-                path,
                 batches,
                 cancel,
                 batcher,
                 states: Vec::with_capacity(8192),
-                line_no: 0,
-                resume_from,
-                known_until,
+                file: FilePass::default(),
                 end: CpuEnd::Eof,
                 producer_gone: false,
-                bad_lines: 0,
             },
+            rt,
         }
     }
 
-    /// Runs the stage over the chunks of `rx` until the input ends or something stops it.
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Result<Bytes, SourceError>>) -> Result<CpuEnd, AttemptError> {
+    /// Runs the stage over the opened files until they end or something stops it.
+    pub(super) fn run(mut self, mut files: mpsc::Receiver<Opened>) -> Result<CpuEnd, AttemptError> {
+        let end = loop {
+            let opened = match files.try_recv() {
+                Ok(o) => Some(o),
+                // Nothing ready: send what is batched rather than let it wait for the next file.
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    self.core.flush_all();
+                    files.blocking_recv()
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
+            let Some(opened) = opened else {
+                break Ok(if self.core.cancel.is_cancelled() { CpuEnd::Cancelled } else { CpuEnd::Eof });
+            };
+            if self.core.engine.limit_reached() {
+                break Ok(CpuEnd::Limit);
+            }
+            match self.file(opened) {
+                Ok(CpuEnd::Eof) => {}
+                other => break other,
+            }
+        };
+        self.core.finish();
+        end
+    }
+
+    /// One file, with its retries: read to its end, given up, or cut short.
+    fn file(&mut self, opened: Opened) -> Result<CpuEnd, AttemptError> {
+        let Opened { task, location, chunks, gate, slot } = opened;
+        let file = OpenFile::new(task.path.clone(), task.listed_size, Some(slot));
+        let bytes_read = Arc::clone(&file.bytes_read);
+        let start = self.core.engine.progress.lock().open(file, task.first_line);
+        gate.notify_one();
+        let first_line = task.first_line.max(1);
+        self.core.file = FilePass { path: task.path, first_line, start, known_until: start, ..Default::default() };
+        let (location, mut chunks) = match (location, chunks) {
+            (Ok(l), Some(c)) => (l, c),
+            (Err(e), _) => return Ok(self.core.give_up(&AttemptError::Open(e))),
+            (Ok(_), None) => unreachable!("a reader is started for every location"),
+        };
+        let mut attempt = 0;
+        loop {
+            let error = match self.pass(chunks, &bytes_read) {
+                Ok(CpuEnd::Eof) => {
+                    self.core.end_file();
+                    return Ok(CpuEnd::Eof);
+                }
+                Ok(CpuEnd::Limit) => {
+                    self.core.end_file();
+                    return Ok(CpuEnd::Limit);
+                }
+                Ok(CpuEnd::Cancelled) => return Ok(CpuEnd::Cancelled),
+                Err(_) if self.core.cancel.is_cancelled() => return Ok(CpuEnd::Cancelled),
+                Err(e) => e,
+            };
+            if self.core.producer_gone {
+                return Err(AttemptError::ProducerStopped);
+            }
+            // What this pass batched goes out now; the next pass skips it.
+            self.core.flush_all();
+            attempt += 1;
+            let Some(pause) = self.core.engine.file_retry.delay(attempt) else {
+                return Ok(self.core.give_up(&error));
+            };
+            let from = self.core.engine.progress.lock().tracker().position().map_or(first_line, |(_, l)| l + 1);
+            let path = &self.core.file.path;
+            tracing::warn!(file = path, attempt, error = %crate::Chain(&error), "reading the file again (settled lines are skipped; the watermark is at line {from})");
+            if !self.core.pause(pause) {
+                return Ok(CpuEnd::Cancelled);
+            }
+            chunks = self.reopen(&location);
+        }
+    }
+
+    /// Starts a new reader for the file being read, from its first byte.
+    fn reopen(&self, location: &Location) -> Chunks {
+        let _rt = self.rt.enter();
+        let t = &self.core.engine.tuning;
+        self.core.engine.sources.spawn_reader(
+            location.clone(),
+            t.read_chunk_bytes,
+            t.read_ahead_chunks,
+            self.core.cancel.clone(),
+            None,
+        )
+    }
+
+    /// One pass over the file's chunks until they end or something stops it.
+    fn pass(&mut self, mut rx: Chunks, bytes_read: &AtomicU64) -> Result<CpuEnd, AttemptError> {
+        self.splitter = LineSplitter::new(self.core.engine.tuning.max_line_bytes);
+        self.core.file.line_no = 0;
+        self.core.file.bad_lines = 0;
+        self.core.file.known_until = self.core.engine.progress.lock().tracker().next_seq();
+        self.core.end = CpuEnd::Eof;
+        bytes_read.store(0, Ordering::Relaxed);
         let first = match rx.blocking_recv() {
             None if self.core.cancel.is_cancelled() => return Ok(CpuEnd::Cancelled),
             None => return Ok(CpuEnd::Eof),
             Some(Err(e)) => return Err(DecodeError::Source(e).into()),
             Some(Ok(b)) => b,
         };
-        let file_bytes = std::sync::Arc::clone(&self.core.engine.progress.file_bytes);
-        let decoded = decode(first, &mut rx, &file_bytes, |chunk| self.on_chunk(chunk));
+        let decoded = decode(first, &mut rx, bytes_read, |chunk| self.on_chunk(chunk));
         if decoded.is_ok() && self.core.running() {
             let core = &mut self.core;
             self.splitter.finish(|line| core.on_line(line));
         }
-        self.core.finish();
+        self.core.record();
+        self.core.log_more_bad_lines();
         decoded?;
         self.core.outcome()
     }
@@ -148,27 +257,31 @@ impl LineCore<'_> {
 
     /// Decides one line; false stops the splitting.
     fn on_line(&mut self, line: Line<'_>) -> bool {
-        self.line_no += 1;
-        let no = self.line_no;
-        if no < self.resume_from || (no < self.known_until && self.engine.progress.lock().tracker().is_settled(no)) {
+        self.file.line_no += 1;
+        let no = self.file.line_no;
+        if no < self.file.first_line {
             return true;
         }
-        if no % WINDOW_CHECK_LINES == 0 && !self.hold_window(no) {
+        let seq = self.file.seq(no);
+        if seq < self.file.known_until && !self.engine.progress.lock().tracker().needs(seq) {
+            return true;
+        }
+        if seq % WINDOW_CHECK_LINES == 0 && !self.hold_window(seq) {
             return false;
         }
         let allow = !self.engine.limit_reached();
         let mut full = None;
-        let Some(decision) = self.batcher.line(no, line, allow, |b| full = Some(b)) else {
+        let Some(decision) = self.batcher.line(seq, line, allow, |b| full = Some(b)) else {
             self.end = CpuEnd::Limit;
             return false;
         };
-        if decision == Decision::Queued && no >= self.known_until {
+        if decision == Decision::Queued && seq >= self.file.known_until {
             self.engine.queued.fetch_add(1, Ordering::Relaxed);
         }
         if let Decision::Error(e) = &decision {
             self.bad_line(no, &line, &e.to_string());
         }
-        self.states.push((no, decision.state()));
+        self.states.push((seq, decision.state()));
         match full {
             Some(b) => self.send(b),
             None => true,
@@ -176,11 +289,10 @@ impl LineCore<'_> {
     }
 
     /// At the window bound: hands every open batch over and waits until the watermark is
-    /// within the bound of line `no`. False when the wait was cut short by a stop.
-    fn hold_window(&mut self, no: u64) -> bool {
-        let max = self.engine.max_unsettled_lines() as u64;
-        let target = no.saturating_sub(max);
-        if self.engine.progress.lock().tracker().watermark() >= target {
+    /// within the bound of line `seq`. False when the wait was cut short by a stop.
+    fn hold_window(&mut self, seq: Seq) -> bool {
+        let target = seq.saturating_sub(self.engine.max_unsettled_lines() as u64);
+        if self.engine.progress.lock().tracker().base() >= target {
             return true;
         }
         self.flush_all();
@@ -190,9 +302,9 @@ impl LineCore<'_> {
     }
 
     fn bad_line(&mut self, no: u64, line: &Line<'_>, reason: &str) {
-        self.bad_lines += 1;
-        if self.bad_lines <= LOGGED_BAD_LINES {
-            tracing::warn!(line = no, error = reason, "bad line");
+        self.file.bad_lines += 1;
+        if self.file.bad_lines <= LOGGED_BAD_LINES {
+            tracing::warn!(file = self.file.path, line = no, error = reason, "bad line");
         }
         if let Some(tx) = &self.engine.dead_letters {
             let (data, length) = match line {
@@ -200,7 +312,7 @@ impl LineCore<'_> {
                 Line::TooLong { len } => (None, *len),
             };
             let letter = crate::deadletter::DeadLetter {
-                file: self.path.to_owned(),
+                file: self.file.path.clone(),
                 line: no,
                 reason: reason.to_owned(),
                 data,
@@ -210,12 +322,19 @@ impl LineCore<'_> {
         }
     }
 
+    fn log_more_bad_lines(&self) {
+        if self.file.bad_lines > LOGGED_BAD_LINES {
+            let more = self.file.bad_lines - LOGGED_BAD_LINES;
+            tracing::warn!(file = self.file.path, more, "more bad lines in this file (not logged one by one)");
+        }
+    }
+
     /// Hands the decided lines to the tracker (once per chunk, and before any batch is sent,
     /// so that the tracker knows a batch's lines before its ack can arrive).
     fn record(&mut self) {
         let mut g = self.engine.progress.lock();
         let states = &mut self.states;
-        g.apply(|t| states.drain(..).fold(Counts::default(), |c, (l, s)| c.plus(t.record(l, s))));
+        g.apply(|t| states.drain(..).fold(Advance::default(), |a, (seq, s)| a.and(t.record(seq, s))));
         if !self.batcher.last_created.is_empty() {
             g.set_current_ts(&self.batcher.last_created);
         }
@@ -242,15 +361,48 @@ impl LineCore<'_> {
         }
     }
 
-    /// The end of the attempt: every decided line to the tracker, every open batch sent.
-    fn finish(&mut self) {
-        self.flush_all();
-        if self.bad_lines > LOGGED_BAD_LINES {
+    /// The file being read ends here.
+    fn end_file(&mut self) {
+        self.record();
+        self.engine.progress.lock().apply(|t| t.end_file());
+    }
+
+    /// Gives the file being read up: it ends where its reading stopped.
+    fn give_up(&mut self, error: &AttemptError) -> CpuEnd {
+        self.record();
+        let mut g = self.engine.progress.lock();
+        let released = g.tracker().released();
+        if released > 0 {
             tracing::warn!(
-                more = self.bad_lines - LOGGED_BAD_LINES,
-                "more bad lines in this file (not logged one by one)"
+                file = self.file.path,
+                lines = released,
+                "lines left undelivered by the failed file count as errors"
             );
         }
+        if let Some(f) = g.current_file() {
+            f.failed = Some(crate::Chain(error).to_string());
+        }
+        g.apply(|t| t.give_up());
+        CpuEnd::Eof
+    }
+
+    /// Sleeps `pause` unless stopped; false when stopped.
+    fn pause(&self, pause: Duration) -> bool {
+        let until = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < until {
+            if self.cancel.is_cancelled() || self.batches.is_closed() {
+                return false;
+            }
+            std::thread::sleep(
+                until.saturating_duration_since(std::time::Instant::now()).min(Duration::from_millis(50)),
+            );
+        }
+        true
+    }
+
+    /// The end of the stage: every decided line to the tracker, every open batch sent.
+    fn finish(&mut self) {
+        self.flush_all();
     }
 
     /// The end of the input only counts as the end of the file if nothing stopped early.

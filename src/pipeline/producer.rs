@@ -26,16 +26,16 @@ use super::AttemptError;
 use crate::backoff::Backoff;
 use crate::progress::Progress;
 use crate::sink::{Batch, Failure, Sink, SinkError};
-use crate::tracker::LineState;
+use crate::tracker::{LineState, Seq};
 
 /// How one batch's delivery ended.
 #[derive(Debug, Default)]
 struct Delivered {
-    acked: Vec<u64>,
+    acked: Vec<Seq>,
     /// Lines refused one by one, with their bytes and the broker's reason.
-    rejected: Vec<(u64, Vec<u8>, String)>,
+    rejected: Vec<(Seq, Vec<u8>, String)>,
     /// Lines not delivered because the run must stop, and why.
-    stopped: Option<(Vec<u64>, AttemptError)>,
+    stopped: Option<(Vec<Seq>, AttemptError)>,
 }
 
 /// The producer's state, one per worker.
@@ -231,15 +231,22 @@ impl Producer {
             Err(e) => return Some(AttemptError::ProduceTaskPanicked(e)),
         };
         if !d.rejected.is_empty() {
-            let file = self.progress.snapshot().current_file.unwrap_or_default();
-            for (line, _, reason) in &d.rejected {
+            let places: Vec<(String, u64)> = {
+                let g = self.progress.lock();
+                let t = g.tracker();
+                d.rejected
+                    .iter()
+                    .map(|(seq, ..)| t.locate(*seq).map(|(f, l)| (f.path.clone(), l)).unwrap_or_default())
+                    .collect()
+            };
+            for ((file, line), (_, _, reason)) in places.iter().zip(&d.rejected) {
                 tracing::warn!(file, line, reason, "record rejected");
             }
             if let Some(tx) = &self.dead_letters {
-                for (line, data, reason) in &d.rejected {
+                for ((file, line), (_, data, reason)) in places.into_iter().zip(&d.rejected) {
                     let letter = crate::deadletter::DeadLetter {
-                        file: file.clone(),
-                        line: *line,
+                        file,
+                        line,
                         reason: reason.clone(),
                         length: data.len() as u64,
                         data: Some(data.clone()),
@@ -248,10 +255,10 @@ impl Producer {
                 }
             }
         }
-        let rejected: Vec<u64> = d.rejected.iter().map(|(l, ..)| *l).collect();
+        let rejected: Vec<Seq> = d.rejected.iter().map(|(l, ..)| *l).collect();
         self.progress
             .lock()
-            .apply(|t| t.resolve(&d.acked, LineState::Success).plus(t.resolve(&rejected, LineState::Error)));
+            .apply(|t| t.resolve(&d.acked, LineState::Success).and(t.resolve(&rejected, LineState::Error)));
         let (unsent, e) = d.stopped?;
         self.progress.lock().apply(|t| t.resolve(&unsent, LineState::Released));
         Some(e)

@@ -1,6 +1,6 @@
 //! In-process tests of the pipeline on a fake sink: out-of-order acks, retries that skip
-//! settled lines, give-up counting, the unsettled-lines bound, dead letters, shutdown, and
-//! the retry that used to hang.
+//! settled lines, give-up counting, the unsettled-lines bound, dead letters, shutdown, the
+//! retry that used to hang, and many files in flight.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,26 +17,33 @@ use crate::testutil::{lines, multiset, small_tuning, Answer, FakeSink};
 struct Setup {
     engine: Arc<Engine>,
     progress: Arc<Progress>,
-    path: String,
+    paths: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 fn setup(data: &[u8], sink: Arc<FakeSink>, job: JobOptions, max_in_flight: usize) -> Setup {
-    setup_with(data, sink, job, max_in_flight, None)
+    setup_with(&[data], sink, job, small_tuning(max_in_flight), None)
 }
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn setup_with(
-    data: &[u8],
+    files: &[&[u8]],
     sink: Arc<FakeSink>,
     job: JobOptions,
-    max_in_flight: usize,
+    tuning: crate::config::Tuning,
     dead_letters: Option<crate::deadletter::Sender>,
 ) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f.ndjson");
-    std::fs::write(&path, data).unwrap();
+    let paths = files
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let path = dir.path().join(format!("f{i:04}.ndjson"));
+            std::fs::write(&path, data).unwrap();
+            path.display().to_string()
+        })
+        .collect();
     let progress = Arc::new(Progress::new(Snapshot::default()));
     sink.watch(Arc::clone(&progress));
     let job = JobOptions { connection_ids: vec!["c1".into()], ..job };
@@ -50,8 +57,8 @@ fn setup_with(
         progress: Arc::clone(&progress),
         dead_letters,
     };
-    let engine = Arc::new(Engine::new(parts, small_tuning(max_in_flight), &job));
-    Setup { engine, progress, path: path.display().to_string(), _dir: dir }
+    let engine = Arc::new(Engine::new(parts, tuning, &job));
+    Setup { engine, progress, paths, _dir: dir }
 }
 
 fn job(batch_size: usize, retry_attempts: u32) -> JobOptions {
@@ -63,10 +70,9 @@ fn each_once(data: &[u8]) -> std::collections::BTreeMap<Vec<u8>, usize> {
     multiset(&data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect::<Vec<_>>())
 }
 
-async fn process(s: &Setup, shutdown: &CancellationToken) -> FileOutcome {
-    let (outcome, _) =
-        tokio::time::timeout(Duration::from_secs(20), s.engine.process_file(&s.path, 1, shutdown)).await.expect("hung");
-    outcome
+async fn process(s: &Setup, shutdown: &CancellationToken) -> RunEnd {
+    let files = s.paths.iter().map(|p| FileTask { path: p.clone(), first_line: 1, listed_size: 0 }).collect();
+    tokio::time::timeout(Duration::from_secs(20), s.engine.run(files, shutdown)).await.expect("hung")
 }
 
 #[tokio::test]
@@ -75,7 +81,7 @@ async fn out_of_order_acks_deliver_every_line_once_with_exact_counters() {
     // Later calls answer sooner: acks arrive in reverse order within each window.
     let sink = FakeSink::new(3, |n, _| Answer::Ack(Duration::from_millis(8 - (n % 8) as u64)));
     let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
-    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     assert_eq!(multiset(&sink.delivered()), each_once(&data));
     let snap = s.progress.snapshot();
     assert_eq!((snap.current_line, snap.counts.total, snap.counts.success), (5_000, 5_000, 5_000));
@@ -90,7 +96,7 @@ async fn a_file_retry_skips_the_lines_already_settled() {
     let s = setup(&data, Arc::clone(&sink), job(100, 1), 4);
     // The first read fails after its first chunk (64 KiB), with batches still in flight.
     s.engine.sources.fail_reads_after(&[1]);
-    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     assert_eq!(multiset(&sink.delivered()), each_once(&data), "no line twice, none lost");
     assert_eq!(s.progress.snapshot().counts.success, 5_000);
 }
@@ -101,9 +107,11 @@ async fn a_file_that_cannot_be_read_is_given_up_and_its_settled_lines_stay_count
     let sink = FakeSink::acking();
     let s = setup(&data, Arc::clone(&sink), job(100, 1), 4);
     s.engine.sources.fail_reads_after(&[1, 1]);
-    let outcome = process(&s, &CancellationToken::new()).await;
-    assert!(matches!(&outcome, FileOutcome::Failed(why) if why.contains("injected read fault")), "{outcome:?}");
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
+    let failed = s.progress.failed_files();
+    assert!(failed.len() == 1 && failed[0].contains("injected read fault"), "{failed:?}");
     let c = s.progress.snapshot().counts;
+    assert_eq!(s.progress.snapshot().processed_files, 1, "a file given up counts as processed");
     assert!(c.success > 0 && c.success < 5_000, "{c:?}");
     assert_eq!(c.total, c.success + c.error + c.skipped);
     assert_eq!(sink.delivered().len() as u64, c.success, "every success was acknowledged once");
@@ -121,7 +129,7 @@ async fn transient_failures_are_retried_per_batch_and_the_file_goes_on() {
         }
     });
     let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
-    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     assert_eq!(multiset(&sink.delivered()), each_once(&data));
     assert_eq!(s.progress.snapshot().counts.success, 3_000);
 }
@@ -139,8 +147,8 @@ async fn a_rejected_batch_is_split_and_only_the_refused_record_is_an_error() {
         }
     });
     let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    let s = setup_with(&data, Arc::clone(&sink), job(100, 0), 2, Some(tx));
-    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
+    let s = setup_with(&[&data], Arc::clone(&sink), job(100, 0), small_tuning(2), Some(tx));
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     let c = s.progress.snapshot().counts;
     assert_eq!((c.total, c.success, c.error), (1_000, 999, 1), "{c:?}");
     let mut expected = each_once(&data);
@@ -173,7 +181,7 @@ async fn a_cluster_unavailable_past_the_deadline_stops_the_run_with_an_exact_res
     let s = setup(&data, Arc::clone(&sink), job(100, 3), 1);
     let started = std::time::Instant::now();
     let outcome = process(&s, &CancellationToken::new()).await;
-    assert!(matches!(&outcome, FileOutcome::RunStopped(AttemptError::KafkaUnavailable { .. })), "{outcome:?}");
+    assert!(matches!(&outcome, RunEnd::Stopped(AttemptError::KafkaUnavailable { .. })), "{outcome:?}");
     assert!(started.elapsed() < DELIVERY_TIMEOUT * 2, "no file retries on top of the deadline");
     let snap = s.progress.snapshot();
     assert_eq!((snap.current_line, snap.counts.total, snap.counts.success), (300, 300, 300));
@@ -186,7 +194,7 @@ async fn a_fatal_error_stops_the_run_at_once() {
     let s = setup(&data, Arc::clone(&sink), job(100, 3), 2);
     let started = std::time::Instant::now();
     let outcome = process(&s, &CancellationToken::new()).await;
-    assert!(matches!(&outcome, FileOutcome::RunStopped(AttemptError::KafkaFatal(_))), "{outcome:?}");
+    assert!(matches!(&outcome, RunEnd::Stopped(AttemptError::KafkaFatal(_))), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(s.progress.snapshot().counts.total, 0);
 }
@@ -197,11 +205,11 @@ async fn the_parser_never_runs_further_ahead_of_the_watermark_than_the_bound() {
     // The first batch of every 50 is slow, so the watermark lags behind.
     let sink = FakeSink::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
     let s = setup(&data, Arc::clone(&sink), job(50, 0), 2);
-    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     let bound = (s.engine.max_unsettled_lines() as u64) + cpu::WINDOW_CHECK_LINES;
     let mut line_of = std::collections::HashMap::new();
     for (i, l) in data.split(|b| *b == b'\n').enumerate() {
-        line_of.insert(l.to_vec(), i as u64 + 1);
+        line_of.insert(l.to_vec(), i as u64);
     }
     let mut worst = 0;
     for call in sink.calls() {
@@ -225,7 +233,7 @@ async fn shutdown_drains_the_batches_in_flight_and_stops_reading() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.cancel();
     });
-    assert!(matches!(process(&s, &shutdown).await, FileOutcome::Cancelled));
+    assert!(matches!(process(&s, &shutdown).await, RunEnd::Cancelled));
     assert_eq!(sink.in_flight(), 0, "every request in flight was waited for");
     let snap = s.progress.snapshot();
     let delivered = sink.delivered().len() as u64;
@@ -255,8 +263,114 @@ async fn a_retry_after_the_oldest_batch_failed_with_a_full_window_does_not_hang(
         }
     });
     let s = setup(&data, Arc::clone(&sink), job(20, 3), 2);
-    assert!(matches!(process(&s, &CancellationToken::new()).await, FileOutcome::Done));
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     assert!(failed.load(Ordering::SeqCst));
     assert_eq!(multiset(&sink.delivered()), each_once(&data));
     assert_eq!(s.progress.snapshot().counts.success, 5_000);
+}
+
+/// Files of `lines` lines each (0 for an empty file), each line unique.
+fn many(counts: &[usize]) -> Vec<Vec<u8>> {
+    counts.iter().enumerate().map(|(i, &n)| if n == 0 { Vec::new() } else { lines(&format!("m{i}-"), n) }).collect()
+}
+
+fn all_once(files: &[Vec<u8>]) -> std::collections::BTreeMap<Vec<u8>, usize> {
+    each_once(&files.concat())
+}
+
+fn tuning(max_in_flight: usize, files_in_flight: usize) -> crate::config::Tuning {
+    crate::config::Tuning { files_in_flight, ..small_tuning(max_in_flight) }
+}
+
+#[tokio::test]
+async fn many_files_acked_out_of_order_finish_in_order_with_exact_counters() {
+    let counts: Vec<usize> = (0..60).map(|i| [0, 1, 7, 23, 150][i % 5]).collect();
+    let files = many(&counts);
+    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let sink = FakeSink::new(3, |n, _| Answer::Ack(Duration::from_millis(6 - (n % 6) as u64)));
+    let s = setup_with(&refs, Arc::clone(&sink), job(16, 0), tuning(4, 6), None);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
+    assert_eq!(multiset(&sink.delivered()), all_once(&files));
+    let snap = s.progress.snapshot();
+    let total: u64 = counts.iter().sum::<usize>() as u64;
+    assert_eq!((snap.counts.total, snap.counts.success, snap.processed_files), (total, total, 60));
+    assert_eq!(snap.current_file.as_deref(), Some(s.paths[59].as_str()));
+    assert_eq!(snap.current_line, 150);
+    let open = sink.calls().iter().filter_map(|c| c.open_files).max().unwrap();
+    assert!(open > 1 && open <= 6, "files open at once: {open} (bound 6)");
+}
+
+#[tokio::test]
+async fn the_last_batches_of_a_file_are_in_flight_while_the_next_files_are_read() {
+    // One batch per file, every acknowledgement slow: one file at a time would have one
+    // request in flight; overlapping files keep several.
+    let files = many(&[5; 20]);
+    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let sink = FakeSink::new(1, |_, _| Answer::Ack(Duration::from_millis(40)));
+    let s = setup_with(&refs, Arc::clone(&sink), job(5, 0), tuning(4, 8), None);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
+    assert_eq!(multiset(&sink.delivered()), all_once(&files));
+    assert!(sink.max_in_flight() >= 3, "requests in flight at once: {}", sink.max_in_flight());
+    assert_eq!(s.progress.snapshot().processed_files, 20);
+}
+
+#[tokio::test]
+async fn the_window_bound_holds_over_all_files_in_flight() {
+    let files = many(&[100; 200]);
+    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let sink = FakeSink::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
+    let s = setup_with(&refs, Arc::clone(&sink), job(50, 0), tuning(2, 64), None);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
+    // Sequence numbers: the index of a line over all files.
+    let seq_of: std::collections::HashMap<Vec<u8>, u64> = files
+        .concat()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| (l.to_vec(), i as u64))
+        .collect();
+    let bound = (s.engine.max_unsettled_lines() as u64) + cpu::WINDOW_CHECK_LINES;
+    let worst =
+        sink.calls().iter().flat_map(|c| c.values.iter().map(|v| seq_of[v] - c.watermark.unwrap())).max().unwrap();
+    assert!(worst <= bound, "a line {worst} ahead of the watermark; bound {bound}");
+    assert!(worst > bound / 2, "the test never got near the bound ({worst} of {bound})");
+}
+
+#[tokio::test]
+async fn a_file_read_again_while_later_files_are_in_flight_loses_and_doubles_nothing() {
+    let files = many(&[3_000, 3_000, 40, 0, 3_000]);
+    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let sink = FakeSink::new(2, |n, _| Answer::Ack(Duration::from_millis(if n % 3 == 0 { 10 } else { 1 })));
+    let s = setup_with(&refs, Arc::clone(&sink), job(100, 1), tuning(4, 4), None);
+    // The second file's first read fails after one chunk (64 KiB); the files after it are
+    // already open when it is read again.
+    s.engine.sources.fail_reads_after(&[u32::MAX, 1]);
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
+    assert_eq!(multiset(&sink.delivered()), all_once(&files), "no line twice, none lost");
+    let snap = s.progress.snapshot();
+    assert_eq!((snap.counts.success, snap.processed_files), (9_040, 5));
+    assert!(s.progress.failed_files().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_with_files_in_flight_leaves_an_exact_resume_point() {
+    let files = many(&[400; 100]);
+    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let sink = FakeSink::new(2, |_, _| Answer::Ack(Duration::from_millis(20)));
+    let s = setup_with(&refs, Arc::clone(&sink), job(100, 0), tuning(4, 8), None);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.cancel();
+    });
+    assert!(matches!(process(&s, &shutdown).await, RunEnd::Cancelled));
+    let snap = s.progress.snapshot();
+    let at = s.paths.iter().position(|p| Some(p.as_str()) == snap.current_file.as_deref()).expect("a current file");
+    assert!(snap.processed_files < 100 && snap.counts.total > 0, "{snap:?}");
+    // Every file before the current one is processed, and the counters are exact for the point.
+    let finished = if snap.current_line == 400 { at + 1 } else { at };
+    assert_eq!(snap.processed_files as usize, finished, "{snap:?}");
+    assert_eq!(snap.counts.total, 400 * at as u64 + snap.current_line);
+    assert_eq!(snap.counts.total, snap.counts.success);
 }
