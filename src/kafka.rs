@@ -47,7 +47,13 @@ pub struct KafkaSink {
     clients: tokio::sync::Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
     /// When the metadata was last refreshed (held while refreshing).
     refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// Stops the task that keeps `TCP_NODELAY` on new connections when the sink is dropped.
+    _nodelay: tokio_util::sync::DropGuard,
 }
+
+/// A produce slower than this may have met a new connection (rskafka reconnects inside a
+/// request): look for sockets without `TCP_NODELAY` again.
+const SLOW_PRODUCE: Duration = Duration::from_millis(20);
 
 fn compression(c: KafkaCompression) -> Compression {
     match c {
@@ -84,12 +90,16 @@ impl KafkaSink {
             .await
             .map_err(|_| SinkError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
             .map_err(|e| SinkError::Connect { bootstrap, source: Box::new(e) })?;
+        crate::nodelay::apply();
+        let nodelay = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(crate::nodelay::keep_applying(nodelay.clone()));
         Ok(Self {
             client,
             compression: compression(cfg.compression),
             request_deadline,
             clients: Default::default(),
             refreshed: Default::default(),
+            _nodelay: nodelay.drop_guard(),
         })
     }
 
@@ -126,6 +136,7 @@ impl KafkaSink {
                 .await
                 .map_err(|_| SinkError::NoLeader { topic: topic.into(), partition, after })?
                 .map_err(|e| self.produce_error(topic, partition, e))?;
+        crate::nodelay::apply();
         let pc = Arc::new(pc);
         clients.insert(key, Arc::clone(&pc));
         Ok(pc)
@@ -164,11 +175,15 @@ impl Sink for KafkaSink {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition).await?;
             let after = self.request_deadline;
+            let started = Instant::now();
             // rskafka takes the records by value; the copy is what lets a batch be sent again.
             let result = tokio::time::timeout(after, pc.produce(records.to_vec(), self.compression))
                 .await
                 .map_err(|_| SinkError::NotAcknowledged { topic: topic.to_owned(), partition, after })
                 .and_then(|r| r.map_err(|e| self.produce_error(topic, partition, e)));
+            if result.is_err() || started.elapsed() > SLOW_PRODUCE {
+                crate::nodelay::apply();
+            }
             if let Err(e) = &result {
                 if matches!(e.code(), Some("NOT_LEADER_OR_FOLLOWER" | "LEADER_NOT_AVAILABLE" | "RETRY_FAILED"))
                     || matches!(e, SinkError::NotAcknowledged { .. })

@@ -47,6 +47,8 @@ pub mod display;
 #[cfg(feature = "io")]
 pub mod kafka;
 #[cfg(feature = "io")]
+pub mod nodelay;
+#[cfg(feature = "io")]
 pub mod pipeline;
 #[cfg(feature = "io")]
 pub mod progress;
