@@ -53,8 +53,9 @@ cargo test --locked --lib --bins --tests -- --test-threads 4
 step "the Kafka mock cluster fixture (self-test)"
 python3 scripts/mock_kafka_selftest.py
 
-step "benches compile"
-cargo bench --locked --no-run 2>&1 | tail -n 2
+# Each criterion bench once, as a test (the test profile: no LTO build of its own).
+step "benches, each run once"
+cargo test --locked --benches 2>&1 | tail -n 3
 
 for extra in scripts/faults.sh scripts/fuzz.sh scripts/static-test.sh; do
   if [[ -x "$extra" ]]; then

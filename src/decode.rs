@@ -53,6 +53,8 @@ pub enum DecodeError {
 /// apart from corrupt data once the decoder reports it.
 struct ChunkReader<'a> {
     rx: &'a mut mpsc::Receiver<Result<Bytes, SourceError>>,
+    /// A chunk taken from `rx` before the reader was built.
+    queued: Option<Result<Bytes, SourceError>>,
     cur: Bytes,
     failed: Option<SourceError>,
     consumed: &'a AtomicU64,
@@ -60,7 +62,11 @@ struct ChunkReader<'a> {
 
 impl ChunkReader<'_> {
     fn next_chunk(&mut self) -> std::io::Result<bool> {
-        match self.rx.blocking_recv() {
+        let next = match self.queued.take() {
+            Some(q) => Some(q),
+            None => self.rx.blocking_recv(),
+        };
+        match next {
             None => Ok(false),
             Some(Ok(b)) => {
                 self.consumed.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -110,6 +116,15 @@ pub fn decode(
 ) -> Result<Codec, DecodeError> {
     let codec = detect(&first);
     consumed.fetch_add(first.len() as u64, Ordering::Relaxed);
+    // A small compressed file usually arrives whole in its first chunk: decode it on this
+    // thread, without starting a decoder thread for it.
+    let mut queued = None;
+    if codec != Codec::Plain && first.len() <= WHOLE_INLINE_BYTES {
+        match rx.blocking_recv() {
+            None => return decode_whole(codec, &first, f),
+            next => queued = next,
+        }
+    }
     if codec == Codec::Plain {
         if !f(&first) {
             return Ok(codec);
@@ -131,7 +146,7 @@ pub fn decode(
     std::thread::scope(|scope| {
         let decoder = std::thread::Builder::new()
             .name("decompress".into())
-            .spawn_scoped(scope, move || decompress(codec, first, rx, consumed, &full_tx, &free_rx))
+            .spawn_scoped(scope, move || decompress(codec, first, queued, rx, consumed, &full_tx, &free_rx))
             .map_err(DecodeError::SpawnDecoder)?;
         for buf in full_rx.iter() {
             if !f(&buf) {
@@ -144,6 +159,45 @@ pub fn decode(
     })
 }
 
+/// A compressed file whose first chunk is its whole and is at most this long is decoded on the
+/// caller's thread, in bytes.
+const WHOLE_INLINE_BYTES: usize = 4 * 1024 * 1024;
+
+thread_local! {
+    /// The caller's buffer for whole files decoded on its thread, reused from file to file.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decodes a whole compressed file held in `data` on this thread, in runs of
+/// [`DECODED_BUF_BYTES`].
+fn decode_whole(codec: Codec, data: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> Result<Codec, DecodeError> {
+    SCRATCH.with_borrow_mut(|buf| {
+        let mut decoded = 0u64;
+        let mut run = |dec: &mut dyn Read| -> std::io::Result<()> {
+            loop {
+                buf.resize(DECODED_BUF_BYTES, 0);
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match dec.read(&mut buf[filled..])? {
+                        0 => break,
+                        n => filled += n,
+                    }
+                }
+                if filled == 0 || !f(&buf[..filled]) {
+                    return Ok(());
+                }
+                decoded += filled as u64;
+            }
+        };
+        let result = match codec {
+            Codec::Gzip => run(&mut flate2::bufread::MultiGzDecoder::new(data)),
+            Codec::Zstd => zstd::stream::read::Decoder::with_buffer(data).and_then(|mut d| run(&mut d)),
+            Codec::Plain => Ok(()),
+        };
+        result.map(|()| codec).map_err(|e| DecodeError::Corrupt { codec, decoded, reason: e.to_string() })
+    })
+}
+
 /// Decoded buffers queued between the decoder and the parser, in buffers of
 /// [`DECODED_BUF_BYTES`].
 const DECODED_QUEUE: usize = 4;
@@ -153,12 +207,13 @@ const DECODED_QUEUE: usize = 4;
 fn decompress(
     codec: Codec,
     first: Bytes,
+    queued: Option<Result<Bytes, SourceError>>,
     rx: &mut mpsc::Receiver<Result<Bytes, SourceError>>,
     consumed: &AtomicU64,
     out: &std::sync::mpsc::SyncSender<Vec<u8>>,
     free: &std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<Codec, DecodeError> {
-    let mut reader = ChunkReader { rx, cur: first, failed: None, consumed };
+    let mut reader = ChunkReader { rx, queued, cur: first, failed: None, consumed };
     let mut decoded = 0u64;
     let result = {
         let mut run = |dec: &mut dyn Read| -> std::io::Result<()> {
@@ -248,7 +303,7 @@ mod tests {
             (zstd::encode_all(&p[..], 3).unwrap(), Codec::Zstd),
             (zmulti, Codec::Zstd),
         ] {
-            for chunk in [7, 4096, 1 << 20] {
+            for chunk in [7, 4096, 1 << 20, 1 << 22] {
                 let len = data.len() as u64;
                 let (r, out, consumed) = run(data.clone(), chunk);
                 assert_eq!(r.unwrap(), codec);
@@ -263,15 +318,17 @@ mod tests {
         let p = payload();
         let mut g = gzip(&p);
         g.truncate(g.len() / 2);
-        let (r, out, _) = run(g, 4096);
-        assert!(matches!(r, Err(DecodeError::Corrupt { codec: Codec::Gzip, .. })), "{r:?}");
-        assert!(!out.is_empty() && p.starts_with(&out), "keeps what decoded before the cut");
-
         let mut z = zstd::encode_all(&p[..], 3).unwrap();
         let mid = z.len() / 2;
         z[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
-        let (r, _, _) = run(z, 4096);
-        assert!(matches!(r, Err(DecodeError::Corrupt { codec: Codec::Zstd, .. })), "{r:?}");
+        // In many chunks (the decoder thread) and whole in one (decoded on the caller's thread).
+        for chunk in [4096, 1 << 22] {
+            let (r, out, _) = run(g.clone(), chunk);
+            assert!(matches!(r, Err(DecodeError::Corrupt { codec: Codec::Gzip, .. })), "{r:?}");
+            assert!(!out.is_empty() && p.starts_with(&out), "keeps what decoded before the cut");
+            let (r, _, _) = run(z.clone(), chunk);
+            assert!(matches!(r, Err(DecodeError::Corrupt { codec: Codec::Zstd, .. })), "{r:?}");
+        }
     }
 
     #[test]

@@ -97,7 +97,14 @@ struct Opened {
     /// Lets the reader read past its first chunk.
     gate: Arc<Notify>,
     slot: OwnedSemaphorePermit,
+    /// Its share of [`OPEN_AHEAD_KIB`] (its first chunk), until its turn.
+    held: OwnedSemaphorePermit,
 }
+
+/// What the files opened ahead of their turn may hold together (their first chunks), in KiB.
+/// A file's first read is no larger than its share: its listed size (most files are read
+/// whole by it), else one read chunk.
+pub const OPEN_AHEAD_KIB: u32 = 64 * 1024;
 
 /// How the run's files ended.
 #[derive(Debug)]
@@ -225,19 +232,31 @@ impl Engine {
     /// reads the first chunk, for a small file all of it) and queues it for the CPU stage.
     async fn open_ahead(self: Arc<Self>, files: Vec<FileTask>, tx: mpsc::Sender<Opened>, cancel: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.tuning.files_in_flight));
+        let budget = Arc::new(Semaphore::new(OPEN_AHEAD_KIB as usize));
         let t = &self.tuning;
         for task in files {
-            let slot = tokio::select! {
+            let first = match task.listed_size {
+                0 => t.read_chunk_bytes,
+                n => (n as usize).min(t.read_chunk_bytes),
+            }
+            .min(OPEN_AHEAD_KIB as usize * 1024);
+            let kib = first.div_ceil(1024) as u32;
+            let taken = async {
+                let slot = Arc::clone(&slots).acquire_owned().await?;
+                let held = Arc::clone(&budget).acquire_many_owned(kib).await?;
+                Ok::<_, tokio::sync::AcquireError>((slot, held))
+            };
+            let (slot, held) = tokio::select! {
                 _ = cancel.cancelled() => return,
-                s = Arc::clone(&slots).acquire_owned() => match s { Ok(s) => s, Err(_) => return },
+                s = taken => match s { Ok(s) => s, Err(_) => return },
             };
             let gate = Arc::new(Notify::new());
             let location = Location::parse(&task.path);
             let chunks = location.as_ref().ok().map(|loc| {
-                let g = Some(Arc::clone(&gate));
-                self.sources.spawn_reader(loc.clone(), t.read_chunk_bytes, t.read_ahead_chunks, cancel.clone(), g)
+                let (chunk, ahead, g) = (t.read_chunk_bytes, t.read_ahead_chunks, Some(Arc::clone(&gate)));
+                self.sources.spawn_reader(loc.clone(), chunk, first, ahead, cancel.clone(), g)
             });
-            if tx.send(Opened { task, location, chunks, gate, slot }).await.is_err() {
+            if tx.send(Opened { task, location, chunks, gate, slot, held }).await.is_err() {
                 return;
             }
         }

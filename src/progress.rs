@@ -64,7 +64,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Progress {
     inner: Mutex<Inner>,
-    /// Woken every [`FLUSH_EVERY_LINES`] settled lines, and when a file finishes.
+    /// Woken every [`FLUSH_EVERY_LINES`] settled lines.
     pub flush: Notify,
     /// Signalled whenever lines settle (the CPU thread waits on it when too far ahead).
     settled: Condvar,
@@ -101,7 +101,7 @@ impl Guard<'_> {
             self.progress.settled.notify_all();
             inner.snap.counts = inner.snap.counts.plus(counts);
             inner.since_flush += counts.total;
-            if inner.since_flush >= FLUSH_EVERY_LINES || files_done {
+            if inner.since_flush >= FLUSH_EVERY_LINES {
                 inner.since_flush = 0;
                 self.progress.flush.notify_one();
             }

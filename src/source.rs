@@ -103,13 +103,16 @@ impl Sources {
 
     /// Starts the reader task for `loc`. Chunks arrive on the returned channel in order; an
     /// `Err` is the last item. The file is read as it is now, whatever size files.json lists.
-    /// With a `gate` (a file opened ahead of its turn), only the first chunk is read until the
-    /// gate is notified, so a file waiting in line holds at most one chunk. The task stops
-    /// when `cancel` fires or the receiver is dropped.
+    /// The first read is of at most `first_bytes`, the others of `chunk_bytes`. With a `gate`
+    /// (a file opened ahead of its turn), only the first chunk is read until the gate is
+    /// notified, so a file waiting in line holds at most `first_bytes`. The task stops when
+    /// `cancel` fires or the receiver is dropped.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn_reader(
         &self,
         loc: Location,
         chunk_bytes: usize,
+        first_bytes: usize,
         ahead_chunks: usize,
         cancel: CancellationToken,
         gate: Option<Arc<Notify>>,
@@ -124,9 +127,9 @@ impl Sources {
         tokio::spawn(async move {
             let mut out = out;
             let result = match loc {
-                Location::Local(path) => read_local(path, chunk_bytes, &mut out).await,
+                Location::Local(path) => read_local(path, chunk_bytes, first_bytes, &mut out).await,
                 Location::S3 { bucket, key } => match s3 {
-                    Some(s3) => read_s3(&s3, &bucket, &key, chunk_bytes, &mut out).await,
+                    Some(s3) => read_s3(&s3, &bucket, &key, chunk_bytes, first_bytes, &mut out).await,
                     None => Err(SourceError::Open("no S3 client".into())),
                 },
             };
@@ -170,11 +173,12 @@ impl ChunkOut {
     }
 }
 
-async fn read_local(path: PathBuf, chunk: usize, out: &mut ChunkOut) -> Result<(), SourceError> {
+async fn read_local(path: PathBuf, chunk: usize, first: usize, out: &mut ChunkOut) -> Result<(), SourceError> {
     let shown = path.display().to_string();
     let mut f = tokio::fs::File::open(&path).await.map_err(|e| SourceError::Open(format!("{shown}: {e}")))?;
     let mut offset = 0u64;
     loop {
+        let chunk = if offset == 0 { first.clamp(1, chunk) } else { chunk };
         let mut buf = out.pool.take(chunk);
         while buf.len() < chunk {
             let n = tokio::select! {
@@ -199,14 +203,16 @@ async fn read_local(path: PathBuf, chunk: usize, out: &mut ChunkOut) -> Result<(
     }
 }
 
-/// Reads an S3 object in ranged GETs of `chunk` bytes. The first GET's `Content-Range` gives
-/// the object's size, so an object no larger than one chunk costs one request, and no size
-/// probe is made. A GET that fails or is cut short is retried from the exact byte.
+/// Reads an S3 object in ranged GETs of `chunk` bytes (the first of `first`). The first GET's
+/// `Content-Range` gives the object's size, so an object no larger than the first read costs
+/// one request, and no size probe is made. A GET that fails or is cut short is retried from
+/// the exact byte.
 async fn read_s3(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
     chunk: usize,
+    first: usize,
     out: &mut ChunkOut,
 ) -> Result<(), SourceError> {
     let mut offset = 0u64;
@@ -216,6 +222,7 @@ async fn read_s3(
         if size.is_some_and(|s| offset >= s) {
             return Ok(());
         }
+        let chunk = if offset == 0 { first.clamp(1, chunk) } else { chunk };
         let end = offset + chunk as u64; // exclusive, before the size is known
         let mut buf = out.pool.take(size.map_or(chunk as u64, |s| end.min(s) - offset) as usize);
         let mut failures = 0u32;
@@ -344,11 +351,11 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let sources = Sources::new(None);
         let loc = Location::Local(p);
-        let mut rx = sources.spawn_reader(loc, 65_536, 2, CancellationToken::new(), None);
+        let mut rx = sources.spawn_reader(loc, 65_536, 1_000, 2, CancellationToken::new(), None);
         let mut got = Vec::new();
         while let Some(c) = rx.recv().await {
             let c = c.unwrap();
-            assert!(c.len() <= 65_536);
+            assert!(c.len() <= if got.is_empty() { 1_000 } else { 65_536 });
             got.extend_from_slice(&c);
         }
         assert_eq!(got, data);
@@ -357,8 +364,14 @@ mod tests {
     #[tokio::test]
     async fn missing_local_file_cannot_be_opened() {
         let sources = Sources::new(None);
-        let mut rx =
-            sources.spawn_reader(Location::Local("/nonexistent/x".into()), 65_536, 2, CancellationToken::new(), None);
+        let mut rx = sources.spawn_reader(
+            Location::Local("/nonexistent/x".into()),
+            65_536,
+            65_536,
+            2,
+            CancellationToken::new(),
+            None,
+        );
         assert!(matches!(rx.recv().await, Some(Err(SourceError::Open(_)))));
     }
 }

@@ -152,11 +152,13 @@ impl<'a> CpuStage<'a> {
 
     /// One file, with its retries: read to its end, given up, or cut short.
     fn file(&mut self, opened: Opened) -> Result<CpuEnd, AttemptError> {
-        let Opened { task, location, chunks, gate, slot } = opened;
+        let Opened { task, location, chunks, gate, slot, held } = opened;
         let file = OpenFile::new(task.path.clone(), task.listed_size, Some(slot));
         let bytes_read = Arc::clone(&file.bytes_read);
         let start = self.core.engine.progress.lock().open(file, task.first_line);
+        // Its turn: it reads on, under the current file's read-ahead bound.
         gate.notify_one();
+        drop(held);
         let first_line = task.first_line.max(1);
         self.core.file = FilePass { path: task.path, first_line, start, known_until: start, ..Default::default() };
         let (location, mut chunks) = match (location, chunks) {
@@ -204,6 +206,7 @@ impl<'a> CpuStage<'a> {
         let t = &self.core.engine.tuning;
         self.core.engine.sources.spawn_reader(
             location.clone(),
+            t.read_chunk_bytes,
             t.read_chunk_bytes,
             t.read_ahead_chunks,
             self.core.cancel.clone(),
