@@ -26,8 +26,9 @@ pub mod defaults {
     /// librdkafka's `message.max.bytes`, under Kafka's default `max.message.bytes` (1,048,588).
     pub const KAFKA_MAX_MESSAGE_BYTES: usize = 1_000_000;
     pub const KAFKA_MAX_IN_FLIGHT: usize = 8;
-    /// Files opened ahead and not yet finished (small files on S3: 8 hide a 25 ms request).
-    pub const FILES_IN_FLIGHT: usize = 8;
+    /// Files opened ahead and not yet finished (300 small files on S3 behind 25 ms per request:
+    /// 3.2 s with 8, 1.7 s with 16, no better with 32).
+    pub const FILES_IN_FLIGHT: usize = 16;
     pub const KAFKA_DELIVERY_TIMEOUT_SECS: u64 = 300;
     pub const KAFKA_CONNECT_TIMEOUT_SECS: u64 = 30;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;

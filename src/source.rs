@@ -8,11 +8,11 @@
 //! A ranged S3 read that fails or is cut short is retried from the exact byte where it
 //! stopped, with the backoff [`Backoff::S3_READ`] (a bounded number of times in a row).
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, Notify};
 
 use crate::backoff::Backoff;
@@ -173,34 +173,54 @@ impl ChunkOut {
     }
 }
 
+/// Reads a local file in chunks, each one blocking call on tokio's blocking pool (the first
+/// also opens the file), so a small file costs one hop, not one per system call.
 async fn read_local(path: PathBuf, chunk: usize, first: usize, out: &mut ChunkOut) -> Result<(), SourceError> {
     let shown = path.display().to_string();
-    let mut f = tokio::fs::File::open(&path).await.map_err(|e| SourceError::Open(format!("{shown}: {e}")))?;
+    let mut file: Option<std::fs::File> = None;
     let mut offset = 0u64;
     loop {
-        let chunk = if offset == 0 { first.clamp(1, chunk) } else { chunk };
-        let mut buf = out.pool.take(chunk);
-        while buf.len() < chunk {
-            let n = tokio::select! {
-                _ = out.cancel.cancelled() => return Ok(()),
-                r = f.read_buf(&mut buf) => r.map_err(|e| SourceError::Read { offset: offset + buf.len() as u64, reason: e.to_string() })?,
+        let want = if offset == 0 { first.clamp(1, chunk) } else { chunk };
+        let mut buf = out.pool.take(want);
+        let path = path.clone();
+        let filled = tokio::task::spawn_blocking(move || {
+            let mut f = match file {
+                Some(f) => f,
+                None => std::fs::File::open(&path).map_err(LocalError::Open)?,
             };
-            if n == 0 {
-                break;
+            // Up to `want` bytes, or to the end of the file as it is now.
+            std::io::Read::take(&mut f, want as u64)
+                .read_to_end(&mut buf)
+                .map_err(|e| LocalError::Read(e, buf.len()))?;
+            Ok((f, buf))
+        })
+        .await;
+        let (f, buf) = match filled {
+            Ok(Ok(done)) => done,
+            Ok(Err(LocalError::Open(e))) => return Err(SourceError::Open(format!("{shown}: {e}"))),
+            Ok(Err(LocalError::Read(e, n))) => {
+                return Err(SourceError::Read { offset: offset + n as u64, reason: e.to_string() })
             }
-        }
-        if buf.is_empty() {
+            Err(e) => return Err(SourceError::Read { offset, reason: format!("read task failed: {e}") }),
+        };
+        file = Some(f);
+        if buf.is_empty() || out.cancel.is_cancelled() {
             return Ok(());
         }
         let len = buf.len() as u64;
-        let short = buf.len() < chunk;
+        let short = buf.len() < want;
         if !out.send(buf, offset).await? || short {
             return Ok(());
         }
         offset += len;
-        // A file that grew or shrank under us is read as it is now.
-        let _ = f.seek(std::io::SeekFrom::Start(offset)).await;
     }
+}
+
+/// Why a blocking local read failed.
+enum LocalError {
+    Open(std::io::Error),
+    /// With the bytes read into the chunk before the error.
+    Read(std::io::Error, usize),
 }
 
 /// Reads an S3 object in ranged GETs of `chunk` bytes (the first of `first`). The first GET's
