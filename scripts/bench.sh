@@ -3,8 +3,11 @@
 # and prints the median of each, the ratio, the target and pass/fail. Nothing is hidden: a
 # missed target is printed as missed.
 #
-#   scripts/bench.sh                 # ~1 GB of data (and its gzip), 5 runs per figure
+#   scripts/bench.sh                 # ~1 GB of data (and its gzip), 5 runs per figure, then small files
 #   scripts/bench.sh --size 200M --runs 3
+#   scripts/bench.sh --only small --runs 3    # the small-files figures alone
+#   scripts/bench.sh --only big               # the figures below without the small files
+#   scripts/bench.sh --no-build ...           # use target/release as it is (no cargo build)
 #
 # Figures:
 #   dry-run plain  vs  split + 3-field-extract floor (rw-floor split-extract)   target ≥ 0.70
@@ -13,18 +16,34 @@
 #   tansu's own produce ceiling (tansu perf), for reading a tie at the ceiling
 #   peak RSS, dry run, plain and gzip, at 1/10 of the size and at the full size  ≤ 256 MiB
 #   scaling: 4 files, 1 worker vs 2 workers
+#
+# Small files (--only small): 300 gzip files of 150 lines each (45,000 lines), cut from one
+# generated stream, so that "one file" below holds exactly the same lines; on moto S3 and on
+# local disk. Ratios are wall time, many files ÷ one file:
+#   300 S3 files end to end into tansu  vs  the same lines in one S3 gzip file  target ≤ 2
+#   the same 300 S3 files through scripts/latency_proxy.py (25 ms per request)  target ≤ 3 s
+#   dry run, 300 local files  vs  one local file                                target ≤ 1.5
+#   peak RSS, dry run, 2,000 local files of 150 lines                           ≤ 256 MiB
+# FILES_IN_FLIGHT, when set, is passed on to the worker (unset: the worker's default).
+# RW_BENCH_PROXY_PORT moves the proxy (default 15099).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SIZE=1000M
 RUNS=5
+ONLY=all
+BUILD=1
+usage() { echo "usage: $0 [--size 1000M] [--runs 5] [--only all|big|small] [--no-build]" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --size) SIZE="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
-    *) echo "usage: $0 [--size 1000M] [--runs 5]" >&2; exit 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    *) usage ;;
   esac
 done
+case "$ONLY" in all | big | small) ;; *) usage ;; esac
 bytes=$(numfmt --from=iec "$SIZE" 2>/dev/null || numfmt --from=si "$SIZE")
 small=$((bytes / 10))
 
@@ -32,34 +51,40 @@ scripts/services.sh start >&2
 eval "$(scripts/services.sh env)"
 # Loopback database: skip TLS so the figures measure the pipeline, not a handshake.
 export DATABASE_URL="$DATABASE_URL?sslmode=disable"
-echo "building (release, LTO)" >&2
-cargo build --release --locked --bins --features generate 2>&1 | tail -n 1 >&2
+if ((BUILD)); then
+  echo "building (release, LTO)" >&2
+  cargo build --release --locked --bins --features generate 2>&1 | tail -n 1 >&2
+fi
 BIN="$ROOT/target/release"
+for b in reprocessing-worker rw-gen rw-floor; do
+  [[ $b == rw-floor && $ONLY == small ]] && continue
+  [[ -x "$BIN/$b" ]] || { echo "$BIN/$b is missing (cargo build --release --bins --features generate)" >&2; exit 1; }
+done
 DATA="$ROOT/bench-data/$SIZE"
-mkdir -p "$DATA"
-gen() { [[ -s "$1" ]] || "$BIN/rw-gen" "$1" --bytes "$2" --seed 42 ${3:-} 2>/dev/null; }
-gen "$DATA/big.ndjson" "$bytes"
-gen "$DATA/big.ndjson.gz" "$bytes" --gzip
-gen "$DATA/small.ndjson" "$small"
-gen "$DATA/small.ndjson.gz" "$small" --gzip
-for i in 0 1 2 3; do gen "$DATA/part$i.ndjson.gz" $((bytes / 4)) --gzip; done
-LINES=$(wc -l <"$DATA/big.ndjson")
+
+# Each section appends its table rows (JSON lines) and its notes; the table is printed at the end.
+ROWS=$(mktemp)
+NOTES=$(mktemp)
+PROXY_PID=
+cleanup() {
+  [[ -z $PROXY_PID ]] || kill "$PROXY_PID" 2>/dev/null || true
+  rm -f "$ROWS" "$NOTES"
+}
+trap cleanup EXIT
+
+gen() { [[ -s "$1" ]] || "$BIN/rw-gen" "$1" --bytes "$2" --seed 42 ${3:+"$3"} 2>/dev/null; }
 
 files_json() { # files.json for the given paths
   python3 -c 'import json,os,sys; print(json.dumps([{"path":p,"size":os.path.getsize(p)} for p in sys.argv[1:]]))' "$@"
 }
-echo '{"connection_ids":["bench-a","bench-b"],"dry_run":true}' >"$DATA/dry.json"
-echo '{"connection_ids":["bench-a","bench-b"]}' >"$DATA/send.json"
-for f in big.ndjson big.ndjson.gz small.ndjson small.ndjson.gz; do files_json "$DATA/$f" >"$DATA/$f.files.json"; done
-files_json "$DATA"/part{0,1,2,3}.ndjson.gz >"$DATA/parts.files.json"
 
 # Seconds (wall) of one command.
 timeit() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 
-worker() { # files.json, config.json, [total workers]
+worker() { # files.json, config.json, [total workers]; BENCH_JOB_ID fixes the job id (1 worker)
   local n=${3:-1} i pids=()
   for ((i = 0; i < n; i++)); do
-    JOB_ID="bench-$RANDOM$RANDOM" WORKER_INDEX=$i TOTAL_WORKERS=$n FILES_CONFIG_PATH="$1" JOB_CONFIG_PATH="$2" \
+    JOB_ID="${BENCH_JOB_ID:-bench-$RANDOM$RANDOM}" WORKER_INDEX=$i TOTAL_WORKERS=$n FILES_CONFIG_PATH="$1" JOB_CONFIG_PATH="$2" \
       KAFKA_DESTINATIONS_TOPIC="${TOPIC:-bench}" RUST_LOG=warn "$BIN/reprocessing-worker" &
     pids+=($!)
   done
@@ -82,49 +107,67 @@ pair() { # name, ours-cmd..., --, theirs-cmd...
   echo "  $name: ours ${a[*]} | theirs ${b[*]}" >&2
 }
 
-echo "== dry run, plain ($SIZE) vs split+extract floor" >&2
-pair plain worker "$DATA/big.ndjson.files.json" "$DATA/dry.json" -- "$BIN/rw-floor" split-extract "$DATA/big.ndjson"
-echo "== dry run, gzip vs zlib-rs decompression alone" >&2
-pair gzip worker "$DATA/big.ndjson.gz.files.json" "$DATA/dry.json" -- "$BIN/rw-floor" gunzip "$DATA/big.ndjson.gz"
+# Peak RSS (KiB) of one dry run. BENCH_JOB_ID fixes the job id.
+rss() { # files.json, [config.json]
+  /usr/bin/time -f %M env JOB_ID="${BENCH_JOB_ID:-bench-$RANDOM$RANDOM}" WORKER_INDEX=0 TOTAL_WORKERS=1 FILES_CONFIG_PATH="$1" \
+  JOB_CONFIG_PATH="${2:-$DATA/dry.json}" RUST_LOG=warn "$BIN/reprocessing-worker" 2>&1 >/dev/null | tail -n 1; }
 
-echo "== end to end into tansu (zstd) vs kcat -P" >&2
-TOPIC="bench-e2e-$RANDOM"
-"$RW_TANSU_BIN" topic create "$TOPIC" --partitions 3 --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" >/dev/null 2>&1
-KTOPIC="bench-kcat-$RANDOM"
-"$RW_TANSU_BIN" topic create "$KTOPIC" --partitions 3 --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" >/dev/null 2>&1
-# Half the data set: long enough that start-up (connections, metadata) is noise.
-gen "$DATA/e2e.ndjson" $((bytes / 2))
-files_json "$DATA/e2e.ndjson" >"$DATA/e2e.ndjson.files.json"
-kcat_produce() {
-  LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -P -b "$KAFKA_BOOTSTRAP_SERVERS" -t "$KTOPIC" -z zstd \
-    -X batch.size=1048576 -X linger.ms=5 -H connection_ids=bench-a,bench-b -l "$DATA/e2e.ndjson"
-}
-TOPIC="$TOPIC" pair e2e worker "$DATA/e2e.ndjson.files.json" "$DATA/send.json" -- kcat_produce
-SMALL_LINES=$(wc -l <"$DATA/e2e.ndjson")
-CTOPIC="bench-ceiling-$RANDOM"
-"$RW_TANSU_BIN" topic create "$CTOPIC" --partitions 3 --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" >/dev/null 2>&1
-ceiling=$( { timeout 40 "$RW_TANSU_BIN" perf "$CTOPIC" --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" produce \
-  --batch-size 1000 --record-size 1400 --producers 2 --duration 10s 2>&1 || true; } | tail -n 3 | tr '\n' ' ')
+bench_big() {
+  mkdir -p "$DATA"
+  gen "$DATA/big.ndjson" "$bytes"
+  gen "$DATA/big.ndjson.gz" "$bytes" --gzip
+  gen "$DATA/small.ndjson" "$small"
+  gen "$DATA/small.ndjson.gz" "$small" --gzip
+  for i in 0 1 2 3; do gen "$DATA/part$i.ndjson.gz" $((bytes / 4)) --gzip; done
+  LINES=$(wc -l <"$DATA/big.ndjson")
 
-echo "== peak RSS" >&2
-rss() { /usr/bin/time -f %M env JOB_ID="bench-$RANDOM$RANDOM" WORKER_INDEX=0 TOTAL_WORKERS=1 FILES_CONFIG_PATH="$1" \
-  JOB_CONFIG_PATH="$DATA/dry.json" RUST_LOG=warn "$BIN/reprocessing-worker" 2>&1 >/dev/null | tail -n 1; }
-rss_plain_small=$(rss "$DATA/small.ndjson.files.json"); rss_plain_big=$(rss "$DATA/big.ndjson.files.json")
-rss_gz_small=$(rss "$DATA/small.ndjson.gz.files.json"); rss_gz_big=$(rss "$DATA/big.ndjson.gz.files.json")
+  echo '{"connection_ids":["bench-a","bench-b"],"dry_run":true}' >"$DATA/dry.json"
+  echo '{"connection_ids":["bench-a","bench-b"]}' >"$DATA/send.json"
+  for f in big.ndjson big.ndjson.gz small.ndjson small.ndjson.gz; do files_json "$DATA/$f" >"$DATA/$f.files.json"; done
+  files_json "$DATA"/part{0,1,2,3}.ndjson.gz >"$DATA/parts.files.json"
 
-echo "== scaling: 4 gzip files, 1 worker vs 2 workers" >&2
-one() { worker "$DATA/parts.files.json" "$DATA/dry.json" 1; }
-two() { worker "$DATA/parts.files.json" "$DATA/dry.json" 2; }
-pair scaling two -- one
+  echo "== dry run, plain ($SIZE) vs split+extract floor" >&2
+  pair plain worker "$DATA/big.ndjson.files.json" "$DATA/dry.json" -- "$BIN/rw-floor" split-extract "$DATA/big.ndjson"
+  echo "== dry run, gzip vs zlib-rs decompression alone" >&2
+  pair gzip worker "$DATA/big.ndjson.gz.files.json" "$DATA/dry.json" -- "$BIN/rw-floor" gunzip "$DATA/big.ndjson.gz"
 
-python3 - "$bytes" "$LINES" "$SMALL_LINES" "${RESULT[plain]}" "${RESULT[gzip]}" "${RESULT[e2e]}" "${RESULT[scaling]}" \
-  "$rss_plain_small" "$rss_plain_big" "$rss_gz_small" "$rss_gz_big" "$SIZE" "$RUNS" "$ceiling" <<'PY'
-import sys
+  echo "== end to end into tansu (zstd) vs kcat -P" >&2
+  TOPIC="bench-e2e-$RANDOM"
+  "$RW_TANSU_BIN" topic create "$TOPIC" --partitions 3 --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" >/dev/null 2>&1
+  KTOPIC="bench-kcat-$RANDOM"
+  "$RW_TANSU_BIN" topic create "$KTOPIC" --partitions 3 --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" >/dev/null 2>&1
+  # Half the data set: long enough that start-up (connections, metadata) is noise.
+  gen "$DATA/e2e.ndjson" $((bytes / 2))
+  files_json "$DATA/e2e.ndjson" >"$DATA/e2e.ndjson.files.json"
+  kcat_produce() {
+    LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -P -b "$KAFKA_BOOTSTRAP_SERVERS" -t "$KTOPIC" -z zstd \
+      -X batch.size=1048576 -X linger.ms=5 -H connection_ids=bench-a,bench-b -l "$DATA/e2e.ndjson"
+  }
+  TOPIC="$TOPIC" pair e2e worker "$DATA/e2e.ndjson.files.json" "$DATA/send.json" -- kcat_produce
+  SMALL_LINES=$(wc -l <"$DATA/e2e.ndjson")
+  CTOPIC="bench-ceiling-$RANDOM"
+  "$RW_TANSU_BIN" topic create "$CTOPIC" --partitions 3 --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" >/dev/null 2>&1
+  ceiling=$( { timeout 40 "$RW_TANSU_BIN" perf "$CTOPIC" --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" produce \
+    --batch-size 1000 --record-size 1400 --producers 2 --duration 10s 2>&1 || true; } | tail -n 3 | tr '\n' ' ')
+
+  echo "== peak RSS" >&2
+  rss_plain_small=$(rss "$DATA/small.ndjson.files.json"); rss_plain_big=$(rss "$DATA/big.ndjson.files.json")
+  rss_gz_small=$(rss "$DATA/small.ndjson.gz.files.json"); rss_gz_big=$(rss "$DATA/big.ndjson.gz.files.json")
+
+  echo "== scaling: 4 gzip files, 1 worker vs 2 workers" >&2
+  one() { worker "$DATA/parts.files.json" "$DATA/dry.json" 1; }
+  two() { worker "$DATA/parts.files.json" "$DATA/dry.json" 2; }
+  pair scaling two -- one
+
+  python3 - "$bytes" "$LINES" "$SMALL_LINES" "${RESULT[plain]}" "${RESULT[gzip]}" "${RESULT[e2e]}" "${RESULT[scaling]}" \
+    "$rss_plain_small" "$rss_plain_big" "$rss_gz_small" "$rss_gz_big" "$SIZE" "$RUNS" "$ceiling" "$ROWS" "$NOTES" <<'PY'
+import json, sys
 a = sys.argv[1:]
 size, lines, small_lines = int(a[0]), int(a[1]), int(a[2])
 plain, gz, e2e, scaling = [tuple(map(float, x.split())) for x in a[3:7]]
 rss = [int(x) / 1024 for x in a[7:11]]
 label, runs, ceiling = a[11], a[12], a[13]
+rows_path, notes_path = a[14], a[15]
 rows = []
 def row(fig, ours, theirs, ratio, target, ok):
     rows.append((fig, ours, theirs, ratio, target, "pass" if ok else "MISSED"))
@@ -144,10 +187,243 @@ for name, small, big in (("plain", rss[0], rss[1]), ("gzip", rss[2], rss[3])):
     row(f"peak RSS dry run {name} (1/10 -> full size)", f"{small:.0f} -> {big:.0f} MiB", "-", f"{big/small:.2f}", "<= 256 MiB, flat", big <= 256 and big <= small + 32 + 8)
 r = scaling[1] / scaling[0]
 row("scaling 4 files: 2 workers vs 1", f"{scaling[0]:.2f} s", f"{scaling[1]:.2f} s", f"{r:.2f}x", "> 1 (2 cores)", r > 1.0)
-print(f"\nmedians of {runs} alternating runs; data: {label} generated IngestMessage lines (~1.4 KB), seed 42; machine: {__import__('os').cpu_count()} cores")
-print(f"tansu perf produce (1000 x 1400 B batches, 10 s): {ceiling.strip() or 'n/a'}\n")
-w = [max(len(str(x[i])) for x in rows + [("figure", "ours", "theirs", "ratio", "target", "result")]) for i in range(6)]
+with open(notes_path, "a") as f:
+    f.write(f"medians of {runs} alternating runs; data: {label} generated IngestMessage lines (~1.4 KB), seed 42; machine: {__import__('os').cpu_count()} cores\n")
+    f.write(f"tansu perf produce (1000 x 1400 B batches, 10 s): {ceiling.strip() or 'n/a'}\n")
+with open(rows_path, "a") as f:
+    for x in rows:
+        f.write(json.dumps(x) + "\n")
+PY
+}
+
+# ---- small files ---------------------------------------------------------------------------
+SF_FILES=300          # files in the end-to-end, proxy and dry-run figures
+SF_LINES=150          # lines per file
+SF_RSS_FILES=2000     # files in the peak-RSS figure
+SF_DELAY_MS=25        # latency_proxy.py, per request
+SF_PROXY_PORT="${RW_BENCH_PROXY_PORT:-15099}"
+SF_BUCKET=bench-small-files
+SF_DIR="$ROOT/bench-data/small-files"
+SF_FAILS="$SF_DIR/failed-runs"
+
+sf_split() { # dir, n: n gzip files of SF_LINES lines each, cut in order from one generated stream (seed 42)
+  local dir=$1 n=$2
+  [[ -f "$dir/complete" ]] && return
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  # shellcheck disable=SC2016 # $FILE is split's, expanded by the filter's shell
+  "$BIN/rw-gen" /dev/stdout --lines $((n * SF_LINES)) --bytes 1000000000000 --seed 42 2>/dev/null |
+    split -l "$SF_LINES" -a 4 -d --additional-suffix=.ndjson --filter='gzip -n >"$FILE.gz"' - "$dir/part-"
+  local got
+  got=$(find "$dir" -name 'part-*.ndjson.gz' | wc -l)
+  ((got == n)) || { echo "$dir: $got files, expected $n" >&2; exit 1; }
+  touch "$dir/complete"
+}
+
+sf_row() { # job id, lines, files, what: the worker's row must be completed with every line a success
+  local got want="completed $2 0 0 $3"
+  got=$(psql "$DATABASE_URL" -XAtc "SELECT status || ' ' || success_count || ' ' || error_count || ' ' || skipped_count \
+    || ' ' || processed_files FROM reprocessing_workers WHERE job_id = '$1' AND worker_index = 0")
+  [[ $got == "$want" ]] || { echo "$4: row of $1 is '$got', expected '$want' (status successes errors skipped files)" >&2; exit 1; }
+}
+
+sf_check() { # what, files.json, config.json, files: one untimed run that must complete with every line
+  local job="bench-check-$RANDOM$RANDOM" rc=0
+  BENCH_JOB_ID=$job worker "$2" "$3" >"$SF_DIR/check.log" 2>&1 || rc=$?
+  if ((rc)); then echo "$1: the worker exited $rc" >&2; tail -n 20 "$SF_DIR/check.log" >&2; exit 1; fi
+  sf_row "$job" $((SF_FILES * SF_LINES)) "$4" "$1"
+  echo "  check $1: completed, $((SF_FILES * SF_LINES)) successes, $4 files" >&2
+}
+
+# The timed runs; a run that fails is recorded (timeit hides exit codes) and fails its figure.
+sf_run() { # name, files.json, config.json
+  local name=$1; shift
+  worker "$@" || echo "$name" >>"$SF_FAILS"
+}
+sf_e2e_many() { TOPIC=$SF_TOPIC_MANY sf_run e2e-many "$SF_DIR/s3-many.files.json" "$SF_DIR/send.json"; }
+sf_e2e_one() { TOPIC=$SF_TOPIC_ONE sf_run e2e-one "$SF_DIR/s3-one.files.json" "$SF_DIR/send.json"; }
+sf_proxy_many() { TOPIC=$SF_TOPIC_MANY sf_run proxy-many "$SF_DIR/s3-many.files.json" "$SF_DIR/send.json"; }
+sf_proxy_one() { TOPIC=$SF_TOPIC_ONE sf_run proxy-one "$SF_DIR/s3-one.files.json" "$SF_DIR/send.json"; }
+sf_dry_many() { sf_run dry-many "$SF_DIR/local-many.files.json" "$SF_DIR/dry.json"; }
+sf_dry_one() { sf_run dry-one "$SF_DIR/local-one.files.json" "$SF_DIR/dry.json"; }
+
+sf_proxy_start() {
+  local target=${AWS_ENDPOINT_URL#*://}
+  target=${target%%/*}
+  python3 "$ROOT/scripts/latency_proxy.py" --listen "127.0.0.1:$SF_PROXY_PORT" --target "$target" \
+    --delay-ms "$SF_DELAY_MS" 2>"$SF_DIR/proxy.log" &
+  PROXY_PID=$!
+  for _ in $(seq 1 100); do
+    grep -q '^listening on' "$SF_DIR/proxy.log" && return 0
+    kill -0 "$PROXY_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "latency_proxy.py did not start:" >&2
+  cat "$SF_DIR/proxy.log" >&2
+  exit 1
+}
+
+sf_proxy_stop() {
+  kill "$PROXY_PID" 2>/dev/null || true
+  wait "$PROXY_PID" 2>/dev/null || true
+  PROXY_PID=
+}
+
+bench_small() {
+  local lines=$((SF_FILES * SF_LINES)) many="$SF_DIR/f$SF_FILES"
+  mkdir -p "$SF_DIR"
+  rm -f "$SF_FAILS"
+  echo "== small files: $SF_FILES and $SF_RSS_FILES gzip files of $SF_LINES lines, and one file of the same $lines lines" >&2
+  sf_split "$many" "$SF_FILES"
+  sf_split "$SF_DIR/f$SF_RSS_FILES" "$SF_RSS_FILES"
+  [[ -s "$SF_DIR/one.ndjson.gz" ]] ||
+    "$BIN/rw-gen" "$SF_DIR/one.ndjson.gz" --lines "$lines" --bytes 1000000000000 --seed 42 --gzip 2>/dev/null
+  if [[ "$(cat "$many"/part-*.ndjson.gz | gzip -dc | md5sum)" != "$(gzip -dc "$SF_DIR/one.ndjson.gz" | md5sum)" ]]; then
+    echo "$many and one.ndjson.gz do not hold the same lines (delete $SF_DIR and run again)" >&2
+    exit 1
+  fi
+  echo '{"connection_ids":["bench-a","bench-b"],"dry_run":true}' >"$SF_DIR/dry.json"
+  echo '{"connection_ids":["bench-a","bench-b"]}' >"$SF_DIR/send.json"
+  files_json "$many"/part-*.ndjson.gz >"$SF_DIR/local-many.files.json"
+  files_json "$SF_DIR/one.ndjson.gz" >"$SF_DIR/local-one.files.json"
+  files_json "$SF_DIR/f$SF_RSS_FILES"/part-*.ndjson.gz >"$SF_DIR/local-rss.files.json"
+
+  # moto keeps objects in memory: upload what it does not hold (again after a restart).
+  python3 - "$SF_DIR" "$many" "$SF_BUCKET" <<'PY'
+import json, os, sys
+from concurrent.futures import ThreadPoolExecutor
+import boto3
+root, many, bucket = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ.get("AWS_REGION", "us-east-1"))
+try:
+    s3.create_bucket(Bucket=bucket)
+except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+    pass
+have = {}
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    for o in page.get("Contents", []):
+        have[o["Key"]] = o["Size"]
+def objects(paths, prefix):
+    return [(p, prefix + os.path.basename(p), os.path.getsize(p)) for p in paths]
+many_files = objects(sorted(os.path.join(many, n) for n in os.listdir(many) if n.endswith(".ndjson.gz")), "many/")
+one_file = objects([os.path.join(root, "one.ndjson.gz")], "one/")
+todo = [(p, k) for p, k, size in many_files + one_file if have.get(k) != size]
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(lambda pk: s3.upload_file(pk[0], bucket, pk[1]), todo))
+for name, files in (("s3-many", many_files), ("s3-one", one_file)):
+    with open(os.path.join(root, name + ".files.json"), "w") as f:
+        json.dump([{"path": f"s3://{bucket}/{k}", "size": size} for _, k, size in files], f)
+print(f"  s3://{bucket}/: {len(todo)} objects uploaded, {len(many_files) + len(one_file) - len(todo)} already there", file=sys.stderr)
+PY
+
+  SF_TOPIC_MANY="bench-small-many-$RANDOM"
+  SF_TOPIC_ONE="bench-small-one-$RANDOM"
+  local t
+  for t in "$SF_TOPIC_MANY" "$SF_TOPIC_ONE"; do
+    "$RW_TANSU_BIN" topic create "$t" --partitions 3 --broker "tcp://$KAFKA_BOOTSTRAP_SERVERS" >/dev/null 2>&1
+  done
+
+  echo "== small files: untimed check runs (each must complete with all $lines lines)" >&2
+  TOPIC=$SF_TOPIC_MANY sf_check "$SF_FILES S3 files" "$SF_DIR/s3-many.files.json" "$SF_DIR/send.json" "$SF_FILES"
+  TOPIC=$SF_TOPIC_ONE sf_check "one S3 file" "$SF_DIR/s3-one.files.json" "$SF_DIR/send.json" 1
+  sf_check "$SF_FILES local files, dry run" "$SF_DIR/local-many.files.json" "$SF_DIR/dry.json" "$SF_FILES"
+
+  echo "== small files: $SF_FILES S3 files vs one S3 file, end to end into tansu" >&2
+  pair small_e2e sf_e2e_many -- sf_e2e_one
+
+  # The floor under the first figure: the same ranged GETs without the worker (16 at once,
+  # Python's http.client), which is what moto itself can serve.
+  echo "== small files: moto's floor, $SF_FILES ranged GETs, 16 at once" >&2
+  local floor=() i
+  for ((i = 0; i < RUNS; i++)); do
+    floor+=("$(python3 - "$AWS_ENDPOINT_URL" "$SF_DIR/s3-many.files.json" <<'PY'
+import http.client, json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+u = urlparse(sys.argv[1])
+paths = ["/" + f["path"][len("s3://"):] for f in json.load(open(sys.argv[2]))]
+def get(path):
+    c = http.client.HTTPConnection(u.hostname, u.port)
+    c.request("GET", path, headers={"Range": "bytes=0-8388607"})
+    c.getresponse().read()
+    c.close()
+t = time.monotonic()
+with ThreadPoolExecutor(16) as pool:
+    list(pool.map(get, paths))
+print(f"{time.monotonic() - t:.3f}")
+PY
+)")
+  done
+  SF_FLOOR=$(printf '%s\n' "${floor[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  echo "  floor: ${floor[*]}" >&2
+
+  echo "== small files: the same through latency_proxy.py, $SF_DELAY_MS ms per request" >&2
+  sf_proxy_start
+  local proxied="http://127.0.0.1:$SF_PROXY_PORT"
+  AWS_ENDPOINT_URL=$proxied AWS_ENDPOINT_URL_S3=$proxied TOPIC=$SF_TOPIC_MANY \
+    sf_check "$SF_FILES S3 files through the proxy" "$SF_DIR/s3-many.files.json" "$SF_DIR/send.json" "$SF_FILES"
+  AWS_ENDPOINT_URL=$proxied AWS_ENDPOINT_URL_S3=$proxied pair small_proxy sf_proxy_many -- sf_proxy_one
+  sf_proxy_stop
+  local proxy_stats
+  proxy_stats=$(grep '^latency_proxy:' "$SF_DIR/proxy.log" | tail -n 1 | sed 's/^latency_proxy: //')
+  echo "  proxy: ${proxy_stats:-no statistics} (1 check run + $RUNS x ($SF_FILES files + 1 file))" >&2
+
+  echo "== small files: dry run, $SF_FILES local files vs one local file" >&2
+  pair small_dry sf_dry_many -- sf_dry_one
+
+  echo "== small files: peak RSS, dry run, $SF_RSS_FILES local files" >&2
+  local job="bench-rss-$RANDOM$RANDOM" rss_many
+  rss_many=$(BENCH_JOB_ID=$job rss "$SF_DIR/local-rss.files.json" "$SF_DIR/dry.json")
+  sf_row "$job" $((SF_RSS_FILES * SF_LINES)) "$SF_RSS_FILES" "peak RSS run"
+
+  local fails=""
+  [[ -s $SF_FAILS ]] && fails=$(sort "$SF_FAILS" | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}')
+  python3 - "${RESULT[small_e2e]}" "${RESULT[small_proxy]}" "${RESULT[small_dry]}" "$rss_many" "$RUNS" \
+    "$SF_FILES" "$SF_LINES" "$SF_RSS_FILES" "$SF_DELAY_MS" "$(du -sb "$many" | cut -f1)" "${FILES_IN_FLIGHT:-}" \
+    "$proxy_stats" "$fails" "$ROWS" "$NOTES" "$SF_FLOOR" <<'PY'
+import json, sys
+a = sys.argv[1:]
+floor = float(a[15])
+e2e, proxy, dry = [tuple(map(float, x.split())) for x in a[0:3]]
+rss = int(a[3]) / 1024
+runs, files, per_file, rss_files, delay_ms, many_bytes = a[4], int(a[5]), int(a[6]), int(a[7]), a[8], int(a[9])
+in_flight, proxy_stats, fails, rows_path, notes_path = a[10], a[11], a[12], a[13], a[14]
+lines = files * per_file
+failed = {f.split(" x")[0] for f in fails.split(", ") if f}
+rows = []
+def row(fig, ours, theirs, ratio, target, ok, *names):
+    bad = [n for n in names if n in failed]
+    result = "FAILED RUN" if bad else ("-" if target == "-" else ("pass" if ok else "MISSED"))
+    rows.append((fig, ours, theirs, ratio, target, result))
+s = lambda t: f"{t:.2f} s"
+r = e2e[0] / e2e[1]
+row(f"small files e2e: {files} S3 files vs 1 (time ratio)", f"{s(e2e[0])} ({lines/e2e[0]/1e3:.0f}k ev/s)", s(e2e[1]), f"{r:.2f}", "<= 2", r <= 2, "e2e-many", "e2e-one")
+row(f"small files e2e vs moto's floor ({files} GETs, 16 at once)", s(e2e[0]), s(floor), f"{e2e[0]/floor:.2f}", "-", True)
+row(f"small files e2e via proxy ({delay_ms} ms/request)", f"{s(proxy[0])} ({lines/proxy[0]/1e3:.0f}k ev/s)", f"{s(proxy[1])} (1 file)", f"{proxy[0]/proxy[1]:.2f}", "<= 3 s", proxy[0] <= 3.0, "proxy-many", "proxy-one")
+r = dry[0] / dry[1]
+row(f"small files dry run: {files} local files vs 1 (time ratio)", s(dry[0]), s(dry[1]), f"{r:.2f}", "<= 1.5", r <= 1.5, "dry-many", "dry-one")
+row(f"peak RSS dry run, {rss_files} small files", f"{rss:.0f} MiB", "-", "-", "<= 256 MiB", rss <= 256)
+with open(notes_path, "a") as f:
+    f.write(f"small files: medians of {runs} alternating runs; {files} gzip files x {per_file} lines (~{many_bytes/files/1e3:.0f} KB each) vs one gzip file of the same {lines} lines; S3: moto; FILES_IN_FLIGHT={in_flight or 'default'}\n")
+    f.write(f"latency proxy ({delay_ms} ms per request): {proxy_stats or 'n/a'}\n")
+    if fails:
+        f.write(f"FAILED timed runs (exit code not 0): {fails}\n")
+with open(rows_path, "a") as f:
+    for x in rows:
+        f.write(json.dumps(x) + "\n")
+PY
+}
+
+[[ $ONLY == small ]] || bench_big
+[[ $ONLY == big ]] || bench_small
+
+python3 - "$ROWS" "$NOTES" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+notes = open(sys.argv[2]).read().rstrip("\n")
+print(f"\n{notes}\n")
 hdr = ("figure", "ours", "theirs", "ratio", "target", "result")
+w = [max(len(str(x[i])) for x in rows + [hdr]) for i in range(6)]
 print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(hdr)) + " |")
 print("|" + "|".join("-" * (w[i] + 2) for i in range(6)) + "|")
 for x in rows:
