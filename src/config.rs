@@ -161,6 +161,14 @@ pub struct WorkerArgs {
     /// bytes) as NDJSON to this local directory or s3://bucket/prefix.
     #[arg(long, env = "DEAD_LETTER_PATH")]
     pub dead_letter_path: Option<String>,
+    /// Most lines this worker sends a second (overrides its share of the job's
+    /// `max_events_per_sec`).
+    #[arg(long, env = "MAX_EVENTS_PER_SEC")]
+    pub max_events_per_sec: Option<u64>,
+    /// Most bytes of values this worker sends a second (overrides its share of the job's
+    /// `max_bytes_per_sec`).
+    #[arg(long, env = "MAX_BYTES_PER_SEC")]
+    pub max_bytes_per_sec: Option<u64>,
     /// Files read ahead and not finished yet (all their lines settled), in files. Each one
     /// waiting for its turn holds at most one read chunk.
     #[arg(long, env = "FILES_IN_FLIGHT", default_value_t = defaults::FILES_IN_FLIGHT)]
@@ -223,6 +231,8 @@ pub struct Tuning {
     pub max_in_flight: usize,
     /// Files opened and not finished, in files.
     pub files_in_flight: usize,
+    /// What this worker may send a second (its own setting, or its share of the job's).
+    pub rate: crate::ratelimit::RateLimits,
     pub shutdown_timeout: Duration,
 }
 
@@ -236,6 +246,7 @@ impl Default for Tuning {
             max_message_bytes: defaults::KAFKA_MAX_MESSAGE_BYTES,
             max_in_flight: defaults::KAFKA_MAX_IN_FLIGHT,
             files_in_flight: defaults::FILES_IN_FLIGHT,
+            rate: Default::default(),
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
         }
     }
@@ -396,6 +407,13 @@ impl Config {
         if args.files_in_flight == 0 {
             return Err(invalid("FILES_IN_FLIGHT", "must be at least 1"));
         }
+        if args.max_events_per_sec == Some(0) {
+            return Err(invalid("MAX_EVENTS_PER_SEC", "must be at least 1 (unset it for no limit)"));
+        }
+        if args.max_bytes_per_sec == Some(0) {
+            return Err(invalid("MAX_BYTES_PER_SEC", "must be at least 1 (unset it for no limit)"));
+        }
+        let job_parallel = job.parallel_workers;
         let tuning = Tuning {
             max_line_bytes: args.max_line_bytes,
             read_chunk_bytes: args.read_chunk_bytes,
@@ -404,6 +422,14 @@ impl Config {
             max_message_bytes: args.kafka_max_message_bytes,
             max_in_flight: args.kafka_max_in_flight,
             files_in_flight: args.files_in_flight,
+            rate: {
+                use crate::ratelimit::{worker_limit, RateLimits};
+                let share = |pod, job| worker_limit(pod, job, job_parallel, total_workers);
+                RateLimits {
+                    events_per_sec: share(args.max_events_per_sec, job.max_events_per_sec),
+                    bytes_per_sec: share(args.max_bytes_per_sec, job.max_bytes_per_sec),
+                }
+            },
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
         };
         let topic = args.kafka_destinations_topic.trim().to_owned();

@@ -1,5 +1,6 @@
 //! The live progress line, shown only when stderr is a terminal (never in a pod's log):
-//! files done, lines/s, MB/s, errors, skipped and the ETA by bytes.
+//! files done, lines/s, MB/s, errors, skipped, the ETA by bytes, and whether the rate limit
+//! is what holds the worker back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ pub async fn run(progress: Arc<Progress>, assigned_files: u32, total_bytes: u64,
     let start = Instant::now();
     let base = progress.snapshot();
     let mut last = false;
+    let mut waits = 0;
     loop {
         let s = progress.snapshot();
         let secs = start.elapsed().as_secs_f64().max(1e-3);
@@ -30,8 +32,11 @@ pub async fn run(progress: Arc<Progress>, assigned_files: u32, total_bytes: u64,
             "-".into()
         };
         bar.set_position(s.processed_bytes.min(total_bytes));
+        let now_waits = progress.rate_limited.load(std::sync::atomic::Ordering::Relaxed);
+        let limited = if now_waits > waits { " | held back by the rate limit" } else { "" };
+        waits = now_waits;
         bar.set_message(format!(
-            "files {}/{} | {:.0} lines/s | {:.1} MB/s | errors {} | skipped {} | ETA {eta}",
+            "files {}/{} | {:.0} lines/s | {:.1} MB/s | errors {} | skipped {} | ETA {eta}{limited}",
             s.processed_files,
             assigned_files,
             lines,

@@ -47,6 +47,12 @@ pub struct JobOptions {
     pub start_line: u64,
     /// Most lines this worker delivers; `None` means no limit.
     pub limit: Option<u64>,
+    /// The job's rate limit in lines a second, shared by the workers that run at once.
+    pub max_events_per_sec: Option<u64>,
+    /// The job's rate limit in bytes of values a second, shared likewise.
+    pub max_bytes_per_sec: Option<u64>,
+    /// How many workers the admin runs at once (the Job's `parallelism`).
+    pub parallel_workers: Option<u64>,
     /// The config as JSON text (decompressed), stored in the job row when the worker creates it.
     pub raw_json: String,
 }
@@ -64,6 +70,9 @@ impl Default for JobOptions {
             start_file: None,
             start_line: 0,
             limit: None,
+            max_events_per_sec: None,
+            max_bytes_per_sec: None,
+            parallel_workers: None,
             raw_json: "{}".into(),
         }
     }
@@ -214,6 +223,9 @@ pub fn parse_job_config(raw: &[u8]) -> Result<JobOptions, JobFileError> {
         start_file: str_field(F, &v, "start_file")?.filter(|s| !s.is_empty()).map(str::to_owned),
         start_line: non_negative("start_line")?.unwrap_or(0),
         limit: non_negative("limit")?.filter(|&n| n > 0),
+        max_events_per_sec: non_negative("max_events_per_sec")?.filter(|&n| n > 0),
+        max_bytes_per_sec: non_negative("max_bytes_per_sec")?.filter(|&n| n > 0),
+        parallel_workers: non_negative("parallel_workers")?.filter(|&n| n > 0),
         raw_json: String::from_utf8_lossy(&bytes).into_owned(),
     };
     if let (Some(from), Some(to)) = (opts.date_from, opts.date_to) {
@@ -273,6 +285,7 @@ mod tests {
             br#"{"batch_size":50,"stream_ids":["s1","s2"],"connection_ids":["c1"],
                 "date_from":"2024-01-01T00:00:00Z","date_to":"2024-01-02T00:00:00.5+02:00",
                 "retry_attempts":5,"dry_run":true,"start_file":"a.ndjson","start_line":7,"limit":100,
+                "max_events_per_sec":20000,"max_bytes_per_sec":0,"parallel_workers":4,
                 "s3_path":"s3://b/p","local_path":"/x","files":["a"],"unknown":{"x":1}}"#,
         )
         .unwrap();
@@ -282,6 +295,7 @@ mod tests {
         assert_eq!(c.date_from.unwrap().to_rfc3339(), "2024-01-01T00:00:00+00:00");
         assert_eq!(c.date_to.unwrap().timestamp_subsec_millis(), 500);
         assert_eq!((c.retry_attempts, c.dry_run, c.start_line, c.limit), (5, true, 7, Some(100)));
+        assert_eq!((c.max_events_per_sec, c.max_bytes_per_sec, c.parallel_workers), (Some(20_000), None, Some(4)));
         assert_eq!(c.start_file.as_deref(), Some("a.ndjson"));
     }
 
@@ -304,6 +318,8 @@ mod tests {
             (r#"{"dry_run":"yes"}"#, "field dry_run: expected a boolean"),
             (r#"{"date_from":"yesterday"}"#, "field date_from: not an RFC 3339 time"),
             (r#"{"limit":-1}"#, "field limit: must not be negative"),
+            (r#"{"max_events_per_sec":-5}"#, "field max_events_per_sec: must not be negative"),
+            (r#"{"max_bytes_per_sec":"fast"}"#, "field max_bytes_per_sec: expected an integer"),
             (r#"{"start_line":1.5}"#, "field start_line: expected an integer"),
             (r#"[]"#, "expected a JSON object, got an array"),
             (r#"{"#, "invalid JSON"),

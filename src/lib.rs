@@ -20,6 +20,7 @@ pub mod extract;
 pub mod filter;
 pub mod jobfile;
 pub mod lines;
+pub mod ratelimit;
 pub mod resume;
 pub mod route;
 pub mod secret;

@@ -159,6 +159,7 @@ impl Engine {
             max_in_flight: tuning.max_in_flight,
             shutdown_timeout: tuning.shutdown_timeout,
             delivery_timeout,
+            rate: tuning.rate,
         };
         let producer = Producer::new(sink, topics, Arc::clone(&progress), settings, dead_letters.clone());
         Self {

@@ -68,6 +68,8 @@ pub struct Progress {
     pub flush: Notify,
     /// Signalled whenever lines settle (the CPU thread waits on it when too far ahead).
     settled: Condvar,
+    /// Batches that waited for the rate limit (the live progress line shows when it holds).
+    pub rate_limited: AtomicU64,
 }
 
 /// A locked view for the pipeline: record lines, resolve batches.

@@ -78,6 +78,14 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<RunSummary, RunError> {
     let run = Run::new(cfg, store);
+    tracing::info!(
+        job = cfg.job_id,
+        worker = cfg.worker_index,
+        of = cfg.total_workers,
+        files = run.assigned.len(),
+        rate_limit = %cfg.tuning.rate,
+        "starting"
+    );
     store.prepare(&cfg.job.raw_json, cfg.files.len() as u32, cfg.total_workers).await?;
     let start = match run.start_point().await {
         Ok(Ok(start)) => start,

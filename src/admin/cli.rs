@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::Args;
 use sonic_rs::{json, JsonValueMutTrait};
 
-use super::jobs::{job_rows, JobRow};
+use super::jobs::{job_limits, job_rows, JobRow};
 use super::plan::{self, Listed, PlanSpec};
+use crate::ratelimit::RateLimits;
 use crate::secret::Secret;
 use crate::status::PgStatus;
 
@@ -50,6 +51,13 @@ pub struct PlanArgs {
     pub workers: Option<u32>,
     #[arg(long)]
     pub parallelism: Option<u32>,
+    /// The job's limit in lines sent a second; each worker takes its share (divided by the
+    /// workers that run at once).
+    #[arg(long)]
+    pub max_events_per_sec: Option<u64>,
+    /// The job's limit in bytes of values sent a second, shared likewise.
+    #[arg(long)]
+    pub max_bytes_per_sec: Option<u64>,
     #[arg(long, default_value = "jitsucom/reprocessing-worker:latest")]
     pub image: String,
     #[arg(long, default_value = "default")]
@@ -178,7 +186,14 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
         "stream_ids": a.stream_ids, "connection_ids": a.connection_ids, "dry_run": a.dry_run,
         "batch_size": a.batch_size.unwrap_or(1000), "retry_attempts": a.retry_attempts.unwrap_or(3),
         "limit": a.limit.unwrap_or(0), "start_line": a.start_line.unwrap_or(0),
+        // The workers that run at once: the pods' share of the job's rate limits.
+        "parallel_workers": a.parallelism.map_or(workers, |p| (p as usize).min(workers)),
     });
+    for (k, v) in [("max_events_per_sec", a.max_events_per_sec), ("max_bytes_per_sec", a.max_bytes_per_sec)] {
+        if let Some(v) = v.filter(|&v| v > 0) {
+            config.as_object_mut().expect("an object").insert(&k, v);
+        }
+    }
     for (k, v) in [("date_from", &a.date_from), ("date_to", &a.date_to), ("start_file", &a.start_file)] {
         if let Some(v) = v {
             config.as_object_mut().expect("an object").insert(&k, v.as_str());
@@ -232,6 +247,20 @@ fn eta(rows: &[JobRow]) -> Option<Duration> {
     (rate > 0.0).then(|| Duration::from_secs_f64(left as f64 / rate))
 }
 
+/// The job's rate next to its limits: lines/s and bytes/s summed over the workers running.
+fn rate_line(rows: &[JobRow], limits: &RateLimits) -> String {
+    let running = |r: &&JobRow| !r.ended();
+    let lines: f64 = rows.iter().filter(running).filter_map(JobRow::lines_per_sec).sum();
+    let bytes: f64 = rows.iter().filter(running).filter_map(JobRow::bytes_per_sec).sum();
+    let limit = |l: Option<u64>, unit: &str| l.map_or("no limit".to_string(), |n| format!("limit {n} {unit}"));
+    format!(
+        "rate {lines:.0} lines/s ({}), {} ({})\n",
+        limit(limits.events_per_sec, "lines/s"),
+        human_bytes(bytes as u64) + "/s",
+        limit(limits.bytes_per_sec, "bytes/s")
+    )
+}
+
 fn table(job: &str, rows: &[JobRow]) -> String {
     let mut s = format!(
         "job {job}\n{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10}\n",
@@ -278,20 +307,24 @@ pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
     let store = PgStatus::connect(&Secret::new(a.database_url.clone()), &a.job, 0, Duration::from_secs(10)).await?;
     loop {
         let rows = job_rows(&store, &a.job).await?;
+        let limits = job_limits(&store, &a.job).await?;
         if a.json {
             let v: Vec<_> = rows.iter().map(JobRow::to_json).collect();
+            let limits =
+                json!({"max_events_per_sec": limits.events_per_sec, "max_bytes_per_sec": limits.bytes_per_sec});
             println!(
                 "{}",
-                sonic_rs::to_string(
-                    &json!({"job_id": a.job.as_str(), "workers": v, "eta_seconds": eta(&rows).map(|d| d.as_secs())})
-                )
+                sonic_rs::to_string(&json!({
+                    "job_id": a.job.as_str(), "workers": v, "eta_seconds": eta(&rows).map(|d| d.as_secs()),
+                    "rate_limits": limits,
+                }))
                 .unwrap_or_default()
             );
         } else {
             if a.watch.is_some() {
                 print!("\x1b[2J\x1b[H");
             }
-            print!("{}", table(&a.job, &rows));
+            print!("{}{}", table(&a.job, &rows), rate_line(&rows, &limits));
         }
         match a.watch {
             Some(secs) if !rows.iter().all(JobRow::ended) || rows.is_empty() => {

@@ -53,6 +53,26 @@ impl JobRow {
     }
 }
 
+/// The job's rate limits from its config (`max_events_per_sec`, `max_bytes_per_sec`), if set.
+pub async fn job_limits(store: &PgStatus, job: &str) -> Result<crate::ratelimit::RateLimits, StatusError> {
+    let job = job.to_owned();
+    let rows = store
+        .with_client(move |c| {
+            let job = job.clone();
+            Box::pin(async move {
+                c.query(
+                    "SELECT (config->>'max_events_per_sec')::bigint, (config->>'max_bytes_per_sec')::bigint
+                     FROM reprocessing_jobs WHERE id = $1",
+                    &[&job],
+                )
+                .await
+            })
+        })
+        .await?;
+    let get = |i: usize| rows.first().and_then(|r| r.get::<_, Option<i64>>(i)).filter(|&n| n > 0).map(|n| n as u64);
+    Ok(crate::ratelimit::RateLimits { events_per_sec: get(0), bytes_per_sec: get(1) })
+}
+
 /// Every worker row of `job`, by index.
 pub async fn job_rows(store: &PgStatus, job: &str) -> Result<Vec<JobRow>, StatusError> {
     let job = job.to_owned();

@@ -186,3 +186,19 @@ fn compression_and_protocol_names() {
     assert_eq!(k.security, SecurityProtocol::SaslSsl);
     assert_eq!(k.sasl.unwrap().mechanism, SaslMechanism::Plain);
 }
+
+#[test]
+fn rate_limits_are_the_pod_setting_or_a_share_of_the_job_limit() {
+    let files = r#"[{"path":"a","size":1}]"#;
+    let job = r#"{"connection_ids":["c"],"max_events_per_sec":20000,"max_bytes_per_sec":9000000,"parallel_workers":4}"#;
+    let c = load(&env(job, files, BASE)).unwrap();
+    assert_eq!((c.tuning.rate.events_per_sec, c.tuning.rate.bytes_per_sec), (Some(5_000), Some(2_250_000)));
+    let c = load(&env(job, files, &with(&["--max-events-per-sec", "700"]))).unwrap();
+    assert_eq!((c.tuning.rate.events_per_sec, c.tuning.rate.bytes_per_sec), (Some(700), Some(2_250_000)));
+    // Without parallel_workers, the job limit is shared by TOTAL_WORKERS (3).
+    let c = load(&env(r#"{"connection_ids":["c"],"max_events_per_sec":3000}"#, files, BASE)).unwrap();
+    assert_eq!((c.tuning.rate.events_per_sec, c.tuning.rate.bytes_per_sec), (Some(1_000), None));
+    assert!(load(&env(r#"{"connection_ids":["c"]}"#, files, BASE)).unwrap().tuning.rate.is_unlimited());
+    let e = load(&env(r#"{"connection_ids":["c"]}"#, files, &with(&["--max-bytes-per-sec", "0"]))).unwrap_err();
+    assert!(e.to_string().starts_with("MAX_BYTES_PER_SEC: must be at least 1"), "{e}");
+}

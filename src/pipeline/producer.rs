@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::AttemptError;
 use crate::backoff::Backoff;
 use crate::progress::Progress;
+use crate::ratelimit::{Limits, RateLimits};
 use crate::sink::{Batch, Failure, Sink, SinkError};
 use crate::tracker::{LineState, Seq};
 
@@ -49,6 +50,10 @@ pub(super) struct Producer {
     delivery_timeout: Duration,
     /// Per topic: the next partition.
     cursors: Mutex<Vec<i32>>,
+    /// The rate limits' buckets; `None` when there is no limit.
+    limits: Option<Mutex<Limits>>,
+    /// The limits' clock starts here.
+    started: Instant,
     dead_letters: Option<crate::deadletter::Sender>,
 }
 
@@ -61,6 +66,7 @@ pub(super) struct ProducerSettings {
     pub max_in_flight: usize,
     pub shutdown_timeout: Duration,
     pub delivery_timeout: Duration,
+    pub rate: RateLimits,
 }
 
 impl Producer {
@@ -72,8 +78,21 @@ impl Producer {
         dead_letters: Option<crate::deadletter::Sender>,
     ) -> Self {
         let cursors = Mutex::new(vec![0; topics.len()]);
-        let ProducerSettings { max_in_flight, shutdown_timeout, delivery_timeout } = settings;
-        Self { sink, topics, progress, max_in_flight, shutdown_timeout, delivery_timeout, cursors, dead_letters }
+        let ProducerSettings { max_in_flight, shutdown_timeout, delivery_timeout, rate } = settings;
+        let started = Instant::now();
+        let limits = (!rate.is_unlimited()).then(|| Mutex::new(Limits::new(rate, Duration::ZERO)));
+        Self {
+            sink,
+            topics,
+            progress,
+            max_in_flight,
+            shutdown_timeout,
+            delivery_timeout,
+            cursors,
+            limits,
+            started,
+            dead_letters,
+        }
     }
 
     /// Picks the partition for a batch of `topic`: round-robin, one batch per partition.
@@ -87,10 +106,19 @@ impl Producer {
 
     /// Delivers one batch: retries transient failures, splits rejected batches, stops on a
     /// fatal error or an unavailable cluster.
-    async fn deliver(&self, batch: Batch, cancel: &CancellationToken) -> Delivered {
+    async fn deliver(&self, mut batch: Batch, cancel: &CancellationToken) -> Delivered {
+        let mut out = Delivered::default();
+        if !self.wait_for_rate(&batch, cancel).await {
+            out.stopped = Some((batch.lines, AttemptError::Stopped));
+            return out;
+        }
+        // Stamped when sent, so the topic's timestamps show the rate it was sent at.
+        let now = chrono::Utc::now();
+        for r in &mut batch.records {
+            r.timestamp = now;
+        }
         let topic = &self.topics[batch.topic].0;
         let partition = self.partition_for(batch.topic);
-        let mut out = Delivered::default();
         // Parts still to send, the next one last.
         let mut parts = vec![(batch.records, batch.lines)];
         while let Some((records, lines)) = parts.pop() {
@@ -119,6 +147,20 @@ impl Producer {
             }
         }
         out
+    }
+
+    /// Waits until the rate limits let `batch` go; false when stopped while waiting.
+    async fn wait_for_rate(&self, batch: &Batch, cancel: &CancellationToken) -> bool {
+        let Some(limits) = &self.limits else { return true };
+        let wait = lock(limits).take(batch.records.len() as u64, batch.value_bytes as u64, self.started.elapsed());
+        if wait.is_zero() {
+            return true;
+        }
+        self.progress.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
     }
 
     /// Sends `records` until acknowledged, rejected, or the run must stop.

@@ -374,3 +374,16 @@ async fn shutdown_with_files_in_flight_leaves_an_exact_resume_point() {
     assert_eq!(snap.counts.total, 400 * at as u64 + snap.current_line);
     assert_eq!(snap.counts.total, snap.counts.success);
 }
+
+#[tokio::test]
+async fn the_rate_limit_spaces_the_batches() {
+    let data = lines("q", 3_000);
+    let sink = FakeSink::acking();
+    let rate = crate::ratelimit::RateLimits { events_per_sec: Some(10_000), bytes_per_sec: None };
+    let s = setup_with(&[&data], Arc::clone(&sink), job(100, 0), crate::config::Tuning { rate, ..tuning(4, 4) }, None);
+    let started = std::time::Instant::now();
+    assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
+    // The first batch goes at once, the other 2,900 lines at 10,000 a second.
+    assert!(started.elapsed() >= Duration::from_millis(285), "took {:?}", started.elapsed());
+    assert_eq!(multiset(&sink.delivered()), each_once(&data));
+}

@@ -71,6 +71,8 @@ pub struct Msg {
     pub key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub value: String,
+    /// The record's timestamp, in milliseconds since the epoch.
+    pub ts: i64,
 }
 
 /// Reads a whole topic with kcat (`-J`: header values may contain commas).
@@ -111,6 +113,7 @@ pub fn consume_with(bootstrap: &str, topic: &str, extra: &[&str]) -> Vec<Msg> {
                 key: v.get("key").and_then(|x| x.as_str()).map(str::to_string),
                 headers,
                 value: v.get("payload").and_then(|x| x.as_str()).unwrap_or("").to_string(),
+                ts: v.get("ts").and_then(|x| x.as_i64()).unwrap_or(0),
             }
         })
         .collect()

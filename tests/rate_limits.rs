@@ -1,0 +1,191 @@
+//! Rate limits on the real services: `MAX_EVENTS_PER_SEC`, `MAX_BYTES_PER_SEC`, both, a job
+//! limit shared by four workers, and a resume with a new limit. The worker stamps each batch
+//! when it sends it, so the topic's record timestamps show the rate it was sent at; every
+//! one-second window of them must hold at most 1.1 × the limit.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_success, consume, event, num, row, Job};
+
+const LIMIT: u64 = 20_000;
+
+/// The tests measure time: one at a time, so that they do not slow each other down.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `n` distinct lines, starting at `from`.
+fn lines(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| event(i, "s", "2024-01-01T00:00:00Z") + "\n").collect()
+}
+
+/// The most that any one-second window of the timestamps holds, weighed by `weight`.
+fn busiest_second(mut points: Vec<(i64, u64)>) -> u64 {
+    points.sort();
+    let (mut best, mut sum, mut lo) = (0, 0, 0);
+    for hi in 0..points.len() {
+        sum += points[hi].1;
+        while points[hi].0 - points[lo].0 >= 1000 {
+            sum -= points[lo].1;
+            lo += 1;
+        }
+        best = best.max(sum);
+    }
+    best
+}
+
+/// First to last record timestamp, in seconds.
+fn span(msgs: &[common::Msg]) -> f64 {
+    let (lo, hi) = msgs.iter().fold((i64::MAX, i64::MIN), |(lo, hi), m| (lo.min(m.ts), hi.max(m.ts)));
+    (hi - lo) as f64 / 1000.0
+}
+
+/// One worker over one file of `n` lines with `env` set; returns the messages and the wall time.
+fn run_one(n: usize, env: &[(&str, String)]) -> (Job, Vec<common::Msg>, Duration) {
+    let job = Job::new(3);
+    job.config(r#"{"connection_ids":["c"],"batch_size":500}"#);
+    let body = lines(0, n);
+    let p = job.write("f.ndjson", body.as_bytes());
+    job.files(&[(p, body.len() as u64)]);
+    let mut cmd = job.command(0, 1);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let took = started.elapsed();
+    assert_success(&out);
+    assert!(common::stderr(&out).contains("rate_limit="), "the start-up line states the limits");
+    let msgs = consume(&job.topic);
+    assert_eq!(msgs.len(), n, "every line once");
+    (job, msgs, took)
+}
+
+#[test]
+fn max_events_per_sec_holds_over_the_run_and_in_every_second() {
+    if common::skip_without_services("max_events_per_sec_holds_over_the_run_and_in_every_second") {
+        return;
+    }
+    let _serial = serial();
+    let (job, msgs, took) = run_one(100_000, &[("MAX_EVENTS_PER_SEC", LIMIT.to_string())]);
+    let s = span(&msgs);
+    println!("100,000 lines at {LIMIT}/s: timestamps span {s:.2} s, the run took {took:?}");
+    assert!((4.5..=5.5).contains(&s), "100,000 lines at {LIMIT}/s took {s:.2} s of timestamps (5 s ± 10%)");
+    let busiest = busiest_second(msgs.iter().map(|m| (m.ts, 1)).collect());
+    assert!(busiest <= LIMIT * 11 / 10, "{busiest} lines in one second (limit {LIMIT})");
+    assert_eq!(num(&row(&job.id, 0), "success_count"), 100_000);
+}
+
+#[test]
+fn max_bytes_per_sec_holds_in_bytes() {
+    if common::skip_without_services("max_bytes_per_sec_holds_in_bytes") {
+        return;
+    }
+    let _serial = serial();
+    let per_line = event(50_000, "s", "2024-01-01T00:00:00Z").len() as u64;
+    let limit = LIMIT * per_line;
+    let (_, msgs, _) = run_one(100_000, &[("MAX_BYTES_PER_SEC", limit.to_string())]);
+    let s = span(&msgs);
+    assert!((4.5..=5.5).contains(&s), "{limit} bytes/s took {s:.2} s of timestamps (5 s ± 10%)");
+    let busiest = busiest_second(msgs.iter().map(|m| (m.ts, m.value.len() as u64)).collect());
+    assert!(busiest <= limit * 11 / 10, "{busiest} bytes in one second (limit {limit})");
+}
+
+#[test]
+fn with_both_limits_the_lower_one_holds() {
+    if common::skip_without_services("with_both_limits_the_lower_one_holds") {
+        return;
+    }
+    let _serial = serial();
+    let per_line = event(50_000, "s", "2024-01-01T00:00:00Z").len() as u64;
+    // The bytes limit allows 10,000 lines a second: it is the lower one.
+    let env = [("MAX_EVENTS_PER_SEC", LIMIT.to_string()), ("MAX_BYTES_PER_SEC", (LIMIT / 2 * per_line).to_string())];
+    let (_, msgs, _) = run_one(50_000, &env);
+    let s = span(&msgs);
+    assert!((4.5..=5.5).contains(&s), "the bytes limit (10,000 lines/s) must hold: {s:.2} s for 50,000 lines");
+    let busiest = busiest_second(msgs.iter().map(|m| (m.ts, 1)).collect());
+    assert!(busiest <= LIMIT / 2 * 11 / 10, "{busiest} lines in one second");
+}
+
+#[test]
+fn a_job_limit_is_shared_by_the_workers_that_run_at_once() {
+    if common::skip_without_services("a_job_limit_is_shared_by_the_workers_that_run_at_once") {
+        return;
+    }
+    let _serial = serial();
+    let job = Job::new(3);
+    job.config(&format!(
+        r#"{{"connection_ids":["c"],"batch_size":250,"max_events_per_sec":{LIMIT},"parallel_workers":4}}"#
+    ));
+    let files: Vec<(String, u64)> = (0..4)
+        .map(|w| {
+            let body = lines(w * 25_000, 25_000);
+            (job.write(&format!("f{w}.ndjson"), body.as_bytes()), body.len() as u64)
+        })
+        .collect();
+    job.files(&files);
+    let children: Vec<_> =
+        (0..4).map(|w| job.command(w, 4).stdout(std::process::Stdio::null()).spawn().unwrap()).collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_success(&out);
+    }
+    let msgs = consume(&job.topic);
+    assert_eq!(msgs.len(), 100_000);
+    let s = span(&msgs);
+    assert!((4.5..=5.5).contains(&s), "the job's {LIMIT}/s over 4 workers: {s:.2} s for 100,000 lines");
+    let busiest = busiest_second(msgs.iter().map(|m| (m.ts, 1)).collect());
+    assert!(busiest <= LIMIT * 11 / 10, "{busiest} lines in one second for the whole job (limit {LIMIT})");
+    // `status` shows the job's rate next to its limit.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_reprocessing-worker"))
+        .args(["status", "--job", &job.id])
+        .env("DATABASE_URL", common::env("DATABASE_URL"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!("(limit {LIMIT} lines/s)")), "{text}");
+}
+
+#[test]
+fn a_resume_with_a_new_limit_loses_and_duplicates_nothing() {
+    if common::skip_without_services("a_resume_with_a_new_limit_loses_and_duplicates_nothing") {
+        return;
+    }
+    let _serial = serial();
+    let job = Job::new(3);
+    job.config(r#"{"connection_ids":["c"],"batch_size":500}"#);
+    let body = lines(0, 60_000);
+    let p = job.write("f.ndjson", body.as_bytes());
+    job.files(&[(p, body.len() as u64)]);
+    // Slow at first; SIGTERM part-way, as `kubectl delete pod` would.
+    let child = job.command(0, 1).env("MAX_EVENTS_PER_SEC", "10000").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(2_500));
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "cancelled by SIGTERM");
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "cancelled");
+    let done = num(&r, "success_count");
+    assert!(done > 0 && done < 60_000, "stopped part-way: {done}");
+    // The new limit is four times higher; the restart resumes from the row.
+    let out = job.command(0, 1).env("MAX_EVENTS_PER_SEC", "40000").output().unwrap();
+    assert_success(&out);
+    let msgs = consume(&job.topic);
+    let want: Vec<String> = body.lines().map(str::to_owned).collect();
+    let got: Vec<String> = msgs.iter().map(|m| m.value.clone()).collect();
+    assert_eq!(multiset(&got), multiset(&want), "every line exactly once");
+    assert_eq!(num(&row(&job.id, 0), "success_count"), 60_000);
+}
+
+fn multiset(v: &[String]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in v {
+        *m.entry(l.clone()).or_insert(0) += 1;
+    }
+    m
+}
