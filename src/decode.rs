@@ -114,6 +114,15 @@ pub fn decode(
     consumed: &AtomicU64,
     mut f: impl FnMut(&[u8]) -> bool,
 ) -> Result<Codec, DecodeError> {
+    // The magic bytes may span chunks (a first read of a few bytes): gather them first.
+    let mut first = first;
+    while first.len() < MAGIC_BYTES {
+        match rx.blocking_recv() {
+            Some(Ok(more)) => first = [first, more].concat().into(),
+            Some(Err(e)) => return Err(DecodeError::Source(e)),
+            None => break,
+        }
+    }
     let codec = detect(&first);
     consumed.fetch_add(first.len() as u64, Ordering::Relaxed);
     // A small compressed file usually arrives whole in its first chunk: decode it on this
@@ -158,6 +167,9 @@ pub fn decode(
         decoder.join().unwrap_or(Err(DecodeError::DecoderPanicked))
     })
 }
+
+/// The longest magic number [`detect`] looks at, in bytes.
+const MAGIC_BYTES: usize = 4;
 
 /// A compressed file whose first chunk is its whole and is at most this long is decoded on the
 /// caller's thread, in bytes.
@@ -328,6 +340,18 @@ mod tests {
             assert!(!out.is_empty() && p.starts_with(&out), "keeps what decoded before the cut");
             let (r, _, _) = run(z.clone(), chunk);
             assert!(matches!(r, Err(DecodeError::Corrupt { codec: Codec::Zstd, .. })), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn magic_bytes_split_over_tiny_chunks_are_still_recognised() {
+        let p = payload();
+        for (data, codec) in [(gzip(&p), Codec::Gzip), (zstd::encode_all(&p[..], 3).unwrap(), Codec::Zstd)] {
+            for chunk in [1, 3] {
+                let (r, out, _) = run(data.clone(), chunk);
+                assert_eq!(r.unwrap(), codec, "chunks of {chunk}");
+                assert!(out == p);
+            }
         }
     }
 

@@ -101,9 +101,12 @@ struct Opened {
     held: OwnedSemaphorePermit,
 }
 
+/// The smallest first read of a file opened ahead, whatever size files.json lists, in bytes.
+const MIN_FIRST_READ: usize = 64 * 1024;
+
 /// What the files opened ahead of their turn may hold together (their first chunks), in KiB.
 /// A file's first read is no larger than its share: its listed size (most files are read
-/// whole by it), else one read chunk.
+/// whole by it; at least [`MIN_FIRST_READ`]), else one read chunk.
 pub const OPEN_AHEAD_KIB: u32 = 64 * 1024;
 
 /// How the run's files ended.
@@ -236,9 +239,10 @@ impl Engine {
         let budget = Arc::new(Semaphore::new(OPEN_AHEAD_KIB as usize));
         let t = &self.tuning;
         for task in files {
+            // The listed size is a hint: no first read below MIN_FIRST_READ.
             let first = match task.listed_size {
                 0 => t.read_chunk_bytes,
-                n => (n as usize).min(t.read_chunk_bytes),
+                n => (n as usize).max(MIN_FIRST_READ).min(t.read_chunk_bytes),
             }
             .min(OPEN_AHEAD_KIB as usize * 1024);
             let kib = first.div_ceil(1024) as u32;
