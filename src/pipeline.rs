@@ -102,7 +102,7 @@ struct Opened {
 }
 
 /// The smallest first read of a file opened ahead, whatever size files.json lists, in bytes.
-const MIN_FIRST_READ: usize = 64 * 1024;
+pub const MIN_FIRST_READ: usize = 64 * 1024;
 
 /// What the files opened ahead of their turn may hold together (their first chunks), in KiB.
 /// A file's first read is no larger than its share: its listed size (most files are read

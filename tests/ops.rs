@@ -57,6 +57,7 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
     let out = bin()
         .args(["plan", "--s3-path", &format!("s3://{bucket}/in/"), "--workers", "4", "--connection-ids", "c1,c2"])
         .args(["--job-id", &job.id, "--namespace", "replay", "--image", "example/rw:1"])
+        .args(["--max-events-per-sec", "4000000", "--max-bytes-per-sec", "4000000000"])
         .arg("--files-out")
         .arg(job.path("files.json"))
         .arg("--config-out")
@@ -66,6 +67,13 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("planned 2200 of 2500 listed files"), "{}", stderr(&out));
+    // The job's rate limits, and the workers that share them, are where the pods read them.
+    let config: sonic_rs::Value = sonic_rs::from_str(&read_to_string(&job.path("config.json"))).unwrap();
+    let field = |k: &str| config.get(k).and_then(|v| v.as_u64());
+    assert_eq!(
+        (field("max_events_per_sec"), field("max_bytes_per_sec"), field("parallel_workers")),
+        (Some(4_000_000), Some(4_000_000_000), Some(4))
+    );
     let yaml = job.write("plan.yaml", &out.stdout);
     let v = Command::new("kubernetes-validate").args(["--strict", "-k", "1.30.0", &yaml]).output().unwrap();
     assert!(v.status.success(), "schema validation: {}{}", String::from_utf8_lossy(&v.stdout), stderr(&v));
@@ -199,4 +207,37 @@ fn progress_line_in_a_terminal_and_never_in_a_pipe() {
     let out = cmd.output().unwrap();
     assert_success(&out);
     assert!(!stderr(&out).contains("lines/s"));
+}
+
+#[test]
+fn the_progress_line_says_when_the_rate_limit_holds_the_worker_back() {
+    if common::skip_without_services("the_progress_line_says_when_the_rate_limit_holds_the_worker_back") {
+        return;
+    }
+    let job = Job::new(1);
+    let body: String = (0..8_000).map(|i| event(i, "s", "2024-01-01T00:00:00Z") + "\n").collect();
+    let p = job.write("f.ndjson", body.as_bytes());
+    job.files(&[(p, body.len() as u64)]);
+    job.config(r#"{"connection_ids":["c"],"dry_run":true,"batch_size":100}"#);
+    let session = unique("rw");
+    let mut cmd = job.command(0, 1);
+    cmd.env("MAX_EVENTS_PER_SEC", "2000");
+    let envs: Vec<String> =
+        cmd.get_envs().filter_map(|(k, v)| Some(format!("{}='{}'", k.to_str()?, v?.to_str()?))).collect();
+    let line = format!("env {} {} ; sleep 30", envs.join(" "), env!("CARGO_BIN_EXE_reprocessing-worker"));
+    let ok = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "250", "-y", "30", &line])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let start = Instant::now();
+    let mut seen = String::new();
+    while start.elapsed() < Duration::from_secs(30) && !seen.contains("held back by the rate limit") {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &session]).output().unwrap();
+        seen = String::from_utf8_lossy(&out.stdout).into_owned();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
+    assert!(seen.contains("held back by the rate limit"), "pane: {seen}");
+    assert!(seen.contains("rate_limit=2000 lines/s"), "the start-up line states the limit: {seen}");
 }
