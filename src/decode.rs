@@ -185,29 +185,41 @@ thread_local! {
 fn decode_whole(codec: Codec, data: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> Result<Codec, DecodeError> {
     SCRATCH.with_borrow_mut(|buf| {
         let mut decoded = 0u64;
-        let mut run = |dec: &mut dyn Read| -> std::io::Result<()> {
-            loop {
-                buf.resize(DECODED_BUF_BYTES, 0);
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match dec.read(&mut buf[filled..])? {
-                        0 => break,
-                        n => filled += n,
-                    }
-                }
-                if filled == 0 || !f(&buf[..filled]) {
-                    return Ok(());
-                }
-                decoded += filled as u64;
+        let result = decompressing(codec, data, |dec| loop {
+            let filled = fill(dec, buf)?;
+            if filled == 0 || !f(&buf[..filled]) {
+                return Ok(());
             }
-        };
-        let result = match codec {
-            Codec::Gzip => run(&mut flate2::bufread::MultiGzDecoder::new(data)),
-            Codec::Zstd => zstd::stream::read::Decoder::with_buffer(data).and_then(|mut d| run(&mut d)),
-            Codec::Plain => Ok(()),
-        };
+            decoded += filled as u64;
+        });
         result.map(|()| codec).map_err(|e| DecodeError::Corrupt { codec, decoded, reason: e.to_string() })
     })
+}
+
+/// Runs `body` on a decoder of `codec` that reads `input`.
+fn decompressing<R: BufRead>(
+    codec: Codec,
+    input: R,
+    body: impl FnOnce(&mut dyn Read) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match codec {
+        Codec::Gzip => body(&mut flate2::bufread::MultiGzDecoder::new(input)),
+        Codec::Zstd => body(&mut zstd::stream::read::Decoder::with_buffer(input)?),
+        Codec::Plain => Ok(()),
+    }
+}
+
+/// Fills `buf` with up to [`DECODED_BUF_BYTES`] decoded bytes; returns how many (0 at the end).
+fn fill(dec: &mut dyn Read, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.resize(DECODED_BUF_BYTES, 0);
+    let mut filled = 0;
+    while filled < buf.len() {
+        match dec.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 /// Decoded buffers queued between the decoder and the parser, in buffers of
@@ -227,38 +239,18 @@ fn decompress(
 ) -> Result<Codec, DecodeError> {
     let mut reader = ChunkReader { rx, queued, cur: first, failed: None, consumed };
     let mut decoded = 0u64;
-    let result = {
-        let mut run = |dec: &mut dyn Read| -> std::io::Result<()> {
-            loop {
-                let mut buf = free.try_recv().unwrap_or_else(|_| Vec::with_capacity(DECODED_BUF_BYTES));
-                buf.resize(DECODED_BUF_BYTES, 0);
-                let mut filled = 0;
-                while filled < buf.len() {
-                    let n = dec.read(&mut buf[filled..])?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                if filled == 0 {
-                    return Ok(());
-                }
-                buf.truncate(filled);
-                decoded += filled as u64;
-                if out.send(buf).is_err() {
-                    return Ok(());
-                }
-            }
-        };
-        match codec {
-            Codec::Gzip => run(&mut flate2::bufread::MultiGzDecoder::new(&mut reader)),
-            Codec::Zstd => match zstd::stream::read::Decoder::with_buffer(&mut reader) {
-                Ok(mut d) => run(&mut d),
-                Err(e) => Err(e),
-            },
-            Codec::Plain => Ok(()),
+    let result = decompressing(codec, &mut reader, |dec| loop {
+        let mut buf = free.try_recv().unwrap_or_else(|_| Vec::with_capacity(DECODED_BUF_BYTES));
+        let filled = fill(dec, &mut buf)?;
+        if filled == 0 {
+            return Ok(());
         }
-    };
+        buf.truncate(filled);
+        decoded += filled as u64;
+        if out.send(buf).is_err() {
+            return Ok(());
+        }
+    });
     match result {
         Ok(()) => Ok(codec),
         Err(e) => match reader.failed.take() {

@@ -92,8 +92,8 @@ pub struct FileTask {
 /// A file opened ahead of its turn: its reader started, its slot taken.
 struct Opened {
     task: FileTask,
-    location: Result<Location, SourceError>,
-    chunks: Option<Chunks>,
+    /// Where it is and its reader's chunks, or why it cannot be opened.
+    source: Result<(Location, Chunks), SourceError>,
     /// Lets the reader read past its first chunk.
     gate: Arc<Notify>,
     slot: OwnedSemaphorePermit,
@@ -256,12 +256,12 @@ impl Engine {
                 s = taken => match s { Ok(s) => s, Err(_) => return },
             };
             let gate = Arc::new(Notify::new());
-            let location = Location::parse(&task.path);
-            let chunks = location.as_ref().ok().map(|loc| {
+            let source = Location::parse(&task.path).map(|loc| {
                 let (chunk, ahead, g) = (t.read_chunk_bytes, t.read_ahead_chunks, Some(Arc::clone(&gate)));
-                self.sources.spawn_reader(loc.clone(), chunk, first, ahead, cancel.clone(), g)
+                let chunks = self.sources.spawn_reader(loc.clone(), chunk, first, ahead, cancel.clone(), g);
+                (loc, chunks)
             });
-            if tx.send(Opened { task, location, chunks, gate, slot, held }).await.is_err() {
+            if tx.send(Opened { task, source, gate, slot, held }).await.is_err() {
                 return;
             }
         }

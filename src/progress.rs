@@ -89,17 +89,10 @@ impl Guard<'_> {
         let inner = &mut *self.g;
         let adv = f(&mut inner.tracker);
         let Advance { counts, finished } = adv;
-        let files_done = !finished.is_empty();
         for file in finished {
             inner.finish(file);
         }
-        if let Some((f, line)) = inner.tracker.position() {
-            if files_done {
-                inner.snap.current_file = Some(f.path.clone());
-            }
-            inner.snap.current_line = line;
-        }
-        if counts.total > 0 || files_done {
+        if counts.total > 0 {
             self.progress.settled.notify_all();
             inner.snap.counts = inner.snap.counts.plus(counts);
             inner.since_flush += counts.total;
@@ -112,13 +105,7 @@ impl Guard<'_> {
 
     /// Opens the next file; returns the sequence number of its line `first_line`.
     pub fn open(&mut self, file: OpenFile, first_line: u64) -> Seq {
-        let inner = &mut *self.g;
-        let first = inner.tracker.open_files() == 0;
-        if first {
-            inner.snap.current_file = Some(file.path.clone());
-            inner.snap.current_line = first_line.saturating_sub(1);
-        }
-        inner.tracker.open(file, first_line)
+        self.g.tracker.open(file, first_line)
     }
 
     /// The file being read.
@@ -138,7 +125,8 @@ impl Guard<'_> {
 }
 
 impl Inner {
-    /// A file the watermark passed: it counts as processed, whatever its outcome.
+    /// A file the watermark passed: it counts as processed, whatever its outcome. It is the
+    /// resume point until the next file opens.
     fn finish(&mut self, done: Finished<OpenFile>) {
         let Finished { tag: file, counts: c, last_line } = done;
         self.snap.processed_files += 1;
@@ -188,11 +176,16 @@ impl Progress {
         self.lock().g.failed.clone()
     }
 
-    /// The row's view: the counters and the resume point, with the bytes read of the files
-    /// still in flight added to `processed_bytes`.
+    /// The row's view: the counters and the resume point (where the tracker's watermark is,
+    /// else the last file finished), with the bytes read of the files still in flight added
+    /// to `processed_bytes`.
     pub fn snapshot(&self) -> Snapshot {
         let g = self.lock();
         let mut s = g.g.snap.clone();
+        if let Some((f, line)) = g.g.tracker.position() {
+            s.current_file = Some(f.path.clone());
+            s.current_line = line;
+        }
         // The bytes read of the open files (at most `FILES_IN_FLIGHT` of them).
         s.processed_bytes += g.g.tracker.files().map(|f| f.bytes_read.load(Ordering::Relaxed)).sum::<u64>();
         s

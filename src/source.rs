@@ -123,13 +123,23 @@ impl Sources {
         let chunks_before_fault = self.take_fault();
         #[cfg(not(test))]
         let chunks_before_fault = None;
-        let out = ChunkOut { tx, pool: self.pool.clone(), cancel, gate, sent: 0, chunks_before_fault };
+        let first = first_bytes.clamp(1, chunk_bytes);
+        let out = ChunkOut {
+            tx,
+            pool: self.pool.clone(),
+            cancel,
+            gate,
+            chunk: chunk_bytes,
+            first,
+            sent: 0,
+            chunks_before_fault,
+        };
         tokio::spawn(async move {
             let mut out = out;
             let result = match loc {
-                Location::Local(path) => read_local(path, chunk_bytes, first_bytes, &mut out).await,
+                Location::Local(path) => read_local(path, &mut out).await,
                 Location::S3 { bucket, key } => match s3 {
-                    Some(s3) => read_s3(&s3, &bucket, &key, chunk_bytes, first_bytes, &mut out).await,
+                    Some(s3) => read_s3(&s3, &bucket, &key, &mut out).await,
                     None => Err(SourceError::Open("no S3 client".into())),
                 },
             };
@@ -148,12 +158,24 @@ struct ChunkOut {
     cancel: CancellationToken,
     /// Notified when the file's turn comes (files opened ahead of their turn).
     gate: Option<Arc<Notify>>,
+    /// One read, in bytes; the first one reads `first`.
+    chunk: usize,
+    first: usize,
     sent: u32,
     /// Test hook: fail the read after this many chunks.
     chunks_before_fault: Option<u32>,
 }
 
 impl ChunkOut {
+    /// How many bytes the read at `offset` asks for.
+    fn read_len(&self, offset: u64) -> usize {
+        if offset == 0 {
+            self.first
+        } else {
+            self.chunk
+        }
+    }
+
     /// Sends one chunk; false when the reader should stop (cancelled, receiver gone).
     async fn send(&mut self, buf: Vec<u8>, offset: u64) -> Result<bool, SourceError> {
         if self.chunks_before_fault == Some(self.sent) {
@@ -175,12 +197,12 @@ impl ChunkOut {
 
 /// Reads a local file in chunks, each one blocking call on tokio's blocking pool (the first
 /// also opens the file), so a small file costs one hop, not one per system call.
-async fn read_local(path: PathBuf, chunk: usize, first: usize, out: &mut ChunkOut) -> Result<(), SourceError> {
+async fn read_local(path: PathBuf, out: &mut ChunkOut) -> Result<(), SourceError> {
     let shown = path.display().to_string();
     let mut file: Option<std::fs::File> = None;
     let mut offset = 0u64;
     loop {
-        let want = if offset == 0 { first.clamp(1, chunk) } else { chunk };
+        let want = out.read_len(offset);
         let mut buf = out.pool.take(want);
         let path = path.clone();
         let filled = tokio::task::spawn_blocking(move || {
@@ -223,18 +245,11 @@ enum LocalError {
     Read(std::io::Error, usize),
 }
 
-/// Reads an S3 object in ranged GETs of `chunk` bytes (the first of `first`). The first GET's
+/// Reads an S3 object in ranged GETs of one chunk each (the first of `first` bytes). The first GET's
 /// `Content-Range` gives the object's size, so an object no larger than the first read costs
 /// one request, and no size probe is made. A GET that fails or is cut short is retried from
 /// the exact byte.
-async fn read_s3(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    chunk: usize,
-    first: usize,
-    out: &mut ChunkOut,
-) -> Result<(), SourceError> {
+async fn read_s3(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, out: &mut ChunkOut) -> Result<(), SourceError> {
     let mut offset = 0u64;
     // Known after the first response.
     let mut size: Option<u64> = None;
@@ -242,7 +257,7 @@ async fn read_s3(
         if size.is_some_and(|s| offset >= s) {
             return Ok(());
         }
-        let chunk = if offset == 0 { first.clamp(1, chunk) } else { chunk };
+        let chunk = out.read_len(offset);
         let end = offset + chunk as u64; // exclusive, before the size is known
         let mut buf = out.pool.take(size.map_or(chunk as u64, |s| end.min(s) - offset) as usize);
         let mut failures = 0u32;
@@ -252,10 +267,9 @@ async fn read_s3(
                 break;
             }
             let from = offset + buf.len() as u64;
-            let range = format!("bytes={from}-{}", offset + want - 1);
             let outcome = tokio::select! {
                 _ = out.cancel.cancelled() => return Ok(()),
-                r = get_range(s3, bucket, key, range, &mut buf) => r,
+                r = get_range(s3, bucket, key, from..offset + want, &mut buf) => r,
             };
             match outcome {
                 Ok(total) => {
@@ -305,17 +319,18 @@ enum GetError {
     Failed(String),
 }
 
-/// One ranged GET, appended to `buf`. Returns the object's size.
+/// One ranged GET of the bytes `range`, appended to `buf`. Returns the object's size.
 async fn get_range(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
-    range: String,
+    range: std::ops::Range<u64>,
     buf: &mut Vec<u8>,
 ) -> Result<u64, GetError> {
     use aws_sdk_s3::operation::get_object::GetObjectError;
-    let from: u64 = range.trim_start_matches("bytes=").split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let resp = match s3.get_object().bucket(bucket).key(key).range(range).send().await {
+    let from = range.start;
+    let header = format!("bytes={from}-{}", range.end - 1);
+    let resp = match s3.get_object().bucket(bucket).key(key).range(header).send().await {
         Ok(r) => r,
         Err(e) => {
             let shown = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();

@@ -111,7 +111,7 @@ impl<T> Default for Advance<T> {
 }
 
 #[derive(Debug)]
-struct OpenFile<T> {
+struct FileSpan<T> {
     tag: T,
     /// Lines before this one are out of scope (done before, or skipped by `start_line`).
     first_line: u64,
@@ -123,7 +123,7 @@ struct OpenFile<T> {
     counts: Counts,
 }
 
-impl<T> OpenFile<T> {
+impl<T> FileSpan<T> {
     fn line(&self, seq: Seq) -> u64 {
         self.first_line + (seq - self.start)
     }
@@ -138,7 +138,7 @@ pub struct Tracker<T> {
     /// `Engine::max_unsettled_lines`.
     states: VecDeque<LineState>,
     /// The files not finished yet, in order; the last one is the file being read.
-    files: VecDeque<OpenFile<T>>,
+    files: VecDeque<FileSpan<T>>,
 }
 
 impl<T> Default for Tracker<T> {
@@ -153,7 +153,7 @@ impl<T> Tracker<T> {
     pub fn open(&mut self, tag: T, first_line: u64) -> Seq {
         debug_assert!(self.files.back().is_none_or(|f| f.end.is_some()), "the previous file is still being read");
         let start = self.next_seq();
-        self.files.push_back(OpenFile {
+        self.files.push_back(FileSpan {
             tag,
             first_line: first_line.max(1),
             start,
@@ -174,13 +174,18 @@ impl<T> Tracker<T> {
 
     /// Gives the file being read up: its released lines count as errors, and it ends.
     pub fn give_up(&mut self) -> Advance<T> {
-        let from = self.files.back().map_or(self.base, |f| f.start.max(self.base));
-        for s in self.states.iter_mut().skip((from - self.base) as usize) {
+        let skip = self.current_from();
+        for s in self.states.iter_mut().skip(skip) {
             if *s == LineState::Released {
                 *s = LineState::Error;
             }
         }
         self.end_file()
+    }
+
+    /// Where the file being read starts in `states`.
+    fn current_from(&self) -> usize {
+        self.files.back().map_or(0, |f| f.start.saturating_sub(self.base) as usize)
     }
 
     /// The next sequence number never seen before.
@@ -214,8 +219,7 @@ impl<T> Tracker<T> {
 
     /// Lines of the file being read whose batch failed and that were not sent again.
     pub fn released(&self) -> usize {
-        let from = self.files.back().map_or(self.base, |f| f.start.max(self.base));
-        self.states.iter().skip((from - self.base) as usize).filter(|s| **s == LineState::Released).count()
+        self.states.iter().skip(self.current_from()).filter(|s| **s == LineState::Released).count()
     }
 
     /// Where the watermark is: the first unfinished file and its last settled line.

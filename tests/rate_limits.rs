@@ -23,6 +23,11 @@ fn lines(from: usize, n: usize) -> String {
     (from..from + n).map(|i| event(i, "s", "2024-01-01T00:00:00Z") + "\n").collect()
 }
 
+/// Bytes of one line of [`lines`] (they differ by a digit or two).
+fn line_bytes() -> u64 {
+    event(50_000, "s", "2024-01-01T00:00:00Z").len() as u64
+}
+
 /// The most that any one-second window of the timestamps holds, weighed by `weight`.
 fn busiest_second(mut points: Vec<(i64, u64)>) -> u64 {
     points.sort();
@@ -86,7 +91,7 @@ fn max_bytes_per_sec_holds_in_bytes() {
         return;
     }
     let _serial = serial();
-    let per_line = event(50_000, "s", "2024-01-01T00:00:00Z").len() as u64;
+    let per_line = line_bytes();
     let limit = LIMIT * per_line;
     let (_, msgs, _) = run_one(100_000, &[("MAX_BYTES_PER_SEC", limit.to_string())]);
     let s = span(&msgs);
@@ -101,7 +106,7 @@ fn with_both_limits_the_lower_one_holds() {
         return;
     }
     let _serial = serial();
-    let per_line = event(50_000, "s", "2024-01-01T00:00:00Z").len() as u64;
+    let per_line = line_bytes();
     // The bytes limit allows 10,000 lines a second: it is the lower one.
     let env = [("MAX_EVENTS_PER_SEC", LIMIT.to_string()), ("MAX_BYTES_PER_SEC", (LIMIT / 2 * per_line).to_string())];
     let (_, msgs, _) = run_one(50_000, &env);

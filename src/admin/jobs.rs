@@ -55,44 +55,41 @@ impl JobRow {
 
 /// The job's rate limits from its config (`max_events_per_sec`, `max_bytes_per_sec`), if set.
 pub async fn job_limits(store: &PgStatus, job: &str) -> Result<crate::ratelimit::RateLimits, StatusError> {
-    let job = job.to_owned();
-    let rows = store
-        .with_client(move |c| {
-            let job = job.clone();
-            Box::pin(async move {
-                c.query(
-                    "SELECT (config->>'max_events_per_sec')::bigint, (config->>'max_bytes_per_sec')::bigint
-                     FROM reprocessing_jobs WHERE id = $1",
-                    &[&job],
-                )
-                .await
-            })
-        })
-        .await?;
+    let rows = query_job(
+        store,
+        "SELECT (config->>'max_events_per_sec')::bigint, (config->>'max_bytes_per_sec')::bigint
+         FROM reprocessing_jobs WHERE id = $1",
+        job,
+    )
+    .await?;
     let get = |i: usize| rows.first().and_then(|r| r.get::<_, Option<i64>>(i)).filter(|&n| n > 0).map(|n| n as u64);
     Ok(crate::ratelimit::RateLimits { events_per_sec: get(0), bytes_per_sec: get(1) })
 }
 
+/// Runs `sql` with the job id as its one parameter.
+async fn query_job(store: &PgStatus, sql: &'static str, job: &str) -> Result<Vec<tokio_postgres::Row>, StatusError> {
+    let job = job.to_owned();
+    store
+        .with_client(move |c| {
+            let job = job.clone();
+            Box::pin(async move { c.query(sql, &[&job]).await })
+        })
+        .await
+}
+
 /// Every worker row of `job`, by index.
 pub async fn job_rows(store: &PgStatus, job: &str) -> Result<Vec<JobRow>, StatusError> {
-    let job = job.to_owned();
-    let rows = store
-            .with_client(move |c| {
-                let job = job.clone();
-                Box::pin(async move {
-                    c.query(
-                        "SELECT worker_index, status, COALESCE(assigned_files, 0)::bigint, COALESCE(processed_files, 0)::bigint,
-                                COALESCE(total_lines, 0), COALESCE(success_count, 0), COALESCE(error_count, 0),
-                                COALESCE(skipped_count, 0), COALESCE(total_bytes, 0), COALESCE(processed_bytes, 0),
-                                COALESCE(EXTRACT(EPOCH FROM (COALESCE(completed_at, updated_at) - started_at)), 0)::float8,
-                                current_file, error
-                         FROM reprocessing_workers WHERE job_id = $1 ORDER BY worker_index",
-                        &[&job],
-                    )
-                    .await
-                })
-            })
-            .await?;
+    let rows = query_job(
+        store,
+        "SELECT worker_index, status, COALESCE(assigned_files, 0)::bigint, COALESCE(processed_files, 0)::bigint,
+                COALESCE(total_lines, 0), COALESCE(success_count, 0), COALESCE(error_count, 0),
+                COALESCE(skipped_count, 0), COALESCE(total_bytes, 0), COALESCE(processed_bytes, 0),
+                COALESCE(EXTRACT(EPOCH FROM (COALESCE(completed_at, updated_at) - started_at)), 0)::float8,
+                current_file, error
+         FROM reprocessing_workers WHERE job_id = $1 ORDER BY worker_index",
+        job,
+    )
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(JobRow {

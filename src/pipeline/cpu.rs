@@ -146,13 +146,14 @@ impl<'a> CpuStage<'a> {
                 other => break other,
             }
         };
-        self.core.finish();
+        // Every decided line to the tracker, every open batch sent.
+        self.core.flush_all();
         end
     }
 
     /// One file, with its retries: read to its end, given up, or cut short.
     fn file(&mut self, opened: Opened) -> Result<CpuEnd, AttemptError> {
-        let Opened { task, location, chunks, gate, slot, held } = opened;
+        let Opened { task, source, gate, slot, held } = opened;
         let file = OpenFile::new(task.path.clone(), task.listed_size, Some(slot));
         let bytes_read = Arc::clone(&file.bytes_read);
         let start = self.core.engine.progress.lock().open(file, task.first_line);
@@ -161,10 +162,9 @@ impl<'a> CpuStage<'a> {
         drop(held);
         let first_line = task.first_line.max(1);
         self.core.file = FilePass { path: task.path, first_line, start, known_until: start, ..Default::default() };
-        let (location, mut chunks) = match (location, chunks) {
-            (Ok(l), Some(c)) => (l, c),
-            (Err(e), _) => return Ok(self.core.give_up(&AttemptError::Open(e))),
-            (Ok(_), None) => unreachable!("a reader is started for every location"),
+        let (location, mut chunks) = match source {
+            Ok(opened) => opened,
+            Err(e) => return Ok(self.core.give_up(&AttemptError::Open(e))),
         };
         let mut attempt = 0;
         loop {
@@ -190,9 +190,8 @@ impl<'a> CpuStage<'a> {
             let Some(pause) = self.core.engine.file_retry.delay(attempt) else {
                 return Ok(self.core.give_up(&error));
             };
-            let from = self.core.engine.progress.lock().tracker().position().map_or(first_line, |(_, l)| l + 1);
             let path = &self.core.file.path;
-            tracing::warn!(file = path, attempt, error = %crate::Chain(&error), "reading the file again (settled lines are skipped; the watermark is at line {from})");
+            tracing::warn!(file = path, attempt, error = %crate::Chain(&error), "reading the file again (lines already handed on are skipped)");
             if !self.core.pause(pause) {
                 return Ok(CpuEnd::Cancelled);
             }
@@ -401,11 +400,6 @@ impl LineCore<'_> {
             );
         }
         true
-    }
-
-    /// The end of the stage: every decided line to the tracker, every open batch sent.
-    fn finish(&mut self) {
-        self.flush_all();
     }
 
     /// The end of the input only counts as the end of the file if nothing stopped early.

@@ -28,7 +28,7 @@ fn setup(data: &[u8], sink: Arc<FakeSink>, job: JobOptions, max_in_flight: usize
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn setup_with(
-    files: &[&[u8]],
+    files: &[impl AsRef<[u8]>],
     sink: Arc<FakeSink>,
     job: JobOptions,
     tuning: crate::config::Tuning,
@@ -40,7 +40,7 @@ fn setup_with(
         .enumerate()
         .map(|(i, data)| {
             let path = dir.path().join(format!("f{i:04}.ndjson"));
-            std::fs::write(&path, data).unwrap();
+            std::fs::write(&path, data.as_ref()).unwrap();
             path.display().to_string()
         })
         .collect();
@@ -286,9 +286,8 @@ fn tuning(max_in_flight: usize, files_in_flight: usize) -> crate::config::Tuning
 async fn many_files_acked_out_of_order_finish_in_order_with_exact_counters() {
     let counts: Vec<usize> = (0..60).map(|i| [0, 1, 7, 23, 150][i % 5]).collect();
     let files = many(&counts);
-    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let sink = FakeSink::new(3, |n, _| Answer::Ack(Duration::from_millis(6 - (n % 6) as u64)));
-    let s = setup_with(&refs, Arc::clone(&sink), job(16, 0), tuning(4, 6), None);
+    let s = setup_with(&files, Arc::clone(&sink), job(16, 0), tuning(4, 6), None);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     assert_eq!(multiset(&sink.delivered()), all_once(&files));
     let snap = s.progress.snapshot();
@@ -305,9 +304,8 @@ async fn the_last_batches_of_a_file_are_in_flight_while_the_next_files_are_read(
     // One batch per file, every acknowledgement slow: one file at a time would have one
     // request in flight; overlapping files keep several.
     let files = many(&[5; 20]);
-    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let sink = FakeSink::new(1, |_, _| Answer::Ack(Duration::from_millis(40)));
-    let s = setup_with(&refs, Arc::clone(&sink), job(5, 0), tuning(4, 8), None);
+    let s = setup_with(&files, Arc::clone(&sink), job(5, 0), tuning(4, 8), None);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     assert_eq!(multiset(&sink.delivered()), all_once(&files));
     assert!(sink.max_in_flight() >= 3, "requests in flight at once: {}", sink.max_in_flight());
@@ -317,9 +315,8 @@ async fn the_last_batches_of_a_file_are_in_flight_while_the_next_files_are_read(
 #[tokio::test]
 async fn the_window_bound_holds_over_all_files_in_flight() {
     let files = many(&[100; 200]);
-    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let sink = FakeSink::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
-    let s = setup_with(&refs, Arc::clone(&sink), job(50, 0), tuning(2, 64), None);
+    let s = setup_with(&files, Arc::clone(&sink), job(50, 0), tuning(2, 64), None);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     // Sequence numbers: the index of a line over all files.
     let seq_of: std::collections::HashMap<Vec<u8>, u64> = files
@@ -339,9 +336,8 @@ async fn the_window_bound_holds_over_all_files_in_flight() {
 #[tokio::test]
 async fn a_file_read_again_while_later_files_are_in_flight_loses_and_doubles_nothing() {
     let files = many(&[3_000, 3_000, 40, 0, 3_000]);
-    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let sink = FakeSink::new(2, |n, _| Answer::Ack(Duration::from_millis(if n % 3 == 0 { 10 } else { 1 })));
-    let s = setup_with(&refs, Arc::clone(&sink), job(100, 1), tuning(4, 4), None);
+    let s = setup_with(&files, Arc::clone(&sink), job(100, 1), tuning(4, 4), None);
     // The second file's first read fails after one chunk (64 KiB); the files after it are
     // already open when it is read again.
     s.engine.sources.fail_reads_after(&[u32::MAX, 1]);
@@ -355,9 +351,8 @@ async fn a_file_read_again_while_later_files_are_in_flight_loses_and_doubles_not
 #[tokio::test]
 async fn shutdown_with_files_in_flight_leaves_an_exact_resume_point() {
     let files = many(&[400; 100]);
-    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let sink = FakeSink::new(2, |_, _| Answer::Ack(Duration::from_millis(20)));
-    let s = setup_with(&refs, Arc::clone(&sink), job(100, 0), tuning(4, 8), None);
+    let s = setup_with(&files, Arc::clone(&sink), job(100, 0), tuning(4, 8), None);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
