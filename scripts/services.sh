@@ -10,12 +10,18 @@
 # RW_VENV); nothing is installed into the system interpreter. `env` puts its bin first on PATH,
 # so `python3` in the scripts and tests is the one that has confluent_kafka, boto3 and the rest.
 #
+# A service counts as up only when the process this script started (or the cluster's
+# postmaster) is alive and is the one listening on its port; a port held by any other process
+# is an error that names the port and that process.
+#
 #   scripts/services.sh start   install what is missing, then start everything (idempotent)
 #   scripts/services.sh stop    stop everything this script started
 #   scripts/services.sh env     print the environment the tests use (eval it)
-#   scripts/services.sh restart-broker | restart-postgres   (used by the fault suite)
+#   scripts/services.sh start-broker | restart-broker | kill-broker | restart-postgres
+#                               (one service at a time: the fault suite, scripts/services-test.sh)
 #
-# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_S3_PORT and RW_GCS_PORT.
+# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_S3_PORT and RW_GCS_PORT; pid and log
+# files go to RW_STATE_DIR (default .services).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,6 +69,7 @@ apt_install() {
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
   command -v socat >/dev/null 2>&1 || missing+=(socat)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  command -v ss >/dev/null 2>&1 || missing+=(iproute2)
   [[ -x /usr/bin/time ]] || missing+=(time)
   command -v bc >/dev/null 2>&1 || missing+=(bc)
   if [[ ! -x "$VENV/bin/python3" ]]; then
@@ -140,35 +147,167 @@ gcs_bin() {
 # Debian's kcat links librdkafka 2.0.2, which cannot talk to tansu (fixed in 2.2). The
 # confluent-kafka wheel ships a current librdkafka; expose it under the soname kcat expects.
 rdkafka_libdir() {
-  local sp lib dir="$STATE/rdkafka"
+  local sp libs lib dir="$STATE/rdkafka"
   sp="$(site_packages)"
-  lib="$(ls "$sp"/confluent_kafka.libs/librdkafka-*.so.1 2>/dev/null | head -n1 || true)"
-  [[ -n "$lib" ]] || die "librdkafka from confluent-kafka not found"
+  libs=("$sp"/confluent_kafka.libs/librdkafka-*.so.1)
+  lib="${libs[0]}"
+  [[ -e "$lib" ]] || die "librdkafka from confluent-kafka not found"
   mkdir -p "$dir"
   ln -sf "$lib" "$dir/librdkafka.so.1"
   # its own dependencies live beside it
   echo "$dir:$sp/confluent_kafka.libs"
 }
 
-wait_port() {
-  local port=$1 name=$2 i
-  for i in $(seq 1 150); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+# ---- who holds a port ---------------------------------------------------------------------------
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The pids listening on the port at an address that answers 127.0.0.1, one a line.
+listener_pids() {
+  ss -Hltnp "sport = :$1" 2>/dev/null |
+    awk -v p="$1" '$4 ~ ("^(127\\.0\\.0\\.1|0\\.0\\.0\\.0|\\*|\\[::\\]|\\[::ffff:127\\.0\\.0\\.1\\])(%[^:]*)?:" p "$")' |
+    grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -un || true
+}
+
+# The ports the process listens on, comma-separated.
+ports_of() {
+  ss -Hltnp 2>/dev/null | grep "pid=$1," | awk '{print $4}' | sed 's/.*://' | sort -un | paste -sd, - || true
+}
+
+cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | cut -c 1-160 | sed 's/ *$//' || true; }
+
+describe_holders() {
+  local port=$1 pids p out=""
+  pids="$(listener_pids "$port")"
+  [[ -n "$pids" ]] || { echo "a process this user cannot see (ss names no owner)"; return; }
+  for p in $pids; do out="${out:+$out, }pid $p ($(cmdline "$p"))"; done
+  echo "$out"
+}
+
+# Alive and not a zombie (a child this shell started and that died stays a zombie until reaped).
+alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1 || true)"
+  [[ -n "$state" && "$state" != Z ]]
+}
+
+# Whether pid $1 is $2 or one of its descendants.
+descends_from() {
+  local p=$1
+  for _ in $(seq 1 64); do
+    [[ "$p" == "$2" ]] && return 0
+    [[ -n "$p" && "$p" != 0 && "$p" != 1 ]] || return 1
+    p="$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2 || true)"
+  done
+  return 1
+}
+
+# Whether pid $2 (or a descendant of it) is listening on port $1.
+holds_port() {
+  local l
+  for l in $(listener_pids "$1"); do descends_from "$l" "$2" && return 0; done
+  return 1
+}
+
+# Whether the pid in a pid file is the process the file names (and not a reused pid).
+is_ours() { [[ "$(cmdline "$1")" == *"$2"* ]]; }
+
+# fail_if_port_held PORT NAME VARIABLE
+fail_if_port_held() {
+  if port_open "$1"; then
+    die "port $1 is held by another process: $(describe_holders "$1"); $2 cannot listen there (free the port, or move $2 with $3)"
+  fi
+}
+
+# Waits until pid (or a descendant) listens on the port. Fails, with the tail of the log, if
+# the process dies; fails naming the holder if another process has the port.
+wait_listening() {
+  local name=$1 port=$2 pid=$3 logfile=$4
+  for _ in $(seq 1 150); do
+    if ! alive "$pid"; then
+      log "$name (pid $pid) exited before it listened on port $port; the end of $logfile:"
+      tail -n 20 "$logfile" 2>/dev/null | sed 's/^/    /' >&2 || true
+      if port_open "$port"; then log "port $port is held by another process: $(describe_holders "$port")"; fi
+      return 1
+    fi
+    if port_open "$port"; then
+      holds_port "$port" "$pid" && return 0
+      # ss names no owner to a user who may not see it: then the open port is all we know.
+      [[ -n "$(listener_pids "$port")" ]] || { log "warning: cannot see who listens on port $port; assuming $name"; return 0; }
+    fi
     sleep 0.2
   done
-  log "$name did not open port $port"; return 1
+  if port_open "$port"; then
+    log "port $port is held by another process: $(describe_holders "$port"); $name (pid $pid) is alive but not listening there"
+  else
+    log "$name (pid $pid) did not open port $port within 30 s; the end of $logfile:"
+    tail -n 20 "$logfile" 2>/dev/null | sed 's/^/    /' >&2 || true
+  fi
+  return 1
+}
+
+# start_daemon NAME PORT VARIABLE MARKER WHAT COMMAND...: runs COMMAND in the background with
+# its pid in STATE/NAME.pid, unless the process of that pid file (its command line contains
+# MARKER) is already the one listening on PORT (which VARIABLE moves).
+start_daemon() {
+  local name=$1 port=$2 var=$3 marker=$4 what=$5; shift 5
+  local pidf="$STATE/$name.pid" logf="$STATE/$name.log" pid
+  if [[ -f "$pidf" ]]; then
+    pid="$(cat "$pidf")"
+    if alive "$pid" && is_ours "$pid" "$marker"; then
+      holds_port "$port" "$pid" && return 0
+      local other; other="$(ports_of "$pid")"
+      [[ -z "$other" ]] || die "$name (pid $pid, from $pidf) is running but listens on port $other, not $port ($var); stop it first"
+      port_open "$port" && die "port $port is held by another process: $(describe_holders "$port"); $name (pid $pid, from $pidf) is alive but not listening there"
+      # Started a moment ago (by a concurrent start): give it time to listen.
+      wait_listening "$name" "$port" "$pid" "$logf" || exit 1
+      return 0
+    fi
+    rm -f "$pidf"
+  fi
+  fail_if_port_held "$port" "$name" "$var"
+  log "starting $what on 127.0.0.1:$port"
+  nohup "$@" >"$logf" 2>&1 &
+  pid=$!
+  echo "$pid" >"$pidf"
+  if ! wait_listening "$name" "$port" "$pid" "$logf"; then
+    kill "$pid" 2>/dev/null || true
+    rm -f "$pidf"
+    die "$name failed to start on port $port"
+  fi
+}
+
+# ---- the services -------------------------------------------------------------------------------
+
+pg_field() { pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" -v f="$1" '$1==v && $2==c {print $f}'; }
+
+postmaster_pid() {
+  local datadir; datadir="$(pg_field 6)"
+  head -n 1 "$datadir/postmaster.pid" 2>/dev/null || true
+}
+
+# The cluster's postmaster must be the process listening on PG_PORT.
+wait_postgres() {
+  local pm; pm="$(postmaster_pid)"
+  [[ -n "$pm" ]] || die "PostgreSQL cluster $PG_VERSION/$PG_CLUSTER has no postmaster.pid after start; see $(pg_field 7)"
+  wait_listening "postgres $PG_VERSION/$PG_CLUSTER" "$PG_PORT" "$pm" "$(pg_field 7)" || exit 1
 }
 
 start_postgres() {
-  if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION $PG_CLUSTER"; then
+  if [[ -z "$(pg_field 2)" ]]; then
+    fail_if_port_held "$PG_PORT" PostgreSQL RW_PG_PORT
     log "creating PostgreSQL $PG_VERSION cluster $PG_CLUSTER on port $PG_PORT"
     pg_createcluster "$PG_VERSION" "$PG_CLUSTER" -p "$PG_PORT" -- --auth-local=peer --auth-host=scram-sha-256 >/dev/null
     # TLS for sslmode=require tests: Debian's cluster uses the snakeoil certificate when present.
   fi
-  if ! pg_lsclusters -h | awk -v c="$PG_CLUSTER" '$2==c {print $4}' | grep -q online; then
+  local configured; configured="$(pg_field 3)"
+  [[ "$configured" == "$PG_PORT" ]] || die "PostgreSQL cluster $PG_VERSION/$PG_CLUSTER is configured for port $configured, not $PG_PORT (RW_PG_PORT)"
+  if [[ "$(pg_field 4)" != online ]]; then
+    fail_if_port_held "$PG_PORT" PostgreSQL RW_PG_PORT
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start
   fi
-  wait_port "$PG_PORT" postgres
+  wait_postgres
   runuser -u postgres -- psql -q -p "$PG_PORT" -c "ALTER USER postgres PASSWORD '$PG_PASSWORD'" >/dev/null
   # A role that may only connect over TLS, for the sslmode tests (Debian's cluster has
   # ssl = on with the snakeoil certificate).
@@ -180,48 +319,46 @@ start_postgres() {
   runuser -u postgres -- psql -q -p "$PG_PORT" -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rw_tls_only') THEN CREATE ROLE rw_tls_only LOGIN SUPERUSER PASSWORD '$PG_PASSWORD'; END IF; END \$\$" >/dev/null
 }
 
+MOTO_MARKER=moto.server
+TANSU_MARKER="tansu broker"
+GCS_MARKER=fake-gcs-server
+
 start_moto() {
-  if [[ -f "$STATE/moto.pid" ]] && kill -0 "$(cat "$STATE/moto.pid")" 2>/dev/null; then return; fi
-  log "starting moto (S3) on 127.0.0.1:$S3_PORT"
-  nohup "$(python_bin)" -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$STATE/moto.log" 2>&1 &
-  echo $! >"$STATE/moto.pid"
-  wait_port "$S3_PORT" moto
+  local py; py="$(python_bin)"
+  start_daemon moto "$S3_PORT" RW_S3_PORT "$MOTO_MARKER" "moto (S3)" "$py" -m moto.server -H 127.0.0.1 -p "$S3_PORT"
 }
 
 # Buckets are the tests' business (POST /storage/v1/b). -public-host makes the XML API's
 # path-style requests (GET /bucket/object, GET /bucket?list-type=2) answer on this address.
 start_gcs() {
-  if [[ -f "$STATE/gcs.pid" ]] && kill -0 "$(cat "$STATE/gcs.pid")" 2>/dev/null; then return; fi
   local bin; bin="$(gcs_bin)"
-  log "starting fake-gcs-server (GCS) on 127.0.0.1:$GCS_PORT"
-  nohup "$bin" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend memory -log-level warn \
-    -public-host "127.0.0.1:$GCS_PORT" >"$STATE/gcs.log" 2>&1 &
-  echo $! >"$STATE/gcs.pid"
-  wait_port "$GCS_PORT" fake-gcs-server
+  start_daemon gcs "$GCS_PORT" RW_GCS_PORT "$GCS_MARKER" "fake-gcs-server (GCS)" "$bin" -scheme http -host 127.0.0.1 -port "$GCS_PORT" \
+    -backend memory -log-level warn -public-host "127.0.0.1:$GCS_PORT"
 }
 
 start_tansu() {
-  if [[ -f "$STATE/tansu.pid" ]] && kill -0 "$(cat "$STATE/tansu.pid")" 2>/dev/null; then return; fi
-  log "starting tansu on 127.0.0.1:$KAFKA_PORT (storage $TANSU_STORAGE)"
-  AWS_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=testing \
-  AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
-  nohup "$(tansu_bin)" broker \
+  local bin; bin="$(tansu_bin)"
+  start_daemon tansu "$KAFKA_PORT" RW_KAFKA_PORT "$TANSU_MARKER" "tansu (storage $TANSU_STORAGE)" env \
+    AWS_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=testing \
+    AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
+    "$bin" broker \
     --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine "$TANSU_STORAGE" >"$STATE/tansu.log" 2>&1 &
-  echo $! >"$STATE/tansu.pid"
-  wait_port "$KAFKA_PORT" tansu
+    --storage-engine "$TANSU_STORAGE"
 }
 
+# stop_pidfile NAME MARKER [SIGNAL]: stops the process of STATE/NAME.pid if it is still the
+# one this script started (a reused pid is left alone).
 stop_pidfile() {
-  local f="$STATE/$1.pid"
-  if [[ -f "$f" ]]; then
-    local pid; pid="$(cat "$f")"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$f"
+  local f="$STATE/$1.pid" marker=$2 sig=${3:-TERM}
+  [[ -f "$f" ]] || return 0
+  local pid; pid="$(cat "$f")"
+  if alive "$pid" && is_ours "$pid" "$marker"; then
+    kill -s "$sig" "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
   fi
+  rm -f "$f"
 }
 
 print_env() {
@@ -262,31 +399,30 @@ case "${1:-}" in
     log "all services up"
     ;;
   stop)
-    stop_pidfile tansu
-    stop_pidfile gcs
-    stop_pidfile moto
+    stop_pidfile tansu "$TANSU_MARKER"
+    stop_pidfile gcs "$GCS_MARKER"
+    stop_pidfile moto "$MOTO_MARKER"
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop 2>/dev/null || true
     ;;
   restart-broker)
-    stop_pidfile tansu
+    stop_pidfile tansu "$TANSU_MARKER"
     start_tansu
     ;;
   kill-broker)
-    [[ -f "$STATE/tansu.pid" ]] && kill -9 "$(cat "$STATE/tansu.pid")" 2>/dev/null || true
-    rm -f "$STATE/tansu.pid"
+    stop_pidfile tansu "$TANSU_MARKER" KILL
     ;;
   start-broker)
     start_tansu
     ;;
   restart-postgres)
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast
-    wait_port "$PG_PORT" postgres
+    wait_postgres
     ;;
   env)
     print_env
     ;;
   *)
-    echo "usage: $0 start|stop|env|restart-broker|kill-broker|start-broker|restart-postgres" >&2
+    echo "usage: $0 start|stop|env|start-broker|restart-broker|kill-broker|restart-postgres" >&2
     exit 2
     ;;
 esac
