@@ -44,6 +44,9 @@ step "services (PostgreSQL 15, tansu, moto, fake-gcs-server)"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 
+step "services.sh refuses a port another process holds (scripts/services-test.sh)"
+scripts/services-test.sh
+
 step "build"
 cargo build --all-targets --locked 2>&1 | tail -n 3
 
