@@ -55,7 +55,7 @@ fn extract_filter(c: &mut Criterion) {
     let d = data();
     let lines = lines_of(&d);
     let filter = Filter::new(
-        &["stream-0".into(), "stream-2".into()],
+        &reprocessing_worker::select::StreamSelector::List(vec!["stream-0".into(), "stream-2".into()]),
         reprocessing_worker::filter::parse_time("2024-01-01T00:00:00Z"),
         reprocessing_worker::filter::parse_time("2030-01-01T00:00:00Z"),
     );

@@ -12,7 +12,7 @@ cargo build --release --locked --features generate --bin reprocessing-worker --b
 
 WORK="$(mktemp -d)"
 JOB_ID="demo-$(date +%s)"
-TOPIC="${KAFKA_DESTINATIONS_TOPIC:-bulker-destinations}"
+TOPIC="${KAFKA_DESTINATIONS_TOPIC:-destination-messages}"
 BUCKET="failover-demo"
 echo "== generating 6 failover files in $WORK"
 for i in 0 1 2 3 4 5; do

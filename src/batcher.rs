@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use rskafka::record::Record;
 
-use crate::extract::{extract, ExtractError};
+use crate::extract::{extract_with, ExtractError, Fields};
 use crate::filter::{is_blank, Filter, SkipReason};
 use crate::lines::Line;
 use crate::route::{RouteError, Router};
@@ -117,6 +117,8 @@ struct Open {
 pub struct Batcher<'a> {
     filter: &'a Filter,
     router: &'a Router,
+    /// What the filter needs extracted.
+    fields: Fields,
     limits: BatchLimits,
     open: Vec<Option<Open>>,
     /// `messageCreated` of the latest line that had one.
@@ -127,7 +129,7 @@ impl<'a> Batcher<'a> {
     pub fn new(filter: &'a Filter, router: &'a Router, limits: BatchLimits) -> Self {
         let open = (0..router.topics().len()).map(|_| None).collect();
         let limits = BatchLimits { records: limits.records.max(1), ..limits };
-        Self { filter, router, limits, open, last_created: String::new() }
+        Self { filter, router, fields: filter.fields(), limits, open, last_created: String::new() }
     }
 
     /// Decides line `no`. When `allow_send` is false (the limit is reached) a line that would
@@ -140,7 +142,7 @@ impl<'a> Batcher<'a> {
         if is_blank(text) {
             return Some(Decision::Skipped(SkipReason::Blank));
         }
-        let env = match extract(text) {
+        let env = match extract_with(text, self.fields) {
             Ok(e) => e,
             Err(e) => return Some(Decision::Error(LineError::Json(e))),
         };
@@ -152,7 +154,8 @@ impl<'a> Batcher<'a> {
             return Some(Decision::Skipped(r));
         }
         let target = match self.router.route(&env) {
-            Ok(t) => t,
+            Ok(Some(t)) => t,
+            Ok(None) => return Some(Decision::Skipped(SkipReason::Stream)),
             Err(e) => return Some(Decision::Error(LineError::Route(e))),
         };
         if !allow_send {
@@ -236,7 +239,7 @@ mod tests {
     }
 
     fn run(lines: &[&str], router: &Router, batch_size: usize) -> (Vec<Option<Decision>>, Vec<Batch>) {
-        let filter = Filter::new(&["s1".into(), "s2".into()], None, None);
+        let filter = Filter::new(&crate::select::StreamSelector::List(vec!["s1".into(), "s2".into()]), None, None);
         let mut b = Batcher::new(&filter, router, limits(batch_size));
         let mut batches = Vec::new();
         let mut out = Vec::new();

@@ -13,11 +13,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::jobfile::{self, FileEntry, JobFileError, JobOptions};
 use crate::secret::Secret;
+use crate::select::StreamSelector;
 
 /// Every default of the worker's settings, once: clap's defaults and [`Tuning::default`] both
 /// read these.
 pub mod defaults {
-    pub const KAFKA_DESTINATIONS_TOPIC: &str = "bulker-destinations";
+    pub const KAFKA_DESTINATIONS_TOPIC: &str = "destination-messages";
     pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
     pub const READ_CHUNK_BYTES: usize = 8 * 1024 * 1024;
     /// Ranged reads buffered ahead of the parser (not a setting).
@@ -119,7 +120,8 @@ pub struct WorkerArgs {
     /// PEM CA bundle for the broker's certificate (default: the system store / SSL_CERT_FILE).
     #[arg(long, env = "KAFKA_SSL_CA_FILE")]
     pub kafka_ssl_ca_file: Option<PathBuf>,
-    /// Streams repository URL. Required only when the job config has no connection_ids.
+    /// Streams repository URL. Required only when the job's routing needs it: no
+    /// `connection_ids`, or a `stream_ids` map whose rules use `"*"` or `connections_filter`.
     #[arg(long, env = "REPOSITORY_URL")]
     pub repository_url: Option<String>,
     /// Bearer token for the streams repository.
@@ -205,13 +207,11 @@ pub struct SaslSettings {
     pub password: Secret,
 }
 
-/// Where connection ids come from.
+/// The streams repository, fetched once at start-up when the job's routing needs it.
 #[derive(Debug, Clone)]
-pub enum RoutingSource {
-    /// `connection_ids` from the job config: every line gets them.
-    Fixed(Vec<String>),
-    /// The streams repository, fetched once at start-up.
-    Repository { url: String, token: Secret },
+pub struct RepositoryAccess {
+    pub url: String,
+    pub token: Secret,
 }
 
 /// Bounds of the pipeline's buffers and queues, with their units.
@@ -261,7 +261,8 @@ pub struct Config {
     pub database_url: Secret,
     pub kafka: Option<KafkaConfig>,
     pub topic: String,
-    pub routing: RoutingSource,
+    /// `Some` exactly when the job's routing needs the streams repository.
+    pub repository: Option<RepositoryAccess>,
     /// Every entry of files.json, in order; [`Config::assigned_files`] picks this worker's.
     pub files: Vec<FileEntry>,
     pub job: JobOptions,
@@ -383,13 +384,19 @@ impl Config {
             })
         };
 
-        let routing = if !job.connection_ids.is_empty() {
-            RoutingSource::Fixed(job.connection_ids.clone())
-        } else {
-            let url = required("REPOSITORY_URL", &args.repository_url)
-                .map_err(|_| ConfigError::Missing("REPOSITORY_URL (the job config has no connection_ids)"))?;
+        let repository = if job.routing().needs_repository() {
+            let url = required("REPOSITORY_URL", &args.repository_url).map_err(|_| {
+                ConfigError::Missing(match job.stream_ids {
+                    StreamSelector::Map(_) => {
+                        "REPOSITORY_URL (a stream_ids rule uses \"*\" or connections_filter is on)"
+                    }
+                    _ => "REPOSITORY_URL (the job config has no connection_ids)",
+                })
+            })?;
             let token = Secret::new(args.repository_auth_token.clone().unwrap_or_default());
-            RoutingSource::Repository { url, token }
+            Some(RepositoryAccess { url, token })
+        } else {
+            None
         };
 
         if args.max_line_bytes == 0 {
@@ -450,7 +457,7 @@ impl Config {
             database_url,
             kafka,
             topic,
-            routing,
+            repository,
             files,
             job,
             tuning,

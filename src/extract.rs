@@ -1,5 +1,6 @@
 //! Validates one line as a single JSON object and reads the four fields routing needs:
-//! `messageId`, `messageCreated`, `origin.sourceId` and `origin.slug`.
+//! `messageId`, `messageCreated`, `origin.sourceId` and `origin.slug`; and, only for a job
+//! with an `events` filter, `type` and `httpPayload.event`.
 //!
 //! The whole line is validated in the same pass that extracts the fields (sonic-rs's
 //! validating skip for every other value), so invalid JSON — trailing bytes, `NaN`, a
@@ -17,6 +18,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -31,6 +33,10 @@ pub struct Envelope<'a> {
     pub message_created: Option<Cow<'a, str>>,
     /// `Some` when `origin` is an object.
     pub origin: Option<Origin<'a>>,
+    /// The top-level `type`; read only with [`Fields::WithEvent`].
+    pub event_type: Option<Cow<'a, str>>,
+    /// `httpPayload.event`; read only with [`Fields::WithEvent`].
+    pub event_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,13 +54,31 @@ pub enum ExtractError {
     Invalid(String),
 }
 
-/// Parses and validates `line`.
+/// Parses and validates `line`, reading the routing fields.
 pub fn extract(line: &[u8]) -> Result<Envelope<'_>, ExtractError> {
+    extract_with(line, Fields::Routing)
+}
+
+/// Parses and validates `line`, reading `fields`.
+pub fn extract_with(line: &[u8], fields: Fields) -> Result<Envelope<'_>, ExtractError> {
     if bracket_count_exceeds(line, MAX_DEPTH) && max_depth(line) > MAX_DEPTH {
         return Err(ExtractError::TooDeep);
     }
-    sonic_rs::from_slice::<Envelope<'_>>(line)
-        .map_err(|e| ExtractError::Invalid(crate::jobfile::first_line(&e.to_string()).to_owned()))
+    let parsed = match fields {
+        Fields::Routing => sonic_rs::from_slice::<Envelope<'_>>(line),
+        Fields::WithEvent => sonic_rs::from_slice::<WithEvent<'_>>(line).map(|w| w.0),
+    };
+    parsed.map_err(|e| ExtractError::Invalid(crate::jobfile::first_line(&e.to_string()).to_owned()))
+}
+
+/// Which fields [`extract_with`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fields {
+    /// The four routing fields.
+    #[default]
+    Routing,
+    /// Those and the two the `events` filter reads.
+    WithEvent,
 }
 
 /// True when `line` has more than `limit` opening brackets: only then can it nest deeper.
@@ -90,7 +114,57 @@ fn max_depth(line: &[u8]) -> usize {
     deepest
 }
 
+/// The visitor arms for every JSON value but `kind`, each yielding "absent" (the value is
+/// still validated).
+macro_rules! absent_unless {
+    (str) => {
+        absent_unless!(@scalars);
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+    };
+    (map) => {
+        absent_unless!(@scalars);
+        fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+    };
+    (@scalars) => {
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
+}
+
 /// A string value, or `None` for any other JSON value (which is still validated).
+#[derive(Default)]
 struct MaybeStr<'a>(Option<Cow<'a, str>>);
 
 impl<'de> de::Deserialize<'de> for MaybeStr<'de> {
@@ -98,9 +172,7 @@ impl<'de> de::Deserialize<'de> for MaybeStr<'de> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = MaybeStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
+            absent_unless!(str);
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
                 Ok(MaybeStr(Some(Cow::Borrowed(v))))
             }
@@ -110,112 +182,103 @@ impl<'de> de::Deserialize<'de> for MaybeStr<'de> {
             fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
                 Ok(MaybeStr(Some(Cow::Owned(v))))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MaybeStr(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(MaybeStr(None))
-            }
         }
         d.deserialize_any(V)
     }
 }
 
-/// `origin`: an object yields its two fields; anything else is validated and yields `None`.
-struct MaybeOrigin<'a>(Option<Origin<'a>>);
+/// The string fields of an object that [`MaybeObject`] picks.
+trait Picks<const N: usize> {
+    const NAMES: [&'static str; N];
+}
 
-impl<'de> de::Deserialize<'de> for MaybeOrigin<'de> {
+struct OriginFields;
+impl Picks<2> for OriginFields {
+    const NAMES: [&'static str; 2] = ["sourceId", "slug"];
+}
+
+struct PayloadFields;
+impl Picks<1> for PayloadFields {
+    const NAMES: [&'static str; 1] = ["event"];
+}
+
+/// An object yields the string fields `F` names; anything else is validated and yields `None`.
+struct MaybeObject<'a, F, const N: usize>(Option<[Option<Cow<'a, str>>; N]>, PhantomData<F>);
+
+impl<F, const N: usize> Default for MaybeObject<'_, F, N> {
+    fn default() -> Self {
+        Self(None, PhantomData)
+    }
+}
+
+impl<'de, F: Picks<N>, const N: usize> de::Deserialize<'de> for MaybeObject<'de, F, N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MaybeOrigin<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
+        struct V<F, const N: usize>(PhantomData<F>);
+        impl<'de, F: Picks<N>, const N: usize> Visitor<'de> for V<F, N> {
+            type Value = MaybeObject<'de, F, N>;
+            absent_unless!(map);
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut o = Origin::default();
+                let mut picked: [Option<Cow<'de, str>>; N] = std::array::from_fn(|_| None);
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "sourceId" => o.source_id = map.next_value::<MaybeStr<'de>>()?.0,
-                        "slug" => o.slug = map.next_value::<MaybeStr<'de>>()?.0,
-                        _ => {
+                    match F::NAMES.iter().position(|n| *n == key) {
+                        Some(i) => picked[i] = map.next_value::<MaybeStr<'de>>()?.0,
+                        None => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(MaybeOrigin(Some(o)))
-            }
-            fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
-                Ok(MaybeOrigin(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(MaybeOrigin(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MaybeOrigin(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MaybeOrigin(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MaybeOrigin(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MaybeOrigin(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(MaybeOrigin(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MaybeOrigin(None))
+                Ok(MaybeObject(Some(picked), PhantomData))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// The top-level visitor; with `EVENT` it also reads `type` and `httpPayload.event`.
+struct EnvelopeVisitor<const EVENT: bool>;
+
+impl<'de, const EVENT: bool> Visitor<'de> for EnvelopeVisitor<EVENT> {
+    type Value = Envelope<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut env = Envelope::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "messageId" => env.message_id = map.next_value::<MaybeStr<'de>>()?.0,
+                "messageCreated" => env.message_created = map.next_value::<MaybeStr<'de>>()?.0,
+                "origin" => {
+                    env.origin = map
+                        .next_value::<MaybeObject<'de, OriginFields, 2>>()?
+                        .0
+                        .map(|[source_id, slug]| Origin { source_id, slug })
+                }
+                "type" if EVENT => env.event_type = map.next_value::<MaybeStr<'de>>()?.0,
+                "httpPayload" if EVENT => {
+                    env.event_name = map.next_value::<MaybeObject<'de, PayloadFields, 1>>()?.0.and_then(|[e]| e)
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(env)
     }
 }
 
 impl<'de> de::Deserialize<'de> for Envelope<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Envelope<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut env = Envelope::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "messageId" => env.message_id = map.next_value::<MaybeStr<'de>>()?.0,
-                        "messageCreated" => env.message_created = map.next_value::<MaybeStr<'de>>()?.0,
-                        "origin" => env.origin = map.next_value::<MaybeOrigin<'de>>()?.0,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(env)
-            }
-        }
-        d.deserialize_map(V)
+        d.deserialize_map(EnvelopeVisitor::<false>)
+    }
+}
+
+/// An [`Envelope`] with the event fields read too.
+struct WithEvent<'a>(Envelope<'a>);
+
+impl<'de> de::Deserialize<'de> for WithEvent<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EnvelopeVisitor::<true>).map(WithEvent)
     }
 }
 

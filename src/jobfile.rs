@@ -3,7 +3,8 @@
 //!
 //! Both files may be gzip-compressed (the admin service gzips `files.json`); compression is
 //! detected by the gzip magic bytes, never by the name. Unknown fields are ignored, and so are
-//! `s3_path`, `local_path` and `files` in `config.json`, which only the admin uses. A JSON
+//! `s3_path`, `gcs_path`, `local_path` and `files` in `config.json`, which only the admin uses,
+//! and `last_modified` in `files.json`. `stream_ids` is a selector: see [`crate::select`]. A JSON
 //! `null` is the same as a missing field, and Go's zero values (`0`, `""`, the zero time
 //! `0001-01-01T00:00:00Z`) mean "unset", as they do for the admin that writes these files.
 
@@ -11,6 +12,9 @@ use std::io::Read;
 
 use chrono::{DateTime, FixedOffset};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+
+use crate::route::JobRouting;
+use crate::select::{Rule, RuleMode, StreamSelector};
 
 /// A parse error. `Display` is one line naming the file and, where there is one, the field.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,8 +41,13 @@ pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobOptions {
     pub batch_size: usize,
-    pub stream_ids: Vec<String>,
+    /// `stream_ids`: which streams, and in map form their connection ids.
+    pub stream_ids: StreamSelector,
+    /// `connections_filter`: what a map rule's ids mean.
+    pub rule_mode: RuleMode,
     pub connection_ids: Vec<String>,
+    /// `events`: the event types that pass (trimmed, empty entries dropped); empty: all.
+    pub events: Vec<String>,
     pub date_from: Option<DateTime<FixedOffset>>,
     pub date_to: Option<DateTime<FixedOffset>>,
     pub retry_attempts: u32,
@@ -61,8 +70,10 @@ impl Default for JobOptions {
     fn default() -> Self {
         Self {
             batch_size: DEFAULT_BATCH_SIZE,
-            stream_ids: Vec::new(),
+            stream_ids: StreamSelector::All,
+            rule_mode: RuleMode::Override,
             connection_ids: Vec::new(),
+            events: Vec::new(),
             date_from: None,
             date_to: None,
             retry_attempts: DEFAULT_RETRY_ATTEMPTS,
@@ -75,6 +86,13 @@ impl Default for JobOptions {
             parallel_workers: None,
             raw_json: "{}".into(),
         }
+    }
+}
+
+impl JobOptions {
+    /// How the job routes lines.
+    pub fn routing(&self) -> JobRouting<'_> {
+        JobRouting { selector: &self.stream_ids, mode: self.rule_mode, connection_ids: &self.connection_ids }
     }
 }
 
@@ -170,6 +188,51 @@ fn string_list(file: &'static str, obj: &Value, name: &str) -> Result<Vec<String
         .collect()
 }
 
+fn bool_field(file: &'static str, obj: &Value, name: &str) -> Result<bool, JobFileError> {
+    match field(obj, name) {
+        None => Ok(false),
+        Some(b) => {
+            b.as_bool().ok_or_else(|| err(file, format!("field {name}: expected a boolean, got {}", type_name(b))))
+        }
+    }
+}
+
+/// `stream_ids`: absent or `null`, a list of stream ids, or a map from stream id (or `"*"`) to
+/// a connection id or a list of them. Empty strings are dropped from lists.
+fn stream_selector(file: &'static str, obj: &Value) -> Result<StreamSelector, JobFileError> {
+    const NAME: &str = "stream_ids";
+    let Some(v) = field(obj, NAME) else { return Ok(StreamSelector::All) };
+    if v.is_array() {
+        return string_list(file, obj, NAME).map(StreamSelector::List);
+    }
+    let map = v.as_object().ok_or_else(|| {
+        err(file, format!("field {NAME}: expected null, an array of strings or an object, got {}", type_name(v)))
+    })?;
+    let rules = map
+        .iter()
+        .map(|(stream, value)| {
+            let at = |what: &str| err(file, format!("field {NAME}.{stream}: {what}"));
+            let ids = if let Some(s) = value.as_str() {
+                vec![s.to_owned()]
+            } else if value.is_null() {
+                Vec::new()
+            } else if let Some(arr) = value.as_array() {
+                arr.iter()
+                    .map(|id| {
+                        id.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| at(&format!("expected strings, got {}", type_name(id))))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                return Err(at(&format!("expected a string or an array of strings, got {}", type_name(value))));
+            };
+            Ok(Rule { stream: stream.to_owned(), ids: ids.into_iter().filter(|s| !s.is_empty()).collect() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StreamSelector::Map(rules))
+}
+
 /// Parses an RFC 3339 time; Go's zero time and the empty string mean unset.
 fn date_field(file: &'static str, obj: &Value, name: &str) -> Result<Option<DateTime<FixedOffset>>, JobFileError> {
     let Some(s) = str_field(file, obj, name)? else { return Ok(None) };
@@ -206,20 +269,20 @@ pub fn parse_job_config(raw: &[u8]) -> Result<JobOptions, JobFileError> {
         None | Some(0) => DEFAULT_RETRY_ATTEMPTS,
         Some(n) => u32::try_from(n).map_err(|_| err(F, "field retry_attempts: too large"))?,
     };
-    let dry_run = match field(&v, "dry_run") {
-        None => false,
-        Some(b) => {
-            b.as_bool().ok_or_else(|| err(F, format!("field dry_run: expected a boolean, got {}", type_name(b))))?
-        }
-    };
     let opts = JobOptions {
         batch_size,
-        stream_ids: string_list(F, &v, "stream_ids")?,
+        stream_ids: stream_selector(F, &v)?,
+        rule_mode: RuleMode::from_flag(bool_field(F, &v, "connections_filter")?),
         connection_ids: string_list(F, &v, "connection_ids")?,
+        events: string_list(F, &v, "events")?
+            .into_iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect(),
         date_from: date_field(F, &v, "date_from")?,
         date_to: date_field(F, &v, "date_to")?,
         retry_attempts,
-        dry_run,
+        dry_run: bool_field(F, &v, "dry_run")?,
         start_file: str_field(F, &v, "start_file")?.filter(|s| !s.is_empty()).map(str::to_owned),
         start_line: non_negative("start_line")?.unwrap_or(0),
         limit: non_negative("limit")?.filter(|&n| n > 0),
@@ -228,6 +291,13 @@ pub fn parse_job_config(raw: &[u8]) -> Result<JobOptions, JobFileError> {
         parallel_workers: non_negative("parallel_workers")?.filter(|&n| n > 0),
         raw_json: String::from_utf8_lossy(&bytes).into_owned(),
     };
+    if matches!(opts.stream_ids, StreamSelector::Map(_)) && !opts.connection_ids.is_empty() {
+        return Err(err(
+            F,
+            "fields connection_ids and stream_ids: connection_ids cannot be combined with a stream_ids map \
+             (the map's rules give each stream its connection ids)",
+        ));
+    }
     if let (Some(from), Some(to)) = (opts.date_from, opts.date_to) {
         if from > to {
             return Err(err(F, format!("date_from ({from}) is after date_to ({to})")));
@@ -290,7 +360,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.batch_size, 50);
-        assert_eq!(c.stream_ids, vec!["s1", "s2"]);
+        assert_eq!(c.stream_ids, StreamSelector::List(vec!["s1".into(), "s2".into()]));
         assert_eq!(c.connection_ids, vec!["c1"]);
         assert_eq!(c.date_from.unwrap().to_rfc3339(), "2024-01-01T00:00:00+00:00");
         assert_eq!(c.date_to.unwrap().timestamp_subsec_millis(), 500);
@@ -313,7 +383,12 @@ mod tests {
     fn wrong_types_name_the_field() {
         for (json, needle) in [
             (r#"{"batch_size":"10"}"#, "field batch_size: expected an integer, got a string"),
-            (r#"{"stream_ids":"s1"}"#, "field stream_ids: expected an array of strings"),
+            (r#"{"stream_ids":"s1"}"#, "field stream_ids: expected null, an array of strings or an object"),
+            (r#"{"stream_ids":{"s1":1}}"#, "field stream_ids.s1: expected a string or an array of strings"),
+            (r#"{"stream_ids":{"s1":["c1",2]}}"#, "field stream_ids.s1: expected strings, got a number"),
+            (r#"{"connections_filter":"yes"}"#, "field connections_filter: expected a boolean"),
+            (r#"{"events":"track"}"#, "field events: expected an array of strings"),
+            (r#"{"stream_ids":{"s1":"c1"},"connection_ids":["c2"]}"#, "fields connection_ids and stream_ids"),
             (r#"{"stream_ids":[1]}"#, "field stream_ids[0]: expected a string, got a number"),
             (r#"{"dry_run":"yes"}"#, "field dry_run: expected a boolean"),
             (r#"{"date_from":"yesterday"}"#, "field date_from: not an RFC 3339 time"),
@@ -333,8 +408,61 @@ mod tests {
     }
 
     #[test]
+    fn stream_selector_shapes() {
+        let sel = |json: &str| parse_job_config(json.as_bytes()).unwrap().stream_ids;
+        let list = |v: &[&str]| StreamSelector::List(v.iter().map(|s| s.to_string()).collect());
+        let rule = |s: &str, ids: &[&str]| Rule { stream: s.into(), ids: ids.iter().map(|i| i.to_string()).collect() };
+        assert_eq!(sel("{}"), StreamSelector::All);
+        assert_eq!(sel(r#"{"stream_ids":null}"#), StreamSelector::All);
+        assert_eq!(sel(r#"{"stream_ids":[]}"#), list(&[]), "explicitly empty selects no stream");
+        assert_eq!(sel(r#"{"stream_ids":{}}"#), StreamSelector::Map(vec![]));
+        assert_eq!(sel(r#"{"stream_ids":["s1","","s2"]}"#), list(&["s1", "s2"]));
+        assert_eq!(
+            sel(r#"{"stream_ids":{"s1":["c1","c2"],"s2":"c3","s3":[],"s4":null,"*":"*"}}"#),
+            StreamSelector::Map(vec![
+                rule("s1", &["c1", "c2"]),
+                rule("s2", &["c3"]),
+                rule("s3", &[]),
+                rule("s4", &[]),
+                rule("*", &["*"]),
+            ])
+        );
+        // A list selector with connection_ids keeps its meaning.
+        let c = parse_job_config(br#"{"stream_ids":["s1"],"connection_ids":["c1"]}"#).unwrap();
+        assert_eq!((c.stream_ids, c.connection_ids), (list(&["s1"]), vec!["c1".to_string()]));
+    }
+
+    #[test]
+    fn connections_filter_and_events() {
+        let c = parse_job_config(br#"{"connections_filter":true,"events":[" page ","","track","  "]}"#).unwrap();
+        assert_eq!(c.rule_mode, RuleMode::Filter);
+        assert_eq!(c.events, vec!["page", "track"]);
+        let c = parse_job_config(br#"{"connections_filter":false,"events":[]}"#).unwrap();
+        assert_eq!((c.rule_mode, c.events.len()), (RuleMode::Override, 0));
+        assert_eq!(parse_job_config(br#"{"events":null}"#).unwrap().events.len(), 0);
+    }
+
+    /// A config as today's admin writes it: every field it sets, Go's zero values included.
+    #[test]
+    fn admin_written_config() {
+        let c = parse_job_config(
+            br#"{"s3_path":"","gcs_path":"gs://b/failover/","local_path":"","files":null,
+                "stream_ids":{"s1":["c1"],"*":"*"},"connections_filter":false,"connection_ids":null,
+                "events":["track"],"date_from":"0001-01-01T00:00:00Z","date_to":"0001-01-01T00:00:00Z",
+                "batch_size":0,"retry_attempts":0,"dry_run":false,"start_file":"","start_line":0,
+                "limit":0,"parallel_workers":4}"#,
+        )
+        .unwrap();
+        assert!(matches!(c.stream_ids, StreamSelector::Map(ref r) if r.len() == 2));
+        assert_eq!(
+            (c.date_from, c.date_to, c.batch_size, c.parallel_workers),
+            (None, None, DEFAULT_BATCH_SIZE, Some(4))
+        );
+    }
+
+    #[test]
     fn files_list_plain_and_gzip() {
-        let json = br#"[{"path":"s3://b/k1.ndjson.gz","size":10,"modified":"x"},{"path":"/data/f.ndjson"}]"#;
+        let json = br#"[{"path":"s3://b/k1.ndjson.gz","size":10,"last_modified":"2024-01-01T00:00:00Z"},{"path":"/data/f.ndjson"}]"#;
         let want = vec![
             FileEntry { path: "s3://b/k1.ndjson.gz".into(), size: 10 },
             FileEntry { path: "/data/f.ndjson".into(), size: 0 },

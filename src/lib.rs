@@ -8,7 +8,7 @@
 //! The data flow, the code map, the bounds of every queue and the invariants are in
 //! `ARCHITECTURE.md` at the repository's root.
 //!
-//! The pure core — [`lines`], [`extract`], [`filter`], [`route`], [`batcher`], [`tracker`],
+//! The pure core — [`lines`], [`extract`], [`filter`], [`select`], [`route`], [`batcher`], [`tracker`],
 //! [`resume`], [`backoff`] — takes bytes and values, does no IO and cannot fail on IO. The IO modules — [`source`],
 //! [`decode`], [`kafka`], [`status`], [`repository`] — each have their own error enum.
 //! [`pipeline`] wires one file; [`worker`] runs the job.
@@ -24,6 +24,7 @@ pub mod ratelimit;
 pub mod resume;
 pub mod route;
 pub mod secret;
+pub mod select;
 pub mod sink;
 pub mod tracker;
 

@@ -176,6 +176,17 @@ impl Progress {
         self.lock().g.failed.clone()
     }
 
+    /// The row's `error` for the files given up so far: the latest, and how many.
+    pub fn files_error(&self) -> Option<String> {
+        let g = self.lock();
+        let failed = &g.g.failed;
+        match failed.len() {
+            0 => None,
+            1 => Some(format!("1 file failed: {}", failed[0])),
+            n => Some(format!("{n} files failed; last: {}", failed[n - 1])),
+        }
+    }
+
     /// The row's view: the counters and the resume point (where the tracker's watermark is,
     /// else the last file finished), with the bytes read of the files still in flight added
     /// to `processed_bytes`.

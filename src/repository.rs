@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::route::{RepositoryFormatError, Router};
+use crate::route::{RepositoryFormatError, Streams};
 use crate::secret::Secret;
 
 /// Bound on the repository's answer, in bytes.
@@ -24,13 +24,8 @@ fn display_url(url: &str) -> String {
     crate::secret::redact_url(url.split(['?', '#']).next().unwrap_or(url))
 }
 
-/// GETs the repository and builds the routing table for `topic`.
-pub async fn fetch_router(
-    url: &str,
-    token: &Secret,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Router, RepositoryError> {
+/// GETs the repository and parses it.
+pub async fn fetch_streams(url: &str, token: &Secret, timeout: Duration) -> Result<Streams, RepositoryError> {
     let shown = display_url(url);
     let http = |reason: String| RepositoryError::Http { url: shown.clone(), reason };
     let client = reqwest::Client::builder()
@@ -50,7 +45,7 @@ pub async fn fetch_router(
         return Err(http(format!("answer larger than {MAX_REPOSITORY_BYTES} bytes")));
     }
     let body = resp.bytes().await.map_err(|e| http(without_url(&e)))?;
-    Ok(Router::from_repository(topic, &body)?)
+    Ok(Streams::parse(&body)?)
 }
 
 /// reqwest's message, without the URL it embeds (the caller shows a redacted one).

@@ -9,6 +9,8 @@
 //!   after the start file: if `processed_files` shows that `current_file` was finished, start
 //!   at the next file; else re-open `current_file` and skip its lines `≤ current_line`.
 //!
+//! `processed_files` counts every assigned file before the resume point, including the files
+//! passed over by `start_file`, so that it reaches `assigned_files` when the worker completes.
 //! Counters continue from the stored values, which are exact for that point (the tracker's
 //! invariant). `processed_bytes` is recomputed from the listed sizes of the files before the
 //! resume point, so a file that was partly read counts again from 0.
@@ -140,15 +142,21 @@ pub fn start_point(
             point.first_line = start.line + 1;
         }
     }
-    let Some(row) = stored.filter(|r| r.status.is_resumable()) else { return Ok(point) };
-    let Some(cur) = row.snapshot.current_file.as_deref() else { return Ok(point) };
-    let Some(idx) = assigned.iter().position(|&p| files[p].path == cur) else { return Ok(point) };
+    let passed_over = |point: StartPoint| {
+        let mut point = point;
+        point.snapshot.processed_files = point.file as u32;
+        point.snapshot.processed_bytes = assigned[..point.file].iter().map(|&p| files[p].size).sum();
+        point
+    };
+    let Some(row) = stored.filter(|r| r.status.is_resumable()) else { return Ok(passed_over(point)) };
+    let Some(cur) = row.snapshot.current_file.as_deref() else { return Ok(passed_over(point)) };
+    let Some(idx) = assigned.iter().position(|&p| files[p].path == cur) else { return Ok(passed_over(point)) };
     if idx < point.file {
-        return Ok(point);
+        return Ok(passed_over(point));
     }
-    // processed_files counts the files attempted from the start file on; if it already
-    // covers `cur`, that file was finished and the run goes on with the next one.
-    let finished_cur = row.snapshot.processed_files as usize > idx - point.file;
+    // processed_files counts the assigned files before the resume point; if it already covers
+    // `cur`, that file was finished and the run goes on with the next one.
+    let finished_cur = row.snapshot.processed_files as usize > idx;
     let first_line = if finished_cur {
         1
     } else if idx == point.file {
@@ -157,9 +165,7 @@ pub fn start_point(
         row.snapshot.current_line + 1
     };
     let file = if finished_cur { idx + 1 } else { idx };
-    let mut snapshot = row.snapshot.clone();
-    snapshot.processed_bytes = assigned[point.file..file].iter().map(|&p| files[p].size).sum();
-    Ok(StartPoint { file, first_line, snapshot })
+    Ok(passed_over(StartPoint { file, first_line, snapshot: row.snapshot.clone() }))
 }
 
 #[cfg(test)]

@@ -1,7 +1,12 @@
 //! Routing: which topic a line goes to and which `connection_ids` header it carries.
 //!
-//! With `connection_ids` in the job config, every line gets them and goes to the destinations
-//! topic. Otherwise the streams repository (fetched once at start-up, see
+//! With a map selector (`stream_ids` as an object, see [`crate::select`]) a line's rule gives
+//! its connection ids; a line with no rule, with no `origin` object, or whose rule gives no ids
+//! is skipped. A rule that uses the repository sends a sharded stream to its shard topic; a
+//! rule of explicit ids sends to the destinations topic.
+//!
+//! Otherwise, with `connection_ids` in the job config, every line gets them and goes to the
+//! destinations topic. Otherwise the streams repository (fetched once at start-up, see
 //! [`crate::repository`]) maps a stream id to its destinations, as Jitsu ingest does:
 //! - a line is looked up by `origin.sourceId`, or by `origin.slug` when `sourceId` is empty;
 //! - its connection ids are the `connectionId`s of the destinations that have an `id` and a
@@ -16,7 +21,8 @@ use std::sync::Arc;
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
-use crate::extract::Envelope;
+use crate::extract::{Envelope, Origin};
+use crate::select::{Rule, RuleIndex, RuleMode, StreamSelector};
 
 /// Destination types that run in the browser, which ingest does not send to Kafka.
 pub const BROWSER_SIDE_TYPES: [&str; 4] = ["logrocket", "tag", "ga4-tag", "gtm"];
@@ -41,44 +47,33 @@ pub enum RouteError {
     NoDestinations,
 }
 
-/// The routing table, built once.
-#[derive(Debug, Clone)]
-pub struct Router {
-    topics: Vec<String>,
-    mode: Mode,
+/// The streams repository, parsed: each stream's server-side connection ids and shard.
+#[derive(Debug, Clone, Default)]
+pub struct Streams {
+    by_id: HashMap<String, usize>,
+    entries: Vec<StreamEntry>,
 }
 
 #[derive(Debug, Clone)]
-enum Mode {
-    Fixed(Target),
-    Table(HashMap<String, Result<Target, RouteError>>),
+struct StreamEntry {
+    id: String,
+    ids: Vec<String>,
+    shard: i64,
 }
 
-/// Why the repository's answer could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("streams repository: {0}")]
-pub struct RepositoryFormatError(String);
-
-impl Router {
-    /// Every line gets `ids`, on `topic`.
-    pub fn fixed(topic: &str, ids: &[String]) -> Self {
-        let header: Arc<[u8]> = ids.join(",").into_bytes().into();
-        Self { topics: vec![topic.to_owned()], mode: Mode::Fixed(Target { topic: 0, header }) }
-    }
-
-    /// Builds the table from the repository's JSON array.
-    pub fn from_repository(topic: &str, body: &[u8]) -> Result<Self, RepositoryFormatError> {
+impl Streams {
+    /// Parses the repository's JSON array.
+    pub fn parse(body: &[u8]) -> Result<Self, RepositoryFormatError> {
         let v: Value = sonic_rs::from_slice(body).map_err(|e| {
             RepositoryFormatError(format!("invalid JSON: {}", crate::jobfile::first_line(&e.to_string())))
         })?;
         let arr = v.as_array().ok_or_else(|| RepositoryFormatError("expected a JSON array".into()))?;
-        let mut topics = vec![topic.to_owned()];
-        let mut table = HashMap::with_capacity(arr.len());
+        let mut streams = Streams::default();
         for (i, entry) in arr.iter().enumerate() {
             let Some(id) = entry.pointer(["stream", "id"]).and_then(|s| s.as_str()).filter(|s| !s.is_empty()) else {
                 return Err(RepositoryFormatError(format!("entry {i}: stream.id is missing")));
             };
-            let ids: Vec<&str> = entry
+            let ids = entry
                 .get("destinations")
                 .and_then(|d| d.as_array())
                 .map(|ds| {
@@ -90,23 +85,140 @@ impl Router {
                                 .is_some_and(|t| !t.is_empty() && !BROWSER_SIDE_TYPES.contains(&t))
                         })
                         .filter_map(|d| d.get("connectionId").and_then(|x| x.as_str()).filter(|s| !s.is_empty()))
+                        .map(str::to_owned)
                         .collect()
                 })
                 .unwrap_or_default();
-            let route = if ids.is_empty() {
-                Err(RouteError::NoDestinations)
-            } else {
-                let shard = entry.get("shard").and_then(|s| s.as_i64()).unwrap_or(0);
-                let name = if shard > 0 { format!("{topic}-shard{shard}") } else { topic.to_owned() };
-                let topic_idx = topics.iter().position(|t| *t == name).unwrap_or_else(|| {
-                    topics.push(name);
-                    topics.len() - 1
-                });
-                Ok(Target { topic: topic_idx, header: ids.join(",").into_bytes().into() })
-            };
-            table.insert(id.to_owned(), route);
+            let shard = entry.get("shard").and_then(|s| s.as_i64()).unwrap_or(0);
+            streams.by_id.insert(id.to_owned(), streams.entries.len());
+            streams.entries.push(StreamEntry { id: id.to_owned(), ids, shard });
         }
-        Ok(Self { topics, mode: Mode::Table(table) })
+        Ok(streams)
+    }
+
+    /// Number of streams.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// The routing table, built once.
+#[derive(Debug, Clone)]
+pub struct Router {
+    topics: Vec<String>,
+    mode: Mode,
+}
+
+#[derive(Debug, Clone)]
+enum Mode {
+    Fixed(Target),
+    Table(HashMap<String, Result<Target, RouteError>>),
+    Rules(Rules),
+}
+
+/// A map selector's rules, resolved: `None` targets mean "skip".
+#[derive(Debug, Clone)]
+struct Rules {
+    index: RuleIndex,
+    /// Per rule.
+    targets: Vec<RuleTargets>,
+    /// Stream id → its entry in the repository, the key of `RuleTargets::PerStream::known`.
+    streams: HashMap<String, usize>,
+}
+
+#[derive(Debug, Clone)]
+enum RuleTargets {
+    /// The rule does not use the repository: one result for every stream.
+    Same(Option<Target>),
+    /// The result depends on the stream's repository entry; `unknown` for a stream the
+    /// repository does not list.
+    PerStream { known: HashMap<usize, Target>, unknown: Option<Target> },
+}
+
+/// Why the repository's answer could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("streams repository: {0}")]
+pub struct RepositoryFormatError(String);
+
+/// How a job routes: its selector, what map rules mean, and its fixed `connection_ids`.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRouting<'a> {
+    pub selector: &'a StreamSelector,
+    pub mode: RuleMode,
+    pub connection_ids: &'a [String],
+}
+
+impl JobRouting<'_> {
+    /// True when the router needs the streams repository.
+    pub fn needs_repository(&self) -> bool {
+        self.selector.needs_repository(self.mode, !self.connection_ids.is_empty())
+    }
+}
+
+impl Router {
+    /// Every line gets `ids`, on `topic`.
+    pub fn fixed(topic: &str, ids: &[String]) -> Self {
+        let header: Arc<[u8]> = ids.join(",").into_bytes().into();
+        Self { topics: vec![topic.to_owned()], mode: Mode::Fixed(Target { topic: 0, header }) }
+    }
+
+    /// Builds the table from the repository's JSON array.
+    pub fn from_repository(topic: &str, body: &[u8]) -> Result<Self, RepositoryFormatError> {
+        Ok(Self::table(topic, &Streams::parse(body)?))
+    }
+
+    /// The router for a job; `streams` is the repository, when [`JobRouting::needs_repository`].
+    pub fn for_job(topic: &str, job: JobRouting<'_>, streams: Option<&Streams>) -> Self {
+        let none = Streams::default();
+        let streams = streams.unwrap_or(&none);
+        match job.selector.rules() {
+            Some(rules) => Self::rules(topic, rules, job.mode, streams),
+            None if !job.connection_ids.is_empty() => Self::fixed(topic, job.connection_ids),
+            None => Self::table(topic, streams),
+        }
+    }
+
+    /// Routing by the repository alone.
+    fn table(topic: &str, streams: &Streams) -> Self {
+        let mut topics = vec![topic.to_owned()];
+        // In the repository's order, so that the topics' order is too; a repeated id keeps its
+        // last entry.
+        let table = streams
+            .entries
+            .iter()
+            .map(|e| {
+                let ids: Vec<&str> = e.ids.iter().map(String::as_str).collect();
+                (e.id.clone(), Target::new(&mut topics, e.shard, &ids).ok_or(RouteError::NoDestinations))
+            })
+            .collect();
+        Self { topics, mode: Mode::Table(table) }
+    }
+
+    /// Routing by a map selector's rules. A rule that uses the repository is resolved for every
+    /// stream it lists (and goes to that stream's shard topic); other rules go to `topic`.
+    fn rules(topic: &str, rules: &[Rule], mode: RuleMode, streams: &Streams) -> Self {
+        let mut topics = vec![topic.to_owned()];
+        let targets = rules
+            .iter()
+            .map(|rule| {
+                if !rule.uses_repository(mode) {
+                    return RuleTargets::Same(Target::new(&mut topics, 0, &rule.resolve(mode, &[])));
+                }
+                let known = streams
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| Some((i, Target::new(&mut topics, e.shard, &rule.resolve(mode, &e.ids))?)))
+                    .collect();
+                RuleTargets::PerStream { known, unknown: Target::new(&mut topics, 0, &rule.resolve(mode, &[])) }
+            })
+            .collect();
+        let rules = Rules { index: RuleIndex::new(rules), targets, streams: streams.by_id.clone() };
+        Self { topics, mode: Mode::Rules(rules) }
     }
 
     /// The topics lines can go to; [`Target::topic`] indexes this.
@@ -119,29 +231,61 @@ impl Router {
         match &self.mode {
             Mode::Fixed(_) => 0,
             Mode::Table(t) => t.len(),
+            Mode::Rules(r) => r.streams.len(),
         }
     }
 
-    /// Routes one line.
+    /// Routes one line: `Ok(None)` when a map selector skips it (no rule for its stream, or
+    /// a rule that gives it no connection ids).
     #[inline]
-    pub fn route(&self, env: &Envelope<'_>) -> Result<&Target, RouteError> {
+    pub fn route(&self, env: &Envelope<'_>) -> Result<Option<&Target>, RouteError> {
         match &self.mode {
-            Mode::Fixed(t) => Ok(t),
+            Mode::Fixed(t) => Ok(Some(t)),
             Mode::Table(table) => {
                 let origin = env.origin.as_ref().ok_or(RouteError::NoStreamId)?;
-                let id = origin
-                    .source_id
-                    .as_deref()
-                    .filter(|s| !s.is_empty())
-                    .or_else(|| origin.slug.as_deref().filter(|s| !s.is_empty()))
-                    .ok_or(RouteError::NoStreamId)?;
+                let id = stream_key(origin).ok_or(RouteError::NoStreamId)?;
                 match table.get(id) {
-                    Some(Ok(t)) => Ok(t),
+                    Some(Ok(t)) => Ok(Some(t)),
                     Some(Err(e)) => Err(*e),
                     None => Err(RouteError::UnknownStream),
                 }
             }
+            Mode::Rules(rules) => {
+                let Some(origin) = env.origin.as_ref() else { return Ok(None) };
+                let (id, slug) = (origin.source_id.as_deref().unwrap_or(""), origin.slug.as_deref().unwrap_or(""));
+                let Some(r) = rules.index.lookup(id, slug) else { return Ok(None) };
+                Ok(match &rules.targets[r] {
+                    RuleTargets::Same(t) => t.as_ref(),
+                    RuleTargets::PerStream { known, unknown } => {
+                        match stream_key(origin).and_then(|k| rules.streams.get(k)) {
+                            Some(i) => known.get(i),
+                            None => unknown.as_ref(),
+                        }
+                    }
+                })
+            }
         }
+    }
+}
+
+/// A line's stream: `origin.sourceId`, or `origin.slug` when the id is empty.
+fn stream_key<'a>(origin: &'a Origin<'_>) -> Option<&'a str> {
+    origin.source_id.as_deref().filter(|s| !s.is_empty()).or_else(|| origin.slug.as_deref().filter(|s| !s.is_empty()))
+}
+
+impl Target {
+    /// The target for `ids` on the stream's topic (`<topic>-shard<n>` for `shard > 0`), adding
+    /// the topic to `topics` if it is new; `None` when there are no ids.
+    fn new(topics: &mut Vec<String>, shard: i64, ids: &[&str]) -> Option<Self> {
+        if ids.is_empty() {
+            return None;
+        }
+        let name = if shard > 0 { format!("{}-shard{shard}", topics[0]) } else { topics[0].clone() };
+        let topic = topics.iter().position(|t| *t == name).unwrap_or_else(|| {
+            topics.push(name);
+            topics.len() - 1
+        });
+        Some(Target { topic, header: ids.join(",").into_bytes().into() })
     }
 }
 
@@ -166,7 +310,7 @@ mod tests {
     ]"#;
 
     fn route<'a>(r: &'a Router, line: &str) -> Result<(&'a str, String), RouteError> {
-        let t = r.route(&extract(line.as_bytes()).unwrap())?;
+        let t = r.route(&extract(line.as_bytes()).unwrap())?.expect("routed");
         Ok((r.topics()[t.topic].as_str(), String::from_utf8(t.header.to_vec()).unwrap()))
     }
 
@@ -198,6 +342,95 @@ mod tests {
         let r = Router::fixed("dest", &["a".into(), "b".into()]);
         assert_eq!(route(&r, "{}").unwrap(), ("dest", "a,b".into()));
         assert_eq!(route(&r, r#"{"origin":{"sourceId":"x"}}"#).unwrap(), ("dest", "a,b".into()));
+    }
+
+    /// Routes `line` under a map selector: `Some((topic, header))`, or `None` when skipped.
+    fn rule_route(r: &Router, line: &str) -> Option<(String, String)> {
+        let t = r.route(&extract(line.as_bytes()).unwrap()).expect("a map selector never errs")?;
+        Some((r.topics()[t.topic].clone(), String::from_utf8(t.header.to_vec()).unwrap()))
+    }
+
+    fn map_router(json: &str, mode: RuleMode, with_repo: bool) -> Router {
+        let c = crate::jobfile::parse_job_config(json.as_bytes()).unwrap();
+        let job = JobRouting { selector: &c.stream_ids, mode, connection_ids: &[] };
+        assert_eq!(job.needs_repository(), with_repo, "{json}");
+        let streams = Streams::parse(REPO.as_bytes()).unwrap();
+        Router::for_job("dest", job, with_repo.then_some(&streams))
+    }
+
+    fn to(topic: &str, header: &str) -> Option<(String, String)> {
+        Some((topic.to_string(), header.to_string()))
+    }
+
+    #[test]
+    fn map_selector_override_mode() {
+        let r = map_router(
+            r#"{"stream_ids":{"s1":["x1","*"],"s2":"x2","s4":[],"s3":"*","*":"*"}}"#,
+            RuleMode::Override,
+            true,
+        );
+        let cases = [
+            (r#"{"origin":{"sourceId":"s1"}}"#, to("dest", "x1,c1,c3")),
+            (r#"{"origin":{"slug":"s2"}}"#, to("dest", "x2")),
+            (r#"{"origin":{"sourceId":"s4"}}"#, None),
+            (r#"{"origin":{"sourceId":"s3"}}"#, None),
+            (r#"{"origin":{"sourceId":"nope","slug":"s2"}}"#, to("dest", "x2")),
+            (r#"{"origin":{"sourceId":"s2","slug":"s1"}}"#, to("dest", "x2")),
+            (r#"{"origin":{"sourceId":"nope"}}"#, None),
+            (r#"{"origin":"s1"}"#, None),
+            (r#"{}"#, None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(rule_route(&r, line), want, "{line}");
+        }
+        // "*" picks the shard topic of the stream; the catch-all resolves per stream.
+        let r = map_router(r#"{"stream_ids":{"s1":"x1","*":["*","x9"]}}"#, RuleMode::Override, true);
+        assert_eq!(rule_route(&r, r#"{"origin":{"sourceId":"s2"}}"#), to("dest-shard2", "c6,x9"));
+        assert_eq!(rule_route(&r, r#"{"origin":{"sourceId":"unknown"}}"#), to("dest", "x9"));
+        assert_eq!(rule_route(&r, r#"{"origin":{"sourceId":"s1"}}"#), to("dest", "x1"));
+    }
+
+    #[test]
+    fn map_selector_without_the_repository() {
+        let r = map_router(r#"{"stream_ids":{"s1":["a","b"],"s2":"c","*":"d"}}"#, RuleMode::Override, false);
+        assert_eq!(r.topics(), ["dest"]);
+        assert_eq!(rule_route(&r, r#"{"origin":{"sourceId":"s1"}}"#), to("dest", "a,b"));
+        assert_eq!(rule_route(&r, r#"{"origin":{"sourceId":"s2"}}"#), to("dest", "c"), "explicit ids: no shard topic");
+        assert_eq!(rule_route(&r, r#"{"origin":{"sourceId":"zzz"}}"#), to("dest", "d"));
+        let none = map_router(r#"{"stream_ids":{}}"#, RuleMode::Override, false);
+        assert_eq!(rule_route(&none, r#"{"origin":{"sourceId":"s1"}}"#), None, "an empty map selects nothing");
+    }
+
+    #[test]
+    fn map_selector_filter_mode() {
+        let r = map_router(r#"{"stream_ids":{"s1":["c3","zz"],"s2":"*","s3":"*","*":"c10"}}"#, RuleMode::Filter, true);
+        let cases = [
+            (r#"{"origin":{"sourceId":"s1"}}"#, to("dest", "c3")),
+            (r#"{"origin":{"sourceId":"s2"}}"#, to("dest-shard2", "c6")),
+            (r#"{"origin":{"sourceId":"s3"}}"#, None),
+            (r#"{"origin":{"sourceId":"s4"}}"#, to("dest-shard2", "c10")),
+            (r#"{"origin":{"sourceId":"s5"}}"#, None),
+            (r#"{"origin":{"sourceId":"unknown"}}"#, None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(rule_route(&r, line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn list_selector_and_connection_ids_route_as_before() {
+        let streams = Streams::parse(REPO.as_bytes()).unwrap();
+        let list = StreamSelector::List(vec!["s1".into()]);
+        let ids = ["c1".to_string()];
+        let fixed = JobRouting { selector: &list, mode: RuleMode::Override, connection_ids: &ids };
+        assert!(!fixed.needs_repository());
+        let r = Router::for_job("dest", fixed, None);
+        assert_eq!(route(&r, r#"{"origin":{"sourceId":"s2"}}"#), Ok(("dest", "c1".into())));
+        let by_repo = JobRouting { connection_ids: &[], ..fixed };
+        assert!(by_repo.needs_repository());
+        let r = Router::for_job("dest", by_repo, Some(&streams));
+        assert_eq!(route(&r, r#"{"origin":{"sourceId":"s2"}}"#), Ok(("dest-shard2", "c6".into())));
+        assert_eq!(route(&r, r#"{"origin":{"sourceId":"x"}}"#), Err(RouteError::UnknownStream));
     }
 
     #[test]

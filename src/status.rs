@@ -441,7 +441,7 @@ pub async fn run_flusher(
     tick: Duration,
     stop: CancellationToken,
 ) -> Result<(), StatusError> {
-    let mut last: Option<Snapshot> = None;
+    let mut last: Option<(Snapshot, Option<String>)> = None;
     let mut failing = false;
     loop {
         tokio::select! {
@@ -450,16 +450,17 @@ pub async fn run_flusher(
             _ = progress.flush.notified() => {}
             _ = tokio::time::sleep(tick) => {}
         }
-        let snapshot = progress.snapshot();
-        if last.as_ref() == Some(&snapshot) {
+        // The latest error is shown while the worker runs, not only at the end.
+        let now = (progress.snapshot(), progress.files_error());
+        if last.as_ref() == Some(&now) {
             continue;
         }
         let row = StatusRow {
             status: WorkerStatus::Running,
-            snapshot: snapshot.clone(),
+            snapshot: now.0.clone(),
             assigned_files,
             total_bytes,
-            error: None,
+            error: now.1.clone(),
         };
         match store.write(&row).await {
             Ok(()) => {
@@ -467,7 +468,7 @@ pub async fn run_flusher(
                     tracing::info!("status writes recovered");
                 }
                 failing = false;
-                last = Some(snapshot);
+                last = Some(now);
             }
             Err(e) if e.row_lost() => return Err(e),
             Err(e) => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rskafka::record::Record;
 
-use crate::config::{Config, RoutingSource, Tuning};
+use crate::config::{Config, Tuning};
 use crate::jobfile::{FileEntry, JobOptions};
 use crate::progress::Progress;
 use crate::sink::{Failure, Sink, SinkError};
@@ -229,7 +229,7 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         database_url: crate::secret::Secret::new("postgres://unused"),
         kafka: None,
         topic: "t".into(),
-        routing: RoutingSource::Fixed(vec!["c1".into()]),
+        repository: None,
         files,
         job: JobOptions { connection_ids: vec!["c1".into()], ..job },
         tuning,

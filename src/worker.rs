@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::{Config, RoutingSource};
+use crate::config::Config;
 use crate::filter::Filter;
 use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
 use crate::progress::{Progress, Snapshot};
@@ -104,7 +104,7 @@ pub async fn run_with(
     if let Some(w) = dead_letters {
         drain_dead_letters(w).await;
     }
-    run.finish(end, progress.snapshot()).await
+    run.finish(end, &progress).await
 }
 
 /// How the file loop ended.
@@ -179,14 +179,15 @@ impl<'a> Run<'a> {
         sink: Option<Arc<dyn Sink>>,
     ) -> Result<(Arc<Engine>, Option<DeadLetterWriter>), RunError> {
         let cfg = self.cfg;
-        let router = match &cfg.routing {
-            RoutingSource::Fixed(ids) => Router::fixed(&cfg.topic, ids),
-            RoutingSource::Repository { url, token } => {
-                let r = crate::repository::fetch_router(url, token, &cfg.topic, STARTUP_TIMEOUT * 4).await?;
-                tracing::info!(streams = r.streams(), topics = r.topics().len(), "loaded the streams repository");
-                r
+        let streams = match &cfg.repository {
+            None => None,
+            Some(repo) => {
+                let s = crate::repository::fetch_streams(&repo.url, &repo.token, STARTUP_TIMEOUT * 4).await?;
+                tracing::info!(streams = s.len(), "loaded the streams repository");
+                Some(s)
             }
         };
+        let router = Router::for_job(&cfg.topic, cfg.job.routing(), streams.as_ref());
         let sink: Arc<dyn Sink> = match (sink, &cfg.kafka) {
             (Some(s), _) => s,
             (None, None) => Arc::new(DryRun),
@@ -208,7 +209,7 @@ impl<'a> Run<'a> {
                 (Some(tx), Some(handle))
             }
         };
-        let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to);
+        let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to).with_events(&cfg.job.events);
         let sources = Sources::new(s3);
         let parts = Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
@@ -292,19 +293,18 @@ impl<'a> Run<'a> {
     }
 
     /// Writes the final row (retried: it matters most) and logs the summary.
-    async fn finish(&self, end: FilesEnd, snapshot: Snapshot) -> Result<RunSummary, RunError> {
+    async fn finish(&self, end: FilesEnd, progress: &Progress) -> Result<RunSummary, RunError> {
         let FilesEnd { status, failed, stopped } = end;
+        let (snapshot, files_error) = (progress.snapshot(), progress.files_error());
         if let Some(RunError::Status(e)) = &stopped {
             if e.row_lost() {
                 tracing::error!(error = %e, "stopping; the row is left to the run that owns it");
                 return Err(stopped.expect("checked"));
             }
         }
-        let error = match (&stopped, failed.len()) {
-            (Some(e), _) => Some(crate::Chain(e).to_string()),
-            (None, 0) => None,
-            (None, 1) => Some(format!("1 file failed: {}", failed[0])),
-            (None, n) => Some(format!("{n} files failed; last: {}", failed[n - 1])),
+        let error = match &stopped {
+            Some(e) => Some(crate::Chain(e).to_string()),
+            None => files_error,
         };
         write_final(self.store, &self.row(status, snapshot.clone(), error)).await;
         tracing::info!(

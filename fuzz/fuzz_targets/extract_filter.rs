@@ -1,22 +1,34 @@
-//! Field extraction, the filters and routing on arbitrary bytes: no panic, no stack
-//! overflow, and a line accepted as valid is valid JSON for a second, independent parser.
+//! Field extraction, the filters and routing (by the repository and by a map selector) on
+//! arbitrary bytes: no panic, no stack overflow, the event fields change nothing about what is
+//! valid, and a line accepted as valid is valid JSON for a second, independent parser.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use reprocessing_worker::extract::extract;
+use reprocessing_worker::extract::{extract, extract_with, Fields};
 use reprocessing_worker::filter::{parse_time, Filter};
-use reprocessing_worker::route::Router;
+use reprocessing_worker::jobfile::parse_job_config;
+use reprocessing_worker::route::{Router, Streams};
+use reprocessing_worker::select::StreamSelector;
+
+const REPO: &[u8] =
+    br#"[{"stream":{"id":"s1"},"shard":2,"destinations":[{"id":"d","connectionId":"c","destinationType":"x"}]}]"#;
 
 fuzz_target!(|data: &[u8]| {
-    let filter = Filter::new(&["s1".into(), "slug".into()], parse_time("2024-01-01T00:00:00Z"), parse_time("2024-12-31T00:00:00Z"));
-    let router = Router::from_repository(
-        "t",
-        br#"[{"stream":{"id":"s1"},"shard":2,"destinations":[{"id":"d","connectionId":"c","destinationType":"x"}]}]"#,
-    )
-    .unwrap();
-    if let Ok(env) = extract(data) {
+    let list = StreamSelector::List(vec!["s1".into(), "slug".into()]);
+    let filter = Filter::new(&list, parse_time("2024-01-01T00:00:00Z"), parse_time("2024-12-31T00:00:00Z"))
+        .with_events(&["track".into(), "Signed Up".into()]);
+    let streams = Streams::parse(REPO).unwrap();
+    let router = Router::from_repository("t", REPO).unwrap();
+    let job = parse_job_config(br#"{"stream_ids":{"s1":["x","*"],"slug":"y","*":"*"},"connections_filter":false}"#)
+        .unwrap();
+    let rules = Router::for_job("t", job.routing(), Some(&streams));
+    let plain = extract(data);
+    let with_event = extract_with(data, Fields::WithEvent);
+    assert_eq!(plain.is_ok(), with_event.is_ok(), "the event fields change what is valid");
+    if let Ok(env) = with_event {
         let _ = filter.check(&env);
         let _ = router.route(&env);
+        let _ = rules.route(&env);
         if let Some(c) = env.message_created.as_deref() {
             let _ = parse_time(c);
         }

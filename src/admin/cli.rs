@@ -62,7 +62,7 @@ pub struct PlanArgs {
     pub image: String,
     #[arg(long, default_value = "default")]
     pub namespace: String,
-    #[arg(long, env = "KAFKA_DESTINATIONS_TOPIC", default_value = "bulker-destinations")]
+    #[arg(long, env = "KAFKA_DESTINATIONS_TOPIC", default_value = crate::config::defaults::KAFKA_DESTINATIONS_TOPIC)]
     pub topic: String,
     /// Also write the (plain) files.json here, for a local run.
     #[arg(long)]

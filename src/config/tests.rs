@@ -67,8 +67,9 @@ fn loads_a_complete_config() {
     assert_eq!((c.job_id.as_str(), c.worker_index, c.total_workers), ("job1", 1, 3));
     assert_eq!(c.kafka.as_ref().unwrap().bootstrap, vec!["k1:9092", "k2:9093"]);
     assert_eq!(c.kafka.as_ref().unwrap().compression, KafkaCompression::Zstd);
-    assert_eq!(c.topic, "bulker-destinations");
-    assert!(matches!(&c.routing, RoutingSource::Fixed(ids) if ids == &["c1", "c2"]));
+    assert_eq!(c.topic, "destination-messages");
+    assert!(c.repository.is_none());
+    assert_eq!(c.job.connection_ids, ["c1", "c2"]);
     let assigned: Vec<_> = c.assigned_files().iter().map(|(i, f)| (*i, f.path.clone())).collect();
     assert_eq!(assigned, vec![(1, "b".to_string()), (4, "e".to_string())]);
 }
@@ -109,7 +110,21 @@ fn dry_run_needs_no_kafka_and_repository_is_needed_without_connection_ids() {
     let e = env("{}", "[]", BASE);
     assert!(load(&e).unwrap_err().to_string().starts_with("REPOSITORY_URL"));
     let e = env("{}", "[]", &with(&["--repository-url", "http://repo", "--repository-auth-token", "tok"]));
-    assert!(matches!(load(&e).unwrap().routing, RoutingSource::Repository { .. }));
+    assert!(load(&e).unwrap().repository.is_some());
+}
+
+#[test]
+fn a_map_selector_needs_the_repository_only_for_its_rules_that_use_it() {
+    let e = env(r#"{"stream_ids":{"s1":"c1","*":["c2"]}}"#, "[]", BASE);
+    assert!(load(&e).unwrap().repository.is_none(), "explicit ids only: no repository");
+    let e = env(r#"{"stream_ids":{"s1":["c1","*"]}}"#, "[]", BASE);
+    assert!(load(&e).unwrap_err().to_string().contains("REPOSITORY_URL (a stream_ids rule uses \"*\""));
+    let e = env(r#"{"stream_ids":{"s1":"c1"},"connections_filter":true}"#, "[]", BASE);
+    assert!(load(&e).unwrap_err().to_string().starts_with("REPOSITORY_URL"));
+    // connection_ids with a map is rejected, naming both fields.
+    let e = env(r#"{"stream_ids":{"s1":"c1"},"connection_ids":["c2"]}"#, "[]", BASE);
+    let msg = load(&e).unwrap_err().to_string();
+    assert!(msg.contains("connection_ids") && msg.contains("stream_ids"), "{msg}");
 }
 
 #[test]

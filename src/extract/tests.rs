@@ -110,3 +110,19 @@ fn depth_scan_handles_escapes() {
     assert_eq!(max_depth(br#"{"a":"\"[[[","b":[[1]]}"#), 3);
     assert_eq!(max_depth(br#"{"a":"\\","b":[1]}"#), 2);
 }
+
+#[test]
+fn event_fields_are_read_only_when_asked() {
+    let line = br#"{"type":"track","httpPayload":{"x":1,"event":"Signed Up"},"origin":{"sourceId":"s"}}"#;
+    let plain = extract(line).unwrap();
+    assert_eq!((plain.event_type, plain.event_name), (None, None));
+    let e = extract_with(line, Fields::WithEvent).unwrap();
+    assert_eq!((e.event_type, e.event_name), (s("track"), s("Signed Up")));
+    assert_eq!(e.origin.unwrap().source_id, s("s"));
+    let e = extract_with(br#"{"type":5,"httpPayload":"event"}"#, Fields::WithEvent).unwrap();
+    assert_eq!((e.event_type, e.event_name), (None, None));
+    let e = extract_with(br#"{"httpPayload":{"event":["a"]},"type":"page"}"#, Fields::WithEvent).unwrap();
+    assert_eq!((e.event_type, e.event_name), (s("page"), None));
+    // The same validation either way.
+    assert!(extract_with(br#"{"type":"track","httpPayload":{"event":1,}}"#, Fields::WithEvent).is_err());
+}

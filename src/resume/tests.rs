@@ -34,6 +34,7 @@ fn start_file_by_path_or_basename() {
     let f = files(&["s3://b/a.ndjson", "s3://b/b.ndjson", "/x/c.ndjson"]);
     let s = start_point(&f, &all(&f), at("b.ndjson", 7), None).unwrap();
     assert_eq!((s.file, s.first_line), (1, 8));
+    assert_eq!((s.snapshot.processed_files, s.snapshot.processed_bytes), (1, 1), "a was passed over");
     let s = start_point(&f, &all(&f), at("/x/c.ndjson", 0), None).unwrap();
     assert_eq!((s.file, s.first_line), (2, 1));
     assert_eq!(start_point(&f, &all(&f), at("zzz", 0), None), Err(StartFileMissing("zzz".into())));
@@ -44,7 +45,7 @@ fn start_file_assigned_to_another_worker() {
     let f = files(&["f0", "f1", "f2", "f3", "f4"]);
     // This worker has positions 1 and 3 (worker 1 of 2).
     let s = start_point(&f, &[1, 3], at("f2", 9), None).unwrap();
-    assert_eq!((s.file, s.first_line), (1, 1));
+    assert_eq!((s.file, s.first_line, s.snapshot.processed_files), (1, 1, 1));
 }
 
 #[test]
@@ -63,10 +64,10 @@ fn resumes_inside_the_current_file() {
 fn a_row_before_the_start_file_is_ignored() {
     let f = files(&["a", "b", "c"]);
     let s = start_point(&f, &all(&f), at("c", 5), Some(&row(WorkerStatus::Failed, "a", 3, 0))).unwrap();
-    assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (2, 6, 0));
+    assert_eq!((s.file, s.first_line, s.snapshot.counts.total, s.snapshot.processed_files), (2, 6, 0, 2));
     // A row inside the start file resumes after the later of the two points.
-    let s = start_point(&f, &all(&f), at("b", 5), Some(&row(WorkerStatus::Failed, "b", 3, 0))).unwrap();
-    assert_eq!((s.file, s.first_line), (1, 6));
+    let s = start_point(&f, &all(&f), at("b", 5), Some(&row(WorkerStatus::Failed, "b", 3, 1))).unwrap();
+    assert_eq!((s.file, s.first_line, s.snapshot.processed_files), (1, 6, 1));
 }
 
 #[test]
@@ -83,7 +84,7 @@ proptest! {
     /// A row written by a run that started at `start` and got to (`cur`, `line`) resumes
     /// exactly there: the same file after the settled lines, or the next file when the row
     /// says the file was finished; never before the start point; bytes are those of the
-    /// finished files.
+    /// files before it, passed over or finished.
     #[test]
     fn resume_point_follows_the_row(
         n in 1usize..12,
@@ -97,7 +98,7 @@ proptest! {
         let start_ix = start_ix % n;
         let cur = (start_ix + ahead).min(n - 1);
         let name = format!("f{start_ix}");
-        let processed = (cur - start_ix) as u32 + u32::from(finished);
+        let processed = cur as u32 + u32::from(finished);
         let stored = row(WorkerStatus::Running, &format!("f{cur}"), line, processed);
         let s = start_point(&f, &all(&f), StartAt { file: Some(&name), line: 0 }, Some(&stored)).unwrap();
         prop_assert!(s.file >= start_ix);
@@ -106,7 +107,8 @@ proptest! {
         } else {
             prop_assert_eq!((s.file, s.first_line), (cur, line + 1));
         }
-        prop_assert_eq!(s.snapshot.processed_bytes, sizes[start_ix..s.file].iter().sum::<u64>());
+        prop_assert_eq!(s.snapshot.processed_bytes, sizes[..s.file].iter().sum::<u64>());
+        prop_assert_eq!(s.snapshot.processed_files as usize, s.file, "every file before the resume point");
         prop_assert_eq!(s.snapshot.counts, stored.snapshot.counts);
     }
 }
