@@ -47,6 +47,8 @@ pub mod decode;
 #[cfg(feature = "io")]
 pub mod display;
 #[cfg(feature = "io")]
+pub mod gcs;
+#[cfg(feature = "io")]
 pub mod kafka;
 #[cfg(feature = "io")]
 pub mod nodelay;

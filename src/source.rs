@@ -1,12 +1,15 @@
-//! Reads one file, from S3 or the local disk, as a stream of large `Bytes` chunks.
+//! Reads one file, from S3, GCS or the local disk, as a stream of large `Bytes` chunks.
 //!
 //! A reader task issues ranged reads of `read_chunk_bytes` and sends each chunk into a
 //! bounded channel of `read_ahead_chunks` chunks, so the next range is fetched while the
 //! current one is parsed, and a slow consumer (ultimately: slow Kafka acks) stops the reads.
 //! Memory held here is at most `(read_ahead_chunks + 1) × read_chunk_bytes`.
 //!
-//! A ranged S3 read that fails or is cut short is retried from the exact byte where it
-//! stopped, with the backoff [`Backoff::S3_READ`] (a bounded number of times in a row).
+//! A ranged S3 or GCS read that fails or is cut short is retried from the exact byte where it
+//! stopped, with the backoff [`crate::backoff::Backoff::S3_READ`] (a bounded number of times
+//! in a row): see [`remote`].
+
+mod remote;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -15,7 +18,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
-use crate::backoff::Backoff;
+use std::collections::HashMap;
+
 use crate::bufpool::BufPool;
 use tokio_util::sync::CancellationToken;
 
@@ -23,22 +27,37 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     S3 { bucket: String, key: String },
+    Gcs { bucket: String, object: String },
     Local(PathBuf),
 }
 
 impl Location {
     pub fn parse(path: &str) -> Result<Self, SourceError> {
-        match path.strip_prefix("s3://") {
-            Some(rest) => match rest.split_once('/') {
-                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
-                    Ok(Location::S3 { bucket: bucket.to_owned(), key: key.to_owned() })
-                }
-                _ => Err(SourceError::Open(format!("{path}: expected s3://bucket/key"))),
-            },
-            None => Ok(Location::Local(PathBuf::from(path))),
+        let split = |rest: &str| match rest.split_once('/') {
+            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Some((bucket.to_owned(), key.to_owned())),
+            _ => None,
+        };
+        if let Some(rest) = path.strip_prefix("s3://") {
+            let (bucket, key) =
+                split(rest).ok_or_else(|| SourceError::Open(format!("{path}: expected s3://bucket/key")))?;
+            Ok(Location::S3 { bucket, key })
+        } else if let Some(rest) = path.strip_prefix("gs://") {
+            let (bucket, object) =
+                split(rest).ok_or_else(|| SourceError::Open(format!("{path}: expected gs://bucket/object")))?;
+            Ok(Location::Gcs { bucket, object })
+        } else {
+            Ok(Location::Local(PathBuf::from(path)))
         }
     }
+
+    /// The GCS bucket of a `gs://` path.
+    pub fn gcs_bucket(path: &str) -> Option<&str> {
+        path.strip_prefix("gs://")?.split('/').next().filter(|b| !b.is_empty())
+    }
 }
+
+/// The GCS clients, one per bucket.
+pub type GcsStores = HashMap<String, Arc<dyn object_store::ObjectStore>>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
@@ -53,10 +72,12 @@ pub enum SourceError {
 /// A file's chunks, in order; an `Err` is the last item.
 pub type Chunks = mpsc::Receiver<Result<Bytes, SourceError>>;
 
-/// Opens files; holds the S3 client when the job has S3 files.
+/// Opens files; holds the S3 client when the job has S3 files, and a GCS client per bucket of
+/// its GCS files.
 #[derive(Clone)]
 pub struct Sources {
     s3: Option<aws_sdk_s3::Client>,
+    gcs: Arc<GcsStores>,
     /// Chunk buffers, reused across reads and files.
     pool: BufPool,
     /// Test hook: local reads to fail, each after this many chunks.
@@ -84,10 +105,17 @@ impl Sources {
         // Read-ahead chunks + the one being parsed + the one being filled.
         Self {
             s3,
+            gcs: Arc::default(),
             pool: BufPool::new(4),
             #[cfg(test)]
             faults: Default::default(),
         }
+    }
+
+    /// With these GCS clients.
+    pub fn with_gcs(mut self, stores: GcsStores) -> Self {
+        self.gcs = Arc::new(stores);
+        self
     }
 
     /// Test hook: the next local reads fail, the first after `chunks[0]` chunks, and so on.
@@ -119,6 +147,7 @@ impl Sources {
     ) -> Chunks {
         let (tx, rx) = mpsc::channel(ahead_chunks.max(1));
         let s3 = self.s3.clone();
+        let gcs = Arc::clone(&self.gcs);
         #[cfg(test)]
         let chunks_before_fault = self.take_fault();
         #[cfg(not(test))]
@@ -139,8 +168,17 @@ impl Sources {
             let result = match loc {
                 Location::Local(path) => read_local(path, &mut out).await,
                 Location::S3 { bucket, key } => match s3 {
-                    Some(s3) => read_s3(&s3, &bucket, &key, &mut out).await,
+                    Some(s3) => {
+                        remote::read_ranged(&remote::S3Object { s3: &s3, bucket: &bucket, key: &key }, &mut out).await
+                    }
                     None => Err(SourceError::Open("no S3 client".into())),
+                },
+                Location::Gcs { bucket, object } => match gcs.get(&bucket) {
+                    Some(store) => {
+                        let obj = remote::GcsObject { store: store.as_ref(), bucket: &bucket, path: object.into() };
+                        remote::read_ranged(&obj, &mut out).await
+                    }
+                    None => Err(SourceError::Open(format!("gs://{bucket}/{object}: no GCS client for the bucket"))),
                 },
             };
             if let Err(e) = result {
@@ -245,124 +283,6 @@ enum LocalError {
     Read(std::io::Error, usize),
 }
 
-/// Reads an S3 object in ranged GETs of one chunk each (the first of `first` bytes). The first GET's
-/// `Content-Range` gives the object's size, so an object no larger than the first read costs
-/// one request, and no size probe is made. A GET that fails or is cut short is retried from
-/// the exact byte.
-async fn read_s3(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, out: &mut ChunkOut) -> Result<(), SourceError> {
-    let mut offset = 0u64;
-    // Known after the first response.
-    let mut size: Option<u64> = None;
-    loop {
-        if size.is_some_and(|s| offset >= s) {
-            return Ok(());
-        }
-        let chunk = out.read_len(offset);
-        let end = offset + chunk as u64; // exclusive, before the size is known
-        let mut buf = out.pool.take(size.map_or(chunk as u64, |s| end.min(s) - offset) as usize);
-        let mut failures = 0u32;
-        loop {
-            let want = size.map_or(end, |s| end.min(s)) - offset;
-            if buf.len() as u64 >= want {
-                break;
-            }
-            let from = offset + buf.len() as u64;
-            let outcome = tokio::select! {
-                _ = out.cancel.cancelled() => return Ok(()),
-                r = get_range(s3, bucket, key, from..offset + want, &mut buf) => r,
-            };
-            match outcome {
-                Ok(total) => {
-                    failures = 0;
-                    size.get_or_insert(total);
-                }
-                Err(GetError::EmptyObject) => {
-                    size = Some(0);
-                    break;
-                }
-                Err(GetError::Failed(reason)) => {
-                    failures += 1;
-                    let at = offset + buf.len() as u64;
-                    let Some(pause) = Backoff::S3_READ.delay(failures) else {
-                        return Err(SourceError::Read { offset: at, reason });
-                    };
-                    tracing::warn!(bucket, key, offset = at, attempt = failures, error = %reason, "S3 read failed, retrying from the same byte");
-                    tokio::select! {
-                        _ = out.cancel.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                }
-                Err(GetError::Open(reason)) if offset == 0 && buf.is_empty() => {
-                    return Err(SourceError::Open(format!("s3://{bucket}/{key}: {reason}")));
-                }
-                Err(GetError::Open(reason)) => return Err(SourceError::Read { offset, reason }),
-            }
-        }
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let len = buf.len() as u64;
-        if !out.send(buf, offset).await? {
-            return Ok(());
-        }
-        offset += len;
-    }
-}
-
-/// Why one ranged GET failed.
-enum GetError {
-    /// A range of an empty object (S3 answers 416): the object has no bytes.
-    EmptyObject,
-    /// The object cannot be read (missing, forbidden): not worth a retry.
-    Open(String),
-    /// Worth a retry from the same byte.
-    Failed(String),
-}
-
-/// One ranged GET of the bytes `range`, appended to `buf`. Returns the object's size.
-async fn get_range(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    range: std::ops::Range<u64>,
-    buf: &mut Vec<u8>,
-) -> Result<u64, GetError> {
-    use aws_sdk_s3::operation::get_object::GetObjectError;
-    let from = range.start;
-    let header = format!("bytes={from}-{}", range.end - 1);
-    let resp = match s3.get_object().bucket(bucket).key(key).range(header).send().await {
-        Ok(r) => r,
-        Err(e) => {
-            let shown = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            return Err(match (e.as_service_error(), status) {
-                (_, Some(416)) => GetError::EmptyObject,
-                (Some(GetObjectError::NoSuchKey(_)), _) | (_, Some(403 | 404)) => GetError::Open(shown),
-                _ => GetError::Failed(shown),
-            });
-        }
-    };
-    // "bytes 0-99/1234": the size after the slash. Without it the server sent the whole object.
-    let total = resp
-        .content_range()
-        .and_then(|r| r.rsplit_once('/'))
-        .and_then(|(_, t)| t.parse::<u64>().ok())
-        .or_else(|| resp.content_length().map(|n| from + n.max(0) as u64));
-    let mut body = resp.body;
-    let before = buf.len();
-    loop {
-        match body.next().await {
-            Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
-            Some(Err(e)) => return Err(GetError::Failed(format!("body cut short: {e}"))),
-            None => break,
-        }
-    }
-    if buf.len() == before {
-        return Err(GetError::Failed("empty body".to_string()));
-    }
-    total.ok_or_else(|| GetError::Failed("no object size in the response".to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +296,13 @@ mod tests {
         assert_eq!(Location::parse("/data/x.ndjson").unwrap(), Location::Local("/data/x.ndjson".into()));
         assert!(Location::parse("s3://bucket-only").is_err());
         assert!(Location::parse("s3:///key").is_err());
+        assert_eq!(
+            Location::parse("gs://b/dir/k.ndjson.zst").unwrap(),
+            Location::Gcs { bucket: "b".into(), object: "dir/k.ndjson.zst".into() }
+        );
+        assert!(Location::parse("gs://bucket-only").is_err());
+        assert_eq!(Location::gcs_bucket("gs://b/x/y"), Some("b"));
+        assert_eq!(Location::gcs_bucket("s3://b/x"), None);
     }
 
     #[tokio::test]

@@ -44,6 +44,8 @@ pub enum RunError {
     Repository(#[from] crate::repository::RepositoryError),
     #[error(transparent)]
     StartFile(#[from] StartFileMissing),
+    #[error(transparent)]
+    Gcs(#[from] crate::gcs::GcsError),
     /// Delivery stopped mid-run (the cluster refuses this worker, or is unavailable). The
     /// resume point was written.
     #[error("delivery stopped at {file} line {line}")]
@@ -210,7 +212,15 @@ impl<'a> Run<'a> {
             }
         };
         let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to).with_events(&cfg.job.events);
-        let sources = Sources::new(s3);
+        let mut gcs = crate::source::GcsStores::new();
+        for path in self.assigned.iter().map(|&i| cfg.files[i].path.as_str()) {
+            if let Some(bucket) = crate::source::Location::gcs_bucket(path) {
+                if !gcs.contains_key(bucket) {
+                    gcs.insert(bucket.to_owned(), crate::gcs::store(bucket)?);
+                }
+            }
+        }
+        let sources = Sources::new(s3).with_gcs(gcs);
         let parts = Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }

@@ -14,13 +14,20 @@ use crate::secret::Secret;
 use crate::status::PgStatus;
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true)))]
 pub struct PlanArgs {
     /// List NDJSON files under this S3 prefix (s3://bucket/prefix).
-    #[arg(long, required_unless_present = "local_path", conflicts_with = "local_path")]
+    #[arg(long, group = "source")]
     pub s3_path: Option<String>,
+    /// List NDJSON files under this GCS prefix (gs://bucket/prefix).
+    #[arg(long, group = "source")]
+    pub gcs_path: Option<String>,
     /// List NDJSON files under this local directory.
-    #[arg(long)]
+    #[arg(long, group = "source")]
     pub local_path: Option<PathBuf>,
+    /// Objects per listing request (S3 and GCS).
+    #[arg(long, default_value_t = crate::gcs::LIST_PAGE_SIZE, hide = true)]
+    pub list_page_size: u32,
     /// The job id (default: `reprocess-<unix time>`).
     #[arg(long)]
     pub job_id: Option<String>,
@@ -116,6 +123,7 @@ const PASSED_ENV: &[&str] = &[
     "AWS_SESSION_TOKEN",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
+    "STORAGE_EMULATOR_HOST",
 ];
 
 fn utc(var: &str, s: &Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, AdminError> {
@@ -128,11 +136,12 @@ fn utc(var: &str, s: &Option<String>) -> Result<Option<chrono::DateTime<chrono::
         .transpose()
 }
 
-async fn list_s3(url: &str) -> Result<Vec<Listed>, AdminError> {
+async fn list_s3(url: &str, page_size: u32) -> Result<Vec<Listed>, AdminError> {
     let rest = url.strip_prefix("s3://").ok_or_else(|| AdminError::Input("--s3-path must start with s3://".into()))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let s3 = crate::source::s3_client().await;
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    let page_size = page_size.clamp(1, 1000) as i32;
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).max_keys(page_size).into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
         let page =
@@ -148,6 +157,16 @@ async fn list_s3(url: &str) -> Result<Vec<Listed>, AdminError> {
         }
     }
     Ok(out)
+}
+
+async fn list_gcs(url: &str, page_size: u32) -> Result<Vec<Listed>, AdminError> {
+    if crate::gcs::split_url(url).is_none() {
+        return Err(AdminError::Input("--gcs-path must be gs://bucket/prefix".into()));
+    }
+    let objects = crate::gcs::list(url, page_size)
+        .await
+        .map_err(|e| AdminError::List(url.into(), crate::Chain(&e).to_string()))?;
+    Ok(objects.into_iter().map(|o| Listed { path: o.url, size: o.size, modified: o.modified }).collect())
 }
 
 fn list_local(dir: &Path, out: &mut Vec<Listed>) -> Result<(), AdminError> {
@@ -168,14 +187,17 @@ fn list_local(dir: &Path, out: &mut Vec<Listed>) -> Result<(), AdminError> {
 /// Runs `plan`: prints the manifests on stdout; returns the number of files planned.
 pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
     let (from, to) = (utc("date-from", &a.date_from)?, utc("date-to", &a.date_to)?);
-    let listed = match (&a.s3_path, &a.local_path) {
-        (Some(url), _) => list_s3(url).await?,
-        (None, Some(dir)) => {
+    let listed = match (&a.s3_path, &a.gcs_path, &a.local_path) {
+        (Some(url), _, _) => list_s3(url, a.list_page_size).await?,
+        (None, Some(url), _) => list_gcs(url, a.list_page_size).await?,
+        (None, None, Some(dir)) => {
             let mut v = Vec::new();
             list_local(dir, &mut v)?;
             v
         }
-        (None, None) => return Err(AdminError::Input("--s3-path or --local-path is required".into())),
+        (None, None, None) => {
+            return Err(AdminError::Input("--s3-path, --gcs-path or --local-path is required".into()))
+        }
     };
     let total = listed.len();
     let selected = plan::select(listed, from, to);
@@ -183,7 +205,7 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
     let files = plan::balance(selected, workers);
     let job_id = a.job_id.clone().unwrap_or_else(|| format!("reprocess-{}", chrono::Utc::now().timestamp()));
     let mut config = json!({
-        "stream_ids": a.stream_ids, "connection_ids": a.connection_ids, "dry_run": a.dry_run,
+        "connection_ids": a.connection_ids, "dry_run": a.dry_run,
         "batch_size": a.batch_size.unwrap_or(1000), "retry_attempts": a.retry_attempts.unwrap_or(3),
         "limit": a.limit.unwrap_or(0), "start_line": a.start_line.unwrap_or(0),
         // The workers that run at once: the pods' share of the job's rate limits.
@@ -199,8 +221,14 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
             config.as_object_mut().expect("an object").insert(&k, v.as_str());
         }
     }
-    if let Some(p) = &a.s3_path {
-        config.as_object_mut().expect("an object").insert(&"s3_path", p.as_str());
+    // An empty stream_ids list would select no stream: leave it out for "every stream".
+    if !a.stream_ids.is_empty() {
+        config.as_object_mut().expect("an object").insert(&"stream_ids", json!(a.stream_ids));
+    }
+    for (k, v) in [("s3_path", &a.s3_path), ("gcs_path", &a.gcs_path)] {
+        if let Some(p) = v {
+            config.as_object_mut().expect("an object").insert(&k, p.as_str());
+        }
     }
     let job_config = sonic_rs::to_string(&config).unwrap_or_default();
     let env: Vec<(String, String)> =

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 pub mod cluster;
+pub mod fault_proxy;
 
 /// True when this test must be skipped because the services are not configured: a plain
 /// `cargo test` on a fresh checkout. It says so on the terminal, with the way to run them.
@@ -317,10 +318,12 @@ pub fn read_to_string(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap()
 }
 
-/// A tiny HTTP server for the streams repository; records the Authorization header.
+/// A tiny HTTP server for the streams repository; records the Authorization header and
+/// counts the requests it answered.
 pub struct RepoServer {
     addr: std::net::SocketAddr,
     auth: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RepoServer {
@@ -330,6 +333,8 @@ impl RepoServer {
         let addr = listener.local_addr().unwrap();
         let auth = std::sync::Arc::new(std::sync::Mutex::new(None));
         let seen = auth.clone();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
@@ -346,16 +351,22 @@ impl RepoServer {
                     }
                     line.clear();
                 }
+                // Counted before the answer is written: a client that got it sees the count.
+                counted.fetch_add(1, Ordering::SeqCst);
                 let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
             }
         });
-        RepoServer { addr, auth }
+        RepoServer { addr, auth, hits }
     }
     pub fn url(&self) -> String {
         format!("http://{}/api/admin/export/streams-with-destinations", self.addr)
     }
     pub fn auth(&self) -> Option<String> {
         self.auth.lock().unwrap().clone()
+    }
+    /// How many requests the server has answered.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
     }
 }
 
