@@ -134,20 +134,22 @@ fn status_shows_a_live_job_then_its_totals() {
     job.config(r#"{"connection_ids":["c"],"batch_size":200}"#);
     let mut child =
         job.command(0, 1).env("KAFKA_MAX_IN_FLIGHT", "1").stderr(std::process::Stdio::null()).spawn().unwrap();
-    let status = |extra: &[&str]| {
+    let try_status = |extra: &[&str]| {
         let out = bin()
             .args(["status", "--job", &job.id])
             .args(extra)
             .env("DATABASE_URL", env("DATABASE_URL"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        String::from_utf8(out.stdout).unwrap()
+        out.status.success().then(|| String::from_utf8(out.stdout).unwrap())
     };
+    let status = |extra: &[&str]| try_status(extra).expect("status succeeds");
     let start = Instant::now();
     let mut live = None;
     while start.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none() {
-        let j: sonic_rs::Value = sonic_rs::from_str(status(&["--json"]).trim()).unwrap_or_default();
+        // Until the worker has written its rows, status says so and fails.
+        let Some(text) = try_status(&["--json"]) else { continue };
+        let j: sonic_rs::Value = sonic_rs::from_str(text.trim()).unwrap_or_default();
         let w = j.get("workers").and_then(|w| w.as_array()).and_then(|a| a.first().cloned());
         if let Some(w) = w {
             if w.get("status").and_then(|s| s.as_str()) == Some("running")
@@ -166,6 +168,81 @@ fn status_shows_a_live_job_then_its_totals() {
     let j: sonic_rs::Value = sonic_rs::from_str(status(&["--json"]).trim()).unwrap();
     let w = &j.get("workers").and_then(|w| w.as_array()).unwrap()[0];
     assert_eq!(w.get("success_count").and_then(|n| n.as_u64()), Some(60_000));
+    assert_eq!(
+        j.get("status").and_then(|s| s.as_str()),
+        Some("running"),
+        "the job row's status, as the admin keeps it"
+    );
+}
+
+#[test]
+fn status_json_totals_match_the_rows_and_unknown_jobs_fail() {
+    if common::skip_without_services("status_json_totals_match_the_rows_and_unknown_jobs_fail") {
+        return;
+    }
+    let job = Job::new(2);
+    let mut files = Vec::new();
+    for i in 0..5 {
+        let mut data = reprocessing_worker::generate::ndjson(10 + i, &Default::default(), 500 + 100 * i);
+        data.extend_from_slice(b"not json\n\n");
+        files.push((job.write(&format!("f{i}.ndjson"), &data), data.len() as u64));
+    }
+    job.files(&files);
+    job.config(r#"{"connection_ids":["c"]}"#);
+    for w in 0..3 {
+        assert_success(&job.run(w, 3));
+    }
+    let status = |id: &str| {
+        bin().args(["status", "--job", id, "--json"]).env("DATABASE_URL", env("DATABASE_URL")).output().unwrap()
+    };
+    let out = status(&job.id);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: sonic_rs::Value = sonic_rs::from_slice(&out.stdout).unwrap();
+    let workers = j.get("workers").and_then(|w| w.as_array()).unwrap();
+    assert_eq!(workers.len(), 3);
+    let total = j.get("total").expect("a total object");
+    for field in [
+        "assigned_files",
+        "processed_files",
+        "total_lines",
+        "success_count",
+        "error_count",
+        "skipped_count",
+        "total_bytes",
+        "processed_bytes",
+    ] {
+        let sum: u64 = workers.iter().map(|w| w.get(field).and_then(|n| n.as_u64()).unwrap()).sum();
+        assert_eq!(total.get(field).and_then(|n| n.as_u64()), Some(sum), "total.{field}");
+    }
+    let lps: f64 = workers.iter().map(|w| w.get("lines_per_sec").and_then(|n| n.as_f64()).unwrap_or(0.0)).sum();
+    let got = total.get("lines_per_sec").and_then(|n| n.as_f64()).unwrap();
+    assert!((got - lps).abs() < 1e-6 * lps.max(1.0), "total.lines_per_sec {got} vs {lps}");
+    assert_eq!(total.get("ended").and_then(|n| n.as_u64()), Some(3));
+    assert!(total.get("eta_seconds").is_some_and(|v| v.is_null()), "no ETA once every worker ended");
+    assert_eq!(total.get("processed_files").and_then(|n| n.as_u64()), Some(5));
+    assert_eq!(total.get("error_count").and_then(|n| n.as_u64()), Some(5), "one bad line per file");
+    // The worker creates the job row as running; the admin marks it completed, not the worker.
+    assert!(j.get("status").and_then(|s| s.as_str()).is_some(), "the job's status: {j:?}");
+
+    // An unknown id, and a job with no worker rows: said clearly, and a failure.
+    let out = status("no-such-job-here");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no job \"no-such-job-here\""), "{}", stderr(&out));
+    let empty = unique("job");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&env("DATABASE_URL"), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        c.execute(
+            "INSERT INTO reprocessing_jobs (id, config, status, created_at) VALUES ($1, '{}', 'pending', NOW())",
+            &[&empty],
+        )
+        .await
+        .unwrap();
+    });
+    let out = status(&empty);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("has no worker rows"), "{}", stderr(&out));
 }
 
 #[test]

@@ -7,9 +7,10 @@ use std::time::Duration;
 use clap::Args;
 use sonic_rs::{json, JsonValueMutTrait};
 
-use super::jobs::{job_limits, job_rows, JobRow};
+use super::jobs::{job_info, job_rows, JobRow, Totals};
 use super::plan::{self, Listed, PlanSpec};
 use crate::ratelimit::RateLimits;
+use crate::resume::WorkerStatus;
 use crate::secret::Secret;
 use crate::status::PgStatus;
 
@@ -104,6 +105,10 @@ pub enum AdminError {
     Status(#[from] crate::status::StatusError),
     #[error("writing {0}: {1}")]
     Write(String, std::io::Error),
+    #[error("no job {0:?} in reprocessing_jobs")]
+    NoSuchJob(String),
+    #[error("job {0:?} has no worker rows yet")]
+    NoWorkers(String),
 }
 
 /// Variables copied into the credentials Secret when set.
@@ -269,12 +274,6 @@ fn human_bytes(n: u64) -> String {
     format!("{v:.1} {unit}")
 }
 
-fn eta(rows: &[JobRow]) -> Option<Duration> {
-    let rate: f64 = rows.iter().filter_map(|r| r.bytes_per_sec()).sum();
-    let left: u64 = rows.iter().filter(|r| !r.ended()).map(|r| r.total_bytes.saturating_sub(r.processed_bytes)).sum();
-    (rate > 0.0).then(|| Duration::from_secs_f64(left as f64 / rate))
-}
-
 /// The job's rate next to its limits: lines/s and bytes/s summed over the workers running.
 fn rate_line(rows: &[JobRow], limits: &RateLimits) -> String {
     let running = |r: &&JobRow| !r.ended();
@@ -289,12 +288,20 @@ fn rate_line(rows: &[JobRow], limits: &RateLimits) -> String {
     )
 }
 
-fn table(job: &str, rows: &[JobRow]) -> String {
+fn table(job: &str, status: WorkerStatus, rows: &[JobRow]) -> String {
     let mut s = format!(
-        "job {job}\n{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10}\n",
-        "worker", "status", "files", "lines", "success", "errors", "skipped", "bytes", "lines/s"
+        "job {job} ({})\n{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10}\n",
+        status.as_str(),
+        "worker",
+        "status",
+        "files",
+        "lines",
+        "success",
+        "errors",
+        "skipped",
+        "bytes",
+        "lines/s"
     );
-    let mut total = JobRow::default();
     for r in rows {
         s += &format!(
             "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10.0}\n",
@@ -308,25 +315,24 @@ fn table(job: &str, rows: &[JobRow]) -> String {
             format!("{}/{}", human_bytes(r.processed_bytes), human_bytes(r.total_bytes)),
             r.lines_per_sec().unwrap_or(0.0)
         );
-        total.add(r);
     }
-    let rate: f64 = rows.iter().filter_map(|r| r.lines_per_sec()).sum();
+    let t = Totals::of(rows);
+    let total = &t.sum;
     s += &format!(
         "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10.0}\n",
         "total",
-        format!("{} ended", rows.iter().filter(|r| r.ended()).count()),
+        format!("{} ended", t.ended),
         format!("{}/{}", total.processed_files, total.assigned_files),
         total.total_lines,
         total.success,
         total.errors,
         total.skipped,
         format!("{}/{}", human_bytes(total.processed_bytes), human_bytes(total.total_bytes)),
-        rate
+        t.lines_per_sec
     );
-    s += &match eta(rows) {
-        Some(d) if rows.iter().any(|r| !r.ended()) => format!("ETA {}s\n", d.as_secs()),
-        _ => String::new(),
-    };
+    if let Some(d) = t.eta {
+        s += &format!("ETA {}s\n", d.as_secs());
+    }
     s
 }
 
@@ -334,16 +340,22 @@ fn table(job: &str, rows: &[JobRow]) -> String {
 pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
     let store = PgStatus::connect(&Secret::new(a.database_url.clone()), &a.job, 0, Duration::from_secs(10)).await?;
     loop {
+        let info = job_info(&store, &a.job).await?.ok_or_else(|| AdminError::NoSuchJob(a.job.clone()))?;
         let rows = job_rows(&store, &a.job).await?;
-        let limits = job_limits(&store, &a.job).await?;
+        if rows.is_empty() {
+            return Err(AdminError::NoWorkers(a.job.clone()));
+        }
         if a.json {
             let v: Vec<_> = rows.iter().map(JobRow::to_json).collect();
+            let limits = &info.limits;
             let limits =
                 json!({"max_events_per_sec": limits.events_per_sec, "max_bytes_per_sec": limits.bytes_per_sec});
+            let totals = Totals::of(&rows);
             println!(
                 "{}",
                 sonic_rs::to_string(&json!({
-                    "job_id": a.job.as_str(), "workers": v, "eta_seconds": eta(&rows).map(|d| d.as_secs()),
+                    "job_id": a.job.as_str(), "status": info.status.as_str(), "workers": v,
+                    "total": totals.to_json(), "eta_seconds": totals.eta.map(|d| d.as_secs()),
                     "rate_limits": limits,
                 }))
                 .unwrap_or_default()
@@ -352,12 +364,10 @@ pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
             if a.watch.is_some() {
                 print!("\x1b[2J\x1b[H");
             }
-            print!("{}{}", table(&a.job, &rows), rate_line(&rows, &limits));
+            print!("{}{}", table(&a.job, info.status, &rows), rate_line(&rows, &info.limits));
         }
         match a.watch {
-            Some(secs) if !rows.iter().all(JobRow::ended) || rows.is_empty() => {
-                tokio::time::sleep(Duration::from_secs(secs.max(1))).await
-            }
+            Some(secs) if !rows.iter().all(JobRow::ended) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
             _ => return Ok(()),
         }
     }

@@ -53,17 +53,69 @@ impl JobRow {
     }
 }
 
-/// The job's rate limits from its config (`max_events_per_sec`, `max_bytes_per_sec`), if set.
-pub async fn job_limits(store: &PgStatus, job: &str) -> Result<crate::ratelimit::RateLimits, StatusError> {
+/// The job's row in `reprocessing_jobs`: its status and rate limits.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    /// The job row's status (the same five values as a worker's).
+    pub status: WorkerStatus,
+    /// From its config (`max_events_per_sec`, `max_bytes_per_sec`), if set.
+    pub limits: crate::ratelimit::RateLimits,
+}
+
+/// The job's row, or `None` when there is no job with that id.
+pub async fn job_info(store: &PgStatus, job: &str) -> Result<Option<JobInfo>, StatusError> {
     let rows = query_job(
         store,
-        "SELECT (config->>'max_events_per_sec')::bigint, (config->>'max_bytes_per_sec')::bigint
+        "SELECT status, (config->>'max_events_per_sec')::bigint, (config->>'max_bytes_per_sec')::bigint
          FROM reprocessing_jobs WHERE id = $1",
         job,
     )
     .await?;
-    let get = |i: usize| rows.first().and_then(|r| r.get::<_, Option<i64>>(i)).filter(|&n| n > 0).map(|n| n as u64);
-    Ok(crate::ratelimit::RateLimits { events_per_sec: get(0), bytes_per_sec: get(1) })
+    let Some(r) = rows.first() else { return Ok(None) };
+    let limit = |i: usize| r.get::<_, Option<i64>>(i).filter(|&n| n > 0).map(|n| n as u64);
+    Ok(Some(JobInfo {
+        status: r.get::<_, String>(0).parse()?,
+        limits: crate::ratelimit::RateLimits { events_per_sec: limit(1), bytes_per_sec: limit(2) },
+    }))
+}
+
+/// The workers' rows summed: what `status` prints as its total line.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub sum: JobRow,
+    pub workers: usize,
+    pub ended: usize,
+    /// Lines a second, summed over the workers.
+    pub lines_per_sec: f64,
+    /// Time left at the current byte rate, while any worker runs.
+    pub eta: Option<std::time::Duration>,
+}
+
+impl Totals {
+    pub fn of(rows: &[JobRow]) -> Self {
+        let mut t = Totals { workers: rows.len(), ..Default::default() };
+        for r in rows {
+            t.sum.add(r);
+        }
+        t.ended = rows.iter().filter(|r| r.ended()).count();
+        t.lines_per_sec = rows.iter().filter_map(JobRow::lines_per_sec).sum();
+        let rate: f64 = rows.iter().filter_map(JobRow::bytes_per_sec).sum();
+        let left: u64 =
+            rows.iter().filter(|r| !r.ended()).map(|r| r.total_bytes.saturating_sub(r.processed_bytes)).sum();
+        t.eta = (rate > 0.0 && t.ended < t.workers).then(|| std::time::Duration::from_secs_f64(left as f64 / rate));
+        t
+    }
+
+    pub fn to_json(&self) -> sonic_rs::Value {
+        let s = &self.sum;
+        sonic_rs::json!({
+            "workers": self.workers, "ended": self.ended,
+            "assigned_files": s.assigned_files, "processed_files": s.processed_files,
+            "total_lines": s.total_lines, "success_count": s.success, "error_count": s.errors,
+            "skipped_count": s.skipped, "total_bytes": s.total_bytes, "processed_bytes": s.processed_bytes,
+            "lines_per_sec": self.lines_per_sec, "eta_seconds": self.eta.map(|d| d.as_secs()),
+        })
+    }
 }
 
 /// Runs `sql` with the job id as its one parameter.
