@@ -202,22 +202,28 @@ impl Router {
     /// stream it lists (and goes to that stream's shard topic); other rules go to `topic`.
     fn rules(topic: &str, rules: &[Rule], mode: RuleMode, streams: &Streams) -> Self {
         let mut topics = vec![topic.to_owned()];
+        let index = RuleIndex::new(rules);
         let targets = rules
             .iter()
-            .map(|rule| {
+            .enumerate()
+            .map(|(r, rule)| {
                 if !rule.uses_repository(mode) {
                     return RuleTargets::Same(Target::new(&mut topics, 0, &rule.resolve(mode, &[])));
                 }
+                // A stream with a rule of its own never reaches another rule: its lines match
+                // that rule by id (or by slug, when the id is empty). So only the topics a line
+                // can reach are listed, and must exist.
                 let known = streams
                     .entries
                     .iter()
                     .enumerate()
+                    .filter(|(_, e)| index.own(&e.id).is_none_or(|own| own == r))
                     .filter_map(|(i, e)| Some((i, Target::new(&mut topics, e.shard, &rule.resolve(mode, &e.ids))?)))
                     .collect();
                 RuleTargets::PerStream { known, unknown: Target::new(&mut topics, 0, &rule.resolve(mode, &[])) }
             })
             .collect();
-        let rules = Rules { index: RuleIndex::new(rules), targets, streams: streams.by_id.clone() };
+        let rules = Rules { index, targets, streams: streams.by_id.clone() };
         Self { topics, mode: Mode::Rules(rules) }
     }
 
@@ -384,6 +390,9 @@ mod tests {
             assert_eq!(rule_route(&r, line), want, "{line}");
         }
         // "*" picks the shard topic of the stream; the catch-all resolves per stream.
+        // A sharded stream with an explicit rule of its own needs no shard topic.
+        let r = map_router(r#"{"stream_ids":{"s2":"x2","s4":"x4","*":"*"}}"#, RuleMode::Override, true);
+        assert_eq!(r.topics(), ["dest"], "s2 and s4 (shard 2) have explicit rules");
         let r = map_router(r#"{"stream_ids":{"s1":"x1","*":["*","x9"]}}"#, RuleMode::Override, true);
         assert_eq!(rule_route(&r, r#"{"origin":{"sourceId":"s2"}}"#), to("dest-shard2", "c6,x9"));
         assert_eq!(rule_route(&r, r#"{"origin":{"sourceId":"unknown"}}"#), to("dest", "x9"));

@@ -138,6 +138,11 @@ impl RuleIndex {
         index
     }
 
+    /// The rule listed for exactly this stream, not counting [`ANY`].
+    pub fn own(&self, stream: &str) -> Option<usize> {
+        self.by_stream.get(stream).copied()
+    }
+
     /// The rule for a line whose origin has `id` and `slug` (either may be empty): looked up by
     /// id, then slug, then [`ANY`]; `None` when there is none.
     pub fn lookup(&self, id: &str, slug: &str) -> Option<usize> {
