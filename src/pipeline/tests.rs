@@ -98,6 +98,7 @@ async fn a_file_retry_skips_the_lines_already_settled() {
     s.engine.sources.fail_reads_after(&[1]);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     assert_eq!(multiset(&sink.delivered()), each_once(&data), "no line twice, none lost");
+    assert_eq!(s.progress.snapshot().processed_bytes, data.len() as u64, "the bytes read again count once");
     assert_eq!(s.progress.snapshot().counts.success, 5_000);
 }
 
