@@ -141,6 +141,7 @@ fn whole_pipeline(c: &mut Criterion) {
                         sources: Sources::new(None),
                         progress: Arc::new(Progress::default()),
                         dead_letters: None,
+                        keys: reprocessing_worker::batcher::LineKeys::for_job("bench"),
                     };
                     Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))
                 },

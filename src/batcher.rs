@@ -2,8 +2,9 @@
 //! a callback. No IO; nothing here can fail on IO.
 //!
 //! Per line: blank → skipped; too long or not one valid JSON object → error; filtered out →
-//! skipped; unroutable → error; else a record (key `messageId` or a random UUID, value the
-//! line's original bytes, header `connection_ids`) appended to its topic's open batch.
+//! skipped; unroutable → error; else a record (key `messageId`, or for a line without one a
+//! UUID v5 of the job, the file and the line number, see [`LineKeys`]; value the line's
+//! original bytes; header `connection_ids`) appended to its topic's open batch.
 //! A batch is handed over when it reaches `batch_size` records or `batch_max_bytes` bytes,
 //! or when the pipeline flushes every open batch because too many lines are unsettled (a
 //! topic that gets few lines must not pin the watermark; see `pipeline`).
@@ -47,6 +48,48 @@ pub fn record_size(index: usize, key: usize, value: usize, headers: &[(&str, &[u
         + varint_len(headers.len() as i64)
         + headers.iter().map(|(k, v)| field(k.len()) + field(v.len())).sum::<usize>();
     varint_len(body as i64) + body
+}
+
+/// Keys for the lines without a `messageId`: a UUID v5 of the job, the file's path and the
+/// line number. A line sent again (a retry, a restart) carries the key it had before, so that
+/// what is already in the topic can be recognised; it is still a UUID on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineKeys {
+    ns: uuid::Uuid,
+}
+
+impl LineKeys {
+    pub fn for_job(job_id: &str) -> Self {
+        let name = format!("reprocessing-worker:job:{job_id}");
+        Self { ns: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()) }
+    }
+
+    /// The keys of one file's lines.
+    pub fn file(&self, path: &str) -> FileKeys {
+        FileKeys { ns: uuid::Uuid::new_v5(&self.ns, path.as_bytes()) }
+    }
+}
+
+/// The keys of one file's lines: see [`LineKeys`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKeys {
+    ns: uuid::Uuid,
+}
+
+impl FileKeys {
+    /// The key of line `line` (1-based), hyphenated.
+    pub fn key(&self, line: u64) -> Vec<u8> {
+        let id = uuid::Uuid::new_v5(&self.ns, line.to_string().as_bytes());
+        id.hyphenated().to_string().into_bytes()
+    }
+}
+
+/// Where the batcher's current file starts: line numbers for [`FileKeys`].
+#[derive(Debug, Clone, Copy)]
+struct FileAt {
+    keys: FileKeys,
+    start: u64,
+    first_line: u64,
 }
 
 /// When a batch is full.
@@ -120,6 +163,7 @@ pub struct Batcher<'a> {
     /// What the filter needs extracted.
     fields: Fields,
     limits: BatchLimits,
+    file: FileAt,
     open: Vec<Option<Open>>,
     /// `messageCreated` of the latest line that had one.
     pub last_created: String,
@@ -129,7 +173,14 @@ impl<'a> Batcher<'a> {
     pub fn new(filter: &'a Filter, router: &'a Router, limits: BatchLimits) -> Self {
         let open = (0..router.topics().len()).map(|_| None).collect();
         let limits = BatchLimits { records: limits.records.max(1), ..limits };
-        Self { filter, router, fields: filter.fields(), limits, open, last_created: String::new() }
+        let file = FileAt { keys: LineKeys::for_job("").file(""), start: 0, first_line: 1 };
+        Self { filter, router, fields: filter.fields(), limits, file, open, last_created: String::new() }
+    }
+
+    /// The file whose lines come next: its keys, and the sequence number of its line
+    /// `first_line`.
+    pub fn start_file(&mut self, keys: FileKeys, start: u64, first_line: u64) {
+        self.file = FileAt { keys, start, first_line };
     }
 
     /// Decides line `no`. When `allow_send` is false (the limit is reached) a line that would
@@ -163,7 +214,7 @@ impl<'a> Batcher<'a> {
         }
         let key = match env.message_id.as_deref() {
             Some(id) if !id.is_empty() => id.as_bytes().to_vec(),
-            _ => uuid::Uuid::new_v4().hyphenated().to_string().into_bytes(),
+            _ => self.file.keys.key(self.file.first_line + (no - self.file.start)),
         };
         let headers = [(HEADER, &target.header[..])];
         let alone = record_size(0, key.len(), text.len(), &headers);
@@ -274,6 +325,27 @@ mod tests {
         assert_eq!(b.records[0].headers[HEADER], b"c1,c2");
         let generated = String::from_utf8(b.records[1].key.clone().unwrap()).unwrap();
         assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+    }
+
+    #[test]
+    fn keys_without_message_id_are_the_same_on_every_run() {
+        let keys = LineKeys::for_job("job-1");
+        let k = |job: &LineKeys, path: &str, line: u64| String::from_utf8(job.file(path).key(line)).unwrap();
+        let a = k(&keys, "s3://b/f.ndjson", 7);
+        assert_eq!(a, k(&LineKeys::for_job("job-1"), "s3://b/f.ndjson", 7), "deterministic");
+        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 5);
+        assert_ne!(a, k(&keys, "s3://b/f.ndjson", 8), "another line");
+        assert_ne!(a, k(&keys, "s3://b/g.ndjson", 7), "another file");
+        assert_ne!(a, k(&LineKeys::for_job("job-2"), "s3://b/f.ndjson", 7), "another job");
+        // The batcher numbers a file's lines from its first line, whatever the sequence.
+        let router = Router::fixed("t", &["c".into()]);
+        let filter = Filter::default();
+        let mut b = Batcher::new(&filter, &router, limits(10));
+        b.start_file(keys.file("s3://b/f.ndjson"), 1_000, 5);
+        let mut batches = Vec::new();
+        b.line(1_002, Line::Text(b"{}"), true, |x| batches.push(x));
+        b.flush_all(|x| batches.push(x));
+        assert_eq!(batches[0].records[0].key.as_deref(), Some(k(&keys, "s3://b/f.ndjson", 7).as_bytes()));
     }
 
     #[test]

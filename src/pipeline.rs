@@ -47,6 +47,8 @@ pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
 pub struct Engine {
     filter: Filter,
     router: Router,
+    /// The keys of lines without a `messageId`.
+    keys: crate::batcher::LineKeys,
     sources: Sources,
     progress: Arc<Progress>,
     tuning: Tuning,
@@ -77,6 +79,8 @@ pub struct Parts {
     pub progress: Arc<Progress>,
     /// Where lines counted as errors go, when `DEAD_LETTER_PATH` is set.
     pub dead_letters: Option<crate::deadletter::Sender>,
+    /// The keys of lines without a `messageId`.
+    pub keys: crate::batcher::LineKeys,
 }
 
 /// One file of the run, in files.json order.
@@ -156,7 +160,7 @@ impl Engine {
     /// The engine for one worker: `tuning` bounds its queues, `job` gives the batch size,
     /// the file retries and the run's limit.
     pub fn new(parts: Parts, tuning: Tuning, job: &JobOptions) -> Self {
-        let Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters } = parts;
+        let Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters, keys } = parts;
         let topics = router.topics().iter().cloned().zip(partitions.into_iter().chain(std::iter::repeat(1))).collect();
         let settings = ProducerSettings {
             max_in_flight: tuning.max_in_flight,
@@ -168,6 +172,7 @@ impl Engine {
         Self {
             filter,
             router,
+            keys,
             sources,
             progress,
             tuning,

@@ -221,7 +221,8 @@ impl<'a> Run<'a> {
             }
         }
         let sources = Sources::new(s3).with_gcs(gcs);
-        let parts = Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters };
+        let keys = crate::batcher::LineKeys::for_job(&cfg.job_id);
+        let parts = Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters, keys };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }
 

@@ -161,6 +161,7 @@ impl<'a> CpuStage<'a> {
         gate.notify_one();
         drop(held);
         let first_line = task.first_line.max(1);
+        self.core.batcher.start_file(self.core.engine.keys.file(&task.path), start, first_line);
         self.core.file = FilePass { path: task.path, first_line, start, known_until: start, ..Default::default() };
         let (location, mut chunks) = match source {
             Ok(opened) => opened,
