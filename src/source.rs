@@ -7,7 +7,7 @@
 //!
 //! A ranged S3 or GCS read that fails or is cut short is retried from the exact byte where it
 //! stopped, with the backoff [`crate::backoff::Backoff::S3_READ`] (a bounded number of times
-//! in a row): see [`remote`].
+//! in a row): see `source::remote`.
 
 mod remote;
 
