@@ -19,9 +19,12 @@
 #   scripts/services.sh env     print the environment the tests use (eval it)
 #   scripts/services.sh start-broker | restart-broker | kill-broker | restart-postgres
 #                               (one service at a time: the fault suite, scripts/services-test.sh)
+#   scripts/services.sh start-auth-broker | stop-auth-broker
+#                               a second tansu that requires SCRAM logins (see below); not part
+#                               of `start`: its first build takes about 10 minutes
 #
-# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_S3_PORT and RW_GCS_PORT; pid and log
-# files go to RW_STATE_DIR (default .services).
+# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_KAFKA_AUTH_PORT, RW_S3_PORT and
+# RW_GCS_PORT; pid and log files go to RW_STATE_DIR (default .services).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +39,20 @@ S3_PORT="${RW_S3_PORT:-15000}"
 GCS_PORT="${RW_GCS_PORT:-14443}"
 # tansu's storage: memory by default; the fault suite sets s3://BUCKET/ so data survives a restart.
 TANSU_STORAGE="${RW_TANSU_STORAGE:-memory://tansu/}"
+
+# The authenticating broker. The wheel's tansu offers no SASL mechanism (it keeps no users);
+# tansu from crates.io built with the libsql feature keeps SCRAM users in its sqlite storage and
+# completes SCRAM-SHA-256 and SCRAM-SHA-512 logins (PLAIN is not built in; its TLS flags do not
+# work, so TLS is terminated in front of it by the tests). Built once into the build directory.
+TANSU_AUTH_VERSION=0.6.0
+TANSU_AUTH_ROOT="${RW_TANSU_AUTH_ROOT:-$ROOT/target/tansu-auth}"
+TANSU_AUTH_BIN="$TANSU_AUTH_ROOT/bin/tansu"
+KAFKA_AUTH_PORT="${RW_KAFKA_AUTH_PORT:-19096}"
+# Test-only credentials, one user per mechanism.
+SCRAM256_USER=rw-scram256
+SCRAM256_PASSWORD=scram256-test-pass-Hv4q
+SCRAM512_USER=rw-scram512
+SCRAM512_PASSWORD=scram512-test-pass-Tn8w
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -347,6 +364,103 @@ start_tansu() {
     --storage-engine "$TANSU_STORAGE"
 }
 
+# ---- the authenticating broker ------------------------------------------------------------------
+
+# Their command lines contain these (the pid files are checked against them).
+TANSU_AUTH_SETUP_MARKER="tansu broker --cluster-id rw-scram"
+TANSU_AUTH_MARKER="tansu broker --authentication --cluster-id rw-scram"
+# The broker's database, and a copy made when it held only the users (for tests that start a
+# broker of their own with the same users).
+TANSU_AUTH_DB="$STATE/tansu-auth.db"
+TANSU_AUTH_USERS_DB="$STATE/tansu-auth-users.db"
+
+# Builds tansu with sqlite storage into TANSU_AUTH_ROOT, unless that version is there already.
+build_tansu_auth() {
+  if [[ -x "$TANSU_AUTH_BIN" && "$("$TANSU_AUTH_BIN" --version 2>/dev/null || true)" == "tansu $TANSU_AUTH_VERSION" ]]; then
+    return 0
+  fi
+  command -v cargo >/dev/null 2>&1 || die "cargo is needed to build tansu $TANSU_AUTH_VERSION"
+  local logf="$STATE/tansu-auth-build.log" start=$SECONDS
+  log "building tansu $TANSU_AUTH_VERSION (features libsql) into $TANSU_AUTH_ROOT, once: about 10 minutes on 2 cores (log: $logf)"
+  local cmd=(cargo install tansu --version "$TANSU_AUTH_VERSION" --features libsql --root "$TANSU_AUTH_ROOT")
+  if ! "${cmd[@]}" --locked >"$logf" 2>&1; then
+    # The crate's own Cargo.lock first; if it does not resolve (nothing compiled), the newest
+    # compatible dependencies.
+    if grep -q Compiling "$logf"; then
+      tail -n 20 "$logf" | sed 's/^/    /' >&2
+      die "building tansu $TANSU_AUTH_VERSION failed; see $logf"
+    fi
+    log "cargo install --locked did not resolve; trying without --locked"
+    "${cmd[@]}" >>"$logf" 2>&1 || {
+      tail -n 20 "$logf" | sed 's/^/    /' >&2
+      die "building tansu $TANSU_AUTH_VERSION failed; see $logf"
+    }
+  fi
+  [[ -x "$TANSU_AUTH_BIN" ]] || die "cargo install finished but $TANSU_AUTH_BIN is missing"
+  log "tansu $TANSU_AUTH_VERSION built in $((SECONDS - start)) s"
+}
+
+# auth_broker_args [--authentication]: the broker's arguments on its port and database. tansu
+# takes the path of sqlite://PATH as relative to its working directory (even after a /): the
+# brokers run in STATE.
+auth_broker_args() {
+  printf '%s\n' broker "$@" --cluster-id rw-scram \
+    --listener-url "tcp://127.0.0.1:$KAFKA_AUTH_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_AUTH_PORT" \
+    --storage-engine "sqlite://$(basename "$TANSU_AUTH_DB")"
+}
+
+# Whether the authenticating broker this script started is the one listening on its port.
+auth_broker_up() {
+  local pidf="$STATE/tansu-auth.pid" pid
+  [[ -f "$pidf" && -f "$TANSU_AUTH_USERS_DB" ]] || return 1
+  pid="$(cat "$pidf")"
+  alive "$pid" && is_ours "$pid" "$TANSU_AUTH_MARKER" && holds_port "$KAFKA_AUTH_PORT" "$pid"
+}
+
+# Users can only be created while authentication is off: a fresh database, a broker without
+# --authentication to create them, then the same database with --authentication (same port).
+# The brokers do not inherit fd 9 (the lock the caller holds).
+start_tansu_auth() {
+  build_tansu_auth
+  if auth_broker_up; then
+    log "authenticating tansu already up on 127.0.0.1:$KAFKA_AUTH_PORT"
+    return 0
+  fi
+  stop_pidfile tansu-auth "$TANSU_AUTH_MARKER"
+  stop_pidfile tansu-auth-setup "$TANSU_AUTH_SETUP_MARKER"
+  fail_if_port_held "$KAFKA_AUTH_PORT" "the authenticating tansu" RW_KAFKA_AUTH_PORT
+  rm -f "$TANSU_AUTH_DB" "$TANSU_AUTH_DB-wal" "$TANSU_AUTH_DB-shm" "$TANSU_AUTH_DB-journal" \
+    "$TANSU_AUTH_USERS_DB" "$TANSU_AUTH_USERS_DB-wal" "$TANSU_AUTH_USERS_DB-shm" "$TANSU_AUTH_USERS_DB-journal"
+  local args=()
+  mapfile -t args < <(auth_broker_args)
+  start_daemon tansu-auth-setup "$KAFKA_AUTH_PORT" RW_KAFKA_AUTH_PORT "$TANSU_AUTH_SETUP_MARKER" \
+    "tansu without authentication, to create its users" env -C "$STATE" "$TANSU_AUTH_BIN" "${args[@]}" 9>&-
+  local broker="tcp://127.0.0.1:$KAFKA_AUTH_PORT" user mech pass
+  for user in "scram256 $SCRAM256_USER $SCRAM256_PASSWORD" "scram512 $SCRAM512_USER $SCRAM512_PASSWORD"; do
+    read -r mech user pass <<<"$user"
+    if ! "$TANSU_AUTH_BIN" user create --broker "$broker" --mechanism "$mech" "$user" "$pass" >"$STATE/tansu-auth-user.log" 2>&1; then
+      sed 's/^/    /' "$STATE/tansu-auth-user.log" >&2
+      stop_pidfile tansu-auth-setup "$TANSU_AUTH_SETUP_MARKER"
+      die "tansu user create ($mech $user) failed"
+    fi
+    log "created $mech user $user"
+  done
+  stop_pidfile tansu-auth-setup "$TANSU_AUTH_SETUP_MARKER"
+  local f
+  for f in "" -wal -shm -journal; do
+    [[ ! -e "$TANSU_AUTH_DB$f" ]] || cp "$TANSU_AUTH_DB$f" "$TANSU_AUTH_USERS_DB$f"
+  done
+  mapfile -t args < <(auth_broker_args --authentication)
+  start_daemon tansu-auth "$KAFKA_AUTH_PORT" RW_KAFKA_AUTH_PORT "$TANSU_AUTH_MARKER" \
+    "tansu with --authentication (SCRAM users $SCRAM256_USER, $SCRAM512_USER)" env -C "$STATE" "$TANSU_AUTH_BIN" "${args[@]}" 9>&-
+}
+
+stop_tansu_auth() {
+  stop_pidfile tansu-auth "$TANSU_AUTH_MARKER"
+  stop_pidfile tansu-auth-setup "$TANSU_AUTH_SETUP_MARKER"
+}
+
 # stop_pidfile NAME MARKER [SIGNAL]: stops the process of STATE/NAME.pid if it is still the
 # one this script started (a reused pid is left alone).
 stop_pidfile() {
@@ -381,6 +495,13 @@ export STORAGE_EMULATOR_HOST='http://127.0.0.1:$GCS_PORT'
 export RW_TANSU_BIN='$tansu'
 export RW_KCAT_LD_LIBRARY_PATH='$rdkafka'
 export RW_PYTHON='$py'
+export RW_KAFKA_AUTH_BOOTSTRAP='127.0.0.1:$KAFKA_AUTH_PORT'
+export RW_TANSU_AUTH_BIN='$TANSU_AUTH_BIN'
+export RW_TANSU_AUTH_USERS_DB='$TANSU_AUTH_USERS_DB'
+export RW_SCRAM256_USER='$SCRAM256_USER'
+export RW_SCRAM256_PASSWORD='$SCRAM256_PASSWORD'
+export RW_SCRAM512_USER='$SCRAM512_USER'
+export RW_SCRAM512_PASSWORD='$SCRAM512_PASSWORD'
 ENV
   printf 'export PATH=%q\n' "$path"
 }
@@ -399,6 +520,7 @@ case "${1:-}" in
     log "all services up"
     ;;
   stop)
+    stop_tansu_auth
     stop_pidfile tansu "$TANSU_MARKER"
     stop_pidfile gcs "$GCS_MARKER"
     stop_pidfile moto "$MOTO_MARKER"
@@ -414,6 +536,17 @@ case "${1:-}" in
   start-broker)
     start_tansu
     ;;
+  start-auth-broker)
+    # One at a time: a second caller waits, then finds it up.
+    exec 9>"$STATE/tansu-auth.lock"
+    flock 9
+    start_tansu_auth
+    ;;
+  stop-auth-broker)
+    exec 9>"$STATE/tansu-auth.lock"
+    flock 9
+    stop_tansu_auth
+    ;;
   restart-postgres)
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast
     wait_postgres
@@ -422,7 +555,7 @@ case "${1:-}" in
     print_env
     ;;
   *)
-    echo "usage: $0 start|stop|env|start-broker|restart-broker|kill-broker|restart-postgres" >&2
+    echo "usage: $0 start|stop|env|start-broker|restart-broker|kill-broker|restart-postgres|start-auth-broker|stop-auth-broker" >&2
     exit 2
     ;;
 esac

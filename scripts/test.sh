@@ -44,6 +44,11 @@ step "services (PostgreSQL 15, tansu, moto, fake-gcs-server)"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 
+# Its own step, so its time shows: the first run builds tansu with sqlite storage (about
+# 10 minutes on 2 cores); later runs reuse the binary in target/tansu-auth.
+step "authenticating Kafka broker (tansu with SCRAM users, for tests/kafka_security.rs)"
+scripts/services.sh start-auth-broker
+
 step "services.sh refuses a port another process holds (scripts/services-test.sh)"
 scripts/services-test.sh
 
