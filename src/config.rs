@@ -200,6 +200,17 @@ pub enum SaslMechanism {
     ScramSha512,
 }
 
+impl SaslMechanism {
+    /// Kafka's name for it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SaslSettings {
     pub mechanism: SaslMechanism,

@@ -65,28 +65,97 @@ fn compression(c: KafkaCompression) -> Compression {
     }
 }
 
-impl KafkaSink {
-    /// Connects to the cluster; fails after `connect_timeout` if no broker answers.
-    pub async fn connect(cfg: &KafkaConfig) -> Result<Self, SinkError> {
-        let request_deadline = cfg.delivery_timeout.min(REQUEST_DEADLINE);
-        let backoff = Backoff::KAFKA.to_rskafka(request_deadline);
-        let bootstrap = cfg.bootstrap.join(",");
-        let mut builder =
-            ClientBuilder::new(cfg.bootstrap.clone()).client_id("reprocessing-worker").backoff_config(backoff);
-        if matches!(cfg.security, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
-            let tls = crate::tls::client_config(cfg.ssl_ca_file.as_deref(), cfg.ssl_skip_verify)
-                .map_err(|e| SinkError::Connect { bootstrap: bootstrap.clone(), source: Box::new(e) })?;
-            builder = builder.tls_config(Arc::new(tls));
-        }
-        if let Some(s) = &cfg.sasl {
-            let creds = Credentials::new(s.username.clone(), s.password.expose().to_owned());
-            builder = builder.sasl_config(match s.mechanism {
-                SaslMechanism::Plain => SaslConfig::Plain(creds),
-                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
-                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+/// The rskafka client builder for `cfg`, retrying with `backoff`.
+fn client_builder(
+    cfg: &KafkaConfig,
+    backoff: rskafka::BackoffConfig,
+    bootstrap: &str,
+) -> Result<ClientBuilder, SinkError> {
+    let mut builder =
+        ClientBuilder::new(cfg.bootstrap.clone()).client_id("reprocessing-worker").backoff_config(backoff);
+    if matches!(cfg.security, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
+        let tls = crate::tls::client_config(cfg.ssl_ca_file.as_deref(), cfg.ssl_skip_verify)
+            .map_err(|e| SinkError::Connect { bootstrap: bootstrap.to_owned(), source: Box::new(e) })?;
+        builder = builder.tls_config(Arc::new(tls));
+    }
+    if let Some(s) = &cfg.sasl {
+        let creds = Credentials::new(s.username.clone(), s.password.expose().to_owned());
+        builder = builder.sasl_config(match s.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(creds),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+        });
+    }
+    Ok(builder)
+}
+
+/// rskafka retries a refused SASL login like an unreachable broker, until its deadline, and
+/// keeps the refusal inside an error list that has no `source()`. So with SASL the worker
+/// first connects one attempt at a time itself (rskafka's retries off), until the connect
+/// deadline, and stops at the first refused login, naming the mechanism and the user.
+async fn check_login(cfg: &KafkaConfig, bootstrap: &str) -> Result<(), SinkError> {
+    let sasl = cfg.sasl.as_ref().expect("called with SASL");
+    // A deadline of zero: one attempt per build.
+    let once = Backoff::KAFKA.to_rskafka(Duration::ZERO);
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let mut failures = 0u32;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = tokio::time::timeout(left, client_builder(cfg, once.clone(), bootstrap)?.build()).await;
+        let e = match attempt {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return Err(SinkError::ConnectTimeout { bootstrap: bootstrap.to_owned(), after: cfg.connect_timeout })
+            }
+        };
+        if login_refused(&e) {
+            return Err(SinkError::LoginRefused {
+                bootstrap: bootstrap.to_owned(),
+                mechanism: sasl.mechanism.as_str(),
+                user: sasl.username.clone(),
+                source: Box::new(e),
             });
         }
-        let client = tokio::time::timeout(cfg.connect_timeout, builder.build())
+        failures += 1;
+        let pause = Backoff::KAFKA.delay(failures).unwrap_or(Backoff::KAFKA.max);
+        if Instant::now() + pause >= deadline {
+            return Err(SinkError::ConnectTimeout { bootstrap: bootstrap.to_owned(), after: cfg.connect_timeout });
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// rskafka's message for a failed SASL exchange (`ConnectionError::SaslFailed`), the only
+/// trace of it once it sits in rskafka's list of connection errors.
+const RSKAFKA_SASL_FAILED: &str = "Sasl handshake failed";
+
+/// True when the broker refused the SASL login (a wrong password, an unknown user, a
+/// mechanism it does not offer), as opposed to a connection that could not be made.
+fn login_refused(e: &ClientError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err.downcast_ref::<rskafka::SaslError>().is_some() || err.to_string().contains(RSKAFKA_SASL_FAILED) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+impl KafkaSink {
+    /// Connects to the cluster; fails after `connect_timeout` if no broker answers, and at
+    /// once if a broker refuses the SASL login.
+    pub async fn connect(cfg: &KafkaConfig) -> Result<Self, SinkError> {
+        let request_deadline = cfg.delivery_timeout.min(REQUEST_DEADLINE);
+        let bootstrap = cfg.bootstrap.join(",");
+        let started = Instant::now();
+        if cfg.sasl.is_some() {
+            check_login(cfg, &bootstrap).await?;
+        }
+        let left = cfg.connect_timeout.saturating_sub(started.elapsed());
+        let builder = client_builder(cfg, Backoff::KAFKA.to_rskafka(request_deadline), &bootstrap)?;
+        let client = tokio::time::timeout(left, builder.build())
             .await
             .map_err(|_| SinkError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
             .map_err(|e| SinkError::Connect { bootstrap, source: Box::new(e) })?;

@@ -28,6 +28,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum SinkError {
     #[error("cannot connect to Kafka at {bootstrap}: no broker answered within {after:?}")]
     ConnectTimeout { bootstrap: String, after: std::time::Duration },
+    /// The broker refused the SASL login (wrong password, unknown user, mechanism).
+    #[error("Kafka at {bootstrap} refused the {mechanism} login of user {user:?}")]
+    LoginRefused {
+        bootstrap: String,
+        mechanism: &'static str,
+        user: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("cannot connect to Kafka at {bootstrap}")]
     Connect {
         bootstrap: String,
@@ -82,9 +91,10 @@ impl SinkError {
                 Failure::Transient
             }
             SinkError::Metadata { .. } => Failure::Transient,
-            SinkError::ConnectTimeout { .. } | SinkError::Connect { .. } | SinkError::TopicMissing { .. } => {
-                Failure::Fatal
-            }
+            SinkError::ConnectTimeout { .. }
+            | SinkError::Connect { .. }
+            | SinkError::LoginRefused { .. }
+            | SinkError::TopicMissing { .. } => Failure::Fatal,
         }
     }
 

@@ -509,14 +509,10 @@ fn an_unknown_scram_user_fails_and_sends_nothing() {
     }
 }
 
-/// What is asked of a refused login beyond the above: the worker stops as soon as the broker
-/// refuses (not when `KAFKA_CONNECT_TIMEOUT_SECS` runs out), and its error names the mechanism
-/// and the user. Not yet so: rskafka retries a failed SASL exchange like an unreachable
-/// broker, until the connect deadline ("no broker answered within …") or its own retry
-/// deadline of 30 s ("all retries failed … invalid proof"), whichever comes first; neither
-/// error names the mechanism or the user.
+/// A refused login stops the worker as soon as the broker refuses (not when
+/// `KAFKA_CONNECT_TIMEOUT_SECS` runs out: rskafka alone would retry it like an unreachable
+/// broker), and its error names the mechanism and the user.
 #[test]
-#[ignore = "needs src/kafka.rs to stop at a refused SASL login and name the mechanism and the user"]
 fn a_refused_scram_login_stops_at_once_and_names_the_mechanism_and_the_user() {
     let Some(bootstrap) = auth_broker("a_refused_scram_login_stops_at_once_and_names_the_mechanism_and_the_user")
     else {
