@@ -6,18 +6,22 @@
 #   scripts/build-static.sh --target aarch64-unknown-linux-musl  arm64 (Graviton, Ampere)
 #
 # Profile: `dist` (Cargo.toml), the release build stripped of symbols and line tables (about
-# 16 MB instead of 93 MB). Plain release builds keep their line tables for profiling.
+# 15 to 18 MB instead of 93 MB). Plain release builds keep their line tables for profiling.
 #
 # Route: cargo-zigbuild, with Zig (the `ziglang` PyPI wheel) as the C compiler and linker for
 # both targets. The C parts of the tree (aws-lc-sys, zstd-sys, libmimalloc-sys) are then
-# compiled against musl's own headers for the target CPU, which Zig ships for every target.
-# Both tools come from PyPI as prebuilt wheels (`cargo-zigbuild`, `ziglang`), installed into
-# the project's virtual environment (target/venv, or RW_VENV): nothing to compile, nothing
-# outside crates.io, PyPI and Debian. Measured here: the arm64 build takes as long as the
-# x86-64 one (fat LTO dominates either way).
-# The alternative, Debian's cross gcc (gcc-aarch64-linux-gnu), compiles C against glibc's
-# headers for a musl target; a correct build needs musl's arm64 headers too, which Debian only
-# ships as musl-dev:arm64 (a foreign architecture in apt) — more to install, and more to break.
+# compiled against musl's own headers for the target CPU, which Zig ships for every target,
+# and linked with musl's libc: the C library the binary really has. Both tools come from PyPI
+# as prebuilt wheels (`cargo-zigbuild`, `ziglang`; about 12 s to install) into the project's
+# virtual environment (target/venv, or RW_VENV): nothing to compile, and the same on x86-64
+# and arm64 build machines. Measured on 2 shared cores: a clean dist build takes about 15
+# minutes for either target (rustc and fat LTO dominate, not the C compiler), and
+# one source change costs about 4 minutes per target.
+# Tried as well: Debian's cross gcc (gcc-aarch64-linux-gnu), as Dockerfile.musl used to. It
+# built a binary that ran the static test's job, but it compiles the C parts against glibc's
+# headers and links them with musl: sizes of types such as pthread_mutex_t and some constants
+# differ between the two, and nothing at link time says so. A correct build that way needs
+# musl's arm64 headers as well (Debian: musl-dev:arm64, a foreign architecture for apt).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
