@@ -17,6 +17,7 @@ use rskafka::record::Record;
 use crate::extract::{extract_with, ExtractError, Fields};
 use crate::filter::{is_blank, Filter, SkipReason};
 use crate::lines::Line;
+use crate::recover::{Ended, Recovered};
 use crate::route::{RouteError, Router};
 use crate::sink::Batch;
 use crate::tracker::LineState;
@@ -135,6 +136,8 @@ pub enum Decision {
     Error(LineError),
     /// Added to an open batch.
     Queued,
+    /// Found in the topic by a resumed run's read-back: delivered before, not sent again.
+    Found,
 }
 
 impl Decision {
@@ -143,6 +146,7 @@ impl Decision {
             Decision::Skipped(_) => LineState::Skipped,
             Decision::Error(_) => LineState::Error,
             Decision::Queued => LineState::Pending,
+            Decision::Found => LineState::Success,
         }
     }
 }
@@ -167,6 +171,10 @@ pub struct Batcher<'a> {
     open: Vec<Option<Open>>,
     /// `messageCreated` of the latest line that had one.
     pub last_created: String,
+    /// A resumed run's records found in the topic, while matching goes on.
+    recovered: Option<Recovered>,
+    /// How the matching ended, once it has (taken by the pipeline).
+    pub recovery_ended: Option<Ended>,
 }
 
 impl<'a> Batcher<'a> {
@@ -174,7 +182,22 @@ impl<'a> Batcher<'a> {
         let open = (0..router.topics().len()).map(|_| None).collect();
         let limits = BatchLimits { records: limits.records.max(1), ..limits };
         let file = FileAt { keys: LineKeys::for_job("").file(""), start: 0, first_line: 1 };
-        Self { filter, router, fields: filter.fields(), limits, file, open, last_created: String::new() }
+        Self {
+            filter,
+            router,
+            fields: filter.fields(),
+            limits,
+            file,
+            open,
+            last_created: String::new(),
+            recovered: None,
+            recovery_ended: None,
+        }
+    }
+
+    /// Lines that would be sent are first looked up in `recovered` (see [`crate::recover`]).
+    pub fn match_against(&mut self, recovered: Recovered) {
+        self.recovered = Some(recovered);
     }
 
     /// The file whose lines come next: its keys, and the sequence number of its line
@@ -220,6 +243,16 @@ impl<'a> Batcher<'a> {
         let alone = record_size(0, key.len(), text.len(), &headers);
         if BATCH_OVERHEAD + alone > self.limits.message_bytes {
             return Some(Decision::Error(LineError::TooLargeForKafka(alone, self.limits.message_bytes)));
+        }
+        if let Some(r) = &mut self.recovered {
+            let found = r.take(no, &key, text, &target.header);
+            if r.is_over() {
+                self.recovery_ended = Some(r.ended());
+                self.recovered = None;
+            }
+            if found {
+                return Some(Decision::Found);
+            }
         }
         let topic = target.topic;
         // The record's size where it would go; the open batch is closed first if this record

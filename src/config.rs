@@ -33,6 +33,9 @@ pub mod defaults {
     pub const KAFKA_DELIVERY_TIMEOUT_SECS: u64 = 300;
     pub const KAFKA_CONNECT_TIMEOUT_SECS: u64 = 30;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+    /// Records a resume may read back from Kafka (about 32 bytes of memory each while held).
+    pub const RESUME_READBACK_MAX_RECORDS: u64 = 1_000_000;
+    pub const RESUME_READBACK_TIMEOUT_SECS: u64 = 120;
 }
 
 #[derive(Debug, Parser)]
@@ -178,6 +181,14 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long in-flight batches may take to finish, in seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
+    /// On resume, the most records read back from Kafka to find the lines already delivered;
+    /// past it the resume sends them again (at least once). 0 turns the read-back off.
+    #[arg(long, env = "RESUME_READBACK_MAX_RECORDS", default_value_t = defaults::RESUME_READBACK_MAX_RECORDS)]
+    pub resume_readback_max_records: u64,
+    /// On resume, the longest the read-back may take, in seconds; past it the resume sends
+    /// the lines again (at least once).
+    #[arg(long, env = "RESUME_READBACK_TIMEOUT_SECS", default_value_t = defaults::RESUME_READBACK_TIMEOUT_SECS)]
+    pub resume_readback_timeout_secs: u64,
 }
 
 /// Kafka connection settings; absent in a dry run.
@@ -245,6 +256,8 @@ pub struct Tuning {
     /// What this worker may send a second (its own setting, or its share of the job's).
     pub rate: crate::ratelimit::RateLimits,
     pub shutdown_timeout: Duration,
+    /// The resume read-back's caps (records, time).
+    pub readback: crate::readback::Caps,
 }
 
 impl Default for Tuning {
@@ -259,6 +272,10 @@ impl Default for Tuning {
             files_in_flight: defaults::FILES_IN_FLIGHT,
             rate: Default::default(),
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
+            readback: crate::readback::Caps {
+                max_records: defaults::RESUME_READBACK_MAX_RECORDS,
+                timeout: Duration::from_secs(defaults::RESUME_READBACK_TIMEOUT_SECS),
+            },
         }
     }
 }
@@ -449,6 +466,10 @@ impl Config {
                 }
             },
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            readback: crate::readback::Caps {
+                max_records: args.resume_readback_max_records,
+                timeout: Duration::from_secs(args.resume_readback_timeout_secs),
+            },
         };
         let topic = args.kafka_destinations_topic.trim().to_owned();
         if topic.is_empty() {

@@ -17,6 +17,10 @@
 //! retries transient ones per batch until `KAFKA_DELIVERY_TIMEOUT_SECS`, splits rejected
 //! batches, and stops the run on fatal ones. rskafka's own retries are bounded by
 //! [`REQUEST_DEADLINE`] per request.
+//!
+//! **Offsets.** A produce returns the batch's base offset; a resumed run lists partitions'
+//! end offsets and fetches records back through the same partition clients (see
+//! [`crate::readback`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,14 +28,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
-use crate::sink::{Failure, Sink, SinkError};
+use crate::sink::{BoxError, Failure, Sink, SinkError};
 
 /// The longest one request (with rskafka's own retries) may take before the pipeline's
 /// retry takes over.
@@ -50,6 +54,11 @@ pub struct KafkaSink {
     /// Stops the task that keeps `TCP_NODELAY` on new connections when the sink is dropped.
     _nodelay: tokio_util::sync::DropGuard,
 }
+
+/// One fetch of the resume read-back: at most this many bytes (a batch larger than this is
+/// still returned whole by the broker), waiting at most this long for data.
+const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
+const FETCH_MAX_WAIT_MS: i32 = 500;
 
 /// A produce slower than this may have met a new connection (rskafka reconnects inside a
 /// request): look for sockets without `TCP_NODELAY` again.
@@ -240,7 +249,7 @@ impl Sink for KafkaSink {
         topic: &'a str,
         partition: i32,
         records: &'a [Record],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    ) -> BoxFuture<'a, Result<i64, SinkError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition).await?;
             let after = self.request_deadline;
@@ -260,7 +269,39 @@ impl Sink for KafkaSink {
                     self.refresh_metadata().await;
                 }
             }
-            result.map(|_| ())
+            result.map(|offsets| offsets.first().copied().unwrap_or(-1))
+        })
+    }
+
+    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
+        Box::pin(async move {
+            let pc = self.partition_client(topic, partition).await?;
+            let failed = |source: BoxError| SinkError::ReadBack { topic: topic.to_owned(), partition, source };
+            tokio::time::timeout(self.request_deadline, pc.get_offset(OffsetAt::Latest))
+                .await
+                .map_err(|e| failed(Box::new(e)))?
+                .map_err(|e| failed(Box::new(e)))
+        })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+    ) -> BoxFuture<'a, Result<Vec<(i64, Record)>, SinkError>> {
+        Box::pin(async move {
+            let pc = self.partition_client(topic, partition).await?;
+            let failed = |source: BoxError| SinkError::ReadBack { topic: topic.to_owned(), partition, source };
+            let fetched = tokio::time::timeout(
+                self.request_deadline,
+                pc.fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS),
+            )
+            .await
+            .map_err(|e| failed(Box::new(e)))?
+            .map_err(|e| failed(Box::new(e)))?;
+            // A compressed batch is returned whole, from before `offset` too.
+            Ok(fetched.0.into_iter().filter(|r| r.offset >= offset).map(|r| (r.offset, r.record)).collect())
         })
     }
 }

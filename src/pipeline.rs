@@ -63,6 +63,8 @@ pub struct Engine {
     producer: Arc<Producer>,
     /// Dead letters, when `DEAD_LETTER_PATH` is set.
     dead_letters: Option<crate::deadletter::Sender>,
+    /// A resumed run's read-back, until the CPU stage takes it.
+    recovered: std::sync::Mutex<Option<crate::recover::Recovered>>,
 }
 
 /// What the engine works with, built by the worker at start-up.
@@ -182,7 +184,23 @@ impl Engine {
             queued: AtomicU64::new(0),
             producer: Arc::new(producer),
             dead_letters,
+            recovered: Default::default(),
         }
+    }
+
+    /// The router's topics and their partition counts.
+    pub fn destinations(&self) -> &[(String, i32)] {
+        self.producer.topics()
+    }
+
+    /// The sink batches go to.
+    pub fn sink(&self) -> &dyn Sink {
+        self.producer.sink()
+    }
+
+    /// The next run matches the lines it would send against `recovered` first.
+    pub fn match_against(&self, recovered: crate::recover::Recovered) {
+        *self.recovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(recovered);
     }
 
     /// The run's `limit`, if any.

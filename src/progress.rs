@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use crate::offsets::{Ledger, PartitionOffset};
 use crate::tracker::{Advance, Finished, Seq, Tracker};
 
 /// Settled lines between two status writes (at most; the flusher coalesces).
@@ -70,6 +71,9 @@ pub struct Progress {
     settled: Condvar,
     /// Batches that waited for the rate limit (the live progress line shows when it holds).
     pub rate_limited: AtomicU64,
+    /// Where a resumed run would have to read back from, per partition. Its own mutex,
+    /// taken per batch sent and acknowledged and per status write, never with `inner`.
+    ledger: Mutex<Ledger>,
 }
 
 /// A locked view for the pipeline: record lines, resolve batches.
@@ -169,6 +173,18 @@ impl Progress {
         while g.tracker.base() < seq && !stop() {
             g = self.settled.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
         }
+    }
+
+    /// The read-back start offsets.
+    pub fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The read-back start of every partition, for a snapshot taken after this call: the
+    /// watermark is read first, so the offsets are never ahead of the row.
+    pub fn read_back_starts(&self) -> Vec<PartitionOffset> {
+        let watermark = self.lock().tracker().base();
+        self.ledger().starts(watermark)
     }
 
     /// The files given up so far, each with where and why.

@@ -67,6 +67,14 @@ pub enum SinkError {
     },
     #[error("produce to {topic}[{partition}]: not acknowledged within {after:?}")]
     NotAcknowledged { topic: String, partition: i32, after: std::time::Duration },
+    /// Listing a partition's end offset, or reading it back, failed or timed out.
+    #[error("reading {topic}[{partition}] back failed")]
+    ReadBack {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// What a failed request means for the records in it, and so what the pipeline does.
@@ -90,7 +98,7 @@ impl SinkError {
             SinkError::NotAcknowledged { .. } | SinkError::NoLeader { .. } | SinkError::MetadataTimeout { .. } => {
                 Failure::Transient
             }
-            SinkError::Metadata { .. } => Failure::Transient,
+            SinkError::Metadata { .. } | SinkError::ReadBack { .. } => Failure::Transient,
             SinkError::ConnectTimeout { .. }
             | SinkError::Connect { .. }
             | SinkError::LoginRefused { .. }
@@ -112,14 +120,25 @@ pub trait Sink: Send + Sync + 'static {
     /// The partition count of each of `topics`, from one metadata request at start-up. A
     /// topic that does not exist is [`SinkError::TopicMissing`].
     fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>>;
-    /// Sends `records` to one partition and waits for the acknowledgement. The records are
-    /// borrowed: a batch that fails transiently is sent again, and the dry run copies nothing.
+    /// Sends `records` to one partition and waits for the acknowledgement; returns the offset
+    /// of the first record. The records are borrowed: a batch that fails transiently is sent
+    /// again, and the dry run copies nothing.
     fn produce<'a>(
         &'a self,
         topic: &'a str,
         partition: i32,
         records: &'a [Record],
-    ) -> BoxFuture<'a, Result<(), SinkError>>;
+    ) -> BoxFuture<'a, Result<i64, SinkError>>;
+    /// The end offset (the offset the next record gets) of partition `partition`.
+    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>>;
+    /// Some records of one partition from `offset` on, with their offsets, in order (empty at
+    /// the end).
+    fn fetch<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+    ) -> BoxFuture<'a, Result<Vec<(i64, Record)>, SinkError>>;
 }
 
 /// The dry-run sink: every batch is acknowledged at once and dropped.
@@ -130,7 +149,13 @@ impl Sink for DryRun {
     fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
         Box::pin(async move { Ok(vec![1; topics.len()]) })
     }
-    fn produce<'a>(&'a self, _: &'a str, _: i32, _: &'a [Record]) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async { Ok(()) })
+    fn produce<'a>(&'a self, _: &'a str, _: i32, _: &'a [Record]) -> BoxFuture<'a, Result<i64, SinkError>> {
+        Box::pin(async { Ok(0) })
+    }
+    fn end_offset<'a>(&'a self, _: &'a str, _: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
+        Box::pin(async { Ok(0) })
+    }
+    fn fetch<'a>(&'a self, _: &'a str, _: i32, _: i64) -> BoxFuture<'a, Result<Vec<(i64, Record)>, SinkError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }

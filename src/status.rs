@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::offsets::PartitionOffset;
 use crate::progress::Progress;
 pub use crate::resume::{Snapshot, StoredRow, UnknownStatus, WorkerStatus};
 use crate::secret::{redact_url, Secret};
@@ -95,6 +96,11 @@ pub trait StatusStore: Send + Sync {
     /// by a later run of the same index is left as it is, and the write fails with an error
     /// for which [`StatusError::row_lost`] is true.
     fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>>;
+    /// The read-back start offsets stored for this worker (see [`crate::offsets`]).
+    fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>>;
+    /// Stores the read-back start offsets, unless a later run owns the index. Written after
+    /// the row they belong to.
+    fn write_offsets<'a>(&'a self, offsets: &'a [PartitionOffset]) -> BoxFuture<'a, Result<(), StatusError>>;
 }
 
 pub const DDL: &str = r#"
@@ -146,6 +152,23 @@ CREATE TABLE IF NOT EXISTS reprocessing_worker_runs (
     claimed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
     PRIMARY KEY (job_id, worker_index)
 );
+CREATE TABLE IF NOT EXISTS reprocessing_worker_offsets (
+    job_id VARCHAR(64) NOT NULL REFERENCES reprocessing_jobs(id) ON DELETE CASCADE,
+    worker_index INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    start_offset BIGINT NOT NULL,
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (job_id, worker_index, topic, kafka_partition)
+);
+"#;
+
+const WRITE_OFFSETS: &str = r#"
+INSERT INTO reprocessing_worker_offsets (job_id, worker_index, topic, kafka_partition, start_offset, updated_at)
+SELECT $1, $2, u.t, u.p, u.o, NOW() FROM unnest($3::text[], $4::int[], $5::bigint[]) AS u(t, p, o)
+WHERE EXISTS (SELECT 1 FROM reprocessing_worker_runs r WHERE r.job_id = $1 AND r.worker_index = $2 AND r.run_id = $6)
+ON CONFLICT (job_id, worker_index, topic, kafka_partition)
+DO UPDATE SET start_offset = EXCLUDED.start_offset, updated_at = NOW()
 "#;
 
 const UPSERT: &str = r#"
@@ -390,6 +413,38 @@ impl PgStatus {
         Err(self.why_refused().await?)
     }
 
+    async fn select_offsets(&self) -> Result<Vec<PartitionOffset>, StatusError> {
+        let (job, idx) = (self.job_id.clone(), self.worker_index);
+        let rows = self
+            .with_client(move |c| {
+                let job = job.clone();
+                Box::pin(async move {
+                    c.query(
+                        "SELECT topic, kafka_partition, start_offset FROM reprocessing_worker_offsets
+                         WHERE job_id = $1 AND worker_index = $2 ORDER BY topic, kafka_partition",
+                        &[&job, &idx],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(rows.iter().map(|r| PartitionOffset { topic: r.get(0), partition: r.get(1), offset: r.get(2) }).collect())
+    }
+
+    async fn upsert_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), StatusError> {
+        let (job, idx, run) = (self.job_id.clone(), self.worker_index, self.run_id.clone());
+        let topics: Vec<String> = offsets.iter().map(|o| o.topic.clone()).collect();
+        let partitions: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
+        let starts: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
+        self.with_client(move |c| {
+            let (job, run, topics, partitions, starts) =
+                (job.clone(), run.clone(), topics.clone(), partitions.clone(), starts.clone());
+            Box::pin(async move { c.execute(WRITE_OFFSETS, &[&job, &idx, &topics, &partitions, &starts, &run]).await })
+        })
+        .await
+        .map(drop)
+    }
+
     /// Why the guarded upsert left the row alone: another run owns it, or it is ahead.
     async fn why_refused(&self) -> Result<StatusError, StatusError> {
         let (job, idx) = (self.job_id.clone(), self.worker_index);
@@ -427,6 +482,12 @@ impl StatusStore for PgStatus {
     fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
         Box::pin(self.upsert(row))
     }
+    fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>> {
+        Box::pin(self.select_offsets())
+    }
+    fn write_offsets<'a>(&'a self, offsets: &'a [PartitionOffset]) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(self.upsert_offsets(offsets))
+    }
 }
 
 /// Writes `running` rows from `progress` until `stop` fires: whenever woken (every
@@ -442,6 +503,7 @@ pub async fn run_flusher(
     stop: CancellationToken,
 ) -> Result<(), StatusError> {
     let mut last: Option<(Snapshot, Option<String>)> = None;
+    let mut last_offsets: Vec<PartitionOffset> = Vec::new();
     let mut failing = false;
     loop {
         tokio::select! {
@@ -450,6 +512,8 @@ pub async fn run_flusher(
             _ = progress.flush.notified() => {}
             _ = tokio::time::sleep(tick) => {}
         }
+        // Taken before the snapshot, so that they are never ahead of it.
+        let offsets = progress.read_back_starts();
         // The latest error is shown while the worker runs, not only at the end.
         let now = (progress.snapshot(), progress.files_error());
         if last.as_ref() == Some(&now) {
@@ -462,7 +526,12 @@ pub async fn run_flusher(
             total_bytes,
             error: now.1.clone(),
         };
-        match store.write(&row).await {
+        let written = match store.write(&row).await {
+            Ok(()) if offsets.is_empty() || last_offsets == offsets => Ok(()),
+            Ok(()) => store.write_offsets(&offsets).await.map(|()| last_offsets = offsets),
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => {
                 if failing {
                     tracing::info!("status writes recovered");

@@ -12,6 +12,7 @@ use rskafka::record::Record;
 
 use crate::config::{Config, Tuning};
 use crate::jobfile::{FileEntry, JobOptions};
+use crate::offsets::PartitionOffset;
 use crate::progress::Progress;
 use crate::sink::{Failure, Sink, SinkError};
 use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};
@@ -47,7 +48,13 @@ pub struct FakeSink {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     progress: OnceLock<Arc<Progress>>,
+    /// What the partitions hold: every acknowledged record, in offset order (shared by the
+    /// fakes of one "cluster", see [`FakeSink::sharing`]).
+    log: Arc<Mutex<Topics>>,
 }
+
+/// Records per (topic, partition), the offset being the position.
+pub type Topics = BTreeMap<(String, i32), Vec<Record>>;
 
 /// A simple failure, standing in for a broker's.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +71,28 @@ impl FakeSink {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             progress: OnceLock::new(),
+            log: Arc::default(),
         })
+    }
+
+    /// A new fake (a restarted worker's) over the same partitions as this one.
+    pub fn sharing(&self, rule: impl Fn(usize, &[Record]) -> Answer + Send + Sync + 'static) -> Arc<Self> {
+        let fake = Self::new(self.partitions, rule);
+        Arc::new(FakeSink { log: Arc::clone(&self.log), ..Arc::into_inner(fake).expect("new") })
+    }
+
+    /// Appends records written by someone else (another producer).
+    pub fn append(&self, topic: &str, partition: i32, records: Vec<Record>) {
+        self.log.lock().unwrap().entry((topic.to_owned(), partition)).or_default().extend(records);
+    }
+
+    /// The values in the partitions of `topic`, over all partitions.
+    pub fn stored_values(&self, topic: &str) -> Vec<Vec<u8>> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|((t, _), _)| t == topic)
+            .flat_map(|(_, r)| r.iter().map(|r| r.value.clone().unwrap_or_default()))
+            .collect()
     }
 
     /// Acknowledges everything at once.
@@ -105,7 +133,7 @@ impl Sink for FakeSink {
         topic: &'a str,
         partition: i32,
         records: &'a [Record],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    ) -> BoxFuture<'a, Result<i64, SinkError>> {
         Box::pin(async move {
             let n = self.next.fetch_add(1, Ordering::SeqCst);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -129,13 +157,40 @@ impl Sink for FakeSink {
             self.calls.lock().unwrap().push(call);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             match failure {
-                None => Ok(()),
+                None => {
+                    let mut log = self.log.lock().unwrap();
+                    let partition_log = log.entry((topic.to_owned(), partition)).or_default();
+                    partition_log.extend_from_slice(records);
+                    Ok((partition_log.len() - records.len()) as i64)
+                }
                 Some(failure) => {
                     let code = Some(if failure == Failure::Rejected { "MESSAGE_TOO_LARGE" } else { "INJECTED" }.into());
                     let source = Box::new(Injected(n));
                     Err(SinkError::Produce { topic: topic.to_owned(), partition, failure, code, source })
                 }
             }
+        })
+    }
+
+    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
+        Box::pin(async move {
+            let log = self.log.lock().unwrap();
+            Ok(log.get(&(topic.to_owned(), partition)).map_or(0, |r| r.len() as i64))
+        })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+    ) -> BoxFuture<'a, Result<Vec<(i64, Record)>, SinkError>> {
+        Box::pin(async move {
+            let log = self.log.lock().unwrap();
+            let records = log.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
+            // Pages of at most 100 records, like a broker's byte-limited fetch.
+            let from = (offset.max(0) as usize).min(records.len());
+            Ok(records[from..].iter().take(100).cloned().enumerate().map(|(i, r)| ((from + i) as i64, r)).collect())
         })
     }
 }
@@ -146,6 +201,7 @@ impl Sink for FakeSink {
 #[derive(Debug, Default)]
 pub struct MemoryStatus {
     pub stored: Mutex<Option<StoredRow>>,
+    pub offsets: Mutex<Vec<PartitionOffset>>,
     pub writes: Mutex<Vec<StatusRow>>,
     pub taken_over: std::sync::atomic::AtomicBool,
 }
@@ -183,6 +239,24 @@ impl StatusStore for MemoryStatus {
             }
             *stored = Some(StoredRow { status: row.status, snapshot: row.snapshot.clone() });
             self.writes.lock().unwrap().push(row.clone());
+            Ok(())
+        })
+    }
+    fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>> {
+        Box::pin(async move { Ok(self.offsets.lock().unwrap().clone()) })
+    }
+    fn write_offsets<'a>(&'a self, offsets: &'a [PartitionOffset]) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(async move {
+            if self.taken_over.load(Ordering::SeqCst) {
+                return Err(StatusError::TakenOver { job: "job".into(), index: 0 });
+            }
+            let mut stored = self.offsets.lock().unwrap();
+            for o in offsets {
+                match stored.iter_mut().find(|s| s.topic == o.topic && s.partition == o.partition) {
+                    Some(s) => s.offset = o.offset,
+                    None => stored.push(o.clone()),
+                }
+            }
             Ok(())
         })
     }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::filter::Filter;
+use crate::offsets::Ledger;
 use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
 use crate::progress::{Progress, Snapshot};
 use crate::resume::{start_point, StartAt, StartFileMissing, StartPoint};
@@ -100,6 +101,9 @@ pub async fn run_with(
         Ok(built) => built,
         Err(e) => return Err(run.fail(start.snapshot, e).await),
     };
+    if let Err(e) = run.reconcile(&engine, &progress, &start).await {
+        return Err(run.fail(start.snapshot, e).await);
+    }
     let end = run.files_with_flusher(&engine, &progress, &start, &shutdown).await;
     // The engine holds the dead-letter sender: dropping it lets the writer flush and end.
     drop(engine);
@@ -226,6 +230,55 @@ impl<'a> Run<'a> {
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }
 
+    /// Before anything is sent: the partitions' end offsets start the read-back ledger, and
+    /// a resumed run reads back what of its unsettled lines is already in the topic (see
+    /// [`crate::readback`]), so that it does not send them again. A run with no stored
+    /// offsets stores the end offsets at once, so that even a crash before its first status
+    /// write leaves a place to read back from.
+    async fn reconcile(&self, engine: &Engine, progress: &Progress, start: &StartPoint) -> Result<(), RunError> {
+        let topics = engine.destinations().to_vec();
+        let sink = engine.sink();
+        let mut ends = Vec::new();
+        for (topic, n) in &topics {
+            for partition in 0..*n {
+                ends.push(sink.end_offset(topic, partition).await?);
+            }
+        }
+        *progress.ledger() = Ledger::new(&topics, &ends);
+        let stored = self.store.read_offsets().await?;
+        if stored.is_empty() {
+            if start.snapshot.counts.total > 0 {
+                tracing::warn!("no read-back offsets stored for this worker: unsettled lines after the resume point are sent again");
+            }
+            self.store.write_offsets(&progress.read_back_starts()).await?;
+            return Ok(());
+        }
+        let window = engine.max_unsettled_lines() as u64;
+        match crate::readback::read_back(sink, &topics, &stored, window, self.cfg.tuning.readback).await {
+            Ok(found) => {
+                tracing::info!(
+                    records = found.records,
+                    candidates = found.recovered.len(),
+                    partitions = found.partitions,
+                    ms = found.took.as_millis() as u64,
+                    "read back the topic after the stored offsets; lines found there are not sent again"
+                );
+                progress.ledger().hold_floor(&stored);
+                if !found.recovered.is_empty() {
+                    engine.match_against(found.recovered);
+                } else {
+                    progress.ledger().release_floor(None);
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = %crate::Chain(&e),
+                bound = engine.max_unsettled_lines(),
+                "read-back incomplete: unsettled lines after the resume point are sent again (at least once, at most the bound)"
+            ),
+        }
+        Ok(())
+    }
+
     /// The file loop, with the status flusher and the progress line beside it.
     async fn files_with_flusher(
         &self,
@@ -306,6 +359,7 @@ impl<'a> Run<'a> {
     /// Writes the final row (retried: it matters most) and logs the summary.
     async fn finish(&self, end: FilesEnd, progress: &Progress) -> Result<RunSummary, RunError> {
         let FilesEnd { status, failed, stopped } = end;
+        let offsets = progress.read_back_starts();
         let (snapshot, files_error) = (progress.snapshot(), progress.files_error());
         if let Some(RunError::Status(e)) = &stopped {
             if e.row_lost() {
@@ -318,6 +372,11 @@ impl<'a> Run<'a> {
             None => files_error,
         };
         write_final(self.store, &self.row(status, snapshot.clone(), error)).await;
+        if status != WorkerStatus::Completed && !offsets.is_empty() {
+            if let Err(e) = self.store.write_offsets(&offsets).await {
+                tracing::warn!(error = %crate::Chain(&e), "could not store the read-back offsets with the final row");
+            }
+        }
         tracing::info!(
             status = status.as_str(),
             lines = snapshot.counts.total,
@@ -387,5 +446,7 @@ pub async fn report_config_failure(args: &crate::config::WorkerArgs, error: &str
     let _ = store.write(&row).await;
 }
 
+#[cfg(test)]
+mod readback_tests;
 #[cfg(test)]
 mod tests;

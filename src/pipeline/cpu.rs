@@ -106,7 +106,10 @@ impl<'a> CpuStage<'a> {
             value_bytes: engine.tuning.batch_max_bytes,
             message_bytes: engine.tuning.max_message_bytes,
         };
-        let batcher = Batcher::new(&engine.filter, &engine.router, limits);
+        let mut batcher = Batcher::new(&engine.filter, &engine.router, limits);
+        if let Some(r) = engine.recovered.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            batcher.match_against(r);
+        }
         CpuStage {
             splitter: LineSplitter::new(engine.tuning.max_line_bytes),
             core: LineCore {
@@ -340,6 +343,12 @@ impl LineCore<'_> {
         g.apply(|t| states.drain(..).fold(Advance::default(), |a, (seq, s)| a.and(t.record(seq, s))));
         if !self.batcher.last_created.is_empty() {
             g.set_current_ts(&self.batcher.last_created);
+        }
+        drop(g);
+        if let Some(ended) = self.batcher.recovery_ended.take() {
+            let crate::recover::Ended { matched, last_matched, unmatched } = ended;
+            tracing::info!(matched, unmatched, "matching against the read-back ended; lines are sent from here on");
+            self.engine.progress.ledger().release_floor(last_matched);
         }
     }
 

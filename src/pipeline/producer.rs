@@ -95,6 +95,14 @@ impl Producer {
         }
     }
 
+    pub(super) fn topics(&self) -> &[(String, i32)] {
+        &self.topics
+    }
+
+    pub(super) fn sink(&self) -> &dyn Sink {
+        self.sink.as_ref()
+    }
+
     /// Picks the partition for a batch of `topic`: round-robin, one batch per partition.
     fn partition_for(&self, topic: usize) -> i32 {
         let n = self.topics[topic].1.max(1);
@@ -119,11 +127,17 @@ impl Producer {
         }
         let topic = &self.topics[batch.topic].0;
         let partition = self.partition_for(batch.topic);
+        // Registered before the first attempt: from now on its records may be in the topic.
+        let last_line = batch.lines.iter().copied().max().unwrap_or_default();
+        self.progress.ledger().sent(batch.topic, partition, last_line);
         // Parts still to send, the next one last.
         let mut parts = vec![(batch.records, batch.lines)];
         while let Some((records, lines)) = parts.pop() {
             match self.send(topic, partition, &records, cancel).await {
-                Ok(()) => out.acked.extend(lines),
+                Ok(base) => {
+                    self.progress.ledger().acked(batch.topic, partition, base, records.len());
+                    out.acked.extend(lines)
+                }
                 Err(Stop::Rejected(e)) if records.len() > 1 => {
                     let mut second = records;
                     let first = second.drain(..second.len() / 2).collect::<Vec<_>>();
@@ -163,23 +177,23 @@ impl Producer {
         }
     }
 
-    /// Sends `records` until acknowledged, rejected, or the run must stop.
+    /// Sends `records` until acknowledged (their base offset), rejected, or the run must stop.
     async fn send(
         &self,
         topic: &str,
         partition: i32,
         records: &[Record],
         cancel: &CancellationToken,
-    ) -> Result<(), Stop> {
+    ) -> Result<i64, Stop> {
         let mut first_failure: Option<(Instant, chrono::DateTime<chrono::Utc>)> = None;
         let mut attempt = 0;
         loop {
             let e = match self.sink.produce(topic, partition, records).await {
-                Ok(()) => {
+                Ok(base) => {
                     if first_failure.is_some() {
                         tracing::info!(topic, partition, attempt, "delivered after retries");
                     }
-                    return Ok(());
+                    return Ok(base);
                 }
                 Err(e) => e,
             };

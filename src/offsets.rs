@@ -1,0 +1,226 @@
+//! Where in each partition a resumed run must start reading to find every record of its
+//! unsettled lines: the per-partition read-back start offsets, kept by [`Ledger`].
+//!
+//! The rule. A line after the watermark may already be in the topic if its batch was
+//! acknowledged, or was sent and its answer lost. Every batch is registered when it is
+//! sent, with the highest sequence number among its lines and a lower bound of the offsets it
+//! can land at: the partition's end offset as this run knows it (the end offset listed at
+//! start-up, raised by every acknowledgement), which no later write can land below. The
+//! acknowledgement replaces the bound with the batch's base offset. A partition's read-back
+//! start is the lowest bound among the batches that still hold a line at or after the
+//! watermark, else its known end offset. Batches wholly below the watermark are dropped.
+//!
+//! A run that resumed and matched lines against the topic (see [`crate::recover`]) also
+//! holds the offsets it read back from as a **floor**, because the lines it matched were
+//! never sent by this run and so have no batch here: the floor stays until the matching is
+//! over and the watermark has passed the last matched line.
+//!
+//! Offsets are written after the status row they belong to. Offsets older than the row are
+//! lower, so always safe; the row is never older than its offsets.
+
+use crate::tracker::Seq;
+
+/// One partition's read-back start, as stored beside the worker's row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug)]
+struct Part {
+    topic: String,
+    partition: i32,
+    /// The partition's end offset as far as this run knows: no later write lands below it.
+    next: i64,
+    /// The stored start this run read back from, while it still matters.
+    floor: Option<i64>,
+    /// Batches sent: (highest line, lowest offset it can be at). The bound stays the end
+    /// known when it was sent, even after its acknowledgement: an earlier attempt whose
+    /// answer was lost may have landed below the acknowledged base.
+    batches: Vec<(Seq, i64)>,
+}
+
+/// The read-back start offsets of every partition this run can send to.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    parts: Vec<Part>,
+    /// Index of each topic's partition 0 in `parts`.
+    first: Vec<usize>,
+    /// The floor is dropped once the watermark is past this line (set when matching ends).
+    floor_until: Option<Seq>,
+}
+
+impl Ledger {
+    /// A ledger for `topics` (name, partition count) whose partitions end at `ends` (one per
+    /// partition, topic after topic), as listed at start-up.
+    pub fn new(topics: &[(String, i32)], ends: &[i64]) -> Self {
+        let mut parts = Vec::new();
+        let mut first = Vec::new();
+        for (topic, n) in topics {
+            first.push(parts.len());
+            for partition in 0..*n {
+                let next = ends.get(parts.len()).copied().unwrap_or(0);
+                parts.push(Part { topic: topic.clone(), partition, next, floor: None, batches: Vec::new() });
+            }
+        }
+        Ledger { parts, first, floor_until: None }
+    }
+
+    /// The stored starts a resumed run read back from: they hold until [`Ledger::release_floor`].
+    pub fn hold_floor(&mut self, stored: &[PartitionOffset]) {
+        for s in stored {
+            if let Some(p) = self.parts.iter_mut().find(|p| p.topic == s.topic && p.partition == s.partition) {
+                p.floor = Some(s.offset);
+            }
+        }
+    }
+
+    /// Matching is over; the floor goes once the watermark is past `last_matched` (`None`:
+    /// nothing was matched, so it goes now).
+    pub fn release_floor(&mut self, last_matched: Option<Seq>) {
+        self.floor_until = Some(last_matched.map_or(0, |s| s + 1));
+    }
+
+    /// Registers a batch of `topic` (by index) sent to `partition` whose highest line is `max_seq`.
+    pub fn sent(&mut self, topic: usize, partition: i32, max_seq: Seq) {
+        if let Some(p) = self.part(topic, partition) {
+            p.batches.push((max_seq, p.next));
+        }
+    }
+
+    /// A partition of the ledger; `None` when it was made without it (a run without Kafka
+    /// offsets, such as the in-process tests that build an engine alone).
+    fn part(&mut self, topic: usize, partition: i32) -> Option<&mut Part> {
+        let i = self.first.get(topic)? + usize::try_from(partition).ok()?;
+        self.parts.get_mut(i).filter(|p| p.partition == partition)
+    }
+
+    /// Records of `topic` (by index) were acknowledged in `partition` at `base`, `count` of
+    /// them: the partition's end is at least past them.
+    pub fn acked(&mut self, topic: usize, partition: i32, base: i64, count: usize) {
+        if let Some(p) = self.part(topic, partition) {
+            p.next = p.next.max(base + count as i64);
+        }
+    }
+
+    /// The read-back start of every partition, for a status row whose watermark is at least
+    /// `watermark` (the first unsettled line). Drops the batches wholly below it.
+    pub fn starts(&mut self, watermark: Seq) -> Vec<PartitionOffset> {
+        if self.floor_until.is_some_and(|until| watermark >= until) {
+            for p in &mut self.parts {
+                p.floor = None;
+            }
+        }
+        self.parts
+            .iter_mut()
+            .map(|p| {
+                p.batches.retain(|(max_seq, _)| *max_seq >= watermark);
+                let low = p.batches.iter().map(|(_, low)| *low).min().unwrap_or(p.next);
+                let offset = p.floor.map_or(low, |f| f.min(low));
+                PartitionOffset { topic: p.topic.clone(), partition: p.partition, offset }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> Ledger {
+        Ledger::new(&[("a".into(), 2), ("b".into(), 1)], &[10, 20, 30])
+    }
+
+    fn offsets(l: &mut Ledger, watermark: Seq) -> Vec<i64> {
+        l.starts(watermark).into_iter().map(|p| p.offset).collect()
+    }
+
+    #[test]
+    fn without_batches_the_start_is_the_listed_end() {
+        let mut l = ledger();
+        assert_eq!(offsets(&mut l, 0), [10, 20, 30]);
+        let s = l.starts(0);
+        assert_eq!((s[2].topic.as_str(), s[2].partition), ("b", 0));
+    }
+
+    #[test]
+    fn a_batch_holds_its_partition_until_the_watermark_passes_its_last_line() {
+        let mut l = ledger();
+        l.sent(0, 1, 99);
+        // In flight: it can land anywhere from the known end on.
+        assert_eq!(offsets(&mut l, 50), [10, 20, 30]);
+        l.acked(0, 1, 25, 100);
+        assert_eq!(offsets(&mut l, 50), [10, 20, 30], "acknowledged at 25, but the bound stays the lowest");
+        // The watermark passed line 99: the batch is settled below it, the start moves on.
+        assert_eq!(offsets(&mut l, 100), [10, 125, 30]);
+    }
+
+    #[test]
+    fn the_lowest_unsettled_batch_wins_and_later_sends_start_at_the_known_end() {
+        let mut l = ledger();
+        l.sent(1, 0, 9);
+        l.acked(1, 0, 30, 10);
+        l.sent(1, 0, 19);
+        l.acked(1, 0, 40, 10);
+        l.sent(1, 0, 29); // sent after both acks: lands at 50 or later
+        assert_eq!(offsets(&mut l, 5)[2], 30);
+        assert_eq!(offsets(&mut l, 10)[2], 40);
+        assert_eq!(offsets(&mut l, 20)[2], 50);
+        l.acked(1, 0, 50, 10);
+        assert_eq!(offsets(&mut l, 30)[2], 60);
+    }
+
+    #[test]
+    fn the_floor_holds_until_matching_ends_and_the_watermark_passes_the_last_match() {
+        let mut l = ledger();
+        l.hold_floor(&[PartitionOffset { topic: "a".into(), partition: 0, offset: 3 }]);
+        assert_eq!(offsets(&mut l, 500), [3, 20, 30]);
+        l.release_floor(Some(600));
+        assert_eq!(offsets(&mut l, 600), [3, 20, 30]);
+        assert_eq!(offsets(&mut l, 601), [10, 20, 30]);
+    }
+
+    #[test]
+    fn nothing_matched_releases_the_floor_at_once() {
+        let mut l = ledger();
+        l.hold_floor(&[PartitionOffset { topic: "b".into(), partition: 0, offset: 1 }]);
+        l.release_floor(None);
+        assert_eq!(offsets(&mut l, 0), [10, 20, 30]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of sends and acks, every acknowledged batch that holds a line
+        /// at or after the watermark lies at or after its partition's start.
+        #[test]
+        fn every_unsettled_record_is_after_the_start(
+            ops in proptest::collection::vec((0usize..3, 0u64..50, proptest::bool::ANY), 1..60),
+            watermark in 0u64..60,
+        ) {
+            let topics = [("t".to_string(), 3)];
+            let mut l = Ledger::new(&topics, &[0, 0, 0]);
+            let mut ends = [0i64; 3];
+            let mut pending = Vec::new();
+            let mut landed = Vec::new();
+            for (partition, max_seq, ack_now) in ops {
+                l.sent(0, partition as i32, max_seq);
+                pending.push((partition, max_seq));
+                if ack_now {
+                    // The broker appends the oldest batch still pending.
+                    let (p, s) = pending.remove(0);
+                    let base = ends[p];
+                    ends[p] += 2;
+                    l.acked(0, p as i32, base, 2);
+                    landed.push((p, s, base));
+                }
+            }
+            let starts = l.starts(watermark);
+            for (p, s, base) in landed {
+                if s >= watermark {
+                    proptest::prop_assert!(starts[p].offset <= base, "{:?} > {base}", starts[p]);
+                }
+            }
+        }
+    }
+}
