@@ -15,7 +15,10 @@
 //!
 //! **Errors are classified** ([`Failure`]) from the broker's error code: the pipeline
 //! retries transient ones per batch until `KAFKA_DELIVERY_TIMEOUT_SECS`, splits rejected
-//! batches, and stops the run on fatal ones. rskafka's own retries are bounded by
+//! batches, and stops the run on fatal ones. Produce requests go through a second client
+//! whose rskafka retries are off: rskafka would otherwise send a batch again by itself after
+//! a broken connection, when the broker may have written it, and the producer could not look
+//! first (see `pipeline::landed`). The other requests keep rskafka's retries, bounded by
 //! [`REQUEST_DEADLINE`] per request.
 //!
 //! **Offsets.** A produce returns the batch's base offset; a resumed run lists partitions'
@@ -35,7 +38,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
-use crate::sink::{BoxError, Failure, Sink, SinkError};
+use crate::sink::{BoxError, Failure, Fetched, Sink, SinkError};
 
 /// The longest one request (with rskafka's own retries) may take before the pipeline's
 /// retry takes over.
@@ -44,19 +47,26 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 pub const METADATA_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct KafkaSink {
+    /// Metadata, end offsets and reads, with rskafka's retries (bounded by the deadline).
     client: Client,
+    /// Produce only, one attempt per request: rskafka would send a batch again by itself
+    /// after a broken connection, when the broker may have written it already; the
+    /// producer retries instead, and first looks whether it landed.
+    producer: Client,
     compression: Compression,
     request_deadline: Duration,
-    /// Held while a partition client is created, so that they are created one at a time.
-    clients: tokio::sync::Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+    /// Held while a partition client is created, so that they are created one at a time;
+    /// keyed by topic, partition and whether it produces.
+    clients: tokio::sync::Mutex<HashMap<(String, i32, bool), Arc<PartitionClient>>>,
     /// When the metadata was last refreshed (held while refreshing).
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     /// Stops the task that keeps `TCP_NODELAY` on new connections when the sink is dropped.
     _nodelay: tokio_util::sync::DropGuard,
 }
 
-/// One fetch of the resume read-back: at most this many bytes (a batch larger than this is
-/// still returned whole by the broker), waiting at most this long for data.
+/// One fetch of a read-back: at most this many bytes (a batch larger than this is still
+/// returned whole by the broker), waiting at most this long for data (tansu answers a fetch
+/// that may not wait with no topic at all).
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
 const FETCH_MAX_WAIT_MS: i32 = 500;
 
@@ -167,12 +177,19 @@ impl KafkaSink {
         let client = tokio::time::timeout(left, builder.build())
             .await
             .map_err(|_| SinkError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
+            .map_err(|e| SinkError::Connect { bootstrap: bootstrap.clone(), source: Box::new(e) })?;
+        let left = cfg.connect_timeout.saturating_sub(started.elapsed());
+        let once = client_builder(cfg, Backoff::KAFKA.to_rskafka(Duration::ZERO), &bootstrap)?;
+        let producer = tokio::time::timeout(left, once.build())
+            .await
+            .map_err(|_| SinkError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
             .map_err(|e| SinkError::Connect { bootstrap, source: Box::new(e) })?;
         crate::nodelay::apply();
         let nodelay = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::nodelay::keep_applying(nodelay.clone()));
         Ok(Self {
             client,
+            producer,
             compression: compression(cfg.compression),
             request_deadline,
             clients: Default::default(),
@@ -193,7 +210,7 @@ impl KafkaSink {
         if last.is_some_and(|t| t.elapsed() < METADATA_REFRESH_EVERY) {
             return;
         }
-        match tokio::time::timeout(self.request_deadline, self.client.list_topics()).await {
+        match tokio::time::timeout(self.request_deadline, self.producer.list_topics()).await {
             Ok(Ok(_)) => tracing::debug!("metadata refreshed after a leader error"),
             Ok(Err(e)) => tracing::debug!(error = %crate::Chain(&e), "metadata refresh failed"),
             Err(_) => tracing::debug!("metadata refresh timed out"),
@@ -201,19 +218,25 @@ impl KafkaSink {
         *last = Some(Instant::now());
     }
 
-    /// The partition's client, created on first use (one at a time).
-    async fn partition_client(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, SinkError> {
-        let key = (topic.to_owned(), partition);
+    /// The partition's client for producing or for reading, created on first use (one at a
+    /// time).
+    async fn partition_client(
+        &self,
+        topic: &str,
+        partition: i32,
+        produce: bool,
+    ) -> Result<Arc<PartitionClient>, SinkError> {
+        let key = (topic.to_owned(), partition, produce);
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(&key) {
             return Ok(Arc::clone(c));
         }
         let after = self.request_deadline;
-        let pc =
-            tokio::time::timeout(after, self.client.partition_client(topic, partition, UnknownTopicHandling::Error))
-                .await
-                .map_err(|_| SinkError::NoLeader { topic: topic.into(), partition, after })?
-                .map_err(|e| self.produce_error(topic, partition, e))?;
+        let client = if produce { &self.producer } else { &self.client };
+        let pc = tokio::time::timeout(after, client.partition_client(topic, partition, UnknownTopicHandling::Error))
+            .await
+            .map_err(|_| SinkError::NoLeader { topic: topic.into(), partition, after })?
+            .map_err(|e| self.produce_error(topic, partition, e))?;
         crate::nodelay::apply();
         let pc = Arc::new(pc);
         clients.insert(key, Arc::clone(&pc));
@@ -251,7 +274,7 @@ impl Sink for KafkaSink {
         records: &'a [Record],
     ) -> BoxFuture<'a, Result<i64, SinkError>> {
         Box::pin(async move {
-            let pc = self.partition_client(topic, partition).await?;
+            let pc = self.partition_client(topic, partition, true).await?;
             let after = self.request_deadline;
             let started = Instant::now();
             // rskafka takes the records by value; the copy is what lets a batch be sent again.
@@ -273,9 +296,12 @@ impl Sink for KafkaSink {
         })
     }
 
+    /// ListOffsets (latest). Some brokers list less than the end (tansu lists the first
+    /// offset of its last batch plus one, or less after a restart); readers take the high
+    /// watermark of their first fetch too (see [`crate::readback`]).
     fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
         Box::pin(async move {
-            let pc = self.partition_client(topic, partition).await?;
+            let pc = self.partition_client(topic, partition, false).await?;
             let failed = |source: BoxError| SinkError::ReadBack { topic: topic.to_owned(), partition, source };
             tokio::time::timeout(self.request_deadline, pc.get_offset(OffsetAt::Latest))
                 .await
@@ -284,16 +310,11 @@ impl Sink for KafkaSink {
         })
     }
 
-    fn fetch<'a>(
-        &'a self,
-        topic: &'a str,
-        partition: i32,
-        offset: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, Record)>, SinkError>> {
+    fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, SinkError>> {
         Box::pin(async move {
-            let pc = self.partition_client(topic, partition).await?;
+            let pc = self.partition_client(topic, partition, false).await?;
             let failed = |source: BoxError| SinkError::ReadBack { topic: topic.to_owned(), partition, source };
-            let fetched = tokio::time::timeout(
+            let (records, high_watermark) = tokio::time::timeout(
                 self.request_deadline,
                 pc.fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS),
             )
@@ -301,7 +322,8 @@ impl Sink for KafkaSink {
             .map_err(|e| failed(Box::new(e)))?
             .map_err(|e| failed(Box::new(e)))?;
             // A compressed batch is returned whole, from before `offset` too.
-            Ok(fetched.0.into_iter().filter(|r| r.offset >= offset).map(|r| (r.offset, r.record)).collect())
+            let records = records.into_iter().filter(|r| r.offset >= offset).map(|r| (r.offset, r.record)).collect();
+            Ok((records, high_watermark))
         })
     }
 }

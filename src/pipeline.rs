@@ -35,6 +35,7 @@ use crate::sink::{Batch, Sink, SinkError};
 use crate::source::{Chunks, Location, SourceError, Sources};
 
 mod cpu;
+mod landed;
 mod producer;
 
 use cpu::{CpuEnd, CpuStage};

@@ -4,7 +4,8 @@
 //! [`crate::recover`]). Records without a key or without the `connection_ids` header cannot
 //! be this worker's and are read past.
 //!
-//! Bounded: it stops at the end offsets taken when it starts, and it is capped in records
+//! Bounded: it stops at the end offsets taken when it starts (the fetch that reaches one is
+//! read whole, at most one page past it), and it is capped in records
 //! (`RESUME_READBACK_MAX_RECORDS`, checked against the ranges' sizes before anything is
 //! read) and in time (`RESUME_READBACK_TIMEOUT_SECS`). Past a cap, or when Kafka fails it,
 //! the resume falls back to sending the unsettled lines again (at least once, within the
@@ -71,7 +72,13 @@ pub async fn read_back(
         let known = |s: &&PartitionOffset| topics.iter().any(|(t, n)| *t == s.topic && s.partition < *n);
         let mut ranges = Vec::new();
         for s in stored.iter().filter(known) {
-            let end = sink.end_offset(&s.topic, s.partition).await?;
+            let mut end = sink.end_offset(&s.topic, s.partition).await?;
+            if end <= s.offset {
+                // A fetch's high watermark, for brokers that list less than the end; one that
+                // fails although the listing worked has nothing at the offset (tansu answers
+                // a fetch past its end with no topic at all).
+                end = end.max(sink.fetch(&s.topic, s.partition, s.offset).await.map_or(0, |f| f.1));
+            }
             if end > s.offset {
                 ranges.push((s, end));
             }
@@ -84,6 +91,10 @@ pub async fn read_back(
         let mut read = 0;
         for (s, end) in &ranges {
             read += read_partition(sink, s, *end, &mut recovered).await?;
+            // Checked again as read: the ends may have been listed low (see `read_partition`).
+            if read > caps.max_records {
+                return Err(ReadBackError::TooManyRecords { records: read, max: caps.max_records });
+            }
         }
         Ok(ReadBack { recovered, records: read, partitions: ranges.len(), took: Duration::ZERO })
     };
@@ -100,14 +111,20 @@ async fn read_partition(
     end: i64,
     into: &mut Recovered,
 ) -> Result<u64, SinkError> {
-    let (mut at, mut read, mut empty) = (from.offset, 0, 0);
+    let (mut at, mut read, mut empty, mut end) = (from.offset, 0, 0, end);
+    let mut first = true;
     while at < end && empty < EMPTY_FETCHES {
         let before = at;
-        for (offset, record) in sink.fetch(&from.topic, from.partition, at).await? {
-            if offset >= end {
-                at = end;
-                break;
-            }
+        let (page, high_watermark) = sink.fetch(&from.topic, from.partition, at).await?;
+        if std::mem::take(&mut first) {
+            // The end as the first fetch answers it, for brokers that list less (tansu).
+            end = end.max(high_watermark);
+        }
+        // The page is read whole, past `end` too: a broker may list the end as the first
+        // offset of its last batch plus one (tansu does), and the fetch that reaches `end`
+        // returns that batch whole. Nothing of this run is sent before the read-back ends,
+        // so what lies past `end` is only other producers' records, read past.
+        for (offset, record) in page {
             at = offset + 1;
             read += 1;
             if let (Some(key), Some(header)) = (&record.key, record.headers.get(HEADER)) {
@@ -120,4 +137,52 @@ async fn read_partition(
         tracing::info!(topic = from.topic, partition = from.partition, at, end, "nothing more to read back");
     }
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::FakeSink;
+
+    fn record(key: &str, header: Option<&str>) -> rskafka::record::Record {
+        rskafka::record::Record {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(b"{}".to_vec()),
+            headers: header.map(|h| (HEADER.to_owned(), h.as_bytes().to_vec())).into_iter().collect(),
+            timestamp: chrono::Utc::now(),
+        }
+    }
+
+    fn start(topic: &str, partition: i32, offset: i64) -> PartitionOffset {
+        PartitionOffset { topic: topic.into(), partition, offset }
+    }
+
+    const CAPS: Caps = Caps { max_records: 1_000, timeout: Duration::from_secs(5) };
+
+    #[tokio::test]
+    async fn reads_from_the_stored_starts_and_keeps_only_records_that_can_be_ours() {
+        let sink = FakeSink::acking();
+        let records: Vec<_> = (0..250).map(|i| record(&format!("k{i}"), (i % 5 != 0).then_some("c1"))).collect();
+        sink.append("t", 0, records);
+        sink.append("t", 1, vec![record("x", Some("c1"))]);
+        let topics = [("t".to_string(), 2), ("gone".to_string(), 1)];
+        let stored = [start("t", 0, 50), start("t", 1, 1), start("gone", 3, 0), start("other", 0, 0)];
+        let found = read_back(sink.as_ref(), &topics, &stored, 10, CAPS).await.unwrap();
+        assert_eq!((found.records, found.partitions), (200, 1), "pages of 100 from offset 50; nothing after 1");
+        assert_eq!(found.recovered.len(), 160, "records without the header are not ours");
+        assert_eq!(found.recovered.window(), 10);
+    }
+
+    #[tokio::test]
+    async fn the_record_cap_is_checked_before_reading_and_zero_turns_it_off() {
+        let sink = FakeSink::acking();
+        sink.append("t", 0, (0..30).map(|i| record(&format!("k{i}"), Some("c1"))).collect());
+        let topics = [("t".to_string(), 1)];
+        let caps = Caps { max_records: 29, ..CAPS };
+        let e = read_back(sink.as_ref(), &topics, &[start("t", 0, 0)], 10, caps).await.unwrap_err();
+        assert!(matches!(e, ReadBackError::TooManyRecords { records: 30, max: 29 }), "{e}");
+        assert!(e.to_string().contains("RESUME_READBACK_MAX_RECORDS"));
+        let off = Caps { max_records: 0, ..CAPS };
+        assert!(matches!(read_back(sink.as_ref(), &topics, &[], 10, off).await, Err(ReadBackError::Off)));
+    }
 }

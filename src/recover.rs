@@ -42,6 +42,13 @@ impl Signer {
         };
         (u128::from(one(&self.a)) << 64) | u128::from(one(&self.b))
     }
+
+    /// A record's signature; `None` without a key or a `connection_ids` header (not one of
+    /// this worker's records).
+    pub fn sign_record(&self, r: &rskafka::record::Record) -> Option<Signature> {
+        let (key, header) = (r.key.as_deref()?, r.headers.get(crate::batcher::HEADER)?);
+        Some(self.sign(key, r.value.as_deref().unwrap_or_default(), header))
+    }
 }
 
 /// The signatures read back, and how the matching is going.

@@ -20,6 +20,9 @@ pub struct Batch {
     pub encoded_bytes: usize,
 }
 
+/// One fetch: records with their offsets, and the high watermark the broker answered with.
+pub type Fetched = (Vec<(i64, Record)>, i64);
+
 /// An error's source, kept as it came (rskafka's, a TLS error, a fake's).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -132,13 +135,8 @@ pub trait Sink: Send + Sync + 'static {
     /// The end offset (the offset the next record gets) of partition `partition`.
     fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>>;
     /// Some records of one partition from `offset` on, with their offsets, in order (empty at
-    /// the end).
-    fn fetch<'a>(
-        &'a self,
-        topic: &'a str,
-        partition: i32,
-        offset: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, Record)>, SinkError>>;
+    /// the end), and the partition's high watermark as the response gives it.
+    fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, SinkError>>;
 }
 
 /// The dry-run sink: every batch is acknowledged at once and dropped.
@@ -155,7 +153,7 @@ impl Sink for DryRun {
     fn end_offset<'a>(&'a self, _: &'a str, _: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
         Box::pin(async { Ok(0) })
     }
-    fn fetch<'a>(&'a self, _: &'a str, _: i32, _: i64) -> BoxFuture<'a, Result<Vec<(i64, Record)>, SinkError>> {
-        Box::pin(async { Ok(Vec::new()) })
+    fn fetch<'a>(&'a self, _: &'a str, _: i32, _: i64) -> BoxFuture<'a, Result<Fetched, SinkError>> {
+        Box::pin(async { Ok((Vec::new(), 0)) })
     }
 }

@@ -165,8 +165,11 @@ CREATE TABLE IF NOT EXISTS reprocessing_worker_offsets (
 
 const WRITE_OFFSETS: &str = r#"
 INSERT INTO reprocessing_worker_offsets (job_id, worker_index, topic, kafka_partition, start_offset, updated_at)
-SELECT $1, $2, u.t, u.p, u.o, NOW() FROM unnest($3::text[], $4::int[], $5::bigint[]) AS u(t, p, o)
-WHERE EXISTS (SELECT 1 FROM reprocessing_worker_runs r WHERE r.job_id = $1 AND r.worker_index = $2 AND r.run_id = $6)
+SELECT $1::varchar, $2::int, u.t, u.p, u.o, NOW() FROM unnest($3::text[], $4::int[], $5::bigint[]) AS u(t, p, o)
+WHERE EXISTS (
+    SELECT 1 FROM reprocessing_worker_runs r
+    WHERE r.job_id = $1::varchar AND r.worker_index = $2::int AND r.run_id = $6::varchar
+)
 ON CONFLICT (job_id, worker_index, topic, kafka_partition)
 DO UPDATE SET start_offset = EXCLUDED.start_offset, updated_at = NOW()
 "#;

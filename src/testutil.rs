@@ -23,6 +23,8 @@ use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};
 pub enum Answer {
     Ack(Duration),
     Fail(Failure, Duration),
+    /// Written to the partition, but the answer is lost: a transient failure.
+    Lost(Duration),
 }
 
 /// One produce call as the fake saw it.
@@ -149,7 +151,11 @@ impl Sink for FakeSink {
             let (delay, failure) = match answer {
                 Answer::Ack(d) => (d, None),
                 Answer::Fail(f, d) => (d, Some(f)),
+                Answer::Lost(d) => (d, Some(Failure::Transient)),
             };
+            if matches!(answer, Answer::Lost(_)) {
+                self.append(topic, partition, records.to_vec());
+            }
             let ok = failure.is_none();
             tokio::time::sleep(delay).await;
             let values = records.iter().map(|r| r.value.clone().unwrap_or_default()).collect();
@@ -184,13 +190,14 @@ impl Sink for FakeSink {
         topic: &'a str,
         partition: i32,
         offset: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, Record)>, SinkError>> {
+    ) -> BoxFuture<'a, Result<crate::sink::Fetched, SinkError>> {
         Box::pin(async move {
             let log = self.log.lock().unwrap();
             let records = log.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
             // Pages of at most 100 records, like a broker's byte-limited fetch.
             let from = (offset.max(0) as usize).min(records.len());
-            Ok(records[from..].iter().take(100).cloned().enumerate().map(|(i, r)| ((from + i) as i64, r)).collect())
+            let page = records[from..].iter().take(100).cloned().enumerate().map(|(i, r)| ((from + i) as i64, r));
+            Ok((page.collect(), records.len() as i64))
         })
     }
 }

@@ -217,3 +217,14 @@ fn rate_limits_are_the_pod_setting_or_a_share_of_the_job_limit() {
     let e = load(&env(r#"{"connection_ids":["c"]}"#, files, &with(&["--max-bytes-per-sec", "0"]))).unwrap_err();
     assert!(e.to_string().starts_with("MAX_BYTES_PER_SEC: must be at least 1"), "{e}");
 }
+
+#[test]
+fn read_back_caps_have_defaults_and_settings() {
+    let e = env(r#"{"connection_ids":["c1"]}"#, r#"[{"path":"a","size":1}]"#, BASE);
+    let caps = load(&e).unwrap().tuning.readback;
+    assert_eq!((caps.max_records, caps.timeout.as_secs()), (1_000_000, 120));
+    let set = with(&["--resume-readback-max-records", "0", "--resume-readback-timeout-secs", "7"]);
+    let e = env(r#"{"connection_ids":["c1"]}"#, r#"[{"path":"a","size":1}]"#, &set);
+    let caps = load(&e).unwrap().tuning.readback;
+    assert_eq!((caps.max_records, caps.timeout.as_secs()), (0, 7));
+}

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::landed::Landed;
 use super::AttemptError;
 use crate::backoff::Backoff;
 use crate::progress::Progress;
@@ -129,11 +130,12 @@ impl Producer {
         let partition = self.partition_for(batch.topic);
         // Registered before the first attempt: from now on its records may be in the topic.
         let last_line = batch.lines.iter().copied().max().unwrap_or_default();
-        self.progress.ledger().sent(batch.topic, partition, last_line);
+        let low = self.progress.ledger().sent(batch.topic, partition, last_line);
+        let at = Target { topic: batch.topic, partition, low };
         // Parts still to send, the next one last.
         let mut parts = vec![(batch.records, batch.lines)];
         while let Some((records, lines)) = parts.pop() {
-            match self.send(topic, partition, &records, cancel).await {
+            match self.send(topic, at, &records, cancel).await {
                 Ok(base) => {
                     self.progress.ledger().acked(batch.topic, partition, base, records.len());
                     out.acked.extend(lines)
@@ -178,16 +180,37 @@ impl Producer {
     }
 
     /// Sends `records` until acknowledged (their base offset), rejected, or the run must stop.
-    async fn send(
-        &self,
-        topic: &str,
-        partition: i32,
-        records: &[Record],
-        cancel: &CancellationToken,
-    ) -> Result<i64, Stop> {
+    /// Before each new attempt after a transient failure, looks for them in the partition
+    /// (see [`super::landed`]): an attempt whose answer was lost may have been written.
+    async fn send(&self, topic: &str, at: Target, records: &[Record], cancel: &CancellationToken) -> Result<i64, Stop> {
+        let partition = at.partition;
         let mut first_failure: Option<(Instant, chrono::DateTime<chrono::Utc>)> = None;
         let mut attempt = 0;
+        // The last transient failure; while set, the last attempt may have been written.
+        let mut unsure: Option<SinkError> = None;
         loop {
+            if unsure.is_some() {
+                match self.landed(topic, at, records).await {
+                    Landed::At(base) => {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            base,
+                            attempt,
+                            "the batch had been written before its answer was lost; not sent again"
+                        );
+                        return Ok(base);
+                    }
+                    Landed::Absent => {}
+                    // Not known yet: asked again after the next pause, until the deadline.
+                    Landed::Unknown => {
+                        let paused =
+                            self.pause(&mut attempt, &mut first_failure, unsure.as_ref(), topic, partition, cancel);
+                        paused.await.map_err(|end| end.into_stop(&mut unsure))?;
+                        continue;
+                    }
+                }
+            }
             let e = match self.sink.produce(topic, partition, records).await {
                 Ok(base) => {
                     if first_failure.is_some() {
@@ -202,22 +225,47 @@ impl Producer {
                 Failure::Fatal => return Err(Stop::Run(AttemptError::KafkaFatal(e))),
                 Failure::Transient => {}
             }
-            let (since, since_utc) = *first_failure.get_or_insert_with(|| (Instant::now(), chrono::Utc::now()));
-            attempt += 1;
-            if since.elapsed() >= self.delivery_timeout {
-                let since = since_utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                return Err(Stop::Run(AttemptError::KafkaUnavailable { since, last: e }));
-            }
-            if attempt == 1 || attempt % 10 == 0 {
-                tracing::warn!(topic, partition, attempt, error = %crate::Chain(&e), "produce failed; retrying");
-            }
-            let pause = Backoff::DELIVERY.delay(attempt).unwrap_or(Backoff::DELIVERY.max);
-            let left = self.delivery_timeout.saturating_sub(since.elapsed());
-            tokio::select! {
-                _ = cancel.cancelled() => return Err(Stop::Run(AttemptError::Stopped)),
-                _ = tokio::time::sleep(pause.min(left)) => {}
-            }
+            let paused = self.pause(&mut attempt, &mut first_failure, Some(&e), topic, partition, cancel).await;
+            unsure = Some(e);
+            paused.map_err(|end| end.into_stop(&mut unsure))?;
         }
+    }
+
+    /// One more failed attempt: stops the run past the delivery deadline, else logs and
+    /// waits the next backoff pause.
+    async fn pause(
+        &self,
+        attempt: &mut u32,
+        first_failure: &mut Option<(Instant, chrono::DateTime<chrono::Utc>)>,
+        last: Option<&SinkError>,
+        topic: &str,
+        partition: i32,
+        cancel: &CancellationToken,
+    ) -> Result<(), PauseEnd> {
+        let (since, since_utc) = *first_failure.get_or_insert_with(|| (Instant::now(), chrono::Utc::now()));
+        *attempt += 1;
+        if since.elapsed() >= self.delivery_timeout {
+            let since = since_utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            return Err(PauseEnd::Deadline(since));
+        }
+        if *attempt == 1 || *attempt % 10 == 0 {
+            let error = last.map(|e| crate::Chain(e).to_string()).unwrap_or_default();
+            tracing::warn!(topic, partition, attempt, error, "produce failed; retrying");
+        }
+        let pause = Backoff::DELIVERY.delay(*attempt).unwrap_or(Backoff::DELIVERY.max);
+        let left = self.delivery_timeout.saturating_sub(since.elapsed());
+        tokio::select! {
+            _ = cancel.cancelled() => Err(PauseEnd::Stopped),
+            _ = tokio::time::sleep(pause.min(left)) => Ok(()),
+        }
+    }
+
+    /// Whether an earlier attempt wrote `records`; [`Landed::Absent`] when nothing could
+    /// have been written (no ledger, or acknowledgements forgotten: at least once).
+    async fn landed(&self, topic: &str, at: Target, records: &[Record]) -> Landed {
+        let Some(low) = at.low else { return Landed::Absent };
+        let Some(ours) = self.progress.ledger().ours_since(at.topic, at.partition, low) else { return Landed::Absent };
+        super::landed::find(self.sink.as_ref(), topic, at.partition, low, &ours, records).await
     }
 
     /// Sends batches with at most `max_in_flight` in flight; settles their lines as they
@@ -318,6 +366,33 @@ impl Producer {
         let (unsent, e) = d.stopped?;
         self.progress.lock().apply(|t| t.resolve(&unsent, LineState::Released));
         Some(e)
+    }
+}
+
+/// Where a batch goes.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    /// Index into the router's topics.
+    topic: usize,
+    partition: i32,
+    /// The lowest offset it can land at, from the ledger.
+    low: Option<i64>,
+}
+
+/// Why [`Producer::pause`] ended the retries.
+enum PauseEnd {
+    /// The delivery deadline passed; failing since then.
+    Deadline(String),
+    Stopped,
+}
+
+impl PauseEnd {
+    /// The run stops; `last` is the last failure (there is one once a pause was needed).
+    fn into_stop(self, last: &mut Option<SinkError>) -> Stop {
+        match (self, last.take()) {
+            (PauseEnd::Deadline(since), Some(last)) => Stop::Run(AttemptError::KafkaUnavailable { since, last }),
+            _ => Stop::Run(AttemptError::Stopped),
+        }
     }
 }
 

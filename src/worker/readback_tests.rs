@@ -180,3 +180,21 @@ async fn a_second_crash_while_matching_still_finds_the_first_runs_records() {
     assert_eq!(after.len(), 3_000);
     assert!(after.values().all(|&n| n == 1), "no line twice after two crashes");
 }
+
+#[tokio::test]
+async fn a_batch_written_before_its_answer_was_lost_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = lines("a", 2_000);
+    let cfg = config(dir.path(), &[("a", &data)], JobOptions { batch_size: 100, ..Default::default() }, tuning());
+    let store = MemoryStatus::default();
+    // Every fifth call is written but its answer is lost.
+    let sink =
+        FakeSink::new(2, |n, _| if n % 5 == 2 { Answer::Lost(Duration::ZERO) } else { Answer::Ack(Duration::ZERO) });
+    run_with(&cfg, &store, Some(Arc::clone(&sink) as Arc<dyn crate::sink::Sink>), CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(sink.calls().iter().filter(|c| !c.acked).count() >= 3, "answers were lost");
+    let (after, _) = copies(&sink, &data);
+    assert_eq!(after.len(), 2_000);
+    assert!(after.values().all(|&n| n == 1), "a lost answer did not make a second copy");
+}

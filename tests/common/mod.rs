@@ -120,6 +120,25 @@ pub fn consume_with(bootstrap: &str, topic: &str, extra: &[&str]) -> Vec<Msg> {
         .collect()
 }
 
+/// Writes records as another producer would, with librdkafka (kcat): each `(key, value)`
+/// with the header `connection_ids` = `header`, spread by librdkafka's partitioner.
+pub fn produce_as_another(bootstrap: &str, topic: &str, header: &str, records: &[(String, String)]) {
+    use std::io::Write;
+    let mut child = Command::new("kcat")
+        .env("LD_LIBRARY_PATH", env("RW_KCAT_LD_LIBRARY_PATH"))
+        .args(["-P", "-b", bootstrap, "-t", topic, "-K", "\t", "-H"])
+        .arg(format!("connection_ids={header}"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    let mut stdin = child.stdin.take().unwrap();
+    for (k, v) in records {
+        writeln!(stdin, "{k}\t{v}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "kcat -P failed");
+}
+
 /// A job on disk: its config.json and files.json, and a directory for data files.
 pub struct Job {
     pub id: String,
@@ -371,16 +390,20 @@ impl RepoServer {
 }
 
 /// What a run delivered against what it should have: lines lost, values never in the input,
-/// and duplicates, and one `FAULT|…` line for the fault suite's table.
+/// and duplicates, and one `FAULT|…` line for the fault suite's table. Counted with
+/// multiplicity: a line that is twice in the input must be delivered twice, and a third
+/// copy is a duplicate.
 pub fn tally(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) -> (u64, usize, u64) {
-    let mut seen: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-    for m in msgs {
-        *seen.entry(m.value.as_str()).or_default() += 1;
+    fn count<'a>(values: impl Iterator<Item = &'a str>) -> std::collections::HashMap<&'a str, u64> {
+        let mut m = std::collections::HashMap::new();
+        values.for_each(|v| *m.entry(v).or_default() += 1);
+        m
     }
-    let wanted: std::collections::HashSet<&str> = expected.iter().map(String::as_str).collect();
-    let lost = expected.iter().filter(|l| !seen.contains_key(l.as_str())).count() as u64;
-    let unexpected = seen.keys().filter(|v| !wanted.contains(*v)).count();
-    let dups: u64 = seen.values().map(|n| n - 1).sum();
+    let seen = count(msgs.iter().map(|m| m.value.as_str()));
+    let wanted = count(expected.iter().map(String::as_str));
+    let lost = wanted.iter().map(|(v, n)| n.saturating_sub(seen.get(v).copied().unwrap_or(0))).sum();
+    let unexpected = seen.keys().filter(|v| !wanted.contains_key(*v)).count();
+    let dups: u64 = seen.iter().map(|(v, n)| n.saturating_sub(wanted.get(v).copied().unwrap_or(*n))).sum();
     println!("FAULT|{case}|{runs}|{}|{}|{lost}|{dups}|{bound}", expected.len(), msgs.len());
     (lost, unexpected, dups)
 }

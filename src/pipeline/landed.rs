@@ -1,0 +1,140 @@
+//! Did a batch whose answer was lost land anyway? A produce that fails with a disconnect or
+//! a time-out may have been written by the broker; sending it again would write it twice.
+//! Before each new attempt the producer reads the partition from the lowest offset the
+//! batch could be at (see [`crate::offsets::Ledger::sent`]) to its end, and looks for the
+//! batch's records at consecutive offsets, in order, outside the ranges this run had
+//! acknowledged there — a batch is written whole or not at all. Found: it counts as
+//! delivered at that base offset. Read to the end without it: it is sent again.
+//!
+//! Bounded: one check takes at most [`CHECK_TIMEOUT`]; a check that fails or times out (the
+//! broker is still away) is asked again after the next pause, not answered by sending, so
+//! the delivery deadline bounds it like any retry. Only a range longer than
+//! [`CHECK_MAX_RECORDS`] is not read: the batch is then sent again (at least once).
+
+use std::time::Duration;
+
+use rskafka::record::Record;
+
+use crate::recover::{Signature, Signer};
+use crate::sink::Sink;
+
+/// The longest one check may take (a broker that is down fails it sooner or later).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most records one check reads.
+pub const CHECK_MAX_RECORDS: i64 = 100_000;
+
+/// What a check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Landed {
+    /// Written at this base offset.
+    At(i64),
+    /// Not in the partition: send it again.
+    Absent,
+    /// The partition could not be read (now): ask again later.
+    Unknown,
+}
+
+/// Where `records` are in the partition at or after `from`, outside `ours` (acknowledged
+/// ranges `[base, end)`).
+pub(super) async fn find(
+    sink: &dyn Sink,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    ours: &[(i64, i64)],
+    records: &[Record],
+) -> Landed {
+    let check = async {
+        let Ok(listed) = sink.end_offset(topic, partition).await else { return Landed::Unknown };
+        // The high watermark too: some brokers list less than the end (see `crate::kafka`).
+        // A fetch that fails although the listing worked is taken as nothing at `from`
+        // (tansu answers a fetch past its end with no topic at all).
+        let (first, high_watermark) = sink.fetch(topic, partition, from).await.unwrap_or_default();
+        let end = listed.max(high_watermark);
+        if end <= from || end - from > CHECK_MAX_RECORDS {
+            return Landed::Absent;
+        }
+        let signer = Signer::default();
+        let want: Vec<Option<Signature>> = records.iter().map(|r| signer.sign_record(r)).collect();
+        let mut run = Run::default();
+        let mut at = from;
+        let mut page = Some(first);
+        // Pages are read whole: past `end` too (see `crate::readback` on brokers that list
+        // the end inside their last batch).
+        while at < end {
+            let page = match page.take() {
+                Some(p) => p,
+                None => match sink.fetch(topic, partition, at).await {
+                    Ok((p, _)) => p,
+                    Err(_) => return Landed::Unknown,
+                },
+            };
+            if page.is_empty() {
+                return Landed::Unknown;
+            }
+            for (offset, record) in page {
+                at = offset + 1;
+                let theirs = !ours.iter().any(|&(b, e)| (b..e).contains(&offset));
+                let sig = if theirs { signer.sign_record(&record) } else { None };
+                if let Some(base) = run.next(offset, sig, &want) {
+                    return Landed::At(base);
+                }
+            }
+        }
+        Landed::Absent
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, check).await.unwrap_or(Landed::Unknown)
+}
+
+/// A run of the wanted records at consecutive offsets.
+#[derive(Debug, Default)]
+struct Run {
+    base: i64,
+    len: usize,
+}
+
+impl Run {
+    /// The record at `offset` (its signature, `None` when it cannot be one of them): the
+    /// base offset once the whole batch was seen.
+    fn next(&mut self, offset: i64, sig: Option<Signature>, want: &[Option<Signature>]) -> Option<i64> {
+        let continues = self.len > 0 && offset == self.base + self.len as i64;
+        if sig.is_some() && continues && want.get(self.len) == Some(&sig) {
+            self.len += 1;
+        } else if sig.is_some() && want.first() == Some(&sig) {
+            (self.base, self.len) = (offset, 1);
+        } else {
+            self.len = 0;
+        }
+        (self.len == want.len()).then_some(self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::FakeSink;
+
+    fn record(key: &str) -> Record {
+        Record {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(b"{}".to_vec()),
+            headers: [(crate::batcher::HEADER.to_owned(), b"c1".to_vec())].into(),
+            timestamp: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_found_whole_at_consecutive_offsets_outside_our_acknowledged_ranges() {
+        let sink = FakeSink::acking();
+        let batch = vec![record("a"), record("b")];
+        // 0: a (ours, acknowledged), 1: x, 2: a, 3: x, 4: a, 5: b
+        let log = ["a", "x", "a", "x", "a", "b"].map(record).to_vec();
+        sink.append("t", 0, log);
+        assert_eq!(find(sink.as_ref(), "t", 0, 0, &[(0, 1)], &batch).await, Landed::At(4));
+        assert_eq!(find(sink.as_ref(), "t", 0, 5, &[], &batch).await, Landed::Absent, "not after 5");
+        assert_eq!(find(sink.as_ref(), "t", 0, 0, &[(4, 6)], &batch).await, Landed::Absent, "ours");
+        let reversed = [record("b"), record("a")];
+        assert_eq!(find(sink.as_ref(), "t", 0, 0, &[], &reversed).await, Landed::Absent, "order");
+        assert_eq!(find(sink.as_ref(), "t", 1, 0, &[], &batch).await, Landed::Absent, "empty partition");
+    }
+}
