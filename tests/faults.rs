@@ -210,6 +210,24 @@ impl DurableBroker {
     }
 }
 
+/// A job on its own topic of `broker`, and its expected lines.
+fn durable_job(broker: &DurableBroker) -> (Job, Vec<String>) {
+    let job = Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), broker.bootstrap())], ..Job::new(1) };
+    let topic = unique("topic");
+    create_topic_on(&broker.bootstrap(), &topic, 3);
+    let job = Job { topic, ..job };
+    let expected = dataset(&job, 20_000);
+    (job, expected)
+}
+
+/// Once the worker made progress, the broker is killed and restarted 4 s later.
+fn outage(job: &Job, child: &mut Child, broker: &mut DurableBroker) {
+    assert!(wait_progress(job, child, 3_000, Duration::from_secs(60)), "worker made progress");
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    broker.up();
+}
+
 impl Drop for DurableBroker {
     fn drop(&mut self) {
         self.kill();
@@ -223,17 +241,10 @@ fn broker_killed_and_restarted_mid_run() {
         return;
     }
     let mut broker = DurableBroker::start(19094);
-    let job = Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), broker.bootstrap())], ..Job::new(1) };
-    let topic = unique("topic");
-    create_topic_on(&broker.bootstrap(), &topic, 3);
-    let job = Job { topic, ..job };
-    let expected = dataset(&job, 20_000);
+    let (job, expected) = durable_job(&broker);
     // The outage (4 s) is shorter than the delivery deadline: requests are retried through it.
     let mut child = tuned(&job, 0).env("KAFKA_DELIVERY_TIMEOUT_SECS", "30").spawn().unwrap();
-    assert!(wait_progress(&job, &mut child, 3_000, Duration::from_secs(60)), "worker made progress");
-    broker.kill();
-    std::thread::sleep(Duration::from_secs(4));
-    broker.up();
+    outage(&job, &mut child, &mut broker);
     let out = child.wait_with_output().unwrap();
     assert_success(&out);
     let r = row(&job.id, 0);
@@ -308,16 +319,9 @@ fn broker_restarted_then_worker_killed() {
         return;
     }
     let mut broker = DurableBroker::start(19094);
-    let job = Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), broker.bootstrap())], ..Job::new(1) };
-    let topic = unique("topic");
-    create_topic_on(&broker.bootstrap(), &topic, 3);
-    let job = Job { topic, ..job };
-    let expected = dataset(&job, 20_000);
+    let (job, expected) = durable_job(&broker);
     let mut child = tuned(&job, 0).env("KAFKA_DELIVERY_TIMEOUT_SECS", "30").spawn().unwrap();
-    assert!(wait_progress(&job, &mut child, 3_000, Duration::from_secs(60)), "worker made progress");
-    broker.kill();
-    std::thread::sleep(Duration::from_secs(4));
-    broker.up();
+    outage(&job, &mut child, &mut broker);
     // Through the outage, then killed while lines are in flight on the restarted broker.
     assert!(wait_progress(&job, &mut child, 12_000, Duration::from_secs(60)), "progress after the restart");
     child.kill().unwrap();

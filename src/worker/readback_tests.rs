@@ -27,6 +27,13 @@ async fn first_run(cfg: &Config, store: &MemoryStatus, sink: Arc<FakeSink>, stop
     assert_eq!(s.status, WorkerStatus::Cancelled);
 }
 
+/// The restarted worker, over the same partitions, runs to the end.
+async fn restart(cfg: &Config, store: &MemoryStatus, sink: &FakeSink) {
+    let again = sink.sharing(|_, _| Answer::Ack(Duration::ZERO));
+    let s = run_with(cfg, store, Some(again), CancellationToken::new()).await.unwrap();
+    assert_eq!(s.status, WorkerStatus::Completed);
+}
+
 /// How often each value of `expected` is in the topic, and anything else in it.
 fn copies(sink: &FakeSink, expected: &[u8]) -> (std::collections::BTreeMap<Vec<u8>, usize>, usize) {
     let got = multiset(&sink.stored_values("t"));
@@ -35,17 +42,15 @@ fn copies(sink: &FakeSink, expected: &[u8]) -> (std::collections::BTreeMap<Vec<u
     (got.into_iter().filter(|(v, _)| want.contains(v)).collect(), others)
 }
 
-/// A first run where the batch with `a-1` never comes back, and every other batch is
-/// acknowledged: the resume point stays before line 1 while later lines are in the topic.
+/// The batch with `a-1` never comes back; every other batch is acknowledged at once.
+fn a1_lost(_: usize, records: &[rskafka::record::Record]) -> Answer {
+    let a1 = records.iter().any(|r| r.value.as_deref().is_some_and(|v| v.starts_with(br#"{"messageId":"a-1""#)));
+    Answer::Ack(if a1 { Duration::from_secs(60) } else { Duration::ZERO })
+}
+
+/// A first run where the resume point stays before line 1 while later lines are in the topic.
 fn hanging_first_line() -> Arc<FakeSink> {
-    FakeSink::new(2, |_, records| {
-        let first = records.iter().any(|r| r.value.as_deref().is_some_and(|v| v.starts_with(br#"{"messageId":"a-1""#)));
-        if first {
-            Answer::Ack(Duration::from_secs(60))
-        } else {
-            Answer::Ack(Duration::ZERO)
-        }
-    })
+    FakeSink::new(2, a1_lost)
 }
 
 #[tokio::test]
@@ -63,9 +68,7 @@ async fn lines_acknowledged_after_the_resume_point_are_not_sent_again() {
     assert!(before.len() >= 500, "lines after the resume point are in the topic: {}", before.len());
     assert!(!store.offsets.lock().unwrap().is_empty(), "offsets were stored");
 
-    let again = sink.sharing(|_, _| Answer::Ack(Duration::ZERO));
-    let s = run_with(&cfg, &store, Some(again), CancellationToken::new()).await.unwrap();
-    assert_eq!(s.status, WorkerStatus::Completed);
+    restart(&cfg, &store, &sink).await;
     let (after, others) = copies(&sink, &data);
     assert_eq!((after.len(), others), (3_000, 0), "every line is in the topic");
     assert!(after.values().all(|&n| n == 1), "no line twice: {:?}", after.iter().find(|(_, &n)| n > 1));
@@ -97,9 +100,7 @@ async fn identical_lines_are_each_delivered_once() {
     first_run(&cfg, &store, Arc::clone(&sink), Duration::from_millis(400)).await;
     assert_eq!(copies(&sink, &data).0.get(same.as_slice()), Some(&1), "one copy before the crash");
 
-    run_with(&cfg, &store, Some(sink.sharing(|_, _| Answer::Ack(Duration::ZERO))), CancellationToken::new())
-        .await
-        .unwrap();
+    restart(&cfg, &store, &sink).await;
     let (after, _) = copies(&sink, &data);
     assert_eq!(after.get(same.as_slice()), Some(&2), "both copies, once each");
     assert!(after.iter().filter(|(v, _)| v.as_slice() != same).all(|(_, &n)| n == 1));
@@ -126,9 +127,7 @@ async fn other_producers_records_are_read_past_and_never_matched() {
     let live = vec![record("a-1", a1, b"c2"), record("other", a1, b"c1"), record("x", b"{}", b"c1")];
     sink.append("t", 0, live.clone());
     sink.append("t", 1, live);
-    run_with(&cfg, &store, Some(sink.sharing(|_, _| Answer::Ack(Duration::ZERO))), CancellationToken::new())
-        .await
-        .unwrap();
+    restart(&cfg, &store, &sink).await;
     let (after, others) = copies(&sink, &data);
     assert_eq!(after.len(), 2_000);
     assert!(after.iter().filter(|(v, _)| v.as_slice() != a1).all(|(_, &n)| n == 1), "each of ours once");
@@ -148,9 +147,7 @@ async fn past_the_read_back_cap_lines_are_sent_again_within_the_bound() {
     let sink = hanging_first_line();
     first_run(&cfg, &store, Arc::clone(&sink), Duration::from_millis(500)).await;
     let in_topic = copies(&sink, &data).0.len();
-    run_with(&cfg, &store, Some(sink.sharing(|_, _| Answer::Ack(Duration::ZERO))), CancellationToken::new())
-        .await
-        .unwrap();
+    restart(&cfg, &store, &sink).await;
     let (after, _) = copies(&sink, &data);
     let twice = after.values().filter(|&&n| n == 2).count();
     assert_eq!(after.len(), 3_000);
@@ -168,14 +165,8 @@ async fn a_second_crash_while_matching_still_finds_the_first_runs_records() {
     first_run(&cfg, &store, Arc::clone(&sink), Duration::from_millis(500)).await;
     // The second run loses a-1's batch again: it matches the first run's lines but its
     // resume point cannot move, so its stored offsets must still reach them.
-    let second = sink.sharing(|_, records| {
-        let first = records.iter().any(|r| r.value.as_deref().is_some_and(|v| v.starts_with(br#"{"messageId":"a-1""#)));
-        Answer::Ack(if first { Duration::from_secs(60) } else { Duration::ZERO })
-    });
-    first_run(&cfg, &store, second, Duration::from_millis(500)).await;
-    run_with(&cfg, &store, Some(sink.sharing(|_, _| Answer::Ack(Duration::ZERO))), CancellationToken::new())
-        .await
-        .unwrap();
+    first_run(&cfg, &store, sink.sharing(a1_lost), Duration::from_millis(500)).await;
+    restart(&cfg, &store, &sink).await;
     let (after, _) = copies(&sink, &data);
     assert_eq!(after.len(), 3_000);
     assert!(after.values().all(|&n| n == 1), "no line twice after two crashes");
