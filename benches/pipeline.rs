@@ -147,7 +147,8 @@ fn whole_pipeline(c: &mut Criterion) {
                 },
                 |engine| {
                     let token = tokio_util::sync::CancellationToken::new();
-                    let file = FileTask { path: path.to_str().unwrap().to_owned(), first_line: 1, listed_size: 0 };
+                    let file =
+                        FileTask { index: 0, path: path.to_str().unwrap().to_owned(), first_line: 1, listed_size: 0 };
                     rt.block_on(engine.run(vec![file], &token))
                 },
                 BatchSize::PerIteration,

@@ -2,8 +2,8 @@
 //! a callback. No IO; nothing here can fail on IO.
 //!
 //! Per line: blank → skipped; too long or not one valid JSON object → error; filtered out →
-//! skipped; unroutable → error; else a record (key `messageId`, or for a line without one a
-//! UUID v5 of the job, the file and the line number, see [`LineKeys`]; value the line's
+//! skipped; unroutable → error; else a record (key: the line's identity, the job, the file
+//! and the line number, see [`LineKeys`]; value the line's
 //! original bytes; header `connection_ids`) appended to its topic's open batch.
 //! A batch is handed over when it reaches `batch_size` records or `batch_max_bytes` bytes,
 //! or when the pipeline flushes every open batch because too many lines are unsettled (a
@@ -51,9 +51,17 @@ pub fn record_size(index: usize, key: usize, value: usize, headers: &[(&str, &[u
     varint_len(body as i64) + body
 }
 
-/// Keys for the lines without a `messageId`: a UUID v5 of the job, the file's path and the
-/// line number. A line sent again (a retry, a restart) carries the key it had before, so that
-/// what is already in the topic can be recognised; it is still a UUID on the wire.
+/// The key of every record: the line's identity, the job, the file (its position in
+/// files.json and its path) and the line number. A line sent again (a retry, a restart)
+/// carries the key it had before, and no other line ever has it, so a record found in the
+/// topic is matched only to the line that produced it (see [`crate::recover`]). Two lines
+/// with the same bytes are two keys. `messageId` is not the key: ingest writes an event
+/// again with the same id when it retries, and the Go worker sent a random UUID, so no
+/// consumer relies on it.
+///
+/// On the wire a key is a UUID (version 8, RFC 9562's custom layout): 60 bits of the file's
+/// identity (a UUID v5 of the job, position and path, computed once per file) and the line
+/// number in the low 62 bits. No hashing per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineKeys {
     ns: uuid::Uuid,
@@ -65,23 +73,34 @@ impl LineKeys {
         Self { ns: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()) }
     }
 
-    /// The keys of one file's lines.
-    pub fn file(&self, path: &str) -> FileKeys {
-        FileKeys { ns: uuid::Uuid::new_v5(&self.ns, path.as_bytes()) }
+    /// The keys of the lines of the file at position `index` of files.json.
+    pub fn file(&self, index: usize, path: &str) -> FileKeys {
+        let name = format!("{index}:{path}");
+        let id = uuid::Uuid::new_v5(&self.ns, name.as_bytes());
+        let mut file = [0; 8];
+        file.copy_from_slice(&id.as_bytes()[..8]);
+        FileKeys { file }
     }
 }
 
 /// The keys of one file's lines: see [`LineKeys`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileKeys {
-    ns: uuid::Uuid,
+    /// The file's identity (the version nibble is overwritten in the key).
+    file: [u8; 8],
 }
 
 impl FileKeys {
     /// The key of line `line` (1-based), hyphenated.
     pub fn key(&self, line: u64) -> Vec<u8> {
-        let id = uuid::Uuid::new_v5(&self.ns, line.to_string().as_bytes());
-        id.hyphenated().to_string().into_bytes()
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.file);
+        // The variant takes the top two bits of byte 8: lines stay below 2^62.
+        bytes[8..].copy_from_slice(&(line & (u64::MAX >> 2)).to_be_bytes());
+        let id = uuid::Builder::from_custom_bytes(bytes).into_uuid();
+        let mut out = vec![0; uuid::fmt::Hyphenated::LENGTH];
+        id.hyphenated().encode_lower(&mut out);
+        out
     }
 }
 
@@ -181,7 +200,7 @@ impl<'a> Batcher<'a> {
     pub fn new(filter: &'a Filter, router: &'a Router, limits: BatchLimits) -> Self {
         let open = (0..router.topics().len()).map(|_| None).collect();
         let limits = BatchLimits { records: limits.records.max(1), ..limits };
-        let file = FileAt { keys: LineKeys::for_job("").file(""), start: 0, first_line: 1 };
+        let file = FileAt { keys: LineKeys::for_job("").file(0, ""), start: 1, first_line: 1 };
         Self {
             filter,
             router,
@@ -235,10 +254,7 @@ impl<'a> Batcher<'a> {
         if !allow_send {
             return None;
         }
-        let key = match env.message_id.as_deref() {
-            Some(id) if !id.is_empty() => id.as_bytes().to_vec(),
-            _ => self.file.keys.key(self.file.first_line + (no - self.file.start)),
-        };
+        let key = self.file.keys.key(self.file.first_line + (no - self.file.start));
         let headers = [(HEADER, &target.header[..])];
         let alone = record_size(0, key.len(), text.len(), &headers);
         if BATCH_OVERHEAD + alone > self.limits.message_bytes {
@@ -353,32 +369,43 @@ mod tests {
         assert_eq!(batches.len(), 1);
         let b = &batches[0];
         assert_eq!(b.lines, vec![1, 5]);
-        assert_eq!(b.records[0].key.as_deref(), Some(&b"m1"[..]));
+        let key = |i: usize| String::from_utf8(b.records[i].key.clone().unwrap()).unwrap();
+        assert_eq!(key(0), String::from_utf8(LineKeys::for_job("").file(0, "").key(1)).unwrap(), "not messageId");
         assert_eq!(b.records[0].value.as_deref(), Some(lines[0].as_bytes()));
         assert_eq!(b.records[0].headers[HEADER], b"c1,c2");
-        let generated = String::from_utf8(b.records[1].key.clone().unwrap()).unwrap();
-        assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+        assert!(uuid::Uuid::parse_str(&key(1)).is_ok(), "{}", key(1));
     }
 
     #[test]
-    fn keys_without_message_id_are_the_same_on_every_run() {
+    fn every_line_has_a_key_of_its_own_the_same_on_every_run() {
         let keys = LineKeys::for_job("job-1");
-        let k = |job: &LineKeys, path: &str, line: u64| String::from_utf8(job.file(path).key(line)).unwrap();
-        let a = k(&keys, "s3://b/f.ndjson", 7);
-        assert_eq!(a, k(&LineKeys::for_job("job-1"), "s3://b/f.ndjson", 7), "deterministic");
-        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 5);
-        assert_ne!(a, k(&keys, "s3://b/f.ndjson", 8), "another line");
-        assert_ne!(a, k(&keys, "s3://b/g.ndjson", 7), "another file");
-        assert_ne!(a, k(&LineKeys::for_job("job-2"), "s3://b/f.ndjson", 7), "another job");
+        let k =
+            |job: &LineKeys, i: usize, path: &str, line: u64| String::from_utf8(job.file(i, path).key(line)).unwrap();
+        let a = k(&keys, 0, "s3://b/f.ndjson", 7);
+        assert_eq!(a, k(&LineKeys::for_job("job-1"), 0, "s3://b/f.ndjson", 7), "deterministic");
+        let id = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(id.get_version_num(), 8);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, k(&keys, 0, "s3://b/f.ndjson", 8), "another line");
+        assert_ne!(a, k(&keys, 0, "s3://b/g.ndjson", 7), "another file");
+        assert_ne!(a, k(&keys, 1, "s3://b/f.ndjson", 7), "the same path listed twice");
+        assert_ne!(a, k(&LineKeys::for_job("job-2"), 0, "s3://b/f.ndjson", 7), "another job");
+        // Distinct over many lines, up to the largest line number a key holds.
+        let f = keys.file(0, "p");
+        let many: std::collections::HashSet<Vec<u8>> =
+            (1..=100_000u64).chain([(1 << 62) - 1, (1 << 40) + 3]).map(|l| f.key(l)).collect();
+        assert_eq!(many.len(), 100_002);
         // The batcher numbers a file's lines from its first line, whatever the sequence.
         let router = Router::fixed("t", &["c".into()]);
         let filter = Filter::default();
         let mut b = Batcher::new(&filter, &router, limits(10));
-        b.start_file(keys.file("s3://b/f.ndjson"), 1_000, 5);
+        b.start_file(keys.file(0, "s3://b/f.ndjson"), 1_000, 5);
         let mut batches = Vec::new();
-        b.line(1_002, Line::Text(b"{}"), true, |x| batches.push(x));
+        b.line(1_002, Line::Text(br#"{"messageId":"m"}"#), true, |x| batches.push(x));
+        b.line(1_003, Line::Text(br#"{"messageId":"m"}"#), true, |x| batches.push(x));
         b.flush_all(|x| batches.push(x));
-        assert_eq!(batches[0].records[0].key.as_deref(), Some(k(&keys, "s3://b/f.ndjson", 7).as_bytes()));
+        assert_eq!(batches[0].records[0].key.as_deref(), Some(a.as_bytes()));
+        assert_ne!(batches[0].records[0].key, batches[0].records[1].key, "identical lines, two keys");
     }
 
     #[test]

@@ -351,14 +351,17 @@ pub fn classify(e: &ClientError) -> (Failure, Option<String>) {
     (Failure::Transient, retry_failed.then(|| "RETRY_FAILED".to_owned()))
 }
 
-/// The failure class of a broker error code.
+/// The failure class of a broker error code. `INVALID_TIMESTAMP` is fatal, not a rejected
+/// record: the worker stamps every record with its own clock when it sends it, so the broker
+/// refusing the timestamp (`message.timestamp.*.max.ms`) says this machine's clock is off,
+/// and would refuse every line alike; the run stops, resumable, rather than turn every line
+/// into a dead letter.
 fn failure_of(code: ProtocolError) -> Failure {
     use ProtocolError as P;
     match code {
-        P::MessageTooLarge | P::RecordListTooLarge | P::InvalidRecord | P::CorruptMessage | P::InvalidTimestamp => {
-            Failure::Rejected
-        }
-        P::TopicAuthorizationFailed
+        P::MessageTooLarge | P::RecordListTooLarge | P::InvalidRecord | P::CorruptMessage => Failure::Rejected,
+        P::InvalidTimestamp
+        | P::TopicAuthorizationFailed
         | P::ClusterAuthorizationFailed
         | P::TransactionalIdAuthorizationFailed
         | P::SaslAuthenticationFailed
@@ -401,6 +404,11 @@ mod tests {
         assert_eq!(code_name(&ProtocolError::Unknown(999)), "UNKNOWN_ERROR_CODE_999");
         assert_eq!(failure_of(ProtocolError::RecordListTooLarge), Failure::Rejected);
         assert_eq!(failure_of(ProtocolError::TopicAuthorizationFailed), Failure::Fatal);
+        assert_eq!(
+            failure_of(ProtocolError::InvalidTimestamp),
+            Failure::Fatal,
+            "our clock, not the line: stop, never dead-letter every line"
+        );
         for transient in [
             ProtocolError::NotEnoughReplicas,
             ProtocolError::NotEnoughReplicasAfterAppend,

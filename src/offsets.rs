@@ -18,8 +18,6 @@
 //! Offsets are written after the status row they belong to. Offsets older than the row are
 //! lower, so always safe; the row is never older than its offsets.
 
-use std::collections::VecDeque;
-
 use crate::tracker::Seq;
 
 /// One partition's read-back start, as stored beside the worker's row.
@@ -42,14 +40,7 @@ struct Part {
     /// known when it was sent, even after its acknowledgement: an earlier attempt whose
     /// answer was lost may have landed below the acknowledged base.
     batches: Vec<(Seq, i64)>,
-    /// The most recent acknowledged ranges `[base, end)`, at most [`RECENT_ACKS`].
-    recent: VecDeque<(i64, i64)>,
-    /// The highest end of the ranges dropped from `recent`.
-    forgotten: i64,
 }
-
-/// Acknowledged ranges kept per partition, for [`Ledger::ours_since`].
-pub const RECENT_ACKS: usize = 1024;
 
 /// The read-back start offsets of every partition this run can send to.
 #[derive(Debug, Default)]
@@ -71,15 +62,7 @@ impl Ledger {
             first.push(parts.len());
             for partition in 0..*n {
                 let next = ends.get(parts.len()).copied().unwrap_or(0);
-                parts.push(Part {
-                    topic: topic.clone(),
-                    partition,
-                    next,
-                    floor: None,
-                    batches: Vec::new(),
-                    recent: VecDeque::new(),
-                    forgotten: 0,
-                });
+                parts.push(Part { topic: topic.clone(), partition, next, floor: None, batches: Vec::new() });
             }
         }
         Ledger { parts, first, floor_until: None }
@@ -108,16 +91,6 @@ impl Ledger {
         Some(p.next)
     }
 
-    /// The ranges this run had acknowledged in the partition at or after `from`; `None` when
-    /// older ones may have been forgotten (more than [`RECENT_ACKS`] since).
-    pub fn ours_since(&mut self, topic: usize, partition: i32, from: i64) -> Option<Vec<(i64, i64)>> {
-        let p = self.part(topic, partition)?;
-        if p.forgotten > from {
-            return None;
-        }
-        Some(p.recent.iter().copied().filter(|&(_, end)| end > from).collect())
-    }
-
     /// A partition of the ledger; `None` when it was made without it (a run without Kafka
     /// offsets, such as the in-process tests that build an engine alone).
     fn part(&mut self, topic: usize, partition: i32) -> Option<&mut Part> {
@@ -130,11 +103,6 @@ impl Ledger {
     pub fn acked(&mut self, topic: usize, partition: i32, base: i64, count: usize) {
         if let Some(p) = self.part(topic, partition) {
             p.next = p.next.max(base + count as i64);
-            if p.recent.len() == RECENT_ACKS {
-                let (_, end) = p.recent.pop_front().expect("full");
-                p.forgotten = p.forgotten.max(end);
-            }
-            p.recent.push_back((base, base + count as i64));
         }
     }
 
@@ -203,21 +171,6 @@ mod tests {
         assert_eq!(offsets(&mut l, 20)[2], 50);
         l.acked(1, 0, 50, 10);
         assert_eq!(offsets(&mut l, 30)[2], 60);
-    }
-
-    #[test]
-    fn recent_acknowledgements_are_known_until_too_many_have_passed() {
-        let mut l = ledger();
-        l.acked(0, 0, 10, 5);
-        l.acked(0, 0, 15, 5);
-        assert_eq!(l.ours_since(0, 0, 12), Some(vec![(10, 15), (15, 20)]));
-        assert_eq!(l.ours_since(0, 0, 15), Some(vec![(15, 20)]));
-        for i in 0..RECENT_ACKS as i64 {
-            l.acked(0, 0, 20 + i, 1);
-        }
-        assert_eq!(l.ours_since(0, 0, 12), None, "the oldest were forgotten");
-        assert_eq!(l.ours_since(0, 0, 20).map(|r| r.len()), Some(RECENT_ACKS));
-        assert_eq!(l.ours_since(5, 0, 0), None, "no such topic");
     }
 
     #[test]

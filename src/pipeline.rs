@@ -57,9 +57,11 @@ pub struct Engine {
     batch_size: usize,
     /// Retries of a failed pass over a file.
     file_retry: Backoff,
-    /// Most lines to queue for delivery over the whole run (the job's `limit`).
+    /// Most lines to deliver over the whole job (the job's `limit`), over every run of
+    /// this worker.
     limit: Option<u64>,
-    /// Lines queued for delivery so far (first sends only).
+    /// Lines delivered by earlier runs (up to the resume point), queued for delivery by this
+    /// one (first sends only), or found in the topic by its read-back.
     queued: AtomicU64,
     producer: Arc<Producer>,
     /// Dead letters, when `DEAD_LETTER_PATH` is set.
@@ -89,6 +91,8 @@ pub struct Parts {
 /// One file of the run, in files.json order.
 #[derive(Debug, Clone)]
 pub struct FileTask {
+    /// Its position in files.json (part of its lines' keys).
+    pub index: usize,
     pub path: String,
     /// Lines before this one are skipped (the resume point, or `start_line`).
     pub first_line: u64,
@@ -171,6 +175,8 @@ impl Engine {
             delivery_timeout,
             rate: tuning.rate,
         };
+        // A resumed run continues the count: the stored counters are exact for its start.
+        let delivered_before = progress.snapshot().counts.success;
         let producer = Producer::new(sink, topics, Arc::clone(&progress), settings, dead_letters.clone());
         Self {
             filter,
@@ -182,7 +188,7 @@ impl Engine {
             batch_size: job.batch_size,
             file_retry: Backoff::FILE.with_retries(job.retry_attempts),
             limit: job.limit,
-            queued: AtomicU64::new(0),
+            queued: AtomicU64::new(delivered_before),
             producer: Arc::new(producer),
             dead_letters,
             recovered: Default::default(),

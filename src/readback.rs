@@ -13,14 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::batcher::HEADER;
 use crate::offsets::PartitionOffset;
 use crate::recover::Recovered;
-use crate::sink::{Sink, SinkError};
-
-/// Consecutive empty fetches before `end` after which a partition counts as read (records
-/// removed by compaction or retention leave nothing to read).
-const EMPTY_FETCHES: u32 = 3;
+use crate::sink::{Page, PartitionRange, Sink, SinkError};
 
 /// The read-back's caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +47,9 @@ pub struct ReadBack {
     pub records: u64,
     /// Partitions read.
     pub partitions: usize,
+    /// Partitions that could not be read to their end, and where reading stopped: the
+    /// read-back is incomplete there (what it found is still exact, see [`crate::recover`]).
+    pub stalled: Vec<PartitionOffset>,
     pub took: Duration,
 }
 
@@ -72,31 +70,30 @@ pub async fn read_back(
         let known = |s: &&PartitionOffset| topics.iter().any(|(t, n)| *t == s.topic && s.partition < *n);
         let mut ranges = Vec::new();
         for s in stored.iter().filter(known) {
-            let mut end = sink.end_offset(&s.topic, s.partition).await?;
-            if end <= s.offset {
-                // A fetch's high watermark, for brokers that list less than the end; one that
-                // fails although the listing worked has nothing at the offset (tansu answers
-                // a fetch past its end with no topic at all).
-                end = end.max(sink.fetch(&s.topic, s.partition, s.offset).await.map_or(0, |f| f.1));
-            }
-            if end > s.offset {
-                ranges.push((s, end));
+            let range = PartitionRange::open(sink, &s.topic, s.partition, s.offset).await?;
+            if !range.is_empty() {
+                ranges.push(range);
             }
         }
-        let records: u64 = ranges.iter().map(|(s, end)| (end - s.offset) as u64).sum();
+        let records: u64 = ranges.iter().map(PartitionRange::len).sum();
         if records > caps.max_records {
             return Err(ReadBackError::TooManyRecords { records, max: caps.max_records });
         }
-        let mut recovered = Recovered::new(window);
-        let mut read = 0;
-        for (s, end) in &ranges {
-            read += read_partition(sink, s, *end, &mut recovered).await?;
-            // Checked again as read: the ends may have been listed low (see `read_partition`).
-            if read > caps.max_records {
-                return Err(ReadBackError::TooManyRecords { records: read, max: caps.max_records });
+        let mut found = ReadBack {
+            recovered: Recovered::new(window),
+            records: 0,
+            partitions: ranges.len(),
+            stalled: Vec::new(),
+            took: Duration::ZERO,
+        };
+        for range in &mut ranges {
+            read_partition(range, &mut found).await?;
+            // Checked again as read: the ends may have been listed low (see `PartitionRange`).
+            if found.records > caps.max_records {
+                return Err(ReadBackError::TooManyRecords { records: found.records, max: caps.max_records });
             }
         }
-        Ok(ReadBack { recovered, records: read, partitions: ranges.len(), took: Duration::ZERO })
+        Ok(found)
     };
     match tokio::time::timeout(caps.timeout, work).await {
         Ok(r) => r.map(|r| ReadBack { took: started.elapsed(), ..r }),
@@ -104,44 +101,40 @@ pub async fn read_back(
     }
 }
 
-/// Reads one partition from its stored start to `end`; returns the records read.
-async fn read_partition(
-    sink: &dyn Sink,
-    from: &PartitionOffset,
-    end: i64,
-    into: &mut Recovered,
-) -> Result<u64, SinkError> {
-    let (mut at, mut read, mut empty, mut end) = (from.offset, 0, 0, end);
-    let mut first = true;
-    while at < end && empty < EMPTY_FETCHES {
-        let before = at;
-        let (page, high_watermark) = sink.fetch(&from.topic, from.partition, at).await?;
-        if std::mem::take(&mut first) {
-            // The end as the first fetch answers it, for brokers that list less (tansu).
-            end = end.max(high_watermark);
-        }
-        // The page is read whole, past `end` too: a broker may list the end as the first
-        // offset of its last batch plus one (tansu does), and the fetch that reaches `end`
-        // returns that batch whole. Nothing of this run is sent before the read-back ends,
-        // so what lies past `end` is only other producers' records, read past.
-        for (offset, record) in page {
-            at = offset + 1;
-            read += 1;
-            if let (Some(key), Some(header)) = (&record.key, record.headers.get(HEADER)) {
-                into.insert(key, record.value.as_deref().unwrap_or_default(), header);
+/// Reads one partition to its end into `found`. Records past the end are read too (pages
+/// come whole): nothing of this run is sent before the read-back ends, so they are only
+/// other producers' records, and those are never matched.
+async fn read_partition(range: &mut PartitionRange<'_>, found: &mut ReadBack) -> Result<(), SinkError> {
+    loop {
+        match range.next().await? {
+            Page::Records(page) => {
+                for (_, record) in page {
+                    found.records += 1;
+                    found.recovered.insert(&record);
+                }
+            }
+            Page::End => return Ok(()),
+            Page::Stalled => {
+                let (topic, partition, at, end) = (range.topic, range.partition, range.at, range.end);
+                tracing::warn!(
+                    topic,
+                    partition,
+                    at,
+                    end,
+                    "read-back incomplete: nothing could be read before the end (a transaction marker, another \
+                     producer's open transaction, or removed records); lines whose records lie past it are sent again"
+                );
+                found.stalled.push(PartitionOffset { topic: topic.to_owned(), partition, offset: at });
+                return Ok(());
             }
         }
-        empty = if at == before { empty + 1 } else { 0 };
     }
-    if at < end {
-        tracing::info!(topic = from.topic, partition = from.partition, at, end, "nothing more to read back");
-    }
-    Ok(read)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batcher::HEADER;
     use crate::testutil::FakeSink;
 
     fn record(key: &str, header: Option<&str>) -> rskafka::record::Record {

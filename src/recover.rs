@@ -1,19 +1,34 @@
 //! What a resumed run found of its own lines in the topic, and the rule that matches the
 //! lines it reads again against it. Pure: hashes and counts, no IO.
 //!
+//! **A record is matched only to the line that produced it.** Every record's key is its
+//! line's identity, the job, the file and the line number ([`crate::batcher::LineKeys`]), so
+//! two lines with the same bytes are two different records, and a record of a line before
+//! the resume point, or of another worker's file, is never taken by a line after it. (The
+//! other way, re-reading from the earliest line that can own a record in the range and
+//! using up the records of the lines before the resume point, needs that earliest line,
+//! which the offsets alone do not give, and re-reads and re-parses all of them; a key per
+//! line costs nothing and makes every read, however partial, safe.) Content alone is not
+//! identity: a failover log repeats events, and matching by content lost lines.
+//!
 //! A record's **signature** is a 128-bit hash of its key, its value and its
 //! `connection_ids` header, each with its length, so that no two different triples run
 //! together. The read-back ([`crate::readback`]) adds the signature of every record it reads
-//! after the stored start offsets, with multiplicity: two identical lines sent twice are two
-//! entries. As the files are read again, a line that would be sent and whose signature has
-//! an entry left takes one and counts as delivered; it is not sent again.
+//! after the stored start offsets. As the files are read again, a line that would be sent
+//! and whose signature has an entry left takes it and counts as delivered; it is not sent
+//! again. An entry is counted with multiplicity: a line written twice by earlier runs (a
+//! fallback to at least once) is two entries, of which it takes one.
+//!
+//! Because a match is exact, a read-back that stopped early (a cap, a stalled partition)
+//! still only finds lines that are in the topic: what it missed is sent again (a duplicate),
+//! never skipped (a loss).
 //!
 //! Matching ends, and the set is dropped, when no entry is left, or when
 //! [`Recovered::window`] lines in a row that would be sent found none. The second rule is
-//! what ends it when other producers' records are in the set (live traffic is read past but
-//! never matched): before the crash's watermark every sendable line was acknowledged and so
-//! is found, and after it the lines that may have been sent lie within the unsettled-lines
-//! bound, which is the window. After the end nothing is hashed.
+//! what ends it when other producers' records, or the records of lines before the resume
+//! point, are in the set: before the crash's watermark every sendable line was acknowledged
+//! and so is found, and after it the lines that may have been sent lie within the
+//! unsettled-lines bound, which is the window. After the end nothing is hashed.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -83,10 +98,12 @@ impl Recovered {
         Recovered { window, ..Default::default() }
     }
 
-    /// Adds one record read back.
-    pub fn insert(&mut self, key: &[u8], value: &[u8], header: &[u8]) {
-        *self.counts.entry(self.signer.sign(key, value, header)).or_default() += 1;
-        self.left += 1;
+    /// Adds one record read back, if it can be one of this worker's (see [`Signer::sign_record`]).
+    pub fn insert(&mut self, record: &rskafka::record::Record) {
+        if let Some(sig) = self.signer.sign_record(record) {
+            *self.counts.entry(sig).or_default() += 1;
+            self.left += 1;
+        }
     }
 
     /// Entries held, with multiplicity.
@@ -151,12 +168,22 @@ mod tests {
         assert_ne!(s.sign(b"ab", b"c", b""), s.sign(b"a", b"bc", b""));
     }
 
+    fn record(key: &str, value: &str, header: Option<&str>) -> rskafka::record::Record {
+        rskafka::record::Record {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            headers: header.map(|h| (crate::batcher::HEADER.to_owned(), h.as_bytes().to_vec())).into_iter().collect(),
+            timestamp: chrono::Utc::now(),
+        }
+    }
+
     #[test]
     fn identical_records_are_matched_as_often_as_they_were_read() {
         let mut r = Recovered::new(10);
-        r.insert(b"k", b"{}", b"c");
-        r.insert(b"k", b"{}", b"c");
-        r.insert(b"x", b"{}", b"c");
+        r.insert(&record("k", "{}", Some("c")));
+        r.insert(&record("k", "{}", Some("c")));
+        r.insert(&record("x", "{}", Some("c")));
+        r.insert(&record("k", "{}", None));
         assert_eq!(r.len(), 3);
         assert!(r.take(1, b"k", b"{}", b"c"));
         assert!(r.take(2, b"k", b"{}", b"c"));
@@ -168,8 +195,8 @@ mod tests {
     #[test]
     fn matching_ends_when_empty_or_after_a_window_of_misses() {
         let mut r = Recovered::new(2);
-        r.insert(b"k", b"v", b"h");
-        r.insert(b"other producer", b"v", b"h");
+        r.insert(&record("k", "v", Some("h")));
+        r.insert(&record("other producer", "v", Some("h")));
         assert!(!r.take(1, b"a", b"v", b"h"));
         assert!(!r.take(2, b"b", b"v", b"h"));
         assert!(!r.is_over(), "a miss run as long as the window can still be followed by a match");
@@ -180,7 +207,7 @@ mod tests {
         assert!(r.is_over());
         assert_eq!(r.ended(), Ended { matched: 1, last_matched: Some(3), unmatched: 1 });
         let mut r = Recovered::new(100);
-        r.insert(b"k", b"v", b"h");
+        r.insert(&record("k", "v", Some("h")));
         r.take(7, b"k", b"v", b"h");
         assert!(r.is_over(), "nothing left");
     }

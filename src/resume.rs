@@ -105,6 +105,10 @@ pub struct StartPoint {
     pub file: usize,
     pub first_line: u64,
     pub snapshot: Snapshot,
+    /// An unfinished run of this worker came before (its row was resumable): what it may
+    /// have sent is in the topic. False for a fresh start (no row, or one the admin set to
+    /// `pending`), which owes nothing to anything an earlier run of the same job id left.
+    pub resumed: bool,
 }
 
 /// `start_file` names no entry of files.json.
@@ -131,7 +135,8 @@ pub fn start_point(
     start: StartAt<'_>,
     stored: Option<&StoredRow>,
 ) -> Result<StartPoint, StartFileMissing> {
-    let mut point = StartPoint { file: 0, first_line: 1, snapshot: Snapshot::default() };
+    let resumed = stored.is_some_and(|r| r.status.is_resumable());
+    let mut point = StartPoint { file: 0, first_line: 1, snapshot: Snapshot::default(), resumed };
     if let Some(sf) = start.file {
         let pos = files
             .iter()
@@ -165,7 +170,7 @@ pub fn start_point(
         row.snapshot.current_line + 1
     };
     let file = if finished_cur { idx + 1 } else { idx };
-    Ok(passed_over(StartPoint { file, first_line, snapshot: row.snapshot.clone() }))
+    Ok(passed_over(StartPoint { file, first_line, snapshot: row.snapshot.clone(), resumed }))
 }
 
 #[cfg(test)]

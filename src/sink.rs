@@ -157,3 +157,83 @@ impl Sink for DryRun {
         Box::pin(async { Ok((Vec::new(), 0)) })
     }
 }
+
+/// How many empty pages in a row, before the end, stop a [`PartitionRange`].
+pub const EMPTY_PAGES: u32 = 3;
+
+/// One partition read from an offset to its end, page by page: the one place that knows
+/// where a partition ends. The end is the larger of the listed end offset and the first
+/// fetch's high watermark, because some brokers list less than the end (tansu lists the
+/// first offset of its last batch plus one); a first fetch that fails although the listing
+/// worked is taken as nothing there (tansu answers a fetch past its end with no topic).
+///
+/// Pages are returned whole, past the end too: the fetch that reaches the end may return
+/// the last batch whole. What a page that comes back empty before the end means is the
+/// caller's: a transaction marker at the end (its control batch is never returned), another
+/// producer's open transaction (reads stop at the last stable offset), or records removed by
+/// retention or compaction. After [`EMPTY_PAGES`] of them in a row the range is
+/// [`Page::Stalled`].
+pub struct PartitionRange<'a> {
+    sink: &'a dyn Sink,
+    pub topic: &'a str,
+    pub partition: i32,
+    /// The next offset to read.
+    pub at: i64,
+    /// The end, as found when the range was opened.
+    pub end: i64,
+    first: Option<Vec<(i64, Record)>>,
+    empty: u32,
+}
+
+/// One step of a [`PartitionRange`].
+#[derive(Debug)]
+pub enum Page {
+    Records(Vec<(i64, Record)>),
+    /// Read to the end.
+    End,
+    /// Pages came back empty before the end: the range could not be read to its end.
+    Stalled,
+}
+
+impl<'a> PartitionRange<'a> {
+    /// The range of `partition` from `from` to its end.
+    pub async fn open(sink: &'a dyn Sink, topic: &'a str, partition: i32, from: i64) -> Result<Self, SinkError> {
+        let listed = sink.end_offset(topic, partition).await?;
+        let (first, high_watermark) = sink.fetch(topic, partition, from).await.unwrap_or_default();
+        let end = listed.max(high_watermark);
+        Ok(PartitionRange { sink, topic, partition, at: from, end, first: Some(first), empty: 0 })
+    }
+
+    /// Offsets left to read (at least).
+    pub fn len(&self) -> u64 {
+        (self.end - self.at).max(0) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next page.
+    pub async fn next(&mut self) -> Result<Page, SinkError> {
+        loop {
+            if self.at >= self.end {
+                return Ok(Page::End);
+            }
+            if self.empty >= EMPTY_PAGES {
+                return Ok(Page::Stalled);
+            }
+            let page = match self.first.take() {
+                Some(p) => p,
+                None => self.sink.fetch(self.topic, self.partition, self.at).await?.0,
+            };
+            match page.last() {
+                None => self.empty += 1,
+                Some((last, _)) => {
+                    self.at = last + 1;
+                    self.empty = 0;
+                    return Ok(Page::Records(page));
+                }
+            }
+        }
+    }
+}

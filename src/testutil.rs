@@ -55,8 +55,9 @@ pub struct FakeSink {
     log: Arc<Mutex<Topics>>,
 }
 
-/// Records per (topic, partition), the offset being the position.
-pub type Topics = BTreeMap<(String, i32), Vec<Record>>;
+/// Records per (topic, partition), the offset being the position; `None` is a control
+/// record (a transaction marker), which takes an offset and is never fetched.
+pub type Topics = BTreeMap<(String, i32), Vec<Option<Record>>>;
 
 /// A simple failure, standing in for a broker's.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +86,17 @@ impl FakeSink {
 
     /// Appends records written by someone else (another producer).
     pub fn append(&self, topic: &str, partition: i32, records: Vec<Record>) {
-        self.log.lock().unwrap().entry((topic.to_owned(), partition)).or_default().extend(records);
+        self.log
+            .lock()
+            .unwrap()
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .extend(records.into_iter().map(Some));
+    }
+
+    /// Appends a transaction marker (a control record: it takes an offset, no fetch returns it).
+    pub fn append_marker(&self, topic: &str, partition: i32) {
+        self.log.lock().unwrap().entry((topic.to_owned(), partition)).or_default().push(None);
     }
 
     /// The values in the partitions of `topic`, over all partitions.
@@ -93,7 +104,7 @@ impl FakeSink {
         let log = self.log.lock().unwrap();
         log.iter()
             .filter(|((t, _), _)| t == topic)
-            .flat_map(|(_, r)| r.iter().map(|r| r.value.clone().unwrap_or_default()))
+            .flat_map(|(_, r)| r.iter().flatten().map(|r| r.value.clone().unwrap_or_default()))
             .collect()
     }
 
@@ -166,7 +177,7 @@ impl Sink for FakeSink {
                 None => {
                     let mut log = self.log.lock().unwrap();
                     let partition_log = log.entry((topic.to_owned(), partition)).or_default();
-                    partition_log.extend_from_slice(records);
+                    partition_log.extend(records.iter().cloned().map(Some));
                     Ok((partition_log.len() - records.len()) as i64)
                 }
                 Some(failure) => {
@@ -196,7 +207,11 @@ impl Sink for FakeSink {
             let records = log.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
             // Pages of at most 100 records, like a broker's byte-limited fetch.
             let from = (offset.max(0) as usize).min(records.len());
-            let page = records[from..].iter().take(100).cloned().enumerate().map(|(i, r)| ((from + i) as i64, r));
+            let page = records[from..]
+                .iter()
+                .take(100)
+                .enumerate()
+                .filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
             Ok((page.collect(), records.len() as i64))
         })
     }

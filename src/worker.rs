@@ -246,9 +246,12 @@ impl<'a> Run<'a> {
         }
         *progress.ledger() = Ledger::new(&topics, &ends);
         let stored = self.store.read_offsets().await?;
-        if stored.is_empty() {
-            if start.snapshot.counts.total > 0 {
+        if stored.is_empty() || !start.resumed {
+            if start.resumed && start.snapshot.counts.total > 0 {
                 tracing::warn!("no read-back offsets stored for this worker: unsettled lines after the resume point are sent again");
+            }
+            if !start.resumed && !stored.is_empty() {
+                tracing::info!("a fresh start: the read-back offsets an earlier run of this job stored are replaced");
             }
             self.store.write_offsets(&progress.read_back_starts()).await?;
             return Ok(());
@@ -333,6 +336,7 @@ impl<'a> Run<'a> {
     ) -> FilesEnd {
         let files = (start.file..self.assigned.len())
             .map(|i| FileTask {
+                index: self.assigned[i],
                 path: self.path(i).to_owned(),
                 first_line: if i == start.file { start.first_line } else { 1 },
                 listed_size: self.cfg.files[self.assigned[i]].size,

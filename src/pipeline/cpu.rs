@@ -164,7 +164,7 @@ impl<'a> CpuStage<'a> {
         gate.notify_one();
         drop(held);
         let first_line = task.first_line.max(1);
-        self.core.batcher.start_file(self.core.engine.keys.file(&task.path), start, first_line);
+        self.core.batcher.start_file(self.core.engine.keys.file(task.index, &task.path), start, first_line);
         self.core.file = FilePass { path: task.path, first_line, start, known_until: start, ..Default::default() };
         let (location, mut chunks) = match source {
             Ok(opened) => opened,
@@ -281,7 +281,7 @@ impl LineCore<'_> {
             self.end = CpuEnd::Limit;
             return false;
         };
-        if decision == Decision::Queued && seq >= self.file.known_until {
+        if matches!(decision, Decision::Queued | Decision::Found) && seq >= self.file.known_until {
             self.engine.queued.fetch_add(1, Ordering::Relaxed);
         }
         if let Decision::Error(e) = &decision {

@@ -2,26 +2,32 @@
 //! a time-out may have been written by the broker; sending it again would write it twice.
 //! Before each new attempt the producer reads the partition from the lowest offset the
 //! batch could be at (see [`crate::offsets::Ledger::sent`]) to its end, and looks for the
-//! batch's records at consecutive offsets, in order, outside the ranges this run had
-//! acknowledged there — a batch is written whole or not at all. Found: it counts as
-//! delivered at that base offset. Read to the end without it: it is sent again.
+//! batch's records at consecutive offsets, in order — a batch is written whole or not at
+//! all. Found: it counts as delivered at that base offset. Read to the end without it: it is
+//! sent again.
+//!
+//! A record is recognised by its key, which is its line's identity (see
+//! [`crate::recover`]): no other line's record, whether of this run, of a batch whose answer
+//! is still on the way, or of another worker, can pass for one of the batch's.
 //!
 //! Bounded: one check takes at most [`CHECK_TIMEOUT`]; a check that fails or times out (the
 //! broker is still away) is asked again after the next pause, not answered by sending, so
-//! the delivery deadline bounds it like any retry. Only a range longer than
-//! [`CHECK_MAX_RECORDS`] is not read: the batch is then sent again (at least once).
+//! the delivery deadline bounds it like any retry. A range longer than
+//! [`CHECK_MAX_RECORDS`], or one that cannot be read to its end (a transaction marker at
+//! the end, another producer's open transaction), is not searched further: the batch is sent
+//! again (at least once), never waited on until the run stops.
 
 use std::time::Duration;
 
 use rskafka::record::Record;
 
 use crate::recover::{Signature, Signer};
-use crate::sink::Sink;
+use crate::sink::{Page, PartitionRange, Sink};
 
 /// The longest one check may take (a broker that is down fails it sooner or later).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most records one check reads.
-pub const CHECK_MAX_RECORDS: i64 = 100_000;
+pub const CHECK_MAX_RECORDS: u64 = 100_000;
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,54 +40,40 @@ pub(super) enum Landed {
     Unknown,
 }
 
-/// Where `records` are in the partition at or after `from`, outside `ours` (acknowledged
-/// ranges `[base, end)`).
-pub(super) async fn find(
-    sink: &dyn Sink,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    ours: &[(i64, i64)],
-    records: &[Record],
-) -> Landed {
+/// Where `records` are in the partition at or after `from`.
+pub(super) async fn find(sink: &dyn Sink, topic: &str, partition: i32, from: i64, records: &[Record]) -> Landed {
     let check = async {
-        let Ok(listed) = sink.end_offset(topic, partition).await else { return Landed::Unknown };
-        // The high watermark too: some brokers list less than the end (see `crate::kafka`).
-        // A fetch that fails although the listing worked is taken as nothing at `from`
-        // (tansu answers a fetch past its end with no topic at all).
-        let (first, high_watermark) = sink.fetch(topic, partition, from).await.unwrap_or_default();
-        let end = listed.max(high_watermark);
-        if end <= from || end - from > CHECK_MAX_RECORDS {
+        let Ok(mut range) = PartitionRange::open(sink, topic, partition, from).await else { return Landed::Unknown };
+        if range.is_empty() || range.len() > CHECK_MAX_RECORDS {
             return Landed::Absent;
         }
         let signer = Signer::default();
         let want: Vec<Option<Signature>> = records.iter().map(|r| signer.sign_record(r)).collect();
         let mut run = Run::default();
-        let mut at = from;
-        let mut page = Some(first);
-        // Pages are read whole: past `end` too (see `crate::readback` on brokers that list
-        // the end inside their last batch).
-        while at < end {
-            let page = match page.take() {
-                Some(p) => p,
-                None => match sink.fetch(topic, partition, at).await {
-                    Ok((p, _)) => p,
-                    Err(_) => return Landed::Unknown,
-                },
-            };
-            if page.is_empty() {
-                return Landed::Unknown;
-            }
-            for (offset, record) in page {
-                at = offset + 1;
-                let theirs = !ours.iter().any(|&(b, e)| (b..e).contains(&offset));
-                let sig = if theirs { signer.sign_record(&record) } else { None };
-                if let Some(base) = run.next(offset, sig, &want) {
-                    return Landed::At(base);
+        loop {
+            match range.next().await {
+                Err(_) => return Landed::Unknown,
+                Ok(Page::End) => return Landed::Absent,
+                Ok(Page::Stalled) => {
+                    let (at, end) = (range.at, range.end);
+                    tracing::info!(
+                        topic,
+                        partition,
+                        at,
+                        end,
+                        "the partition could not be read to its end; the batch is sent again"
+                    );
+                    return Landed::Absent;
+                }
+                Ok(Page::Records(page)) => {
+                    for (offset, record) in page {
+                        if let Some(base) = run.next(offset, signer.sign_record(&record), &want) {
+                            return Landed::At(base);
+                        }
+                    }
                 }
             }
         }
-        Landed::Absent
     };
     tokio::time::timeout(CHECK_TIMEOUT, check).await.unwrap_or(Landed::Unknown)
 }
@@ -124,17 +116,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_is_found_whole_at_consecutive_offsets_outside_our_acknowledged_ranges() {
+    async fn a_batch_is_found_whole_at_consecutive_offsets() {
         let sink = FakeSink::acking();
         let batch = vec![record("a"), record("b")];
-        // 0: a (ours, acknowledged), 1: x, 2: a, 3: x, 4: a, 5: b
+        // 0: a, 1: x, 2: a, 3: x, 4: a, 5: b
         let log = ["a", "x", "a", "x", "a", "b"].map(record).to_vec();
         sink.append("t", 0, log);
-        assert_eq!(find(sink.as_ref(), "t", 0, 0, &[(0, 1)], &batch).await, Landed::At(4));
-        assert_eq!(find(sink.as_ref(), "t", 0, 5, &[], &batch).await, Landed::Absent, "not after 5");
-        assert_eq!(find(sink.as_ref(), "t", 0, 0, &[(4, 6)], &batch).await, Landed::Absent, "ours");
+        assert_eq!(find(sink.as_ref(), "t", 0, 0, &batch).await, Landed::At(4));
+        assert_eq!(find(sink.as_ref(), "t", 0, 5, &batch).await, Landed::Absent, "not after 5");
         let reversed = [record("b"), record("a")];
-        assert_eq!(find(sink.as_ref(), "t", 0, 0, &[], &reversed).await, Landed::Absent, "order");
-        assert_eq!(find(sink.as_ref(), "t", 1, 0, &[], &batch).await, Landed::Absent, "empty partition");
+        assert_eq!(find(sink.as_ref(), "t", 0, 0, &reversed).await, Landed::Absent, "order");
+        assert_eq!(find(sink.as_ref(), "t", 1, 0, &batch).await, Landed::Absent, "empty partition");
+    }
+
+    #[tokio::test]
+    async fn a_range_that_stalls_before_its_end_is_answered_absent_not_waited_on() {
+        let sink = FakeSink::acking();
+        sink.append("t", 0, ["x", "y"].map(record).to_vec());
+        // A transaction marker at the end: an offset that no fetch returns.
+        sink.append_marker("t", 0);
+        assert_eq!(find(sink.as_ref(), "t", 0, 0, &[record("a")]).await, Landed::Absent);
+        assert_eq!(find(sink.as_ref(), "t", 0, 2, &[record("a")]).await, Landed::Absent);
     }
 }

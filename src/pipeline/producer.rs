@@ -131,7 +131,7 @@ impl Producer {
         // Registered before the first attempt: from now on its records may be in the topic.
         let last_line = batch.lines.iter().copied().max().unwrap_or_default();
         let low = self.progress.ledger().sent(batch.topic, partition, last_line);
-        let at = Target { topic: batch.topic, partition, low };
+        let at = Target { partition, low };
         // Parts still to send, the next one last.
         let mut parts = vec![(batch.records, batch.lines)];
         while let Some((records, lines)) = parts.pop() {
@@ -260,12 +260,11 @@ impl Producer {
         }
     }
 
-    /// Whether an earlier attempt wrote `records`; [`Landed::Absent`] when nothing could
-    /// have been written (no ledger, or acknowledgements forgotten: at least once).
+    /// Whether an earlier attempt wrote `records`; [`Landed::Absent`] when the ledger does
+    /// not know the partition.
     async fn landed(&self, topic: &str, at: Target, records: &[Record]) -> Landed {
         let Some(low) = at.low else { return Landed::Absent };
-        let Some(ours) = self.progress.ledger().ours_since(at.topic, at.partition, low) else { return Landed::Absent };
-        super::landed::find(self.sink.as_ref(), topic, at.partition, low, &ours, records).await
+        super::landed::find(self.sink.as_ref(), topic, at.partition, low, records).await
     }
 
     /// Sends batches with at most `max_in_flight` in flight; settles their lines as they
@@ -372,8 +371,6 @@ impl Producer {
 /// Where a batch goes.
 #[derive(Debug, Clone, Copy)]
 struct Target {
-    /// Index into the router's topics.
-    topic: usize,
     partition: i32,
     /// The lowest offset it can land at, from the ledger.
     low: Option<i64>,

@@ -72,7 +72,12 @@ fn each_once(data: &[u8]) -> std::collections::BTreeMap<Vec<u8>, usize> {
 }
 
 async fn process(s: &Setup, shutdown: &CancellationToken) -> RunEnd {
-    let files = s.paths.iter().map(|p| FileTask { path: p.clone(), first_line: 1, listed_size: 0 }).collect();
+    let files = s
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(index, p)| FileTask { index, path: p.clone(), first_line: 1, listed_size: 0 })
+        .collect();
     tokio::time::timeout(Duration::from_secs(20), s.engine.run(files, shutdown)).await.expect("hung")
 }
 

@@ -112,3 +112,17 @@ proptest! {
         prop_assert_eq!(s.snapshot.counts, stored.snapshot.counts);
     }
 }
+
+#[test]
+fn only_an_unfinished_row_is_a_resume() {
+    let f = files(&["a", "b"]);
+    let fresh = |stored: Option<&StoredRow>| start_point(&f, &all(&f), StartAt::default(), stored).unwrap().resumed;
+    assert!(!fresh(None), "no row");
+    assert!(!fresh(Some(&row(WorkerStatus::Pending, "a", 5, 0))), "a row the admin reset to pending");
+    for status in [WorkerStatus::Running, WorkerStatus::Failed, WorkerStatus::Cancelled] {
+        assert!(fresh(Some(&row(status, "a", 5, 0))), "{status}");
+    }
+    let mut no_file = row(WorkerStatus::Running, "a", 0, 0);
+    no_file.snapshot.current_file = None;
+    assert!(fresh(Some(&no_file)), "a run that crashed before its first file still sent nothing it can vouch for");
+}
