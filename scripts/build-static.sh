@@ -70,5 +70,11 @@ CARGO_ZIGBUILD_ZIG_PATH="$("$VENV/bin/python3" -c 'import pathlib, ziglang; prin
 export CARGO_ZIGBUILD_ZIG_PATH
 export PATH="$VENV/bin:$PATH"
 
+# The dist builds' own target directory, in the machine's cache folder that every clone shares
+# (RW_CACHE_DIR, default $XDG_CACHE_HOME/reprocessing-worker or ~/.cache/reprocessing-worker):
+# its compiled dependencies are reused by the next clone; deleted, they are built again.
+CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
+export CARGO_TARGET_DIR="${RW_STATIC_TARGET_DIR:-$CACHE/target-static}"
+mkdir -p "$CARGO_TARGET_DIR"
 cargo zigbuild --profile dist --locked --target "$TARGET" --bin reprocessing-worker >&2
-echo "$PWD/target/$TARGET/dist/reprocessing-worker"
+echo "$CARGO_TARGET_DIR/$TARGET/dist/reprocessing-worker"

@@ -43,9 +43,13 @@ TANSU_STORAGE="${RW_TANSU_STORAGE:-memory://tansu/}"
 # The authenticating broker. The wheel's tansu offers no SASL mechanism (it keeps no users);
 # tansu from crates.io built with the libsql feature keeps SCRAM users in its sqlite storage and
 # completes SCRAM-SHA-256 and SCRAM-SHA-512 logins (PLAIN is not built in; its TLS flags do not
-# work, so TLS is terminated in front of it by the tests). Built once into the build directory.
+# work, so TLS is terminated in front of it by the tests). Built once per version into the
+# machine's cache folder, which every clone shares (RW_CACHE_DIR, default
+# $XDG_CACHE_HOME/reprocessing-worker or ~/.cache/reprocessing-worker): with the folder
+# deleted, it is built again.
 TANSU_AUTH_VERSION=0.6.0
-TANSU_AUTH_ROOT="${RW_TANSU_AUTH_ROOT:-$ROOT/target/tansu-auth}"
+CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
+TANSU_AUTH_ROOT="${RW_TANSU_AUTH_ROOT:-$CACHE/tansu-auth-$TANSU_AUTH_VERSION}"
 TANSU_AUTH_BIN="$TANSU_AUTH_ROOT/bin/tansu"
 KAFKA_AUTH_PORT="${RW_KAFKA_AUTH_PORT:-19096}"
 # Test-only credentials, one user per mechanism.

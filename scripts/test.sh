@@ -45,7 +45,7 @@ scripts/services.sh start
 eval "$(scripts/services.sh env)"
 
 # Its own step, so its time shows: the first run builds tansu with sqlite storage (about
-# 10 minutes on 2 cores); later runs reuse the binary in target/tansu-auth.
+# 10 minutes on 2 cores); later runs, from any clone, reuse the binary in the cache folder.
 step "authenticating Kafka broker (tansu with SCRAM users, for tests/kafka_security.rs)"
 scripts/services.sh start-auth-broker
 

@@ -72,6 +72,8 @@ pub mod tls;
 pub mod worker;
 
 #[cfg(all(test, feature = "io"))]
+mod sim;
+#[cfg(all(test, feature = "io"))]
 mod testutil;
 
 #[cfg(feature = "io")]

@@ -178,4 +178,15 @@ mod tests {
         let off = Caps { max_records: 0, ..CAPS };
         assert!(matches!(read_back(sink.as_ref(), &topics, &[], 10, off).await, Err(ReadBackError::Off)));
     }
+
+    #[tokio::test]
+    async fn a_partition_that_ends_on_a_transaction_marker_is_read_and_reported_incomplete() {
+        let sink = FakeSink::acking();
+        sink.append("t", 0, (0..5).map(|i| record(&format!("k{i}"), Some("c1"))).collect());
+        sink.append_marker("t", 0);
+        let topics = [("t".to_string(), 1)];
+        let found = read_back(sink.as_ref(), &topics, &[start("t", 0, 0)], 10, CAPS).await.unwrap();
+        assert_eq!((found.records, found.recovered.len()), (5, 5), "what is there is found");
+        assert_eq!(found.stalled, vec![start("t", 0, 5)], "and the marker it could not read past is reported");
+    }
 }

@@ -137,6 +137,89 @@ fn kill_9_at_random_points_then_resume() {
     check("kill -9 at random points + restart", kills as u32 + 1, &expected, &consume(&job.topic), 0);
 }
 
+/// Two workers' files (plain and zstd) in which about a third of the lines are exact copies of
+/// a line a few thousand lines earlier, in the same file or the other worker's: a failover log
+/// of an ingest that retried. Returns each worker's lines, repeats included.
+fn repeating_dataset(job: &Job, per_file: u64, rng: &mut Rng) -> [Vec<String>; 2] {
+    let mut lines: Vec<String> = Vec::new();
+    let mut per_worker: [Vec<String>; 2] = Default::default();
+    let mut files = Vec::new();
+    for (k, name) in ["r0.ndjson", "r1.ndjson.zst", "r2.ndjson", "r3.ndjson.zst"].iter().enumerate() {
+        let mut data = Vec::new();
+        for line in ndjson(200 + k as u64, &Shape::default(), per_file).split_inclusive(|&b| b == b'\n') {
+            let line = String::from_utf8(line.to_vec()).unwrap();
+            // A third are repeats of a line 1,000 to 5,000 lines back.
+            let line = if lines.len() > 5_000 && rng.below(3) == 0 {
+                lines[lines.len() - 1_000 - rng.below(4_000) as usize].clone()
+            } else {
+                line
+            };
+            data.extend_from_slice(line.as_bytes());
+            lines.push(line);
+        }
+        per_worker[k % 2].extend(String::from_utf8(data.clone()).unwrap().lines().map(str::to_owned));
+        let bytes = if k % 2 == 1 { zstd::encode_all(&data[..], 3).unwrap() } else { data };
+        files.push((job.write(name, &bytes), bytes.len() as u64));
+    }
+    job.files(&files);
+    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":5}}"#));
+    per_worker
+}
+
+#[test]
+#[ignore]
+fn repeated_lines_two_workers_kill_9_at_random_points() {
+    if common::skip_without_services("repeated_lines_two_workers_kill_9_at_random_points") {
+        return;
+    }
+    let job = Job::new(3);
+    let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x2e9e);
+    let mut rng = Rng::new(seed);
+    let per_worker = repeating_dataset(&job, 30_000, &mut rng);
+    let command = |index: u32| {
+        let mut c = job.command(index, 2);
+        c.env("KAFKA_MAX_IN_FLIGHT", IN_FLIGHT.to_string()).stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    };
+    let success = |index: i32| try_row(&job.id, index).map_or(0, |r| num(&r, "success_count"));
+    // Both workers run side by side; each is killed several times, each kill after it has
+    // delivered more since the last one (so every kill lands mid-run).
+    let mut kills = [0u32; 2];
+    for _ in 0..4 {
+        let mut children: Vec<Child> = (0..2).map(|i| command(i).spawn().unwrap()).collect();
+        for (i, child) in children.iter_mut().enumerate() {
+            let before = success(i as i32);
+            let start = Instant::now();
+            let goal = before + 2_000 + rng.below(8_000);
+            while success(i as i32) < goal
+                && child.try_wait().unwrap().is_none()
+                && start.elapsed() < Duration::from_secs(60)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(200)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                kills[i] += 1;
+            }
+            child.wait().unwrap();
+        }
+    }
+    assert!(kills.iter().all(|&k| k >= 2), "each worker was killed mid-run at least twice: {kills:?}");
+    for (i, lines) in per_worker.iter().enumerate() {
+        let out = command(i as u32).output().unwrap();
+        assert_success(&out);
+        let r = row(&job.id, i as i32);
+        assert_eq!(r["status"], "completed");
+        // Exact across the kills: each line counted once, repeats included.
+        assert_counts(&r, lines.len() as u64, 0, 0);
+    }
+    println!("repeated lines, two workers, seed {seed}: kills {kills:?}");
+    let expected: Vec<String> = per_worker.concat();
+    let runs = kills.iter().sum::<u32>() + 2;
+    check("repeated lines, 2 workers, kill -9 at random points", runs, &expected, &consume(&job.topic), 0);
+}
+
 #[test]
 #[ignore]
 fn sigterm_records_cancelled_and_resumes() {

@@ -189,3 +189,44 @@ async fn a_batch_written_before_its_answer_was_lost_is_not_sent_again() {
     assert_eq!(after.len(), 2_000);
     assert!(after.values().all(|&n| n == 1), "a lost answer did not make a second copy");
 }
+
+#[tokio::test]
+async fn a_fresh_start_of_the_same_job_sends_every_line_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = lines("a", 2_000);
+    let cfg = config(dir.path(), &[("a", &data)], JobOptions { batch_size: 100, ..Default::default() }, tuning());
+    let store = MemoryStatus::default();
+    let sink = FakeSink::new(2, |_, _| Answer::Ack(Duration::ZERO));
+    let s = run_with(&cfg, &store, Some(Arc::clone(&sink) as Arc<dyn crate::sink::Sink>), CancellationToken::new());
+    assert_eq!(s.await.unwrap().status, WorkerStatus::Completed);
+    assert!(!store.offsets.lock().unwrap().is_empty(), "the first run stored offsets");
+    // The admin runs the job again: the row back to pending, the offsets left as they were.
+    *store.stored.lock().unwrap() = Some(crate::status::StoredRow {
+        status: WorkerStatus::Pending,
+        snapshot: crate::progress::Snapshot::default(),
+    });
+    restart(&cfg, &store, &sink).await;
+    let (after, _) = copies(&sink, &data);
+    assert_eq!(after.len(), 2_000);
+    assert!(after.values().all(|&n| n == 2), "every line a second time: nothing was taken as already sent");
+    assert_eq!(store.last().snapshot.counts.success, 2_000);
+}
+
+#[tokio::test]
+async fn the_limit_counts_the_lines_of_earlier_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = lines("a", 3_000);
+    let job = JobOptions { batch_size: 100, limit: Some(1_000), ..Default::default() };
+    let cfg = config(dir.path(), &[("a", &data)], job, tuning());
+    let store = MemoryStatus::default();
+    // The first run delivers some lines, then hangs and stops.
+    let sink = FakeSink::new(2, |n, _| Answer::Ack(if n < 3 { Duration::ZERO } else { Duration::from_secs(60) }));
+    first_run(&cfg, &store, Arc::clone(&sink), Duration::from_millis(400)).await;
+    let before = store.last().snapshot.counts.success;
+    assert!(before > 0 && before < 1_000, "{before}");
+    restart(&cfg, &store, &sink).await;
+    let (after, _) = copies(&sink, &data);
+    assert_eq!(after.len(), 1_000, "the limit over both runs, not per run");
+    assert!(after.values().all(|&n| n == 1));
+    assert_eq!(store.last().snapshot.counts.success, 1_000);
+}
