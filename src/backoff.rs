@@ -28,6 +28,10 @@ impl Backoff {
     /// six times in a row at most.
     pub const S3_READ: Backoff =
         Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(5), factor: 2, retries: 6 };
+    /// A write of dead letters (an S3 PUT, a local append and sync): 0.2 s doubling up to
+    /// 5 s, five times; then those letters count as lost (and the row says so).
+    pub const DEAD_LETTER: Backoff =
+        Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(5), factor: 2, retries: 5 };
     /// The final status row, which matters most: about 30 s of retries.
     pub const FINAL_ROW: Backoff =
         Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(5), factor: 2, retries: 10 };

@@ -71,6 +71,8 @@ pub struct Progress {
     settled: Condvar,
     /// Batches that waited for the rate limit (the live progress line shows when it holds).
     pub rate_limited: AtomicU64,
+    /// Dead letters that could not be written (the row's `error` says how many).
+    lost_letters: AtomicU64,
     /// Where a resumed run would have to read back from, per partition. Its own mutex,
     /// taken per batch sent and acknowledged and per status write, never with `inner`.
     ledger: Mutex<Ledger>,
@@ -187,19 +189,39 @@ impl Progress {
         self.ledger().starts(watermark)
     }
 
+    /// Lines whose dead letters were written (`written`), or could not be: they settle as
+    /// errors either way, and the lost ones are counted for the row.
+    pub fn settle_letters(&self, seqs: &[crate::tracker::Seq], written: bool) {
+        if !written {
+            self.lost_letters.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        }
+        self.lock().apply(|t| t.resolve(seqs, crate::tracker::LineState::Error));
+    }
+
     /// The files given up so far, each with where and why.
     pub fn failed_files(&self) -> Vec<String> {
         self.lock().g.failed.clone()
     }
 
-    /// The row's `error` for the files given up so far: the latest, and how many.
+    /// The row's `error` for the files given up so far (the latest, and how many) and for the
+    /// dead letters lost.
     pub fn files_error(&self) -> Option<String> {
-        let g = self.lock();
-        let failed = &g.g.failed;
-        match failed.len() {
+        let failed = {
+            let g = self.lock();
+            let failed = &g.g.failed;
+            match failed.len() {
+                0 => None,
+                1 => Some(format!("1 file failed: {}", failed[0])),
+                n => Some(format!("{n} files failed; last: {}", failed[n - 1])),
+            }
+        };
+        let lost = match self.lost_letters.load(Ordering::Relaxed) {
             0 => None,
-            1 => Some(format!("1 file failed: {}", failed[0])),
-            n => Some(format!("{n} files failed; last: {}", failed[n - 1])),
+            n => Some(format!("{n} dead letters could not be written (their lines count as errors)")),
+        };
+        match (failed, lost) {
+            (Some(f), Some(l)) => Some(format!("{f}; {l}")),
+            (f, l) => f.or(l),
         }
     }
 

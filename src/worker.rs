@@ -131,7 +131,7 @@ struct Run<'a> {
     total_bytes: u64,
 }
 
-type DeadLetterWriter = tokio::task::JoinHandle<Result<u64, crate::deadletter::DeadLetterError>>;
+type DeadLetterWriter = tokio::task::JoinHandle<Result<crate::deadletter::Written, crate::deadletter::DeadLetterError>>;
 
 impl<'a> Run<'a> {
     fn new(cfg: &'a Config, store: &'a dyn StatusStore) -> Self {
@@ -211,7 +211,10 @@ impl<'a> Run<'a> {
                     (crate::deadletter::Destination::S3 { .. }, None) => Some(crate::source::s3_client().await),
                     _ => s3.clone(),
                 };
-                let (tx, handle) = crate::deadletter::start(dest.clone(), cfg.job_id.clone(), cfg.worker_index, s3);
+                let p = Arc::clone(&progress);
+                let settle: crate::deadletter::Settle = Box::new(move |seqs, written| p.settle_letters(seqs, written));
+                let (tx, handle) =
+                    crate::deadletter::start(dest.clone(), cfg.job_id.clone(), cfg.worker_index, s3, settle);
                 (Some(tx), Some(handle))
             }
         };
@@ -401,7 +404,10 @@ impl<'a> Run<'a> {
 /// Waits a bounded time for the dead-letter writer to flush.
 async fn drain_dead_letters(writer: DeadLetterWriter) {
     match tokio::time::timeout(DEAD_LETTER_DRAIN, writer).await {
-        Ok(Ok(Ok(n))) if n > 0 => tracing::info!(records = n, "dead letters written"),
+        Ok(Ok(Ok(w))) if w.lost > 0 => {
+            tracing::error!(records = w.letters, lost = w.lost, "dead letters written, some lost")
+        }
+        Ok(Ok(Ok(w))) if w.letters > 0 => tracing::info!(records = w.letters, "dead letters written"),
         Ok(Ok(Ok(_))) => {}
         Ok(Ok(Err(e))) => tracing::error!(error = %crate::Chain(&e), "dead letters could not be written"),
         Ok(Err(e)) => tracing::error!(error = %e, "dead-letter writer failed"),

@@ -88,6 +88,8 @@ struct LineCore<'a> {
     batcher: Batcher<'a>,
     /// Decisions not yet handed to the tracker (at most one chunk's lines).
     states: Vec<(Seq, LineState)>,
+    /// Dead letters of those lines, sent once they are recorded.
+    letters: Vec<crate::deadletter::DeadLetter>,
     file: FilePass,
     end: CpuEnd,
     /// The producer is gone: no batch can be handed over any more.
@@ -118,6 +120,7 @@ impl<'a> CpuStage<'a> {
                 cancel,
                 batcher,
                 states: Vec::with_capacity(8192),
+                letters: Vec::new(),
                 file: FilePass::default(),
                 end: CpuEnd::Eof,
                 producer_gone: false,
@@ -284,10 +287,14 @@ impl LineCore<'_> {
         if matches!(decision, Decision::Queued | Decision::Found) && seq >= self.file.known_until {
             self.engine.queued.fetch_add(1, Ordering::Relaxed);
         }
+        let mut state = decision.state();
         if let Decision::Error(e) = &decision {
-            self.bad_line(no, &line, &e.to_string());
+            if self.bad_line(seq, no, &line, &e.to_string()) {
+                // Settled as an error once its dead letter is written (see `crate::deadletter`).
+                state = LineState::Pending;
+            }
         }
-        self.states.push((seq, decision.state()));
+        self.states.push((seq, state));
         match full {
             Some(b) => self.send(b),
             None => true,
@@ -307,25 +314,25 @@ impl LineCore<'_> {
         !self.producer_gone
     }
 
-    fn bad_line(&mut self, no: u64, line: &Line<'_>, reason: &str) {
+    /// Logs a bad line; with dead letters on, queues its letter and returns true (the line
+    /// then waits for it).
+    fn bad_line(&mut self, seq: Seq, no: u64, line: &Line<'_>, reason: &str) -> bool {
         self.file.bad_lines += 1;
         if self.file.bad_lines <= LOGGED_BAD_LINES {
             tracing::warn!(file = self.file.path, line = no, error = reason, "bad line");
         }
-        if let Some(tx) = &self.engine.dead_letters {
-            let (data, length) = match line {
-                Line::Text(t) => (Some(t.to_vec()), t.len() as u64),
-                Line::TooLong { len } => (None, *len),
-            };
-            let letter = crate::deadletter::DeadLetter {
-                file: self.file.path.clone(),
-                line: no,
-                reason: reason.to_owned(),
-                data,
-                length,
-            };
-            let _ = tx.blocking_send(letter);
+        if self.engine.dead_letters.is_none() {
+            return false;
         }
+        let (data, length) = match line {
+            Line::Text(t) => (Some(t.to_vec()), t.len() as u64),
+            Line::TooLong { len } => (None, *len),
+        };
+        let file = self.file.path.clone();
+        let letter =
+            crate::deadletter::DeadLetter { seq: Some(seq), file, line: no, reason: reason.to_owned(), data, length };
+        self.letters.push(letter);
+        true
     }
 
     fn log_more_bad_lines(&self) {
@@ -345,6 +352,14 @@ impl LineCore<'_> {
             g.set_current_ts(&self.batcher.last_created);
         }
         drop(g);
+        // Letters go out only once their lines are recorded: the writer settles them.
+        if let Some(tx) = &self.engine.dead_letters {
+            for letter in self.letters.drain(..) {
+                if let Err(unsent) = tx.blocking_send(letter) {
+                    self.engine.progress.settle_letters(unsent.0.seq.as_slice(), false);
+                }
+            }
+        }
         if let Some(ended) = self.batcher.recovery_ended.take() {
             let crate::recover::Ended { matched, last_matched, unmatched } = ended;
             tracing::info!(matched, unmatched, "matching against the read-back ended; lines are sent from here on");

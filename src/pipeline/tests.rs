@@ -18,6 +18,9 @@ struct Setup {
     engine: Arc<Engine>,
     progress: Arc<Progress>,
     paths: Vec<String>,
+    /// The dead-letter writer, when there is one.
+    letters_written:
+        Option<tokio::task::JoinHandle<Result<crate::deadletter::Written, crate::deadletter::DeadLetterError>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,7 +35,7 @@ fn setup_with(
     sink: Arc<FakeSink>,
     job: JobOptions,
     tuning: crate::config::Tuning,
-    dead_letters: Option<crate::deadletter::Sender>,
+    dead_letters: Option<std::path::PathBuf>,
 ) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let paths = files
@@ -46,6 +49,17 @@ fn setup_with(
         .collect();
     let progress = Arc::new(Progress::new(Snapshot::default()));
     sink.watch(Arc::clone(&progress));
+    // The real writer: a line with a letter settles once its letter is written.
+    let (dead_letters, letters_written) = match dead_letters {
+        None => (None, None),
+        Some(dir) => {
+            let p = Arc::clone(&progress);
+            let settle: crate::deadletter::Settle = Box::new(move |seqs, ok| p.settle_letters(seqs, ok));
+            let (tx, done) =
+                crate::deadletter::start(crate::deadletter::Destination::Dir(dir), "job".into(), 0, None, settle);
+            (Some(tx), Some(done))
+        }
+    };
     let job = JobOptions { connection_ids: vec!["c1".into()], ..job };
     let parts = Parts {
         filter: Filter::default(),
@@ -59,7 +73,7 @@ fn setup_with(
         keys: crate::batcher::LineKeys::for_job("test-job"),
     };
     let engine = Arc::new(Engine::new(parts, tuning, &job));
-    Setup { engine, progress, paths, _dir: dir }
+    Setup { engine, progress, paths, letters_written, _dir: dir }
 }
 
 fn job(batch_size: usize, retry_attempts: u32) -> JobOptions {
@@ -153,8 +167,8 @@ async fn a_rejected_batch_is_split_and_only_the_refused_record_is_an_error() {
             Answer::Ack(Duration::ZERO)
         }
     });
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    let s = setup_with(&[&data], Arc::clone(&sink), job(100, 0), small_tuning(2), Some(tx));
+    let letters_dir = tempfile::tempdir().unwrap();
+    let s = setup_with(&[&data], Arc::clone(&sink), job(100, 0), small_tuning(2), Some(letters_dir.path().into()));
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     let c = s.progress.snapshot().counts;
     assert_eq!((c.total, c.success, c.error), (1_000, 999, 1), "{c:?}");
@@ -164,14 +178,17 @@ async fn a_rejected_batch_is_split_and_only_the_refused_record_is_an_error() {
     // Halving 100 records down to one takes 7 levels: at most 2 requests per level.
     let rejected = sink.calls().iter().filter(|c| !c.acked).count();
     assert!(rejected <= 8, "{rejected} rejected requests");
-    drop(s);
-    let mut letters = Vec::new();
-    while let Some(d) = rx.recv().await {
-        letters.push(d);
-    }
-    assert_eq!(letters.len(), 1);
-    assert_eq!((letters[0].line, letters[0].data.as_deref()), (150, Some(&poison[..])));
-    assert_eq!(letters[0].reason, "rejected by Kafka: MESSAGE_TOO_LARGE");
+    // The refused line settled only once its letter was written.
+    let Setup { engine, letters_written, .. } = s;
+    drop(engine);
+    let written = letters_written.unwrap().await.unwrap().unwrap();
+    assert_eq!(written, crate::deadletter::Written { letters: 1, lost: 0 });
+    let text = std::fs::read_to_string(letters_dir.path().join("job-worker-0.ndjson")).unwrap();
+    let letter: sonic_rs::Value = sonic_rs::from_str(text.trim_end()).unwrap();
+    use sonic_rs::JsonValueTrait;
+    assert_eq!(letter.get("line").and_then(|v| v.as_u64()), Some(150));
+    assert_eq!(letter.get("data").and_then(|v| v.as_str()).map(str::as_bytes), Some(&poison[..]));
+    assert_eq!(letter.get("reason").and_then(|v| v.as_str()), Some("rejected by Kafka: MESSAGE_TOO_LARGE"));
 }
 
 #[tokio::test]
