@@ -149,7 +149,7 @@ fn whole_pipeline(c: &mut Criterion) {
                     let token = tokio_util::sync::CancellationToken::new();
                     let file =
                         FileTask { index: 0, path: path.to_str().unwrap().to_owned(), first_line: 1, listed_size: 0 };
-                    rt.block_on(engine.run(vec![file], &token))
+                    rt.block_on(engine.run(vec![file], None, &token))
                 },
                 BatchSize::PerIteration,
             )

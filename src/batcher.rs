@@ -17,7 +17,7 @@ use rskafka::record::Record;
 use crate::extract::{extract_with, ExtractError, Fields};
 use crate::filter::{is_blank, Filter, SkipReason};
 use crate::lines::Line;
-use crate::recover::{Ended, Recovered};
+use crate::resume::recover::{Ended, Recovered};
 use crate::route::{RouteError, Router};
 use crate::sink::Batch;
 use crate::tracker::LineState;
@@ -54,7 +54,7 @@ pub fn record_size(index: usize, key: usize, value: usize, headers: &[(&str, &[u
 /// The key of every record: the line's identity, the job, the file (its position in
 /// files.json and its path) and the line number. A line sent again (a retry, a restart)
 /// carries the key it had before, and no other line ever has it, so a record found in the
-/// topic is matched only to the line that produced it (see [`crate::recover`]). Two lines
+/// topic is matched only to the line that produced it (see [`crate::resume::recover`]). Two lines
 /// with the same bytes are two keys. `messageId` is not the key: ingest writes an event
 /// again with the same id when it retries, and the Go worker sent a random UUID, so no
 /// consumer relies on it.
@@ -192,8 +192,8 @@ pub struct Batcher<'a> {
     pub last_created: String,
     /// A resumed run's records found in the topic, while matching goes on.
     recovered: Option<Recovered>,
-    /// How the matching ended, once it has (taken by the pipeline).
-    pub recovery_ended: Option<Ended>,
+    /// How the matching ended, once it has, until the pipeline takes it.
+    recovery_ended: Option<Ended>,
 }
 
 impl<'a> Batcher<'a> {
@@ -214,9 +214,14 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Lines that would be sent are first looked up in `recovered` (see [`crate::recover`]).
+    /// Lines that would be sent are first looked up in `recovered` (see [`crate::resume::recover`]).
     pub fn match_against(&mut self, recovered: Recovered) {
         self.recovered = Some(recovered);
+    }
+
+    /// How the matching against the read-back ended, once, when it has.
+    pub fn take_recovery_ended(&mut self) -> Option<Ended> {
+        self.recovery_ended.take()
     }
 
     /// The file whose lines come next: its keys, and the sequence number of its line

@@ -257,7 +257,16 @@ pub struct Tuning {
     pub rate: crate::ratelimit::RateLimits,
     pub shutdown_timeout: Duration,
     /// The resume read-back's caps (records, time).
-    pub readback: crate::readback::Caps,
+    pub readback: crate::resume::readback::Caps,
+}
+
+impl Tuning {
+    /// Most lines of the run that may be unsettled at once, with batches of `batch_size`:
+    /// enough to keep every queue and request full, and the bound on lines sent again after a
+    /// crash when the read-back cannot tell (the duplicate window).
+    pub fn max_unsettled_lines(&self, batch_size: usize) -> usize {
+        (2 * self.max_in_flight + 2) * batch_size
+    }
 }
 
 impl Default for Tuning {
@@ -272,7 +281,7 @@ impl Default for Tuning {
             files_in_flight: defaults::FILES_IN_FLIGHT,
             rate: Default::default(),
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
-            readback: crate::readback::Caps {
+            readback: crate::resume::readback::Caps {
                 max_records: defaults::RESUME_READBACK_MAX_RECORDS,
                 timeout: Duration::from_secs(defaults::RESUME_READBACK_TIMEOUT_SECS),
             },
@@ -466,7 +475,7 @@ impl Config {
                 }
             },
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
-            readback: crate::readback::Caps {
+            readback: crate::resume::readback::Caps {
                 max_records: args.resume_readback_max_records,
                 timeout: Duration::from_secs(args.resume_readback_timeout_secs),
             },

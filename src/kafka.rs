@@ -23,7 +23,7 @@
 //!
 //! **Offsets.** A produce returns the batch's base offset; a resumed run lists partitions'
 //! end offsets and fetches records back through the same partition clients (see
-//! [`crate::readback`]).
+//! [`crate::resume::readback`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -298,7 +298,7 @@ impl Sink for KafkaSink {
 
     /// ListOffsets (latest). Some brokers list less than the end (tansu lists the first
     /// offset of its last batch plus one, or less after a restart); readers take the high
-    /// watermark of their first fetch too (see [`crate::readback`]).
+    /// watermark of their first fetch too (see [`crate::resume::readback`]).
     fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition, false).await?;

@@ -9,7 +9,8 @@
 //! `ARCHITECTURE.md` at the repository's root.
 //!
 //! The pure core — [`lines`], [`extract`], [`filter`], [`select`], [`route`], [`batcher`], [`tracker`],
-//! [`resume`], [`offsets`], [`recover`], [`backoff`] — takes bytes and values, does no IO and cannot fail on IO. The IO modules — [`source`],
+//! [`resume`] (its rule, offsets and matching; its read-back and reconcile are IO), [`backoff`] —
+//! takes bytes and values, does no IO and cannot fail on IO. The IO modules — [`source`],
 //! [`decode`], [`kafka`], [`status`], [`repository`] — each have their own error enum.
 //! [`pipeline`] wires one file; [`worker`] runs the job.
 
@@ -20,9 +21,7 @@ pub mod extract;
 pub mod filter;
 pub mod jobfile;
 pub mod lines;
-pub mod offsets;
 pub mod ratelimit;
-pub mod recover;
 pub mod resume;
 pub mod route;
 pub mod secret;
@@ -58,8 +57,6 @@ pub mod nodelay;
 pub mod pipeline;
 #[cfg(feature = "io")]
 pub mod progress;
-#[cfg(feature = "io")]
-pub mod readback;
 #[cfg(feature = "io")]
 pub mod repository;
 #[cfg(feature = "io")]

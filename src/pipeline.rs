@@ -66,8 +66,6 @@ pub struct Engine {
     producer: Arc<Producer>,
     /// Dead letters, when `DEAD_LETTER_PATH` is set.
     dead_letters: Option<crate::deadletter::Sender>,
-    /// A resumed run's read-back, until the CPU stage takes it.
-    recovered: std::sync::Mutex<Option<crate::recover::Recovered>>,
 }
 
 /// What the engine works with, built by the worker at start-up.
@@ -191,23 +189,7 @@ impl Engine {
             queued: AtomicU64::new(delivered_before),
             producer: Arc::new(producer),
             dead_letters,
-            recovered: Default::default(),
         }
-    }
-
-    /// The router's topics and their partition counts.
-    pub fn destinations(&self) -> &[(String, i32)] {
-        self.producer.topics()
-    }
-
-    /// The sink batches go to.
-    pub fn sink(&self) -> &dyn Sink {
-        self.producer.sink()
-    }
-
-    /// The next run matches the lines it would send against `recovered` first.
-    pub fn match_against(&self, recovered: crate::recover::Recovered) {
-        *self.recovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(recovered);
     }
 
     /// The run's `limit`, if any.
@@ -218,7 +200,7 @@ impl Engine {
     /// Most lines of a file that may be unsettled at once: enough to keep every queue and
     /// request full, and the bound on lines re-sent after a crash (the duplicate window).
     pub fn max_unsettled_lines(&self) -> usize {
-        (2 * self.tuning.max_in_flight + 2) * self.batch_size
+        self.tuning.max_unsettled_lines(self.batch_size)
     }
 
     fn limit_reached(&self) -> bool {
@@ -227,8 +209,14 @@ impl Engine {
 
     /// Replays `files` in order: the opener task, the CPU stage on its own thread, and the
     /// producer on this task, until every file is done, the limit is reached, the run must
-    /// stop, or shutdown.
-    pub async fn run(self: &Arc<Self>, files: Vec<FileTask>, shutdown: &CancellationToken) -> RunEnd {
+    /// stop, or shutdown. A resumed run's lines are matched against `recovered` first (see
+    /// [`crate::resume::reconcile`]).
+    pub async fn run(
+        self: &Arc<Self>,
+        files: Vec<FileTask>,
+        recovered: Option<crate::resume::recover::Recovered>,
+        shutdown: &CancellationToken,
+    ) -> RunEnd {
         let cancel = shutdown.child_token();
         // Bound: FILES_IN_FLIGHT files (the slots), each holding at most one chunk until its turn.
         let (ftx, frx) = mpsc::channel::<Opened>(self.tuning.files_in_flight);
@@ -241,7 +229,7 @@ impl Engine {
         let rt = tokio::runtime::Handle::current();
         let spawned =
             std::thread::Builder::new().name("parser".into()).stack_size(PARSER_STACK_BYTES).spawn(move || {
-                let stage = CpuStage::new(&me, &btx, &cpu_cancel, rt);
+                let stage = CpuStage::new(&me, &btx, &cpu_cancel, rt, recovered);
                 let _ = done_tx.send(stage.run(frx));
             });
         if let Err(e) = spawned {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use crate::offsets::{Ledger, PartitionOffset};
+use crate::resume::offsets::{Ledger, PartitionOffset};
 use crate::tracker::{Advance, Finished, Seq, Tracker};
 
 /// Settled lines between two status writes (at most; the flusher coalesces).
@@ -159,9 +159,14 @@ impl Inner {
 }
 
 impl Progress {
-    /// Progress that continues from stored counters (a resumed run) or from zero.
-    pub fn new(start: Snapshot) -> Self {
-        Self { inner: Mutex::new(Inner { snap: start, ..Default::default() }), ..Default::default() }
+    /// Progress that continues from stored counters (a resumed run) or from zero, with the
+    /// read-back ledger the run starts from (see [`crate::resume::reconcile`]).
+    pub fn new(start: Snapshot, ledger: Ledger) -> Self {
+        Self {
+            inner: Mutex::new(Inner { snap: start, ..Default::default() }),
+            ledger: Mutex::new(ledger),
+            ..Default::default()
+        }
     }
 
     pub fn lock(&self) -> Guard<'_> {
@@ -248,10 +253,10 @@ mod tests {
 
     #[test]
     fn snapshot_follows_the_watermark_across_files() {
-        let p = Progress::new(Snapshot {
-            counts: Counts { total: 5, success: 5, ..Default::default() },
-            ..Default::default()
-        });
+        let p = Progress::new(
+            Snapshot { counts: Counts { total: 5, success: 5, ..Default::default() }, ..Default::default() },
+            Ledger::default(),
+        );
         let (a, b) = {
             let mut g = p.lock();
             let a = g.open(OpenFile::new("f1".into(), 100, None), 3);

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::{LineKeys, HEADER};
 use crate::config::Config;
 use crate::jobfile::JobOptions;
-use crate::offsets::PartitionOffset;
+use crate::resume::offsets::PartitionOffset;
 use crate::resume::WorkerStatus;
 use crate::sink::{Failure, Fetched, Sink, SinkError};
 use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};

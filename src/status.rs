@@ -15,8 +15,8 @@ use futures::future::BoxFuture;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::offsets::PartitionOffset;
 use crate::progress::Progress;
+use crate::resume::offsets::PartitionOffset;
 pub use crate::resume::{Snapshot, StoredRow, UnknownStatus, WorkerStatus};
 use crate::secret::{redact_url, Secret};
 
@@ -96,7 +96,7 @@ pub trait StatusStore: Send + Sync {
     /// by a later run of the same index is left as it is, and the write fails with an error
     /// for which [`StatusError::row_lost`] is true.
     fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>>;
-    /// The read-back start offsets stored for this worker (see [`crate::offsets`]).
+    /// The read-back start offsets stored for this worker (see [`crate::resume::offsets`]).
     fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>>;
     /// Stores the read-back start offsets, unless a later run owns the index. Written after
     /// the row they belong to.

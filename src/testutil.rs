@@ -12,8 +12,8 @@ use rskafka::record::Record;
 
 use crate::config::{Config, Tuning};
 use crate::jobfile::{FileEntry, JobOptions};
-use crate::offsets::PartitionOffset;
 use crate::progress::Progress;
+use crate::resume::offsets::PartitionOffset;
 use crate::sink::{Failure, Sink, SinkError};
 use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};
 

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::filter::Filter;
-use crate::offsets::Ledger;
 use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
 use crate::progress::{Progress, Snapshot};
-use crate::resume::{start_point, StartAt, StartFileMissing, StartPoint};
+use crate::resume::recover::Recovered;
+use crate::resume::{start_point, Reconciled, StartAt, StartFileMissing, StartPoint};
 use crate::route::Router;
 use crate::sink::{DryRun, Sink, SinkError};
 use crate::source::Sources;
@@ -95,16 +95,19 @@ pub async fn run_with(
         Ok(Err(done)) => return Ok(run.already_completed(done)),
         Err(e) => return Err(run.fail(Snapshot::default(), e).await),
     };
-    let progress = Arc::new(Progress::new(start.snapshot.clone()));
     store.write(&run.row(WorkerStatus::Running, start.snapshot.clone(), None)).await?;
-    let (engine, dead_letters) = match run.build_engine(Arc::clone(&progress), sink).await {
+    let built = async {
+        let connected = run.connect(sink).await?;
+        let reconciled = run.reconcile(&connected, &start).await?;
+        let progress = Arc::new(Progress::new(start.snapshot.clone(), reconciled.ledger));
+        let (engine, dead_letters) = run.build_engine(connected, Arc::clone(&progress)).await?;
+        Ok::<_, RunError>((engine, dead_letters, progress, reconciled.recovered))
+    };
+    let (engine, dead_letters, progress, recovered) = match built.await {
         Ok(built) => built,
         Err(e) => return Err(run.fail(start.snapshot, e).await),
     };
-    if let Err(e) = run.reconcile(&engine, &progress, &start).await {
-        return Err(run.fail(start.snapshot, e).await);
-    }
-    let end = run.files_with_flusher(&engine, &progress, &start, &shutdown).await;
+    let end = run.files_with_flusher(&engine, &progress, &start, recovered, &shutdown).await;
     // The engine holds the dead-letter sender: dropping it lets the writer flush and end.
     drop(engine);
     if let Some(w) = dead_letters {
@@ -120,6 +123,20 @@ struct FilesEnd {
     failed: Vec<String>,
     /// Why delivery stopped the run, if it did.
     stopped: Option<RunError>,
+}
+
+/// The routing table and the sink, with the partition count of each of the router's topics.
+struct Connected {
+    router: Router,
+    sink: Arc<dyn Sink>,
+    partitions: Vec<i32>,
+}
+
+impl Connected {
+    /// The router's topics and their partition counts.
+    fn topics(&self) -> Vec<(String, i32)> {
+        self.router.topics().iter().cloned().zip(self.partitions.iter().copied()).collect()
+    }
 }
 
 /// One run's fixed facts, and its steps.
@@ -179,11 +196,9 @@ impl<'a> Run<'a> {
         e
     }
 
-    async fn build_engine(
-        &self,
-        progress: Arc<Progress>,
-        sink: Option<Arc<dyn Sink>>,
-    ) -> Result<(Arc<Engine>, Option<DeadLetterWriter>), RunError> {
+    /// The routing table, and the sink with every topic the routing can use (which must
+    /// exist before anything is read).
+    async fn connect(&self, sink: Option<Arc<dyn Sink>>) -> Result<Connected, RunError> {
         let cfg = self.cfg;
         let streams = match &cfg.repository {
             None => None,
@@ -199,8 +214,32 @@ impl<'a> Run<'a> {
             (None, None) => Arc::new(DryRun),
             (None, Some(k)) => Arc::new(crate::kafka::KafkaSink::connect(k).await?),
         };
-        // Every topic the routing can use must exist before anything is read.
         let partitions = sink.topics(router.topics()).await?;
+        Ok(Connected { router, sink, partitions })
+    }
+
+    /// The resume step (see [`crate::resume::reconcile`]), with the stored offsets read and,
+    /// where it says so, the new ones stored before anything is sent.
+    async fn reconcile(&self, c: &Connected, start: &StartPoint) -> Result<Reconciled, RunError> {
+        let topics = c.topics();
+        let stored = self.store.read_offsets().await?;
+        let window = self.cfg.tuning.max_unsettled_lines(self.cfg.job.batch_size) as u64;
+        let reconciled =
+            crate::resume::reconcile(c.sink.as_ref(), &topics, start, &stored, window, self.cfg.tuning.readback)
+                .await?;
+        if let Some(offsets) = &reconciled.store_now {
+            self.store.write_offsets(offsets).await?;
+        }
+        Ok(reconciled)
+    }
+
+    async fn build_engine(
+        &self,
+        connected: Connected,
+        progress: Arc<Progress>,
+    ) -> Result<(Arc<Engine>, Option<DeadLetterWriter>), RunError> {
+        let cfg = self.cfg;
+        let Connected { router, sink, partitions } = connected;
         let delivery_timeout = cfg.kafka.as_ref().map_or(DRY_RUN_DELIVERY_TIMEOUT, |k| k.delivery_timeout);
         let needs_s3 = self.assigned.iter().any(|&i| cfg.files[i].path.starts_with("s3://"));
         let s3 = if needs_s3 { Some(crate::source::s3_client().await) } else { None };
@@ -233,64 +272,13 @@ impl<'a> Run<'a> {
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }
 
-    /// Before anything is sent: the partitions' end offsets start the read-back ledger, and
-    /// a resumed run reads back what of its unsettled lines is already in the topic (see
-    /// [`crate::readback`]), so that it does not send them again. A run with no stored
-    /// offsets stores the end offsets at once, so that even a crash before its first status
-    /// write leaves a place to read back from.
-    async fn reconcile(&self, engine: &Engine, progress: &Progress, start: &StartPoint) -> Result<(), RunError> {
-        let topics = engine.destinations().to_vec();
-        let sink = engine.sink();
-        let mut ends = Vec::new();
-        for (topic, n) in &topics {
-            for partition in 0..*n {
-                ends.push(sink.end_offset(topic, partition).await?);
-            }
-        }
-        *progress.ledger() = Ledger::new(&topics, &ends);
-        let stored = self.store.read_offsets().await?;
-        if stored.is_empty() || !start.resumed {
-            if start.resumed && start.snapshot.counts.total > 0 {
-                tracing::warn!("no read-back offsets stored for this worker: unsettled lines after the resume point are sent again");
-            }
-            if !start.resumed && !stored.is_empty() {
-                tracing::info!("a fresh start: the read-back offsets an earlier run of this job stored are replaced");
-            }
-            self.store.write_offsets(&progress.read_back_starts()).await?;
-            return Ok(());
-        }
-        let window = engine.max_unsettled_lines() as u64;
-        match crate::readback::read_back(sink, &topics, &stored, window, self.cfg.tuning.readback).await {
-            Ok(found) => {
-                tracing::info!(
-                    records = found.records,
-                    candidates = found.recovered.len(),
-                    partitions = found.partitions,
-                    ms = found.took.as_millis() as u64,
-                    "read back the topic after the stored offsets; lines found there are not sent again"
-                );
-                progress.ledger().hold_floor(&stored);
-                if !found.recovered.is_empty() {
-                    engine.match_against(found.recovered);
-                } else {
-                    progress.ledger().release_floor(None);
-                }
-            }
-            Err(e) => tracing::warn!(
-                error = %crate::Chain(&e),
-                bound = engine.max_unsettled_lines(),
-                "read-back incomplete: unsettled lines after the resume point are sent again (at least once, at most the bound)"
-            ),
-        }
-        Ok(())
-    }
-
     /// The file loop, with the status flusher and the progress line beside it.
     async fn files_with_flusher(
         &self,
         engine: &Arc<Engine>,
         progress: &Arc<Progress>,
         start: &StartPoint,
+        recovered: Option<Recovered>,
         shutdown: &CancellationToken,
     ) -> FilesEnd {
         let stop = CancellationToken::new();
@@ -318,7 +306,7 @@ impl<'a> Run<'a> {
             }
         };
         let files = async {
-            let r = self.process_files(engine, progress, start, &files_stop).await;
+            let r = self.process_files(engine, progress, start, recovered, &files_stop).await;
             stop.cancel();
             r
         };
@@ -335,6 +323,7 @@ impl<'a> Run<'a> {
         engine: &Arc<Engine>,
         progress: &Progress,
         start: &StartPoint,
+        recovered: Option<Recovered>,
         shutdown: &CancellationToken,
     ) -> FilesEnd {
         let files = (start.file..self.assigned.len())
@@ -345,7 +334,7 @@ impl<'a> Run<'a> {
                 listed_size: self.cfg.files[self.assigned[i]].size,
             })
             .collect();
-        let end = engine.run(files, shutdown).await;
+        let end = engine.run(files, recovered, shutdown).await;
         let failed = progress.failed_files();
         match end {
             RunEnd::Cancelled => FilesEnd { status: WorkerStatus::Cancelled, failed, stopped: None },

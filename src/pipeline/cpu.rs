@@ -102,6 +102,7 @@ impl<'a> CpuStage<'a> {
         batches: &'a mpsc::Sender<Batch>,
         cancel: &'a CancellationToken,
         rt: tokio::runtime::Handle,
+        recovered: Option<crate::resume::recover::Recovered>,
     ) -> Self {
         let limits = BatchLimits {
             records: engine.batch_size,
@@ -109,7 +110,7 @@ impl<'a> CpuStage<'a> {
             message_bytes: engine.tuning.max_message_bytes,
         };
         let mut batcher = Batcher::new(&engine.filter, &engine.router, limits);
-        if let Some(r) = engine.recovered.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(r) = recovered {
             batcher.match_against(r);
         }
         CpuStage {
@@ -360,8 +361,8 @@ impl LineCore<'_> {
                 }
             }
         }
-        if let Some(ended) = self.batcher.recovery_ended.take() {
-            let crate::recover::Ended { matched, last_matched, unmatched } = ended;
+        if let Some(ended) = self.batcher.take_recovery_ended() {
+            let crate::resume::recover::Ended { matched, last_matched, unmatched } = ended;
             tracing::info!(matched, unmatched, "matching against the read-back ended; lines are sent from here on");
             self.engine.progress.ledger().release_floor(last_matched);
         }

@@ -1,13 +1,13 @@
 //! Did a batch whose answer was lost land anyway? A produce that fails with a disconnect or
 //! a time-out may have been written by the broker; sending it again would write it twice.
 //! Before each new attempt the producer reads the partition from the lowest offset the
-//! batch could be at (see [`crate::offsets::Ledger::sent`]) to its end, and looks for the
+//! batch could be at (see [`crate::resume::offsets::Ledger::sent`]) to its end, and looks for the
 //! batch's records at consecutive offsets, in order — a batch is written whole or not at
 //! all. Found: it counts as delivered at that base offset. Read to the end without it: it is
 //! sent again.
 //!
 //! A record is recognised by its key, which is its line's identity (see
-//! [`crate::recover`]): no other line's record, whether of this run, of a batch whose answer
+//! [`crate::resume::recover`]): no other line's record, whether of this run, of a batch whose answer
 //! is still on the way, or of another worker, can pass for one of the batch's.
 //!
 //! Bounded: one check takes at most [`CHECK_TIMEOUT`]; a check that fails or times out (the
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rskafka::record::Record;
 
-use crate::recover::{Signature, Signer};
+use crate::resume::recover::{Signature, Signer};
 use crate::sink::{Page, PartitionRange, Sink};
 
 /// The longest one check may take (a broker that is down fails it sooner or later).

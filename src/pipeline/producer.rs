@@ -96,14 +96,6 @@ impl Producer {
         }
     }
 
-    pub(super) fn topics(&self) -> &[(String, i32)] {
-        &self.topics
-    }
-
-    pub(super) fn sink(&self) -> &dyn Sink {
-        self.sink.as_ref()
-    }
-
     /// Picks the partition for a batch of `topic`: round-robin, one batch per partition.
     fn partition_for(&self, topic: usize) -> i32 {
         let n = self.topics[topic].1.max(1);

@@ -47,7 +47,7 @@ fn setup_with(
             path.display().to_string()
         })
         .collect();
-    let progress = Arc::new(Progress::new(Snapshot::default()));
+    let progress = Arc::new(Progress::new(Snapshot::default(), Default::default()));
     sink.watch(Arc::clone(&progress));
     // The real writer: a line with a letter settles once its letter is written.
     let (dead_letters, letters_written) = match dead_letters {
@@ -92,7 +92,7 @@ async fn process(s: &Setup, shutdown: &CancellationToken) -> RunEnd {
         .enumerate()
         .map(|(index, p)| FileTask { index, path: p.clone(), first_line: 1, listed_size: 0 })
         .collect();
-    tokio::time::timeout(Duration::from_secs(20), s.engine.run(files, shutdown)).await.expect("hung")
+    tokio::time::timeout(Duration::from_secs(20), s.engine.run(files, None, shutdown)).await.expect("hung")
 }
 
 #[tokio::test]

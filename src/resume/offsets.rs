@@ -10,7 +10,7 @@
 //! start is the lowest bound among the batches that still hold a line at or after the
 //! watermark, else its known end offset. Batches wholly below the watermark are dropped.
 //!
-//! A run that resumed and matched lines against the topic (see [`crate::recover`]) also
+//! A run that resumed and matched lines against the topic (see [`crate::resume::recover`]) also
 //! holds the offsets it read back from as a **floor**, because the lines it matched were
 //! never sent by this run and so have no batch here: the floor stays until the matching is
 //! over and the watermark has passed the last matched line.

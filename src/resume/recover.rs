@@ -13,7 +13,7 @@
 //!
 //! A record's **signature** is a 128-bit hash of its key, its value and its
 //! `connection_ids` header, each with its length, so that no two different triples run
-//! together. The read-back ([`crate::readback`]) adds the signature of every record it reads
+//! together. The read-back ([`crate::resume::readback`]) adds the signature of every record it reads
 //! after the stored start offsets. As the files are read again, a line that would be sent
 //! and whose signature has an entry left takes it and counts as delivered; it is not sent
 //! again. An entry is counted with multiplicity: a line written twice by earlier runs (a

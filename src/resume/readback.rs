@@ -1,7 +1,7 @@
 //! The resume read-back: before a resumed run sends anything, it reads each partition it
-//! had written to, from the stored read-back start (see [`crate::offsets`]) to the end
+//! had written to, from the stored read-back start (see [`crate::resume::offsets`]) to the end
 //! offset listed now, and collects the signatures of the records it finds (see
-//! [`crate::recover`]). Records without a key or without the `connection_ids` header cannot
+//! [`crate::resume::recover`]). Records without a key or without the `connection_ids` header cannot
 //! be this worker's and are read past.
 //!
 //! Bounded: it stops at the end offsets taken when it starts (the fetch that reaches one is
@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::offsets::PartitionOffset;
-use crate::recover::Recovered;
+use crate::resume::offsets::PartitionOffset;
+use crate::resume::recover::Recovered;
 use crate::sink::{Page, PartitionRange, Sink, SinkError};
 
 /// The read-back's caps.
@@ -48,7 +48,7 @@ pub struct ReadBack {
     /// Partitions read.
     pub partitions: usize,
     /// Partitions that could not be read to their end, and where reading stopped: the
-    /// read-back is incomplete there (what it found is still exact, see [`crate::recover`]).
+    /// read-back is incomplete there (what it found is still exact, see [`crate::resume::recover`]).
     pub stalled: Vec<PartitionOffset>,
     pub took: Duration,
 }

@@ -1,0 +1,19 @@
+//! Resuming a worker, as one unit. Pure parts: where it starts ([`rule`]), where in each
+//! partition a record of a line after the resume point can be ([`offsets`]), and the
+//! matching of the lines it reads again against what it finds there ([`recover`]). IO parts:
+//! reading the partitions back ([`readback`]) and [`reconcile`], the one step the worker
+//! takes before it builds its pipeline: it lists the partitions' ends, reads back what an
+//! unfinished earlier run may have written, and hands the pipeline its ledger and the
+//! records to match.
+
+pub mod offsets;
+#[cfg(feature = "io")]
+pub mod readback;
+#[cfg(feature = "io")]
+mod reconcile;
+pub mod recover;
+pub mod rule;
+
+#[cfg(feature = "io")]
+pub use reconcile::{reconcile, Reconciled};
+pub use rule::{start_point, Snapshot, StartAt, StartFileMissing, StartPoint, StoredRow, UnknownStatus, WorkerStatus};
