@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Runs each cargo-fuzz target for a bounded time (FUZZ_SECONDS, default 60) on the corpus
-# kept in fuzz/corpus. cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable
-# toolchain (the only one on our machines) use them. Fails on any crash.
+# Runs each cargo-fuzz target on the corpus kept in fuzz/corpus, and fails on any crash.
+#   scripts/fuzz.sh          a smoke run: each target replays its corpus, then fuzzes for
+#                            FUZZ_SECONDS (default 15) — about a minute in all, run by test.sh
+#   scripts/fuzz.sh --long   a campaign: FUZZ_SECONDS (default 1800) per target; the inputs
+#                            it finds that reach new code are added to fuzz/corpus/<target>,
+#                            to be committed so that every smoke run replays them
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain (the only one on
+# our machines) use them. The fuzz build's target directory is in the machine's cache folder
+# (RW_CACHE_DIR, default $XDG_CACHE_HOME/reprocessing-worker or ~/.cache/reprocessing-worker),
+# so clones share its compiled dependencies.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SECONDS_EACH="${FUZZ_SECONDS:-60}"
+default=15
+if [[ "${1:-}" == "--long" ]]; then
+  default=1800
+fi
+SECONDS_EACH="${FUZZ_SECONDS:-$default}"
+CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
+TARGET_DIR="$CACHE/target-fuzz"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz >&2
 export RUSTC_BOOTSTRAP=1
 log="$(mktemp)"
 for t in split_chunks extract_filter config_parse; do
-  echo "== fuzz $t (${SECONDS_EACH}s)"
+  echo "== fuzz $t (corpus of $(find "fuzz/corpus/$t" -type f | wc -l) inputs, then ${SECONDS_EACH}s)"
   set +e
-  cargo fuzz run --release --debug-assertions "$t" "fuzz/corpus/$t" -- \
+  cargo fuzz run --target-dir "$TARGET_DIR" --release --debug-assertions "$t" "fuzz/corpus/$t" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1
   rc=$?
   set -e
-  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
+  grep -E '^(#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
   if [[ $rc != 0 ]]; then
     echo "fuzz target $t failed:" >&2
     tail -n 60 "$log" >&2

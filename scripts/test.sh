@@ -1,9 +1,30 @@
 #!/usr/bin/env bash
 # Runs every test: lints, unit, property and in-process tests, the end-to-end tests on the
 # real services, and the extra suites. Installs and starts what is missing. Fails if any test
-# or lint fails, and prints how long each suite took.
+# or lint fails, and prints how long each suite took, how many tests ran, and whether the
+# machine's cache folder (RW_CACHE_DIR, default ~/.cache/reprocessing-worker: the built
+# tansu, the static and fuzz builds' target directories) was warm.
+#   scripts/test.sh           everything (the README's test command, and CI's)
+#   scripts/test.sh --quick   lints, unit, property and in-process tests, and the end-to-end
+#                             tests on the services that start in seconds: what a
+#                             contributor runs often, in a few minutes
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+quick=false
+case "${1:-}" in
+  --quick) quick=true ;;
+  "") ;;
+  *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
+esac
+
+CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
+cache_state=cold
+[[ -d "$CACHE" ]] && [[ -n "$(ls -A "$CACHE" 2>/dev/null)" ]] && cache_state=warm
+
+# Everything printed is also kept, to count the tests that ran at the end.
+out_log="$(mktemp)"
+exec > >(tee "$out_log") 2>&1
 
 # Here a missing service is a failure, never a skip (see tests/common/mod.rs).
 export RW_REQUIRE_SERVICES=1
@@ -24,9 +45,17 @@ end_step() {
   suite_name=""
 }
 report() {
+  local rc=$?
   end_step
   printf '\n=== time per suite\n'
   printf '%s\n' "${timings[@]}"
+  # Every cargo "test result:" line printed above, summed.
+  local passed failed
+  passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$out_log" | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
+  failed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$out_log" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
+  printf '\n=== total %ds (%s), cache folder %s: %s\n' "$SECONDS" "$($quick && echo quick || echo full)" "$cache_state" \
+    "$([[ $rc == 0 ]] && echo passed || echo FAILED)"
+  printf 'tests: %d passed, %d failed\n' "${passed:-0}" "${failed:-0}"
 }
 trap report EXIT
 
@@ -43,6 +72,22 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps 2>&1 | tail -n 1
 step "services (PostgreSQL 15, tansu, moto, fake-gcs-server)"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
+
+if $quick; then
+  step "build"
+  cargo build --all-targets --locked 2>&1 | tail -n 3
+  # Every end-to-end suite but the one that needs the authenticating broker.
+  suites=()
+  for f in tests/*.rs; do
+    name="$(basename "$f" .rs)"
+    [[ "$name" == kafka_security ]] || suites+=(--test "$name")
+  done
+  step "unit, property, in-process and end-to-end tests (quick: without tests/kafka_security.rs)"
+  cargo test --locked --lib --bins "${suites[@]}" -- --test-threads 4
+  end_step
+  printf '\n=== quick tests passed\n'
+  exit 0
+fi
 
 # Its own step, so its time shows: the first run builds tansu with sqlite storage (about
 # 10 minutes on 2 cores); later runs, from any clone, reuse the binary in the cache folder.
