@@ -281,6 +281,19 @@ struct SimStore<'a> {
     life: Arc<Life>,
 }
 
+impl SimStore<'_> {
+    /// A write that may meet the crash: then it lands before it, or not, as drawn.
+    async fn event<T>(&self, write: BoxFuture<'_, Result<T, StatusError>>) -> Result<T, StatusError> {
+        if self.life.dies_here() {
+            if self.life.lands.load(Ordering::SeqCst) {
+                let _ = write.await;
+            }
+            return dead().await;
+        }
+        write.await
+    }
+}
+
 impl StatusStore for SimStore<'_> {
     fn prepare<'a>(&'a self, json: &'a str, files: u32, workers: u32) -> BoxFuture<'a, Result<(), StatusError>> {
         self.mem.prepare(json, files, workers)
@@ -289,29 +302,13 @@ impl StatusStore for SimStore<'_> {
         self.mem.read_row()
     }
     fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(async move {
-            if self.life.dies_here() {
-                if self.life.lands.load(Ordering::SeqCst) {
-                    let _ = self.mem.write(row).await;
-                }
-                return dead().await;
-            }
-            self.mem.write(row).await
-        })
+        Box::pin(self.event(self.mem.write(row)))
     }
     fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>> {
         self.mem.read_offsets()
     }
     fn write_offsets<'a>(&'a self, offsets: &'a [PartitionOffset]) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(async move {
-            if self.life.dies_here() {
-                if self.life.lands.load(Ordering::SeqCst) {
-                    let _ = self.mem.write_offsets(offsets).await;
-                }
-                return dead().await;
-            }
-            self.mem.write_offsets(offsets).await
-        })
+        Box::pin(self.event(self.mem.write_offsets(offsets)))
     }
 }
 
