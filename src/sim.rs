@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{LineKeys, HEADER};
 use crate::config::Config;
+use crate::generate::Rng;
 use crate::jobfile::JobOptions;
 use crate::resume::offsets::PartitionOffset;
 use crate::resume::WorkerStatus;
@@ -48,31 +49,20 @@ use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};
 use crate::testutil::{small_tuning, Injected, MemoryStatus};
 use crate::tracker::Counts;
 
-/// SplitMix64: a small, seeded, portable generator.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// What the simulation draws besides numbers below a bound.
+trait Draw {
     /// True with probability `per_mille`/1000.
+    fn chance(&mut self, per_mille: u64) -> bool;
+    /// A generator of its own, seeded from this one.
+    fn fork(&mut self) -> Rng;
+}
+
+impl Draw for Rng {
     fn chance(&mut self, per_mille: u64) -> bool {
         self.below(1000) < per_mille
     }
     fn fork(&mut self) -> Rng {
-        Rng::new(self.next())
+        Rng::new(self.next_u64())
     }
 }
 
@@ -175,7 +165,7 @@ impl Sink for SimBroker {
                 (
                     Duration::from_millis(rng.below(20)),
                     rng.below(1000),
-                    rng.chance(self.faults.foreign).then(|| rng.next()),
+                    rng.chance(self.faults.foreign).then(|| rng.next_u64()),
                 )
             };
             let f = self.faults;
