@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use common::cluster::MockCluster;
 use common::*;
 use futures::StreamExt;
-use sonic_rs::JsonValueTrait;
 
 /// Records per batch in these jobs: small, so that many batches are in flight at a kill.
 const BATCH: u64 = 100;
@@ -262,6 +261,7 @@ fn many_small_files_byte_for_byte() {
     let mut per_file = Vec::new();
     let mut objects = Vec::new();
     let mut kinds = Vec::new();
+    let mut file_lines = Vec::new();
     for k in 0..FILES {
         let kd = kind(k);
         let n = match kd {
@@ -282,6 +282,7 @@ fn many_small_files_byte_for_byte() {
             Kind::Zstd => ("ndjson.zst", zstd::encode_all(text.as_bytes(), 3).unwrap()),
         };
         expected.extend(lines.iter().cloned());
+        file_lines.push(lines);
         per_file.push(n as u64);
         kinds.push(kd);
         objects.push((format!("d{}/k{k:03}.{ext}", k % 4), bytes));
@@ -317,9 +318,10 @@ fn many_small_files_byte_for_byte() {
     assert_same_lines(&expected, &msgs);
     for m in &msgs {
         assert_eq!(m.headers, vec![("connection_ids".to_string(), "c1".to_string())]);
-        let v = sonic_rs::from_str::<sonic_rs::Value>(&m.value).unwrap();
-        assert_eq!(m.key.as_deref(), v.get("messageId").and_then(|v| v.as_str()), "key is messageId");
     }
+    let in_list: Vec<(&str, &[String])> =
+        urls.iter().map(String::as_str).zip(file_lines.iter().map(Vec::as_slice)).collect();
+    assert_keys_are_line_identities(&job.id, &in_list, &msgs);
     let partitions: std::collections::BTreeSet<i64> = msgs.iter().map(|m| m.partition).collect();
     assert_eq!(partitions.len(), 3, "batches spread over all partitions");
 

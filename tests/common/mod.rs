@@ -318,6 +318,33 @@ pub fn event(i: usize, source: &str, created: &str) -> String {
     )
 }
 
+/// The key the worker gives line `line` (1-based) of the file at `index` of files.json listed
+/// as `path`: the line's identity.
+pub fn line_key(job_id: &str, index: usize, path: &str, line: u64) -> String {
+    let keys = reprocessing_worker::batcher::LineKeys::for_job(job_id);
+    String::from_utf8(keys.file(index, path).key(line)).unwrap()
+}
+
+/// Asserts that every message's key is the identity of the line its value came from:
+/// `files` lists each file of files.json (its path and its lines, in order), and every value
+/// must be one line of them (values repeated in the input must appear with each line's key).
+pub fn assert_keys_are_line_identities(job_id: &str, files: &[(&str, &[String])], msgs: &[Msg]) {
+    let mut want: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (index, (path, lines)) in files.iter().enumerate() {
+        for (i, line) in lines.iter().enumerate() {
+            *want.entry((line.clone(), line_key(job_id, index, path, i as u64 + 1))).or_default() += 1;
+        }
+    }
+    let mut got: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for m in msgs {
+        let key = m.key.clone().unwrap_or_default();
+        let id = uuid::Uuid::parse_str(&key).unwrap_or_else(|e| panic!("key {key:?} is not a UUID: {e}"));
+        assert_eq!(id.get_version_num(), 8, "key {key}");
+        *got.entry((m.value.clone(), key)).or_default() += 1;
+    }
+    assert_eq!(got, want, "each message keyed by its line's identity");
+}
+
 pub fn values(msgs: &[Msg]) -> Vec<String> {
     let mut v: Vec<String> = msgs.iter().map(|m| m.value.clone()).collect();
     v.sort();
