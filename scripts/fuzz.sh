@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target on the corpus kept in fuzz/corpus, and fails on any crash.
 #   scripts/fuzz.sh          a smoke run: each target replays its corpus, then fuzzes for
-#                            FUZZ_SECONDS (default 15) — about a minute in all, run by test.sh
+#                            FUZZ_SECONDS (default 15) — about a minute in all, run by test.sh;
+#                            what it finds goes to a scratch folder, never into the tracked corpus
 #   scripts/fuzz.sh --long   a campaign: FUZZ_SECONDS (default 1800) per target; the inputs
 #                            it finds that reach new code are added to fuzz/corpus/<target>,
 #                            to be committed so that every smoke run replays them
@@ -12,19 +13,31 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 default=15
-if [[ "${1:-}" == "--long" ]]; then
-  default=1800
-fi
+long=false
+case "${1:-}" in
+  --long) default=1800 long=true ;;
+  "") ;;
+  *) echo "usage: scripts/fuzz.sh [--long]" >&2; exit 2 ;;
+esac
 SECONDS_EACH="${FUZZ_SECONDS:-$default}"
 CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
 TARGET_DIR="$CACHE/target-fuzz"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz >&2
 export RUSTC_BOOTSTRAP=1
 log="$(mktemp)"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch" "$log"' EXIT
 for t in split_chunks extract_filter config_parse; do
   echo "== fuzz $t (corpus of $(find "fuzz/corpus/$t" -type f | wc -l) inputs, then ${SECONDS_EACH}s)"
+  # libFuzzer adds what it finds to the first corpus folder and only reads the others.
+  if $long; then
+    corpora=("fuzz/corpus/$t")
+  else
+    mkdir -p "$scratch/$t"
+    corpora=("$scratch/$t" "fuzz/corpus/$t")
+  fi
   set +e
-  cargo fuzz run --target-dir "$TARGET_DIR" --release --debug-assertions "$t" "fuzz/corpus/$t" -- \
+  cargo fuzz run --target-dir "$TARGET_DIR" --release --debug-assertions "$t" "${corpora[@]}" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1
   rc=$?
   set -e
@@ -35,4 +48,3 @@ for t in split_chunks extract_filter config_parse; do
     exit 1
   fi
 done
-rm -f "$log"

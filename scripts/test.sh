@@ -110,11 +110,11 @@ python3 scripts/mock_kafka_selftest.py
 step "benches, each run once"
 cargo test --locked --benches 2>&1 | tail -n 3
 
+# Each of them must be there: a missing suite fails the run rather than skip it.
 for extra in scripts/faults.sh scripts/fuzz.sh scripts/static-test.sh; do
-  if [[ -x "$extra" ]]; then
-    step "$extra"
-    "$extra"
-  fi
+  [[ -f "$extra" ]] || { echo "missing test suite: $extra" >&2; exit 1; }
+  step "$extra"
+  bash "$extra"
 done
 
 end_step

@@ -318,6 +318,23 @@ pub fn event(i: usize, source: &str, created: &str) -> String {
     )
 }
 
+/// The condition of the README's "no duplicates" promise, from a run's log: every resume read
+/// its topic back to the end (`read back the topic …` and never `read-back incomplete`), and
+/// no batch whose answer was lost had to be sent again unseen (`… the batch is sent again`).
+/// Returns why not, if it does not hold.
+pub fn duplicate_promise_broken(log: &str, resumed: bool) -> Option<&'static str> {
+    if resumed && !log.contains("read back the topic") {
+        return Some("a resume did not read its topic back");
+    }
+    if log.contains("read-back incomplete") {
+        return Some("a read-back was incomplete");
+    }
+    if log.contains("the batch is sent again") {
+        return Some("a batch whose answer was lost could not be looked for");
+    }
+    None
+}
+
 /// The key the worker gives line `line` (1-based) of the file at `index` of files.json listed
 /// as `path`: the line's identity.
 pub fn line_key(job_id: &str, index: usize, path: &str, line: u64) -> String {
