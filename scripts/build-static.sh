@@ -12,9 +12,9 @@
 # both targets. The C parts of the tree (aws-lc-sys, zstd-sys, libmimalloc-sys) are then
 # compiled against musl's own headers for the target CPU, which Zig ships for every target,
 # and linked with musl's libc: the C library the binary really has. Both tools come from PyPI
-# as prebuilt wheels (`cargo-zigbuild`, `ziglang`; about 12 s to install) into the project's
-# virtual environment (target/venv, or RW_VENV): nothing to compile, and the same on x86-64
-# and arm64 build machines. Measured on 2 shared cores: a clean dist build takes about 15
+# as prebuilt wheels (`cargo-zigbuild`, `ziglang`; about 12 s to install) into a virtual
+# environment of their own in the machine's cache folder (RW_VENV to choose another): nothing
+# to compile, and the same on x86-64 and arm64 build machines. Measured on 2 shared cores: a clean dist build takes about 15
 # minutes for either target (rustc and fat LTO dominate, not the C compiler), and
 # one source change costs about 4 minutes per target.
 # Tried as well: Debian's cross gcc (gcc-aarch64-linux-gnu), as Dockerfile.musl used to. It
@@ -54,7 +54,13 @@ fi
 
 rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
 
-VENV="${RW_VENV:-$PWD/target/venv}"
+# The machine's cache folder, shared by every clone (RW_CACHE_DIR, default
+# $XDG_CACHE_HOME/reprocessing-worker or ~/.cache/reprocessing-worker): the tools' venv and the
+# dist builds' target directory. Both at paths that do not change from clone to clone: the
+# linker (Zig) is part of every crate's fingerprint, so a venv inside the clone would rebuild
+# every dependency. Deleted, both are made again.
+CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
+VENV="${RW_VENV:-$CACHE/venv-static}"
 if ! { [[ -x "$VENV/bin/python3" ]] && "$VENV/bin/python3" -m pip --version >/dev/null 2>&1; }; then
   mkdir -p "$(dirname "$VENV")"
   python3 -m venv --clear "$VENV" >&2
@@ -70,10 +76,6 @@ CARGO_ZIGBUILD_ZIG_PATH="$("$VENV/bin/python3" -c 'import pathlib, ziglang; prin
 export CARGO_ZIGBUILD_ZIG_PATH
 export PATH="$VENV/bin:$PATH"
 
-# The dist builds' own target directory, in the machine's cache folder that every clone shares
-# (RW_CACHE_DIR, default $XDG_CACHE_HOME/reprocessing-worker or ~/.cache/reprocessing-worker):
-# its compiled dependencies are reused by the next clone; deleted, they are built again.
-CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
 export CARGO_TARGET_DIR="${RW_STATIC_TARGET_DIR:-$CACHE/target-static}"
 mkdir -p "$CARGO_TARGET_DIR"
 cargo zigbuild --profile dist --locked --target "$TARGET" --bin reprocessing-worker >&2
