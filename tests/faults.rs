@@ -50,8 +50,14 @@ fn dataset(job: &Job, per_file: u64) -> Vec<String> {
     all
 }
 
+/// Worker `index` of one.
 fn tuned(job: &Job, index: u32) -> Command {
-    let mut c = job.command(index, 1);
+    tuned_of(job, index, 1)
+}
+
+/// Worker `index` of `total`, with the suite's in-flight bound, its log piped.
+fn tuned_of(job: &Job, index: u32, total: u32) -> Command {
+    let mut c = job.command(index, total);
     c.env("KAFKA_MAX_IN_FLIGHT", IN_FLIGHT.to_string()).stdout(Stdio::null()).stderr(Stdio::piped());
     c
 }
@@ -178,11 +184,7 @@ fn repeated_lines_two_workers_kill_9_at_random_points() {
     let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x2e9e);
     let mut rng = Rng::new(seed);
     let per_worker = repeating_dataset(&job, 30_000, &mut rng);
-    let command = |index: u32| {
-        let mut c = job.command(index, 2);
-        c.env("KAFKA_MAX_IN_FLIGHT", IN_FLIGHT.to_string()).stdout(Stdio::null()).stderr(Stdio::piped());
-        c
-    };
+    let command = |index: u32| tuned_of(&job, index, 2);
     let success = |index: i32| try_row(&job.id, index).map_or(0, |r| num(&r, "success_count"));
     // Both workers run side by side; each is killed several times, each kill after it has
     // delivered more since the last one (so every kill lands mid-run).
