@@ -203,10 +203,9 @@ pub fn start(
             Err(e) => {
                 // Nothing can be written: every letter is lost, and its line still settles.
                 while let Some(d) = rx.recv().await {
-                    done.lost += 1;
                     settle(d.seq.as_slice(), false);
                 }
-                return if done.lost == 0 { Ok(done) } else { Err(e) };
+                return Err(e);
             }
         };
         let mut open = true;

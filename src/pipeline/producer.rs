@@ -325,38 +325,41 @@ impl Producer {
             Ok(d) => d,
             Err(e) => return Some(AttemptError::ProduceTaskPanicked(e)),
         };
-        let places: Vec<(String, u64)> = {
-            let g = self.progress.lock();
-            let t = g.tracker();
-            d.rejected
-                .iter()
-                .map(|(seq, ..)| t.locate(*seq).map(|(f, l)| (f.path.clone(), l)).unwrap_or_default())
-                .collect()
-        };
-        for ((file, line), (_, _, reason)) in places.iter().zip(&d.rejected) {
-            tracing::warn!(file, line, reason, "record rejected");
-        }
         self.progress.lock().apply(|t| t.resolve(&d.acked, LineState::Success));
-        match &self.dead_letters {
-            // Settled as errors once their letters are written (see `crate::deadletter`).
-            Some(tx) => {
-                for ((file, line), (seq, data, reason)) in places.into_iter().zip(d.rejected) {
-                    let length = data.len() as u64;
-                    let letter =
-                        crate::deadletter::DeadLetter { seq: Some(seq), file, line, reason, length, data: Some(data) };
-                    if tx.send(letter).await.is_err() {
-                        self.progress.settle_letters(&[seq], false);
-                    }
-                }
-            }
-            None => {
-                let rejected: Vec<Seq> = d.rejected.iter().map(|(l, ..)| *l).collect();
-                self.progress.lock().apply(|t| t.resolve(&rejected, LineState::Error));
-            }
+        if !d.rejected.is_empty() {
+            self.reject(d.rejected).await;
         }
         let (unsent, e) = d.stopped?;
         self.progress.lock().apply(|t| t.resolve(&unsent, LineState::Released));
         Some(e)
+    }
+
+    /// Lines the broker refused one by one: logged, and errors — once their dead letters
+    /// are written when there are dead letters (see `crate::deadletter`), else at once.
+    async fn reject(&self, rejected: Vec<(Seq, Vec<u8>, String)>) {
+        let places: Vec<(String, u64)> = {
+            let g = self.progress.lock();
+            let t = g.tracker();
+            rejected
+                .iter()
+                .map(|(seq, ..)| t.locate(*seq).map(|(f, l)| (f.path.clone(), l)).unwrap_or_default())
+                .collect()
+        };
+        for ((file, line), (_, _, reason)) in places.iter().zip(&rejected) {
+            tracing::warn!(file, line, reason, "record rejected");
+        }
+        let Some(tx) = &self.dead_letters else {
+            let seqs: Vec<Seq> = rejected.iter().map(|(l, ..)| *l).collect();
+            self.progress.lock().apply(|t| t.resolve(&seqs, LineState::Error));
+            return;
+        };
+        for ((file, line), (seq, data, reason)) in places.into_iter().zip(rejected) {
+            let length = data.len() as u64;
+            let letter = crate::deadletter::DeadLetter { seq: Some(seq), file, line, reason, length, data: Some(data) };
+            if tx.send(letter).await.is_err() {
+                self.progress.settle_letters(&[seq], false);
+            }
+        }
     }
 }
 
