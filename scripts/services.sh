@@ -19,12 +19,17 @@
 #   scripts/services.sh env     print the environment the tests use (eval it)
 #   scripts/services.sh start-broker | restart-broker | kill-broker | restart-postgres
 #                               (one service at a time: the fault suite, scripts/services-test.sh)
+#   scripts/services.sh start-kafka | stop-kafka
+#                               Apache Kafka: a three-node KRaft cluster (see below); not part
+#                               of `start`, which stays what the quick tests need
+#   scripts/services.sh start-kafka-node N | stop-kafka-node N | kill-kafka-node N
+#                               one node of it (N = 1, 2, 3): the Apache Kafka suite's faults
 #   scripts/services.sh start-auth-broker | stop-auth-broker
 #                               a second tansu that requires SCRAM logins (see below); not part
 #                               of `start`: its first build takes about 10 minutes
 #
-# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_KAFKA_AUTH_PORT, RW_S3_PORT and
-# RW_GCS_PORT; pid and log files go to RW_STATE_DIR (default .services).
+# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_KAFKA_AUTH_PORT, RW_S3_PORT,
+# RW_GCS_PORT and RW_AK_PORT_BASE (Apache Kafka's twelve ports); pid and log files go to RW_STATE_DIR (default .services).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,6 +97,8 @@ apt_install() {
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)
   [[ -x /usr/bin/time ]] || missing+=(time)
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
   command -v bc >/dev/null 2>&1 || missing+=(bc)
   if [[ ! -x "$VENV/bin/python3" ]]; then
     local py; py="$(base_python)"
@@ -479,6 +486,233 @@ stop_pidfile() {
   rm -f "$f"
 }
 
+# ---- Apache Kafka: three combined broker+controller nodes in KRaft mode -------------------------
+
+# The version is the pom's (kafka/pom.xml): Maven copies the broker's and the tools' jars with
+# their dependencies into the cache folder once per pom, through a Maven repository that is in
+# the cache folder too (so that deleting the folder really fetches everything again).
+AK_POM="$ROOT/kafka/pom.xml"
+AK_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$AK_POM")"
+AK_LIBS="$CACHE/apache-kafka-$AK_VERSION-$(sha256sum "$AK_POM" | cut -c 1-12)"
+AK_STATE="$STATE/apache-kafka"
+AK_PKI="$AK_STATE/pki"
+# Node N (1..3) listens on base+N (PLAINTEXT), base+10+N (SASL_PLAINTEXT: PLAIN, SCRAM-SHA-256,
+# SCRAM-SHA-512), base+20+N (SSL, a certificate made at start-up) and base+30+N (CONTROLLER).
+AK_PORT_BASE="${RW_AK_PORT_BASE:-19100}"
+AK_NODES=(1 2 3)
+# Test-only credentials. PLAIN users live in the SASL listener's JAAS line; the SCRAM users
+# (the same names and passwords as tansu's) are written into the metadata log when the nodes
+# are formatted. rw-admin is a super user; the others are subject to ACLs (the authorizer
+# allows everything on a resource that has no ACL).
+AK_PLAIN_USER=rw-plain
+AK_PLAIN_PASSWORD=plain-test-pass-Qz7c
+AK_ADMIN_USER=rw-admin
+AK_ADMIN_PASSWORD=admin-test-pass-Jm2x
+AK_STORE_PASSWORD=store-test-pass-Lk5r
+
+ak_port() { echo $((AK_PORT_BASE + $2 + $1)); } # ak_port NODE OFFSET(0|10|20|30)
+ak_list() { local n out=""; for n in "${AK_NODES[@]}"; do out="${out:+$out,}127.0.0.1:$(ak_port "$n" "$1")"; done; echo "$out"; }
+ak_marker() { echo "kafka.Kafka $AK_STATE/node$1.properties"; }
+
+fetch_kafka() {
+  [[ -f "$AK_LIBS/.complete" ]] && return 0
+  local tmp="$AK_LIBS.tmp.$$" start=$SECONDS
+  log "fetching Apache Kafka $AK_VERSION (jars from Maven Central) into $AK_LIBS"
+  rm -rf "$tmp"
+  mvn -q -B -f "$AK_POM" -Dmaven.repo.local="$CACHE/maven-repository" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$tmp" >"$STATE/kafka-fetch.log" 2>&1 || {
+    tail -n 20 "$STATE/kafka-fetch.log" | sed 's/^/    /' >&2
+    die "fetching the Apache Kafka jars failed; see $STATE/kafka-fetch.log"
+  }
+  touch "$tmp/.complete"
+  rm -rf "$AK_LIBS"
+  mv "$tmp" "$AK_LIBS"
+  log "Apache Kafka $AK_VERSION fetched in $((SECONDS - start)) s"
+}
+
+# A CA and a server certificate for 127.0.0.1 signed by it, in a PKCS#12 keystore; made once
+# per state directory (a new CA would not match the one the clients were given).
+kafka_pki() {
+  [[ -f "$AK_PKI/server.p12" ]] && return 0
+  local tmp="$AK_PKI.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  (
+    cd "$tmp"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 -subj /CN=rw-test-kafka-ca
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 30 -extfile ext.cnf
+    openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name kafka \
+      -out server.p12 -passout "pass:$AK_STORE_PASSWORD"
+  ) >"$STATE/kafka-pki.log" 2>&1 || { sed 's/^/    /' "$STATE/kafka-pki.log" >&2; die "making the Kafka certificates failed"; }
+  rm -rf "$AK_PKI"
+  mv "$tmp" "$AK_PKI"
+}
+
+kafka_node_config() {
+  local n=$1 voters="" v
+  for v in "${AK_NODES[@]}"; do voters="${voters:+$voters,}$v@127.0.0.1:$(ak_port "$v" 30)"; done
+  local pt sasl ssl ctl
+  pt=$(ak_port "$n" 0); sasl=$(ak_port "$n" 10); ssl=$(ak_port "$n" 20); ctl=$(ak_port "$n" 30)
+  cat >"$AK_STATE/node$n.properties" <<PROPS
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:$pt,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl,CONTROLLER://127.0.0.1:$ctl
+advertised.listeners=PLAINTEXT://127.0.0.1:$pt,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$AK_STATE/node$n/data
+num.partitions=3
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+num.replica.fetchers=1
+background.threads=2
+log.cleaner.threads=1
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$AK_PLAIN_USER="$AK_PLAIN_PASSWORD" user_$AK_ADMIN_USER="$AK_ADMIN_PASSWORD";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$AK_PKI/server.p12
+ssl.keystore.password=$AK_STORE_PASSWORD
+ssl.key.password=$AK_STORE_PASSWORD
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS;User:$AK_ADMIN_USER
+PROPS
+}
+
+kafka_log4j() {
+  cat >"$AK_STATE/log4j2.properties" <<'PROPS'
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = out
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = warn
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+PROPS
+}
+
+ak_java() {
+  java -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$AK_STATE/log4j2.properties" -cp "$AK_LIBS/*" "$@"
+}
+
+kafka_node_up() {
+  local n=$1 pidf="$STATE/kafka$1.pid" pid
+  [[ -f "$pidf" ]] || return 1
+  pid="$(cat "$pidf")"
+  alive "$pid" && is_ours "$pid" "$(ak_marker "$n")" && holds_port "$(ak_port "$n" 0)" "$pid"
+}
+
+# Starts node N's process (its log directory must be formatted), without waiting.
+kafka_node_launch() {
+  local n=$1 off
+  for off in 0 10 20 30; do fail_if_port_held "$(ak_port "$n" "$off")" "Apache Kafka node $n" RW_AK_PORT_BASE; done
+  log "starting Apache Kafka $AK_VERSION node $n on 127.0.0.1:$(ak_port "$n" 0) (SASL $(ak_port "$n" 10), SSL $(ak_port "$n" 20), controller $(ak_port "$n" 30))"
+  KAFKA_NODE=$n nohup java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$AK_STATE/log4j2.properties" \
+    -cp "$AK_LIBS/*" kafka.Kafka "$AK_STATE/node$n.properties" >"$STATE/kafka$n.log" 2>&1 9>&- &
+  echo $! >"$STATE/kafka$n.pid"
+}
+
+# Waits until every node listens on its PLAINTEXT port and the cluster's metadata lists all
+# three brokers (a broker binds its port before it is unfenced).
+kafka_wait() {
+  local n pid
+  for n in "${AK_NODES[@]}"; do
+    pid="$(cat "$STATE/kafka$n.pid")"
+    wait_listening "Apache Kafka node $n" "$(ak_port "$n" 0)" "$pid" "$STATE/kafka$n.log" || die "Apache Kafka node $n failed to start"
+  done
+  local py; py="$(python_bin)"
+  "$py" - "$(ak_list 0)" "${#AK_NODES[@]}" <<'PY' || die "the Apache Kafka cluster did not list all its brokers within 90 s (logs: $STATE/kafka*.log)"
+import sys, time
+from confluent_kafka.admin import AdminClient
+bootstrap, want = sys.argv[1], int(sys.argv[2])
+admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+deadline = time.time() + 90
+while time.time() < deadline:
+    try:
+        if len(admin.list_topics(timeout=5).brokers) == want:
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.5)
+sys.exit(1)
+PY
+}
+
+start_kafka() {
+  fetch_kafka
+  local n all=true
+  for n in "${AK_NODES[@]}"; do kafka_node_up "$n" || all=false; done
+  if $all; then
+    kafka_wait
+    log "Apache Kafka already up on $(ak_list 0)"
+    return 0
+  fi
+  stop_kafka
+  mkdir -p "$AK_STATE"
+  kafka_pki
+  kafka_log4j
+  # A fresh cluster every time it is started whole: the data of an earlier one is removed.
+  local cluster_id
+  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+  for n in "${AK_NODES[@]}"; do
+    kafka_node_config "$n"
+    rm -rf "$AK_STATE/node$n"
+    ak_java kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$AK_STATE/node$n.properties" \
+      --add-scram "SCRAM-SHA-256=[name=$SCRAM256_USER,password=$SCRAM256_PASSWORD]" \
+      --add-scram "SCRAM-SHA-512=[name=$SCRAM512_USER,password=$SCRAM512_PASSWORD]" \
+      >"$STATE/kafka-format$n.log" 2>&1 || { sed 's/^/    /' "$STATE/kafka-format$n.log" >&2; die "formatting Apache Kafka node $n failed"; }
+  done
+  for n in "${AK_NODES[@]}"; do kafka_node_launch "$n"; done
+  kafka_wait
+  log "Apache Kafka $AK_VERSION up: PLAINTEXT $(ak_list 0), SASL_PLAINTEXT $(ak_list 10), SSL $(ak_list 20)"
+}
+
+# start-kafka-node N: a node that was stopped or killed comes back with its data.
+start_kafka_node() {
+  local n=$1
+  kafka_node_up "$n" && return 0
+  [[ -f "$AK_STATE/node$n.properties" ]] || die "Apache Kafka node $n was never formatted (run scripts/services.sh start-kafka)"
+  stop_pidfile "kafka$n" "$(ak_marker "$n")"
+  kafka_node_launch "$n"
+  wait_listening "Apache Kafka node $n" "$(ak_port "$n" 0)" "$(cat "$STATE/kafka$n.pid")" "$STATE/kafka$n.log" || die "Apache Kafka node $n failed to start"
+}
+
+# A SIGTERM'd node shuts down in a controlled way (its leaderships move first); give it time.
+stop_kafka_node() {
+  local n=$1 sig=${2:-TERM} f="$STATE/kafka$1.pid" pid
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  if alive "$pid" && is_ours "$pid" "$(ak_marker "$n")"; then
+    kill -s "$sig" "$pid" 2>/dev/null || true
+    for _ in $(seq 1 600); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$f"
+}
+
+stop_kafka() {
+  local n
+  for n in "${AK_NODES[@]}"; do stop_kafka_node "$n" & done
+  wait
+}
+
 print_env() {
   # Computed first, so that a failure prints nothing rather than empty values.
   local py tansu rdkafka path
@@ -506,6 +740,15 @@ export RW_SCRAM256_USER='$SCRAM256_USER'
 export RW_SCRAM256_PASSWORD='$SCRAM256_PASSWORD'
 export RW_SCRAM512_USER='$SCRAM512_USER'
 export RW_SCRAM512_PASSWORD='$SCRAM512_PASSWORD'
+export RW_AK_BOOTSTRAP='$(ak_list 0)'
+export RW_AK_SASL_BOOTSTRAP='$(ak_list 10)'
+export RW_AK_SSL_BOOTSTRAP='$(ak_list 20)'
+export RW_AK_CA_FILE='$AK_PKI/ca.pem'
+export RW_AK_LIBS='$AK_LIBS'
+export RW_AK_PLAIN_USER='$AK_PLAIN_USER'
+export RW_AK_PLAIN_PASSWORD='$AK_PLAIN_PASSWORD'
+export RW_AK_ADMIN_USER='$AK_ADMIN_USER'
+export RW_AK_ADMIN_PASSWORD='$AK_ADMIN_PASSWORD'
 ENV
   printf 'export PATH=%q\n' "$path"
 }
@@ -524,6 +767,7 @@ case "${1:-}" in
     log "all services up"
     ;;
   stop)
+    stop_kafka
     stop_tansu_auth
     stop_pidfile tansu "$TANSU_MARKER"
     stop_pidfile gcs "$GCS_MARKER"
@@ -539,6 +783,23 @@ case "${1:-}" in
     ;;
   start-broker)
     start_tansu
+    ;;
+  start-kafka)
+    exec 9>"$STATE/kafka.lock"
+    flock 9
+    start_kafka
+    ;;
+  stop-kafka)
+    stop_kafka
+    ;;
+  start-kafka-node)
+    start_kafka_node "${2:?node 1, 2 or 3}"
+    ;;
+  stop-kafka-node)
+    stop_kafka_node "${2:?node 1, 2 or 3}" TERM
+    ;;
+  kill-kafka-node)
+    stop_kafka_node "${2:?node 1, 2 or 3}" KILL
     ;;
   start-auth-broker)
     # One at a time: a second caller waits, then finds it up.
@@ -559,7 +820,7 @@ case "${1:-}" in
     print_env
     ;;
   *)
-    echo "usage: $0 start|stop|env|start-broker|restart-broker|kill-broker|restart-postgres|start-auth-broker|stop-auth-broker" >&2
+    echo "usage: $0 start|stop|env|start-broker|restart-broker|kill-broker|restart-postgres|start-kafka|stop-kafka|start-kafka-node N|stop-kafka-node N|kill-kafka-node N|start-auth-broker|stop-auth-broker" >&2
     exit 2
     ;;
 esac
