@@ -218,6 +218,27 @@ impl KafkaSink {
         *last = Some(Instant::now());
     }
 
+    /// Why a topic is not in the listing of all topics: asked for by name, a broker with an
+    /// authorizer answers TOPIC_AUTHORIZATION_FAILED for a topic this login may not describe
+    /// (Apache Kafka leaves such topics out of the full listing); otherwise it is missing.
+    async fn why_unlisted(&self, topic: &str) -> SinkError {
+        let missing = || SinkError::TopicMissing { topic: topic.to_owned() };
+        match tokio::time::timeout(
+            self.request_deadline,
+            self.client.partition_client(topic, 0, UnknownTopicHandling::Error),
+        )
+        .await
+        {
+            Ok(Err(e)) => match classify(&e) {
+                (Failure::Fatal, Some(code)) if code.contains("AUTHORIZATION") => {
+                    SinkError::TopicRefused { topic: topic.to_owned(), code }
+                }
+                _ => missing(),
+            },
+            _ => missing(),
+        }
+    }
+
     /// The partition's client for producing or for reading, created on first use (one at a
     /// time).
     async fn partition_client(
@@ -253,17 +274,14 @@ impl Sink for KafkaSink {
                 .map_err(|_| SinkError::MetadataTimeout { topic: first.clone(), after: self.request_deadline })?
                 .map_err(|e| SinkError::Metadata { topic: first, source: Box::new(e) })?;
             *self.refreshed.lock().await = Some(Instant::now());
-            topics
-                .iter()
-                .map(|name| {
-                    listed
-                        .iter()
-                        .find(|t| t.name == *name)
-                        .map(|t| t.partitions.len() as i32)
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| SinkError::TopicMissing { topic: name.clone() })
-                })
-                .collect()
+            let mut counts = Vec::with_capacity(topics.len());
+            for name in topics {
+                match listed.iter().find(|t| t.name == *name).map(|t| t.partitions.len() as i32) {
+                    Some(n) if n > 0 => counts.push(n),
+                    _ => return Err(self.why_unlisted(name).await),
+                }
+            }
+            Ok(counts)
         })
     }
 

@@ -56,6 +56,10 @@ pub enum SinkError {
     MetadataTimeout { topic: String, after: std::time::Duration },
     #[error("topic {topic} does not exist")]
     TopicMissing { topic: String },
+    /// The cluster refuses this worker the topic (an authorizer hides such a topic from the
+    /// listing of all topics; asked for by name, it answers with the error).
+    #[error("topic {topic}: {code}")]
+    TopicRefused { topic: String, code: String },
     #[error("{topic}[{partition}]: no leader found within {after:?}")]
     NoLeader { topic: String, partition: i32, after: std::time::Duration },
     #[error("produce to {topic}[{partition}] failed{}", code.as_deref().map(|c| format!(": {c}")).unwrap_or_default())]
@@ -105,7 +109,8 @@ impl SinkError {
             SinkError::ConnectTimeout { .. }
             | SinkError::Connect { .. }
             | SinkError::LoginRefused { .. }
-            | SinkError::TopicMissing { .. } => Failure::Fatal,
+            | SinkError::TopicMissing { .. }
+            | SinkError::TopicRefused { .. } => Failure::Fatal,
         }
     }
 
@@ -113,6 +118,7 @@ impl SinkError {
     pub fn code(&self) -> Option<&str> {
         match self {
             SinkError::Produce { code, .. } => code.as_deref(),
+            SinkError::TopicRefused { code, .. } => Some(code),
             _ => None,
         }
     }
@@ -121,7 +127,8 @@ impl SinkError {
 /// A destination for record batches. `produce` resolves once the batch is acknowledged.
 pub trait Sink: Send + Sync + 'static {
     /// The partition count of each of `topics`, from one metadata request at start-up. A
-    /// topic that does not exist is [`SinkError::TopicMissing`].
+    /// topic that does not exist is [`SinkError::TopicMissing`]; one the cluster does not let
+    /// this worker see is [`SinkError::TopicRefused`], with the broker's error.
     fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>>;
     /// Sends `records` to one partition and waits for the acknowledgement; returns the offset
     /// of the first record. The records are borrowed: a batch that fails transiently is sent

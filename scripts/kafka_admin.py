@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Administration of the tests' Apache Kafka cluster (``scripts/services.sh start-kafka``).
+
+Through confluent-kafka's AdminClient (librdkafka), as the cluster's super user on the
+PLAINTEXT listener; what AdminClient cannot do (client quotas, partition reassignment) goes
+through Kafka's own tools from the cluster's jars (``RW_AK_LIBS``). Every command waits
+until its effect is visible in the cluster's metadata, and prints one JSON line when it has
+something to say.
+
+    kafka_admin.py topic NAME PARTITIONS [KEY=VALUE ...]   RF 3, the configs given
+    kafka_admin.py describe NAME                            {partition: {leader, replicas, isr}}
+    kafka_admin.py wait-isr NAME SIZE                        every partition's ISR has SIZE
+    kafka_admin.py reassign NAME PARTITION B1,B2,B3          new replica order, then waits
+    kafka_admin.py elect-preferred NAME                      preferred leader election
+    kafka_admin.py topic-config NAME KEY=VALUE ...           set topic configs
+    kafka_admin.py broker-default KEY=VALUE | KEY=           cluster-wide broker default (empty: delete)
+    kafka_admin.py quota CLIENT_ID BYTES_PER_SEC|none        producer_byte_rate of a client id
+    kafka_admin.py allow-only NAME USER                      ACL: only USER may use topic NAME
+    kafka_admin.py transactions NAME SECONDS                 a transactional producer: commits and
+                                                             aborts; prints what it committed
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
+from confluent_kafka import ElectionType, TopicPartition
+
+BOOTSTRAP = os.environ["RW_AK_BOOTSTRAP"]
+
+
+_ADMIN = None
+
+
+def admin():
+    """One client for the command (its futures fail once the client is gone)."""
+    global _ADMIN
+    if _ADMIN is None:
+        _ADMIN = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 0})
+    return _ADMIN
+
+
+def until(what, check, timeout=60):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except KafkaException as e:
+            last = e
+        time.sleep(0.2)
+    sys.exit(f"kafka_admin: {what} not reached within {timeout} s (last: {last})")
+
+
+def describe(name):
+    md = admin().list_topics(topic=name, timeout=10).topics[name]
+    if md.error is not None:
+        raise KafkaException(md.error)
+    return {
+        p.id: {"leader": p.leader, "replicas": list(p.replicas), "isr": sorted(p.isrs)}
+        for p in md.partitions.values()
+    }
+
+
+def configs(pairs):
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def tool(cls, *args):
+    libs = os.environ["RW_AK_LIBS"]
+    out = subprocess.run(
+        ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*", cls, "--bootstrap-server", BOOTSTRAP, *args],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        sys.exit(f"kafka_admin: {cls} {' '.join(args)} failed: {out.stdout}{out.stderr}")
+    return out.stdout
+
+
+def cmd_topic(name, partitions, *pairs):
+    fs = admin().create_topics(
+        [NewTopic(name, num_partitions=int(partitions), replication_factor=3, config=configs(pairs))]
+    )
+    fs[name].result()
+    until(f"topic {name} with leaders", lambda: (d := describe(name)) and len(d) == int(partitions) and all(p["leader"] >= 0 for p in d.values()))
+
+
+def cmd_describe(name):
+    print(json.dumps(describe(name)))
+
+
+def cmd_wait_isr(name, size):
+    until(f"ISR of {size} on every partition of {name}", lambda: all(len(p["isr"]) == int(size) for p in describe(name).values()))
+
+
+def cmd_reassign(name, partition, replicas):
+    order = [int(b) for b in replicas.split(",")]
+    plan = {"version": 1, "partitions": [{"topic": name, "partition": int(partition), "replicas": order}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(plan, f)
+    tool("org.apache.kafka.tools.reassign.ReassignPartitionsCommand", "--reassignment-json-file", f.name, "--execute")
+    until(f"replicas {order} of {name}/{partition}", lambda: describe(name)[int(partition)]["replicas"] == order)
+    os.unlink(f.name)
+
+
+def cmd_elect_preferred(name):
+    parts = [TopicPartition(name, p) for p in describe(name)]
+    try:
+        admin().elect_leaders(ElectionType.PREFERRED, parts).result()
+    except KafkaException:
+        pass  # ELECTION_NOT_NEEDED for partitions already led by their preferred replica
+    until(f"preferred leaders of {name}", lambda: all(p["leader"] == p["replicas"][0] for p in describe(name).values()))
+
+
+def alter(resource, pairs, op=AlterConfigOpType.SET):
+    entries = []
+    for k, v in configs(pairs).items():
+        if v == "":
+            entries.append(ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE))
+        else:
+            entries.append(ConfigEntry(k, v, incremental_operation=op))
+    res = ConfigResource(resource[0], resource[1], incremental_configs=entries)
+    for f in admin().incremental_alter_configs([res]).values():
+        f.result()
+
+
+def cmd_topic_config(name, *pairs):
+    alter((ConfigResource.Type.TOPIC, name), pairs)
+
+
+def cmd_broker_default(*pairs):
+    alter((ConfigResource.Type.BROKER, ""), pairs)
+
+
+def cmd_quota(client_id, rate):
+    change = ["--delete-config", "producer_byte_rate"] if rate == "none" else ["--add-config", f"producer_byte_rate={rate}"]
+    tool("kafka.admin.ConfigCommand", "--alter", "--entity-type", "clients", "--entity-name", client_id, *change)
+    # Quotas reach the brokers through the metadata log: wait until Kafka describes it.
+    want = None if rate == "none" else float(rate)
+
+    def seen():
+        text = tool("kafka.admin.ConfigCommand", "--describe", "--entity-type", "clients", "--entity-name", client_id)
+        found = None
+        for word in text.replace(",", " ").split():
+            if word.startswith("producer_byte_rate="):
+                found = float(word.split("=", 1)[1])
+        return found == want
+
+    until(f"quota {rate} on client id {client_id}", seen)
+    time.sleep(1)  # every broker has applied the record by now; one metadata round more
+
+
+def cmd_allow_only(name, user):
+    acl = AclBinding(
+        ResourceType.TOPIC, name, ResourcePatternType.LITERAL, f"User:{user}", "*", AclOperation.ALL, AclPermissionType.ALLOW
+    )
+    for f in admin().create_acls([acl]).values():
+        f.result()
+    time.sleep(1)
+
+
+def cmd_transactions(name, seconds):
+    """Transactions of 10 records each on NAME for SECONDS, every third one aborted. Prints
+    the committed and aborted counts and the committed values' prefix."""
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": f"rw-test-txn-{os.getpid()}", "log_level": 0})
+    p.init_transactions(30)
+    committed = aborted = 0
+    n = 0
+    end = time.time() + float(seconds)
+    while time.time() < end:
+        p.begin_transaction()
+        abort = n % 3 == 2
+        for i in range(10):
+            value = json.dumps({"txn": n, "i": i, "aborted": abort})
+            p.produce(name, value=value.encode(), key=f"txn-{n}-{i}".encode(), headers=[("connection_ids", b"other")])
+        if abort:
+            p.abort_transaction(30)
+            aborted += 10
+        else:
+            p.commit_transaction(30)
+            committed += 10
+        n += 1
+        time.sleep(0.05)
+    print(json.dumps({"committed": committed, "aborted": aborted}))
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    cmd = "cmd_" + sys.argv[1].replace("-", "_")
+    if cmd not in globals():
+        sys.exit(f"kafka_admin: unknown command {sys.argv[1]}\n{__doc__}")
+    globals()[cmd](*sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

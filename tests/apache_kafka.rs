@@ -1,0 +1,571 @@
+//! The worker against Apache Kafka itself: the three-node KRaft cluster of
+//! `scripts/services.sh start-kafka` (PLAINTEXT, SASL_PLAINTEXT with PLAIN and SCRAM, SSL with a
+//! CA made at start-up, the StandardAuthorizer). Topics are replicated three times with
+//! `min.insync.replicas` 2 unless a case says otherwise, and every case reads what the worker
+//! delivered back with kcat (librdkafka).
+//!
+//! The cases stop, kill and restart nodes, change quotas and broker defaults, so they are
+//! `#[ignore]`d in the normal run and `scripts/test.sh` runs them one at a time:
+//! `cargo test --test apache_kafka -- --ignored --test-threads 1 --nocapture`. Each case that
+//! disturbs the cluster leaves it whole again (every node up, every replica in sync) before it
+//! asserts, so that a failure does not spread to the next case.
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use reprocessing_worker::generate::{ndjson, Rng, Shape};
+
+const BATCH: u64 = 500;
+const IN_FLIGHT: u64 = 4;
+/// The worker's duplicate bound per interruption: (2 × in-flight + 2) × batch_size.
+const BOUND: u64 = (2 * IN_FLIGHT + 2) * BATCH;
+
+/// Whether the Apache Kafka cluster is configured; like `skip_without_services`, a failure
+/// under `scripts/test.sh` and CI, a skip (said on the terminal) in a plain `cargo test`.
+fn skip(test: &str) -> bool {
+    if skip_without_services(test) {
+        return true;
+    }
+    let problem = match std::env::var("RW_AK_BOOTSTRAP") {
+        Err(_) => "RW_AK_BOOTSTRAP is not set".to_string(),
+        Ok(b) if b.split(',').any(|a| std::net::TcpStream::connect(a).is_err()) => format!("a node of {b} is down"),
+        Ok(_) => return false,
+    };
+    let required = |v: &str| std::env::var(v).is_ok_and(|x| x == "true" || x == "1");
+    if required("CI") || required("RW_REQUIRE_SERVICES") {
+        panic!("{test}: Apache Kafka is required here, but {problem}: run scripts/services.sh start-kafka");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {problem}; run scripts/services.sh start-kafka");
+    true
+}
+
+fn bootstrap() -> String {
+    env("RW_AK_BOOTSTRAP")
+}
+
+/// `scripts/kafka_admin.py` (the cluster's administration); returns its output.
+fn admin(args: &[&str]) -> String {
+    let out = Command::new(env("RW_PYTHON"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka_admin.py"))
+        .args(args)
+        .output()
+        .expect("kafka_admin.py");
+    assert!(out.status.success(), "kafka_admin.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `scripts/services.sh {start,stop,kill}-kafka-node N`.
+fn node(action: &str, n: u32) {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh"))
+        .args([&format!("{action}-kafka-node"), &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{action} node {n}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The leader of each partition.
+fn leaders(topic: &str) -> Vec<i64> {
+    let v: sonic_rs::Value = sonic_rs::from_str(&admin(&["describe", topic])).unwrap();
+    use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+    let obj = v.as_object().unwrap();
+    (0..obj.len()).map(|p| obj.get(&p.to_string()).unwrap().get("leader").unwrap().as_i64().unwrap()).collect()
+}
+
+/// Every node up again and every replica of `topic` in sync.
+fn heal(topic: &str) {
+    for n in 1..=3 {
+        node("start", n);
+    }
+    admin(&["wait-isr", topic, "3"]);
+}
+
+/// A job whose topic lives on the Apache Kafka cluster: `partitions`, replication factor 3,
+/// `min.insync.replicas` 2 and the `configs` given.
+fn job(partitions: u32, configs: &[&str]) -> Job {
+    let mut job = Job::bare();
+    let p = partitions.to_string();
+    let mut args = vec!["topic", job.topic.as_str(), p.as_str(), "min.insync.replicas=2"];
+    args.extend_from_slice(configs);
+    admin(&args);
+    job.extra_env.push(("KAFKA_BOOTSTRAP_SERVERS".into(), bootstrap()));
+    job
+}
+
+/// Three files (plain, gzip, zstd) of `per_file` generated lines each, every 50th line twice;
+/// returns each file's path and lines.
+fn dataset(job: &Job, seed: u64, per_file: u64) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut listed = Vec::new();
+    for (k, name) in ["a.ndjson", "b.ndjson.gz", "c.ndjson.zst"].iter().enumerate() {
+        let mut data = Vec::new();
+        for (i, line) in
+            ndjson(seed + k as u64, &Shape::default(), per_file).split_inclusive(|&b| b == b'\n').enumerate()
+        {
+            data.extend_from_slice(line);
+            if i % 50 == 0 {
+                data.extend_from_slice(line);
+            }
+        }
+        let lines = String::from_utf8(data.clone()).unwrap().lines().map(str::to_owned).collect();
+        let bytes = match k {
+            0 => data,
+            1 => gzip(&data),
+            _ => zstd::encode_all(&data[..], 3).unwrap(),
+        };
+        let path = job.write(name, &bytes);
+        listed.push((path.clone(), bytes.len() as u64));
+        out.push((path, lines));
+    }
+    job.files(&listed);
+    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":5}}"#));
+    out
+}
+
+fn all_lines(files: &[(String, Vec<String>)]) -> Vec<String> {
+    files.iter().flat_map(|(_, l)| l.iter().cloned()).collect()
+}
+
+/// The worker, with the suite's in-flight bound and its log piped; `rate` lines a second
+/// (so that a run lasts long enough to be disturbed), unlimited when 0.
+fn worker(job: &Job, rate: u32) -> Command {
+    let mut c = job.command(0, 1);
+    c.env("KAFKA_MAX_IN_FLIGHT", IN_FLIGHT.to_string()).stdout(Stdio::null()).stderr(Stdio::piped());
+    if rate > 0 {
+        c.env("MAX_EVENTS_PER_SEC", rate.to_string());
+    }
+    c
+}
+
+fn success_count(job: &Job) -> u64 {
+    try_row(&job.id, 0).and_then(|r| r.get("success_count").and_then(|v| v.parse().ok())).unwrap_or(0)
+}
+
+/// Waits until the row shows `lines` successes; fails if the worker ended first (a fault
+/// injected then would not land while it runs).
+fn wait_for(job: &Job, child: &mut Child, lines: u64) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(90) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the worker ended ({status}) before it delivered {lines} lines");
+        }
+        if success_count(job) >= lines {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no progress to {lines} lines");
+}
+
+/// The worker is still running: the fault landed while it ran.
+fn still_running(child: &mut Child, what: &str) {
+    assert!(child.try_wait().unwrap().is_none(), "the worker ended before {what} was over");
+}
+
+fn completed(job: &Job, out: &Output, lines: u64) {
+    assert_success(out);
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "completed", "{r:?}");
+    assert_counts(&r, lines, 0, 0);
+}
+
+/// Only the worker's records (another producer writes the topic in one case).
+fn ours(msgs: Vec<Msg>) -> Vec<Msg> {
+    msgs.into_iter().filter(|m| m.headers == vec![("connection_ids".to_string(), "c1".to_string())]).collect()
+}
+
+fn read_back(job: &Job) -> Vec<Msg> {
+    consume_from(&bootstrap(), &job.topic)
+}
+
+/// Asserts nothing lost and nothing foreign, and at most `bound` duplicates; returns them.
+fn check(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) -> u64 {
+    let (lost, unexpected, dups) = tally(case, runs, expected, msgs, bound);
+    assert_eq!(lost, 0, "{case}: lines lost");
+    assert_eq!(unexpected, 0, "{case}: values never in the input");
+    assert!(dups <= bound, "{case}: {dups} duplicates > bound {bound}");
+    dups
+}
+
+#[test]
+#[ignore]
+fn replicated_topic_every_line_byte_for_byte() {
+    if skip("replicated_topic_every_line_byte_for_byte") {
+        return;
+    }
+    let job = job(6, &[]);
+    let files = dataset(&job, 10, 10_000);
+    let expected = all_lines(&files);
+    let out = worker(&job, 0).output().unwrap();
+    completed(&job, &out, expected.len() as u64);
+    let msgs = read_back(&job);
+    check("Apache Kafka, RF 3, min ISR 2", 1, &expected, &msgs, 0);
+    assert_eq!(sorted(values(&msgs)), sorted(expected.clone()), "byte for byte");
+    let by_file: Vec<(&str, &[String])> = files.iter().map(|(p, l)| (p.as_str(), l.as_slice())).collect();
+    assert_keys_are_line_identities(&job.id, &by_file, &msgs);
+    assert!(msgs.iter().all(|m| m.headers == vec![("connection_ids".to_string(), "c1".to_string())]));
+    let parts: std::collections::BTreeSet<i64> = msgs.iter().map(|m| m.partition).collect();
+    assert_eq!(parts.len(), 6, "every partition used");
+}
+
+/// Moves the leader of every partition with `mv` while a rate-limited run is in its middle;
+/// asserts every line delivered and returns the duplicates.
+fn leaders_move_mid_run(case: &str, seed: u64, mv: impl FnOnce(&Job, &[i64])) -> u64 {
+    let job = job(3, &[]);
+    let expected = all_lines(&dataset(&job, seed, 10_000));
+    let before = leaders(&job.topic);
+    let mut child = worker(&job, 6_000).spawn().unwrap();
+    wait_for(&job, &mut child, 6_000);
+    mv(&job, &before);
+    still_running(&mut child, case);
+    let after = success_count(&job);
+    let out = child.wait_with_output().unwrap();
+    heal(&job.topic);
+    assert!(after < expected.len() as u64, "{case}: lines were still to deliver after the move");
+    completed(&job, &out, expected.len() as u64);
+    let dups = check(case, 1, &expected, &read_back(&job), BOUND);
+    println!("{case}: {dups} duplicates");
+    dups
+}
+
+#[test]
+#[ignore]
+fn leader_moved_by_reassignment_and_preferred_election() {
+    if skip("leader_moved_by_reassignment_and_preferred_election") {
+        return;
+    }
+    let dups = leaders_move_mid_run("reassignment + preferred election", 20, |job, before| {
+        for (p, &leader) in before.iter().enumerate() {
+            // The same replicas, with the next node first: its preferred leader changes.
+            let first = leader % 3 + 1;
+            let order: Vec<String> = (0..3).map(|k| ((first - 1 + k) % 3 + 1).to_string()).collect();
+            admin(&["reassign", &job.topic, &p.to_string(), &order.join(",")]);
+        }
+        admin(&["elect-preferred", &job.topic]);
+        let now = leaders(&job.topic);
+        assert!(now.iter().zip(before).all(|(a, b)| a != b), "every leader moved: {before:?} -> {now:?}");
+    });
+    assert_eq!(dups, 0, "a leader moved on purpose loses no answer");
+}
+
+#[test]
+#[ignore]
+fn leader_moved_by_sigterm_of_its_broker() {
+    if skip("leader_moved_by_sigterm_of_its_broker") {
+        return;
+    }
+    leaders_move_mid_run("broker SIGTERM (controlled shutdown)", 30, |job, before| {
+        let n = before[0] as u32;
+        node("stop", n);
+        let now = leaders(&job.topic);
+        assert!(!now.contains(&(n as i64)), "node {n} leads nothing after its controlled shutdown: {now:?}");
+        std::thread::sleep(Duration::from_secs(2));
+        node("start", n);
+    });
+}
+
+#[test]
+#[ignore]
+fn leader_lost_by_kill_9_of_its_broker_that_comes_back() {
+    if skip("leader_lost_by_kill_9_of_its_broker_that_comes_back") {
+        return;
+    }
+    leaders_move_mid_run("broker kill -9, back after 5 s", 40, |job, before| {
+        let n = before[0] as u32;
+        node("kill", n);
+        std::thread::sleep(Duration::from_secs(5));
+        let now = leaders(&job.topic);
+        assert!(!now.contains(&(n as i64)), "node {n}'s partitions have new leaders: {now:?}");
+        node("start", n);
+    });
+}
+
+#[test]
+#[ignore]
+fn two_brokers_down_past_the_delivery_deadline_then_resume() {
+    if skip("two_brokers_down_past_the_delivery_deadline_then_resume") {
+        return;
+    }
+    let job = job(3, &[]);
+    let expected = all_lines(&dataset(&job, 50, 10_000));
+    let mut child = worker(&job, 6_000).env("KAFKA_DELIVERY_TIMEOUT_SECS", "10").spawn().unwrap();
+    wait_for(&job, &mut child, 6_000);
+    node("kill", 2);
+    node("kill", 3);
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = started.elapsed();
+    let log = stderr(&out);
+    heal(&job.topic);
+    assert_eq!(out.status.code(), Some(1), "exit 1 once the cluster is unavailable: {log}");
+    assert!(waited >= Duration::from_secs(10), "not before the delivery deadline: {waited:?}");
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "failed", "{r:?}");
+    assert!(r.get("error").is_some_and(|e| e.contains("Kafka unavailable")), "{r:?}");
+    println!("two brokers down: the worker stopped after {waited:?}; the errors it saw: {}", {
+        let mut codes: Vec<&str> = log
+            .split(|c: char| !c.is_ascii_uppercase() && c != '_')
+            .filter(|w| w.len() > 8 && w.contains('_'))
+            .collect();
+        codes.sort();
+        codes.dedup();
+        codes.join(", ")
+    });
+    let resumed = worker(&job, 0).output().unwrap();
+    completed(&job, &resumed, expected.len() as u64);
+    let log = format!("{log}\n{}", stderr(&resumed));
+    assert_eq!(duplicate_promise_broken(&log, true), None, "the promise's condition: {log}");
+    check("two brokers down past the deadline, resumed", 2, &expected, &read_back(&job), 0);
+}
+
+/// Lines of random (incompressible) text of `len` bytes, as JSON events.
+fn big_line(rng: &mut Rng, i: usize, len: usize) -> String {
+    let body: String = (0..len).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
+    format!(r#"{{"messageId":"big-{i}","body":"{body}"}}"#)
+}
+
+/// 2,000 small lines and 5 of 12 kB; a topic (or the cluster) that takes records up to
+/// 4 KiB: the 5 are dead letters naming Kafka's error, every other line is delivered.
+fn oversized(case: &str, job: Job) {
+    let mut rng = Rng::new(7);
+    let mut lines: Vec<String> =
+        String::from_utf8(ndjson(60, &Shape::default(), 2_000)).unwrap().lines().map(str::to_owned).collect();
+    for k in 0..5 {
+        lines.insert(300 + k * 350, big_line(&mut rng, k, 12_000));
+    }
+    let data = lines.join("\n") + "\n";
+    let path = job.write("a.ndjson", data.as_bytes());
+    job.files(&[(path, data.len() as u64)]);
+    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH}}}"#));
+    let letters = job.path("letters");
+    std::fs::create_dir_all(&letters).unwrap();
+    let out = worker(&job, 0).env("DEAD_LETTER_PATH", &letters).output().unwrap();
+    assert_success(&out);
+    let r = row(&job.id, 0);
+    assert_counts(&r, 2_000, 5, 0);
+    let small: Vec<String> = lines.iter().filter(|l| !l.contains("big-")).cloned().collect();
+    check(case, 1, &small, &read_back(&job), 0);
+    let mut written = String::new();
+    for e in std::fs::read_dir(&letters).unwrap() {
+        written.push_str(&read_to_string(&e.unwrap().path()));
+    }
+    let reasons: Vec<String> = written
+        .lines()
+        .map(|l| {
+            let v: sonic_rs::Value = sonic_rs::from_str(l).unwrap();
+            use sonic_rs::JsonValueTrait;
+            let data = v.get("data").and_then(|d| d.as_str()).unwrap_or("");
+            assert!(data.contains("big-"), "{case}: only the oversized lines are letters: {l:.200}");
+            v.get("reason").and_then(|d| d.as_str()).unwrap_or("").to_string()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 5, "{case}: one letter per oversized line");
+    assert!(
+        reasons.iter().all(|r| r.contains("MESSAGE_TOO_LARGE") || r.contains("RECORD_LIST_TOO_LARGE")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+#[ignore]
+fn records_over_max_message_bytes_are_dead_letters() {
+    if skip("records_over_max_message_bytes_are_dead_letters") {
+        return;
+    }
+    oversized("topic max.message.bytes=4096", job(3, &["max.message.bytes=4096"]));
+    // The broker's own limit, for topics without one of their own.
+    admin(&["broker-default", "message.max.bytes=4096"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let case = std::panic::catch_unwind(|| oversized("broker message.max.bytes=4096", job(3, &[])));
+    admin(&["broker-default", "message.max.bytes="]);
+    if let Err(e) = case {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+#[ignore]
+fn producer_quota_slows_the_run_without_duplicates() {
+    if skip("producer_quota_slows_the_run_without_duplicates") {
+        return;
+    }
+    // Uncompressed, so that the quota's bytes are the lines' bytes.
+    let run = |job: &Job| {
+        let start = Instant::now();
+        let out = worker(job, 0).env("KAFKA_COMPRESSION", "none").output().unwrap();
+        (start.elapsed(), out)
+    };
+    let free = job(3, &[]);
+    let expected = all_lines(&dataset(&free, 70, 5_000));
+    let bytes: u64 = expected.iter().map(|l| l.len() as u64).sum();
+    let (unthrottled, out) = run(&free);
+    completed(&free, &out, expected.len() as u64);
+
+    const RATE: u64 = 1_000_000;
+    admin(&["quota", "reprocessing-worker", &RATE.to_string()]);
+    let limited = job(3, &[]);
+    let expected = all_lines(&dataset(&limited, 70, 5_000));
+    let (took, out) = run(&limited);
+    admin(&["quota", "reprocessing-worker", "none"]);
+    completed(&limited, &out, expected.len() as u64);
+    let floor = Duration::from_secs_f64(bytes as f64 / RATE as f64 * 0.6);
+    println!("producer quota {RATE} B/s: {bytes} bytes in {took:?} (without the quota {unthrottled:?})");
+    assert!(unthrottled < floor, "without the quota the run is faster than the quota allows: {unthrottled:?}");
+    assert!(took >= floor, "the quota held the run to about {RATE} B/s: {took:?} < {floor:?}");
+    check("producer quota", 1, &expected, &read_back(&limited), 0);
+}
+
+/// A job of 1,000 lines delivered with the worker's `login` settings; read back over
+/// PLAINTEXT.
+fn delivered_with(case: &str, login: &[(&str, String)]) {
+    let mut job = job(3, &[]);
+    let data = ndjson(80, &Shape::default(), 1_000);
+    let path = job.write("a.ndjson", &data);
+    job.files(&[(path, data.len() as u64)]);
+    job.config(r#"{"connection_ids":["c1"]}"#);
+    for (k, v) in login {
+        job.extra_env.push((k.to_string(), v.clone()));
+    }
+    let out = worker(&job, 0).output().unwrap();
+    completed(&job, &out, 1_000);
+    let expected: Vec<String> = String::from_utf8(data).unwrap().lines().map(str::to_owned).collect();
+    check(case, 1, &expected, &read_back(&job), 0);
+}
+
+fn sasl(mechanism: &str, user: &str, password: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("KAFKA_BOOTSTRAP_SERVERS", env("RW_AK_SASL_BOOTSTRAP")),
+        ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT".into()),
+        ("KAFKA_SASL", format!(r#"{{"mechanism":"{mechanism}","username":"{user}","password":"{password}"}}"#)),
+    ]
+}
+
+#[test]
+#[ignore]
+fn sasl_plain_scram_and_ssl_served_by_kafka() {
+    if skip("sasl_plain_scram_and_ssl_served_by_kafka") {
+        return;
+    }
+    delivered_with("SASL PLAIN", &sasl("PLAIN", &env("RW_AK_PLAIN_USER"), &env("RW_AK_PLAIN_PASSWORD")));
+    delivered_with("SCRAM-SHA-256", &sasl("SCRAM-SHA-256", &env("RW_SCRAM256_USER"), &env("RW_SCRAM256_PASSWORD")));
+    delivered_with("SCRAM-SHA-512", &sasl("SCRAM-SHA-512", &env("RW_SCRAM512_USER"), &env("RW_SCRAM512_PASSWORD")));
+    delivered_with(
+        "SSL, the CA verified",
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", env("RW_AK_SSL_BOOTSTRAP")),
+            ("KAFKA_SECURITY_PROTOCOL", "SSL".into()),
+            ("KAFKA_SSL_CA_FILE", env("RW_AK_CA_FILE")),
+        ],
+    );
+}
+
+#[test]
+#[ignore]
+fn a_wrong_password_exits_1_at_once_and_sends_nothing() {
+    if skip("a_wrong_password_exits_1_at_once_and_sends_nothing") {
+        return;
+    }
+    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let user = match mechanism {
+            "PLAIN" => env("RW_AK_PLAIN_USER"),
+            "SCRAM-SHA-256" => env("RW_SCRAM256_USER"),
+            _ => env("RW_SCRAM512_USER"),
+        };
+        let mut job = job(1, &[]);
+        let data = ndjson(90, &Shape::default(), 100);
+        let path = job.write("a.ndjson", &data);
+        job.files(&[(path, data.len() as u64)]);
+        job.config(r#"{"connection_ids":["c1"]}"#);
+        const WRONG: &str = "wrong-pass-Xy9b";
+        for (k, v) in sasl(mechanism, &user, WRONG) {
+            job.extra_env.push((k.to_string(), v));
+        }
+        let start = Instant::now();
+        let out = worker(&job, 0).output().unwrap();
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{mechanism}: exit 1: {log}");
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "{mechanism}: at once, not after the connect deadline: {:?}",
+            start.elapsed()
+        );
+        assert!(!log.contains(WRONG), "{mechanism}: the password is never logged");
+        assert!(log.to_lowercase().contains("auth"), "{mechanism}: the log says the login failed: {log}");
+        assert!(read_back(&job).is_empty(), "{mechanism}: nothing sent");
+    }
+}
+
+#[test]
+#[ignore]
+fn topic_authorization_failed_exits_1_naming_the_topic() {
+    if skip("topic_authorization_failed_exits_1_naming_the_topic") {
+        return;
+    }
+    let mut job = job(3, &[]);
+    admin(&["allow-only", &job.topic, &env("RW_AK_ADMIN_USER")]);
+    let data = ndjson(95, &Shape::default(), 100);
+    let path = job.write("a.ndjson", &data);
+    job.files(&[(path, data.len() as u64)]);
+    job.config(r#"{"connection_ids":["c1"]}"#);
+    for (k, v) in sasl("PLAIN", &env("RW_AK_PLAIN_USER"), &env("RW_AK_PLAIN_PASSWORD")) {
+        job.extra_env.push((k.to_string(), v));
+    }
+    let out = worker(&job, 0).output().unwrap();
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "exit 1: {log}");
+    assert!(log.contains(&job.topic), "the error names the topic: {log}");
+    assert!(log.contains("AUTHORIZATION"), "the error names Kafka's error: {log}");
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "failed", "{r:?}");
+    assert!(read_back(&job).is_empty(), "nothing delivered");
+}
+
+#[test]
+#[ignore]
+fn kill_9_at_random_points_beside_a_transactional_producer() {
+    if skip("kill_9_at_random_points_beside_a_transactional_producer") {
+        return;
+    }
+    let job = job(3, &[]);
+    let expected = all_lines(&dataset(&job, 100, 10_000));
+    let txn = Command::new(env("RW_PYTHON"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka_admin.py"))
+        .args(["transactions", &job.topic, "25"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let mut rng = Rng::new(seed);
+    let mut kills = 0;
+    for _ in 0..6 {
+        let mut child = worker(&job, 8_000).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1_500)));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let out = worker(&job, 0).output().unwrap();
+    let txn = txn.wait_with_output().unwrap();
+    assert!(txn.status.success(), "the transactional producer");
+    completed(&job, &out, expected.len() as u64);
+    let log = stderr(&out);
+    println!("kill -9 beside transactions, seed {seed}: {kills} kills");
+    assert!(kills >= 2, "the worker was killed mid-run at least twice: {kills}");
+    assert_eq!(duplicate_promise_broken(&log, true), None, "the promise's condition: {log}");
+    let all = read_back(&job);
+    // The other producer's transactions: what it committed is there (read committed), what
+    // it aborted is not; they interleaved with the worker's batches.
+    let report: sonic_rs::Value = sonic_rs::from_slice(&txn.stdout).unwrap();
+    use sonic_rs::JsonValueTrait;
+    let committed = report.get("committed").and_then(|v| v.as_u64()).unwrap();
+    let theirs: Vec<&Msg> = all.iter().filter(|m| m.value.contains("\"txn\"")).collect();
+    assert!(committed > 0 && theirs.len() as u64 == committed, "committed {committed}, read {}", theirs.len());
+    assert!(theirs.iter().all(|m| !m.value.contains("\"aborted\": true")), "no aborted record is read");
+    check("kill -9 beside a transactional producer", kills + 1, &expected, &ours(all), 0);
+}
