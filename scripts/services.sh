@@ -239,7 +239,8 @@ holds_port() {
 }
 
 # Whether the pid in a pid file is the process the file names (and not a reused pid).
-is_ours() { [[ "$(cmdline "$1")" == *"$2"* ]]; }
+# The whole command line: a JVM's marker (its properties file) comes after a long list of flags.
+is_ours() { [[ "$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true)" == *"$2"* ]]; }
 
 # fail_if_port_held PORT NAME VARIABLE
 fail_if_port_held() {
@@ -571,6 +572,9 @@ offsets.topic.replication.factor=3
 transaction.state.log.replication.factor=3
 transaction.state.log.min.isr=2
 group.initial.rebalance.delay.ms=0
+# A node that died is fenced (its partitions get new leaders) after 3 s rather than 9.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
 num.network.threads=2
 num.io.threads=2
 num.replica.fetchers=1

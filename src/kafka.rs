@@ -69,6 +69,10 @@ pub struct KafkaSink {
 /// that may not wait with no topic at all).
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
 const FETCH_MAX_WAIT_MS: i32 = 500;
+/// rskafka 0.6's error for a transaction marker it cannot parse (see `KafkaSink::fetch`).
+const CONTROL_BATCH_UNREADABLE: &str = "Unknown control batch record version";
+/// The most transaction markers one fetch steps over, one request each.
+const MARKERS_PER_FETCH: usize = 64;
 
 /// A produce slower than this may have met a new connection (rskafka reconnects inside a
 /// request): look for sockets without `TCP_NODELAY` again.
@@ -296,10 +300,13 @@ impl Sink for KafkaSink {
             let after = self.request_deadline;
             let started = Instant::now();
             // rskafka takes the records by value; the copy is what lets a batch be sent again.
-            let result = tokio::time::timeout(after, pc.produce(records.to_vec(), self.compression))
-                .await
-                .map_err(|_| SinkError::NotAcknowledged { topic: topic.to_owned(), partition, after })
-                .and_then(|r| r.map_err(|e| self.produce_error(topic, partition, e)));
+            // Watched: rskafka would send a throttled request again by itself (crate::throttle).
+            let call = crate::throttle::watch(pc.produce(records.to_vec(), self.compression));
+            let result = match tokio::time::timeout(after, call).await {
+                Err(_) => Err(SinkError::NotAcknowledged { topic: topic.to_owned(), partition, after }),
+                Ok(Err(pause)) => Err(SinkError::Throttled { topic: topic.to_owned(), partition, pause }),
+                Ok(Ok(r)) => r.map_err(|e| self.produce_error(topic, partition, e)),
+            };
             if result.is_err() || started.elapsed() > SLOW_PRODUCE {
                 crate::nodelay::apply();
             }
@@ -328,20 +335,42 @@ impl Sink for KafkaSink {
         })
     }
 
+    /// rskafka 0.6 cannot parse a real control batch (a transaction marker): it reads the
+    /// marker's key where the record starts and fails the whole fetch with "Unknown control
+    /// batch record version". From such a failure on, the partition is read one batch at a
+    /// time (a fetch of at most 1 byte returns exactly the first batch): a batch that fails
+    /// again is a marker, which holds one offset, and is stepped over.
     fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, SinkError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition, false).await?;
             let failed = |source: BoxError| SinkError::ReadBack { topic: topic.to_owned(), partition, source };
-            let (records, high_watermark) = tokio::time::timeout(
-                self.request_deadline,
-                pc.fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS),
-            )
-            .await
-            .map_err(|e| failed(Box::new(e)))?
-            .map_err(|e| failed(Box::new(e)))?;
-            // A compressed batch is returned whole, from before `offset` too.
-            let records = records.into_iter().filter(|r| r.offset >= offset).map(|r| (r.offset, r.record)).collect();
-            Ok((records, high_watermark))
+            let mut at = offset;
+            let mut one_batch = false;
+            for _ in 0..MARKERS_PER_FETCH {
+                let max_bytes = if one_batch { 1 } else { FETCH_MAX_BYTES };
+                let fetched =
+                    tokio::time::timeout(self.request_deadline, pc.fetch_records(at, 1..max_bytes, FETCH_MAX_WAIT_MS))
+                        .await
+                        .map_err(|e| failed(Box::new(e)))?;
+                match fetched {
+                    Ok((records, high_watermark)) => {
+                        // A compressed batch is returned whole, from before `at` too.
+                        let records: Vec<(i64, Record)> =
+                            records.into_iter().filter(|r| r.offset >= at).map(|r| (r.offset, r.record)).collect();
+                        let next = records.last().map_or(at, |(last, _)| last + 1);
+                        return Ok(Fetched { records, high_watermark, next });
+                    }
+                    Err(e) if crate::Chain(&e).to_string().contains(CONTROL_BATCH_UNREADABLE) => {
+                        if one_batch {
+                            at += 1;
+                        }
+                        one_batch = true;
+                    }
+                    Err(e) => return Err(failed(Box::new(e))),
+                }
+            }
+            // Markers only, so far: the next fetch goes on from here.
+            Ok(Fetched { records: Vec::new(), high_watermark: at, next: at })
         })
     }
 }

@@ -64,6 +64,8 @@ pub mod source;
 #[cfg(feature = "io")]
 pub mod status;
 #[cfg(feature = "io")]
+pub mod throttle;
+#[cfg(feature = "io")]
 pub mod tls;
 #[cfg(feature = "io")]
 pub mod worker;

@@ -7,7 +7,9 @@ use clap::Parser;
 use reprocessing_worker::config::{Cli, Command, LogFormat, WorkerArgs};
 use reprocessing_worker::status::WorkerStatus;
 use reprocessing_worker::{run, shutdown_signal, worker::report_config_failure, Chain, Config};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// The exit code after SIGTERM stopped the run early: 128 + 15, as a shell reports it.
 const EXIT_CANCELLED: u8 = 143;
@@ -20,14 +22,13 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,rskafka=warn,aws_config=warn,aws_smithy_runtime=warn,tokio_postgres=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    // The throttle watcher has a filter of its own: RUST_LOG cannot switch it off.
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(reprocessing_worker::throttle::layer()).init();
 }
 
 async fn run_worker(args: WorkerArgs) -> ExitCode {

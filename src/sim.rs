@@ -223,13 +223,10 @@ impl Sink for SimBroker {
             let mut log = self.log.lock().unwrap();
             let records = log.part(topic, partition);
             let from = (offset.max(0) as usize).min(records.len());
-            let page = records[from..]
-                .iter()
-                .take(50)
-                .enumerate()
-                .filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)))
-                .collect();
-            Ok((page, records.len() as i64))
+            let scanned = &records[from..records.len().min(from + 50)];
+            let page = scanned.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
+            let next = if scanned.is_empty() { offset } else { (from + scanned.len()) as i64 };
+            Ok(Fetched { records: page.collect(), high_watermark: records.len() as i64, next })
         })
     }
 }

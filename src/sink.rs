@@ -20,8 +20,17 @@ pub struct Batch {
     pub encoded_bytes: usize,
 }
 
-/// One fetch: records with their offsets, and the high watermark the broker answered with.
-pub type Fetched = (Vec<(i64, Record)>, i64);
+/// One fetch.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Records with their offsets, in order.
+    pub records: Vec<(i64, Record)>,
+    /// The partition's high watermark, as the broker answered.
+    pub high_watermark: i64,
+    /// Where the next fetch starts: past the last record, and past the transaction markers
+    /// read (which are not records); the offset asked for when nothing was read.
+    pub next: i64,
+}
 
 /// An error's source, kept as it came (rskafka's, a TLS error, a fake's).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -72,6 +81,10 @@ pub enum SinkError {
         #[source]
         source: BoxError,
     },
+    /// The broker answered and asked for a pause (a quota): the batch was most likely
+    /// written; the producer waits the pause and looks for it before sending it again.
+    #[error("produce to {topic}[{partition}]: throttled by Kafka for {pause:?}")]
+    Throttled { topic: String, partition: i32, pause: std::time::Duration },
     #[error("produce to {topic}[{partition}]: not acknowledged within {after:?}")]
     NotAcknowledged { topic: String, partition: i32, after: std::time::Duration },
     /// Listing a partition's end offset, or reading it back, failed or timed out.
@@ -102,9 +115,10 @@ impl SinkError {
     pub fn failure(&self) -> Failure {
         match self {
             SinkError::Produce { failure, .. } => *failure,
-            SinkError::NotAcknowledged { .. } | SinkError::NoLeader { .. } | SinkError::MetadataTimeout { .. } => {
-                Failure::Transient
-            }
+            SinkError::NotAcknowledged { .. }
+            | SinkError::Throttled { .. }
+            | SinkError::NoLeader { .. }
+            | SinkError::MetadataTimeout { .. } => Failure::Transient,
             SinkError::Metadata { .. } | SinkError::ReadBack { .. } => Failure::Transient,
             SinkError::ConnectTimeout { .. }
             | SinkError::Connect { .. }
@@ -161,7 +175,7 @@ impl Sink for DryRun {
         Box::pin(async { Ok(0) })
     }
     fn fetch<'a>(&'a self, _: &'a str, _: i32, _: i64) -> BoxFuture<'a, Result<Fetched, SinkError>> {
-        Box::pin(async { Ok((Vec::new(), 0)) })
+        Box::pin(async { Ok(Fetched::default()) })
     }
 }
 
@@ -176,9 +190,9 @@ pub const EMPTY_PAGES: u32 = 3;
 ///
 /// Pages are returned whole, past the end too: the fetch that reaches the end may return
 /// the last batch whole. What a page that comes back empty before the end means is the
-/// caller's: a transaction marker at the end (its control batch is never returned), another
-/// producer's open transaction (reads stop at the last stable offset), or records removed by
-/// retention or compaction. After [`EMPTY_PAGES`] of them in a row the range is
+/// caller's: another producer's open transaction (reads stop at the last stable offset), or
+/// records removed by retention or compaction. (Transaction markers are read past: a fetch's
+/// `next` moves beyond them.) After [`EMPTY_PAGES`] of them in a row the range is
 /// [`Page::Stalled`].
 pub struct PartitionRange<'a> {
     sink: &'a dyn Sink,
@@ -188,7 +202,7 @@ pub struct PartitionRange<'a> {
     pub at: i64,
     /// The end, as found when the range was opened.
     pub end: i64,
-    first: Option<Vec<(i64, Record)>>,
+    first: Option<Fetched>,
     empty: u32,
 }
 
@@ -206,8 +220,8 @@ impl<'a> PartitionRange<'a> {
     /// The range of `partition` from `from` to its end.
     pub async fn open(sink: &'a dyn Sink, topic: &'a str, partition: i32, from: i64) -> Result<Self, SinkError> {
         let listed = sink.end_offset(topic, partition).await?;
-        let (first, high_watermark) = sink.fetch(topic, partition, from).await.unwrap_or_default();
-        let end = listed.max(high_watermark);
+        let first = sink.fetch(topic, partition, from).await.unwrap_or_default();
+        let end = listed.max(first.high_watermark);
         Ok(PartitionRange { sink, topic, partition, at: from, end, first: Some(first), empty: 0 })
     }
 
@@ -231,15 +245,16 @@ impl<'a> PartitionRange<'a> {
             }
             let page = match self.first.take() {
                 Some(p) => p,
-                None => self.sink.fetch(self.topic, self.partition, self.at).await?.0,
+                None => self.sink.fetch(self.topic, self.partition, self.at).await?,
             };
-            match page.last() {
-                None => self.empty += 1,
-                Some((last, _)) => {
-                    self.at = last + 1;
-                    self.empty = 0;
-                    return Ok(Page::Records(page));
-                }
+            if page.next <= self.at {
+                self.empty += 1;
+                continue;
+            }
+            self.at = page.next;
+            self.empty = 0;
+            if !page.records.is_empty() {
+                return Ok(Page::Records(page.records));
             }
         }
     }

@@ -53,6 +53,9 @@ pub struct FakeSink {
     /// What the partitions hold: every acknowledged record, in offset order (shared by the
     /// fakes of one "cluster", see [`FakeSink::sharing`]).
     log: Arc<Mutex<Topics>>,
+    /// The last stable offset of every partition, as another producer's open transaction
+    /// sets it: fetches return nothing from there on, below the high watermark.
+    last_stable: std::sync::atomic::AtomicI64,
 }
 
 /// Records per (topic, partition), the offset being the position; `None` is a control
@@ -75,6 +78,7 @@ impl FakeSink {
             max_in_flight: AtomicUsize::new(0),
             progress: OnceLock::new(),
             log: Arc::default(),
+            last_stable: std::sync::atomic::AtomicI64::new(i64::MAX),
         })
     }
 
@@ -97,6 +101,11 @@ impl FakeSink {
     /// Appends a transaction marker (a control record: it takes an offset, no fetch returns it).
     pub fn append_marker(&self, topic: &str, partition: i32) {
         self.log.lock().unwrap().entry((topic.to_owned(), partition)).or_default().push(None);
+    }
+
+    /// Another producer's transaction, open from `offset` on: reads stop there.
+    pub fn open_transaction_at(&self, offset: i64) {
+        self.last_stable.store(offset, Ordering::SeqCst);
     }
 
     /// The values in the partitions of `topic`, over all partitions.
@@ -206,13 +215,12 @@ impl Sink for FakeSink {
             let log = self.log.lock().unwrap();
             let records = log.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
             // Pages of at most 100 records, like a broker's byte-limited fetch.
-            let from = (offset.max(0) as usize).min(records.len());
-            let page = records[from..]
-                .iter()
-                .take(100)
-                .enumerate()
-                .filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
-            Ok((page.collect(), records.len() as i64))
+            let stable = (self.last_stable.load(Ordering::SeqCst).max(0) as usize).min(records.len());
+            let from = (offset.max(0) as usize).min(stable);
+            let scanned = &records[from..stable.min(from + 100)];
+            let page = scanned.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
+            let next = if scanned.is_empty() { offset } else { (from + scanned.len()) as i64 };
+            Ok(crate::sink::Fetched { records: page.collect(), high_watermark: records.len() as i64, next })
         })
     }
 }

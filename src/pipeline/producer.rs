@@ -212,6 +212,16 @@ impl Producer {
                 }
                 Err(e) => e,
             };
+            if let SinkError::Throttled { pause, .. } = e {
+                // A quota: the batch was written unless the answer also carried an error.
+                // Wait as the broker asked, then look for it, without counting a failure.
+                tracing::debug!(topic, partition, ?pause, "throttled by Kafka");
+                unsure = Some(e);
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(PauseEnd::Stopped.into_stop(&mut unsure)),
+                    _ = tokio::time::sleep(pause) => continue,
+                }
+            }
             match e.failure() {
                 Failure::Rejected => return Err(Stop::Rejected(e)),
                 Failure::Fatal => return Err(Stop::Run(AttemptError::KafkaFatal(e))),

@@ -180,13 +180,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_partition_that_ends_on_a_transaction_marker_is_read_and_reported_incomplete() {
+    async fn transaction_markers_are_read_past_and_an_open_transaction_is_reported_incomplete() {
         let sink = FakeSink::acking();
         sink.append("t", 0, (0..5).map(|i| record(&format!("k{i}"), Some("c1"))).collect());
         sink.append_marker("t", 0);
+        sink.append("t", 0, vec![record("k5", Some("c1"))]);
+        sink.append_marker("t", 0);
         let topics = [("t".to_string(), 1)];
         let found = read_back(sink.as_ref(), &topics, &[start("t", 0, 0)], 10, CAPS).await.unwrap();
-        assert_eq!((found.records, found.recovered.len()), (5, 5), "what is there is found");
-        assert_eq!(found.stalled, vec![start("t", 0, 5)], "and the marker it could not read past is reported");
+        assert_eq!((found.records, found.recovered.len()), (6, 6), "every record is found");
+        assert!(found.stalled.is_empty(), "markers, even the last one, are read past: {:?}", found.stalled);
+
+        // Another producer's transaction open at offset 3: reads stop there (the last stable
+        // offset), below the end.
+        sink.open_transaction_at(3);
+        let found = read_back(sink.as_ref(), &topics, &[start("t", 0, 0)], 10, CAPS).await.unwrap();
+        assert_eq!(found.records, 3, "what is there before it is found");
+        assert_eq!(found.stalled, vec![start("t", 0, 3)], "and where it could not read on is reported");
     }
 }
