@@ -13,7 +13,7 @@ something to say.
     kafka_admin.py reassign NAME PARTITION B1,B2,B3          new replica order, then waits
     kafka_admin.py elect-preferred NAME                      preferred leader election
     kafka_admin.py topic-config NAME KEY=VALUE ...           set topic configs
-    kafka_admin.py broker-default KEY=VALUE | KEY=           cluster-wide broker default (empty: delete)
+    kafka_admin.py broker-config KEY=VALUE | KEY=            on every broker (empty: delete)
     kafka_admin.py quota CLIENT_ID BYTES_PER_SEC|none        producer_byte_rate of a client id
     kafka_admin.py allow-only NAME USER                      ACL: only USER may use topic NAME
     kafka_admin.py transactions NAME SECONDS                 a transactional producer: commits and
@@ -147,8 +147,9 @@ def cmd_topic_config(name, *pairs):
     alter((ConfigResource.Type.TOPIC, name), pairs)
 
 
-def cmd_broker_default(*pairs):
-    alter((ConfigResource.Type.BROKER, ""), pairs)
+def cmd_broker_config(*pairs):
+    for broker in admin().list_topics(timeout=10).brokers:
+        alter((ConfigResource.Type.BROKER, str(broker)), pairs)
 
 
 def cmd_quota(client_id, rate):

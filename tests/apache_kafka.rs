@@ -238,17 +238,17 @@ fn replicated_topic_every_line_byte_for_byte() {
     assert_eq!(parts.len(), 6, "every partition used");
 }
 
-/// Moves the leader of every partition with `mv` while a rate-limited run is in its middle;
-/// asserts every line delivered and returns the duplicates.
-fn leaders_move_mid_run(case: &str, seed: u64, mv: impl FnOnce(&Job, &[i64])) -> u64 {
+/// Moves leaders with `mv` while a rate-limited run is in its middle (`mv` asserts that the
+/// worker still runs once the move landed); asserts every line delivered and returns the
+/// duplicates.
+fn leaders_move_mid_run(case: &str, seed: u64, mv: impl FnOnce(&Job, &[i64], &mut Child)) -> u64 {
     let job = job(3, &[]);
     let expected = all_lines(&dataset(&job, seed, 10_000));
     let before = leaders(&job.topic);
     let _healer = Healer;
-    let mut child = worker(&job, 6_000).spawn().unwrap();
-    wait_for(&job, &mut child, 6_000);
-    mv(&job, &before);
-    still_running(&mut child, case);
+    let mut child = worker(&job, 2_500).spawn().unwrap();
+    wait_for(&job, &mut child, 3_000);
+    mv(&job, &before, &mut child);
     let after = success_count(&job);
     let out = child.wait_with_output().unwrap();
     heal(&job.topic);
@@ -265,7 +265,7 @@ fn leader_moved_by_reassignment_and_preferred_election() {
     if skip("leader_moved_by_reassignment_and_preferred_election") {
         return;
     }
-    let dups = leaders_move_mid_run("reassignment + preferred election", 20, |job, before| {
+    let dups = leaders_move_mid_run("reassignment + preferred election", 20, |job, before, child| {
         for (p, &leader) in before.iter().enumerate() {
             // The same replicas, with the next node first: its preferred leader changes.
             let first = leader % 3 + 1;
@@ -275,6 +275,7 @@ fn leader_moved_by_reassignment_and_preferred_election() {
         admin(&["elect-preferred", &job.topic]);
         let now = leaders(&job.topic);
         assert!(now.iter().zip(before).all(|(a, b)| a != b), "every leader moved: {before:?} -> {now:?}");
+        still_running(child, "the election");
     });
     assert_eq!(dups, 0, "a leader moved on purpose loses no answer");
 }
@@ -285,10 +286,11 @@ fn leader_moved_by_sigterm_of_its_broker() {
     if skip("leader_moved_by_sigterm_of_its_broker") {
         return;
     }
-    leaders_move_mid_run("broker SIGTERM (controlled shutdown)", 30, |job, before| {
+    leaders_move_mid_run("broker SIGTERM (controlled shutdown)", 30, |job, before, child| {
         let n = before[0] as u32;
         node("stop", n);
         leaders_without(&job.topic, n);
+        still_running(child, "the controlled shutdown");
         std::thread::sleep(Duration::from_secs(2));
         node("start", n);
     });
@@ -300,11 +302,12 @@ fn leader_lost_by_kill_9_of_its_broker_that_comes_back() {
     if skip("leader_lost_by_kill_9_of_its_broker_that_comes_back") {
         return;
     }
-    leaders_move_mid_run("broker kill -9, back after 5 s", 40, |job, before| {
+    leaders_move_mid_run("broker kill -9, back after 3 s", 40, |job, before, child| {
         let n = before[0] as u32;
         node("kill", n);
         // The controller elects new leaders once the node's session times out.
         leaders_without(&job.topic, n);
+        still_running(child, "the new leaders' election");
         std::thread::sleep(Duration::from_secs(3));
         node("start", n);
     });
@@ -333,20 +336,20 @@ fn two_brokers_down_past_the_delivery_deadline_then_resume() {
     let r = row(&job.id, 0);
     assert_eq!(r["status"], "failed", "{r:?}");
     assert!(r.get("error").is_some_and(|e| e.contains("Kafka unavailable")), "{r:?}");
-    println!("two brokers down: the worker stopped after {waited:?}; the errors it saw: {}", {
-        let mut codes: Vec<&str> = log
-            .split(|c: char| !c.is_ascii_uppercase() && c != '_')
-            .filter(|w| w.len() > 8 && w.contains('_'))
-            .collect();
-        codes.sort();
-        codes.dedup();
-        codes.join(", ")
-    });
+    println!("two brokers down: the worker stopped after {waited:?}; what it said:");
+    for l in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("not sent again")) {
+        println!("    {l:.400}");
+    }
     let resumed = worker(&job, 0).output().unwrap();
     completed(&job, &resumed, expected.len() as u64);
     let log = format!("{log}\n{}", stderr(&resumed));
     assert_eq!(duplicate_promise_broken(&log, true), None, "the promise's condition: {log}");
-    check("two brokers down past the deadline, resumed", 2, &expected, &read_back(&job), 0);
+    // The resume is exact, but a retry during the outage may not be: a batch the leader had
+    // appended without the replicas' acknowledgement (acks=all) is invisible to readers until
+    // they come back, so the lost-answer check finds nothing, the batch is sent again, and
+    // both copies commit when they return (README, Guarantees). Reported, within the bound.
+    let dups = check("two brokers down past the deadline, resumed", 2, &expected, &read_back(&job), BOUND);
+    println!("two brokers down: {dups} duplicates");
 }
 
 /// Lines of random (incompressible) text of `len` bytes, as JSON events.
@@ -405,10 +408,10 @@ fn records_over_max_message_bytes_are_dead_letters() {
     }
     oversized("topic max.message.bytes=4096", job(3, &["max.message.bytes=4096"]));
     // The broker's own limit, for topics without one of their own.
-    admin(&["broker-default", "message.max.bytes=4096"]);
+    admin(&["broker-config", "message.max.bytes=4096"]);
     std::thread::sleep(Duration::from_secs(1));
     let case = std::panic::catch_unwind(|| oversized("broker message.max.bytes=4096", job(3, &[])));
-    admin(&["broker-default", "message.max.bytes="]);
+    admin(&["broker-config", "message.max.bytes="]);
     if let Err(e) = case {
         std::panic::resume_unwind(e);
     }
@@ -427,22 +430,29 @@ fn producer_quota_slows_the_run_without_duplicates() {
         (start.elapsed(), out)
     };
     let free = job(3, &[]);
-    let expected = all_lines(&dataset(&free, 70, 5_000));
+    let expected = all_lines(&dataset(&free, 70, 1_000));
     let bytes: u64 = expected.iter().map(|l| l.len() as u64).sum();
     let (unthrottled, out) = run(&free);
     completed(&free, &out, expected.len() as u64);
 
-    const RATE: u64 = 1_000_000;
+    // A quota holds per broker: the three partitions' leaders are on the three nodes, so the
+    // run may send three times the rate (after a first burst: Kafka measures the rate over
+    // at least ten one-second windows).
+    const RATE: u64 = 100_000;
     admin(&["quota", "reprocessing-worker", &RATE.to_string()]);
     let limited = job(3, &[]);
-    let expected = all_lines(&dataset(&limited, 70, 5_000));
+    let expected = all_lines(&dataset(&limited, 70, 1_000));
     let (took, out) = run(&limited);
     admin(&["quota", "reprocessing-worker", "none"]);
     completed(&limited, &out, expected.len() as u64);
-    let floor = Duration::from_secs_f64(bytes as f64 / RATE as f64 * 0.6);
-    println!("producer quota {RATE} B/s: {bytes} bytes in {took:?} (without the quota {unthrottled:?})");
+    let allowed = 3 * RATE;
+    let floor = Duration::from_secs_f64(bytes as f64 / allowed as f64 * 0.6);
+    println!(
+        "producer quota {RATE} B/s a broker: {bytes} bytes in {took:?}, {:.0} B/s against {allowed} allowed (without the quota {unthrottled:?})",
+        bytes as f64 / took.as_secs_f64()
+    );
     assert!(unthrottled < floor, "without the quota the run is faster than the quota allows: {unthrottled:?}");
-    assert!(took >= floor, "the quota held the run to about {RATE} B/s: {took:?} < {floor:?}");
+    assert!(took >= floor, "the quota held the run to about {allowed} B/s: {took:?} < {floor:?}");
     check("producer quota", 1, &expected, &read_back(&limited), 0);
 }
 
