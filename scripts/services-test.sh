@@ -72,4 +72,16 @@ broker "$free" kill-broker || fail "kill-broker failed"
 if alive "$pid"; then fail "kill-broker left tansu (pid $pid) running"; fi
 if port_open "$free"; then fail "port $free is still open after kill-broker"; fi
 echo "ok: kill-broker stopped it"
+echo "== Apache Kafka: a stranger on node 2's SASL_PLAINTEXT port"
+base=$((busy - 12))
+out="$(RW_STATE_DIR="$STATE" RW_AK_PORT_BASE="$base" scripts/services.sh start-kafka 2>&1)" &&
+  fail "start-kafka succeeded with a stranger on port $busy"
+printf '%s\n' "$out" | sed 's/^/    /'
+grep -q "port $busy is held by another process: pid $STRANGER (.*http.server $busy.*Apache Kafka node 2" <<<"$out" ||
+  fail "start-kafka: the message does not name port $busy, the stranger and the node"
+for n in 1 2 3; do
+  [[ ! -e "$STATE/kafka$n.pid" ]] || fail "start-kafka started node $n although a port was held"
+done
+alive "$STRANGER" || fail "start-kafka: the stranger was killed"
+echo "ok: start-kafka refuses before it starts any node"
 echo "services-test: all passed"

@@ -24,12 +24,9 @@
 #                               of `start`, which stays what the quick tests need
 #   scripts/services.sh start-kafka-node N | stop-kafka-node N | kill-kafka-node N
 #                               one node of it (N = 1, 2, 3): the Apache Kafka suite's faults
-#   scripts/services.sh start-auth-broker | stop-auth-broker
-#                               a second tansu that requires SCRAM logins (see below); not part
-#                               of `start`: its first build takes about 10 minutes
 #
-# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_KAFKA_AUTH_PORT, RW_S3_PORT,
-# RW_GCS_PORT and RW_AK_PORT_BASE (Apache Kafka's twelve ports); pid and log files go to RW_STATE_DIR (default .services).
+# Ports can be moved with RW_PG_PORT, RW_KAFKA_PORT, RW_S3_PORT,
+# RW_GCS_PORT and RW_AK_PORT_BASE (Apache Kafka's fifteen ports); pid and log files go to RW_STATE_DIR (default .services).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,19 +42,8 @@ GCS_PORT="${RW_GCS_PORT:-14443}"
 # tansu's storage: memory by default; the fault suite sets s3://BUCKET/ so data survives a restart.
 TANSU_STORAGE="${RW_TANSU_STORAGE:-memory://tansu/}"
 
-# The authenticating broker. The wheel's tansu offers no SASL mechanism (it keeps no users);
-# tansu from crates.io built with the libsql feature keeps SCRAM users in its sqlite storage and
-# completes SCRAM-SHA-256 and SCRAM-SHA-512 logins (PLAIN is not built in; its TLS flags do not
-# work, so TLS is terminated in front of it by the tests). Built once per version into the
-# machine's cache folder, which every clone shares (RW_CACHE_DIR, default
-# $XDG_CACHE_HOME/reprocessing-worker or ~/.cache/reprocessing-worker): with the folder
-# deleted, it is built again.
-TANSU_AUTH_VERSION=0.6.0
 CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
-TANSU_AUTH_ROOT="${RW_TANSU_AUTH_ROOT:-$CACHE/tansu-auth-$TANSU_AUTH_VERSION}"
-TANSU_AUTH_BIN="$TANSU_AUTH_ROOT/bin/tansu"
-KAFKA_AUTH_PORT="${RW_KAFKA_AUTH_PORT:-19096}"
-# Test-only credentials, one user per mechanism.
+# Test-only SCRAM credentials, one user per mechanism (Apache Kafka's, see start-kafka).
 SCRAM256_USER=rw-scram256
 SCRAM256_PASSWORD=scram256-test-pass-Hv4q
 SCRAM512_USER=rw-scram512
@@ -376,103 +362,6 @@ start_tansu() {
     --storage-engine "$TANSU_STORAGE"
 }
 
-# ---- the authenticating broker ------------------------------------------------------------------
-
-# Their command lines contain these (the pid files are checked against them).
-TANSU_AUTH_SETUP_MARKER="tansu broker --cluster-id rw-scram"
-TANSU_AUTH_MARKER="tansu broker --authentication --cluster-id rw-scram"
-# The broker's database, and a copy made when it held only the users (for tests that start a
-# broker of their own with the same users).
-TANSU_AUTH_DB="$STATE/tansu-auth.db"
-TANSU_AUTH_USERS_DB="$STATE/tansu-auth-users.db"
-
-# Builds tansu with sqlite storage into TANSU_AUTH_ROOT, unless that version is there already.
-build_tansu_auth() {
-  if [[ -x "$TANSU_AUTH_BIN" && "$("$TANSU_AUTH_BIN" --version 2>/dev/null || true)" == "tansu $TANSU_AUTH_VERSION" ]]; then
-    return 0
-  fi
-  command -v cargo >/dev/null 2>&1 || die "cargo is needed to build tansu $TANSU_AUTH_VERSION"
-  local logf="$STATE/tansu-auth-build.log" start=$SECONDS
-  log "building tansu $TANSU_AUTH_VERSION (features libsql) into $TANSU_AUTH_ROOT, once: about 10 minutes on 2 cores (log: $logf)"
-  local cmd=(cargo install tansu --version "$TANSU_AUTH_VERSION" --features libsql --root "$TANSU_AUTH_ROOT")
-  if ! "${cmd[@]}" --locked >"$logf" 2>&1; then
-    # The crate's own Cargo.lock first; if it does not resolve (nothing compiled), the newest
-    # compatible dependencies.
-    if grep -q Compiling "$logf"; then
-      tail -n 20 "$logf" | sed 's/^/    /' >&2
-      die "building tansu $TANSU_AUTH_VERSION failed; see $logf"
-    fi
-    log "cargo install --locked did not resolve; trying without --locked"
-    "${cmd[@]}" >>"$logf" 2>&1 || {
-      tail -n 20 "$logf" | sed 's/^/    /' >&2
-      die "building tansu $TANSU_AUTH_VERSION failed; see $logf"
-    }
-  fi
-  [[ -x "$TANSU_AUTH_BIN" ]] || die "cargo install finished but $TANSU_AUTH_BIN is missing"
-  log "tansu $TANSU_AUTH_VERSION built in $((SECONDS - start)) s"
-}
-
-# auth_broker_args [--authentication]: the broker's arguments on its port and database. tansu
-# takes the path of sqlite://PATH as relative to its working directory (even after a /): the
-# brokers run in STATE.
-auth_broker_args() {
-  printf '%s\n' broker "$@" --cluster-id rw-scram \
-    --listener-url "tcp://127.0.0.1:$KAFKA_AUTH_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_AUTH_PORT" \
-    --storage-engine "sqlite://$(basename "$TANSU_AUTH_DB")"
-}
-
-# Whether the authenticating broker this script started is the one listening on its port.
-auth_broker_up() {
-  local pidf="$STATE/tansu-auth.pid" pid
-  [[ -f "$pidf" && -f "$TANSU_AUTH_USERS_DB" ]] || return 1
-  pid="$(cat "$pidf")"
-  alive "$pid" && is_ours "$pid" "$TANSU_AUTH_MARKER" && holds_port "$KAFKA_AUTH_PORT" "$pid"
-}
-
-# Users can only be created while authentication is off: a fresh database, a broker without
-# --authentication to create them, then the same database with --authentication (same port).
-# The brokers do not inherit fd 9 (the lock the caller holds).
-start_tansu_auth() {
-  build_tansu_auth
-  if auth_broker_up; then
-    log "authenticating tansu already up on 127.0.0.1:$KAFKA_AUTH_PORT"
-    return 0
-  fi
-  stop_pidfile tansu-auth "$TANSU_AUTH_MARKER"
-  stop_pidfile tansu-auth-setup "$TANSU_AUTH_SETUP_MARKER"
-  fail_if_port_held "$KAFKA_AUTH_PORT" "the authenticating tansu" RW_KAFKA_AUTH_PORT
-  rm -f "$TANSU_AUTH_DB" "$TANSU_AUTH_DB-wal" "$TANSU_AUTH_DB-shm" "$TANSU_AUTH_DB-journal" \
-    "$TANSU_AUTH_USERS_DB" "$TANSU_AUTH_USERS_DB-wal" "$TANSU_AUTH_USERS_DB-shm" "$TANSU_AUTH_USERS_DB-journal"
-  local args=()
-  mapfile -t args < <(auth_broker_args)
-  start_daemon tansu-auth-setup "$KAFKA_AUTH_PORT" RW_KAFKA_AUTH_PORT "$TANSU_AUTH_SETUP_MARKER" \
-    "tansu without authentication, to create its users" env -C "$STATE" "$TANSU_AUTH_BIN" "${args[@]}" 9>&-
-  local broker="tcp://127.0.0.1:$KAFKA_AUTH_PORT" user mech pass
-  for user in "scram256 $SCRAM256_USER $SCRAM256_PASSWORD" "scram512 $SCRAM512_USER $SCRAM512_PASSWORD"; do
-    read -r mech user pass <<<"$user"
-    if ! "$TANSU_AUTH_BIN" user create --broker "$broker" --mechanism "$mech" "$user" "$pass" >"$STATE/tansu-auth-user.log" 2>&1; then
-      sed 's/^/    /' "$STATE/tansu-auth-user.log" >&2
-      stop_pidfile tansu-auth-setup "$TANSU_AUTH_SETUP_MARKER"
-      die "tansu user create ($mech $user) failed"
-    fi
-    log "created $mech user $user"
-  done
-  stop_pidfile tansu-auth-setup "$TANSU_AUTH_SETUP_MARKER"
-  local f
-  for f in "" -wal -shm -journal; do
-    [[ ! -e "$TANSU_AUTH_DB$f" ]] || cp "$TANSU_AUTH_DB$f" "$TANSU_AUTH_USERS_DB$f"
-  done
-  mapfile -t args < <(auth_broker_args --authentication)
-  start_daemon tansu-auth "$KAFKA_AUTH_PORT" RW_KAFKA_AUTH_PORT "$TANSU_AUTH_MARKER" \
-    "tansu with --authentication (SCRAM users $SCRAM256_USER, $SCRAM512_USER)" env -C "$STATE" "$TANSU_AUTH_BIN" "${args[@]}" 9>&-
-}
-
-stop_tansu_auth() {
-  stop_pidfile tansu-auth "$TANSU_AUTH_MARKER"
-  stop_pidfile tansu-auth-setup "$TANSU_AUTH_SETUP_MARKER"
-}
-
 # stop_pidfile NAME MARKER [SIGNAL]: stops the process of STATE/NAME.pid if it is still the
 # one this script started (a reused pid is left alone).
 stop_pidfile() {
@@ -498,7 +387,8 @@ AK_LIBS="$CACHE/apache-kafka-$AK_VERSION-$(sha256sum "$AK_POM" | cut -c 1-12)"
 AK_STATE="$STATE/apache-kafka"
 AK_PKI="$AK_STATE/pki"
 # Node N (1..3) listens on base+N (PLAINTEXT), base+10+N (SASL_PLAINTEXT: PLAIN, SCRAM-SHA-256,
-# SCRAM-SHA-512), base+20+N (SSL, a certificate made at start-up) and base+30+N (CONTROLLER).
+# SCRAM-SHA-512), base+20+N (SSL, a certificate made at start-up), base+30+N (CONTROLLER) and
+# base+40+N (SASL_SSL: the same logins over TLS).
 AK_PORT_BASE="${RW_AK_PORT_BASE:-19100}"
 AK_NODES=(1 2 3)
 # Test-only credentials. PLAIN users live in the SASL listener's JAAS line; the SCRAM users
@@ -511,7 +401,7 @@ AK_ADMIN_USER=rw-admin
 AK_ADMIN_PASSWORD=admin-test-pass-Jm2x
 AK_STORE_PASSWORD=store-test-pass-Lk5r
 
-ak_port() { echo $((AK_PORT_BASE + $2 + $1)); } # ak_port NODE OFFSET(0|10|20|30)
+ak_port() { echo $((AK_PORT_BASE + $2 + $1)); } # ak_port NODE OFFSET(0|10|20|30|40)
 ak_list() { local n out=""; for n in "${AK_NODES[@]}"; do out="${out:+$out,}127.0.0.1:$(ak_port "$n" "$1")"; done; echo "$out"; }
 ak_marker() { echo "kafka.Kafka $AK_STATE/node$1.properties"; }
 
@@ -553,16 +443,16 @@ kafka_pki() {
 kafka_node_config() {
   local n=$1 voters="" v
   for v in "${AK_NODES[@]}"; do voters="${voters:+$voters,}$v@127.0.0.1:$(ak_port "$v" 30)"; done
-  local pt sasl ssl ctl
-  pt=$(ak_port "$n" 0); sasl=$(ak_port "$n" 10); ssl=$(ak_port "$n" 20); ctl=$(ak_port "$n" 30)
+  local pt sasl ssl ctl sasl_ssl
+  pt=$(ak_port "$n" 0); sasl=$(ak_port "$n" 10); ssl=$(ak_port "$n" 20); ctl=$(ak_port "$n" 30); sasl_ssl=$(ak_port "$n" 40)
   cat >"$AK_STATE/node$n.properties" <<PROPS
 process.roles=broker,controller
 node.id=$n
 controller.quorum.voters=$voters
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$pt,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl,CONTROLLER://127.0.0.1:$ctl
-advertised.listeners=PLAINTEXT://127.0.0.1:$pt,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$pt,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl,CONTROLLER://127.0.0.1:$ctl,SASL_SSL://127.0.0.1:$sasl_ssl
+advertised.listeners=PLAINTEXT://127.0.0.1:$pt,SASL_PLAINTEXT://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl,SASL_SSL://127.0.0.1:$sasl_ssl
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$AK_STATE/node$n/data
 num.partitions=3
@@ -584,6 +474,9 @@ sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$AK_PLAIN_USER="$AK_PLAIN_PASSWORD" user_$AK_ADMIN_USER="$AK_ADMIN_PASSWORD";
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$AK_PLAIN_USER="$AK_PLAIN_PASSWORD" user_$AK_ADMIN_USER="$AK_ADMIN_PASSWORD";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$AK_PKI/server.p12
 ssl.keystore.password=$AK_STORE_PASSWORD
@@ -625,8 +518,8 @@ kafka_node_up() {
 # Starts node N's process (its log directory must be formatted), without waiting.
 kafka_node_launch() {
   local n=$1 off
-  for off in 0 10 20 30; do fail_if_port_held "$(ak_port "$n" "$off")" "Apache Kafka node $n" RW_AK_PORT_BASE; done
-  log "starting Apache Kafka $AK_VERSION node $n on 127.0.0.1:$(ak_port "$n" 0) (SASL $(ak_port "$n" 10), SSL $(ak_port "$n" 20), controller $(ak_port "$n" 30))"
+  for off in 0 10 20 30 40; do fail_if_port_held "$(ak_port "$n" "$off")" "Apache Kafka node $n" RW_AK_PORT_BASE; done
+  log "starting Apache Kafka $AK_VERSION node $n on 127.0.0.1:$(ak_port "$n" 0) (SASL $(ak_port "$n" 10), SSL $(ak_port "$n" 20), controller $(ak_port "$n" 30), SASL_SSL $(ak_port "$n" 40))"
   KAFKA_NODE=$n nohup java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$AK_STATE/log4j2.properties" \
     -cp "$AK_LIBS/*" kafka.Kafka "$AK_STATE/node$n.properties" >"$STATE/kafka$n.log" 2>&1 9>&- &
@@ -669,12 +562,18 @@ start_kafka() {
     return 0
   fi
   stop_kafka
+  local off
+  for n in "${AK_NODES[@]}"; do
+    for off in 0 10 20 30 40; do fail_if_port_held "$(ak_port "$n" "$off")" "Apache Kafka node $n" RW_AK_PORT_BASE; done
+  done
   mkdir -p "$AK_STATE"
   kafka_pki
   kafka_log4j
   # A fresh cluster every time it is started whole: the data of an earlier one is removed.
   local cluster_id
-  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+  # 16 random bytes in URL-safe base64; not starting with '-', which the tool would read as a flag.
+  cluster_id=-
+  while [[ "$cluster_id" == -* ]]; do cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"; done
   for n in "${AK_NODES[@]}"; do
     kafka_node_config "$n"
     rm -rf "$AK_STATE/node$n"
@@ -737,9 +636,6 @@ export STORAGE_EMULATOR_HOST='http://127.0.0.1:$GCS_PORT'
 export RW_TANSU_BIN='$tansu'
 export RW_KCAT_LD_LIBRARY_PATH='$rdkafka'
 export RW_PYTHON='$py'
-export RW_KAFKA_AUTH_BOOTSTRAP='127.0.0.1:$KAFKA_AUTH_PORT'
-export RW_TANSU_AUTH_BIN='$TANSU_AUTH_BIN'
-export RW_TANSU_AUTH_USERS_DB='$TANSU_AUTH_USERS_DB'
 export RW_SCRAM256_USER='$SCRAM256_USER'
 export RW_SCRAM256_PASSWORD='$SCRAM256_PASSWORD'
 export RW_SCRAM512_USER='$SCRAM512_USER'
@@ -747,6 +643,7 @@ export RW_SCRAM512_PASSWORD='$SCRAM512_PASSWORD'
 export RW_AK_BOOTSTRAP='$(ak_list 0)'
 export RW_AK_SASL_BOOTSTRAP='$(ak_list 10)'
 export RW_AK_SSL_BOOTSTRAP='$(ak_list 20)'
+export RW_AK_SASL_SSL_BOOTSTRAP='$(ak_list 40)'
 export RW_AK_CA_FILE='$AK_PKI/ca.pem'
 export RW_AK_LIBS='$AK_LIBS'
 export RW_AK_PLAIN_USER='$AK_PLAIN_USER'
@@ -772,7 +669,6 @@ case "${1:-}" in
     ;;
   stop)
     stop_kafka
-    stop_tansu_auth
     stop_pidfile tansu "$TANSU_MARKER"
     stop_pidfile gcs "$GCS_MARKER"
     stop_pidfile moto "$MOTO_MARKER"
@@ -805,17 +701,6 @@ case "${1:-}" in
   kill-kafka-node)
     stop_kafka_node "${2:?node 1, 2 or 3}" KILL
     ;;
-  start-auth-broker)
-    # One at a time: a second caller waits, then finds it up.
-    exec 9>"$STATE/tansu-auth.lock"
-    flock 9
-    start_tansu_auth
-    ;;
-  stop-auth-broker)
-    exec 9>"$STATE/tansu-auth.lock"
-    flock 9
-    stop_tansu_auth
-    ;;
   restart-postgres)
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast
     wait_postgres
@@ -824,7 +709,7 @@ case "${1:-}" in
     print_env
     ;;
   *)
-    echo "usage: $0 start|stop|env|start-broker|restart-broker|kill-broker|restart-postgres|start-kafka|stop-kafka|start-kafka-node N|stop-kafka-node N|kill-kafka-node N|start-auth-broker|stop-auth-broker" >&2
+    echo "usage: $0 start|stop|env|start-broker|restart-broker|kill-broker|restart-postgres|start-kafka|stop-kafka|start-kafka-node N|stop-kafka-node N|kill-kafka-node N" >&2
     exit 2
     ;;
 esac

@@ -2,12 +2,12 @@
 # Runs every test: lints, unit, property and in-process tests, the end-to-end tests on the
 # real services, and the extra suites. Installs and starts what is missing. Fails if any test
 # or lint fails, and prints how long each suite took, how many tests ran, and whether the
-# machine's cache folder (RW_CACHE_DIR, default ~/.cache/reprocessing-worker: the built
-# tansu, the static and fuzz builds' target directories) was warm.
+# machine's cache folder (RW_CACHE_DIR, default ~/.cache/reprocessing-worker: Apache Kafka's
+# jars, the static and fuzz builds' target directories) was warm.
 #   scripts/test.sh           everything (the README's test command, and CI's)
 #   scripts/test.sh --quick   lints, unit, property and in-process tests, and the end-to-end
-#                             tests on the services that start in seconds: what a
-#                             contributor runs often, in a few minutes
+#                             tests on the services that start in seconds (not Apache Kafka):
+#                             what a contributor runs often, in a few minutes
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -76,23 +76,23 @@ eval "$(scripts/services.sh env)"
 if $quick; then
   step "build"
   cargo build --all-targets --locked 2>&1 | tail -n 3
-  # Every end-to-end suite but the one that needs the authenticating broker.
+  # Every end-to-end suite but those on Apache Kafka.
   suites=()
   for f in tests/*.rs; do
     name="$(basename "$f" .rs)"
-    [[ "$name" == kafka_security ]] || suites+=(--test "$name")
+    [[ "$name" == kafka_security || "$name" == apache_kafka ]] || suites+=(--test "$name")
   done
-  step "unit, property, in-process and end-to-end tests (quick: without tests/kafka_security.rs)"
+  step "unit, property, in-process and end-to-end tests (quick: without Apache Kafka's suites)"
   cargo test --locked --lib --bins "${suites[@]}" -- --test-threads 4
   end_step
   printf '\n=== quick tests passed\n'
   exit 0
 fi
 
-# Its own step, so its time shows: the first run builds tansu with sqlite storage (about
-# 10 minutes on 2 cores); later runs, from any clone, reuse the binary in the cache folder.
-step "authenticating Kafka broker (tansu with SCRAM users, for tests/kafka_security.rs)"
-scripts/services.sh start-auth-broker
+# Its own step, so its time shows: the first run fetches the jars into the cache folder.
+step "Apache Kafka: three KRaft nodes (tests/kafka_security.rs, tests/apache_kafka.rs)"
+scripts/services.sh start-kafka
+eval "$(scripts/services.sh env)"
 
 step "services.sh refuses a port another process holds (scripts/services-test.sh)"
 scripts/services-test.sh
@@ -105,6 +105,10 @@ cargo test --locked --lib --bins --tests -- --test-threads 4
 
 step "the Kafka mock cluster fixture (self-test)"
 python3 scripts/mock_kafka_selftest.py
+
+# One case at a time: they stop, kill and restart the cluster's nodes.
+step "Apache Kafka suite (tests/apache_kafka.rs)"
+cargo test --locked --test apache_kafka -- --ignored --test-threads 1 --nocapture
 
 # Each criterion bench once, as a test (the test profile: no LTO build of its own).
 step "benches, each run once"

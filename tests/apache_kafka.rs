@@ -1,6 +1,7 @@
 //! The worker against Apache Kafka itself: the three-node KRaft cluster of
 //! `scripts/services.sh start-kafka` (PLAINTEXT, SASL_PLAINTEXT with PLAIN and SCRAM, SSL with a
-//! CA made at start-up, the StandardAuthorizer). Topics are replicated three times with
+//! CA made at start-up, the StandardAuthorizer). The logins and TLS are in
+//! `tests/kafka_security.rs`, which runs with the other end-to-end tests. Topics are replicated three times with
 //! `min.insync.replicas` 2 unless a case says otherwise, and every case reads what the worker
 //! delivered back with kcat (librdkafka).
 //!
@@ -456,84 +457,12 @@ fn producer_quota_slows_the_run_without_duplicates() {
     check("producer quota", 1, &expected, &read_back(&limited), 0);
 }
 
-/// A job of 1,000 lines delivered with the worker's `login` settings; read back over
-/// PLAINTEXT.
-fn delivered_with(case: &str, login: &[(&str, String)]) {
-    let mut job = job(3, &[]);
-    let data = ndjson(80, &Shape::default(), 1_000);
-    let path = job.write("a.ndjson", &data);
-    job.files(&[(path, data.len() as u64)]);
-    job.config(r#"{"connection_ids":["c1"]}"#);
-    for (k, v) in login {
-        job.extra_env.push((k.to_string(), v.clone()));
-    }
-    let out = worker(&job, 0).output().unwrap();
-    completed(&job, &out, 1_000);
-    let expected: Vec<String> = String::from_utf8(data).unwrap().lines().map(str::to_owned).collect();
-    check(case, 1, &expected, &read_back(&job), 0);
-}
-
 fn sasl(mechanism: &str, user: &str, password: &str) -> Vec<(&'static str, String)> {
     vec![
         ("KAFKA_BOOTSTRAP_SERVERS", env("RW_AK_SASL_BOOTSTRAP")),
         ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT".into()),
         ("KAFKA_SASL", format!(r#"{{"mechanism":"{mechanism}","username":"{user}","password":"{password}"}}"#)),
     ]
-}
-
-#[test]
-#[ignore]
-fn sasl_plain_scram_and_ssl_served_by_kafka() {
-    if skip("sasl_plain_scram_and_ssl_served_by_kafka") {
-        return;
-    }
-    delivered_with("SASL PLAIN", &sasl("PLAIN", &env("RW_AK_PLAIN_USER"), &env("RW_AK_PLAIN_PASSWORD")));
-    delivered_with("SCRAM-SHA-256", &sasl("SCRAM-SHA-256", &env("RW_SCRAM256_USER"), &env("RW_SCRAM256_PASSWORD")));
-    delivered_with("SCRAM-SHA-512", &sasl("SCRAM-SHA-512", &env("RW_SCRAM512_USER"), &env("RW_SCRAM512_PASSWORD")));
-    delivered_with(
-        "SSL, the CA verified",
-        &[
-            ("KAFKA_BOOTSTRAP_SERVERS", env("RW_AK_SSL_BOOTSTRAP")),
-            ("KAFKA_SECURITY_PROTOCOL", "SSL".into()),
-            ("KAFKA_SSL_CA_FILE", env("RW_AK_CA_FILE")),
-        ],
-    );
-}
-
-#[test]
-#[ignore]
-fn a_wrong_password_exits_1_at_once_and_sends_nothing() {
-    if skip("a_wrong_password_exits_1_at_once_and_sends_nothing") {
-        return;
-    }
-    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
-        let user = match mechanism {
-            "PLAIN" => env("RW_AK_PLAIN_USER"),
-            "SCRAM-SHA-256" => env("RW_SCRAM256_USER"),
-            _ => env("RW_SCRAM512_USER"),
-        };
-        let mut job = job(1, &[]);
-        let data = ndjson(90, &Shape::default(), 100);
-        let path = job.write("a.ndjson", &data);
-        job.files(&[(path, data.len() as u64)]);
-        job.config(r#"{"connection_ids":["c1"]}"#);
-        const WRONG: &str = "wrong-pass-Xy9b";
-        for (k, v) in sasl(mechanism, &user, WRONG) {
-            job.extra_env.push((k.to_string(), v));
-        }
-        let start = Instant::now();
-        let out = worker(&job, 0).output().unwrap();
-        let log = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{mechanism}: exit 1: {log}");
-        assert!(
-            start.elapsed() < Duration::from_secs(8),
-            "{mechanism}: at once, not after the connect deadline: {:?}",
-            start.elapsed()
-        );
-        assert!(!log.contains(WRONG), "{mechanism}: the password is never logged");
-        assert!(log.to_lowercase().contains("auth"), "{mechanism}: the log says the login failed: {log}");
-        assert!(read_back(&job).is_empty(), "{mechanism}: nothing sent");
-    }
 }
 
 #[test]
