@@ -7,6 +7,7 @@
 #   scripts/bench.sh --size 200M --runs 3
 #   scripts/bench.sh --only small --runs 3    # the small-files figures alone
 #   scripts/bench.sh --only big               # the figures below without the small files
+#   scripts/bench.sh --only apache --size 400M   # end to end on Apache Kafka alone (see below)
 #   scripts/bench.sh --no-build ...           # use target/release as it is (no cargo build)
 #
 # Figures:
@@ -24,6 +25,13 @@
 #   the same 300 S3 files through scripts/latency_proxy.py (25 ms per request)  target ≤ 3 s
 #   dry run, 300 local files  vs  one local file                                target ≤ 1.5
 #   peak RSS, dry run, 2,000 local files of 150 lines                           ≤ 256 MiB
+# Apache Kafka (--only apache; also part of all): the three-node KRaft cluster of
+# `scripts/services.sh start-kafka`, a fresh topic per run (3 partitions, replication factor 3,
+# min.insync.replicas 2), zstd, acks=all, 1 MiB batches; the same half data set:
+#   the worker end to end  vs  kcat -P                                         target ≥ 1.0
+#   the worker end to end  vs  Kafka's ProducerPerformance (--payload-file)    target ≥ 1.0
+#   CPU seconds (user + system) per GB of lines, each of the three
+# Every timed run is checked first: its topic must hold exactly one record per line.
 # FILES_IN_FLIGHT, when set, is passed on to the worker (unset: the worker's default).
 # RW_BENCH_PROXY_PORT moves the proxy (default 15099).
 set -euo pipefail
@@ -33,7 +41,7 @@ SIZE=1000M
 RUNS=5
 ONLY=all
 BUILD=1
-usage() { echo "usage: $0 [--size 1000M] [--runs 5] [--only all|big|small] [--no-build]" >&2; exit 2; }
+usage() { echo "usage: $0 [--size 1000M] [--runs 5] [--only all|big|small|apache] [--no-build]" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --size) SIZE="$2"; shift 2 ;;
@@ -43,7 +51,7 @@ while (($#)); do
     *) usage ;;
   esac
 done
-case "$ONLY" in all | big | small) ;; *) usage ;; esac
+case "$ONLY" in all | big | small | apache) ;; *) usage ;; esac
 bytes=$(numfmt --from=iec "$SIZE" 2>/dev/null || numfmt --from=si "$SIZE")
 small=$((bytes / 10))
 
@@ -57,7 +65,7 @@ if ((BUILD)); then
 fi
 BIN="$ROOT/target/release"
 for b in reprocessing-worker rw-gen rw-floor; do
-  [[ $b == rw-floor && $ONLY == small ]] && continue
+  [[ $b == rw-floor && ($ONLY == small || $ONLY == apache) ]] && continue
   [[ -x "$BIN/$b" ]] || { echo "$BIN/$b is missing (cargo build --release --bins --features generate)" >&2; exit 1; }
 done
 DATA="$ROOT/bench-data/$SIZE"
@@ -414,8 +422,82 @@ with open(rows_path, "a") as f:
 PY
 }
 
-[[ $ONLY == small ]] || bench_big
-[[ $ONLY == big ]] || bench_small
+# ---- Apache Kafka: the worker vs kcat vs Kafka's own Java producer --------------------------
+bench_apache() {
+  scripts/services.sh start-kafka >&2
+  eval "$(scripts/services.sh env)"
+  mkdir -p "$DATA"
+  gen "$DATA/e2e.ndjson" $((bytes / 2))
+  files_json "$DATA/e2e.ndjson" >"$DATA/e2e.ndjson.files.json"
+  echo '{"connection_ids":["bench-a","bench-b"]}' >"$DATA/send.json"
+  local lines size
+  lines=$(wc -l <"$DATA/e2e.ndjson")
+  size=$(stat -c %s "$DATA/e2e.ndjson")
+  local out="$DATA/apache-times"
+  : >"$out"
+  ak_topic() { local t="bench-ak-$RANDOM$RANDOM"; python3 scripts/kafka_admin.py topic "$t" 3 min.insync.replicas=2 >&2; echo "$t"; }
+  ak_ours() {
+    KAFKA_BOOTSTRAP_SERVERS="$RW_AK_BOOTSTRAP" TOPIC="$1" worker "$DATA/e2e.ndjson.files.json" "$DATA/send.json"
+  }
+  ak_kcat() {
+    LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -P -b "$RW_AK_BOOTSTRAP" -t "$1" -z zstd -X acks=all \
+      -X batch.size=1048576 -X linger.ms=5 -H connection_ids=bench-a,bench-b -l "$DATA/e2e.ndjson"
+  }
+  # It picks its records at random from the file's lines: the same lines, not each once.
+  ak_java() {
+    java -Xmx1g -cp "$RW_AK_LIBS/*" org.apache.kafka.tools.ProducerPerformance --topic "$1" \
+      --num-records "$lines" --payload-file "$DATA/e2e.ndjson" --payload-delimiter $'\n' --throughput -1 \
+      --producer-props bootstrap.servers="$RW_AK_BOOTSTRAP" compression.type=zstd acks=all batch.size=1048576 linger.ms=5
+  }
+  # One run: a fresh topic, wall and CPU seconds, then the topic must hold one record per line.
+  ak_run() { # name
+    local t got times
+    t=$(ak_topic)
+    # bash's time: wall, and the user and system CPU of every process the function ran.
+    times=$( { TIMEFORMAT='%R %U %S'; time "ak_$1" "$t" >/dev/null 2>&1; } 2>&1 | tail -n 1)
+    got=$(python3 scripts/kafka_admin.py count "$t")
+    ((got == lines)) || { echo "apache $1: the topic holds $got records, expected $lines" >&2; exit 1; }
+    echo "$1 $times" >>"$out"
+    echo "  apache $1: $times (wall user sys), $got records" >&2
+  }
+  echo "== Apache Kafka: the worker vs kcat -P vs ProducerPerformance ($lines lines, $size bytes)" >&2
+  local i
+  for ((i = 0; i < RUNS; i++)); do
+    ak_run ours
+    ak_run kcat
+    ak_run java
+  done
+  python3 - "$out" "$lines" "$size" "$RUNS" "$ROWS" "$NOTES" <<'PY'
+import json, statistics, sys
+path, lines, size, runs, rows_path, notes_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+t = {}
+for l in open(path):
+    name, wall, user, sys_ = l.split()
+    t.setdefault(name, []).append((float(wall), float(user) + float(sys_)))
+wall = {k: statistics.median(w for w, _ in v) for k, v in t.items()}
+cpu = {k: statistics.median(c for _, c in v) for k, v in t.items()}
+gb = size / 1e9
+rows = []
+for other, label in (("kcat", "kcat -P"), ("java", "ProducerPerformance")):
+    r = wall[other] / wall["ours"]
+    rows.append((f"end to end into Apache Kafka vs {label}", f"{lines/wall['ours']/1e3:.0f}k ev/s", f"{lines/wall[other]/1e3:.0f}k ev/s", f"{r:.2f}", ">= 1.0", "pass" if r >= 1.0 else "MISSED"))
+for other, label in (("kcat", "kcat -P"), ("java", "ProducerPerformance")):
+    r = cpu[other] / cpu["ours"]
+    rows.append((f"CPU s per GB, Apache Kafka: ours vs {label}", f"{cpu['ours']/gb:.2f}", f"{cpu[other]/gb:.2f}", f"{r:.2f}", "-", "-"))
+with open(notes_path, "a") as f:
+    f.write(f"Apache Kafka: medians of {runs} alternating runs, {lines} lines ({size/1e6:.0f} MB), a fresh topic each (3 partitions, RF 3, min ISR 2), zstd, acks=all; each run checked: one record per line; ProducerPerformance includes its JVM start and picks lines at random\n")
+with open(rows_path, "a") as f:
+    for x in rows:
+        f.write(json.dumps(x) + "\n")
+PY
+}
+
+case "$ONLY" in
+  all) bench_big; bench_small; bench_apache ;;
+  big) bench_big ;;
+  small) bench_small ;;
+  apache) bench_apache ;;
+esac
 
 python3 - "$ROWS" "$NOTES" <<'PY'
 import json, sys

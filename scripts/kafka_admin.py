@@ -16,6 +16,7 @@ something to say.
     kafka_admin.py broker-config KEY=VALUE | KEY=            on every broker (empty: delete)
     kafka_admin.py quota CLIENT_ID BYTES_PER_SEC|none        producer_byte_rate of a client id
     kafka_admin.py allow-only NAME USER                      ACL: only USER may use topic NAME
+    kafka_admin.py count NAME                                records in NAME (the partitions' ends)
     kafka_admin.py transactions NAME SECONDS                 a transactional producer: commits and
                                                              aborts; prints what it committed
 """
@@ -177,6 +178,18 @@ def cmd_allow_only(name, user):
     for f in admin().create_acls([acl]).values():
         f.result()
     time.sleep(1)
+
+
+def cmd_count(name):
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "rw-count", "log_level": 0})
+    total = 0
+    for p in describe(name):
+        low, high = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+        total += high - low
+    c.close()
+    print(total)
 
 
 def cmd_transactions(name, seconds):
