@@ -196,7 +196,17 @@ def cmd_transactions(name, seconds):
     """Transactions of 10 records each on NAME for SECONDS, every third one aborted. Prints
     the committed and aborted counts and the committed values' prefix."""
     p = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": f"rw-test-txn-{os.getpid()}", "log_level": 0})
-    p.init_transactions(30)
+    # On a fresh cluster the transaction coordinator (its 50-partition topic) may not be
+    # ready at the first call: retriable errors are tried again for a minute.
+    deadline = time.time() + 60
+    while True:
+        try:
+            p.init_transactions(30)
+            break
+        except KafkaException as e:
+            if not e.args[0].retriable() or time.time() > deadline:
+                raise
+            time.sleep(1)
     committed = aborted = 0
     n = 0
     end = time.time() + float(seconds)

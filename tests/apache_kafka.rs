@@ -502,6 +502,7 @@ fn kill_9_at_random_points_beside_a_transactional_producer() {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka_admin.py"))
         .args(["transactions", &job.topic, "25"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
@@ -530,7 +531,7 @@ fn kill_9_at_random_points_beside_a_transactional_producer() {
         out
     });
     let txn = txn.wait_with_output().unwrap();
-    assert!(txn.status.success(), "the transactional producer");
+    assert!(txn.status.success(), "the transactional producer: {}", String::from_utf8_lossy(&txn.stderr));
     completed(&job, &out, expected.len() as u64);
     println!("kill -9 beside transactions, seed {seed}: {kills} kills");
     assert!(kills >= 2, "the worker was killed mid-run at least twice: {kills}");
