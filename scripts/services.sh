@@ -362,15 +362,16 @@ start_tansu() {
     --storage-engine "$TANSU_STORAGE"
 }
 
-# stop_pidfile NAME MARKER [SIGNAL]: stops the process of STATE/NAME.pid if it is still the
-# one this script started (a reused pid is left alone).
+# stop_pidfile NAME MARKER [SIGNAL] [TENTHS]: stops the process of STATE/NAME.pid if it is
+# still the one this script started (a reused pid is left alone); SIGKILL after TENTHS tenths
+# of a second (default 50).
 stop_pidfile() {
-  local f="$STATE/$1.pid" marker=$2 sig=${3:-TERM}
+  local f="$STATE/$1.pid" marker=$2 sig=${3:-TERM} tenths=${4:-50}
   [[ -f "$f" ]] || return 0
   local pid; pid="$(cat "$f")"
   if alive "$pid" && is_ours "$pid" "$marker"; then
     kill -s "$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+    for _ in $(seq 1 "$tenths"); do alive "$pid" || break; sleep 0.1; done
     if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$f"
@@ -599,15 +600,7 @@ start_kafka_node() {
 
 # A SIGTERM'd node shuts down in a controlled way (its leaderships move first); give it time.
 stop_kafka_node() {
-  local n=$1 sig=${2:-TERM} f="$STATE/kafka$1.pid" pid
-  [[ -f "$f" ]] || return 0
-  pid="$(cat "$f")"
-  if alive "$pid" && is_ours "$pid" "$(ak_marker "$n")"; then
-    kill -s "$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 600); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
-  fi
-  rm -f "$f"
+  stop_pidfile "kafka$1" "$(ak_marker "$1")" "${2:-TERM}" 600
 }
 
 stop_kafka() {
