@@ -161,6 +161,15 @@ pub enum AttemptError {
     Stopped,
 }
 
+impl AttemptError {
+    /// True when reading the file again cannot help: it cannot be opened (missing, forbidden,
+    /// an untrusted server certificate), however far the read got.
+    pub fn permanent(&self) -> bool {
+        use crate::source::SourceError;
+        matches!(self, AttemptError::Open(_) | AttemptError::Decode(DecodeError::Source(SourceError::Open(_))))
+    }
+}
+
 impl Engine {
     /// The engine for one worker: `tuning` bounds its queues, `job` gives the batch size,
     /// the file retries and the run's limit.

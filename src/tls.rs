@@ -97,9 +97,42 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
+/// True when `e`, or an error it wraps, is a server certificate that failed verification
+/// (an unknown issuer, expired, another name): no retry can fix that, unlike a refused or cut
+/// connection. Looks through `std::io::Error`, whose `source()` skips the error it carries.
+pub fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if matches!(err.downcast_ref::<rustls::Error>(), Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        next = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(carried) => Some(carried as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connect failed")]
+    struct Connect(#[source] std::io::Error);
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_io_errors() {
+        let bad = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // hyper-rustls nests the rustls error two `io::Error`s deep.
+        let wrapped = Connect(std::io::Error::other(std::io::Error::other(bad)));
+        assert!(certificate_refused(&wrapped));
+        let refused = Connect(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!certificate_refused(&refused));
+        let other_tls = Connect(std::io::Error::other(rustls::Error::DecryptError));
+        assert!(!certificate_refused(&other_tls));
+    }
 
     #[test]
     fn skip_verify_builds_without_roots() {

@@ -188,8 +188,15 @@ fn s3_over_https_trusts_ssl_cert_file() {
     assert_success(&out);
     let r = row(&job.id, 0);
     assert!(
-        r.get("error").is_some_and(|e| e.contains("f.ndjson.gz")),
+        r.get("error").is_some_and(|e| e.contains("f.ndjson.gz") && e.contains("not trusted")),
         "untrusted S3 certificate must fail the file: {r:?}"
+    );
+    // No retry can make the certificate trusted: the file fails at once (README, "No endless
+    // retries").
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("retrying from the same byte") && !log.contains("reading the file again"),
+        "an untrusted certificate was retried:\n{log}"
     );
     assert!(consume(&job.topic).is_empty());
     // With SSL_CERT_FILE naming the CA, the same job reads the file over HTTPS.

@@ -195,7 +195,8 @@ impl<'a> CpuStage<'a> {
             // What this pass batched goes out now; the next pass skips it.
             self.core.flush_all();
             attempt += 1;
-            let Some(pause) = self.core.engine.file_retry.delay(attempt) else {
+            let retry = if error.permanent() { None } else { self.core.engine.file_retry.delay(attempt) };
+            let Some(pause) = retry else {
                 return Ok(self.core.give_up(&error));
             };
             let path = &self.core.file.path;

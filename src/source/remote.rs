@@ -13,7 +13,8 @@ use crate::backoff::Backoff;
 pub(super) enum GetError {
     /// A range of an empty object (answered 416): the object has no bytes.
     EmptyObject,
-    /// The object cannot be read (missing, forbidden): not worth a retry.
+    /// The object cannot be read (missing, forbidden, an untrusted server certificate): not
+    /// worth a retry.
     Open(String),
     /// Worth a retry from the same byte.
     Failed(String),
@@ -89,6 +90,11 @@ pub(super) async fn read_ranged(obj: &impl Ranged, out: &mut ChunkOut) -> Result
     }
 }
 
+/// The reason for a server certificate that failed verification, with what fixes it.
+fn untrusted(shown: String) -> String {
+    format!("{shown} (the server's certificate is not trusted; SSL_CERT_FILE names the CA bundle to trust)")
+}
+
 /// An S3 object.
 pub(super) struct S3Object<'a> {
     pub s3: &'a aws_sdk_s3::Client,
@@ -113,6 +119,7 @@ impl Ranged for S3Object<'_> {
                 return Err(match (e.as_service_error(), status) {
                     (_, Some(416)) => GetError::EmptyObject,
                     (Some(GetObjectError::NoSuchKey(_)), _) | (_, Some(403 | 404)) => GetError::Open(shown),
+                    _ if crate::tls::certificate_refused(&e) => GetError::Open(untrusted(shown)),
                     _ => GetError::Failed(shown),
                 });
             }
@@ -181,6 +188,9 @@ impl GcsObject<'_> {
     async fn classify(&self, from: u64, e: object_store::Error) -> GetError {
         use object_store::Error as E;
         let shown = crate::Chain(&e).to_string();
+        if crate::tls::certificate_refused(&e) {
+            return GetError::Open(untrusted(shown));
+        }
         match e {
             E::NotFound { .. } | E::PermissionDenied { .. } | E::Unauthenticated { .. } => GetError::Open(shown),
             _ if from == 0 => match self.store.head(&self.path).await {
