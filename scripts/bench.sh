@@ -63,7 +63,8 @@ if ((BUILD)); then
   echo "building (release, LTO)" >&2
   cargo build --release --locked --bins --features generate 2>&1 | tail -n 1 >&2
 fi
-BIN="$ROOT/target/release"
+source "$ROOT/scripts/cache.sh"
+BIN="$RW_TARGET_DIR/release"
 for b in reprocessing-worker rw-gen rw-floor; do
   [[ $b == rw-floor && ($ONLY == small || $ONLY == apache) ]] && continue
   [[ -x "$BIN/$b" ]] || { echo "$BIN/$b is missing (cargo build --release --bins --features generate)" >&2; exit 1; }

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds the fully static reprocessing-worker that ships in the scratch image, for Linux on
-# x86-64 or arm64 (musl), from this x86-64 machine, installing what it needs. Prints the
-# binary's path on stdout (everything else goes to stderr).
+# x86-64 or arm64 (musl), from this x86-64 machine, installing what it needs. Prints each
+# binary's path on stdout, one a line in the order of the targets (everything else goes to
+# stderr).
 #   scripts/build-static.sh                                      x86_64-unknown-linux-musl
 #   scripts/build-static.sh --target aarch64-unknown-linux-musl  arm64 (Graviton, Ampere)
+#   scripts/build-static.sh --target A --target B                both, in one cargo build: the
+#                                                                targets' fat-LTO links, each on
+#                                                                one core, run side by side
 #
 # Profile: `dist` (Cargo.toml), the release build stripped of symbols and line tables (about
 # 15 to 18 MB instead of 93 MB). Plain release builds keep their line tables for profiling.
@@ -25,19 +29,22 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-TARGET=x86_64-unknown-linux-musl
+TARGETS=()
 while (($#)); do
   case "$1" in
-    --target) TARGET="${2:?--target needs a value}"; shift 2 ;;
-    --target=*) TARGET="${1#--target=}"; shift ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --target) TARGETS+=("${2:?--target needs a value}"); shift 2 ;;
+    --target=*) TARGETS+=("${1#--target=}"); shift ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-case "$TARGET" in
-  x86_64-unknown-linux-musl|aarch64-unknown-linux-musl) ;;
-  *) echo "unsupported target $TARGET (x86_64-unknown-linux-musl or aarch64-unknown-linux-musl)" >&2; exit 2 ;;
-esac
+((${#TARGETS[@]})) || TARGETS=(x86_64-unknown-linux-musl)
+for TARGET in "${TARGETS[@]}"; do
+  case "$TARGET" in
+    x86_64-unknown-linux-musl|aarch64-unknown-linux-musl) ;;
+    *) echo "unsupported target $TARGET (x86_64-unknown-linux-musl or aarch64-unknown-linux-musl)" >&2; exit 2 ;;
+  esac
+done
 
 # Versions tested together; a newer Zig can change what cargo-zigbuild relies on.
 CARGO_ZIGBUILD_VERSION=0.24.1
@@ -52,15 +59,15 @@ if ((${#apt_missing[@]})) || ! python3 -c 'import venv, ensurepip' 2>/dev/null; 
   apt-get install -y -qq "${apt_missing[@]}" python3-venv >&2
 fi
 
-rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
+for TARGET in "${TARGETS[@]}"; do
+  rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
+done
 
-# The machine's cache folder, shared by every clone (RW_CACHE_DIR, default
-# $XDG_CACHE_HOME/reprocessing-worker or ~/.cache/reprocessing-worker): the tools' venv and the
-# dist builds' target directory. Both at paths that do not change from clone to clone: the
-# linker (Zig) is part of every crate's fingerprint, so a venv inside the clone would rebuild
-# every dependency. Deleted, both are made again.
-CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
-VENV="${RW_VENV:-$CACHE/venv-static}"
+# The tools' venv and the dist builds' target directory live in the machine's cache folder
+# (scripts/cache.sh), at paths that do not change from clone to clone: the linker (Zig) is part
+# of every crate's fingerprint, so a venv inside the clone would rebuild every dependency.
+source scripts/cache.sh
+VENV="${RW_VENV:-$RW_CACHE/venv-static}"
 if ! { [[ -x "$VENV/bin/python3" ]] && "$VENV/bin/python3" -m pip --version >/dev/null 2>&1; }; then
   mkdir -p "$(dirname "$VENV")"
   python3 -m venv --clear "$VENV" >&2
@@ -76,7 +83,9 @@ CARGO_ZIGBUILD_ZIG_PATH="$("$VENV/bin/python3" -c 'import pathlib, ziglang; prin
 export CARGO_ZIGBUILD_ZIG_PATH
 export PATH="$VENV/bin:$PATH"
 
-export CARGO_TARGET_DIR="${RW_STATIC_TARGET_DIR:-$CACHE/target-static}"
+export CARGO_TARGET_DIR="${RW_STATIC_TARGET_DIR:-$RW_CACHE/target-static}"
 mkdir -p "$CARGO_TARGET_DIR"
-cargo zigbuild --profile dist --locked --target "$TARGET" --bin reprocessing-worker >&2
-echo "$CARGO_TARGET_DIR/$TARGET/dist/reprocessing-worker"
+cargo zigbuild --profile dist --locked "${TARGETS[@]/#/--target=}" --bin reprocessing-worker >&2
+for TARGET in "${TARGETS[@]}"; do
+  echo "$CARGO_TARGET_DIR/$TARGET/dist/reprocessing-worker"
+done

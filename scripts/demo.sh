@@ -6,6 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source scripts/cache.sh
 "$ROOT/scripts/services.sh" start
 eval "$("$ROOT/scripts/services.sh" env)"
 cargo build --release --locked --features generate --bin reprocessing-worker --bin rw-gen 2>&1 | tail -n 1
@@ -18,8 +19,8 @@ echo "== generating 6 failover files in $WORK"
 for i in 0 1 2 3 4 5; do
   args=(--bytes 4000000 --seed "$i" --start $((1714550400 + i * 3600)))
   name="ingest_2024_05_01T0${i}_00_00.ndjson"
-  if ((i % 2)); then ./target/release/rw-gen "$WORK/$name.gz" --gzip "${args[@]}" 2>/dev/null
-  else ./target/release/rw-gen "$WORK/$name" "${args[@]}" 2>/dev/null; fi
+  if ((i % 2)); then "$RW_TARGET_DIR/release/rw-gen" "$WORK/$name.gz" --gzip "${args[@]}" 2>/dev/null
+  else "$RW_TARGET_DIR/release/rw-gen" "$WORK/$name" "${args[@]}" 2>/dev/null; fi
 done
 echo "== uploading three of them to s3://$BUCKET/ (moto)"
 python3 - "$WORK" "$BUCKET" <<'PY'

@@ -8,8 +8,7 @@
 #                            to be committed so that every smoke run replays them
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain (the only one on
 # our machines) use them. The fuzz build's target directory is in the machine's cache folder
-# (RW_CACHE_DIR, default $XDG_CACHE_HOME/reprocessing-worker or ~/.cache/reprocessing-worker),
-# so clones share its compiled dependencies.
+# (scripts/cache.sh), so clones share its compiled dependencies.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 default=15
@@ -20,8 +19,8 @@ case "${1:-}" in
   *) echo "usage: scripts/fuzz.sh [--long]" >&2; exit 2 ;;
 esac
 SECONDS_EACH="${FUZZ_SECONDS:-$default}"
-CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
-TARGET_DIR="$CACHE/target-fuzz"
+source scripts/cache.sh
+TARGET_DIR="$RW_CACHE/target-fuzz"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz >&2
 export RUSTC_BOOTSTRAP=1
 log="$(mktemp)"

@@ -8,7 +8,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${1:?usage: run-local-job.sh N}"
-BIN="${RW_BIN:-$ROOT/target/release/reprocessing-worker}"
+source "$ROOT/scripts/cache.sh"
+BIN="${RW_BIN:-$RW_TARGET_DIR/release/reprocessing-worker}"
 if [[ ! -x "$BIN" ]]; then
   (cd "$ROOT" && cargo build --release --locked --bin reprocessing-worker >&2)
 fi

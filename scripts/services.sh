@@ -42,7 +42,7 @@ GCS_PORT="${RW_GCS_PORT:-14443}"
 # tansu's storage: memory by default; the fault suite sets s3://BUCKET/ so data survives a restart.
 TANSU_STORAGE="${RW_TANSU_STORAGE:-memory://tansu/}"
 
-CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
+source "$ROOT/scripts/cache.sh"
 # Test-only SCRAM credentials, one user per mechanism (Apache Kafka's, see start-kafka).
 SCRAM256_USER=rw-scram256
 SCRAM256_PASSWORD=scram256-test-pass-Hv4q
@@ -384,7 +384,7 @@ stop_pidfile() {
 # the cache folder too (so that deleting the folder really fetches everything again).
 AK_POM="$ROOT/kafka/pom.xml"
 AK_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$AK_POM")"
-AK_LIBS="$CACHE/apache-kafka-$AK_VERSION-$(sha256sum "$AK_POM" | cut -c 1-12)"
+AK_LIBS="$RW_CACHE/apache-kafka-$AK_VERSION-$(sha256sum "$AK_POM" | cut -c 1-12)"
 AK_STATE="$STATE/apache-kafka"
 AK_PKI="$AK_STATE/pki"
 # Node N (1..3) listens on base+N (PLAINTEXT), base+10+N (SASL_PLAINTEXT: PLAIN, SCRAM-SHA-256,
@@ -411,7 +411,7 @@ fetch_kafka() {
   local tmp="$AK_LIBS.tmp.$$" start=$SECONDS
   log "fetching Apache Kafka $AK_VERSION (jars from Maven Central) into $AK_LIBS"
   rm -rf "$tmp"
-  mvn -q -B -f "$AK_POM" -Dmaven.repo.local="$CACHE/maven-repository" dependency:copy-dependencies \
+  mvn -q -B -f "$AK_POM" -Dmaven.repo.local="$RW_CACHE/maven-repository" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$tmp" >"$STATE/kafka-fetch.log" 2>&1 || {
     tail -n 20 "$STATE/kafka-fetch.log" | sed 's/^/    /' >&2
     die "fetching the Apache Kafka jars failed; see $STATE/kafka-fetch.log"

@@ -29,11 +29,9 @@ trap 'rm -rf "$WORK"' EXIT
 
 echo "== build (scripts/build-static.sh, profile dist)"
 t=$SECONDS
-BIN_AMD64="$(scripts/build-static.sh)"
-echo "x86_64-unknown-linux-musl: $((SECONDS - t))s"
-t=$SECONDS
-BIN_ARM64="$(scripts/build-static.sh --target aarch64-unknown-linux-musl)"
-echo "aarch64-unknown-linux-musl: $((SECONDS - t))s"
+{ read -r BIN_AMD64; read -r BIN_ARM64; } < <(scripts/build-static.sh --target x86_64-unknown-linux-musl --target aarch64-unknown-linux-musl)
+[[ -n "${BIN_AMD64:-}" && -n "${BIN_ARM64:-}" ]] || { echo "the static build failed" >&2; exit 1; }
+echo "x86_64-unknown-linux-musl and aarch64-unknown-linux-musl, in one build: $((SECONDS - t))s"
 
 # check_binary NAME BIN ARCH: `file` names ARCH and static linking; ldd finds nothing to load;
 # the size is printed and at most MAX_BYTES.

@@ -2,8 +2,9 @@
 # Runs every test: lints, unit, property and in-process tests, the end-to-end tests on the
 # real services, and the extra suites. Installs and starts what is missing. Fails if any test
 # or lint fails, and prints how long each suite took, how many tests ran, and whether the
-# machine's cache folder (RW_CACHE_DIR, default ~/.cache/reprocessing-worker: Apache Kafka's
-# jars, the static and fuzz builds' target directories) was warm.
+# machine's cache folder (scripts/cache.sh) was warm. Its cargo commands build into the cache
+# folder's target/ (CARGO_TARGET_DIR, unless set), so that a fresh clone compiles only this
+# crate, not its dependencies.
 #   scripts/test.sh           everything (the README's test command, and CI's)
 #   scripts/test.sh --quick   lints, unit, property and in-process tests, and the end-to-end
 #                             tests on the services that start in seconds (not Apache Kafka):
@@ -18,9 +19,10 @@ case "${1:-}" in
   *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
 esac
 
-CACHE="${RW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reprocessing-worker}"
+source scripts/cache.sh
 cache_state=cold
-[[ -d "$CACHE" ]] && [[ -n "$(ls -A "$CACHE" 2>/dev/null)" ]] && cache_state=warm
+[[ -d "$RW_CACHE" ]] && [[ -n "$(ls -A "$RW_CACHE" 2>/dev/null)" ]] && cache_state=warm
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RW_CACHE/target}"
 
 # Everything printed is also kept, to count the tests that ran at the end.
 out_log="$(mktemp)"

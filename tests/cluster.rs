@@ -3,9 +3,9 @@
 //! broker errors and late acknowledgements. Every case reads the topic back with kcat
 //! (librdkafka) and checks what was lost and duplicated, and the row.
 //!
-//! Timing matters in several cases, so they are `#[ignore]`d in the normal run and
-//! `scripts/faults.sh` runs them one at a time:
-//! `cargo test --test cluster -- --ignored --test-threads 1 --nocapture`.
+//! They take time, so they are `#[ignore]`d in the normal run. Each case has a mock cluster
+//! of its own, so `scripts/faults.sh` runs four at a time:
+//! `cargo test --test cluster -- --ignored --test-threads 4 --nocapture`.
 
 mod common;
 

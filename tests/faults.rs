@@ -4,9 +4,11 @@
 //! Each case checks with kcat (librdkafka) that the union of everything delivered contains
 //! every expected line (zero lost), counts the duplicates, asserts them against the bound
 //! the worker guarantees, and prints one `FAULT|…` line for `scripts/faults.sh`'s table.
-//! The cases restart shared services, so they are `#[ignore]`d in the normal run and
-//! `scripts/faults.sh` runs them one at a time:
-//! `cargo test --test faults -- --ignored --test-threads 1 --nocapture`.
+//! They take time and one restarts a shared service, so they are `#[ignore]`d in the normal
+//! run. Each case has its own job and topic, and the cases that stop a broker start one of
+//! their own, so `scripts/faults.sh` runs four at a time; `postgres_restart_mid_run` restarts
+//! the PostgreSQL every case writes to and runs alone:
+//! `cargo test --test faults -- --ignored --skip postgres_restart_mid_run --test-threads 4`.
 
 mod common;
 
@@ -260,7 +262,9 @@ struct DurableBroker {
 }
 
 impl DurableBroker {
-    fn start(port: u16) -> DurableBroker {
+    /// A broker of its own on a free port, so that cases can run side by side.
+    fn start() -> DurableBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let bucket = unique("tansu").to_lowercase();
         put_s3(&bucket, "init", Vec::new());
         let mut b = DurableBroker { child: None, port, bucket };
@@ -327,7 +331,7 @@ fn broker_killed_and_restarted_mid_run() {
     if common::skip_without_services("broker_killed_and_restarted_mid_run") {
         return;
     }
-    let mut broker = DurableBroker::start(19094);
+    let mut broker = DurableBroker::start();
     let (job, expected) = durable_job(&broker);
     // The outage (4 s) is shorter than the delivery deadline: requests are retried through it.
     let mut child = tuned(&job, 0).env("KAFKA_DELIVERY_TIMEOUT_SECS", "30").spawn().unwrap();
@@ -406,7 +410,7 @@ fn broker_restarted_then_worker_killed() {
     if common::skip_without_services("broker_restarted_then_worker_killed") {
         return;
     }
-    let mut broker = DurableBroker::start(19094);
+    let mut broker = DurableBroker::start();
     let (job, expected) = durable_job(&broker);
     let mut child = tuned(&job, 0).env("KAFKA_DELIVERY_TIMEOUT_SECS", "30").spawn().unwrap();
     outage(&job, &mut child, &mut broker);
