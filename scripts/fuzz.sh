@@ -26,7 +26,7 @@ export RUSTC_BOOTSTRAP=1
 log="$(mktemp)"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch" "$log"' EXIT
-for t in split_chunks extract_filter config_parse; do
+for t in split_chunks extract_filter config_parse decode_stream; do
   echo "== fuzz $t (corpus of $(find "fuzz/corpus/$t" -type f | wc -l) inputs, then ${SECONDS_EACH}s)"
   # libFuzzer adds what it finds to the first corpus folder and only reads the others.
   if $long; then

@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 
-use crate::source::SourceError;
-
 /// One decoded-output buffer, in bytes. Sized to stay in L2 with the parser's working set.
 pub const DECODED_BUF_BYTES: usize = 256 * 1024;
 
@@ -37,10 +35,11 @@ pub fn detect(head: &[u8]) -> Codec {
     }
 }
 
+/// Why decoding stopped. `E` is the error of the chunks' source (the reader's, in the worker).
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub enum DecodeError<E: std::error::Error + 'static> {
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Source(E),
     #[error("corrupt {codec:?} data after {decoded} decoded bytes: {reason}")]
     Corrupt { codec: Codec, decoded: u64, reason: String },
     #[error("cannot start the decompression thread")]
@@ -51,16 +50,16 @@ pub enum DecodeError {
 
 /// A `BufRead` over the reader's chunks. A source error is kept aside so that it can be told
 /// apart from corrupt data once the decoder reports it.
-struct ChunkReader<'a> {
-    rx: &'a mut mpsc::Receiver<Result<Bytes, SourceError>>,
+struct ChunkReader<'a, E> {
+    rx: &'a mut mpsc::Receiver<Result<Bytes, E>>,
     /// A chunk taken from `rx` before the reader was built.
-    queued: Option<Result<Bytes, SourceError>>,
+    queued: Option<Result<Bytes, E>>,
     cur: Bytes,
-    failed: Option<SourceError>,
+    failed: Option<E>,
     consumed: &'a AtomicU64,
 }
 
-impl ChunkReader<'_> {
+impl<E> ChunkReader<'_, E> {
     fn next_chunk(&mut self) -> std::io::Result<bool> {
         let next = match self.queued.take() {
             Some(q) => Some(q),
@@ -81,7 +80,7 @@ impl ChunkReader<'_> {
     }
 }
 
-impl Read for ChunkReader<'_> {
+impl<E> Read for ChunkReader<'_, E> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         let avail = self.fill_buf()?;
         let n = avail.len().min(out.len());
@@ -91,7 +90,7 @@ impl Read for ChunkReader<'_> {
     }
 }
 
-impl BufRead for ChunkReader<'_> {
+impl<E> BufRead for ChunkReader<'_, E> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.cur.is_empty() {
             if !self.next_chunk()? {
@@ -108,12 +107,12 @@ impl BufRead for ChunkReader<'_> {
 /// Decodes the stream that starts with `first` and continues on `rx`, calling `f` with each
 /// run of decoded bytes. `f` returns `false` to stop; decoding then ends with `Ok`.
 /// `consumed` counts the compressed bytes taken from the source.
-pub fn decode(
+pub fn decode<E: std::error::Error + Send + 'static>(
     first: Bytes,
-    rx: &mut mpsc::Receiver<Result<Bytes, SourceError>>,
+    rx: &mut mpsc::Receiver<Result<Bytes, E>>,
     consumed: &AtomicU64,
     mut f: impl FnMut(&[u8]) -> bool,
-) -> Result<Codec, DecodeError> {
+) -> Result<Codec, DecodeError<E>> {
     // The magic bytes may span chunks (a first read of a few bytes): gather them first.
     let mut first = first;
     while first.len() < MAGIC_BYTES {
@@ -139,7 +138,7 @@ pub fn decode(
             return Ok(codec);
         }
         while let Some(chunk) = rx.blocking_recv() {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(DecodeError::Source)?;
             consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if !f(&chunk) {
                 break;
@@ -182,7 +181,11 @@ thread_local! {
 
 /// Decodes a whole compressed file held in `data` on this thread, in runs of
 /// [`DECODED_BUF_BYTES`].
-fn decode_whole(codec: Codec, data: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> Result<Codec, DecodeError> {
+fn decode_whole<E: std::error::Error>(
+    codec: Codec,
+    data: &[u8],
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<Codec, DecodeError<E>> {
     SCRATCH.with_borrow_mut(|buf| {
         let mut decoded = 0u64;
         let result = decompressing(codec, data, |dec| loop {
@@ -228,15 +231,15 @@ const DECODED_QUEUE: usize = 4;
 
 /// The decoder thread: fills buffers of [`DECODED_BUF_BYTES`] and sends them on `out`; stops
 /// quietly when the receiver is gone.
-fn decompress(
+fn decompress<E: std::error::Error>(
     codec: Codec,
     first: Bytes,
-    queued: Option<Result<Bytes, SourceError>>,
-    rx: &mut mpsc::Receiver<Result<Bytes, SourceError>>,
+    queued: Option<Result<Bytes, E>>,
+    rx: &mut mpsc::Receiver<Result<Bytes, E>>,
     consumed: &AtomicU64,
     out: &std::sync::mpsc::SyncSender<Vec<u8>>,
     free: &std::sync::mpsc::Receiver<Vec<u8>>,
-) -> Result<Codec, DecodeError> {
+) -> Result<Codec, DecodeError<E>> {
     let mut reader = ChunkReader { rx, queued, cur: first, failed: None, consumed };
     let mut decoded = 0u64;
     let result = decompressing(codec, &mut reader, |dec| loop {
@@ -265,13 +268,18 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// The source's error in these tests.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection reset at byte {0}")]
+    struct Reset(u64);
+
     fn gzip(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(b).unwrap();
         e.finish().unwrap()
     }
 
-    fn run(data: Vec<u8>, chunk: usize) -> (Result<Codec, DecodeError>, Vec<u8>, u64) {
+    fn run(data: Vec<u8>, chunk: usize) -> (Result<Codec, DecodeError<Reset>>, Vec<u8>, u64) {
         let (tx, mut rx) = mpsc::channel(data.len() / chunk + 2);
         let mut chunks = data.chunks(chunk).map(Bytes::copy_from_slice);
         let first = chunks.next().unwrap_or_default();
@@ -351,9 +359,9 @@ mod tests {
     fn source_errors_are_told_apart_from_corruption() {
         let g = gzip(&payload());
         let (tx, mut rx) = mpsc::channel(4);
-        tx.try_send(Err(SourceError::Read { offset: 10, reason: "reset".into() })).unwrap();
+        tx.try_send(Err(Reset(10))).unwrap();
         drop(tx);
         let r = decode(Bytes::copy_from_slice(&g[..10]), &mut rx, &AtomicU64::new(0), |_| true);
-        assert!(matches!(r, Err(DecodeError::Source(SourceError::Read { offset: 10, .. }))), "{r:?}");
+        assert!(matches!(r, Err(DecodeError::Source(Reset(10)))), "{r:?}");
     }
 }

@@ -8,15 +8,17 @@
 //! The data flow, the code map, the bounds of every queue and the invariants are in
 //! `ARCHITECTURE.md` at the repository's root.
 //!
-//! The pure core — [`lines`], [`extract`], [`filter`], [`select`], [`route`], [`batcher`], [`tracker`],
-//! [`resume`] (its rule, offsets and matching; its read-back and reconcile are IO), [`backoff`] —
-//! takes bytes and values, does no IO and cannot fail on IO. The IO modules — [`source`],
-//! [`decode`], [`kafka`], [`status`], [`repository`] — each have their own error enum.
+//! The pure core — [`lines`], [`decode`], [`extract`], [`filter`], [`select`], [`route`],
+//! [`batcher`], [`tracker`], [`resume`] (its rule, offsets and matching; its read-back and
+//! reconcile are IO), [`backoff`] — takes bytes and values, does no IO and cannot fail on IO
+//! ([`decode`] takes its chunks from a channel, generic over the source's error). The IO
+//! modules — [`source`], [`kafka`], [`status`], [`repository`] — each have their own error enum.
 //! [`pipeline`] wires one file; [`worker`] runs the job.
 
 // The pure core: bytes and values in, values out.
 pub mod backoff;
 pub mod batcher;
+pub mod decode;
 pub mod extract;
 pub mod filter;
 pub mod jobfile;
@@ -43,8 +45,6 @@ pub mod bufpool;
 pub mod config;
 #[cfg(feature = "io")]
 pub mod deadletter;
-#[cfg(feature = "io")]
-pub mod decode;
 #[cfg(feature = "io")]
 pub mod display;
 #[cfg(feature = "io")]

@@ -138,7 +138,7 @@ pub enum AttemptError {
     #[error("cannot open the file")]
     Open(#[source] crate::source::SourceError),
     #[error(transparent)]
-    Decode(#[from] DecodeError),
+    Decode(#[from] DecodeError<crate::source::SourceError>),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("cannot start the parser thread")]
