@@ -7,6 +7,10 @@
 //! truncated object, invalid UTF-8, a top-level value that is not an object — is an error
 //! and is never forwarded. Nothing is allocated unless a wanted string has escapes.
 //!
+//! sonic-rs does not check the escapes of the strings it skips (`"\\q"`, `"\\u12xz"` pass),
+//! so every backslash of the line is checked here, in one `memchr` pass: it must start one of
+//! JSON's escapes. A line without a backslash costs one scan.
+//!
 //! Nesting is bounded by [`MAX_DEPTH`] before the parser runs:
 //! sonic-rs skips ignored values recursively, so a line nested 100,000 levels deep would
 //! otherwise overflow the stack. A cheap count of `{` and `[` bytes proves most lines shallow;
@@ -68,7 +72,28 @@ pub fn extract_with(line: &[u8], fields: Fields) -> Result<Envelope<'_>, Extract
         Fields::Routing => sonic_rs::from_slice::<Envelope<'_>>(line),
         Fields::WithEvent => sonic_rs::from_slice::<WithEvent<'_>>(line).map(|w| w.0),
     };
-    parsed.map_err(|e| ExtractError::Invalid(crate::jobfile::first_line(&e.to_string()).to_owned()))
+    let envelope = parsed.map_err(|e| ExtractError::Invalid(crate::jobfile::first_line(&e.to_string()).to_owned()))?;
+    match bad_escape(line) {
+        Some(at) => Err(ExtractError::Invalid(format!("invalid escape at byte {at}"))),
+        None => Ok(envelope),
+    }
+}
+
+/// The position of the first backslash that does not start one of JSON's escapes (`\"`,
+/// `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`, `\u` and four hex digits). Backslashes are
+/// only valid inside strings, which the parser has already checked the line for; taking the
+/// escapes in order, an escaped backslash is never mistaken for the start of another escape.
+fn bad_escape(line: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\\', &line[from..]) {
+        let at = from + i;
+        from = match line.get(at + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at + 2,
+            Some(b'u') if line.get(at + 2..at + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => at + 6,
+            _ => return Some(at),
+        };
+    }
+    None
 }
 
 /// Which fields [`extract_with`] reads.

@@ -66,10 +66,24 @@ fn invalid_lines_are_errors() {
         b"{\"a\":1}\x00",
         br#"{"origin":{"sourceId":"s","x":[1,}}"#,
         br#"{"messageId":"m","deep":{"a":[{"b":]}}}"#,
+        // Escapes in strings the parser skips (found by the extract_filter fuzz target, whose
+        // oracle is serde_json): sonic-rs lets them through.
+        br#"{"a":[0,{"b":"\usourceId00e9"}]}"#,
+        br#"{"a":"\q"}"#,
+        br#"{"a":"\u12x4"}"#,
+        br#"{"a":"x\"}"#,
+        br#"{"messageId":"m\u00"}"#,
     ];
     for line in cases {
         assert!(extract(line).is_err(), "accepted {:?}", String::from_utf8_lossy(line));
     }
+}
+
+#[test]
+fn every_json_escape_is_accepted_where_it_is_skipped_and_where_it_is_read() {
+    let line = br#"{"messageId":"a\"b\\c\/d\b\f\n\r\t\u00e9\uD83D\uDE00","x":"\\u","y":["\\\\","\u0041"]}"#;
+    let e = extract(line).unwrap();
+    assert_eq!(e.message_id.as_deref(), Some("a\"b\\c/d\u{8}\u{c}\n\r\té😀"));
 }
 
 #[test]
