@@ -476,8 +476,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever the lines, every batch's size is its exact encoded size, within the
-        /// limit, and no batch could have taken the next record.
+        /// Whatever the lines, each line lands in exactly one batch, as one record whose value
+        /// is its bytes unchanged, in order; every batch's size is its exact encoded size,
+        /// within the limit, and no batch could have taken the next record.
         #[test]
         fn batches_stay_within_the_message_limit(sizes in proptest::collection::vec(0usize..3_000, 1..200)) {
             let router = Router::fixed("t", &["c1".into(), "c2".into()]);
@@ -490,6 +491,15 @@ mod tests {
                 b.line(i as u64 + 1, Line::Text(line.as_bytes()), true, |x| batches.push(x));
             }
             b.flush_all(|x| batches.push(x));
+            let sent: Vec<u64> = batches.iter().flat_map(|b| b.lines.iter().copied()).collect();
+            proptest::prop_assert_eq!(sent, (1..=sizes.len() as u64).collect::<Vec<_>>(), "each line once, in order");
+            for batch in &batches {
+                proptest::prop_assert_eq!(batch.lines.len(), batch.records.len());
+                for (no, r) in batch.lines.iter().zip(&batch.records) {
+                    let line = format!(r#"{{"messageId":"m{}","pad":"{}"}}"#, no - 1, "x".repeat(sizes[*no as usize - 1]));
+                    proptest::prop_assert_eq!(r.value.as_deref(), Some(line.as_bytes()));
+                }
+            }
             for (i, batch) in batches.iter().enumerate() {
                 let exact = encoded_size(&batch.records);
                 proptest::prop_assert_eq!(batch.encoded_bytes, exact);

@@ -163,30 +163,53 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the batches and their timing, what is sent within any window of `w` after
-        /// its waits is at most `rate × w` plus one batch.
-        #[test]
-        fn never_more_than_rate_times_time_plus_one_batch(
-            rate in 1u64..5_000,
-            batches in proptest::collection::vec((1u64..600, 0u64..300), 1..200),
-        ) {
-            let mut b = Bucket::new(rate, Duration::ZERO);
-            let mut now = Duration::ZERO;
-            let mut sent: Vec<(Duration, u64)> = Vec::new();
-            for (n, gap_ms) in batches {
-                now += ms(gap_ms);
-                let wait = b.take(n, now);
-                sent.push((now + wait, n));
-            }
-            sent.sort();
-            for (i, &(start, _)) in sent.iter().enumerate() {
-                for w in [ms(100), S, S * 3] {
-                    let inside: u64 = sent[i..].iter().take_while(|(t, _)| *t < start + w).map(|(_, n)| n).sum();
-                    let largest = sent[i..].iter().take_while(|(t, _)| *t < start + w).map(|(_, n)| *n).max().unwrap_or(0);
-                    let allowed = rate as f64 * w.as_secs_f64() + largest as f64 + 1.0;
-                    prop_assert!(inside as f64 <= allowed, "{inside} in {w:?} (allowed {allowed})");
+            /// Whatever the batches and their timing, what is sent within any window of `w` after
+            /// its waits is at most `rate × w` plus one batch.
+            #[test]
+            fn never_more_than_rate_times_time_plus_one_batch(
+                rate in 1u64..5_000,
+                batches in proptest::collection::vec((1u64..600, 0u64..300), 1..200),
+            ) {
+                let mut b = Bucket::new(rate, Duration::ZERO);
+                let mut now = Duration::ZERO;
+                let mut sent: Vec<(Duration, u64)> = Vec::new();
+                for (n, gap_ms) in batches {
+                    now += ms(gap_ms);
+                    let wait = b.take(n, now);
+                    sent.push((now + wait, n));
+                }
+                sent.sort();
+                for (i, &(start, _)) in sent.iter().enumerate() {
+                    for w in [ms(100), S, S * 3] {
+                        let inside: u64 = sent[i..].iter().take_while(|(t, _)| *t < start + w).map(|(_, n)| n).sum();
+                        let largest = sent[i..].iter().take_while(|(t, _)| *t < start + w).map(|(_, n)| *n).max().unwrap_or(0);
+                        let allowed = rate as f64 * w.as_secs_f64() + largest as f64 + 1.0;
+                        prop_assert!(inside as f64 <= allowed, "{inside} in {w:?} (allowed {allowed})");
+                    }
                 }
             }
-        }
+
+            /// And never less nor more than that: against a model of the schedule written without
+            /// tokens (the first batch goes when it comes; each later one when it comes, or once
+            /// its own lines' time at `rate` has passed since the batch before it went, whichever
+            /// is later), every batch goes at the model's time, to the microsecond. A limiter that
+            /// over-throttled (waited for the previous batch's lines as well, or a whole second)
+            /// would fail here.
+            #[test]
+            fn each_batch_waits_only_for_its_own_lines(
+                rate in 1u64..5_000,
+                batches in proptest::collection::vec((1u64..600, 0u64..300), 1..200),
+            ) {
+                let mut b = Bucket::new(rate, Duration::ZERO);
+                let mut now = Duration::ZERO;
+                let mut model: Option<f64> = None;
+                for (i, (n, gap_ms)) in batches.into_iter().enumerate() {
+                    now += ms(gap_ms);
+                    let went = (now + b.take(n, now)).as_secs_f64();
+                    let want = model.map_or(now.as_secs_f64(), |prev| now.as_secs_f64().max(prev + n as f64 / rate as f64));
+                    prop_assert!((went - want).abs() < 1e-6, "batch {i}: went at {went}, the model says {want}");
+                    model = Some(want);
+                }
+            }
     }
 }

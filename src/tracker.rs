@@ -440,4 +440,119 @@ mod tests {
             prop_assert_eq!((t.unsettled(), t.open_files()), (0, 0));
         }
     }
+
+    /// What the model of the property below expects of the tracker, from the lines' states
+    /// alone: the watermark is the settled prefix, the counts count exactly that prefix, the
+    /// files whose lines all lie in it finished in order, and the lines that need work are
+    /// the released ones.
+    fn matches_model(
+        t: &Tracker<usize>,
+        counted: &Counts,
+        finished: &[Finished<usize>],
+        truth: &[(usize, LineState)],
+        lens: &[usize],
+        ended: usize,
+    ) -> Result<(), TestCaseError> {
+        let w = truth.iter().take_while(|l| l.1.is_settled()).count();
+        let mut exact = Counts::default();
+        for l in &truth[..w] {
+            exact.add(l.1);
+        }
+        prop_assert_eq!(*counted, exact);
+        prop_assert_eq!(t.base(), w as u64);
+        let done = (0..ended).take_while(|&f| truth[..w].iter().filter(|l| l.0 == f).count() == lens[f]).count();
+        prop_assert_eq!(finished.iter().map(|f| f.tag).collect::<Vec<_>>(), (0..done).collect::<Vec<_>>());
+        for f in finished {
+            let lines = truth.iter().filter(|l| l.0 == f.tag);
+            let mut c = Counts::default();
+            lines.for_each(|l| c.add(l.1));
+            prop_assert_eq!(f.counts, c);
+        }
+        for (seq, l) in truth.iter().enumerate() {
+            prop_assert_eq!(t.needs(seq as Seq), l.1 == LineState::Released, "line {}", seq);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        /// Batches fail as well as succeed: a failed batch releases its lines, a later pass
+        /// over the file sends them again in new batches (which can fail again), or the file
+        /// is given up and its released lines become errors. Checked after every step against
+        /// a model that keeps each line's state: the watermark, the exact counts, the files
+        /// finished in order with their own counts, which lines need work; and at the end
+        /// every line counted once.
+        #[test]
+        fn released_lines_are_sent_again_or_given_up_and_counted_once(
+            files in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..40), 1..6),
+            batch in 1usize..8,
+            steps in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..10), 0..200),
+        ) {
+            let mut t: Tracker<usize> = Tracker::default();
+            let mut counted = Counts::default();
+            let mut finished: Vec<Finished<usize>> = Vec::new();
+            // (file, state) of every line, by sequence number.
+            let mut truth: Vec<(usize, LineState)> = Vec::new();
+            // Batches in flight: (file, lines).
+            let mut batches: Vec<(usize, Vec<Seq>)> = Vec::new();
+            let lens: Vec<usize> = files.iter().map(Vec::len).collect();
+            let mut steps = steps.into_iter();
+            let take = |adv: Advance<usize>, counted: &mut Counts, finished: &mut Vec<Finished<usize>>| {
+                *counted = counted.plus(adv.counts);
+                finished.extend(adv.finished);
+            };
+            let send = |seqs: Vec<Seq>, fi: usize, batches: &mut Vec<(usize, Vec<Seq>)>| {
+                for chunk in seqs.chunks(batch) {
+                    batches.push((fi, chunk.to_vec()));
+                }
+            };
+            for (fi, kinds) in files.iter().enumerate() {
+                let start = t.open(fi, 1);
+                let mut pending = Vec::new();
+                for (i, k) in kinds.iter().enumerate() {
+                    let st = match k { 0 => LineState::Skipped, 1 => LineState::Error, _ => LineState::Pending };
+                    truth.push((fi, st));
+                    take(t.record(start + i as u64, st), &mut counted, &mut finished);
+                    if st == LineState::Pending { pending.push(start + i as u64); }
+                }
+                send(pending, fi, &mut batches);
+                // Acknowledgements and failures arrive while this file is the one being read.
+                for (ix, what) in steps.by_ref() {
+                    if what == 9 || batches.is_empty() { break; }
+                    let (bf, b) = batches.swap_remove(ix.index(batches.len()));
+                    // Only a batch of the file being read can come back failed: the pipeline
+                    // retries the others until they land, or stops the run.
+                    let st = if bf == fi && what < 3 { LineState::Released } else { LineState::Success };
+                    for &s in &b { truth[s as usize].1 = st; }
+                    take(t.resolve(&b, st), &mut counted, &mut finished);
+                    matches_model(&t, &counted, &finished, &truth, &lens, fi)?;
+                }
+                // The file's released lines: sent again in a pass over it, or given up.
+                let released: Vec<Seq> = (start..start + kinds.len() as u64).filter(|&s| truth[s as usize].1 == LineState::Released).collect();
+                prop_assert_eq!(t.released(), released.len());
+                if fi % 2 == 0 {
+                    for &s in &released {
+                        truth[s as usize].1 = LineState::Pending;
+                        take(t.record(s, LineState::Pending), &mut counted, &mut finished);
+                    }
+                    send(released, fi, &mut batches);
+                    take(t.end_file(), &mut counted, &mut finished);
+                } else {
+                    for &s in &released { truth[s as usize].1 = LineState::Error; }
+                    take(t.give_up(), &mut counted, &mut finished);
+                }
+                matches_model(&t, &counted, &finished, &truth, &lens, fi + 1)?;
+            }
+            // The rest land, in the order given.
+            while !batches.is_empty() {
+                let ix = steps.next().map_or(0, |(ix, _)| ix.index(batches.len()));
+                let (_, b) = batches.swap_remove(ix);
+                for &s in &b { truth[s as usize].1 = LineState::Success; }
+                take(t.resolve(&b, LineState::Success), &mut counted, &mut finished);
+                matches_model(&t, &counted, &finished, &truth, &lens, files.len())?;
+            }
+            prop_assert_eq!(counted.total, truth.len() as u64);
+            prop_assert_eq!((t.unsettled(), t.open_files()), (0, 0));
+        }
+    }
 }

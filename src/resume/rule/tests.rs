@@ -113,6 +113,72 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+    /// The whole rule against a model of it in positions: worker `index` of `total` owns every
+    /// `total`-th file; `start_file`/`start_line` give one position (this worker's first file
+    /// at or after the start file, after `start_line` if it is that very file); a row left by
+    /// a run that did not finish (running, failed, cancelled), on a file of this worker, gives
+    /// another (after its line, or the next file when it says the file was finished). The run
+    /// starts at the later of the two; the row's counters carry over only when its file is
+    /// not before the start's (a row before the start file is ignored); the bytes and files
+    /// passed are those of this worker's files before the position. Rows
+    /// of every status, on files of any worker or on none, and any start line.
+    #[test]
+    fn the_later_of_the_start_and_the_row_wins(
+        n in 1usize..10,
+        total in 1usize..4,
+        index in 0usize..4,
+        start in proptest::option::of((0usize..10, 0u64..50)),
+        status in prop_oneof![
+            Just(WorkerStatus::Pending), Just(WorkerStatus::Running), Just(WorkerStatus::Completed),
+            Just(WorkerStatus::Failed), Just(WorkerStatus::Cancelled),
+        ],
+        stored in proptest::option::of((0usize..11, 0u64..50, any::<bool>())),
+        sizes in proptest::collection::vec(0u64..1_000, 10),
+    ) {
+        let index = index % total;
+        let f: Vec<FileEntry> = (0..n).map(|i| FileEntry { path: format!("f{i}"), size: sizes[i] }).collect();
+        let assigned: Vec<usize> = (0..n).filter(|i| i % total == index).collect();
+        let start_name = start.map(|(s, _)| format!("f{}", s % n));
+        let at = StartAt { file: start_name.as_deref(), line: start.map_or(0, |(_, l)| l) };
+        // The row: on file `cur` (f10 is in no files.json), `finished` meaning processed_files
+        // already counts it.
+        let row = stored.map(|(cur, line, finished)| {
+            let idx = assigned.iter().position(|&p| p == cur).unwrap_or(0);
+            row(status, &format!("f{cur}"), line, (idx + usize::from(finished)) as u32)
+        });
+        let got = start_point(&f, &assigned, at, row.as_ref()).unwrap();
+
+        // The model, in (position among this worker's files, first line).
+        let from_start = match start {
+            None => (0, 1),
+            Some((s, line)) => {
+                let s = s % n;
+                match assigned.iter().position(|&p| p >= s) {
+                    Some(k) if assigned[k] == s => (k, line + 1),
+                    Some(k) => (k, 1),
+                    None => (assigned.len(), 1),
+                }
+            }
+        };
+        let resumable = matches!(status, WorkerStatus::Running | WorkerStatus::Failed | WorkerStatus::Cancelled);
+        // The row's file, when it counts, and the position it gives.
+        let from_row = stored.filter(|_| resumable).and_then(|(cur, line, finished)| {
+            let k = assigned.iter().position(|&p| p == cur).filter(|&k| k >= from_start.0)?;
+            Some(if finished { (k + 1, 1) } else { (k, line + 1) })
+        });
+        let want = from_row.map_or(from_start, |r| r.max(from_start));
+        let row_used = from_row.is_some();
+        prop_assert_eq!((got.file, got.first_line), want);
+        prop_assert_eq!(got.resumed, row.is_some() && resumable);
+        prop_assert_eq!(got.snapshot.processed_files as usize, want.0);
+        prop_assert_eq!(got.snapshot.processed_bytes, assigned[..want.0].iter().map(|&p| sizes[p]).sum::<u64>());
+        let counts = if row_used { row.as_ref().unwrap().snapshot.counts } else { Counts::default() };
+        prop_assert_eq!(got.snapshot.counts, counts);
+    }
+}
+
 #[test]
 fn only_an_unfinished_row_is_a_resume() {
     let f = files(&["a", "b"]);
