@@ -187,8 +187,24 @@ fn one_produce_answered_eight_seconds_late() {
     completed(&job, &out, 20_000);
     println!("late answer: {took:?} against {baseline:?} without it");
     assert!(took >= Duration::from_secs(8), "the late answer was waited for: {took:?}");
-    assert!(took < baseline + Duration::from_secs(14), "slower by about 8 s, not stalled: {took:?} vs {baseline:?}");
-    no_loss("one produce answered 8 s late", 1, &expected, &read_back(&cluster, &job), 0);
+    let msgs = read_back(&cluster, &job);
+    // While one answer is late, the other partitions keep flowing until the worker is a whole
+    // window ahead of the late batch ((2 × in-flight + 2) × batch_size lines, the bound that
+    // keeps a crash's duplicates bounded), and then wait for it (README). The records' send
+    // times (the worker stamps each batch as it sends it) show it: one long pause, after about
+    // a window of records. Had every partition stalled at once, the pause would come after
+    // about one batch; had the worker run further ahead, after more than the window.
+    let window = (2 * IN_FLIGHT + 2) * BATCH;
+    let mut stamps: Vec<i64> = msgs.iter().map(|m| m.ts).collect();
+    stamps.sort_unstable();
+    let (at, gap) = stamps.windows(2).enumerate().map(|(i, w)| (i, w[1] - w[0])).max_by_key(|x| x.1).unwrap_or((0, 0));
+    let before = at as u64 + 1;
+    println!("late answer: longest pause between sends {gap} ms, after {before} records (window {window})");
+    assert!(
+        (window - BATCH..=window + IN_FLIGHT * BATCH).contains(&before),
+        "{before} records went out before the {gap} ms pause; the window is {window} lines"
+    );
+    no_loss("one produce answered 8 s late", 1, &expected, &msgs, 0);
 }
 
 #[test]
@@ -202,8 +218,12 @@ fn message_too_large_splits_batches_and_delivers_everything() {
     let expected = dataset(&job, 6, 10_000);
     // Five refusals: each halves some batch; none can reach a single record (nine needed).
     cluster.cmd("errors Produce MESSAGE_TOO_LARGE 5");
-    let out = worker(&job).output().unwrap();
+    let out = worker(&job).env("RUST_LOG", "info,reprocessing_worker::pipeline::producer=debug").output().unwrap();
     completed(&job, &out, 10_000);
+    // Each refusal landed on a batch of this run, and each such batch was split, not dropped
+    // or sent again whole.
+    let splits = stderr(&out).matches("batch rejected; splitting it").count();
+    assert_eq!(splits, 5, "five refused batches split: {}", stderr(&out));
     no_loss("MESSAGE_TOO_LARGE on 5 produce requests", 1, &expected, &read_back(&cluster, &job), 0);
 }
 
@@ -376,26 +396,35 @@ fn an_overlapping_run_of_the_same_index_never_turns_the_row_back() {
     let mut old = worker(&job).spawn().unwrap();
     wait_for(&job, &mut old, 5_000);
     let mut new = worker(&job).spawn().unwrap();
-    // Watch the row while both live: it must never go backwards.
+    let claimed = Instant::now();
+    // Watch the row while both live: it must never go backwards; and the old run, whose
+    // index the new one claimed at start-up, stops by itself at its next row write (every
+    // 1000 lines or 2 s: README) without writing.
     let mut last = 0;
-    let watch = Instant::now();
-    while new.try_wait().unwrap().is_none() && watch.elapsed() < Duration::from_secs(120) {
+    let mut old_stopped = None;
+    while new.try_wait().unwrap().is_none() && claimed.elapsed() < Duration::from_secs(120) {
         let r = row(&job.id, 0);
         let n = num(&r, "total_lines");
         assert!(n >= last, "the row went back from {last} to {n}");
         last = n;
+        if old_stopped.is_none() && old.try_wait().unwrap().is_some() {
+            old_stopped = Some(claimed.elapsed());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let new_out = new.wait_with_output().unwrap();
     completed(&job, &new_out, 30_000);
-    // The old pod, stopped late, must not write over the finished row.
-    let _ = Command::new("kill").args(["-TERM", &old.id().to_string()]).status();
+    let old_stopped = old_stopped.or_else(|| old.try_wait().unwrap().map(|_| claimed.elapsed()));
     let old_out = old.wait_with_output().unwrap();
-    assert_ne!(old_out.status.code(), Some(0), "the old run stops with an error: {}", stderr(&old_out));
+    let stopped = old_stopped.expect("the old run was still running when the new one completed");
+    assert!(stopped < Duration::from_secs(15), "the old run stopped {stopped:?} after the new one started");
+    assert_eq!(old_out.status.code(), Some(1), "the old run stops with exit 1: {}", stderr(&old_out));
     assert!(stderr(&old_out).contains("taken over by another run"), "{}", stderr(&old_out));
     let r = row(&job.id, 0);
     assert_eq!(r["status"], "completed");
     assert_counts(&r, 30_000, 0, 0);
-    // Both runs sent the lines after the resume point they shared: duplicates, never losses.
-    no_loss("two overlapping runs of one index", 2, &expected, &read_back(&cluster, &job), expected.len() as u64);
+    // Both runs may send what lies after the resume point they share: no duplicate bound is
+    // promised for overlapping runs (README; Kubernetes is told not to overlap them), so the
+    // duplicates are counted and shown, and only the loss is asserted.
+    no_loss("two overlapping runs of one index", 2, &expected, &read_back(&cluster, &job), u64::MAX);
 }

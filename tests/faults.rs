@@ -422,6 +422,10 @@ fn broker_restarted_then_worker_killed() {
     let log = finish(&job, expected.len() as u64);
     let read = records_read_back(&log);
     println!("broker restart then kill: {landed} batches found written after a lost answer, {read} records read back");
+    // 0 duplicates is promised when the resume read its topic back to the end, and every
+    // batch whose answer was lost in the outage was looked for rather than sent again unseen.
+    assert_eq!(duplicate_promise_broken(&stderr(&first), false), None, "the first run: {}", stderr(&first));
+    assert_eq!(duplicate_promise_broken(&log, true), None, "the resume: {log}");
     check("broker restart, then kill -9", 2, &expected, &consume_from(&broker.bootstrap(), &job.topic), 0);
 }
 
@@ -460,13 +464,16 @@ fn read_back_cap_falls_back_to_the_old_bound() {
     // Killed until the topic holds lines after the resume point (a kill right after a status
     // write may leave none), each run past the previous one's progress.
     let mut kills = 0;
+    let mut ahead = false;
     for min_lines in (1..=8).map(|k| k * 5_000) {
         run_and_kill(&job, tuned(&job, 0).env("RESUME_READBACK_MAX_RECORDS", "1"), min_lines);
         kills += 1;
         if consume(&job.topic).len() as u64 > num(&row(&job.id, 0), "success_count") + 1 {
+            ahead = true;
             break;
         }
     }
+    assert!(ahead, "after {kills} kills the topic never held lines past the resume point: the cap was not exercised");
     let out = tuned(&job, 0).env("RESUME_READBACK_MAX_RECORDS", "1").output().unwrap();
     assert_success(&out);
     let log = stderr(&out);
@@ -475,7 +482,12 @@ fn read_back_cap_falls_back_to_the_old_bound() {
         "the fallback is logged: {log}"
     );
     assert_counts(&row(&job.id, 0), expected.len() as u64, 0, 0);
+    // The README's bound for a resume that could not read its topic back: (2 × in-flight + 2)
+    // × batch_size per crash, and every crash here resumed with the cap.
     let bound = kills * BOUND;
     let (_, dups) = check("read-back cap hit: at least once", kills as u32 + 1, &expected, &consume(&job.topic), bound);
     println!("read-back cap: {kills} kills, {dups} duplicates (bound {bound})");
+    // The topic held lines past the resume point, and the capped read-back could not find
+    // them: some were sent again. None would mean the cap did not cut the read-back short.
+    assert!(dups > 0, "the capped resume found every line it had sent: the cap did not apply");
 }

@@ -1,7 +1,9 @@
 //! Rate limits on the real services: `MAX_EVENTS_PER_SEC`, `MAX_BYTES_PER_SEC`, both, a job
 //! limit shared by four workers, and a resume with a new limit. The worker stamps each batch
 //! when it sends it, so the topic's record timestamps show the rate it was sent at; every
-//! one-second window of them must hold at most 1.1 × the limit.
+//! one-second window of them must hold at most 1.1 × the limit. The timestamps come from the
+//! worker under test, so each run is also timed on this side: a run cannot end sooner than its
+//! lines take at the limit (less the one batch a bucket lets go at once).
 
 mod common;
 
@@ -49,6 +51,16 @@ fn span(msgs: &[common::Msg]) -> f64 {
     (hi - lo) as f64 / 1000.0
 }
 
+/// The wall clock's check: `took` is at least what `amount` (lines or bytes) takes at `limit` a
+/// second, less one batch of `burst` that may go at once, and (for the runs that are not
+/// held back by anything else) not more than twice that plus 5 s of start-up.
+fn assert_wall_time(took: Duration, amount: u64, burst: u64, limit: u64) {
+    let least = amount.saturating_sub(burst) as f64 / limit as f64;
+    let secs = took.as_secs_f64();
+    assert!(secs >= least, "the run took {secs:.2} s of wall time; at {limit}/s it needs at least {least:.2} s");
+    assert!(secs <= 2.0 * least + 5.0, "the run took {secs:.2} s of wall time for {least:.2} s at the limit");
+}
+
 /// One worker over one file of `n` lines with `env` set; returns the messages and the wall time.
 fn run_one(n: usize, env: &[(&str, String)]) -> (Job, Vec<common::Msg>, Duration) {
     let job = Job::new(3);
@@ -79,6 +91,7 @@ fn max_events_per_sec_holds_over_the_run_and_in_every_second() {
     let (job, msgs, took) = run_one(100_000, &[("MAX_EVENTS_PER_SEC", LIMIT.to_string())]);
     let s = span(&msgs);
     println!("100,000 lines at {LIMIT}/s: timestamps span {s:.2} s, the run took {took:?}");
+    assert_wall_time(took, 100_000, 500, LIMIT);
     assert!((4.5..=5.5).contains(&s), "100,000 lines at {LIMIT}/s took {s:.2} s of timestamps (5 s ± 10%)");
     let busiest = busiest_second(msgs.iter().map(|m| (m.ts, 1)).collect());
     assert!(busiest <= LIMIT * 11 / 10, "{busiest} lines in one second (limit {LIMIT})");
@@ -93,7 +106,8 @@ fn max_bytes_per_sec_holds_in_bytes() {
     let _serial = serial();
     let per_line = line_bytes();
     let limit = LIMIT * per_line;
-    let (_, msgs, _) = run_one(100_000, &[("MAX_BYTES_PER_SEC", limit.to_string())]);
+    let (_, msgs, took) = run_one(100_000, &[("MAX_BYTES_PER_SEC", limit.to_string())]);
+    assert_wall_time(took, msgs.iter().map(|m| m.value.len() as u64).sum(), 500 * (per_line + 1), limit);
     let s = span(&msgs);
     assert!((4.5..=5.5).contains(&s), "{limit} bytes/s took {s:.2} s of timestamps (5 s ± 10%)");
     let busiest = busiest_second(msgs.iter().map(|m| (m.ts, m.value.len() as u64)).collect());
@@ -109,7 +123,8 @@ fn with_both_limits_the_lower_one_holds() {
     let per_line = line_bytes();
     // The bytes limit allows 10,000 lines a second: it is the lower one.
     let env = [("MAX_EVENTS_PER_SEC", LIMIT.to_string()), ("MAX_BYTES_PER_SEC", (LIMIT / 2 * per_line).to_string())];
-    let (_, msgs, _) = run_one(50_000, &env);
+    let (_, msgs, took) = run_one(50_000, &env);
+    assert_wall_time(took, 50_000, 500, LIMIT / 2);
     let s = span(&msgs);
     assert!((4.5..=5.5).contains(&s), "the bytes limit (10,000 lines/s) must hold: {s:.2} s for 50,000 lines");
     let busiest = busiest_second(msgs.iter().map(|m| (m.ts, 1)).collect());
@@ -133,12 +148,15 @@ fn a_job_limit_is_shared_by_the_workers_that_run_at_once() {
         })
         .collect();
     job.files(&files);
+    let started = Instant::now();
     let children: Vec<_> =
         (0..4).map(|w| job.command(w, 4).stdout(std::process::Stdio::null()).spawn().unwrap()).collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
         assert_success(&out);
     }
+    // Four buckets, each letting one batch of 250 go at once.
+    assert_wall_time(started.elapsed(), 100_000, 4 * 250, LIMIT);
     let msgs = consume(&job.topic);
     assert_eq!(msgs.len(), 100_000);
     let s = span(&msgs);

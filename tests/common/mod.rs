@@ -448,6 +448,7 @@ pub fn tally(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u6
     let lost = wanted.iter().map(|(v, n)| n.saturating_sub(seen.get(v).copied().unwrap_or(0))).sum();
     let unexpected = seen.keys().filter(|v| !wanted.contains_key(*v)).count();
     let dups: u64 = seen.iter().map(|(v, n)| n.saturating_sub(wanted.get(v).copied().unwrap_or(*n))).sum();
-    println!("FAULT|{case}|{runs}|{}|{}|{lost}|{dups}|{bound}", expected.len(), msgs.len());
+    let shown = if bound == u64::MAX { "none promised".to_string() } else { bound.to_string() };
+    println!("FAULT|{case}|{runs}|{}|{}|{lost}|{dups}|{shown}", expected.len(), msgs.len());
     (lost, unexpected, dups)
 }
