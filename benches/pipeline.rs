@@ -1,6 +1,9 @@
 //! Criterion benches of each stage and of the whole dry-run pipeline, on realistic Jitsu
 //! IngestMessage lines (~1.4 KB) from the project's generator with a fixed seed.
-//! Throughput is reported in bytes/s (and lines/s where the unit is a line).
+//! Throughput is reported in bytes/s (and lines/s where the unit is a line). Each bench first
+//! checks, outside the timing, that what it times does the whole work (every line split,
+//! extracted, routed, batched; the pipeline run ends done with every line counted), so that a
+//! stage that stopped early cannot pass for a fast one.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use reprocessing_worker::filter::Filter;
 use reprocessing_worker::generate::{ndjson, Shape};
 use reprocessing_worker::jobfile::JobOptions;
 use reprocessing_worker::lines::{Line, LineSplitter};
-use reprocessing_worker::pipeline::{Engine, FileTask, Parts};
+use reprocessing_worker::pipeline::{Engine, FileTask, Parts, RunEnd};
 use reprocessing_worker::progress::Progress;
 use reprocessing_worker::route::Router;
 use reprocessing_worker::sink::DryRun;
@@ -34,20 +37,20 @@ fn split(c: &mut Criterion) {
     let d = data();
     let mut g = c.benchmark_group("split");
     g.throughput(Throughput::Bytes(d.len() as u64));
-    g.bench_function("memchr_8MiB_chunks", |b| {
-        b.iter(|| {
-            let mut s = LineSplitter::new(16 << 20);
-            let mut n = 0usize;
-            for chunk in d.chunks(8 << 20) {
-                s.feed(chunk, |l| {
-                    n += matches!(l, Line::Text(_)) as usize;
-                    true
-                });
-            }
-            s.finish(|_| true);
-            black_box(n)
-        })
-    });
+    let run = || {
+        let mut s = LineSplitter::new(16 << 20);
+        let mut n = 0usize;
+        for chunk in d.chunks(8 << 20) {
+            s.feed(chunk, |l| {
+                n += matches!(l, Line::Text(_)) as usize;
+                true
+            });
+        }
+        s.finish(|_| true);
+        n
+    };
+    assert_eq!(run() as u64, LINES, "every line split");
+    g.bench_function("memchr_8MiB_chunks", |b| b.iter(|| black_box(run())));
     g.finish();
 }
 
@@ -59,12 +62,15 @@ fn extract_filter(c: &mut Criterion) {
         reprocessing_worker::filter::parse_time("2024-01-01T00:00:00Z"),
         reprocessing_worker::filter::parse_time("2030-01-01T00:00:00Z"),
     );
+    let valid = || lines.iter().filter(|l| extract(l).is_ok()).count();
+    let kept = || lines.iter().filter(|l| extract(l).map(|e| filter.check(&e).is_ok()).unwrap_or(false)).count();
+    assert_eq!(valid() as u64, LINES, "every line valid");
+    let k = kept();
+    assert!(k > 0 && (k as u64) < LINES, "the filter keeps some lines and drops others: {k}");
     let mut g = c.benchmark_group("extract");
     g.throughput(Throughput::Bytes(d.len() as u64));
-    g.bench_function("validate_and_4_fields", |b| b.iter(|| lines.iter().filter(|l| extract(l).is_ok()).count()));
-    g.bench_function("validate_fields_filter", |b| {
-        b.iter(|| lines.iter().filter(|l| extract(l).map(|e| filter.check(&e).is_ok()).unwrap_or(false)).count())
-    });
+    g.bench_function("validate_and_4_fields", |b| b.iter(valid));
+    g.bench_function("validate_fields_filter", |b| b.iter(kept));
     g.finish();
 }
 
@@ -87,9 +93,11 @@ fn routing(c: &mut Criterion) {
     repo.pop();
     repo.push(']');
     let router = Router::from_repository("t", repo.as_bytes()).unwrap();
+    let routed = || envs.iter().filter(|e| router.route(e).is_ok()).count();
+    assert_eq!(routed(), envs.len(), "every line routed");
     let mut g = c.benchmark_group("route");
     g.throughput(Throughput::Elements(envs.len() as u64));
-    g.bench_function("repository_1000_streams", |b| b.iter(|| envs.iter().filter(|e| router.route(e).is_ok()).count()));
+    g.bench_function("repository_1000_streams", |b| b.iter(routed));
     g.finish();
 }
 
@@ -100,18 +108,18 @@ fn batches(c: &mut Criterion) {
     let router = Router::fixed("t", &["conn-1".into(), "conn-2".into()]);
     let mut g = c.benchmark_group("batch");
     g.throughput(Throughput::Bytes(d.len() as u64));
-    g.bench_function("build_1MiB_record_batches", |b| {
-        b.iter(|| {
-            let limits = BatchLimits { records: 1000, value_bytes: 1 << 20, message_bytes: 1_000_000 };
-            let mut batcher = Batcher::new(&filter, &router, limits);
-            let mut n = 0;
-            for (i, l) in lines.iter().enumerate() {
-                batcher.line(i as u64 + 1, Line::Text(l), true, |b| n += b.records.len());
-            }
-            batcher.flush_all(|b| n += b.records.len());
-            black_box(n)
-        })
-    });
+    let run = || {
+        let limits = BatchLimits { records: 1000, value_bytes: 1 << 20, message_bytes: 1_000_000 };
+        let mut batcher = Batcher::new(&filter, &router, limits);
+        let mut n = 0;
+        for (i, l) in lines.iter().enumerate() {
+            batcher.line(i as u64 + 1, Line::Text(l), true, |b| n += b.records.len());
+        }
+        batcher.flush_all(|b| n += b.records.len());
+        n
+    };
+    assert_eq!(run() as u64, LINES, "every line in a batch");
+    g.bench_function("build_1MiB_record_batches", |b| b.iter(|| black_box(run())));
     g.finish();
 }
 
@@ -129,30 +137,32 @@ fn whole_pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(d.len() as u64));
     g.sample_size(20);
     for (name, path) in [("plain", &plain), ("gzip", &gz)] {
+        let engine = |progress: Arc<Progress>| {
+            let parts = Parts {
+                filter: Filter::default(),
+                router: Router::fixed("t", &["c".into()]),
+                sink: Arc::new(DryRun),
+                partitions: vec![1],
+                delivery_timeout: std::time::Duration::from_secs(300),
+                sources: Sources::new(None),
+                progress,
+                dead_letters: None,
+                keys: reprocessing_worker::batcher::LineKeys::for_job("bench"),
+            };
+            Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))
+        };
+        let run = |engine: Arc<Engine>| {
+            let token = tokio_util::sync::CancellationToken::new();
+            let file = FileTask { index: 0, path: path.to_str().unwrap().to_owned(), first_line: 1, listed_size: 0 };
+            rt.block_on(engine.run(vec![file], None, &token))
+        };
+        let progress = Arc::new(Progress::default());
+        let end = run(engine(Arc::clone(&progress)));
+        assert!(matches!(end, RunEnd::Done), "{name}: the run ended {end:?}");
+        let counts = progress.snapshot().counts;
+        assert_eq!((counts.total, counts.success), (LINES, LINES), "{name}: every line counted a success");
         g.bench_function(name, |b| {
-            b.iter_batched(
-                || {
-                    let parts = Parts {
-                        filter: Filter::default(),
-                        router: Router::fixed("t", &["c".into()]),
-                        sink: Arc::new(DryRun),
-                        partitions: vec![1],
-                        delivery_timeout: std::time::Duration::from_secs(300),
-                        sources: Sources::new(None),
-                        progress: Arc::new(Progress::default()),
-                        dead_letters: None,
-                        keys: reprocessing_worker::batcher::LineKeys::for_job("bench"),
-                    };
-                    Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))
-                },
-                |engine| {
-                    let token = tokio_util::sync::CancellationToken::new();
-                    let file =
-                        FileTask { index: 0, path: path.to_str().unwrap().to_owned(), first_line: 1, listed_size: 0 };
-                    rt.block_on(engine.run(vec![file], None, &token))
-                },
-                BatchSize::PerIteration,
-            )
+            b.iter_batched(|| engine(Arc::new(Progress::default())), run, BatchSize::PerIteration)
         });
     }
     g.finish();
