@@ -30,6 +30,8 @@ exec > >(tee "$out_log") 2>&1
 
 # Here a missing service is a failure, never a skip (see tests/common/mod.rs).
 export RW_REQUIRE_SERVICES=1
+# Property tests without a case count of their own run 1,024 cases, not proptest's 256.
+export PROPTEST_CASES="${PROPTEST_CASES:-1024}"
 
 timings=()
 suite_start=0
