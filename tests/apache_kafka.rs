@@ -249,11 +249,12 @@ fn leaders_move_mid_run(case: &str, seed: u64, mv: impl FnOnce(&Job, &[i64], &mu
     let _healer = Healer;
     let mut child = worker(&job, 2_500).spawn().unwrap();
     wait_for(&job, &mut child, 3_000);
+    // `mv` proves the move landed while the worker ran (`still_running` right after the new
+    // leaders are in place); what it does after that (a stopped broker started again, a JVM
+    // that takes seconds on a cold machine) is recovery, which the run may outlast or not.
     mv(&job, &before, &mut child);
-    let after = success_count(&job);
     let out = child.wait_with_output().unwrap();
     heal(&job.topic);
-    assert!(after < expected.len() as u64, "{case}: lines were still to deliver after the move");
     completed(&job, &out, expected.len() as u64);
     let dups = check(case, 1, &expected, &read_back(&job), BOUND);
     println!("{case}: {dups} duplicates");
