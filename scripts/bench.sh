@@ -497,7 +497,7 @@ bench_apache() {
     t=$(ak_topic)
     # bash's time: wall, and the user and system CPU of every process the function ran.
     times=$( { TIMEFORMAT='%R %U %S'; time "ak_$1" "$t" >/dev/null 2>&1; } 2>&1 | tail -n 1)
-    got=$(python3 scripts/kafka_admin.py count "$t")
+    got=$(records "$RW_AK_BOOTSTRAP" "$t")
     ((got == lines)) || { echo "apache $1: the topic holds $got records, expected $lines" >&2; exit 1; }
     echo "$1 $times" >>"$out"
     echo "  apache $1: $times (wall user sys), $got records" >&2
