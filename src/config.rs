@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::jobfile::{self, FileEntry, JobFileError, JobOptions};
+use crate::resume::StartAt;
 use crate::secret::Secret;
 use crate::select::StreamSelector;
 
@@ -57,6 +58,9 @@ pub enum Command {
     Plan(crate::admin::PlanArgs),
     /// Show a job's workers: status, files, lines, bytes, throughput and ETA.
     Status(crate::admin::StatusArgs),
+    /// Print the SQL that creates the worker's own tables, for a database owner to apply once
+    /// when the worker's role may not create tables (`| psql`).
+    Schema(crate::admin::SchemaArgs),
 }
 
 /// Kafka record-batch compression (`KAFKA_COMPRESSION`).
@@ -303,9 +307,25 @@ pub struct Config {
     /// Every entry of files.json, in order; [`Config::assigned_files`] picks this worker's.
     pub files: Vec<FileEntry>,
     pub job: JobOptions,
+    /// `start_file` found in files.json, and `start_line`.
+    pub start: StartAt,
     pub tuning: Tuning,
     /// `DEAD_LETTER_PATH`, if set.
     pub dead_letter: Option<crate::deadletter::Destination>,
+}
+
+/// `start_file` and `start_line` of `job`, with the file found in `files`
+/// ([`crate::resume::rule::find_start_file`]). A `start_file` that is not there, or names
+/// several entries, is a configuration error naming the field and the nearest paths.
+pub fn start_at(files: &[FileEntry], job: &JobOptions) -> Result<StartAt, JobFileError> {
+    let file = match job.start_file.as_deref() {
+        None => None,
+        Some(given) => Some(
+            crate::resume::rule::find_start_file(files, given)
+                .map_err(|e| JobFileError { file: "config.json", what: format!("field {e}") })?,
+        ),
+    };
+    Ok(StartAt { file, line: job.start_line })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +412,7 @@ impl Config {
 
         let job = jobfile::parse_job_config(&read_mounted("JOB_CONFIG_PATH", &args.job_config_path)?)?;
         let files = jobfile::parse_files_list(&read_mounted("FILES_CONFIG_PATH", &args.files_config_path)?)?;
+        let start = start_at(&files, &job)?;
 
         let kafka = if job.dry_run {
             None
@@ -501,6 +522,7 @@ impl Config {
             repository,
             files,
             job,
+            start,
             tuning,
             dead_letter,
         })

@@ -8,7 +8,7 @@
 //! The data flow, the code map, the bounds of every queue and the invariants are in
 //! `ARCHITECTURE.md` at the repository's root.
 //!
-//! The pure core — [`lines`], [`decode`], [`extract`], [`filter`], [`select`], [`route`],
+//! The pure core — [`lines`], [`location`], [`decode`], [`extract`], [`filter`], [`select`], [`route`],
 //! [`batcher`], [`tracker`], [`resume`] (its rule, offsets and matching; its read-back and
 //! reconcile are IO), [`backoff`] — takes bytes and values, does no IO and cannot fail on IO
 //! ([`decode`] takes its chunks from a channel, generic over the source's error). The IO
@@ -23,6 +23,7 @@ pub mod extract;
 pub mod filter;
 pub mod jobfile;
 pub mod lines;
+pub mod location;
 pub mod ratelimit;
 pub mod resume;
 pub mod route;

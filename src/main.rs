@@ -73,6 +73,10 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Plan(a)) => admin(runtime.block_on(reprocessing_worker::admin::run_plan(&a)).map(|_| ())),
         Some(Command::Status(a)) => admin(runtime.block_on(reprocessing_worker::admin::run_status(&a))),
+        Some(Command::Schema(a)) => {
+            print!("{}", reprocessing_worker::admin::schema_sql(&a));
+            ExitCode::SUCCESS
+        }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format);
             runtime.block_on(run_worker(args))

@@ -283,7 +283,7 @@ impl Engine {
                 s = taken => match s { Ok(s) => s, Err(_) => return },
             };
             let gate = Arc::new(Notify::new());
-            let source = Location::parse(&task.path).map(|loc| {
+            let source = Location::parse(&task.path).map_err(SourceError::from).map(|loc| {
                 let (chunk, ahead, g) = (t.read_chunk_bytes, t.read_ahead_chunks, Some(Arc::clone(&gate)));
                 let chunks = self.sources.spawn_reader(loc.clone(), chunk, first, ahead, cancel.clone(), g);
                 (loc, chunks)

@@ -45,7 +45,7 @@ use crate::jobfile::JobOptions;
 use crate::resume::offsets::PartitionOffset;
 use crate::resume::WorkerStatus;
 use crate::sink::{Failure, Fetched, Sink, SinkError};
-use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};
+use crate::status::{OwnTables, StatusError, StatusRow, StatusStore, StoredRow};
 use crate::testutil::{small_tuning, Injected, MemoryStatus};
 use crate::tracker::Counts;
 
@@ -282,7 +282,7 @@ impl SimStore<'_> {
 }
 
 impl StatusStore for SimStore<'_> {
-    fn prepare<'a>(&'a self, json: &'a str, files: u32, workers: u32) -> BoxFuture<'a, Result<(), StatusError>> {
+    fn prepare<'a>(&'a self, json: &'a str, files: u32, workers: u32) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
         self.mem.prepare(json, files, workers)
     }
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {

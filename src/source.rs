@@ -23,41 +23,16 @@ use std::collections::HashMap;
 use crate::bufpool::BufPool;
 use tokio_util::sync::CancellationToken;
 
-/// Where a file lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    S3 { bucket: String, key: String },
-    Gcs { bucket: String, object: String },
-    Local(PathBuf),
-}
-
-impl Location {
-    pub fn parse(path: &str) -> Result<Self, SourceError> {
-        let split = |rest: &str| match rest.split_once('/') {
-            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Some((bucket.to_owned(), key.to_owned())),
-            _ => None,
-        };
-        if let Some(rest) = path.strip_prefix("s3://") {
-            let (bucket, key) =
-                split(rest).ok_or_else(|| SourceError::Open(format!("{path}: expected s3://bucket/key")))?;
-            Ok(Location::S3 { bucket, key })
-        } else if let Some(rest) = path.strip_prefix("gs://") {
-            let (bucket, object) =
-                split(rest).ok_or_else(|| SourceError::Open(format!("{path}: expected gs://bucket/object")))?;
-            Ok(Location::Gcs { bucket, object })
-        } else {
-            Ok(Location::Local(PathBuf::from(path)))
-        }
-    }
-
-    /// The GCS bucket of a `gs://` path.
-    pub fn gcs_bucket(path: &str) -> Option<&str> {
-        path.strip_prefix("gs://")?.split('/').next().filter(|b| !b.is_empty())
-    }
-}
+pub use crate::location::Location;
 
 /// The GCS clients, one per bucket.
 pub type GcsStores = HashMap<String, Arc<dyn object_store::ObjectStore>>;
+
+impl From<crate::location::BadLocation> for SourceError {
+    fn from(e: crate::location::BadLocation) -> Self {
+        SourceError::Open(e.to_string())
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
@@ -286,24 +261,6 @@ enum LocalError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_locations() {
-        assert_eq!(
-            Location::parse("s3://b/dir/k.ndjson.gz").unwrap(),
-            Location::S3 { bucket: "b".into(), key: "dir/k.ndjson.gz".into() }
-        );
-        assert_eq!(Location::parse("/data/x.ndjson").unwrap(), Location::Local("/data/x.ndjson".into()));
-        assert!(Location::parse("s3://bucket-only").is_err());
-        assert!(Location::parse("s3:///key").is_err());
-        assert_eq!(
-            Location::parse("gs://b/dir/k.ndjson.zst").unwrap(),
-            Location::Gcs { bucket: "b".into(), object: "dir/k.ndjson.zst".into() }
-        );
-        assert!(Location::parse("gs://bucket-only").is_err());
-        assert_eq!(Location::gcs_bucket("gs://b/x/y"), Some("b"));
-        assert_eq!(Location::gcs_bucket("s3://b/x"), None);
-    }
 
     #[tokio::test]
     async fn local_reads_come_in_bounded_chunks() {

@@ -5,7 +5,9 @@
 //! (`IF NOT EXISTS`, under an advisory lock so that workers starting together do not race)
 //! and the job row if it is missing. The row is upserted: the admin's `pending` row is taken
 //! over, never deleted. `started_at` is set the first time the row goes `running` and kept
-//! after; `completed_at` is set when the row ends (`completed`, `failed`, `cancelled`).
+//! after; `completed_at` is set when the row ends (`completed`, `failed`). The column holds
+//! only the admin's values ([`WorkerStatus::column`]). A role that may not create tables
+//! still runs, without the worker's own tables ([`OwnTables`]).
 //!
 //! Failed writes reconnect and retry on the next write; the pipeline never waits for them.
 
@@ -83,13 +85,15 @@ impl StatusError {
 /// Where the worker's row lives: PostgreSQL in production, an in-memory fake in the
 /// in-process tests. Start-up reads and writes go through it as well as the flusher's.
 pub trait StatusStore: Send + Sync {
-    /// Creates the tables when they are missing, and the job row (standalone runs).
+    /// Creates the tables when they are missing and the role may, and the job row
+    /// (standalone runs). Says whether the worker's own tables can be used: without them
+    /// the offsets are neither stored nor read, and a run does not claim its row.
     fn prepare<'a>(
         &'a self,
         job_config_json: &'a str,
         total_files: u32,
         total_workers: u32,
-    ) -> BoxFuture<'a, Result<(), StatusError>>;
+    ) -> BoxFuture<'a, Result<OwnTables, StatusError>>;
     /// This worker's row as stored, if any.
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>>;
     /// Upserts this worker's row. A row that is `completed`, ahead of this write, or owned
@@ -142,16 +146,21 @@ CREATE INDEX IF NOT EXISTS reprocessing_workers_job_id_idx ON reprocessing_worke
 CREATE INDEX IF NOT EXISTS reprocessing_workers_status_idx ON reprocessing_workers (job_id, status);
 "#;
 
-/// The worker's own table, beside the admin's (whose schema stays untouched): which run of
-/// each index owns its row. A run claims it at start-up; the row's writes check it.
+/// The worker's own tables, beside the admin's (whose schema stays untouched): which run of
+/// each index owns its row (a run claims it at start-up; the row's writes check it), with
+/// that run's own status (`cancelled` too, which the admin's column shows as `failed`); and
+/// the read-back offsets of [`crate::resume::offsets`]. `reprocessing-worker schema` prints
+/// it for a database owner to apply when the worker's role may not create tables.
 pub const RUNS_DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS reprocessing_worker_runs (
     job_id VARCHAR(64) NOT NULL REFERENCES reprocessing_jobs(id) ON DELETE CASCADE,
     worker_index INTEGER NOT NULL,
     run_id VARCHAR(36) NOT NULL,
     claimed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
+    outcome VARCHAR(32),
     PRIMARY KEY (job_id, worker_index)
 );
+ALTER TABLE reprocessing_worker_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR(32);
 CREATE TABLE IF NOT EXISTS reprocessing_worker_offsets (
     job_id VARCHAR(64) NOT NULL REFERENCES reprocessing_jobs(id) ON DELETE CASCADE,
     worker_index INTEGER NOT NULL,
@@ -174,12 +183,17 @@ ON CONFLICT (job_id, worker_index, topic, kafka_partition)
 DO UPDATE SET start_offset = EXCLUDED.start_offset, updated_at = NOW()
 "#;
 
-const UPSERT: &str = r#"
+/// The row's upsert; `$guard` adds the ownership check of [`RUNS_DDL`]'s table.
+macro_rules! upsert {
+    ($with:literal, $guard:literal) => {
+        concat!(
+            $with,
+            r#"
 INSERT INTO reprocessing_workers AS w (job_id, worker_index, status, started_at, updated_at, completed_at,
     current_file, current_line, current_ts, assigned_files, processed_files, total_lines, success_count,
     error_count, skipped_count, total_bytes, processed_bytes, error)
 VALUES ($1, $2, $3::varchar, NOW(), NOW(),
-    CASE WHEN $3::varchar IN ('completed', 'failed', 'cancelled') THEN NOW() END,
+    CASE WHEN $3::varchar IN ('completed', 'failed') THEN NOW() END,
     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (job_id, worker_index) DO UPDATE SET
     status = EXCLUDED.status,
@@ -200,10 +214,63 @@ ON CONFLICT (job_id, worker_index) DO UPDATE SET
     error = EXCLUDED.error
 WHERE w.status <> 'completed'
     AND EXCLUDED.total_lines >= COALESCE(w.total_lines, 0)
-    AND EXCLUDED.processed_files >= COALESCE(w.processed_files, 0)
-    AND EXISTS (SELECT 1 FROM reprocessing_worker_runs r
-                WHERE r.job_id = $1 AND r.worker_index = $2 AND r.run_id = $16)
+    AND EXCLUDED.processed_files >= COALESCE(w.processed_files, 0)"#,
+            $guard
+        )
+    };
+}
+
+/// The upsert when this run owns the row in `reprocessing_worker_runs`: it records the run's
+/// own status there (`cancelled` included) and writes only while it owns the row.
+const UPSERT: &str = upsert!(
+    "WITH run AS (UPDATE reprocessing_worker_runs SET outcome = $17
+    WHERE job_id = $1 AND worker_index = $2 AND run_id = $16 RETURNING 1)",
+    "\n    AND EXISTS (SELECT 1 FROM run)"
+);
+/// The upsert without the worker's own tables: the row never goes backwards, but a second
+/// run of the same index is not told apart.
+const UPSERT_ROW_ONLY: &str = upsert!("", "");
+
+/// The advisory lock held while the tables are created.
+const DDL_LOCK: i64 = 7262635483;
+
+/// Which tables exist, and what this role may do (no privilege needed to ask).
+const PROBE: &str = r#"
+SELECT to_regclass('reprocessing_jobs') IS NOT NULL AND to_regclass('reprocessing_workers') IS NOT NULL,
+    to_regclass('reprocessing_worker_offsets') IS NOT NULL AND EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('reprocessing_worker_runs')
+            AND attname = 'outcome' AND NOT attisdropped),
+    COALESCE(bool_and(has_table_privilege(to_regclass(t), p)), false),
+    COALESCE(has_table_privilege(to_regclass('reprocessing_jobs'), 'INSERT'), false)
+FROM unnest(ARRAY['reprocessing_worker_runs', 'reprocessing_worker_offsets']) AS t,
+    unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
 "#;
+
+/// What [`PROBE`] found.
+struct Probe {
+    admin_tables: bool,
+    own_tables: bool,
+    own_writable: bool,
+    may_add_jobs: bool,
+}
+
+/// Whether the worker could use its own tables ([`RUNS_DDL`]) beside the admin's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnTables {
+    /// Present and writable: exact resume, and one run owns each row.
+    Present,
+    /// The role may write only the admin's tables; why.
+    Unavailable { why: String },
+}
+
+impl OwnTables {
+    /// What the worker gives up without its own tables, said once at start-up.
+    pub const GIVEN_UP: &'static str = "the worker's own tables (reprocessing_worker_runs, _offsets) are not \
+        available, so two guarantees are given up: a resumed run sends again the lines after its resume point \
+        that an earlier run may have delivered (at least once, at most the unsettled window, instead of the \
+        read-back's exactly once), and a second run of the same index is not stopped (the row still never goes \
+        backwards). A database owner restores both by applying `reprocessing-worker schema` once";
+}
 
 /// The PostgreSQL store for one worker's row.
 pub struct PgStatus {
@@ -216,6 +283,8 @@ pub struct PgStatus {
     timeout: Duration,
     /// This run's id in `reprocessing_worker_runs`.
     run_id: String,
+    /// Set by `prepare`: true when the worker's own tables are used.
+    own_tables: std::sync::OnceLock<bool>,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -264,6 +333,7 @@ impl PgStatus {
             client: tokio::sync::Mutex::new(None),
             timeout,
             run_id: uuid::Uuid::new_v4().to_string(),
+            own_tables: std::sync::OnceLock::new(),
         };
         let client = me.open().await?;
         *me.client.lock().await = Some(client);
@@ -314,36 +384,94 @@ impl PgStatus {
         }
     }
 
+    /// What the tables are, and what this role may do with them: nothing here needs a
+    /// privilege, so a locked-down role learns it without an error in the database's log.
+    async fn probe(&self) -> Result<Probe, StatusError> {
+        let r = self.with_client(|c| Box::pin(async move { c.query_one(PROBE, &[]).await })).await?;
+        Ok(Probe { admin_tables: r.get(0), own_tables: r.get(1), own_writable: r.get(2), may_add_jobs: r.get(3) })
+    }
+
+    /// Runs `sql` in one transaction under the advisory lock that keeps workers starting
+    /// together from racing on `CREATE`. A refusal for want of privilege is told apart.
+    async fn create(&self, sql: &'static str) -> Result<Result<(), tokio_postgres::Error>, StatusError> {
+        let r = self
+            .with_client(move |c| {
+                Box::pin(async move {
+                    let r = c
+                        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {sql} COMMIT;"))
+                        .await;
+                    if r.is_err() {
+                        c.batch_execute("ROLLBACK").await?;
+                    }
+                    Ok(r)
+                })
+            })
+            .await?;
+        match r {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => Ok(Err(e)),
+            Err(e) => Err(self.query_failed(e)),
+            Ok(()) => Ok(Ok(())),
+        }
+    }
+
     async fn create_tables(
         &self,
         job_config_json: &str,
         total_files: u32,
         total_workers: u32,
-    ) -> Result<(), StatusError> {
+    ) -> Result<OwnTables, StatusError> {
+        let mut probe = self.probe().await?;
+        if !probe.admin_tables {
+            // Standalone: the admin's tables as the admin creates them, then ours.
+            if let Err(e) = self.create(DDL).await? {
+                return Err(self.query_failed(e));
+            }
+            probe = self.probe().await?;
+        }
+        let own = if probe.own_tables && probe.own_writable {
+            OwnTables::Present
+        } else if probe.own_tables {
+            OwnTables::Unavailable { why: "this role may not write reprocessing_worker_runs and _offsets".into() }
+        } else {
+            match self.create(RUNS_DDL).await? {
+                Ok(()) => OwnTables::Present,
+                Err(e) => OwnTables::Unavailable {
+                    why: format!("this role may not create them ({})", e.as_db_error().map_or("", |d| d.message())),
+                },
+            }
+        };
         let (job, cfg, run) = (self.job_id.clone(), job_config_json.to_owned(), self.run_id.clone());
         let (files, workers, idx) = (i32_of(total_files), i32_of(total_workers), self.worker_index);
+        let (add_job, claim) = (probe.may_add_jobs, own == OwnTables::Present);
         self.with_client(move |c| {
             let (job, cfg, run) = (job.clone(), cfg.clone(), run.clone());
             Box::pin(async move {
-                c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock(7262635483); {DDL} {RUNS_DDL} COMMIT;"))
+                // The admin writes the job row before it starts a worker; standalone, the
+                // worker does.
+                if add_job {
+                    c.execute(
+                        "INSERT INTO reprocessing_jobs (id, config, status, created_at, started_at, total_files, total_workers)
+                         VALUES ($1, $2::text::jsonb, 'running', NOW(), NOW(), $3, $4) ON CONFLICT (id) DO NOTHING",
+                        &[&job, &cfg, &files, &workers],
+                    )
                     .await?;
-                c.execute(
-                    "INSERT INTO reprocessing_jobs (id, config, status, created_at, started_at, total_files, total_workers)
-                     VALUES ($1, $2::text::jsonb, 'running', NOW(), NOW(), $3, $4) ON CONFLICT (id) DO NOTHING",
-                    &[&job, &cfg, &files, &workers],
-                )
-                .await?;
+                }
                 // This run owns the row from now on; an older run of the same index stops.
-                c.execute(
-                    "INSERT INTO reprocessing_worker_runs (job_id, worker_index, run_id) VALUES ($1, $2, $3)
-                     ON CONFLICT (job_id, worker_index) DO UPDATE SET run_id = EXCLUDED.run_id, claimed_at = NOW()",
-                    &[&job, &idx, &run],
-                )
-                .await?;
+                if claim {
+                    c.execute(
+                        "INSERT INTO reprocessing_worker_runs (job_id, worker_index, run_id) VALUES ($1, $2, $3)
+                         ON CONFLICT (job_id, worker_index) DO UPDATE SET run_id = EXCLUDED.run_id,
+                             claimed_at = NOW(), outcome = NULL",
+                        &[&job, &idx, &run],
+                    )
+                    .await?;
+                }
                 Ok(())
             })
         })
-        .await
+        .await?;
+        let _ = self.own_tables.set(claim);
+        Ok(own)
     }
 
     async fn select_row(&self) -> Result<Option<StoredRow>, StatusError> {
@@ -377,36 +505,42 @@ impl PgStatus {
         }))
     }
 
+    /// True when `prepare` found the worker's own tables usable.
+    fn owns_tables(&self) -> bool {
+        self.own_tables.get().copied().unwrap_or(false)
+    }
+
     async fn upsert(&self, row: &StatusRow) -> Result<(), StatusError> {
         let (job, idx, run) = (self.job_id.clone(), self.worker_index, self.run_id.clone());
-        let row = row.clone();
+        let (row, owned) = (row.clone(), self.owns_tables());
         let written = self
             .with_client(move |c| {
                 let (job, row, run) = (job.clone(), row.clone(), run.clone());
                 Box::pin(async move {
                     let s = &row.snapshot;
-                    c.execute(
-                        UPSERT,
-                        &[
-                            &job,
-                            &idx,
-                            &row.status.as_str(),
-                            &s.current_file,
-                            &i64_of(s.current_line),
-                            &s.current_ts,
-                            &i32_of(row.assigned_files),
-                            &i32_of(s.processed_files),
-                            &i64_of(s.counts.total),
-                            &i64_of(s.counts.success),
-                            &i64_of(s.counts.error),
-                            &i64_of(s.counts.skipped),
-                            &i64_of(row.total_bytes),
-                            &i64_of(s.processed_bytes),
-                            &row.error,
-                            &run,
-                        ],
-                    )
-                    .await
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 17] = [
+                        &job,
+                        &idx,
+                        &row.status.column(),
+                        &s.current_file,
+                        &i64_of(s.current_line),
+                        &s.current_ts,
+                        &i32_of(row.assigned_files),
+                        &i32_of(s.processed_files),
+                        &i64_of(s.counts.total),
+                        &i64_of(s.counts.success),
+                        &i64_of(s.counts.error),
+                        &i64_of(s.counts.skipped),
+                        &i64_of(row.total_bytes),
+                        &i64_of(s.processed_bytes),
+                        &row.error,
+                        &run,
+                        &row.status.as_str(),
+                    ];
+                    match owned {
+                        true => c.execute(UPSERT, &params).await,
+                        false => c.execute(UPSERT_ROW_ONLY, &params[..15]).await,
+                    }
                 })
             })
             .await?;
@@ -417,6 +551,9 @@ impl PgStatus {
     }
 
     async fn select_offsets(&self) -> Result<Vec<PartitionOffset>, StatusError> {
+        if !self.owns_tables() {
+            return Ok(Vec::new());
+        }
         let (job, idx) = (self.job_id.clone(), self.worker_index);
         let rows = self
             .with_client(move |c| {
@@ -435,6 +572,9 @@ impl PgStatus {
     }
 
     async fn upsert_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), StatusError> {
+        if !self.owns_tables() {
+            return Ok(());
+        }
         let (job, idx, run) = (self.job_id.clone(), self.worker_index, self.run_id.clone());
         let topics: Vec<String> = offsets.iter().map(|o| o.topic.clone()).collect();
         let partitions: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
@@ -450,25 +590,30 @@ impl PgStatus {
 
     /// Why the guarded upsert left the row alone: another run owns it, or it is ahead.
     async fn why_refused(&self) -> Result<StatusError, StatusError> {
-        let (job, idx) = (self.job_id.clone(), self.worker_index);
+        let (job, idx, owned) = (self.job_id.clone(), self.worker_index, self.owns_tables());
         let found = self
             .with_client(move |c| {
                 let job = job.clone();
                 Box::pin(async move {
-                    c.query_opt(
-                        "SELECT w.status, r.run_id FROM reprocessing_workers w
-                         LEFT JOIN reprocessing_worker_runs r ON r.job_id = w.job_id AND r.worker_index = w.worker_index
-                         WHERE w.job_id = $1 AND w.worker_index = $2",
-                        &[&job, &idx],
-                    )
-                    .await
+                    let sql = match owned {
+                        true => {
+                            "SELECT w.status, r.run_id FROM reprocessing_workers w
+                             LEFT JOIN reprocessing_worker_runs r
+                                 ON r.job_id = w.job_id AND r.worker_index = w.worker_index
+                             WHERE w.job_id = $1 AND w.worker_index = $2"
+                        }
+                        false => {
+                            "SELECT status, NULL::varchar FROM reprocessing_workers WHERE job_id = $1 AND worker_index = $2"
+                        }
+                    };
+                    c.query_opt(sql, &[&job, &idx]).await
                 })
             })
             .await?;
         let (job, index) = (self.job_id.clone(), self.worker_index as u32);
         let Some(r) = found else { return Ok(StatusError::TakenOver { job, index }) };
         let owner: Option<String> = r.get(1);
-        if owner.as_deref() != Some(self.run_id.as_str()) {
+        if self.owns_tables() && owner.as_deref() != Some(self.run_id.as_str()) {
             return Ok(StatusError::TakenOver { job, index });
         }
         Ok(StatusError::RowAhead { job, index, status: r.get::<_, String>(0).parse()? })
@@ -476,7 +621,7 @@ impl PgStatus {
 }
 
 impl StatusStore for PgStatus {
-    fn prepare<'a>(&'a self, json: &'a str, files: u32, workers: u32) -> BoxFuture<'a, Result<(), StatusError>> {
+    fn prepare<'a>(&'a self, json: &'a str, files: u32, workers: u32) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
         Box::pin(self.create_tables(json, files, workers))
     }
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {

@@ -15,7 +15,7 @@ use crate::jobfile::{FileEntry, JobOptions};
 use crate::progress::Progress;
 use crate::resume::offsets::PartitionOffset;
 use crate::sink::{Failure, Sink, SinkError};
-use crate::status::{StatusError, StatusRow, StatusStore, StoredRow};
+use crate::status::{OwnTables, StatusError, StatusRow, StatusStore, StoredRow};
 
 /// What the fake does with one produce call: acknowledge, or fail as the class says, after
 /// the delay.
@@ -247,8 +247,8 @@ impl MemoryStatus {
 }
 
 impl StatusStore for MemoryStatus {
-    fn prepare<'a>(&'a self, _: &'a str, _: u32, _: u32) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(async { Ok(()) })
+    fn prepare<'a>(&'a self, _: &'a str, _: u32, _: u32) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
+        Box::pin(async { Ok(OwnTables::Present) })
     }
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
         Box::pin(async move { Ok(self.stored.lock().unwrap().clone()) })
@@ -325,8 +325,10 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
             std::fs::write(&p, data).unwrap();
             FileEntry { path: p.display().to_string(), size: data.len() as u64 }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let job = JobOptions { connection_ids: vec!["c1".into()], ..job };
     Config {
+        start: crate::config::start_at(&files, &job).expect("start_file is in the files"),
         job_id: "job".into(),
         worker_index: 0,
         total_workers: 1,
@@ -335,7 +337,7 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         topic: "t".into(),
         repository: None,
         files,
-        job: JobOptions { connection_ids: vec!["c1".into()], ..job },
+        job,
         tuning,
         dead_letter: None,
     }

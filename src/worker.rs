@@ -20,11 +20,11 @@ use crate::filter::Filter;
 use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
 use crate::progress::{Progress, Snapshot};
 use crate::resume::recover::Recovered;
-use crate::resume::{start_point, Reconciled, StartAt, StartFileMissing, StartPoint};
+use crate::resume::{start_point, Reconciled, StartPoint};
 use crate::route::Router;
 use crate::sink::{DryRun, Sink, SinkError};
 use crate::source::Sources;
-use crate::status::{PgStatus, StatusError, StatusRow, StatusStore, WorkerStatus};
+use crate::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore, WorkerStatus};
 
 /// How long start-up waits for the database and the repository.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -43,8 +43,6 @@ pub enum RunError {
     Kafka(#[from] SinkError),
     #[error(transparent)]
     Repository(#[from] crate::repository::RepositoryError),
-    #[error(transparent)]
-    StartFile(#[from] StartFileMissing),
     #[error(transparent)]
     Gcs(#[from] crate::gcs::GcsError),
     /// Delivery stopped mid-run (the cluster refuses this worker, or is unavailable). The
@@ -89,7 +87,11 @@ pub async fn run_with(
         rate_limit = %cfg.tuning.rate,
         "starting"
     );
-    store.prepare(&cfg.job.raw_json, cfg.files.len() as u32, cfg.total_workers).await?;
+    if let OwnTables::Unavailable { why } =
+        store.prepare(&cfg.job.raw_json, cfg.files.len() as u32, cfg.total_workers).await?
+    {
+        tracing::warn!(why, "{}", OwnTables::GIVEN_UP);
+    }
     let start = match run.start_point().await {
         Ok(Ok(start)) => start,
         Ok(Err(done)) => return Ok(run.already_completed(done)),
@@ -171,8 +173,7 @@ impl<'a> Run<'a> {
         if let Some(done) = stored.as_ref().filter(|r| r.status == WorkerStatus::Completed) {
             return Ok(Err(done.snapshot.clone()));
         }
-        let at = StartAt { file: self.cfg.job.start_file.as_deref(), line: self.cfg.job.start_line };
-        let start = start_point(&self.cfg.files, &self.assigned, at, stored.as_ref())?;
+        let start = start_point(&self.cfg.files, &self.assigned, self.cfg.start, stored.as_ref());
         if start.snapshot.counts.total > 0 || start.first_line > 1 || start.file > 0 {
             let lines_done = start.snapshot.counts.total;
             tracing::info!(file = start.file, line = start.first_line, lines_done, "resuming");
@@ -365,6 +366,7 @@ impl<'a> Run<'a> {
         }
         let error = match &stopped {
             Some(e) => Some(crate::Chain(e).to_string()),
+            None if status == WorkerStatus::Cancelled => Some(cancelled_error(&snapshot, files_error.as_deref())),
             None => files_error,
         };
         write_final(self.store, &self.row(status, snapshot.clone(), error)).await;
@@ -388,6 +390,21 @@ impl<'a> Run<'a> {
             None => Ok(RunSummary { status, snapshot, failed_files: failed.len() as u32 }),
         }
     }
+}
+
+/// The `error` of a row whose run SIGTERM stopped: the column says `failed` (the admin knows
+/// no other end), so the cancellation and its resume point are told here.
+fn cancelled_error(at: &Snapshot, files_error: Option<&str>) -> String {
+    let point = match &at.current_file {
+        Some(file) => format!("every line up to {file} line {} is delivered", at.current_line),
+        None => "before its first line".to_owned(),
+    };
+    let mut e = format!("cancelled by SIGTERM: {point}; a new run of this worker resumes after it");
+    if let Some(files) = files_error {
+        e.push_str("; ");
+        e.push_str(files);
+    }
+    e
 }
 
 /// Waits a bounded time for the dead-letter writer to flush.

@@ -374,7 +374,7 @@ fn sigterm_mid_run_exits_143_and_resumes() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
     let r = row(&job.id, 0);
-    assert_eq!(r["status"], "cancelled");
+    common::assert_cancelled(&r);
     assert!(num(&r, "total_lines") < 30_000);
     let again = worker(&job).output().unwrap();
     completed(&job, &again, 30_000);

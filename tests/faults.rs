@@ -244,7 +244,7 @@ fn sigterm_records_cancelled_and_resumes() {
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
     assert!(took < Duration::from_secs(12), "drained within the shutdown timeout: {took:?}");
     let r = row(&job.id, 0);
-    assert_eq!(r["status"], "cancelled");
+    common::assert_cancelled(&r);
     assert!(r.contains_key("completed_at"));
     let at = num(&r, "current_line");
     println!("after SIGTERM: {r:?}");

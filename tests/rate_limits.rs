@@ -192,7 +192,7 @@ fn a_resume_with_a_new_limit_loses_and_duplicates_nothing() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "cancelled by SIGTERM");
     let r = row(&job.id, 0);
-    assert_eq!(r["status"], "cancelled");
+    common::assert_cancelled(&r);
     let done = num(&r, "success_count");
     assert!(done > 0 && done < 60_000, "stopped part-way: {done}");
     // The new limit is four times higher; the restart resumes from the row.

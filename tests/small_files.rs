@@ -402,7 +402,7 @@ fn sigterm_with_files_in_flight_resumes_exactly() {
     assert_eq!(status.code(), Some(143), "{}", log(&job, "run0.log"));
     assert!(took < Duration::from_secs(12), "drained within the shutdown timeout: {took:?}");
     let r = row(&job.id, 0);
-    assert_eq!(r["status"], "cancelled", "{r:?}");
+    common::assert_cancelled(&r);
     assert!(r.contains_key("completed_at"), "{r:?}");
     let stopped_at = num(&r, "total_lines");
     assert!(stopped_at >= 8_000 && stopped_at < total, "stopped mid-run: {r:?}");

@@ -95,6 +95,36 @@ pub struct StatusArgs {
     pub watch: Option<u64>,
 }
 
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Also print the admin's own tables (`reprocessing_jobs`, `reprocessing_workers`), for a
+    /// database without the Jitsu admin.
+    #[arg(long)]
+    pub with_admin_tables: bool,
+    /// The role the workers connect as: adds its grants on the worker's tables.
+    #[arg(long, value_name = "ROLE")]
+    pub grant_to: Option<String>,
+}
+
+/// The SQL `schema` prints: the worker's own tables and, as asked, the admin's and the grants.
+pub fn schema_sql(a: &SchemaArgs) -> String {
+    use crate::status::{DDL, RUNS_DDL};
+    let mut out = String::from("-- reprocessing-worker: its own tables, beside the Jitsu admin's\n");
+    if a.with_admin_tables {
+        out.push_str(DDL.trim());
+        out.push('\n');
+    }
+    out.push_str(RUNS_DDL.trim());
+    out.push('\n');
+    if let Some(role) = &a.grant_to {
+        let role = format!("\"{}\"", role.replace('"', "\"\""));
+        out.push_str(&format!(
+            "GRANT SELECT, INSERT, UPDATE ON reprocessing_worker_runs, reprocessing_worker_offsets TO {role};\n"
+        ));
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{0}")]

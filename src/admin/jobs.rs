@@ -119,29 +119,48 @@ impl Totals {
 }
 
 /// Runs `sql` with the job id as its one parameter.
-async fn query_job(store: &PgStatus, sql: &'static str, job: &str) -> Result<Vec<tokio_postgres::Row>, StatusError> {
-    let job = job.to_owned();
+async fn query_job(store: &PgStatus, sql: &str, job: &str) -> Result<Vec<tokio_postgres::Row>, StatusError> {
+    let (job, sql) = (job.to_owned(), sql.to_owned());
     store
         .with_client(move |c| {
-            let job = job.clone();
-            Box::pin(async move { c.query(sql, &[&job]).await })
+            let (job, sql) = (job.clone(), sql.clone());
+            Box::pin(async move { c.query(&sql, &[&job]).await })
         })
         .await
 }
 
+/// The status a worker's run ended with: the column, but `cancelled` where the worker's own
+/// table says that its `failed` was a SIGTERM (when the table exists).
+async fn status_expression(store: &PgStatus) -> Result<&'static str, StatusError> {
+    let found = store
+        .with_client(|c| {
+            Box::pin(
+                async move { c.query_one("SELECT to_regclass('reprocessing_worker_runs') IS NOT NULL", &[]).await },
+            )
+        })
+        .await?;
+    Ok(match found.get::<_, bool>(0) {
+        true => {
+            "CASE WHEN w.status = 'failed' AND EXISTS (SELECT 1 FROM reprocessing_worker_runs r
+                WHERE r.job_id = w.job_id AND r.worker_index = w.worker_index AND r.outcome = 'cancelled')
+             THEN 'cancelled' ELSE w.status END"
+        }
+        false => "w.status",
+    })
+}
+
 /// Every worker row of `job`, by index.
 pub async fn job_rows(store: &PgStatus, job: &str) -> Result<Vec<JobRow>, StatusError> {
-    let rows = query_job(
-        store,
-        "SELECT worker_index, status, COALESCE(assigned_files, 0)::bigint, COALESCE(processed_files, 0)::bigint,
+    let sql = format!(
+        "SELECT worker_index, {}, COALESCE(assigned_files, 0)::bigint, COALESCE(processed_files, 0)::bigint,
                 COALESCE(total_lines, 0), COALESCE(success_count, 0), COALESCE(error_count, 0),
                 COALESCE(skipped_count, 0), COALESCE(total_bytes, 0), COALESCE(processed_bytes, 0),
                 COALESCE(EXTRACT(EPOCH FROM (COALESCE(completed_at, updated_at) - started_at)), 0)::float8,
                 current_file, error
-         FROM reprocessing_workers WHERE job_id = $1 ORDER BY worker_index",
-        job,
-    )
-    .await?;
+         FROM reprocessing_workers w WHERE job_id = $1 ORDER BY worker_index",
+        status_expression(store).await?
+    );
+    let rows = query_job(store, &sql, job).await?;
     rows.iter()
         .map(|r| {
             Ok(JobRow {

@@ -169,6 +169,20 @@ fn file_errors_name_the_file() {
 }
 
 #[test]
+fn start_file_is_found_once_at_load_or_is_a_config_error_naming_the_nearest() {
+    let files = r#"[{"path":"s3://b/day/f_01.ndjson.gz","size":1},{"path":"s3://b/day/f_02.ndjson.gz","size":1}]"#;
+    let e = env(r#"{"connection_ids":["c"],"start_file":"day/f_02.ndjson.gz","start_line":4}"#, files, BASE);
+    assert_eq!(load(&e).unwrap().start, StartAt { file: Some(1), line: 4 });
+    let e = env(r#"{"connection_ids":["c"],"start_file":"s3://b/day/f_2.ndjson.gz"}"#, files, BASE);
+    let msg = load(&e).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(r#"config.json: field start_file "s3://b/day/f_2.ndjson.gz" is not in files.json"#)
+            && msg.ends_with(r#"the nearest paths there: "s3://b/day/f_02.ndjson.gz", "s3://b/day/f_01.ndjson.gz""#),
+        "{msg}"
+    );
+}
+
+#[test]
 fn sasl_settings_parse_without_echoing_the_password() {
     let s = parse_sasl(r#"{"mechanism":"SCRAM-SHA-512","username":"u","password":"pw-123"}"#).unwrap();
     assert_eq!(s.mechanism, SaslMechanism::ScramSha512);

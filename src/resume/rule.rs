@@ -19,9 +19,17 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::jobfile::FileEntry;
+use crate::location::Location;
 use crate::tracker::Counts;
 
-/// The `status` column of a worker row.
+/// A worker's status: the `status` column of its row, and how a run ended.
+///
+/// The column holds only the admin's four values: the admin judges a job whose Kubernetes
+/// Job is gone by counting `completed` and `failed` rows, so a row it does not know would
+/// show the job as running forever. [`WorkerStatus::Cancelled`] (stopped by SIGTERM at an
+/// exact resume point) is therefore written to the column as `failed`, with the cancellation
+/// in `error` ([`WorkerStatus::column`]); the worker's own table, `status` and the exit code
+/// 143 keep the distinction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum WorkerStatus {
     /// Written by the admin before the pod starts.
@@ -44,6 +52,14 @@ impl WorkerStatus {
         }
     }
 
+    /// The value of the `status` column: one of the admin's four (`cancelled` is `failed`).
+    pub fn column(self) -> &'static str {
+        match self {
+            WorkerStatus::Cancelled => WorkerStatus::Failed.as_str(),
+            other => other.as_str(),
+        }
+    }
+
     /// True for the statuses a run ends with (`completed_at` is set).
     pub fn is_final(self) -> bool {
         matches!(self, WorkerStatus::Completed | WorkerStatus::Failed | WorkerStatus::Cancelled)
@@ -61,7 +77,8 @@ impl fmt::Display for WorkerStatus {
     }
 }
 
-/// A `status` value that is not one of the five the contract names.
+/// A `status` value that is none of the five (`cancelled` is still read: earlier versions
+/// wrote it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown worker status {0:?}")]
 pub struct UnknownStatus(pub String);
@@ -111,15 +128,31 @@ pub struct StartPoint {
     pub resumed: bool,
 }
 
-/// `start_file` names no entry of files.json.
+/// `start_file` names no entry of files.json, or more than one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("start_file {0:?} is not in files.json")]
-pub struct StartFileMissing(pub String);
+#[error("start_file {given:?} {}; the nearest paths there: {}", match .ambiguous {
+    true => "names several files.json entries",
+    false => "is not in files.json (as the path there, its object key, or its base name)",
+}, quoted(.nearest))]
+pub struct StartFileMissing {
+    pub given: String,
+    /// True when several entries match: the nearest are those.
+    pub ambiguous: bool,
+    /// The closest paths in files.json (at most [`NEAREST`]).
+    pub nearest: Vec<String>,
+}
 
-/// `start_file` (a path or a base name) and `start_line` (the last line already done).
+/// How many of the nearest paths a missing `start_file` error names.
+pub const NEAREST: usize = 3;
+
+fn quoted(paths: &[String]) -> String {
+    paths.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `start_file` (its position in files.json) and `start_line` (the last line already done).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StartAt<'a> {
-    pub file: Option<&'a str>,
+pub struct StartAt {
+    pub file: Option<usize>,
     pub line: u64,
 }
 
@@ -127,21 +160,48 @@ fn base_name(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
+/// Finds `start_file` in files.json, in the forms an operator types: the path exactly as
+/// there, the object key without scheme and bucket (`dir/f.ndjson.gz` for
+/// `s3://bucket/dir/f.ndjson.gz`), or the base name. The first form that matches decides;
+/// a form that matches several entries is an error, as is no match. Either error names the
+/// nearest paths.
+pub fn find_start_file(files: &[FileEntry], given: &str) -> Result<usize, StartFileMissing> {
+    let typed = given.trim();
+    let key = typed.trim_start_matches('/');
+    let forms: [&dyn Fn(&FileEntry) -> bool; 3] = [
+        &|f| f.path == typed,
+        &|f| Location::parse(&f.path).ok().as_ref().and_then(Location::key) == Some(key),
+        &|f| base_name(&f.path) == typed,
+    ];
+    for matches in forms {
+        let found: Vec<usize> = (0..files.len()).filter(|&i| matches(&files[i])).collect();
+        match found.as_slice() {
+            [] => continue,
+            [one] => return Ok(*one),
+            several => {
+                let nearest = several.iter().take(NEAREST).map(|&i| files[i].path.clone()).collect();
+                return Err(StartFileMissing { given: given.to_owned(), ambiguous: true, nearest });
+            }
+        }
+    }
+    // The nearest by edit distance to the path, its key or its base name, whichever is closest.
+    let distance = |f: &FileEntry| {
+        let loc = Location::parse(&f.path).ok();
+        let key = loc.as_ref().and_then(Location::key).unwrap_or(&f.path);
+        [&f.path, key, base_name(&f.path)].into_iter().map(|form| strsim::levenshtein(form, typed)).min()
+    };
+    let mut by_distance: Vec<(Option<usize>, &str)> = files.iter().map(|f| (distance(f), f.path.as_str())).collect();
+    by_distance.sort();
+    let nearest = by_distance.into_iter().take(NEAREST).map(|(_, p)| p.to_owned()).collect();
+    Err(StartFileMissing { given: given.to_owned(), ambiguous: false, nearest })
+}
+
 /// Applies `start` and a stored row to this worker's files. `assigned` holds positions in
 /// `files`, in order.
-pub fn start_point(
-    files: &[FileEntry],
-    assigned: &[usize],
-    start: StartAt<'_>,
-    stored: Option<&StoredRow>,
-) -> Result<StartPoint, StartFileMissing> {
+pub fn start_point(files: &[FileEntry], assigned: &[usize], start: StartAt, stored: Option<&StoredRow>) -> StartPoint {
     let resumed = stored.is_some_and(|r| r.status.is_resumable());
     let mut point = StartPoint { file: 0, first_line: 1, snapshot: Snapshot::default(), resumed };
-    if let Some(sf) = start.file {
-        let pos = files
-            .iter()
-            .position(|f| f.path == sf || base_name(&f.path) == sf)
-            .ok_or_else(|| StartFileMissing(sf.to_owned()))?;
+    if let Some(pos) = start.file {
         point.file = assigned.iter().position(|&p| p >= pos).unwrap_or(assigned.len());
         if assigned.get(point.file) == Some(&pos) {
             point.first_line = start.line + 1;
@@ -153,11 +213,11 @@ pub fn start_point(
         point.snapshot.processed_bytes = assigned[..point.file].iter().map(|&p| files[p].size).sum();
         point
     };
-    let Some(row) = stored.filter(|r| r.status.is_resumable()) else { return Ok(passed_over(point)) };
-    let Some(cur) = row.snapshot.current_file.as_deref() else { return Ok(passed_over(point)) };
-    let Some(idx) = assigned.iter().position(|&p| files[p].path == cur) else { return Ok(passed_over(point)) };
+    let Some(row) = stored.filter(|r| r.status.is_resumable()) else { return passed_over(point) };
+    let Some(cur) = row.snapshot.current_file.as_deref() else { return passed_over(point) };
+    let Some(idx) = assigned.iter().position(|&p| files[p].path == cur) else { return passed_over(point) };
     if idx < point.file {
-        return Ok(passed_over(point));
+        return passed_over(point);
     }
     // processed_files counts the assigned files before the resume point; if it already covers
     // `cur`, that file was finished and the run goes on with the next one.
@@ -170,7 +230,7 @@ pub fn start_point(
         row.snapshot.current_line + 1
     };
     let file = if finished_cur { idx + 1 } else { idx };
-    Ok(passed_over(StartPoint { file, first_line, snapshot: row.snapshot.clone(), resumed }))
+    passed_over(StartPoint { file, first_line, snapshot: row.snapshot.clone(), resumed })
 }
 
 #[cfg(test)]

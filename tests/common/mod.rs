@@ -271,6 +271,18 @@ pub fn try_row(job: &str, index: i32) -> Option<BTreeMap<String, String>> {
     })
 }
 
+/// A row a SIGTERM ended: `failed` in the admin's column (which knows no `cancelled`), with
+/// the cancellation and the row's own resume point in `error`.
+pub fn assert_cancelled(row: &BTreeMap<String, String>) {
+    assert_eq!(row["status"], "failed", "{row:?}");
+    let error = row.get("error").map(String::as_str).unwrap_or_default();
+    assert!(error.starts_with("cancelled by SIGTERM"), "{row:?}");
+    if let Some(file) = row.get("current_file") {
+        let point = format!("{file} line {}", row["current_line"]);
+        assert!(error.contains(&point), "the resume point {point:?} is in the error: {row:?}");
+    }
+}
+
 pub fn num(row: &BTreeMap<String, String>, col: &str) -> u64 {
     row.get(col).unwrap_or_else(|| panic!("{col} is NULL")).parse().unwrap()
 }

@@ -25,48 +25,73 @@ fn row(status: WorkerStatus, file: &str, line: u64, processed: u32) -> StoredRow
     }
 }
 
-fn at(file: &str, line: u64) -> StartAt<'_> {
-    StartAt { file: Some(file), line }
+/// `start_file` named `file` (found in `f`) after `line`.
+fn at(f: &[FileEntry], file: &str, line: u64) -> StartAt {
+    StartAt { file: Some(find_start_file(f, file).unwrap()), line }
 }
 
 #[test]
-fn start_file_by_path_or_basename() {
-    let f = files(&["s3://b/a.ndjson", "s3://b/b.ndjson", "/x/c.ndjson"]);
-    let s = start_point(&f, &all(&f), at("b.ndjson", 7), None).unwrap();
+fn start_file_by_path_key_or_basename() {
+    let f = files(&["s3://b/a.ndjson", "s3://b/day/b.ndjson", "/x/c.ndjson", "gs://g/day/d.ndjson.gz"]);
+    let s = start_point(&f, &all(&f), at(&f, "b.ndjson", 7), None);
     assert_eq!((s.file, s.first_line), (1, 8));
     assert_eq!((s.snapshot.processed_files, s.snapshot.processed_bytes), (1, 1), "a was passed over");
-    let s = start_point(&f, &all(&f), at("/x/c.ndjson", 0), None).unwrap();
+    let s = start_point(&f, &all(&f), at(&f, "/x/c.ndjson", 0), None);
     assert_eq!((s.file, s.first_line), (2, 1));
-    assert_eq!(start_point(&f, &all(&f), at("zzz", 0), None), Err(StartFileMissing("zzz".into())));
+    for typed in ["s3://b/day/b.ndjson", "day/b.ndjson", "/day/b.ndjson", " b.ndjson "] {
+        assert_eq!(find_start_file(&f, typed), Ok(1), "{typed}");
+    }
+    assert_eq!(find_start_file(&f, "day/d.ndjson.gz"), Ok(3), "a GCS object key");
+}
+
+#[test]
+fn a_start_file_not_in_the_list_names_the_nearest_paths() {
+    let f = files(&[
+        "s3://b/day/f_01.ndjson",
+        "s3://b/day/f_02.ndjson",
+        "s3://b/other/zzz.ndjson",
+        "s3://b/day/f_03.ndjson",
+    ]);
+    let e = find_start_file(&f, "day/f_2.ndjson").unwrap_err();
+    assert!(!e.ambiguous);
+    assert_eq!(e.nearest[0], "s3://b/day/f_02.ndjson", "{e}");
+    assert_eq!(e.nearest.len(), NEAREST);
+    assert!(!e.nearest.contains(&"s3://b/other/zzz.ndjson".to_owned()), "{e}");
+    assert!(e.to_string().starts_with(r#"start_file "day/f_2.ndjson" is not in files.json"#), "{e}");
+    // A base name that two entries share: neither is guessed.
+    let f = files(&["s3://b/d1/x.ndjson", "s3://b/d2/x.ndjson"]);
+    let e = find_start_file(&f, "x.ndjson").unwrap_err();
+    assert!(e.ambiguous && e.nearest == ["s3://b/d1/x.ndjson", "s3://b/d2/x.ndjson"], "{e}");
+    assert_eq!(find_start_file(&f, "d2/x.ndjson"), Ok(1), "the key tells them apart");
 }
 
 #[test]
 fn start_file_assigned_to_another_worker() {
     let f = files(&["f0", "f1", "f2", "f3", "f4"]);
     // This worker has positions 1 and 3 (worker 1 of 2).
-    let s = start_point(&f, &[1, 3], at("f2", 9), None).unwrap();
+    let s = start_point(&f, &[1, 3], at(&f, "f2", 9), None);
     assert_eq!((s.file, s.first_line, s.snapshot.processed_files), (1, 1, 1));
 }
 
 #[test]
 fn resumes_inside_the_current_file() {
     let f = files(&["a", "b", "c"]);
-    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Running, "b", 41, 1))).unwrap();
+    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Running, "b", 41, 1)));
     assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (1, 42, 10));
     assert_eq!(s.snapshot.processed_bytes, 1, "the size of a only");
-    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Cancelled, "b", 41, 2))).unwrap();
+    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Cancelled, "b", 41, 2)));
     assert_eq!((s.file, s.first_line), (2, 1), "b was finished");
-    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Pending, "b", 41, 1))).unwrap();
+    let s = start_point(&f, &all(&f), StartAt::default(), Some(&row(WorkerStatus::Pending, "b", 41, 1)));
     assert_eq!((s.file, s.first_line, s.snapshot.counts.total), (0, 1, 0));
 }
 
 #[test]
 fn a_row_before_the_start_file_is_ignored() {
     let f = files(&["a", "b", "c"]);
-    let s = start_point(&f, &all(&f), at("c", 5), Some(&row(WorkerStatus::Failed, "a", 3, 0))).unwrap();
+    let s = start_point(&f, &all(&f), at(&f, "c", 5), Some(&row(WorkerStatus::Failed, "a", 3, 0)));
     assert_eq!((s.file, s.first_line, s.snapshot.counts.total, s.snapshot.processed_files), (2, 6, 0, 2));
     // A row inside the start file resumes after the later of the two points.
-    let s = start_point(&f, &all(&f), at("b", 5), Some(&row(WorkerStatus::Failed, "b", 3, 1))).unwrap();
+    let s = start_point(&f, &all(&f), at(&f, "b", 5), Some(&row(WorkerStatus::Failed, "b", 3, 1)));
     assert_eq!((s.file, s.first_line, s.snapshot.processed_files), (1, 6, 1));
 }
 
@@ -100,7 +125,7 @@ proptest! {
         let name = format!("f{start_ix}");
         let processed = cur as u32 + u32::from(finished);
         let stored = row(WorkerStatus::Running, &format!("f{cur}"), line, processed);
-        let s = start_point(&f, &all(&f), StartAt { file: Some(&name), line: 0 }, Some(&stored)).unwrap();
+        let s = start_point(&f, &all(&f), at(&f, &name, 0), Some(&stored));
         prop_assert!(s.file >= start_ix);
         if finished {
             prop_assert_eq!((s.file, s.first_line), (cur + 1, 1));
@@ -141,14 +166,17 @@ proptest! {
         let f: Vec<FileEntry> = (0..n).map(|i| FileEntry { path: format!("f{i}"), size: sizes[i] }).collect();
         let assigned: Vec<usize> = (0..n).filter(|i| i % total == index).collect();
         let start_name = start.map(|(s, _)| format!("f{}", s % n));
-        let at = StartAt { file: start_name.as_deref(), line: start.map_or(0, |(_, l)| l) };
+        let at = StartAt {
+            file: start_name.map(|name| find_start_file(&f, &name).unwrap()),
+            line: start.map_or(0, |(_, l)| l),
+        };
         // The row: on file `cur` (f10 is in no files.json), `finished` meaning processed_files
         // already counts it.
         let row = stored.map(|(cur, line, finished)| {
             let idx = assigned.iter().position(|&p| p == cur).unwrap_or(0);
             row(status, &format!("f{cur}"), line, (idx + usize::from(finished)) as u32)
         });
-        let got = start_point(&f, &assigned, at, row.as_ref()).unwrap();
+        let got = start_point(&f, &assigned, at, row.as_ref());
 
         // The model, in (position among this worker's files, first line).
         let from_start = match start {
@@ -182,7 +210,7 @@ proptest! {
 #[test]
 fn only_an_unfinished_row_is_a_resume() {
     let f = files(&["a", "b"]);
-    let fresh = |stored: Option<&StoredRow>| start_point(&f, &all(&f), StartAt::default(), stored).unwrap().resumed;
+    let fresh = |stored: Option<&StoredRow>| start_point(&f, &all(&f), StartAt::default(), stored).resumed;
     assert!(!fresh(None), "no row");
     assert!(!fresh(Some(&row(WorkerStatus::Pending, "a", 5, 0))), "a row the admin reset to pending");
     for status in [WorkerStatus::Running, WorkerStatus::Failed, WorkerStatus::Cancelled] {
