@@ -21,9 +21,13 @@ pub struct Backoff {
 
 impl Backoff {
     /// File attempts: 0.4 s, 0.8 s, 1.6 s, … (the retry count comes from the job's
-    /// `retry_attempts`).
-    pub const FILE: Backoff =
-        Backoff { initial: Duration::from_millis(400), max: Duration::from_secs(6), factor: 2, retries: 3 };
+    /// `retry_attempts`, which counts the first attempt too).
+    pub const FILE: Backoff = Backoff {
+        initial: Duration::from_millis(400),
+        max: Duration::from_secs(6),
+        factor: 2,
+        retries: crate::jobfile::DEFAULT_RETRY_ATTEMPTS - 1,
+    };
     /// A cut or failed S3 ranged read, retried from the same byte: 0.2 s doubling up to 5 s,
     /// six times in a row at most.
     pub const S3_READ: Backoff =

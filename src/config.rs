@@ -73,6 +73,36 @@ pub enum KafkaCompression {
     None,
 }
 
+/// The names Jitsu's bulker reads its Kafka settings by (kafkabase's fields, with the bulker's
+/// `BULKER_` prefix), each an alias of ours: an operator can copy the bulker's Kafka
+/// environment as it is. Ours win where both are set. kafkabase's unprefixed names
+/// (`KAFKA_SSL`, `KAFKA_SSL_CA`, …) are ours already.
+pub const KAFKABASE_ALIASES: [(&str, &str); 7] = [
+    ("BULKER_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    ("BULKER_KAFKA_SECURITY_PROTOCOL", "KAFKA_SECURITY_PROTOCOL"),
+    ("BULKER_KAFKA_SSL", "KAFKA_SSL"),
+    ("BULKER_KAFKA_SSL_SKIP_VERIFY", "KAFKA_SSL_SKIP_VERIFY"),
+    ("BULKER_KAFKA_SSL_CA", "KAFKA_SSL_CA"),
+    ("BULKER_KAFKA_SSL_CA_FILE", "KAFKA_SSL_CA_FILE"),
+    ("BULKER_KAFKA_SASL", "KAFKA_SASL"),
+];
+
+/// Sets each of our Kafka variables that is unset from its [`KAFKABASE_ALIASES`] alias, and
+/// returns the aliases used. Called first thing in `main`, before any thread starts (the
+/// environment is the process's).
+pub fn apply_kafkabase_aliases() -> Vec<&'static str> {
+    let mut used = Vec::new();
+    for (alias, ours) in KAFKABASE_ALIASES {
+        if std::env::var_os(ours).is_none() {
+            if let Some(v) = std::env::var_os(alias) {
+                std::env::set_var(ours, v);
+                used.push(alias);
+            }
+        }
+    }
+    used
+}
+
 /// How the worker talks to Kafka (`KAFKA_SECURITY_PROTOCOL`), as Jitsu's kafkabase names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -116,8 +146,13 @@ pub struct WorkerArgs {
     /// Record-batch compression. kafkajs (Jitsu's consumer) cannot read lz4.
     #[arg(long, env = "KAFKA_COMPRESSION", value_enum, default_value = "zstd", ignore_case = true)]
     pub kafka_compression: KafkaCompression,
-    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value = "PLAINTEXT", ignore_case = true)]
-    pub kafka_security_protocol: SecurityProtocol,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Unset: SSL (SASL_SSL with KAFKA_SASL) when
+    /// KAFKA_SSL is true, else PLAINTEXT, as kafkabase decides.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true)]
+    pub kafka_security_protocol: Option<SecurityProtocol>,
+    /// Jitsu kafkabase's TLS switch (used when KAFKA_SECURITY_PROTOCOL is unset).
+    #[arg(long, env = "KAFKA_SSL", action = clap::ArgAction::Set)]
+    pub kafka_ssl: Option<bool>,
     /// SASL settings as JSON: {"mechanism":"PLAIN|SCRAM-SHA-256|SCRAM-SHA-512","username","password"}.
     #[arg(long, env = "KAFKA_SASL", hide_env_values = true)]
     pub kafka_sasl: Option<String>,
@@ -127,6 +162,9 @@ pub struct WorkerArgs {
     /// PEM CA bundle for the broker's certificate (default: the system store / SSL_CERT_FILE).
     #[arg(long, env = "KAFKA_SSL_CA_FILE")]
     pub kafka_ssl_ca_file: Option<PathBuf>,
+    /// PEM CA certificates as text, as kafkabase takes them (beside KAFKA_SSL_CA_FILE).
+    #[arg(long, env = "KAFKA_SSL_CA", hide_env_values = true)]
+    pub kafka_ssl_ca: Option<String>,
     /// Streams repository URL. Required only when the job's routing needs it: no
     /// `connection_ids`, or a `stream_ids` map whose rules use `"*"` or `connections_filter`.
     #[arg(long, env = "REPOSITORY_URL")]
@@ -203,7 +241,8 @@ pub struct KafkaConfig {
     pub security: SecurityProtocol,
     pub sasl: Option<SaslSettings>,
     pub ssl_skip_verify: bool,
-    pub ssl_ca_file: Option<PathBuf>,
+    /// `KAFKA_SSL_CA_FILE` and `KAFKA_SSL_CA`, trusted beside the system roots.
+    pub ssl_ca: Vec<crate::tls::Ca>,
     pub connect_timeout: Duration,
     pub delivery_timeout: Duration,
 }
@@ -353,6 +392,17 @@ fn parse_u32(var: &'static str, s: &str) -> Result<u32, ConfigError> {
 }
 
 impl WorkerArgs {
+    /// `KAFKA_SECURITY_PROTOCOL`, else what kafkabase derives from `KAFKA_SSL` and
+    /// `KAFKA_SASL`.
+    pub fn security_protocol(&self) -> SecurityProtocol {
+        match (self.kafka_security_protocol, self.kafka_ssl, &self.kafka_sasl) {
+            (Some(p), _, _) => p,
+            (None, Some(true), Some(_)) => SecurityProtocol::SaslSsl,
+            (None, Some(true), None) => SecurityProtocol::Ssl,
+            (None, _, _) => SecurityProtocol::Plaintext,
+        }
+    }
+
     /// The worker index: WORKER_INDEX, else JOB_COMPLETION_INDEX.
     pub fn index(&self) -> Result<u32, ConfigError> {
         match (&self.worker_index, &self.job_completion_index) {
@@ -423,8 +473,8 @@ impl Config {
             if let Some(bad) = bootstrap.iter().find(|b| !b.contains(':')) {
                 return Err(invalid("KAFKA_BOOTSTRAP_SERVERS", format!("expected host:port, got {bad:?}")));
             }
-            let wants_sasl =
-                matches!(args.kafka_security_protocol, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
+            let security = args.security_protocol();
+            let wants_sasl = matches!(security, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
             let sasl = match (&args.kafka_sasl, wants_sasl) {
                 (Some(raw), true) => Some(parse_sasl(raw)?),
                 (None, true) => return Err(ConfigError::Missing("KAFKA_SASL (for a SASL security protocol)")),
@@ -433,10 +483,12 @@ impl Config {
             Some(KafkaConfig {
                 bootstrap,
                 compression: args.kafka_compression,
-                security: args.kafka_security_protocol,
+                security,
                 sasl,
                 ssl_skip_verify: args.kafka_ssl_skip_verify,
-                ssl_ca_file: args.kafka_ssl_ca_file.clone(),
+                ssl_ca: (args.kafka_ssl_ca_file.clone().map(crate::tls::Ca::File).into_iter())
+                    .chain(args.kafka_ssl_ca.clone().map(crate::tls::Ca::Pem))
+                    .collect(),
                 connect_timeout: Duration::from_secs(args.kafka_connect_timeout_secs.max(1)),
                 delivery_timeout: Duration::from_secs(args.kafka_delivery_timeout_secs.max(1)),
             })

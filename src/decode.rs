@@ -200,6 +200,18 @@ fn decode_whole<E: std::error::Error>(
 }
 
 /// Runs `body` on a decoder of `codec` that reads `input`.
+/// Decodes all of `data` (its codec detected by [`detect`]) into memory, up to `limit` bytes:
+/// `Ok(None)` when it is larger. For small files read whole (the mounted file list).
+pub fn decode_bounded(data: &[u8], limit: u64) -> Result<Option<Vec<u8>>, (Codec, std::io::Error)> {
+    let codec = detect(data);
+    if codec == Codec::Plain {
+        return Ok((data.len() as u64 <= limit).then(|| data.to_vec()));
+    }
+    let mut out = Vec::new();
+    decompressing(codec, data, |dec| dec.take(limit + 1).read_to_end(&mut out).map(drop)).map_err(|e| (codec, e))?;
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
 fn decompressing<R: BufRead>(
     codec: Codec,
     input: R,

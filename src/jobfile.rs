@@ -1,14 +1,12 @@
 //! The two mounted files, parsed from bytes: `config.json` (the job options) and `files.json`
 //! (the job's file list). Pure: the caller reads the files; errors name the file and field.
 //!
-//! Both files may be gzip-compressed (the admin service gzips `files.json`); compression is
-//! detected by the gzip magic bytes, never by the name. Unknown fields are ignored, and so are
+//! Both files may be gzip- or zstd-compressed (the admin service gzips `files.json`);
+//! compression is detected by the magic bytes, never by the name. Unknown fields are ignored, and so are
 //! `s3_path`, `gcs_path`, `local_path` and `files` in `config.json`, which only the admin uses,
 //! and `last_modified` in `files.json`. `stream_ids` is a selector: see [`crate::select`]. A JSON
 //! `null` is the same as a missing field, and Go's zero values (`0`, `""`, the zero time
 //! `0001-01-01T00:00:00Z`) mean "unset", as they do for the admin that writes these files.
-
-use std::io::Read;
 
 use chrono::{DateTime, FixedOffset};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
@@ -34,7 +32,7 @@ const MAX_MOUNTED_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Default `batch_size` (records per Kafka batch) when the config leaves it unset.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
-/// Default `retry_attempts` per file when the config leaves it unset.
+/// Default `retry_attempts` (attempts at a file in all) when the config leaves it unset or 0.
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
 
 /// The job options from `config.json`, validated.
@@ -50,6 +48,7 @@ pub struct JobOptions {
     pub events: Vec<String>,
     pub date_from: Option<DateTime<FixedOffset>>,
     pub date_to: Option<DateTime<FixedOffset>>,
+    /// Attempts at a file in all, the first included, as the Go worker counts them (≥ 1).
     pub retry_attempts: u32,
     pub dry_run: bool,
     pub start_file: Option<String>,
@@ -105,20 +104,13 @@ pub struct FileEntry {
     pub size: u64,
 }
 
-/// Returns the bytes of a mounted file, gunzipped when they start with the gzip magic.
-pub fn maybe_gunzip(file: &'static str, raw: &[u8]) -> Result<Vec<u8>, JobFileError> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw)
-            .take(MAX_MOUNTED_FILE_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| err(file, format!("invalid gzip: {e}")))?;
-        if out.len() as u64 > MAX_MOUNTED_FILE_BYTES {
-            return Err(err(file, format!("larger than {MAX_MOUNTED_FILE_BYTES} bytes when decompressed")));
-        }
-        Ok(out)
-    } else {
-        Ok(raw.to_vec())
+/// `raw`, decompressed when it is gzip or zstd (by its magic bytes, as the data files are),
+/// at most [`MAX_MOUNTED_FILE_BYTES`].
+pub fn decompressed(file: &'static str, raw: &[u8]) -> Result<Vec<u8>, JobFileError> {
+    match crate::decode::decode_bounded(raw, MAX_MOUNTED_FILE_BYTES) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(err(file, format!("larger than {MAX_MOUNTED_FILE_BYTES} bytes when decompressed"))),
+        Err((codec, e)) => Err(err(file, format!("invalid {codec:?} data: {e}"))),
     }
 }
 
@@ -247,10 +239,10 @@ fn date_field(file: &'static str, obj: &Value, name: &str) -> Result<Option<Date
 /// `0001-01-01T00:00:00Z` as Unix seconds: Go's `time.Time{}`, which the admin writes for unset.
 const ZERO_TIME_UNIX: i64 = -62_135_596_800;
 
-/// Parses `config.json` (plain or gzip).
+/// Parses `config.json` (plain, gzip or zstd).
 pub fn parse_job_config(raw: &[u8]) -> Result<JobOptions, JobFileError> {
     const F: &str = "config.json";
-    let bytes = maybe_gunzip(F, raw)?;
+    let bytes = decompressed(F, raw)?;
     let v = parse_json(F, &bytes)?;
     if !v.is_object() {
         return Err(err(F, format!("expected a JSON object, got {}", type_name(&v))));
@@ -306,10 +298,10 @@ pub fn parse_job_config(raw: &[u8]) -> Result<JobOptions, JobFileError> {
     Ok(opts)
 }
 
-/// Parses `files.json` (plain or gzip): a JSON array of `{"path", "size", ...}`.
+/// Parses `files.json` (plain, gzip or zstd): a JSON array of `{"path", "size", ...}`.
 pub fn parse_files_list(raw: &[u8]) -> Result<Vec<FileEntry>, JobFileError> {
     const F: &str = "files.json";
-    let bytes = maybe_gunzip(F, raw)?;
+    let bytes = decompressed(F, raw)?;
     let v = parse_json(F, &bytes)?;
     let arr = v.as_array().ok_or_else(|| err(F, format!("expected a JSON array, got {}", type_name(&v))))?;
     arr.iter()
@@ -469,6 +461,7 @@ mod tests {
         ];
         assert_eq!(parse_files_list(json).unwrap(), want);
         assert_eq!(parse_files_list(&gzip(json)).unwrap(), want);
+        assert_eq!(parse_files_list(&zstd::encode_all(&json[..], 3).unwrap()).unwrap(), want);
         assert_eq!(parse_files_list(b"[]").unwrap(), vec![]);
     }
 
@@ -491,6 +484,9 @@ mod tests {
     fn corrupt_gzip_is_an_error() {
         let mut g = gzip(b"[]");
         g.truncate(g.len() - 4);
-        assert!(parse_files_list(&g).unwrap_err().to_string().contains("invalid gzip"));
+        assert!(parse_files_list(&g).unwrap_err().to_string().contains("invalid Gzip data"));
+        let mut z = zstd::encode_all(&b"[]"[..], 3).unwrap();
+        z.truncate(z.len() - 2);
+        assert!(parse_files_list(&z).unwrap_err().to_string().contains("invalid Zstd data"));
     }
 }

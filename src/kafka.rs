@@ -97,7 +97,7 @@ fn client_builder(
     let mut builder =
         ClientBuilder::new(cfg.bootstrap.clone()).client_id("reprocessing-worker").backoff_config(backoff);
     if matches!(cfg.security, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
-        let tls = crate::tls::client_config(cfg.ssl_ca_file.as_deref(), cfg.ssl_skip_verify)
+        let tls = crate::tls::client_config(&cfg.ssl_ca, cfg.ssl_skip_verify)
             .map_err(|e| SinkError::Connect { bootstrap: bootstrap.to_owned(), source: Box::new(e) })?;
         builder = builder.tls_config(Arc::new(tls));
     }

@@ -18,7 +18,7 @@ const EXIT_CANCELLED: u8 = 143;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, aliases: &[&str]) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,rskafka=warn,aws_config=warn,aws_smithy_runtime=warn,tokio_postgres=warn")
     });
@@ -29,6 +29,9 @@ fn init_tracing(format: LogFormat) {
     };
     // The throttle watcher has a filter of its own: RUST_LOG cannot switch it off.
     tracing_subscriber::registry().with(fmt.with_filter(filter)).with(reprocessing_worker::throttle::layer()).init();
+    if !aliases.is_empty() {
+        tracing::info!(variables = aliases.join(","), "Kafka settings read by the bulker's names");
+    }
 }
 
 async fn run_worker(args: WorkerArgs) -> ExitCode {
@@ -54,6 +57,8 @@ async fn run_worker(args: WorkerArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: the bulker's Kafka variable names, as aliases of ours.
+    let aliases = reprocessing_worker::config::apply_kafkabase_aliases();
     let cli = Cli::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -78,11 +83,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Run(args)) => {
-            init_tracing(args.log_format);
+            init_tracing(args.log_format, &aliases);
             runtime.block_on(run_worker(args))
         }
         None => {
-            init_tracing(cli.worker.log_format);
+            init_tracing(cli.worker.log_format, &aliases);
             runtime.block_on(run_worker(cli.worker))
         }
     }

@@ -14,7 +14,7 @@
 //! files in flight: at that bound it sends every open batch and waits for the watermark to
 //! move. That bounds the tracker's memory and the lines re-sent after a crash.
 //!
-//! A file is read up to `1 + retry_attempts` times; each pass re-reads it and skips the lines
+//! A file is read up to `retry_attempts` times in all; each pass re-reads it and skips the lines
 //! already handed on, so a delivered line is never sent again by this process. A file given
 //! up ends where its reading stopped.
 
@@ -193,7 +193,7 @@ impl Engine {
             progress,
             tuning,
             batch_size: job.batch_size,
-            file_retry: Backoff::FILE.with_retries(job.retry_attempts),
+            file_retry: Backoff::FILE.with_retries(job.retry_attempts.saturating_sub(1)),
             limit: job.limit,
             queued: AtomicU64::new(delivered_before),
             producer: Arc::new(producer),

@@ -321,7 +321,7 @@ impl PgStatus {
             url.parse().map_err(|source| StatusError::InvalidUrl { url: shown_url.clone(), source })?;
         config.connect_timeout(timeout);
         config.application_name("reprocessing-worker");
-        let tls_config = crate::tls::client_config(None, !verify)
+        let tls_config = crate::tls::client_config(&[], !verify)
             .map_err(|source| StatusError::Tls { url: shown_url.clone(), source })?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
         let me = Self {

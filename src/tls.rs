@@ -6,7 +6,7 @@
 //! handshake signatures; it exists for `KAFKA_SSL_SKIP_VERIFY` and libpq's `sslmode=require`,
 //! which encrypts without verifying.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -26,9 +26,34 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// A client config that verifies the server against the system roots plus `ca_file`, or
+/// Extra CA certificates to trust: a PEM file (`KAFKA_SSL_CA_FILE`), or PEM text
+/// (`KAFKA_SSL_CA`, as Jitsu's kafkabase takes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ca {
+    File(PathBuf),
+    Pem(String),
+}
+
+impl Ca {
+    fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        type Pem = Result<Vec<CertificateDer<'static>>, rustls::pki_types::pem::Error>;
+        let (shown, certs): (String, Pem) = match self {
+            Ca::File(path) => {
+                (path.display().to_string(), CertificateDer::pem_file_iter(path).and_then(|certs| certs.collect()))
+            }
+            Ca::Pem(text) => ("KAFKA_SSL_CA".to_owned(), CertificateDer::pem_slice_iter(text.as_bytes()).collect()),
+        };
+        match certs {
+            Ok(certs) if certs.is_empty() => Err(TlsError::CaFile { path: shown, reason: "no PEM certificate".into() }),
+            Ok(certs) => Ok(certs),
+            Err(e) => Err(TlsError::CaFile { path: shown, reason: e.to_string() }),
+        }
+    }
+}
+
+/// A client config that verifies the server against the system roots plus `cas`, or
 /// that accepts any certificate when `skip_verify`.
-pub fn client_config(ca_file: Option<&Path>, skip_verify: bool) -> Result<ClientConfig, TlsError> {
+pub fn client_config(cas: &[Ca], skip_verify: bool) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions");
@@ -42,14 +67,9 @@ pub fn client_config(ca_file: Option<&Path>, skip_verify: bool) -> Result<Client
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    if let Some(path) = ca_file {
-        let shown = path.display().to_string();
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?
-            .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?;
-        for cert in certs {
-            roots.add(cert).map_err(|e| TlsError::CaFile { path: shown.clone(), reason: e.to_string() })?;
+    for ca in cas {
+        for cert in ca.certificates()? {
+            roots.add(cert).map_err(|e| TlsError::CaFile { path: format!("{ca:?}"), reason: e.to_string() })?;
         }
     }
     if roots.is_empty() {
@@ -136,12 +156,12 @@ mod tests {
 
     #[test]
     fn skip_verify_builds_without_roots() {
-        assert!(client_config(None, true).is_ok());
+        assert!(client_config(&[], true).is_ok());
     }
 
     #[test]
     fn unreadable_ca_file_is_named() {
-        let e = client_config(Some(Path::new("/nonexistent/ca.pem")), false).unwrap_err();
+        let e = client_config(&[Ca::File("/nonexistent/ca.pem".into())], false).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 }

@@ -149,7 +149,7 @@ fn dataset(job: &Job, seed: u64, per_file: u64) -> Vec<(String, Vec<String>)> {
         out.push((path, lines));
     }
     job.files(&listed);
-    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":5}}"#));
+    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":6}}"#));
     out
 }
 

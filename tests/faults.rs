@@ -48,7 +48,7 @@ fn dataset(job: &Job, per_file: u64) -> Vec<String> {
         files.push((job.write(name, &bytes), bytes.len() as u64));
     }
     job.files(&files);
-    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":5}}"#));
+    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":6}}"#));
     all
 }
 
@@ -172,7 +172,7 @@ fn repeating_dataset(job: &Job, per_file: u64, rng: &mut Rng) -> [Vec<String>; 2
         files.push((job.write(name, &bytes), bytes.len() as u64));
     }
     job.files(&files);
-    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":5}}"#));
+    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":6}}"#));
     per_worker
 }
 

@@ -67,7 +67,7 @@ async fn an_idle_produce_is_acknowledged_without_a_delayed_ack_stall() {
         security: SecurityProtocol::Plaintext,
         sasl: None,
         ssl_skip_verify: false,
-        ssl_ca_file: None,
+        ssl_ca: Vec::new(),
         connect_timeout: Duration::from_secs(10),
         delivery_timeout: Duration::from_secs(30),
     };

@@ -452,3 +452,34 @@ fn scram_over_tls_delivers_every_line() {
     assert_eq!(row(&job.id, 0)["status"], "completed");
     assert_eq!(values(&consume_with(&bootstrap, &topic, &kcat_args(&settings))), sorted(lines));
 }
+
+/// The bulker's Kafka environment copied as it is: only kafkabase's `BULKER_KAFKA_*` names
+/// (TLS switched on by `BULKER_KAFKA_SSL`, the CA as PEM text, SCRAM over TLS), none of ours.
+#[test]
+fn the_bulkers_kafka_environment_works_as_it_is() {
+    let Some(_) = cluster("the_bulkers_kafka_environment_works_as_it_is") else { return };
+    let bootstrap = env("RW_AK_SASL_SSL_BOOTSTRAP");
+    let ca = env("RW_AK_CA_FILE");
+    let user = User::of("SCRAM-SHA-512");
+    let mut settings = user.rdkafka("SASL_SSL");
+    settings.push(format!("ssl.ca.location={ca}"));
+    let topic = unique("bulker-env");
+    ak_create_topic(&topic, 2);
+    let lines = lines(300);
+    let job = login_job(&bootstrap, &topic, &lines);
+    let out = job
+        .command(0, 1)
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env("BULKER_KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+        .env("BULKER_KAFKA_SSL", "true")
+        .env("BULKER_KAFKA_SSL_CA", read_to_string(std::path::Path::new(&ca)))
+        .env("BULKER_KAFKA_SASL", user.sasl())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let log = stderr(&out);
+    assert!(log.contains("Kafka settings read by the bulker's names"), "{log}");
+    assert!(!log.contains(&user.password), "password in the output");
+    assert_eq!(row(&job.id, 0)["status"], "completed");
+    assert_eq!(values(&consume_with(&bootstrap, &topic, &kcat_args(&settings))), sorted(lines));
+}

@@ -30,6 +30,8 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
         expected.push(line);
         if i % 10 == 0 {
             objects.push((format!("in/2024/part-{i:05}.ndjson.gz"), gzip(&body)));
+        } else if i % 10 == 5 {
+            objects.push((format!("in/2024/part-{i:05}.ndjson.zst"), zstd::encode_all(&body[..], 3).unwrap()));
         } else {
             objects.push((format!("in/2024/part-{i:05}.ndjson"), body));
         }
@@ -57,6 +59,8 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
     let out = bin()
         .args(["plan", "--s3-path", &format!("s3://{bucket}/in/"), "--workers", "4", "--connection-ids", "c1,c2"])
         .args(["--job-id", &job.id, "--namespace", "replay", "--image", "example/rw:1"])
+        .args(["--service-account", "gcs-reader", "--node-selector", "pool=replay,arch=any"])
+        .args(["--date-from", "2024-01-01T00:00:00Z"])
         .args(["--max-events-per-sec", "4000000", "--max-bytes-per-sec", "4000000000"])
         .arg("--files-out")
         .arg(job.path("files.json"))
@@ -66,7 +70,15 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // The zstd files too (one in ten), which the admin's listing misses.
     assert!(stderr(&out).contains("planned 2200 of 2500 listed files"), "{}", stderr(&out));
+    // A date range keeps the files whose names carry no time, and says which.
+    assert!(
+        stderr(&out).contains("warning: kept 2200 files whose names carry no time")
+            && stderr(&out).contains(&format!("s3://{bucket}/in/2024/part-00005.ndjson.zst")),
+        "{}",
+        stderr(&out)
+    );
     // The job's rate limits, and the workers that share them, are where the pods read them.
     let config: sonic_rs::Value = sonic_rs::from_str(&read_to_string(&job.path("config.json"))).unwrap();
     let field = |k: &str| config.get(k).and_then(|v| v.as_u64());
@@ -80,7 +92,19 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
     let docs: Vec<sonic_rs::Value> =
         String::from_utf8(out.stdout).unwrap().split("\n---\n").map(|d| sonic_rs::from_str(d).unwrap()).collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d.get("kind").and_then(|k| k.as_str()).unwrap()).collect();
-    assert_eq!(kinds, ["ConfigMap", "Secret", "Secret", "Job"]);
+    assert_eq!(kinds, ["ConfigMap", "ConfigMap", "Secret", "Job"]);
+    // What the admin's tools look for: its names, and the `job-id` label its log viewer selects.
+    let label =
+        |d: &sonic_rs::Value, k: &str| d.pointer(["metadata", "labels", k]).and_then(|v| v.as_str()).map(str::to_owned);
+    for (d, suffix) in docs.iter().zip(["-files", "-config", "-credentials", ""]) {
+        let name = d.pointer(["metadata", "name"]).and_then(|v| v.as_str()).unwrap();
+        assert!(name.starts_with("reprocess-") && name.ends_with(suffix), "{name}");
+        assert_eq!(label(d, "job-id").as_deref(), Some(job.id.as_str()));
+        assert_eq!(label(d, "app").as_deref(), Some("bulker-reprocessing"));
+    }
+    let pod = docs[3].pointer(["spec", "template"]).unwrap();
+    assert_eq!(label(pod, "job-id").as_deref(), Some(job.id.as_str()), "the pods carry the job-id label");
+    assert_eq!(pod.pointer(["spec", "serviceAccountName"]).and_then(|v| v.as_str()), Some("gcs-reader"));
     let spec = docs[3].get("spec").unwrap();
     assert_eq!(spec.get("completionMode").and_then(|v| v.as_str()), Some("Indexed"));
     assert_eq!(spec.get("completions").and_then(|v| v.as_u64()), Some(4));

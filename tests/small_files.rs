@@ -147,7 +147,7 @@ impl Dataset {
         let listed: Vec<(String, u64)> =
             paths.iter().map(|p| (p.clone(), std::fs::metadata(p).unwrap().len())).collect();
         job.files(&listed);
-        job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":3}}"#));
+        job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":4}}"#));
         Dataset { paths, lines }
     }
 

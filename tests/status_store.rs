@@ -76,20 +76,6 @@ async fn a_later_run_of_the_same_index_takes_the_row_over_in_postgres() {
     assert_eq!(stored(&first).await, (WorkerStatus::Completed, 60));
 }
 
-/// Runs `sql` as the test database's superuser.
-async fn as_owner(sql: &str) {
-    let (client, conn) = tokio_postgres::connect(&common::env("DATABASE_URL"), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-}
-
-/// One value of a query, as text, run by the owner.
-async fn owner_value(sql: &str) -> Option<String> {
-    let (client, conn) = tokio_postgres::connect(&common::env("DATABASE_URL"), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client.query_opt(sql, &[]).await.unwrap().and_then(|r| r.get(0))
-}
-
 #[tokio::test]
 async fn a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_table() {
     if common::skip_without_services("a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_table") {
@@ -101,9 +87,13 @@ async fn a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_tabl
     store.write(&row(WorkerStatus::Cancelled, 12)).await.unwrap();
     let column =
         format!("SELECT status || ' ' || (completed_at IS NOT NULL) FROM reprocessing_workers WHERE job_id = '{job}'");
-    assert_eq!(owner_value(&column).await.as_deref(), Some("failed true"), "the admin's column holds only its values");
+    assert_eq!(
+        common::owner_value(&column).await.as_deref(),
+        Some("failed true"),
+        "the admin's column holds only its values"
+    );
     let outcome = format!("SELECT outcome FROM reprocessing_worker_runs WHERE job_id = '{job}'");
-    assert_eq!(owner_value(&outcome).await.as_deref(), Some("cancelled"));
+    assert_eq!(common::owner_value(&outcome).await.as_deref(), Some("cancelled"));
     let rows = reprocessing_worker::admin::jobs::job_rows(&store, &job).await.unwrap();
     assert_eq!(rows[0].status, WorkerStatus::Cancelled, "`status` keeps the distinction");
     // A failed run is failed everywhere.
@@ -114,35 +104,16 @@ async fn a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_tabl
     assert_eq!(rows[0].status, WorkerStatus::Failed);
 }
 
-/// A schema holding only the admin's tables, and a role that may write only the worker rows:
-/// the locked-down database of an operator whose workers may not create tables.
-async fn locked_schema() -> (String, Secret) {
-    let schema = common::unique("locked").replace('-', "_");
-    let role = "rw_locked_role";
-    let ddl = reprocessing_worker::status::DDL;
-    as_owner(&format!(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-             CREATE ROLE {role} LOGIN PASSWORD 'locked-role-pass'; END IF; END $$;
-         CREATE SCHEMA {schema}; SET search_path = {schema}; {ddl}
-         GRANT USAGE ON SCHEMA {schema} TO {role};
-         GRANT SELECT, INSERT, UPDATE ON {schema}.reprocessing_workers TO {role};"
-    ))
-    .await;
-    let url = common::env("DATABASE_URL");
-    let (_, at) = url.split_once('@').unwrap();
-    let url = format!("postgres://{role}:locked-role-pass@{at}?options=-c%20search_path%3D{schema}");
-    (schema, Secret::new(url))
-}
-
 #[tokio::test]
 async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_gives_up() {
     if common::skip_without_services("a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_gives_up")
     {
         return;
     }
-    let (schema, url) = locked_schema().await;
+    let (schema, url) = common::locked_schema().await;
+    let url = Secret::new(url);
     let job = common::unique("locked-job");
-    as_owner(&format!(
+    common::as_owner(&format!(
         "INSERT INTO {schema}.reprocessing_jobs (id, config, status, created_at) VALUES ('{job}', '{{}}', 'running', NOW());
          INSERT INTO {schema}.reprocessing_workers (job_id, worker_index, status, assigned_files) VALUES ('{job}', 0, 'pending', 1);"
     ))
@@ -153,7 +124,7 @@ async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_
     let tables =
         format!("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = '{schema}'");
     assert_eq!(
-        owner_value(&tables).await.as_deref(),
+        common::owner_value(&tables).await.as_deref(),
         Some("reprocessing_jobs,reprocessing_workers"),
         "nothing created"
     );
@@ -169,13 +140,13 @@ async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_
     // A database owner applies `schema` once; the next run has its guarantees back.
     let sql = reprocessing_worker::admin::schema_sql(&reprocessing_worker::admin::SchemaArgs {
         with_admin_tables: false,
-        grant_to: Some("rw_locked_role".into()),
+        grant_to: Some(common::LOCKED_ROLE.into()),
     });
-    as_owner(&format!("SET search_path = {schema}; {sql}")).await;
+    common::as_owner(&format!("SET search_path = {schema}; {sql}")).await;
     let again = PgStatus::connect(&url, &job, 0, Duration::from_secs(10)).await.unwrap();
     assert_eq!(again.prepare("{}", 1, 1).await.unwrap(), OwnTables::Present);
     again.write(&row(WorkerStatus::Running, 21)).await.unwrap();
     again.write_offsets(&offsets).await.unwrap();
     assert_eq!(again.read_offsets().await.unwrap(), offsets.to_vec());
-    as_owner(&format!("DROP SCHEMA {schema} CASCADE")).await;
+    common::as_owner(&format!("DROP SCHEMA {schema} CASCADE")).await;
 }

@@ -9,6 +9,7 @@ use sonic_rs::{json, JsonValueMutTrait};
 
 use super::jobs::{job_info, job_rows, JobRow, Totals};
 use super::plan::{self, Listed, PlanSpec};
+use crate::jobfile::FileEntry;
 use crate::ratelimit::RateLimits;
 use crate::resume::WorkerStatus;
 use crate::secret::Secret;
@@ -70,6 +71,13 @@ pub struct PlanArgs {
     pub image: String,
     #[arg(long, default_value = "default")]
     pub namespace: String,
+    /// The pods' service account, e.g. one bound to a GCS service account by Workload
+    /// Identity (default: the namespace's `default`).
+    #[arg(long)]
+    pub service_account: Option<String>,
+    /// The pods' nodeSelector, as `key=value` pairs (the admin's KUBERNETES_NODE_SELECTOR).
+    #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
+    pub node_selector: Vec<(String, String)>,
     #[arg(long, env = "KAFKA_DESTINATIONS_TOPIC", default_value = crate::config::defaults::KAFKA_DESTINATIONS_TOPIC)]
     pub topic: String,
     /// Also write the (plain) files.json here, for a local run.
@@ -148,6 +156,8 @@ const PASSED_ENV: &[&str] = &[
     "KAFKA_COMPRESSION",
     "KAFKA_SECURITY_PROTOCOL",
     "KAFKA_SASL",
+    "KAFKA_SSL",
+    "KAFKA_SSL_CA",
     "KAFKA_SSL_SKIP_VERIFY",
     "REPOSITORY_URL",
     "REPOSITORY_AUTH_TOKEN",
@@ -219,6 +229,13 @@ fn list_local(dir: &Path, out: &mut Vec<Listed>) -> Result<(), AdminError> {
     Ok(())
 }
 
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
 /// Runs `plan`: prints the manifests on stdout; returns the number of files planned.
 pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
     let (from, to) = (utc("date-from", &a.date_from)?, utc("date-to", &a.date_to)?);
@@ -236,6 +253,24 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
     };
     let total = listed.len();
     let selected = plan::select(listed, from, to);
+    let untimed = plan::untimed(&selected, from, to);
+    if !untimed.is_empty() {
+        const SHOWN: usize = 10;
+        let more = untimed.len().saturating_sub(SHOWN);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        eprintln!(
+            "warning: kept {} files whose names carry no time (the admin skips them when a date range is set; \
+             the workers filter their lines by messageCreated): {}{more}",
+            untimed.len(),
+            untimed[..untimed.len().min(SHOWN)].join(", ")
+        );
+    }
+    if let Some(given) = &a.start_file {
+        let entries: Vec<FileEntry> =
+            selected.iter().map(|f| FileEntry { path: f.path.clone(), size: f.size }).collect();
+        crate::resume::rule::find_start_file(&entries, given)
+            .map_err(|e| AdminError::Input(format!("--start-file: {e}")))?;
+    }
     let workers = plan::worker_count(a.workers, selected.len());
     let files = plan::balance(selected, workers);
     let job_id = a.job_id.clone().unwrap_or_else(|| format!("reprocess-{}", chrono::Utc::now().timestamp()));
@@ -277,6 +312,8 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
         job_config: job_config.clone(),
         env,
         topic: a.topic.clone(),
+        service_account: a.service_account.clone(),
+        node_selector: a.node_selector.clone(),
     };
     print!("{}", plan::manifests(&spec, &files));
     if let Some(p) = &a.files_out {

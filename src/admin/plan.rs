@@ -1,14 +1,16 @@
 //! `reprocessing-worker plan`: the admin service's preparation, for users without it.
 //!
-//! Lists the `.ndjson`/`.ndjson.gz` files under an S3 prefix (paging through
-//! `ListObjectsV2`) or a local directory, applies the admin's filename-timestamp window,
-//! orders the list so that the workers' byte totals are balanced under the
-//! pod-i-takes-i-mod-N rule, and prints the ConfigMap (gzipped `files.json`), the two Secrets
-//! (job config; credentials) and the Indexed Job as one stream for `kubectl apply -f -`.
-//! Each document is JSON, which is YAML.
+//! Lists the `.ndjson`, `.ndjson.gz` and `.ndjson.zst` files under an S3 or GCS prefix
+//! (paging through the listing) or a local directory, applies the admin's filename-timestamp
+//! window, orders the list so that the workers' byte totals are balanced under the
+//! pod-i-takes-i-mod-N rule, and prints what the admin creates, by its names and labels: the
+//! `-files` ConfigMap (gzipped `files.json`), the `-config` ConfigMap (`config.json`), the
+//! `-credentials` Secret (as environment) and the Indexed Job, as one stream for `kubectl
+//! apply -f -`. Each document is JSON, which is YAML. Where the Job differs from the admin's
+//! (restart and failure policies, resources, security context), `deploy/k8s` says why.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sonic_rs::json;
+use sonic_rs::{json, JsonValueMutTrait};
 
 use crate::jobfile::FileEntry;
 
@@ -33,7 +35,14 @@ pub struct PlanSpec {
     /// Environment for the credentials Secret (name, value), in order.
     pub env: Vec<(String, String)>,
     pub topic: String,
+    /// `serviceAccountName`, for GCS Workload Identity (the admin sets none).
+    pub service_account: Option<String>,
+    /// The pods' `nodeSelector`, as the admin's `KUBERNETES_NODE_SELECTOR` gives it.
+    pub node_selector: Vec<(String, String)>,
 }
+
+/// The file names a plan lists: the admin's two, and zstd, which the worker reads alike.
+pub const LISTED_SUFFIXES: [&str; 3] = [".ndjson", ".ndjson.gz", ".ndjson.zst"];
 
 /// Most workers a plan makes (as the admin does).
 pub const MAX_WORKERS: usize = 100;
@@ -49,14 +58,24 @@ pub fn name_time(path: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Keeps NDJSON files inside the admin's window: a file is skipped when its name's time
-/// minus 24 h is after `date_to`, or when it was last modified before `date_from`.
+/// minus 24 h is after `date_to`, or when it was last modified before `date_from`. A name
+/// without a time is kept (the admin skips it when a window is set: see [`untimed`]).
 pub fn select(files: Vec<Listed>, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Vec<Listed> {
     files
         .into_iter()
-        .filter(|f| f.path.ends_with(".ndjson") || f.path.ends_with(".ndjson.gz"))
+        .filter(|f| LISTED_SUFFIXES.iter().any(|s| f.path.ends_with(s)))
         .filter(|f| !matches!((to, name_time(&f.path)), (Some(to), Some(t)) if t - chrono::Duration::hours(24) > to))
         .filter(|f| !matches!((from, f.modified), (Some(from), Some(m)) if m < from))
         .collect()
+}
+
+/// The kept files whose names carry no time, when a date window is set: the admin would have
+/// skipped them; here they are kept, and the worker filters their lines by `messageCreated`.
+pub fn untimed(files: &[Listed], from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Vec<&str> {
+    if from.is_none() && to.is_none() {
+        return Vec::new();
+    }
+    files.iter().filter(|f| name_time(&f.path).is_none()).map(|f| f.path.as_str()).collect()
 }
 
 /// Orders `files` for `n` workers so that worker i (positions i, n+i, …) gets a balanced
@@ -108,23 +127,36 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
         let _ = e.write_all(files_json.as_bytes());
         e.finish().unwrap_or_default()
     };
-    let name = format!("reprocessing-{}", sanitize(&spec.job_id));
-    let labels =
-        json!({"app.kubernetes.io/name": "reprocessing-worker", "reprocessing/job-id": sanitize(&spec.job_id)});
-    let meta = |suffix: &str| json!({"name": format!("{name}{suffix}"), "namespace": spec.namespace.as_str(), "labels": labels.clone()});
-    let configmap = json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("-files"),
-        "binaryData": {"files.json": base64(&gz)}
+    // The admin's names and labels: its log viewer finds the pods by `job-id`.
+    let name = format!("reprocess-{}", sanitize(&spec.job_id));
+    let labels = json!({
+        "app": "bulker-reprocessing", "job-id": label_value(&spec.job_id),
+        "app.kubernetes.io/name": "reprocessing-worker"
     });
-    let config_secret = json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": meta("-config"), "type": "Opaque",
-        "stringData": {"config.json": spec.job_config.as_str()}
+    let meta = |suffix: &str, kind: Option<&str>| {
+        let mut labels = labels.clone();
+        if let Some(kind) = kind {
+            labels.as_object_mut().expect("an object").insert(&"type", kind);
+        }
+        json!({"name": format!("{name}{suffix}"), "namespace": spec.namespace.as_str(), "labels": labels})
+    };
+    let configmap = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("-files", Some("file-list")),
+        "binaryData": {"files.json": base64(&gz)},
+        "data": {"worker_count": workers.to_string(), "total_files": files.len().to_string()}
+    });
+    let config_map = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("-config", Some("job-config")),
+        "data": {"config.json": spec.job_config.as_str()}
     });
     let mut env_data = sonic_rs::Object::new();
     for (k, v) in &spec.env {
         env_data.insert(k, v.as_str());
     }
-    let env_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta("-env"), "type": "Opaque", "stringData": env_data});
+    let env_secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": meta("-credentials", Some("credentials")),
+        "type": "Opaque", "stringData": env_data
+    });
     let env = json!([
         {"name": "JOB_ID", "value": spec.job_id.as_str()},
         {"name": "TOTAL_WORKERS", "value": workers.to_string()},
@@ -134,8 +166,8 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
         {"name": "JOB_CONFIG_PATH", "value": "/config/job/config.json"},
         {"name": "LOG_FORMAT", "value": "json"}
     ]);
-    let job = json!({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": meta(""),
+    let mut job = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": meta("", None),
         "spec": {
             "completionMode": "Indexed",
             "completions": workers,
@@ -161,7 +193,7 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
                         "name": "worker",
                         "image": spec.image.as_str(),
                         "env": env,
-                        "envFrom": [{"secretRef": {"name": format!("{name}-env")}}],
+                        "envFrom": [{"secretRef": {"name": format!("{name}-credentials")}}],
                         "volumeMounts": [
                             {"name": "files", "mountPath": "/config/files", "readOnly": true},
                             {"name": "job", "mountPath": "/config/job", "readOnly": true}
@@ -171,18 +203,49 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
                     }],
                     "volumes": [
                         {"name": "files", "configMap": {"name": format!("{name}-files")}},
-                        {"name": "job", "secret": {"secretName": format!("{name}-config")}}
+                        {"name": "job", "configMap": {"name": format!("{name}-config")}}
+                    ],
+                    // As the admin's: arm64 nodes are often tainted for opt-in; the image
+                    // is built for both.
+                    "tolerations": [
+                        {"key": "kubernetes.io/arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}
                     ]
                 }
             }
         }
     });
-    [configmap, config_secret, env_secret, job]
+    let pod = job.pointer_mut(["spec", "template", "spec"]).and_then(|p| p.as_object_mut()).expect("the pod spec");
+    if let Some(account) = &spec.service_account {
+        pod.insert(&"serviceAccountName", account.as_str());
+    }
+    if !spec.node_selector.is_empty() {
+        let mut selector = sonic_rs::Object::new();
+        for (k, v) in &spec.node_selector {
+            selector.insert(k, v.as_str());
+        }
+        pod.insert(&"nodeSelector", selector);
+    }
+    [configmap, config_map, env_secret, job]
         .iter()
         .map(|d| sonic_rs::to_string_pretty(d).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n---\n")
         + "\n"
+}
+
+/// The job id as a label value, as the admin labels its pods (`job-id=<id>`), when it is a
+/// valid one (at most 63 characters of letters, digits, `-`, `_` and `.`, alphanumeric at
+/// both ends); else a sanitized form, which the admin's log viewer will not find.
+pub fn label_value(id: &str) -> String {
+    let valid = id.len() <= 63
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if valid {
+        id.to_owned()
+    } else {
+        sanitize(id)
+    }
 }
 
 /// A DNS-1123 label fragment: lower case, digits and '-'.

@@ -217,6 +217,36 @@ fn compression_and_protocol_names() {
 }
 
 #[test]
+fn kafka_ssl_decides_the_protocol_as_kafkabase_does_unless_the_protocol_is_set() {
+    let sasl = r#"{"mechanism":"SCRAM-SHA-512","username":"u","password":"p"}"#;
+    for (flags, want) in [
+        (vec![], SecurityProtocol::Plaintext),
+        (vec!["--kafka-ssl", "true"], SecurityProtocol::Ssl),
+        (vec!["--kafka-ssl", "true", "--kafka-sasl", sasl], SecurityProtocol::SaslSsl),
+        (vec!["--kafka-ssl", "false", "--kafka-sasl", sasl], SecurityProtocol::Plaintext),
+        (
+            vec!["--kafka-ssl", "true", "--kafka-security-protocol", "SASL_PLAINTEXT", "--kafka-sasl", sasl],
+            SecurityProtocol::SaslPlaintext,
+        ),
+    ] {
+        let c = load(&env(r#"{"connection_ids":["c"]}"#, "[]", &with(&flags))).unwrap();
+        assert_eq!(c.kafka.unwrap().security, want, "{flags:?}");
+    }
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let c = load(&env(
+        r#"{"connection_ids":["c"]}"#,
+        "[]",
+        &with(&[&format!("--kafka-ssl-ca={pem}"), "--kafka-ssl-ca-file", "/ca.pem"]),
+    ))
+    .unwrap();
+    assert_eq!(
+        c.kafka.unwrap().ssl_ca,
+        [crate::tls::Ca::File("/ca.pem".into()), crate::tls::Ca::Pem(pem.into())],
+        "both trusted, as kafkabase sets both"
+    );
+}
+
+#[test]
 fn rate_limits_are_the_pod_setting_or_a_share_of_the_job_limit() {
     let files = r#"[{"path":"a","size":1}]"#;
     let job = r#"{"connection_ids":["c"],"max_events_per_sec":20000,"max_bytes_per_sec":9000000,"parallel_workers":4}"#;

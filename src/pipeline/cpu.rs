@@ -172,7 +172,7 @@ impl<'a> CpuStage<'a> {
         self.core.file = FilePass { path: task.path, first_line, start, known_until: start, ..Default::default() };
         let (location, mut chunks) = match source {
             Ok(opened) => opened,
-            Err(e) => return Ok(self.core.give_up(&AttemptError::Open(e))),
+            Err(e) => return Ok(self.core.give_up(&AttemptError::Open(e), 1)),
         };
         let mut attempt = 0;
         loop {
@@ -197,7 +197,7 @@ impl<'a> CpuStage<'a> {
             attempt += 1;
             let retry = if error.permanent() { None } else { self.core.engine.file_retry.delay(attempt) };
             let Some(pause) = retry else {
-                return Ok(self.core.give_up(&error));
+                return Ok(self.core.give_up(&error, attempt));
             };
             let path = &self.core.file.path;
             tracing::warn!(file = path, attempt, error = %crate::Chain(&error), "reading the file again (lines already handed on are skipped)");
@@ -396,8 +396,9 @@ impl LineCore<'_> {
         self.engine.progress.lock().apply(|t| t.end_file());
     }
 
-    /// Gives the file being read up: it ends where its reading stopped.
-    fn give_up(&mut self, error: &AttemptError) -> CpuEnd {
+    /// Gives the file being read up after `attempts` reads, the last one failing with `error`:
+    /// it ends where its reading stopped.
+    fn give_up(&mut self, error: &AttemptError, attempts: u32) -> CpuEnd {
         self.record();
         let mut g = self.engine.progress.lock();
         let released = g.tracker().released();
@@ -409,7 +410,8 @@ impl LineCore<'_> {
             );
         }
         if let Some(f) = g.current_file() {
-            f.failed = Some(crate::Chain(error).to_string());
+            let s = if attempts == 1 { "" } else { "s" };
+            f.failed = Some(format!("{} (after {attempts} attempt{s})", crate::Chain(error)));
         }
         g.apply(|t| t.give_up());
         CpuEnd::Eof

@@ -76,8 +76,9 @@ fn setup_with(
     Setup { engine, progress, paths, letters_written, _dir: dir }
 }
 
-fn job(batch_size: usize, retry_attempts: u32) -> JobOptions {
-    JobOptions { batch_size, retry_attempts, ..Default::default() }
+/// A job with `retries` after the first attempt at a file.
+fn job(batch_size: usize, retries: u32) -> JobOptions {
+    JobOptions { batch_size, retry_attempts: retries + 1, ..Default::default() }
 }
 
 /// Every line of `data`, once each.

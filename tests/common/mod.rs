@@ -283,6 +283,42 @@ pub fn assert_cancelled(row: &BTreeMap<String, String>) {
     }
 }
 
+/// Runs `sql` as the test database's superuser.
+pub async fn as_owner(sql: &str) {
+    let (client, conn) = tokio_postgres::connect(&env("DATABASE_URL"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+/// One value of a query, as text, run by the superuser.
+pub async fn owner_value(sql: &str) -> Option<String> {
+    let (client, conn) = tokio_postgres::connect(&env("DATABASE_URL"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.query_opt(sql, &[]).await.unwrap().and_then(|r| r.get(0))
+}
+
+/// The role of [`locked_schema`].
+pub const LOCKED_ROLE: &str = "rw_locked_role";
+
+/// A schema holding only the admin's tables, and the URL of a role that may write only the
+/// worker rows there: the locked-down database of an operator whose workers may not create
+/// tables. Returns the schema and the URL (its `search_path` is the schema).
+pub async fn locked_schema() -> (String, String) {
+    let schema = unique("locked").replace('-', "_");
+    let ddl = reprocessing_worker::status::DDL;
+    as_owner(&format!(
+        "DO $$ BEGIN CREATE ROLE {LOCKED_ROLE} LOGIN PASSWORD 'locked-role-pass';
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         CREATE SCHEMA {schema}; SET search_path = {schema}; {ddl}
+         GRANT USAGE ON SCHEMA {schema} TO {LOCKED_ROLE};
+         GRANT SELECT, INSERT, UPDATE ON {schema}.reprocessing_workers TO {LOCKED_ROLE};"
+    ))
+    .await;
+    let url = env("DATABASE_URL");
+    let (_, at) = url.split_once('@').unwrap();
+    (schema.clone(), format!("postgres://{LOCKED_ROLE}:locked-role-pass@{at}?options=-c%20search_path%3D{schema}"))
+}
+
 pub fn num(row: &BTreeMap<String, String>, col: &str) -> u64 {
     row.get(col).unwrap_or_else(|| panic!("{col} is NULL")).parse().unwrap()
 }

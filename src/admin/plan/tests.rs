@@ -19,14 +19,18 @@ fn selection_window() {
     let from = DateTime::parse_from_rfc3339("2024-05-01T00:00:00Z").unwrap().to_utc();
     let old = DateTime::parse_from_rfc3339("2024-04-01T00:00:00Z").unwrap().to_utc();
     let files = vec![
-        f("a_2024_05_02T23_00_00.ndjson", 1),    // minus 24 h is before date_to: kept
-        f("b_2024_05_03T00_00_01.ndjson.gz", 1), // minus 24 h is after date_to: skipped
-        f("c.json", 1),                          // not NDJSON
+        f("a_2024_05_02T23_00_00.ndjson", 1),     // minus 24 h is before date_to: kept
+        f("b_2024_05_03T00_00_01.ndjson.gz", 1),  // minus 24 h is after date_to: skipped
+        f("c.json", 1),                           // not NDJSON
+        f("z_2024_05_01T10_00_00.ndjson.zst", 1), // zstd, inside the window: kept
         Listed { modified: Some(old), ..f("d.ndjson", 1) }, // modified before date_from
         f("e.ndjson", 1),
     ];
     let kept: Vec<String> = select(files, Some(from), Some(to)).into_iter().map(|f| f.path).collect();
-    assert_eq!(kept, vec!["a_2024_05_02T23_00_00.ndjson", "e.ndjson"]);
+    assert_eq!(kept, vec!["a_2024_05_02T23_00_00.ndjson", "z_2024_05_01T10_00_00.ndjson.zst", "e.ndjson"]);
+    let kept: Vec<Listed> = kept.iter().map(|p| f(p, 1)).collect();
+    assert_eq!(untimed(&kept, Some(from), None), vec!["e.ndjson"], "named in the warning");
+    assert!(untimed(&kept, None, None).is_empty(), "no window, nothing to warn of");
 }
 
 #[test]
@@ -61,6 +65,8 @@ fn manifests_carry_the_job() {
         job_config: r#"{"connection_ids":["c"]}"#.into(),
         env: vec![("DATABASE_URL".into(), "postgres://x".into())],
         topic: "t".into(),
+        service_account: Some("gcs-reader".into()),
+        node_selector: vec![("pool".into(), "replay".into())],
     };
     let out = manifests(&spec, &[f("s3://b/a.ndjson", 1), f("s3://b/b.ndjson", 2), f("s3://b/c.ndjson", 3)]);
     let docs: Vec<&str> = out.split("\n---\n").collect();
@@ -69,7 +75,31 @@ fn manifests_carry_the_job() {
     use sonic_rs::{JsonContainerTrait, JsonValueTrait};
     assert_eq!(job.pointer(["spec", "completions"]).and_then(|v| v.as_u64()), Some(3));
     assert_eq!(job.pointer(["spec", "parallelism"]).and_then(|v| v.as_u64()), Some(2));
-    assert_eq!(job.pointer(["metadata", "name"]).and_then(|v| v.as_str()), Some("reprocessing-job-1"));
+    // The admin's names and labels: its log viewer selects `job-id=<id>`.
+    assert_eq!(job.pointer(["metadata", "name"]).and_then(|v| v.as_str()), Some("reprocess-job-1"));
+    for labels in [job.pointer(["metadata", "labels"]), job.pointer(["spec", "template", "metadata", "labels"])] {
+        let labels = labels.unwrap();
+        assert_eq!(labels.get("job-id").and_then(|v| v.as_str()), Some("Job_1"));
+        assert_eq!(labels.get("app").and_then(|v| v.as_str()), Some("bulker-reprocessing"));
+    }
+    let pod = job.pointer(["spec", "template", "spec"]).unwrap();
+    assert_eq!(pod.get("serviceAccountName").and_then(|v| v.as_str()), Some("gcs-reader"));
+    assert_eq!(pod.pointer(["nodeSelector", "pool"]).and_then(|v| v.as_str()), Some("replay"));
+    let toleration = pod.get("tolerations").and_then(|t| t.as_array()).and_then(|t| t.first()).unwrap();
+    assert_eq!(toleration.get("key").and_then(|v| v.as_str()), Some("kubernetes.io/arch"));
+    assert_eq!(toleration.get("value").and_then(|v| v.as_str()), Some("arm64"));
+    assert_eq!(job.pointer(["spec", "ttlSecondsAfterFinished"]).and_then(|v| v.as_u64()), Some(86400));
+    let names: Vec<String> = docs[..3]
+        .iter()
+        .map(|d| sonic_rs::from_str::<sonic_rs::Value>(d).unwrap())
+        .map(|d| {
+            format!("{} {}", d["kind"].as_str().unwrap(), d.pointer(["metadata", "name"]).unwrap().as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["ConfigMap reprocess-job-1-files", "ConfigMap reprocess-job-1-config", "Secret reprocess-job-1-credentials"]
+    );
     // Kubernetes never runs two pods of one index at once, evictions are not failures, and
     // an invalid configuration (exit 2) fails the job.
     assert_eq!(job.pointer(["spec", "podReplacementPolicy"]).and_then(|v| v.as_str()), Some("Failed"));
@@ -87,6 +117,14 @@ fn manifests_carry_the_job() {
     let cm: sonic_rs::Value = sonic_rs::from_str(docs[0]).unwrap();
     let b64 = cm.pointer(["binaryData", "files.json"]).and_then(|v| v.as_str()).unwrap().to_string();
     assert!(!b64.is_empty());
+}
+
+#[test]
+fn a_job_id_is_the_label_value_when_it_can_be() {
+    assert_eq!(label_value("Job_1.a-b"), "Job_1.a-b");
+    assert_eq!(label_value("-x"), "x");
+    assert_eq!(label_value("a b"), "a-b");
+    assert_eq!(label_value(&"x".repeat(70)).len(), 40);
 }
 
 #[test]
