@@ -8,6 +8,7 @@
 #   scripts/bench.sh --only small --runs 3    # the small-files figures alone
 #   scripts/bench.sh --only big               # the figures below without the small files
 #   scripts/bench.sh --only apache --size 400M   # end to end on Apache Kafka alone (see below)
+#   scripts/bench.sh --only fleet             # 100 and 500 pods' status writes on one PostgreSQL
 #   scripts/bench.sh --no-build ...           # use target/release as it is (no cargo build)
 #   scripts/bench.sh --check ...              # exit 1 when a figure misses its target (by hand;
 #                                             # the shared CI machine is too noisy for targets)
@@ -33,6 +34,13 @@
 #   the worker end to end  vs  kcat -P                                         target ≥ 1.0
 #   the worker end to end  vs  Kafka's ProducerPerformance (--payload-file)    target ≥ 1.0
 #   CPU seconds (user + system) per GB of lines, each of the three
+# The fleet (--only fleet; also part of all): rw-fleet runs N status flushers in one process,
+# each with its own connection and row, fed 500,000 lines a second over 96 partitions, against
+# the PostgreSQL of scripts/services.sh, for FLEET_SECONDS (15), at N = 100 and 500, with the
+# write interval (STATUS_MIN_INTERVAL_MS, 1 s) and without it (0: the old rule):
+#   writes a second per pod                                              target ≤ 1.0
+#   transactions and rows a second (the database's own statistics), its CPU, the p99 write
+#   latency, and how stale a row gets                                    target ≤ 2 s
 # Every timed run must exit 0, or the script fails; what it delivered is checked: one record per
 # line in its topic (the worker's and kcat's), a completed row with every line for the dry runs.
 # FILES_IN_FLIGHT, when set, is passed on to the worker (unset: the worker's default).
@@ -45,7 +53,7 @@ RUNS=5
 ONLY=all
 BUILD=1
 CHECK=0
-usage() { echo "usage: $0 [--size 1000M] [--runs 5] [--only all|big|small|apache] [--no-build] [--check]" >&2; exit 2; }
+usage() { echo "usage: $0 [--size 1000M] [--runs 5] [--only all|big|small|apache|fleet] [--no-build] [--check]" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --size) SIZE="$2"; shift 2 ;;
@@ -56,7 +64,7 @@ while (($#)); do
     *) usage ;;
   esac
 done
-case "$ONLY" in all | big | small | apache) ;; *) usage ;; esac
+case "$ONLY" in all | big | small | apache | fleet) ;; *) usage ;; esac
 bytes=$(numfmt --from=iec "$SIZE" 2>/dev/null || numfmt --from=si "$SIZE")
 small=$((bytes / 10))
 
@@ -70,8 +78,9 @@ if ((BUILD)); then
 fi
 source "$ROOT/scripts/cache.sh"
 BIN="$RW_TARGET_DIR/release"
-for b in reprocessing-worker rw-gen rw-floor; do
-  [[ $b == rw-floor && ($ONLY == small || $ONLY == apache) ]] && continue
+for b in reprocessing-worker rw-gen rw-floor rw-fleet; do
+  [[ $b == rw-floor && ($ONLY == small || $ONLY == apache || $ONLY == fleet) ]] && continue
+  [[ $b == rw-fleet && $ONLY != all && $ONLY != fleet ]] && continue
   [[ -x "$BIN/$b" ]] || { echo "$BIN/$b is missing (cargo build --release --bins --features generate)" >&2; exit 1; }
 done
 DATA="$ROOT/bench-data/$SIZE"
@@ -534,8 +543,47 @@ with open(rows_path, "a") as f:
 PY
 }
 
+bench_fleet() {
+  local out n iv
+  out=$(mktemp)
+  echo "== the fleet: N status flushers on one PostgreSQL (rw-fleet, ${FLEET_SECONDS:-15} s each)" >&2
+  for n in 100 500; do
+    for iv in 1000 0; do
+      "$BIN/rw-fleet" --workers "$n" --seconds "${FLEET_SECONDS:-15}" --min-interval-ms "$iv" >>"$out"
+      echo "  fleet $n pods, interval $iv ms: $(tail -n 1 "$out")" >&2
+    done
+  done
+  python3 - "$out" "$ROWS" "$NOTES" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = []
+for n in sorted({r["workers"] for r in runs}):
+    ours = next(r for r in runs if r["workers"] == n and r["min_interval_ms"] > 0)
+    old = next(r for r in runs if r["workers"] == n and r["min_interval_ms"] == 0)
+    def row(what, key, fmt, target="-", ok=None):
+        a, b = ours[key], old[key]
+        ratio = f"{b / a:.1f}" if a else "-"
+        result = "-" if ok is None else ("pass" if ok(a) else "MISSED")
+        rows.append((f"fleet {n} pods: {what} (1 s interval vs none)", fmt.format(a), fmt.format(b), ratio, target, result))
+    row("writes a second per pod", "writes_per_sec_per_worker", "{:.2f}", "<= 1.0", lambda a: a <= 1.01)
+    row("transactions a second", "transactions_per_sec", "{:.0f}")
+    row("rows written a second", "rows_per_sec", "{:.0f}")
+    row("rows per transaction", "rows_per_transaction", "{:.2f}")
+    row("database CPU, cores", "db_cpu_cores", "{:.2f}")
+    row("p99 write latency, ms", "latency_p99_ms", "{:.0f}")
+    row("row at most stale, s", "stale_max_s", "{:.2f}", "<= 2", lambda a: a <= 2.0)
+with open(sys.argv[3], "a") as f:
+    f.write("The fleet: one process, N connections, 500,000 lines/s per pod over 96 partitions; transactions and rows from pg_stat_database and pg_stat_user_tables (autovacuum's included), CPU of every postgres process\n")
+with open(sys.argv[2], "a") as f:
+    for x in rows:
+        f.write(json.dumps(x) + "\n")
+PY
+  rm -f "$out"
+}
+
 case "$ONLY" in
-  all) bench_big; bench_small; bench_apache ;;
+  all) bench_big; bench_small; bench_apache; bench_fleet ;;
+  fleet) bench_fleet ;;
   big) bench_big ;;
   small) bench_small ;;
   apache) bench_apache ;;

@@ -36,6 +36,8 @@ PG_VERSION=15
 PG_CLUSTER=rwtest
 PG_PORT="${RW_PG_PORT:-55432}"
 PG_PASSWORD=rwtest-db-pass
+# Connections the cluster allows: rw-fleet (scripts/bench.sh --only fleet) opens 500 at once.
+PG_MAX_CONNECTIONS=700
 KAFKA_PORT="${RW_KAFKA_PORT:-19092}"
 S3_PORT="${RW_S3_PORT:-15000}"
 GCS_PORT="${RW_GCS_PORT:-14443}"
@@ -324,6 +326,14 @@ start_postgres() {
   fi
   wait_postgres
   runuser -u postgres -- psql -q -p "$PG_PORT" -c "ALTER USER postgres PASSWORD '$PG_PASSWORD'" >/dev/null
+  # The fleet bench (rw-fleet) holds one connection per worker, as that many pods would.
+  local max; max="$(runuser -u postgres -- psql -XAtq -p "$PG_PORT" -c 'SHOW max_connections')"
+  if ((max < PG_MAX_CONNECTIONS)); then
+    log "PostgreSQL max_connections $max -> $PG_MAX_CONNECTIONS (a restart)"
+    runuser -u postgres -- psql -q -p "$PG_PORT" -c "ALTER SYSTEM SET max_connections = $PG_MAX_CONNECTIONS" >/dev/null
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast
+    wait_postgres
+  fi
   # A role that may only connect over TLS, for the sslmode tests (Debian's cluster has
   # ssl = on with the snakeoil certificate).
   local hba="/etc/postgresql/$PG_VERSION/$PG_CLUSTER/pg_hba.conf"

@@ -34,6 +34,9 @@ pub mod defaults {
     pub const KAFKA_DELIVERY_TIMEOUT_SECS: u64 = 300;
     pub const KAFKA_CONNECT_TIMEOUT_SECS: u64 = 30;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+    /// The least time between two `running` writes of the status row, in milliseconds: a pod
+    /// costs its database at most one write a second, and the row trails by about that.
+    pub const STATUS_MIN_INTERVAL_MS: u64 = 1000;
     /// Records a resume may read back from Kafka (about 32 bytes of memory each while held).
     pub const RESUME_READBACK_MAX_RECORDS: u64 = 1_000_000;
     pub const RESUME_READBACK_TIMEOUT_SECS: u64 = 120;
@@ -223,6 +226,10 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long in-flight batches may take to finish, in seconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
+    /// The least time between two `running` writes of the status row, in milliseconds (the
+    /// final row, a failure and a SIGTERM's row are written at once).
+    #[arg(long, env = "STATUS_MIN_INTERVAL_MS", default_value_t = defaults::STATUS_MIN_INTERVAL_MS)]
+    pub status_min_interval_ms: u64,
     /// On resume, the most records read back from Kafka to find the lines already delivered;
     /// past it the resume sends them again (at least once). 0 turns the read-back off.
     #[arg(long, env = "RESUME_READBACK_MAX_RECORDS", default_value_t = defaults::RESUME_READBACK_MAX_RECORDS)]
@@ -299,6 +306,8 @@ pub struct Tuning {
     /// What this worker may send a second (its own setting, or its share of the job's).
     pub rate: crate::ratelimit::RateLimits,
     pub shutdown_timeout: Duration,
+    /// The least time between two `running` writes of the status row.
+    pub status_min_interval: Duration,
     /// The resume read-back's caps (records, time).
     pub readback: crate::resume::readback::Caps,
 }
@@ -324,6 +333,7 @@ impl Default for Tuning {
             files_in_flight: defaults::FILES_IN_FLIGHT,
             rate: Default::default(),
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
+            status_min_interval: Duration::from_millis(defaults::STATUS_MIN_INTERVAL_MS),
             readback: crate::resume::readback::Caps {
                 max_records: defaults::RESUME_READBACK_MAX_RECORDS,
                 timeout: Duration::from_secs(defaults::RESUME_READBACK_TIMEOUT_SECS),
@@ -548,6 +558,7 @@ impl Config {
                 }
             },
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            status_min_interval: Duration::from_millis(args.status_min_interval_ms),
             readback: crate::resume::readback::Caps {
                 max_records: args.resume_readback_max_records,
                 timeout: Duration::from_secs(args.resume_readback_timeout_secs),

@@ -28,7 +28,7 @@ fn err(file: &'static str, what: impl Into<String>) -> JobFileError {
 
 /// Bound on the decompressed size of a mounted file, in bytes: both are small, and a hostile
 /// or corrupt gzip must not expand without limit.
-const MAX_MOUNTED_FILE_BYTES: u64 = 512 * 1024 * 1024;
+pub const MAX_MOUNTED_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Default `batch_size` (records per Kafka batch) when the config leaves it unset.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;

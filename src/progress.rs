@@ -6,8 +6,9 @@
 //! every snapshot is exact for its resume point. A file counts as processed, and its
 //! `file done` line is logged, when the watermark passes its end, so files finish in
 //! files.json order whatever order their batches were acknowledged in. Each time
-//! [`FLUSH_EVERY_LINES`] more lines settle, the status flusher is woken; it writes whenever
-//! the database lets it, so a slow database delays the row, never the pipeline.
+//! [`FLUSH_EVERY_LINES`] more lines settle, the status flusher is woken; it writes at most
+//! once per interval (`worker::flusher`), in the background, so a slow database delays the
+//! row, never the pipeline.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -288,8 +288,12 @@ impl StatusStore for SimStore<'_> {
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
         self.mem.read_row()
     }
-    fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(self.event(self.mem.write(row)))
+    fn write<'a>(
+        &'a self,
+        row: &'a StatusRow,
+        offsets: Option<&'a [PartitionOffset]>,
+    ) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(self.event(self.mem.write(row, offsets)))
     }
     fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>> {
         self.mem.read_offsets()

@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio_postgres::Client;
-use tokio_util::sync::CancellationToken;
 
-use crate::progress::Progress;
 use crate::resume::offsets::PartitionOffset;
 pub use crate::resume::{Snapshot, StoredRow, UnknownStatus, WorkerStatus};
 use crate::secret::{redact_url, Secret};
@@ -96,14 +94,19 @@ pub trait StatusStore: Send + Sync {
     ) -> BoxFuture<'a, Result<OwnTables, StatusError>>;
     /// This worker's row as stored, if any.
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>>;
-    /// Upserts this worker's row. A row that is `completed`, ahead of this write, or owned
-    /// by a later run of the same index is left as it is, and the write fails with an error
-    /// for which [`StatusError::row_lost`] is true.
-    fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>>;
+    /// Upserts this worker's row, with the read-back offsets when given (taken before the
+    /// row's snapshot), in one statement. A row that is `completed`, ahead of this write, or
+    /// owned by a later run of the same index is left as it is, and the write fails with an
+    /// error for which [`StatusError::row_lost`] is true.
+    fn write<'a>(
+        &'a self,
+        row: &'a StatusRow,
+        offsets: Option<&'a [PartitionOffset]>,
+    ) -> BoxFuture<'a, Result<(), StatusError>>;
     /// The read-back start offsets stored for this worker (see [`crate::resume::offsets`]).
     fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>>;
-    /// Stores the read-back start offsets, unless a later run owns the index. Written after
-    /// the row they belong to.
+    /// Stores the read-back start offsets alone, unless a later run owns the index (at
+    /// start-up, before anything is sent).
     fn write_offsets<'a>(&'a self, offsets: &'a [PartitionOffset]) -> BoxFuture<'a, Result<(), StatusError>>;
 }
 
@@ -158,29 +161,23 @@ CREATE TABLE IF NOT EXISTS reprocessing_worker_runs (
     run_id VARCHAR(36) NOT NULL,
     claimed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
     outcome VARCHAR(32),
+    readback_topics TEXT[],
+    readback_partitions INTEGER[],
+    readback_offsets BIGINT[],
+    readback_at TIMESTAMP WITH TIME ZONE,
     PRIMARY KEY (job_id, worker_index)
 );
-ALTER TABLE reprocessing_worker_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR(32);
-CREATE TABLE IF NOT EXISTS reprocessing_worker_offsets (
-    job_id VARCHAR(64) NOT NULL REFERENCES reprocessing_jobs(id) ON DELETE CASCADE,
-    worker_index INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    kafka_partition INTEGER NOT NULL,
-    start_offset BIGINT NOT NULL,
-    updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
-    PRIMARY KEY (job_id, worker_index, topic, kafka_partition)
-);
+ALTER TABLE reprocessing_worker_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR(32),
+    ADD COLUMN IF NOT EXISTS readback_topics TEXT[], ADD COLUMN IF NOT EXISTS readback_partitions INTEGER[],
+    ADD COLUMN IF NOT EXISTS readback_offsets BIGINT[], ADD COLUMN IF NOT EXISTS readback_at TIMESTAMP WITH TIME ZONE;
 "#;
 
+/// Sets the read-back offsets of this run's row in `reprocessing_worker_runs` ($3, $4, $5:
+/// topics, partitions, offsets), while the run ($6) owns it.
 const WRITE_OFFSETS: &str = r#"
-INSERT INTO reprocessing_worker_offsets (job_id, worker_index, topic, kafka_partition, start_offset, updated_at)
-SELECT $1::varchar, $2::int, u.t, u.p, u.o, NOW() FROM unnest($3::text[], $4::int[], $5::bigint[]) AS u(t, p, o)
-WHERE EXISTS (
-    SELECT 1 FROM reprocessing_worker_runs r
-    WHERE r.job_id = $1::varchar AND r.worker_index = $2::int AND r.run_id = $6::varchar
-)
-ON CONFLICT (job_id, worker_index, topic, kafka_partition)
-DO UPDATE SET start_offset = EXCLUDED.start_offset, updated_at = NOW()
+UPDATE reprocessing_worker_runs SET readback_topics = $3, readback_partitions = $4, readback_offsets = $5,
+    readback_at = NOW()
+WHERE job_id = $1 AND worker_index = $2 AND run_id = $6
 "#;
 
 /// The row's upsert; `$guard` adds the ownership check of [`RUNS_DDL`]'s table.
@@ -220,10 +217,16 @@ WHERE w.status <> 'completed'
     };
 }
 
-/// The upsert when this run owns the row in `reprocessing_worker_runs`: it records the run's
-/// own status there (`cancelled` included) and writes only while it owns the row.
+/// The upsert when this run owns the row in `reprocessing_worker_runs`: one statement that
+/// records the run's own status there (`cancelled` included) and, when given ($18–$20, else
+/// NULL), the read-back offsets, and writes the row only while the run owns it. So a write
+/// costs one statement and two rows, whatever the partition count.
 const UPSERT: &str = upsert!(
-    "WITH run AS (UPDATE reprocessing_worker_runs SET outcome = $17
+    "WITH run AS (UPDATE reprocessing_worker_runs SET outcome = $17,
+        readback_topics = COALESCE($18::text[], readback_topics),
+        readback_partitions = COALESCE($19::int[], readback_partitions),
+        readback_offsets = COALESCE($20::bigint[], readback_offsets),
+        readback_at = CASE WHEN $18::text[] IS NULL THEN readback_at ELSE NOW() END
     WHERE job_id = $1 AND worker_index = $2 AND run_id = $16 RETURNING 1)",
     "\n    AND EXISTS (SELECT 1 FROM run)"
 );
@@ -237,13 +240,11 @@ const DDL_LOCK: i64 = 7262635483;
 /// Which tables exist, and what this role may do (no privilege needed to ask).
 const PROBE: &str = r#"
 SELECT to_regclass('reprocessing_jobs') IS NOT NULL AND to_regclass('reprocessing_workers') IS NOT NULL,
-    to_regclass('reprocessing_worker_offsets') IS NOT NULL AND EXISTS (
-        SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('reprocessing_worker_runs')
-            AND attname = 'outcome' AND NOT attisdropped),
-    COALESCE(bool_and(has_table_privilege(to_regclass(t), p)), false),
+    EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('reprocessing_worker_runs')
+        AND attname = 'readback_at' AND NOT attisdropped),
+    COALESCE(bool_and(has_table_privilege(to_regclass('reprocessing_worker_runs'), p)), false),
     COALESCE(has_table_privilege(to_regclass('reprocessing_jobs'), 'INSERT'), false)
-FROM unnest(ARRAY['reprocessing_worker_runs', 'reprocessing_worker_offsets']) AS t,
-    unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
+FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
 "#;
 
 /// What [`PROBE`] found.
@@ -265,11 +266,34 @@ pub enum OwnTables {
 
 impl OwnTables {
     /// What the worker gives up without its own tables, said once at start-up.
-    pub const GIVEN_UP: &'static str = "the worker's own tables (reprocessing_worker_runs, _offsets) are not \
+    pub const GIVEN_UP: &'static str = "the worker's own table (reprocessing_worker_runs) is not \
         available, so two guarantees are given up: a resumed run sends again the lines after its resume point \
         that an earlier run may have delivered (at least once, at most the unsettled window, instead of the \
         read-back's exactly once), and a second run of the same index is not stopped (the row still never goes \
         backwards). A database owner restores both by applying `reprocessing-worker schema` once";
+}
+
+/// Read-back offsets as the three array columns of the run's row.
+#[derive(Debug, Clone)]
+struct OffsetColumns {
+    topics: Vec<String>,
+    partitions: Vec<i32>,
+    starts: Vec<i64>,
+}
+
+impl OffsetColumns {
+    fn of(offsets: &[PartitionOffset]) -> Self {
+        OffsetColumns {
+            topics: offsets.iter().map(|o| o.topic.clone()).collect(),
+            partitions: offsets.iter().map(|o| o.partition).collect(),
+            starts: offsets.iter().map(|o| o.offset).collect(),
+        }
+    }
+
+    fn offsets(self) -> Vec<PartitionOffset> {
+        let parts = self.topics.into_iter().zip(self.partitions).zip(self.starts);
+        parts.map(|((topic, partition), offset)| PartitionOffset { topic, partition, offset }).collect()
+    }
 }
 
 /// The PostgreSQL store for one worker's row.
@@ -431,12 +455,12 @@ impl PgStatus {
         let own = if probe.own_tables && probe.own_writable {
             OwnTables::Present
         } else if probe.own_tables {
-            OwnTables::Unavailable { why: "this role may not write reprocessing_worker_runs and _offsets".into() }
+            OwnTables::Unavailable { why: "this role may not write reprocessing_worker_runs".into() }
         } else {
             match self.create(RUNS_DDL).await? {
                 Ok(()) => OwnTables::Present,
                 Err(e) => OwnTables::Unavailable {
-                    why: format!("this role may not create them ({})", e.as_db_error().map_or("", |d| d.message())),
+                    why: format!("this role may not create it ({})", e.as_db_error().map_or("", |d| d.message())),
                 },
             }
         };
@@ -510,36 +534,47 @@ impl PgStatus {
         self.own_tables.get().copied().unwrap_or(false)
     }
 
-    async fn upsert(&self, row: &StatusRow) -> Result<(), StatusError> {
+    async fn upsert(&self, row: &StatusRow, offsets: Option<&[PartitionOffset]>) -> Result<(), StatusError> {
         let (job, idx, run) = (self.job_id.clone(), self.worker_index, self.run_id.clone());
         let (row, owned) = (row.clone(), self.owns_tables());
+        let offsets = offsets.map(OffsetColumns::of);
         let written = self
             .with_client(move |c| {
-                let (job, row, run) = (job.clone(), row.clone(), run.clone());
+                let (job, row, run, offsets) = (job.clone(), row.clone(), run.clone(), offsets.clone());
                 Box::pin(async move {
                     let s = &row.snapshot;
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 17] = [
-                        &job,
-                        &idx,
-                        &row.status.column(),
-                        &s.current_file,
-                        &i64_of(s.current_line),
-                        &s.current_ts,
-                        &i32_of(row.assigned_files),
-                        &i32_of(s.processed_files),
-                        &i64_of(s.counts.total),
-                        &i64_of(s.counts.success),
-                        &i64_of(s.counts.error),
-                        &i64_of(s.counts.skipped),
-                        &i64_of(row.total_bytes),
-                        &i64_of(s.processed_bytes),
-                        &row.error,
-                        &run,
-                        &row.status.as_str(),
+                    let (topics, partitions, starts) = match &offsets {
+                        Some(o) => (Some(&o.topics), Some(&o.partitions), Some(&o.starts)),
+                        None => (None, None, None),
+                    };
+                    // Typed parameters: one round trip, where a statement given as text
+                    // costs a prepare round trip (and an empty transaction) first.
+                    use tokio_postgres::types::{ToSql, Type};
+                    let params: [(&(dyn ToSql + Sync), Type); 20] = [
+                        (&job, Type::VARCHAR),
+                        (&idx, Type::INT4),
+                        (&row.status.column(), Type::VARCHAR),
+                        (&s.current_file, Type::TEXT),
+                        (&i64_of(s.current_line), Type::INT8),
+                        (&s.current_ts, Type::TEXT),
+                        (&i32_of(row.assigned_files), Type::INT4),
+                        (&i32_of(s.processed_files), Type::INT4),
+                        (&i64_of(s.counts.total), Type::INT8),
+                        (&i64_of(s.counts.success), Type::INT8),
+                        (&i64_of(s.counts.error), Type::INT8),
+                        (&i64_of(s.counts.skipped), Type::INT8),
+                        (&i64_of(row.total_bytes), Type::INT8),
+                        (&i64_of(s.processed_bytes), Type::INT8),
+                        (&row.error, Type::TEXT),
+                        (&run, Type::VARCHAR),
+                        (&row.status.as_str(), Type::VARCHAR),
+                        (&topics, Type::TEXT_ARRAY),
+                        (&partitions, Type::INT4_ARRAY),
+                        (&starts, Type::INT8_ARRAY),
                     ];
                     match owned {
-                        true => c.execute(UPSERT, &params).await,
-                        false => c.execute(UPSERT_ROW_ONLY, &params[..15]).await,
+                        true => c.execute_typed(UPSERT, &params).await,
+                        false => c.execute_typed(UPSERT_ROW_ONLY, &params[..15]).await,
                     }
                 })
             })
@@ -559,16 +594,40 @@ impl PgStatus {
             .with_client(move |c| {
                 let job = job.clone();
                 Box::pin(async move {
-                    c.query(
-                        "SELECT topic, kafka_partition, start_offset FROM reprocessing_worker_offsets
-                         WHERE job_id = $1 AND worker_index = $2 ORDER BY topic, kafka_partition",
-                        &[&job, &idx],
-                    )
-                    .await
+                    // The offsets of this index's last run; an earlier version kept them in a
+                    // table of their own, read when the run's row has none.
+                    let found = c
+                        .query_opt(
+                            "SELECT readback_topics, readback_partitions, readback_offsets FROM reprocessing_worker_runs
+                             WHERE job_id = $1 AND worker_index = $2 AND readback_offsets IS NOT NULL",
+                            &[&job, &idx],
+                        )
+                        .await?;
+                    if let Some(r) = found {
+                        let (t, p, o): (Vec<String>, Vec<i32>, Vec<i64>) = (r.get(0), r.get(1), r.get(2));
+                        return Ok(OffsetColumns { topics: t, partitions: p, starts: o }.offsets());
+                    }
+                    let old = c.query_one("SELECT to_regclass('reprocessing_worker_offsets') IS NOT NULL", &[]).await?;
+                    if !old.get::<_, bool>(0) {
+                        return Ok(Vec::new());
+                    }
+                    let rows = c
+                        .query(
+                            "SELECT topic, kafka_partition, start_offset FROM reprocessing_worker_offsets
+                             WHERE job_id = $1 AND worker_index = $2",
+                            &[&job, &idx],
+                        )
+                        .await?;
+                    Ok(rows
+                        .iter()
+                        .map(|r| PartitionOffset { topic: r.get(0), partition: r.get(1), offset: r.get(2) })
+                        .collect())
                 })
             })
             .await?;
-        Ok(rows.iter().map(|r| PartitionOffset { topic: r.get(0), partition: r.get(1), offset: r.get(2) }).collect())
+        let mut rows: Vec<PartitionOffset> = rows;
+        rows.sort();
+        Ok(rows)
     }
 
     async fn upsert_offsets(&self, offsets: &[PartitionOffset]) -> Result<(), StatusError> {
@@ -576,13 +635,12 @@ impl PgStatus {
             return Ok(());
         }
         let (job, idx, run) = (self.job_id.clone(), self.worker_index, self.run_id.clone());
-        let topics: Vec<String> = offsets.iter().map(|o| o.topic.clone()).collect();
-        let partitions: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
-        let starts: Vec<i64> = offsets.iter().map(|o| o.offset).collect();
+        let cols = OffsetColumns::of(offsets);
         self.with_client(move |c| {
-            let (job, run, topics, partitions, starts) =
-                (job.clone(), run.clone(), topics.clone(), partitions.clone(), starts.clone());
-            Box::pin(async move { c.execute(WRITE_OFFSETS, &[&job, &idx, &topics, &partitions, &starts, &run]).await })
+            let (job, run, cols) = (job.clone(), run.clone(), cols.clone());
+            Box::pin(async move {
+                c.execute(WRITE_OFFSETS, &[&job, &idx, &cols.topics, &cols.partitions, &cols.starts, &run]).await
+            })
         })
         .await
         .map(drop)
@@ -627,74 +685,18 @@ impl StatusStore for PgStatus {
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
         Box::pin(self.select_row())
     }
-    fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(self.upsert(row))
+    fn write<'a>(
+        &'a self,
+        row: &'a StatusRow,
+        offsets: Option<&'a [PartitionOffset]>,
+    ) -> BoxFuture<'a, Result<(), StatusError>> {
+        Box::pin(self.upsert(row, offsets))
     }
     fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>> {
         Box::pin(self.select_offsets())
     }
     fn write_offsets<'a>(&'a self, offsets: &'a [PartitionOffset]) -> BoxFuture<'a, Result<(), StatusError>> {
         Box::pin(self.upsert_offsets(offsets))
-    }
-}
-
-/// Writes `running` rows from `progress` until `stop` fires: whenever woken (every
-/// [`crate::progress::FLUSH_EVERY_LINES`] lines, after each file) and at least every `tick`.
-/// A failed write is logged (once per outage) and the next one carries the newest counters.
-/// A write refused because the row was lost to another run ends the flusher with that error.
-pub async fn run_flusher(
-    store: &dyn StatusStore,
-    progress: &Progress,
-    assigned_files: u32,
-    total_bytes: u64,
-    tick: Duration,
-    stop: CancellationToken,
-) -> Result<(), StatusError> {
-    let mut last: Option<(Snapshot, Option<String>)> = None;
-    let mut last_offsets: Vec<PartitionOffset> = Vec::new();
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(()),
-            _ = progress.flush.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
-        }
-        // Taken before the snapshot, so that they are never ahead of it.
-        let offsets = progress.read_back_starts();
-        // The latest error is shown while the worker runs, not only at the end.
-        let now = (progress.snapshot(), progress.files_error());
-        if last.as_ref() == Some(&now) {
-            continue;
-        }
-        let row = StatusRow {
-            status: WorkerStatus::Running,
-            snapshot: now.0.clone(),
-            assigned_files,
-            total_bytes,
-            error: now.1.clone(),
-        };
-        let written = match store.write(&row).await {
-            Ok(()) if offsets.is_empty() || last_offsets == offsets => Ok(()),
-            Ok(()) => store.write_offsets(&offsets).await.map(|()| last_offsets = offsets),
-            Err(e) => Err(e),
-        };
-        match written {
-            Ok(()) => {
-                if failing {
-                    tracing::info!("status writes recovered");
-                }
-                failing = false;
-                last = Some(now);
-            }
-            Err(e) if e.row_lost() => return Err(e),
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %crate::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
-                }
-                failing = true;
-            }
-        }
     }
 }
 

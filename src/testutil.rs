@@ -253,23 +253,32 @@ impl StatusStore for MemoryStatus {
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
         Box::pin(async move { Ok(self.stored.lock().unwrap().clone()) })
     }
-    fn write<'a>(&'a self, row: &'a StatusRow) -> BoxFuture<'a, Result<(), StatusError>> {
+    fn write<'a>(
+        &'a self,
+        row: &'a StatusRow,
+        offsets: Option<&'a [PartitionOffset]>,
+    ) -> BoxFuture<'a, Result<(), StatusError>> {
         Box::pin(async move {
             let (job, index) = ("job".to_owned(), 0);
             if self.taken_over.load(Ordering::SeqCst) {
                 return Err(StatusError::TakenOver { job, index });
             }
-            let mut stored = self.stored.lock().unwrap();
-            if let Some(s) = stored.as_ref() {
-                let behind = row.snapshot.counts.total < s.snapshot.counts.total
-                    || row.snapshot.processed_files < s.snapshot.processed_files;
-                if s.status == crate::status::WorkerStatus::Completed || behind {
-                    return Err(StatusError::RowAhead { job, index, status: s.status });
+            {
+                let mut stored = self.stored.lock().unwrap();
+                if let Some(s) = stored.as_ref() {
+                    let behind = row.snapshot.counts.total < s.snapshot.counts.total
+                        || row.snapshot.processed_files < s.snapshot.processed_files;
+                    if s.status == crate::status::WorkerStatus::Completed || behind {
+                        return Err(StatusError::RowAhead { job, index, status: s.status });
+                    }
                 }
+                *stored = Some(StoredRow { status: row.status, snapshot: row.snapshot.clone() });
+                self.writes.lock().unwrap().push(row.clone());
             }
-            *stored = Some(StoredRow { status: row.status, snapshot: row.snapshot.clone() });
-            self.writes.lock().unwrap().push(row.clone());
-            Ok(())
+            match offsets {
+                Some(offsets) => self.write_offsets(offsets).await,
+                None => Ok(()),
+            }
         })
     }
     fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>> {

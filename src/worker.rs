@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::filter::Filter;
 use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
 use crate::progress::{Progress, Snapshot};
+use crate::resume::offsets::PartitionOffset;
 use crate::resume::recover::Recovered;
 use crate::resume::{start_point, Reconciled, StartPoint};
 use crate::route::Router;
@@ -28,7 +29,8 @@ use crate::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore, Wo
 
 /// How long start-up waits for the database and the repository.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often the `running` row is refreshed even when fewer than 1000 lines settled.
+/// How often a changed `running` row is written even without a wake-up (fewer than
+/// [`crate::progress::FLUSH_EVERY_LINES`] lines settled).
 const STATUS_TICK: Duration = Duration::from_secs(2);
 /// The dry-run sink never fails; its deadline is never reached.
 const DRY_RUN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -97,7 +99,7 @@ pub async fn run_with(
         Ok(Err(done)) => return Ok(run.already_completed(done)),
         Err(e) => return Err(run.fail(Snapshot::default(), e).await),
     };
-    store.write(&run.row(WorkerStatus::Running, start.snapshot.clone(), None)).await?;
+    store.write(&run.row(WorkerStatus::Running, start.snapshot.clone(), None), None).await?;
     let built = async {
         let connected = run.connect(sink).await?;
         let reconciled = run.reconcile(&connected, &start).await?;
@@ -193,7 +195,8 @@ impl<'a> Run<'a> {
     /// Records `failed` with the error (best effort) and hands the error back.
     async fn fail(&self, snapshot: Snapshot, e: impl Into<RunError>) -> RunError {
         let e = e.into();
-        let _ = self.store.write(&self.row(WorkerStatus::Failed, snapshot, Some(crate::Chain(&e).to_string()))).await;
+        let row = self.row(WorkerStatus::Failed, snapshot, Some(crate::Chain(&e).to_string()));
+        let _ = self.store.write(&row, None).await;
         e
     }
 
@@ -287,15 +290,14 @@ impl<'a> Run<'a> {
         let files_stop = shutdown.child_token();
         let n_assigned = self.assigned.len() as u32;
         let flusher = async {
-            let r = crate::status::run_flusher(
-                self.store,
-                progress,
-                n_assigned,
-                self.total_bytes,
-                STATUS_TICK,
-                stop.clone(),
-            )
-            .await;
+            let flusher = Flusher {
+                store: self.store,
+                assigned_files: n_assigned,
+                total_bytes: self.total_bytes,
+                min_interval: self.cfg.tuning.status_min_interval,
+                tick: STATUS_TICK,
+            };
+            let r = flusher.run(progress.as_ref(), stop.clone(), drop).await;
             if r.is_err() {
                 files_stop.cancel();
             }
@@ -369,11 +371,11 @@ impl<'a> Run<'a> {
             None if status == WorkerStatus::Cancelled => Some(cancelled_error(&snapshot, files_error.as_deref())),
             None => files_error,
         };
-        write_final(self.store, &self.row(status, snapshot.clone(), error)).await;
-        if status != WorkerStatus::Completed && !offsets.is_empty() {
-            if let Err(e) = self.store.write_offsets(&offsets).await {
-                tracing::warn!(error = %crate::Chain(&e), "could not store the read-back offsets with the final row");
-            }
+        // An unfinished run's offsets go with its final row, for the run that resumes it.
+        let offsets = (status != WorkerStatus::Completed && !offsets.is_empty()).then_some(offsets.as_slice());
+        if let Err(lost) = write_final(self.store, &self.row(status, snapshot.clone(), error), offsets).await {
+            tracing::error!(error = %lost, "stopping; the row is left to the run that owns it");
+            return Err(lost.into());
         }
         tracing::info!(
             status = status.as_str(),
@@ -421,19 +423,24 @@ async fn drain_dead_letters(writer: DeadLetterWriter) {
     }
 }
 
-/// The final row matters most: retry it with [`Backoff::FINAL_ROW`] before giving up.
-async fn write_final(store: &dyn StatusStore, row: &StatusRow) {
+/// The final row matters most: retry it with [`Backoff::FINAL_ROW`] before giving up. Fails
+/// only when the row was lost to another run (then this run must not claim it ended).
+async fn write_final(
+    store: &dyn StatusStore,
+    row: &StatusRow,
+    offsets: Option<&[PartitionOffset]>,
+) -> Result<(), StatusError> {
     let mut attempt = 0;
     loop {
-        let Err(e) = store.write(row).await else { return };
-        if e.row_lost() {
-            tracing::error!(error = %e, "final status not written");
-            return;
-        }
+        let e = match store.write(row, offsets).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.row_lost() => return Err(e),
+            Err(e) => e,
+        };
         attempt += 1;
         let Some(pause) = Backoff::FINAL_ROW.delay(attempt) else {
             tracing::error!(error = %crate::Chain(&e), "final status write failed; giving up");
-            return;
+            return Ok(());
         };
         tracing::warn!(attempt, error = %crate::Chain(&e), "final status write failed");
         tokio::time::sleep(pause).await;
@@ -459,8 +466,11 @@ pub async fn report_config_failure(args: &crate::config::WorkerArgs, error: &str
         total_bytes: 0,
         error: Some(error.to_owned()),
     };
-    let _ = store.write(&row).await;
+    let _ = store.write(&row, None).await;
 }
+
+pub mod flusher;
+use flusher::Flusher;
 
 #[cfg(test)]
 mod readback_tests;

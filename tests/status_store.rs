@@ -43,14 +43,14 @@ async fn a_completed_row_is_never_written_over_in_postgres() {
     }
     let job = common::unique("guard");
     let store = run_of(&job).await;
-    store.write(&row(WorkerStatus::Running, 10)).await.unwrap();
+    store.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
     assert_eq!(stored(&store).await, (WorkerStatus::Running, 10));
-    let e = store.write(&row(WorkerStatus::Running, 5)).await.unwrap_err();
+    let e = store.write(&row(WorkerStatus::Running, 5), None).await.unwrap_err();
     assert!(e.row_lost(), "counters never go down: {e}");
     assert_eq!(stored(&store).await, (WorkerStatus::Running, 10), "the lower write left no trace");
-    store.write(&row(WorkerStatus::Completed, 20)).await.unwrap();
+    store.write(&row(WorkerStatus::Completed, 20), None).await.unwrap();
     for later in [WorkerStatus::Cancelled, WorkerStatus::Failed, WorkerStatus::Running] {
-        let e = store.write(&row(later, 30)).await.unwrap_err();
+        let e = store.write(&row(later, 30), None).await.unwrap_err();
         assert!(matches!(e, StatusError::RowAhead { status: WorkerStatus::Completed, .. }), "{later}: {e}");
     }
     assert_eq!(stored(&store).await, (WorkerStatus::Completed, 20));
@@ -63,16 +63,16 @@ async fn a_later_run_of_the_same_index_takes_the_row_over_in_postgres() {
     }
     let job = common::unique("takeover");
     let first = run_of(&job).await;
-    first.write(&row(WorkerStatus::Running, 10)).await.unwrap();
+    first.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
     // The pod is started again while the first one still runs (an overlapping Job pod).
     let second = run_of(&job).await;
-    second.write(&row(WorkerStatus::Running, 10)).await.unwrap();
-    let e = first.write(&row(WorkerStatus::Running, 50)).await.unwrap_err();
+    second.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
+    let e = first.write(&row(WorkerStatus::Running, 50), None).await.unwrap_err();
     assert!(matches!(e, StatusError::TakenOver { .. }), "{e}");
-    let e = first.write(&row(WorkerStatus::Completed, 50)).await.unwrap_err();
+    let e = first.write(&row(WorkerStatus::Completed, 50), None).await.unwrap_err();
     assert!(matches!(e, StatusError::TakenOver { .. }), "not even its final row: {e}");
     assert_eq!(stored(&second).await, (WorkerStatus::Running, 10));
-    second.write(&row(WorkerStatus::Completed, 60)).await.unwrap();
+    second.write(&row(WorkerStatus::Completed, 60), None).await.unwrap();
     assert_eq!(stored(&first).await, (WorkerStatus::Completed, 60));
 }
 
@@ -83,8 +83,8 @@ async fn a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_tabl
     }
     let job = common::unique("cancel");
     let store = run_of(&job).await;
-    store.write(&row(WorkerStatus::Running, 10)).await.unwrap();
-    store.write(&row(WorkerStatus::Cancelled, 12)).await.unwrap();
+    store.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
+    store.write(&row(WorkerStatus::Cancelled, 12), None).await.unwrap();
     let column =
         format!("SELECT status || ' ' || (completed_at IS NOT NULL) FROM reprocessing_workers WHERE job_id = '{job}'");
     assert_eq!(
@@ -99,7 +99,7 @@ async fn a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_tabl
     // A failed run is failed everywhere.
     let other = common::unique("fail");
     let store = run_of(&other).await;
-    store.write(&row(WorkerStatus::Failed, 3)).await.unwrap();
+    store.write(&row(WorkerStatus::Failed, 3), None).await.unwrap();
     let rows = reprocessing_worker::admin::jobs::job_rows(&store, &other).await.unwrap();
     assert_eq!(rows[0].status, WorkerStatus::Failed);
 }
@@ -128,13 +128,13 @@ async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_
         Some("reprocessing_jobs,reprocessing_workers"),
         "nothing created"
     );
-    store.write(&row(WorkerStatus::Running, 10)).await.unwrap();
+    store.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
     let offsets = [PartitionOffset { topic: "t".into(), partition: 0, offset: 7 }];
     store.write_offsets(&offsets).await.unwrap();
     assert_eq!(store.read_offsets().await.unwrap(), vec![], "no offsets without the table");
-    let e = store.write(&row(WorkerStatus::Running, 5)).await.unwrap_err();
+    let e = store.write(&row(WorkerStatus::Running, 5), None).await.unwrap_err();
     assert!(matches!(e, StatusError::RowAhead { .. }), "the row still never goes backwards: {e}");
-    store.write(&row(WorkerStatus::Cancelled, 20)).await.unwrap();
+    store.write(&row(WorkerStatus::Cancelled, 20), None).await.unwrap();
     assert_eq!(stored(&store).await, (WorkerStatus::Failed, 20));
 
     // A database owner applies `schema` once; the next run has its guarantees back.
@@ -145,8 +145,47 @@ async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_
     common::as_owner(&format!("SET search_path = {schema}; {sql}")).await;
     let again = PgStatus::connect(&url, &job, 0, Duration::from_secs(10)).await.unwrap();
     assert_eq!(again.prepare("{}", 1, 1).await.unwrap(), OwnTables::Present);
-    again.write(&row(WorkerStatus::Running, 21)).await.unwrap();
+    again.write(&row(WorkerStatus::Running, 21), None).await.unwrap();
     again.write_offsets(&offsets).await.unwrap();
     assert_eq!(again.read_offsets().await.unwrap(), offsets.to_vec());
     common::as_owner(&format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+#[tokio::test]
+async fn the_offsets_go_with_the_row_in_one_statement_and_an_older_table_is_still_read() {
+    if common::skip_without_services("the_offsets_go_with_the_row_in_one_statement_and_an_older_table_is_still_read") {
+        return;
+    }
+    let job = common::unique("offsets");
+    let first = run_of(&job).await;
+    let at = |offset| {
+        vec![
+            PartitionOffset { topic: "t".into(), partition: 0, offset },
+            PartitionOffset { topic: "t".into(), partition: 1, offset: offset + 1 },
+        ]
+    };
+    first.write(&row(WorkerStatus::Running, 10), Some(&at(5))).await.unwrap();
+    assert_eq!(first.read_offsets().await.unwrap(), at(5));
+    first.write(&row(WorkerStatus::Running, 11), None).await.unwrap();
+    assert_eq!(first.read_offsets().await.unwrap(), at(5), "a write without offsets keeps them");
+    // A later run takes the index over: the earlier one's write changes neither the row nor
+    // the offsets.
+    let second = run_of(&job).await;
+    assert_eq!(second.read_offsets().await.unwrap(), at(5), "the next run reads what the last one stored");
+    let e = first.write(&row(WorkerStatus::Running, 50), Some(&at(40))).await.unwrap_err();
+    assert!(matches!(e, StatusError::TakenOver { .. }), "{e}");
+    assert_eq!(second.read_offsets().await.unwrap(), at(5));
+
+    // A job an earlier version ran kept its offsets in a table of their own.
+    let old = common::unique("old-offsets");
+    let store = run_of(&old).await;
+    common::as_owner(&format!(
+        "CREATE TABLE IF NOT EXISTS reprocessing_worker_offsets (job_id VARCHAR(64) NOT NULL, worker_index INTEGER NOT NULL,
+             topic TEXT NOT NULL, kafka_partition INTEGER NOT NULL, start_offset BIGINT NOT NULL,
+             updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(), PRIMARY KEY (job_id, worker_index, topic, kafka_partition));
+         INSERT INTO reprocessing_worker_offsets (job_id, worker_index, topic, kafka_partition, start_offset)
+         VALUES ('{old}', 0, 't', 1, 8), ('{old}', 0, 't', 0, 7)"
+    ))
+    .await;
+    assert_eq!(store.read_offsets().await.unwrap(), at(7));
 }

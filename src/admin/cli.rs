@@ -117,7 +117,7 @@ pub struct SchemaArgs {
 /// The SQL `schema` prints: the worker's own tables and, as asked, the admin's and the grants.
 pub fn schema_sql(a: &SchemaArgs) -> String {
     use crate::status::{DDL, RUNS_DDL};
-    let mut out = String::from("-- reprocessing-worker: its own tables, beside the Jitsu admin's\n");
+    let mut out = String::from("-- reprocessing-worker: its own table, beside the Jitsu admin's\n");
     if a.with_admin_tables {
         out.push_str(DDL.trim());
         out.push('\n');
@@ -126,9 +126,7 @@ pub fn schema_sql(a: &SchemaArgs) -> String {
     out.push('\n');
     if let Some(role) = &a.grant_to {
         let role = format!("\"{}\"", role.replace('"', "\"\""));
-        out.push_str(&format!(
-            "GRANT SELECT, INSERT, UPDATE ON reprocessing_worker_runs, reprocessing_worker_offsets TO {role};\n"
-        ));
+        out.push_str(&format!("GRANT SELECT, INSERT, UPDATE ON reprocessing_worker_runs TO {role};\n"));
     }
     out
 }

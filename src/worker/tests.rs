@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::config::Tuning;
 use crate::jobfile::JobOptions;
 use crate::resume::StoredRow;
 use crate::testutil::{config, lines, multiset, small_tuning, FakeSink, MemoryStatus};
@@ -91,9 +92,12 @@ async fn shutdown_ends_cancelled_at_an_exact_resume_point() {
 #[tokio::test]
 async fn a_run_whose_row_is_taken_over_stops_without_writing_again() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &[("a", &lines("a", 50_000))], JobOptions::default(), small_tuning(2));
+    // Writes 50 ms apart at most: the takeover is seen at the next write.
+    let tuning = Tuning { status_min_interval: Duration::from_millis(50), ..small_tuning(2) };
+    let cfg = config(dir.path(), &[("a", &lines("a", 50_000))], JobOptions::default(), tuning);
     let store = std::sync::Arc::new(MemoryStatus::default());
-    let sink = crate::testutil::FakeSink::new(2, |_, _| crate::testutil::Answer::Ack(Duration::from_millis(10)));
+    // Acks slow enough that the file takes well over the takeover's 300 ms.
+    let sink = crate::testutil::FakeSink::new(2, |_, _| crate::testutil::Answer::Ack(Duration::from_millis(30)));
     let s2 = std::sync::Arc::clone(&store);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -118,10 +122,10 @@ async fn a_completed_row_is_never_written_over() {
         total_bytes: 0,
         error: None,
     };
-    store.write(&row(WorkerStatus::Running, 10)).await.unwrap();
-    assert!(store.write(&row(WorkerStatus::Running, 5)).await.unwrap_err().row_lost(), "counters never go down");
-    store.write(&row(WorkerStatus::Completed, 20)).await.unwrap();
-    let e = store.write(&row(WorkerStatus::Cancelled, 20)).await.unwrap_err();
+    store.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
+    assert!(store.write(&row(WorkerStatus::Running, 5), None).await.unwrap_err().row_lost(), "counters never go down");
+    store.write(&row(WorkerStatus::Completed, 20), None).await.unwrap();
+    let e = store.write(&row(WorkerStatus::Cancelled, 20), None).await.unwrap_err();
     assert!(matches!(e, StatusError::RowAhead { status: WorkerStatus::Completed, .. }), "{e}");
     assert_eq!(store.read_row().await.unwrap().unwrap().status, WorkerStatus::Completed);
 }
