@@ -398,8 +398,8 @@ fn an_overlapping_run_of_the_same_index_never_turns_the_row_back() {
     let mut new = worker(&job).spawn().unwrap();
     let claimed = Instant::now();
     // Watch the row while both live: it must never go backwards; and the old run, whose
-    // index the new one claimed at start-up, stops by itself at its next row write (every
-    // 1000 lines or 2 s: README) without writing.
+    // index the new one claimed at start-up, stops by itself at its next row write (writes come
+    // at most a second apart while lines settle: README, Status row) without writing.
     let mut last = 0;
     let mut old_stopped = None;
     while new.try_wait().unwrap().is_none() && claimed.elapsed() < Duration::from_secs(120) {

@@ -427,59 +427,52 @@ fn an_unknown_user_fails_at_once_and_sends_nothing() {
     }
 }
 
-/// SASL_SSL: SCRAM-SHA-512 over TLS, verifying the CA; read back the same way.
-#[test]
-fn scram_over_tls_delivers_every_line() {
-    let Some(_) = cluster("scram_over_tls_delivers_every_line") else { return };
+/// SCRAM-SHA-512 over TLS to the SASL_SSL listener, the worker's Kafka settings given by
+/// `settings` (the command, the user, the bootstrap, the CA file): the job completes, the
+/// password appears nowhere, and librdkafka logged in as the same user reads every line back.
+/// Returns the worker's log.
+fn scram_over_tls(test: &str, settings: impl FnOnce(&mut Command, &User, &str, &str)) -> Option<String> {
+    cluster(test)?;
     let bootstrap = env("RW_AK_SASL_SSL_BOOTSTRAP");
     let ca = env("RW_AK_CA_FILE");
     let user = User::of("SCRAM-SHA-512");
-    let mut settings = user.rdkafka("SASL_SSL");
-    settings.push(format!("ssl.ca.location={ca}"));
     let topic = unique("scram-tls");
     ak_create_topic(&topic, 2);
     let lines = lines(500);
     let job = login_job(&bootstrap, &topic, &lines);
-    let out = job
-        .command(0, 1)
-        .env("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-        .env("KAFKA_SSL_CA_FILE", &ca)
-        .env("KAFKA_SASL", user.sasl())
-        .output()
-        .unwrap();
+    let mut command = job.command(0, 1);
+    settings(&mut command, &user, &bootstrap, &ca);
+    let out = command.output().unwrap();
     assert_success(&out);
-    assert!(!stderr(&out).contains(&user.password), "password in the output");
+    let log = stderr(&out);
+    assert!(!log.contains(&user.password), "password in the output");
     assert_eq!(row(&job.id, 0)["status"], "completed");
-    assert_eq!(values(&consume_with(&bootstrap, &topic, &kcat_args(&settings))), sorted(lines));
+    let mut read = user.rdkafka("SASL_SSL");
+    read.push(format!("ssl.ca.location={ca}"));
+    assert_eq!(values(&consume_with(&bootstrap, &topic, &kcat_args(&read))), sorted(lines));
+    Some(log)
+}
+
+/// SASL_SSL: SCRAM-SHA-512 over TLS, verifying the CA; read back the same way.
+#[test]
+fn scram_over_tls_delivers_every_line() {
+    scram_over_tls("scram_over_tls_delivers_every_line", |c, user, _, ca| {
+        c.env("KAFKA_SECURITY_PROTOCOL", "SASL_SSL").env("KAFKA_SSL_CA_FILE", ca).env("KAFKA_SASL", user.sasl());
+    });
 }
 
 /// The bulker's Kafka environment copied as it is: only kafkabase's `BULKER_KAFKA_*` names
 /// (TLS switched on by `BULKER_KAFKA_SSL`, the CA as PEM text, SCRAM over TLS), none of ours.
 #[test]
 fn the_bulkers_kafka_environment_works_as_it_is() {
-    let Some(_) = cluster("the_bulkers_kafka_environment_works_as_it_is") else { return };
-    let bootstrap = env("RW_AK_SASL_SSL_BOOTSTRAP");
-    let ca = env("RW_AK_CA_FILE");
-    let user = User::of("SCRAM-SHA-512");
-    let mut settings = user.rdkafka("SASL_SSL");
-    settings.push(format!("ssl.ca.location={ca}"));
-    let topic = unique("bulker-env");
-    ak_create_topic(&topic, 2);
-    let lines = lines(300);
-    let job = login_job(&bootstrap, &topic, &lines);
-    let out = job
-        .command(0, 1)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .env("BULKER_KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
-        .env("BULKER_KAFKA_SSL", "true")
-        .env("BULKER_KAFKA_SSL_CA", read_to_string(std::path::Path::new(&ca)))
-        .env("BULKER_KAFKA_SASL", user.sasl())
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let log = stderr(&out);
-    assert!(log.contains("Kafka settings read by the bulker's names"), "{log}");
-    assert!(!log.contains(&user.password), "password in the output");
-    assert_eq!(row(&job.id, 0)["status"], "completed");
-    assert_eq!(values(&consume_with(&bootstrap, &topic, &kcat_args(&settings))), sorted(lines));
+    let log = scram_over_tls("the_bulkers_kafka_environment_works_as_it_is", |c, user, bootstrap, ca| {
+        c.env_remove("KAFKA_BOOTSTRAP_SERVERS")
+            .env("BULKER_KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+            .env("BULKER_KAFKA_SSL", "true")
+            .env("BULKER_KAFKA_SSL_CA", read_to_string(std::path::Path::new(ca)))
+            .env("BULKER_KAFKA_SASL", user.sasl());
+    });
+    if let Some(log) = log {
+        assert!(log.contains("Kafka settings read by the bulker's names"), "{log}");
+    }
 }

@@ -272,3 +272,57 @@ fn read_back_caps_have_defaults_and_settings() {
     let caps = load(&e).unwrap().tuning.readback;
     assert_eq!((caps.max_records, caps.timeout.as_secs()), (0, 7));
 }
+
+/// A README default as `--help` would show it: numbers without separators, sizes in bytes,
+/// code without backticks; `None` for "no default" (required, unset, derived).
+fn readme_default(cell: &str) -> Option<String> {
+    let cell = cell.trim().trim_matches('`');
+    if cell.is_empty() || cell.starts_with('—') || cell.starts_with("required") || cell == "off" {
+        return None;
+    }
+    if let Some(mib) = cell.strip_suffix(" MiB") {
+        return Some((mib.trim().parse::<u64>().ok()? << 20).to_string());
+    }
+    if cell.chars().all(|c| c.is_ascii_digit() || c == ',') {
+        return Some(cell.replace(',', ""));
+    }
+    // Another variable's value, or derived from another setting ("from `KAFKA_SSL`", "system
+    // store", …): no literal default.
+    let names_a_variable = cell.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+    (cell.split_whitespace().nth(1).is_none() && !names_a_variable).then(|| cell.to_owned())
+}
+
+/// The README's environment table and `--help` name the same variables with the same
+/// defaults: every variable the worker reads is documented, and nothing documented as a
+/// setting is missing from the flags.
+#[test]
+fn the_readme_environment_table_is_the_help() {
+    use clap::CommandFactory;
+    let readme = include_str!("../../README.md");
+    let section = readme.split("### Environment").nth(1).expect("the section");
+    let table = section.split("| variable | default | meaning |").nth(1).expect("the table");
+    let mut documented = std::collections::BTreeMap::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        for var in cells[0].trim_start_matches("| ").split(", ") {
+            documented.insert(var.trim_matches('`').to_owned(), readme_default(cells[1]));
+        }
+    }
+    // Read by the libraries and the runtime, not flags of the worker.
+    let not_flags = ["AWS_*", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "BULKER_KAFKA_*"];
+    let cli = Cli::command();
+    let mut flags = std::collections::BTreeMap::new();
+    for arg in cli.get_arguments().filter(|a| !a.is_hide_set()) {
+        let Some(var) = arg.get_env().and_then(|v| v.to_str()) else { continue };
+        let default: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        flags.insert(var.to_owned(), (!default.is_empty()).then(|| default.join(",")));
+    }
+    for (var, default) in &flags {
+        let Some(readme) = documented.get(var) else { panic!("{var} is a flag but not in the README's table") };
+        let readme = readme.as_deref().map(str::to_ascii_lowercase);
+        assert_eq!(readme, default.as_deref().map(str::to_ascii_lowercase), "{var}: README vs --help");
+    }
+    for var in documented.keys().filter(|v| !not_flags.contains(&v.as_str())) {
+        assert!(flags.contains_key(var), "{var} is in the README's table but no flag reads it");
+    }
+}
