@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use reprocessing_worker::batcher::{BatchLimits, Batcher};
+use reprocessing_worker::broker::DryRun;
 use reprocessing_worker::config::Tuning;
 use reprocessing_worker::extract::extract;
 use reprocessing_worker::filter::Filter;
@@ -19,7 +20,6 @@ use reprocessing_worker::lines::{Line, LineSplitter};
 use reprocessing_worker::pipeline::{Engine, FileTask, Parts, RunEnd};
 use reprocessing_worker::progress::Progress;
 use reprocessing_worker::route::Router;
-use reprocessing_worker::sink::DryRun;
 use reprocessing_worker::source::Sources;
 
 const SEED: u64 = 42;
@@ -141,7 +141,7 @@ fn whole_pipeline(c: &mut Criterion) {
             let parts = Parts {
                 filter: Filter::default(),
                 router: Router::fixed("t", &["c".into()]),
-                sink: Arc::new(DryRun),
+                broker: Arc::new(DryRun),
                 partitions: vec![1],
                 delivery_timeout: std::time::Duration::from_secs(300),
                 sources: Sources::new(None),

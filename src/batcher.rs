@@ -14,16 +14,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use rskafka::record::Record;
 
+use crate::broker::Batch;
 use crate::extract::{extract_with, ExtractError, Fields};
 use crate::filter::{is_blank, Filter, SkipReason};
 use crate::lines::Line;
 use crate::resume::recover::{Ended, Recovered};
-use crate::route::{RouteError, Router};
-use crate::sink::Batch;
+use crate::route::{RouteError, Router, HEADER};
 use crate::tracker::LineState;
-
-/// The Kafka header that carries the destinations.
-pub const HEADER: &str = "connection_ids";
 
 /// Bytes of a v2 record batch besides its records (base offset, length, epoch, magic, CRC,
 /// attributes, offsets, timestamps, producer id and epoch, sequence, count).

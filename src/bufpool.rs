@@ -5,7 +5,9 @@
 //! `Bytes::from_owner`); when the last `Bytes` referring to it is dropped, the `Vec` goes back
 //! to the pool. The pool keeps at most `max_idle` buffers; beyond that they are freed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 
@@ -37,7 +39,7 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.pool.idle.lock();
         if idle.len() < self.pool.max_idle {
             idle.push(buf);
         }
@@ -51,7 +53,7 @@ impl BufPool {
 
     /// An empty buffer with at least `capacity` bytes of room.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
-        let reused = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let reused = self.inner.idle.lock().pop();
         let mut buf = reused.unwrap_or_default();
         buf.reserve(capacity);
         buf
@@ -64,7 +66,7 @@ impl BufPool {
 
     /// Buffers waiting for reuse.
     pub fn idle(&self) -> usize {
-        self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner.idle.lock().len()
     }
 }
 

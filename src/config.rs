@@ -9,17 +9,22 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
 use crate::jobfile::{self, FileEntry, JobFileError, JobOptions};
 use crate::resume::StartAt;
 use crate::secret::Secret;
 use crate::select::StreamSelector;
 
-/// Every default of the worker's settings, once: clap's defaults and [`Tuning::default`] both
-/// read these.
+/// Every default of the worker's settings, once: clap's defaults read these, and
+/// [`Tuning::default`] reads clap's.
 pub mod defaults {
     pub const KAFKA_DESTINATIONS_TOPIC: &str = "destination-messages";
+    pub const KAFKA_COMPRESSION: &str = "zstd";
+    /// Where the admin's Job mounts the two files.
+    pub const FILES_CONFIG_PATH: &str = "/config/files/files.json";
+    pub const JOB_CONFIG_PATH: &str = "/config/job/config.json";
+    pub const LOG_FORMAT: &str = "text";
     pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
     pub const READ_CHUNK_BYTES: usize = 8 * 1024 * 1024;
     /// Ranged reads buffered ahead of the parser (not a setting).
@@ -40,30 +45,6 @@ pub mod defaults {
     /// Records a resume may read back from Kafka (about 32 bytes of memory each while held).
     pub const RESUME_READBACK_MAX_RECORDS: u64 = 1_000_000;
     pub const RESUME_READBACK_TIMEOUT_SECS: u64 = 120;
-}
-
-#[derive(Debug, Parser)]
-#[command(name = "reprocessing-worker", version, about = "Replays failover NDJSON event logs into Kafka")]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub worker: WorkerArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run one worker of a job (the default when no subcommand is given).
-    Run(WorkerArgs),
-    /// List a job's files, balance them over N workers and print the Kubernetes manifests
-    /// (ConfigMap, Secrets, Indexed Job) for `kubectl apply -f -`.
-    Plan(crate::admin::PlanArgs),
-    /// Show a job's workers: status, files, lines, bytes, throughput and ETA.
-    Status(crate::admin::StatusArgs),
-    /// Print the SQL that creates the worker's own tables, for a database owner to apply once
-    /// when the worker's role may not create tables (`| psql`).
-    Schema(crate::admin::SchemaArgs),
 }
 
 /// Kafka record-batch compression (`KAFKA_COMPRESSION`).
@@ -147,7 +128,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "KAFKA_DESTINATIONS_TOPIC", default_value = defaults::KAFKA_DESTINATIONS_TOPIC)]
     pub kafka_destinations_topic: String,
     /// Record-batch compression. kafkajs (Jitsu's consumer) cannot read lz4.
-    #[arg(long, env = "KAFKA_COMPRESSION", value_enum, default_value = "zstd", ignore_case = true)]
+    #[arg(long, env = "KAFKA_COMPRESSION", value_enum, default_value = defaults::KAFKA_COMPRESSION, ignore_case = true)]
     pub kafka_compression: KafkaCompression,
     /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Unset: SSL (SASL_SSL with KAFKA_SASL) when
     /// KAFKA_SSL is true, else PLAINTEXT, as kafkabase decides.
@@ -176,13 +157,13 @@ pub struct WorkerArgs {
     #[arg(long, env = "REPOSITORY_AUTH_TOKEN", hide_env_values = true)]
     pub repository_auth_token: Option<String>,
     /// The job's file list (JSON array, plain or gzip).
-    #[arg(long, env = "FILES_CONFIG_PATH", default_value = "/config/files/files.json")]
+    #[arg(long, env = "FILES_CONFIG_PATH", default_value = defaults::FILES_CONFIG_PATH)]
     pub files_config_path: PathBuf,
     /// The job's options (JSON object, plain or gzip).
-    #[arg(long, env = "JOB_CONFIG_PATH", default_value = "/config/job/config.json")]
+    #[arg(long, env = "JOB_CONFIG_PATH", default_value = defaults::JOB_CONFIG_PATH)]
     pub job_config_path: PathBuf,
     /// Log format; RUST_LOG sets the level.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", ignore_case = true)]
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = defaults::LOG_FORMAT, ignore_case = true)]
     pub log_format: LogFormat,
     /// Longest accepted line, in bytes; longer lines count as errors.
     #[arg(long, env = "MAX_LINE_BYTES", default_value_t = defaults::MAX_LINE_BYTES)]
@@ -313,6 +294,48 @@ pub struct Tuning {
 }
 
 impl Tuning {
+    /// The bounds from the flags, checked, with this worker's rate (its own limits, or its
+    /// share of the job's): the one mapping from the environment to [`Tuning`].
+    pub fn from_args(args: &WorkerArgs, rate: crate::ratelimit::RateLimits) -> Result<Tuning, ConfigError> {
+        if args.max_line_bytes == 0 {
+            return Err(invalid("MAX_LINE_BYTES", "must be at least 1"));
+        }
+        if args.kafka_max_message_bytes < 1024 {
+            return Err(invalid("KAFKA_MAX_MESSAGE_BYTES", "must be at least 1024"));
+        }
+        if args.read_chunk_bytes < 64 * 1024 {
+            return Err(invalid("READ_CHUNK_BYTES", "must be at least 64 KiB"));
+        }
+        if args.kafka_max_in_flight == 0 {
+            return Err(invalid("KAFKA_MAX_IN_FLIGHT", "must be at least 1"));
+        }
+        if args.files_in_flight == 0 {
+            return Err(invalid("FILES_IN_FLIGHT", "must be at least 1"));
+        }
+        if args.max_events_per_sec == Some(0) {
+            return Err(invalid("MAX_EVENTS_PER_SEC", "must be at least 1 (unset it for no limit)"));
+        }
+        if args.max_bytes_per_sec == Some(0) {
+            return Err(invalid("MAX_BYTES_PER_SEC", "must be at least 1 (unset it for no limit)"));
+        }
+        Ok(Tuning {
+            max_line_bytes: args.max_line_bytes,
+            read_chunk_bytes: args.read_chunk_bytes,
+            read_ahead_chunks: defaults::READ_AHEAD_CHUNKS,
+            batch_max_bytes: args.kafka_batch_bytes.max(1024),
+            max_message_bytes: args.kafka_max_message_bytes,
+            max_in_flight: args.kafka_max_in_flight,
+            files_in_flight: args.files_in_flight,
+            rate,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            status_min_interval: Duration::from_millis(args.status_min_interval_ms),
+            readback: crate::resume::readback::Caps {
+                max_records: args.resume_readback_max_records,
+                timeout: Duration::from_secs(args.resume_readback_timeout_secs),
+            },
+        })
+    }
+
     /// Most lines of the run that may be unsettled at once, with batches of `batch_size`:
     /// enough to keep every queue and request full, and the bound on lines sent again after a
     /// crash when the read-back cannot tell (the duplicate window).
@@ -321,24 +344,48 @@ impl Tuning {
     }
 }
 
+/// The settings' defaults: the one mapping ([`Tuning::from_args`]) applied to the flags'
+/// defaults, so a default and a bound are stated once.
 impl Default for Tuning {
     fn default() -> Self {
-        Self {
-            max_line_bytes: defaults::MAX_LINE_BYTES,
-            read_chunk_bytes: defaults::READ_CHUNK_BYTES,
-            read_ahead_chunks: defaults::READ_AHEAD_CHUNKS,
-            batch_max_bytes: defaults::KAFKA_BATCH_BYTES,
-            max_message_bytes: defaults::KAFKA_MAX_MESSAGE_BYTES,
-            max_in_flight: defaults::KAFKA_MAX_IN_FLIGHT,
-            files_in_flight: defaults::FILES_IN_FLIGHT,
-            rate: Default::default(),
-            shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
-            status_min_interval: Duration::from_millis(defaults::STATUS_MIN_INTERVAL_MS),
-            readback: crate::resume::readback::Caps {
-                max_records: defaults::RESUME_READBACK_MAX_RECORDS,
-                timeout: Duration::from_secs(defaults::RESUME_READBACK_TIMEOUT_SECS),
-            },
+        use clap::{Args, FromArgMatches};
+        let defaults = WorkerArgs::augment_args(clap::Command::new("defaults"))
+            .mut_args(|a| a.env(None::<&'static str>))
+            .get_matches_from(["defaults"]);
+        let args = WorkerArgs::from_arg_matches(&defaults).expect("the flags have defaults");
+        Tuning::from_args(&args, Default::default()).expect("the defaults are valid")
+    }
+}
+
+impl KafkaConfig {
+    /// The Kafka settings, checked: the bootstrap list, the security protocol with its SASL
+    /// login, the CAs and the timeouts.
+    pub fn from_args(args: &WorkerArgs) -> Result<KafkaConfig, ConfigError> {
+        let raw = required("KAFKA_BOOTSTRAP_SERVERS", &args.kafka_bootstrap_servers)?;
+        let bootstrap: Vec<String> =
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        if let Some(bad) = bootstrap.iter().find(|b| !b.contains(':')) {
+            return Err(invalid("KAFKA_BOOTSTRAP_SERVERS", format!("expected host:port, got {bad:?}")));
         }
+        let security = args.security_protocol();
+        let wants_sasl = matches!(security, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
+        let sasl = match (&args.kafka_sasl, wants_sasl) {
+            (Some(raw), true) => Some(parse_sasl(raw)?),
+            (None, true) => return Err(ConfigError::Missing("KAFKA_SASL (for a SASL security protocol)")),
+            (_, false) => None,
+        };
+        Ok(KafkaConfig {
+            bootstrap,
+            compression: args.kafka_compression,
+            security,
+            sasl,
+            ssl_skip_verify: args.kafka_ssl_skip_verify,
+            ssl_ca: (args.kafka_ssl_ca_file.clone().map(crate::tls::Ca::File).into_iter())
+                .chain(args.kafka_ssl_ca.clone().map(crate::tls::Ca::Pem))
+                .collect(),
+            connect_timeout: Duration::from_secs(args.kafka_connect_timeout_secs.max(1)),
+            delivery_timeout: Duration::from_secs(args.kafka_delivery_timeout_secs.max(1)),
+        })
     }
 }
 
@@ -474,35 +521,7 @@ impl Config {
         let files = jobfile::parse_files_list(&read_mounted("FILES_CONFIG_PATH", &args.files_config_path)?)?;
         let start = start_at(&files, &job)?;
 
-        let kafka = if job.dry_run {
-            None
-        } else {
-            let raw = required("KAFKA_BOOTSTRAP_SERVERS", &args.kafka_bootstrap_servers)?;
-            let bootstrap: Vec<String> =
-                raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-            if let Some(bad) = bootstrap.iter().find(|b| !b.contains(':')) {
-                return Err(invalid("KAFKA_BOOTSTRAP_SERVERS", format!("expected host:port, got {bad:?}")));
-            }
-            let security = args.security_protocol();
-            let wants_sasl = matches!(security, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl);
-            let sasl = match (&args.kafka_sasl, wants_sasl) {
-                (Some(raw), true) => Some(parse_sasl(raw)?),
-                (None, true) => return Err(ConfigError::Missing("KAFKA_SASL (for a SASL security protocol)")),
-                (_, false) => None,
-            };
-            Some(KafkaConfig {
-                bootstrap,
-                compression: args.kafka_compression,
-                security,
-                sasl,
-                ssl_skip_verify: args.kafka_ssl_skip_verify,
-                ssl_ca: (args.kafka_ssl_ca_file.clone().map(crate::tls::Ca::File).into_iter())
-                    .chain(args.kafka_ssl_ca.clone().map(crate::tls::Ca::Pem))
-                    .collect(),
-                connect_timeout: Duration::from_secs(args.kafka_connect_timeout_secs.max(1)),
-                delivery_timeout: Duration::from_secs(args.kafka_delivery_timeout_secs.max(1)),
-            })
-        };
+        let kafka = if job.dry_run { None } else { Some(KafkaConfig::from_args(args)?) };
 
         let repository = if job.routing().needs_repository() {
             let url = required("REPOSITORY_URL", &args.repository_url).map_err(|_| {
@@ -519,51 +538,14 @@ impl Config {
             None
         };
 
-        if args.max_line_bytes == 0 {
-            return Err(invalid("MAX_LINE_BYTES", "must be at least 1"));
-        }
-        if args.kafka_max_message_bytes < 1024 {
-            return Err(invalid("KAFKA_MAX_MESSAGE_BYTES", "must be at least 1024"));
-        }
-        if args.read_chunk_bytes < 64 * 1024 {
-            return Err(invalid("READ_CHUNK_BYTES", "must be at least 64 KiB"));
-        }
-        if args.kafka_max_in_flight == 0 {
-            return Err(invalid("KAFKA_MAX_IN_FLIGHT", "must be at least 1"));
-        }
-        if args.files_in_flight == 0 {
-            return Err(invalid("FILES_IN_FLIGHT", "must be at least 1"));
-        }
-        if args.max_events_per_sec == Some(0) {
-            return Err(invalid("MAX_EVENTS_PER_SEC", "must be at least 1 (unset it for no limit)"));
-        }
-        if args.max_bytes_per_sec == Some(0) {
-            return Err(invalid("MAX_BYTES_PER_SEC", "must be at least 1 (unset it for no limit)"));
-        }
-        let job_parallel = job.parallel_workers;
-        let tuning = Tuning {
-            max_line_bytes: args.max_line_bytes,
-            read_chunk_bytes: args.read_chunk_bytes,
-            read_ahead_chunks: defaults::READ_AHEAD_CHUNKS,
-            batch_max_bytes: args.kafka_batch_bytes.max(1024),
-            max_message_bytes: args.kafka_max_message_bytes,
-            max_in_flight: args.kafka_max_in_flight,
-            files_in_flight: args.files_in_flight,
-            rate: {
-                use crate::ratelimit::{worker_limit, RateLimits};
-                let share = |pod, job| worker_limit(pod, job, job_parallel, total_workers);
-                RateLimits {
-                    events_per_sec: share(args.max_events_per_sec, job.max_events_per_sec),
-                    bytes_per_sec: share(args.max_bytes_per_sec, job.max_bytes_per_sec),
-                }
-            },
-            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
-            status_min_interval: Duration::from_millis(args.status_min_interval_ms),
-            readback: crate::resume::readback::Caps {
-                max_records: args.resume_readback_max_records,
-                timeout: Duration::from_secs(args.resume_readback_timeout_secs),
-            },
-        };
+        let tuning = Tuning::from_args(args, {
+            use crate::ratelimit::{worker_limit, RateLimits};
+            let share = |pod, of_job| worker_limit(pod, of_job, job.parallel_workers, total_workers);
+            RateLimits {
+                events_per_sec: share(args.max_events_per_sec, job.max_events_per_sec),
+                bytes_per_sec: share(args.max_bytes_per_sec, job.max_bytes_per_sec),
+            }
+        })?;
         let topic = args.kafka_destinations_topic.trim().to_owned();
         if topic.is_empty() {
             return Err(invalid("KAFKA_DESTINATIONS_TOPIC", "must not be empty"));

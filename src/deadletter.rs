@@ -27,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
+use crate::location::Location;
 use crate::tracker::Seq;
 
 /// Records queued for the writer, in records.
@@ -54,6 +55,16 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The letter of line `line` of `file`, with its bytes.
+    pub fn with_bytes(seq: Seq, file: String, line: u64, reason: String, data: Vec<u8>) -> Self {
+        DeadLetter { seq: Some(seq), file, line, reason, length: data.len() as u64, data: Some(data) }
+    }
+
+    /// The letter of a line too long to keep: its length only.
+    pub fn too_long(seq: Seq, file: String, line: u64, reason: String, length: u64) -> Self {
+        DeadLetter { seq: Some(seq), file, line, reason, length, data: None }
+    }
+
     /// The NDJSON record (with its newline).
     pub fn to_ndjson(&self, job_id: &str, worker: u32) -> Vec<u8> {
         use base64::Engine as _;
@@ -88,14 +99,13 @@ pub enum Destination {
 }
 
 impl Destination {
+    /// A directory or `s3://bucket/prefix`; none for an empty path, a `gs://` one (not a
+    /// place dead letters can go) or an S3 one without a bucket.
     pub fn parse(s: &str) -> Option<Destination> {
-        match s.strip_prefix("s3://") {
-            Some(rest) => {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                (!bucket.is_empty())
-                    .then(|| Destination::S3 { bucket: bucket.into(), prefix: prefix.trim_end_matches('/').into() })
-            }
-            None => (!s.is_empty()).then(|| Destination::Dir(PathBuf::from(s))),
+        match Location::parse_prefix(s).ok()? {
+            Location::S3 { bucket, key } => Some(Destination::S3 { bucket, prefix: key.trim_end_matches('/').into() }),
+            Location::Gcs { .. } => None,
+            Location::Local(dir) => (!s.is_empty()).then_some(Destination::Dir(dir)),
         }
     }
 }
@@ -159,7 +169,7 @@ impl Out {
                 let sent = s3.put_object().bucket(bucket.as_str()).key(&key).body(buf.to_vec().into()).send().await;
                 sent.map_err(|e| {
                     DeadLetterError::Write(
-                        format!("s3://{bucket}/{key}"),
+                        Location::S3 { bucket: bucket.clone(), key: key.clone() }.to_string(),
                         aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
                     )
                 })?;
@@ -279,6 +289,8 @@ mod tests {
         );
         assert_eq!(Destination::parse("/var/dl"), Some(Destination::Dir("/var/dl".into())));
         assert_eq!(Destination::parse(""), None);
+        assert_eq!(Destination::parse("gs://b/p"), None, "not a directory named gs:");
+        assert_eq!(Destination::parse("s3:///p"), None);
     }
 
     #[tokio::test]

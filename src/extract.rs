@@ -72,7 +72,7 @@ pub fn extract_with(line: &[u8], fields: Fields) -> Result<Envelope<'_>, Extract
         Fields::Routing => sonic_rs::from_slice::<Envelope<'_>>(line),
         Fields::WithEvent => sonic_rs::from_slice::<WithEvent<'_>>(line).map(|w| w.0),
     };
-    let envelope = parsed.map_err(|e| ExtractError::Invalid(crate::jobfile::first_line(&e.to_string()).to_owned()))?;
+    let envelope = parsed.map_err(|e| ExtractError::Invalid(crate::error::first_line(&e.to_string()).to_owned()))?;
     match bad_escape(line) {
         Some(at) => Err(ExtractError::Invalid(format!("invalid escape at byte {at}"))),
         None => Ok(envelope),

@@ -17,6 +17,8 @@ use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder};
 use object_store::RetryConfig;
 use serde::Deserialize;
 
+use crate::location::Location;
+
 /// The variable that points every GCS request at an emulator.
 pub const EMULATOR_ENV: &str = "STORAGE_EMULATOR_HOST";
 /// Google's endpoint, when no emulator is set.
@@ -50,13 +52,6 @@ pub enum GcsError {
     ListStatus { url: String, status: u16 },
     #[error("cannot list {url}: the answer is not a listing")]
     BadPage { url: String },
-}
-
-/// `gs://bucket/path` → (`bucket`, `path`); the path may be empty (a whole bucket).
-pub fn split_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("gs://")?;
-    let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
-    (!bucket.is_empty()).then_some((bucket, path))
 }
 
 /// The emulator's base URL, from `STORAGE_EMULATOR_HOST` (`host:port` or a URL).
@@ -103,8 +98,8 @@ struct Item {
 }
 
 /// Every object under `gs://bucket/prefix`, `page_size` per request, in name order.
-pub async fn list(url: &str, page_size: u32) -> Result<Vec<Listed>, GcsError> {
-    let (bucket, prefix) = split_url(url).ok_or_else(|| GcsError::BadUrl(url.to_owned()))?;
+pub async fn list(bucket: &str, prefix: &str, page_size: u32) -> Result<Vec<Listed>, GcsError> {
+    let url = &Location::Gcs { bucket: bucket.to_owned(), object: prefix.to_owned() }.to_string();
     let (base, token) = match emulator() {
         Some(base) => (base, None),
         None => {
@@ -143,7 +138,7 @@ pub async fn list(url: &str, page_size: u32) -> Result<Vec<Listed>, GcsError> {
         let body = resp.bytes().await.map_err(list_err)?;
         let page: Page = sonic_rs::from_slice(&body).map_err(|_| GcsError::BadPage { url: url.to_owned() })?;
         out.extend(page.items.into_iter().map(|i| Listed {
-            url: format!("gs://{bucket}/{}", i.name),
+            url: Location::Gcs { bucket: bucket.to_owned(), object: i.name }.to_string(),
             size: i.size.parse().unwrap_or(0),
             modified: i.updated.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.to_utc()),
         }));
@@ -151,19 +146,5 @@ pub async fn list(url: &str, page_size: u32) -> Result<Vec<Listed>, GcsError> {
             Some(t) => page_token = Some(t),
             None => return Ok(out),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_gs_urls() {
-        assert_eq!(split_url("gs://b/dir/x.ndjson"), Some(("b", "dir/x.ndjson")));
-        assert_eq!(split_url("gs://b"), Some(("b", "")));
-        assert_eq!(split_url("gs://b/"), Some(("b", "")));
-        assert_eq!(split_url("gs:///x"), None);
-        assert_eq!(split_url("s3://b/x"), None);
     }
 }

@@ -11,6 +11,7 @@
 use chrono::{DateTime, FixedOffset};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
+use crate::error::first_line;
 use crate::route::JobRouting;
 use crate::select::{Rule, RuleMode, StreamSelector};
 
@@ -116,11 +117,6 @@ pub fn decompressed(file: &'static str, raw: &[u8]) -> Result<Vec<u8>, JobFileEr
 
 fn parse_json(file: &'static str, bytes: &[u8]) -> Result<Value, JobFileError> {
     sonic_rs::from_slice::<Value>(bytes).map_err(|e| err(file, format!("invalid JSON: {}", first_line(&e.to_string()))))
-}
-
-/// sonic-rs appends a snippet of the input on further lines; errors here are one line.
-pub fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
 }
 
 fn type_name(v: &Value) -> &'static str {

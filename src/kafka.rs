@@ -1,4 +1,4 @@
-//! The Kafka sink, on rskafka (pure Rust, no librdkafka).
+//! The Kafka broker, on rskafka (pure Rust, no librdkafka).
 //!
 //! One [`rskafka::client::Client`] per worker; one cached `PartitionClient` per partition
 //! (each multiplexes concurrent produce requests over its broker connection). TLS and SASL
@@ -37,8 +37,8 @@ use rskafka::record::Record;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::broker::{BoxError, Broker, BrokerError, Failure, Fetched};
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
-use crate::sink::{BoxError, Failure, Fetched, Sink, SinkError};
 
 /// The longest one request (with rskafka's own retries) may take before the pipeline's
 /// retry takes over.
@@ -46,7 +46,7 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 /// The least time between two metadata refreshes after leader errors.
 pub const METADATA_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-pub struct KafkaSink {
+pub struct KafkaBroker {
     /// Metadata, end offsets and reads, with rskafka's retries (bounded by the deadline).
     client: Client,
     /// Produce only, one attempt per request: rskafka would send a batch again by itself
@@ -60,7 +60,7 @@ pub struct KafkaSink {
     clients: tokio::sync::Mutex<HashMap<(String, i32, bool), Arc<PartitionClient>>>,
     /// When the metadata was last refreshed (held while refreshing).
     refreshed: tokio::sync::Mutex<Option<Instant>>,
-    /// Stops the task that keeps `TCP_NODELAY` on new connections when the sink is dropped.
+    /// Stops the task that keeps `TCP_NODELAY` on new connections when the broker is dropped.
     _nodelay: tokio_util::sync::DropGuard,
 }
 
@@ -69,7 +69,7 @@ pub struct KafkaSink {
 /// that may not wait with no topic at all).
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
 const FETCH_MAX_WAIT_MS: i32 = 500;
-/// rskafka 0.6's error for a transaction marker it cannot parse (see `KafkaSink::fetch`).
+/// rskafka 0.6's error for a transaction marker it cannot parse (see `KafkaBroker::fetch`).
 const CONTROL_BATCH_UNREADABLE: &str = "Unknown control batch record version";
 /// The most transaction markers one fetch steps over, one request each.
 const MARKERS_PER_FETCH: usize = 64;
@@ -93,12 +93,12 @@ fn client_builder(
     cfg: &KafkaConfig,
     backoff: rskafka::BackoffConfig,
     bootstrap: &str,
-) -> Result<ClientBuilder, SinkError> {
+) -> Result<ClientBuilder, BrokerError> {
     let mut builder =
         ClientBuilder::new(cfg.bootstrap.clone()).client_id("reprocessing-worker").backoff_config(backoff);
     if matches!(cfg.security, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
         let tls = crate::tls::client_config(&cfg.ssl_ca, cfg.ssl_skip_verify)
-            .map_err(|e| SinkError::Connect { bootstrap: bootstrap.to_owned(), source: Box::new(e) })?;
+            .map_err(|e| BrokerError::Connect { bootstrap: bootstrap.to_owned(), source: Box::new(e) })?;
         builder = builder.tls_config(Arc::new(tls));
     }
     if let Some(s) = &cfg.sasl {
@@ -116,7 +116,7 @@ fn client_builder(
 /// keeps the refusal inside an error list that has no `source()`. So with SASL the worker
 /// first connects one attempt at a time itself (rskafka's retries off), until the connect
 /// deadline, and stops at the first refused login, naming the mechanism and the user.
-async fn check_login(cfg: &KafkaConfig, bootstrap: &str) -> Result<(), SinkError> {
+async fn check_login(cfg: &KafkaConfig, bootstrap: &str) -> Result<(), BrokerError> {
     let sasl = cfg.sasl.as_ref().expect("called with SASL");
     // A deadline of zero: one attempt per build.
     let once = Backoff::KAFKA.to_rskafka(Duration::ZERO);
@@ -129,11 +129,11 @@ async fn check_login(cfg: &KafkaConfig, bootstrap: &str) -> Result<(), SinkError
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) => e,
             Err(_) => {
-                return Err(SinkError::ConnectTimeout { bootstrap: bootstrap.to_owned(), after: cfg.connect_timeout })
+                return Err(BrokerError::ConnectTimeout { bootstrap: bootstrap.to_owned(), after: cfg.connect_timeout })
             }
         };
         if login_refused(&e) {
-            return Err(SinkError::LoginRefused {
+            return Err(BrokerError::LoginRefused {
                 bootstrap: bootstrap.to_owned(),
                 mechanism: sasl.mechanism.as_str(),
                 user: sasl.username.clone(),
@@ -143,7 +143,7 @@ async fn check_login(cfg: &KafkaConfig, bootstrap: &str) -> Result<(), SinkError
         failures += 1;
         let pause = Backoff::KAFKA.delay(failures).unwrap_or(Backoff::KAFKA.max);
         if Instant::now() + pause >= deadline {
-            return Err(SinkError::ConnectTimeout { bootstrap: bootstrap.to_owned(), after: cfg.connect_timeout });
+            return Err(BrokerError::ConnectTimeout { bootstrap: bootstrap.to_owned(), after: cfg.connect_timeout });
         }
         tokio::time::sleep(pause).await;
     }
@@ -166,10 +166,10 @@ fn login_refused(e: &ClientError) -> bool {
     false
 }
 
-impl KafkaSink {
+impl KafkaBroker {
     /// Connects to the cluster; fails after `connect_timeout` if no broker answers, and at
     /// once if a broker refuses the SASL login.
-    pub async fn connect(cfg: &KafkaConfig) -> Result<Self, SinkError> {
+    pub async fn connect(cfg: &KafkaConfig) -> Result<Self, BrokerError> {
         let request_deadline = cfg.delivery_timeout.min(REQUEST_DEADLINE);
         let bootstrap = cfg.bootstrap.join(",");
         let started = Instant::now();
@@ -180,14 +180,14 @@ impl KafkaSink {
         let builder = client_builder(cfg, Backoff::KAFKA.to_rskafka(request_deadline), &bootstrap)?;
         let client = tokio::time::timeout(left, builder.build())
             .await
-            .map_err(|_| SinkError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
-            .map_err(|e| SinkError::Connect { bootstrap: bootstrap.clone(), source: Box::new(e) })?;
+            .map_err(|_| BrokerError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
+            .map_err(|e| BrokerError::Connect { bootstrap: bootstrap.clone(), source: Box::new(e) })?;
         let left = cfg.connect_timeout.saturating_sub(started.elapsed());
         let once = client_builder(cfg, Backoff::KAFKA.to_rskafka(Duration::ZERO), &bootstrap)?;
         let producer = tokio::time::timeout(left, once.build())
             .await
-            .map_err(|_| SinkError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
-            .map_err(|e| SinkError::Connect { bootstrap, source: Box::new(e) })?;
+            .map_err(|_| BrokerError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
+            .map_err(|e| BrokerError::Connect { bootstrap, source: Box::new(e) })?;
         crate::nodelay::apply();
         let nodelay = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::nodelay::keep_applying(nodelay.clone()));
@@ -202,9 +202,9 @@ impl KafkaSink {
         })
     }
 
-    fn produce_error(&self, topic: &str, partition: i32, e: ClientError) -> SinkError {
+    fn produce_error(&self, topic: &str, partition: i32, e: ClientError) -> BrokerError {
         let (failure, code) = classify(&e);
-        SinkError::Produce { topic: topic.to_owned(), partition, failure, code, source: Box::new(e) }
+        BrokerError::Produce { topic: topic.to_owned(), partition, failure, code, source: Box::new(e) }
     }
 
     /// Lists the topics again (at most once per [`METADATA_REFRESH_EVERY`]), which fills
@@ -216,7 +216,7 @@ impl KafkaSink {
         }
         match tokio::time::timeout(self.request_deadline, self.producer.list_topics()).await {
             Ok(Ok(_)) => tracing::debug!("metadata refreshed after a leader error"),
-            Ok(Err(e)) => tracing::debug!(error = %crate::Chain(&e), "metadata refresh failed"),
+            Ok(Err(e)) => tracing::debug!(error = %crate::error::Chain(&e), "metadata refresh failed"),
             Err(_) => tracing::debug!("metadata refresh timed out"),
         }
         *last = Some(Instant::now());
@@ -225,8 +225,8 @@ impl KafkaSink {
     /// Why a topic is not in the listing of all topics: asked for by name, a broker with an
     /// authorizer answers TOPIC_AUTHORIZATION_FAILED for a topic this login may not describe
     /// (Apache Kafka leaves such topics out of the full listing); otherwise it is missing.
-    async fn why_unlisted(&self, topic: &str) -> SinkError {
-        let missing = || SinkError::TopicMissing { topic: topic.to_owned() };
+    async fn why_unlisted(&self, topic: &str) -> BrokerError {
+        let missing = || BrokerError::TopicMissing { topic: topic.to_owned() };
         match tokio::time::timeout(
             self.request_deadline,
             self.client.partition_client(topic, 0, UnknownTopicHandling::Error),
@@ -235,7 +235,7 @@ impl KafkaSink {
         {
             Ok(Err(e)) => match classify(&e) {
                 (Failure::Fatal, Some(code)) if code.contains("AUTHORIZATION") => {
-                    SinkError::TopicRefused { topic: topic.to_owned(), code }
+                    BrokerError::TopicRefused { topic: topic.to_owned(), code }
                 }
                 _ => missing(),
             },
@@ -250,7 +250,7 @@ impl KafkaSink {
         topic: &str,
         partition: i32,
         produce: bool,
-    ) -> Result<Arc<PartitionClient>, SinkError> {
+    ) -> Result<Arc<PartitionClient>, BrokerError> {
         let key = (topic.to_owned(), partition, produce);
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(&key) {
@@ -260,7 +260,7 @@ impl KafkaSink {
         let client = if produce { &self.producer } else { &self.client };
         let pc = tokio::time::timeout(after, client.partition_client(topic, partition, UnknownTopicHandling::Error))
             .await
-            .map_err(|_| SinkError::NoLeader { topic: topic.into(), partition, after })?
+            .map_err(|_| BrokerError::NoLeader { topic: topic.into(), partition, after })?
             .map_err(|e| self.produce_error(topic, partition, e))?;
         crate::nodelay::apply();
         let pc = Arc::new(pc);
@@ -269,14 +269,14 @@ impl KafkaSink {
     }
 }
 
-impl Sink for KafkaSink {
-    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
+impl Broker for KafkaBroker {
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, BrokerError>> {
         Box::pin(async move {
             let first = topics.first().cloned().unwrap_or_default();
             let listed = tokio::time::timeout(self.request_deadline, self.client.list_topics())
                 .await
-                .map_err(|_| SinkError::MetadataTimeout { topic: first.clone(), after: self.request_deadline })?
-                .map_err(|e| SinkError::Metadata { topic: first, source: Box::new(e) })?;
+                .map_err(|_| BrokerError::MetadataTimeout { topic: first.clone(), after: self.request_deadline })?
+                .map_err(|e| BrokerError::Metadata { topic: first, source: Box::new(e) })?;
             *self.refreshed.lock().await = Some(Instant::now());
             let mut counts = Vec::with_capacity(topics.len());
             for name in topics {
@@ -294,7 +294,7 @@ impl Sink for KafkaSink {
         topic: &'a str,
         partition: i32,
         records: &'a [Record],
-    ) -> BoxFuture<'a, Result<i64, SinkError>> {
+    ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition, true).await?;
             let after = self.request_deadline;
@@ -303,8 +303,8 @@ impl Sink for KafkaSink {
             // Watched: rskafka would send a throttled request again by itself (crate::throttle).
             let call = crate::throttle::watch(pc.produce(records.to_vec(), self.compression));
             let result = match tokio::time::timeout(after, call).await {
-                Err(_) => Err(SinkError::NotAcknowledged { topic: topic.to_owned(), partition, after }),
-                Ok(Err(pause)) => Err(SinkError::Throttled { topic: topic.to_owned(), partition, pause }),
+                Err(_) => Err(BrokerError::NotAcknowledged { topic: topic.to_owned(), partition, after }),
+                Ok(Err(pause)) => Err(BrokerError::Throttled { topic: topic.to_owned(), partition, pause }),
                 Ok(Ok(r)) => r.map_err(|e| self.produce_error(topic, partition, e)),
             };
             if result.is_err() || started.elapsed() > SLOW_PRODUCE {
@@ -312,7 +312,7 @@ impl Sink for KafkaSink {
             }
             if let Err(e) = &result {
                 if matches!(e.code(), Some("NOT_LEADER_OR_FOLLOWER" | "LEADER_NOT_AVAILABLE" | "RETRY_FAILED"))
-                    || matches!(e, SinkError::NotAcknowledged { .. })
+                    || matches!(e, BrokerError::NotAcknowledged { .. })
                 {
                     self.refresh_metadata().await;
                 }
@@ -324,10 +324,10 @@ impl Sink for KafkaSink {
     /// ListOffsets (latest). Some brokers list less than the end (tansu lists the first
     /// offset of its last batch plus one, or less after a restart); readers take the high
     /// watermark of their first fetch too (see [`crate::resume::readback`]).
-    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
+    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition, false).await?;
-            let failed = |source: BoxError| SinkError::ReadBack { topic: topic.to_owned(), partition, source };
+            let failed = |source: BoxError| BrokerError::ReadBack { topic: topic.to_owned(), partition, source };
             tokio::time::timeout(self.request_deadline, pc.get_offset(OffsetAt::Latest))
                 .await
                 .map_err(|e| failed(Box::new(e)))?
@@ -340,10 +340,10 @@ impl Sink for KafkaSink {
     /// batch record version". From such a failure on, the partition is read one batch at a
     /// time (a fetch of at most 1 byte returns exactly the first batch): a batch that fails
     /// again is a marker, which holds one offset, and is stepped over.
-    fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, SinkError>> {
+    fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, BrokerError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition, false).await?;
-            let failed = |source: BoxError| SinkError::ReadBack { topic: topic.to_owned(), partition, source };
+            let failed = |source: BoxError| BrokerError::ReadBack { topic: topic.to_owned(), partition, source };
             let mut at = offset;
             let mut one_batch = false;
             for _ in 0..MARKERS_PER_FETCH {
@@ -360,7 +360,7 @@ impl Sink for KafkaSink {
                         let next = records.last().map_or(at, |(last, _)| last + 1);
                         return Ok(Fetched { records, high_watermark, next });
                     }
-                    Err(e) if crate::Chain(&e).to_string().contains(CONTROL_BATCH_UNREADABLE) => {
+                    Err(e) if crate::error::Chain(&e).to_string().contains(CONTROL_BATCH_UNREADABLE) => {
                         if one_batch {
                             at += 1;
                         }

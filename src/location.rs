@@ -1,5 +1,7 @@
 //! Where a file lives: `s3://bucket/key`, `gs://bucket/object`, or a local path. Parsed once,
-//! here; the readers, the dead letters and `start_file` use the parsed form.
+//! here, and shown back by its `Display`; the readers, the dead letters, `plan`'s listings, the
+//! worker's clients and `start_file` use the parsed form. A listing or a dead-letter place is a
+//! prefix ([`Location::parse_prefix`]): the key may be empty.
 
 use std::path::PathBuf;
 
@@ -21,12 +23,24 @@ pub struct BadLocation {
 }
 
 impl Location {
+    /// A file: an object needs its bucket and its key.
     pub fn parse(path: &str) -> Result<Self, BadLocation> {
-        let split = |rest: &str| match rest.split_once('/') {
-            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Some((bucket.to_owned(), key.to_owned())),
-            _ => None,
+        Self::parse_with(path, false)
+    }
+
+    /// A prefix to list or to write under (`s3://bucket`, `s3://bucket/dir/`): the key may be
+    /// empty, and a trailing `/` is kept.
+    pub fn parse_prefix(path: &str) -> Result<Self, BadLocation> {
+        Self::parse_with(path, true)
+    }
+
+    fn parse_with(path: &str, prefix: bool) -> Result<Self, BadLocation> {
+        let split = |rest: &str| {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            (!bucket.is_empty() && (prefix || !key.is_empty())).then(|| (bucket.to_owned(), key.to_owned()))
         };
-        let bad = |scheme, what| BadLocation { path: path.to_owned(), scheme, what };
+        let bad =
+            |scheme, what| BadLocation { path: path.to_owned(), scheme, what: if prefix { "prefix" } else { what } };
         if let Some(rest) = path.strip_prefix("s3://") {
             let (bucket, key) = split(rest).ok_or_else(|| bad("s3", "key"))?;
             Ok(Location::S3 { bucket, key })
@@ -38,17 +52,23 @@ impl Location {
         }
     }
 
-    /// The GCS bucket of a `gs://` path.
-    pub fn gcs_bucket(path: &str) -> Option<&str> {
-        path.strip_prefix("gs://")?.split('/').next().filter(|b| !b.is_empty())
-    }
-
     /// The object key within its bucket (none for a local path).
     pub fn key(&self) -> Option<&str> {
         match self {
             Location::S3 { key, .. } => Some(key),
             Location::Gcs { object, .. } => Some(object),
             Location::Local(_) => None,
+        }
+    }
+}
+
+/// The path as files.json writes it: `s3://bucket/key`, `gs://bucket/object`, or the local path.
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+            Location::Gcs { bucket, object } => write!(f, "gs://{bucket}/{object}"),
+            Location::Local(path) => write!(f, "{}", path.display()),
         }
     }
 }
@@ -74,7 +94,24 @@ mod tests {
         assert_eq!(gs.key(), Some("dir/k.ndjson.zst"));
         assert_eq!(Location::parse("/x").unwrap().key(), None);
         assert!(Location::parse("gs://bucket-only").is_err());
-        assert_eq!(Location::gcs_bucket("gs://b/x/y"), Some("b"));
-        assert_eq!(Location::gcs_bucket("s3://b/x"), None);
+    }
+
+    #[test]
+    fn prefixes_may_be_a_whole_bucket() {
+        assert_eq!(Location::parse_prefix("s3://b").unwrap(), Location::S3 { bucket: "b".into(), key: "".into() });
+        assert_eq!(
+            Location::parse_prefix("gs://b/dir/").unwrap(),
+            Location::Gcs { bucket: "b".into(), object: "dir/".into() }
+        );
+        assert_eq!(Location::parse_prefix("s3:///x").unwrap_err().to_string(), "s3:///x: expected s3://bucket/prefix");
+        assert!(Location::parse_prefix("gs://").is_err());
+        assert_eq!(Location::parse_prefix("/var/dl").unwrap(), Location::Local("/var/dl".into()));
+    }
+
+    #[test]
+    fn shows_what_it_parsed() {
+        for path in ["s3://b/dir/k.ndjson.gz", "gs://b/o.ndjson", "/data/x.ndjson", "relative/y.ndjson"] {
+            assert_eq!(Location::parse(path).unwrap().to_string(), path);
+        }
     }
 }

@@ -4,9 +4,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use reprocessing_worker::config::{Cli, Command, LogFormat, WorkerArgs};
+use reprocessing_worker::cli::{Cli, Command};
+use reprocessing_worker::config::{LogFormat, WorkerArgs};
+use reprocessing_worker::error::Chain;
 use reprocessing_worker::status::WorkerStatus;
-use reprocessing_worker::{run, shutdown_signal, worker::report_config_failure, Chain, Config};
+use reprocessing_worker::{run, shutdown_signal, worker::report_config_failure, Config};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};

@@ -7,14 +7,14 @@
 //! idle produce took 40 ms on loopback instead of a fraction of one.
 //!
 //! The remedy here: find the process's connected TCP sockets (its descriptors, listed in
-//! `/proc/self/fd`) and set `TCP_NODELAY` on every one that lacks it. [`KafkaSink`] runs it
+//! `/proc/self/fd`) and set `TCP_NODELAY` on every one that lacks it. [`KafkaBroker`] runs it
 //! after connecting, after creating a partition client, after any produce that failed or
 //! took long (rskafka reconnects inside its next request), and once a second, so a
 //! connection opened again after a reconnect is fixed within a second at the latest. All of
 //! the process's TCP sockets get it: PostgreSQL's and S3's connections already ask for it.
 //! On systems without `/proc` this does nothing.
 //!
-//! [`KafkaSink`]: crate::kafka::KafkaSink
+//! [`KafkaBroker`]: crate::kafka::KafkaBroker
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;

@@ -25,13 +25,13 @@ use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::broker::{Batch, Broker, BrokerError};
 use crate::config::Tuning;
 use crate::decode::DecodeError;
 use crate::filter::Filter;
 use crate::jobfile::JobOptions;
 use crate::progress::Progress;
 use crate::route::Router;
-use crate::sink::{Batch, Sink, SinkError};
 use crate::source::{Chunks, Location, SourceError, Sources};
 
 mod cpu;
@@ -72,7 +72,7 @@ pub struct Engine {
 pub struct Parts {
     pub filter: Filter,
     pub router: Router,
-    pub sink: Arc<dyn Sink>,
+    pub broker: Arc<dyn Broker>,
     /// Partitions of each of the router's topics, as the cluster listed them at start-up.
     pub partitions: Vec<i32>,
     /// How long one batch may keep failing transiently before the cluster counts as
@@ -140,7 +140,7 @@ pub enum AttemptError {
     #[error(transparent)]
     Decode(#[from] DecodeError<crate::source::SourceError>),
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Broker(#[from] BrokerError),
     #[error("cannot start the parser thread")]
     SpawnParser(#[source] std::io::Error),
     #[error("the parser thread panicked")]
@@ -150,12 +150,12 @@ pub enum AttemptError {
     #[error("the producer stopped taking batches")]
     ProducerStopped,
     #[error("the cluster refuses this worker")]
-    KafkaFatal(#[source] SinkError),
+    KafkaFatal(#[source] BrokerError),
     #[error("Kafka unavailable since {since}")]
     KafkaUnavailable {
         since: String,
         #[source]
-        last: SinkError,
+        last: BrokerError,
     },
     #[error("delivery stopped")]
     Stopped,
@@ -174,7 +174,8 @@ impl Engine {
     /// The engine for one worker: `tuning` bounds its queues, `job` gives the batch size,
     /// the file retries and the run's limit.
     pub fn new(parts: Parts, tuning: Tuning, job: &JobOptions) -> Self {
-        let Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters, keys } = parts;
+        let Parts { filter, router, broker, partitions, delivery_timeout, sources, progress, dead_letters, keys } =
+            parts;
         let topics = router.topics().iter().cloned().zip(partitions.into_iter().chain(std::iter::repeat(1))).collect();
         let settings = ProducerSettings {
             max_in_flight: tuning.max_in_flight,
@@ -184,7 +185,7 @@ impl Engine {
         };
         // A resumed run continues the count: the stored counters are exact for its start.
         let delivered_before = progress.snapshot().counts.success;
-        let producer = Producer::new(sink, topics, Arc::clone(&progress), settings, dead_letters.clone());
+        let producer = Producer::new(broker, topics, Arc::clone(&progress), settings, dead_letters.clone());
         Self {
             filter,
             router,

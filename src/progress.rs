@@ -11,7 +11,9 @@
 //! row, never the pipeline.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -171,21 +173,21 @@ impl Progress {
     }
 
     pub fn lock(&self) -> Guard<'_> {
-        Guard { g: self.inner.lock().unwrap_or_else(|p| p.into_inner()), progress: self }
+        Guard { g: self.inner.lock(), progress: self }
     }
 
     /// Blocks until the watermark reaches sequence number `seq` (every line before it is
     /// settled), or `stop()`.
     pub fn wait_watermark(&self, seq: Seq, stop: impl Fn() -> bool) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.inner.lock();
         while g.tracker.base() < seq && !stop() {
-            g = self.settled.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+            self.settled.wait_for(&mut g, Duration::from_millis(50));
         }
     }
 
     /// The read-back start offsets.
     pub fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+        self.ledger.lock()
     }
 
     /// The read-back start of every partition, for a snapshot taken after this call: the

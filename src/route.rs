@@ -24,6 +24,10 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 use crate::extract::{Envelope, Origin};
 use crate::select::{Rule, RuleIndex, RuleMode, StreamSelector};
 
+/// The Kafka header that carries the destinations, as the Go worker names it: the value is
+/// the comma-separated connection ids (`Target::header`).
+pub const HEADER: &str = "connection_ids";
+
 /// Destination types that run in the browser, which ingest does not send to Kafka.
 pub const BROWSER_SIDE_TYPES: [&str; 4] = ["logrocket", "tag", "ga4-tag", "gtm"];
 
@@ -65,7 +69,7 @@ impl Streams {
     /// Parses the repository's JSON array.
     pub fn parse(body: &[u8]) -> Result<Self, RepositoryFormatError> {
         let v: Value = sonic_rs::from_slice(body).map_err(|e| {
-            RepositoryFormatError(format!("invalid JSON: {}", crate::jobfile::first_line(&e.to_string())))
+            RepositoryFormatError(format!("invalid JSON: {}", crate::error::first_line(&e.to_string())))
         })?;
         let arr = v.as_array().ok_or_else(|| RepositoryFormatError("expected a JSON array".into()))?;
         let mut streams = Streams::default();

@@ -38,13 +38,14 @@ use futures::future::BoxFuture;
 use rskafka::record::Record;
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{LineKeys, HEADER};
+use crate::batcher::LineKeys;
+use crate::broker::{Broker, BrokerError, Failure, Fetched};
 use crate::config::Config;
 use crate::generate::Rng;
 use crate::jobfile::JobOptions;
 use crate::resume::offsets::PartitionOffset;
 use crate::resume::WorkerStatus;
-use crate::sink::{Failure, Fetched, Sink, SinkError};
+use crate::route::HEADER;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore, StoredRow};
 use crate::testutil::{small_tuning, Injected, MemoryStatus};
 use crate::tracker::Counts;
@@ -133,13 +134,13 @@ async fn dead<T>() -> T {
     std::future::pending().await
 }
 
-fn produce_error(topic: &str, partition: i32, failure: Failure) -> SinkError {
+fn produce_error(topic: &str, partition: i32, failure: Failure) -> BrokerError {
     let code = Some(match failure {
         Failure::Rejected => "MESSAGE_TOO_LARGE",
         Failure::Fatal => "TOPIC_AUTHORIZATION_FAILED",
         Failure::Transient => "NOT_ENOUGH_REPLICAS",
     });
-    SinkError::Produce {
+    BrokerError::Produce {
         topic: topic.to_owned(),
         partition,
         failure,
@@ -148,8 +149,8 @@ fn produce_error(topic: &str, partition: i32, failure: Failure) -> SinkError {
     }
 }
 
-impl Sink for SimBroker {
-    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
+impl Broker for SimBroker {
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, BrokerError>> {
         Box::pin(async move { Ok(vec![self.partitions; topics.len()]) })
     }
 
@@ -158,7 +159,7 @@ impl Sink for SimBroker {
         topic: &'a str,
         partition: i32,
         records: &'a [Record],
-    ) -> BoxFuture<'a, Result<i64, SinkError>> {
+    ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             let (delay, roll, foreign) = {
                 let mut rng = self.rng.lock().unwrap();
@@ -206,7 +207,7 @@ impl Sink for SimBroker {
         })
     }
 
-    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
+    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             if self.life.dies_here() {
                 return dead().await;
@@ -215,7 +216,7 @@ impl Sink for SimBroker {
         })
     }
 
-    fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, SinkError>> {
+    fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, BrokerError>> {
         Box::pin(async move {
             if self.life.dies_here() {
                 return dead().await;

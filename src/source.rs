@@ -87,6 +87,34 @@ impl Sources {
         }
     }
 
+    /// The readers for `paths`, each client built once, here: the S3 client when a path is on
+    /// S3 or `s3_too` (dead letters to S3), and a GCS client per bucket of the paths on GCS.
+    pub async fn for_paths<'a>(
+        paths: impl IntoIterator<Item = &'a str>,
+        s3_too: bool,
+    ) -> Result<Self, crate::gcs::GcsError> {
+        let mut needs_s3 = s3_too;
+        let mut gcs = GcsStores::new();
+        for path in paths {
+            match Location::parse(path) {
+                Ok(Location::S3 { .. }) => needs_s3 = true,
+                Ok(Location::Gcs { bucket, .. }) if !gcs.contains_key(&bucket) => {
+                    let store = crate::gcs::store(&bucket)?;
+                    gcs.insert(bucket, store);
+                }
+                // A local path, a bucket seen already, or a bad path (which fails when opened).
+                _ => {}
+            }
+        }
+        let s3 = if needs_s3 { Some(s3_client().await) } else { None };
+        Ok(Self::new(s3).with_gcs(gcs))
+    }
+
+    /// The S3 client, when one was built.
+    pub fn s3(&self) -> Option<&aws_sdk_s3::Client> {
+        self.s3.as_ref()
+    }
+
     /// With these GCS clients.
     pub fn with_gcs(mut self, stores: GcsStores) -> Self {
         self.gcs = Arc::new(stores);

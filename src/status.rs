@@ -11,6 +11,7 @@
 //!
 //! Failed writes reconnect and retry on the next write; the pipeline never waits for them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -303,7 +304,8 @@ pub struct PgStatus {
     shown_url: String,
     job_id: String,
     worker_index: i32,
-    client: tokio::sync::Mutex<Option<Client>>,
+    /// The connection; its lock is held for each query, so queries run one at a time.
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
     timeout: Duration,
     /// This run's id in `reprocessing_worker_runs`.
     run_id: String,
@@ -360,7 +362,7 @@ impl PgStatus {
             own_tables: std::sync::OnceLock::new(),
         };
         let client = me.open().await?;
-        *me.client.lock().await = Some(client);
+        *me.client.lock().await = Some(Arc::new(client));
         Ok(me)
     }
 
@@ -377,30 +379,29 @@ impl PgStatus {
             .map_err(|source| StatusError::Connect { url: self.shown_url.clone(), source })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %crate::Chain(&e), "database connection closed");
+                tracing::debug!(error = %crate::error::Chain(&e), "database connection closed");
             }
         });
         Ok(client)
     }
 
-    /// Runs `f` with a live client, reconnecting once if the connection is gone.
-    pub(crate) async fn with_client<T>(
-        &self,
-        f: impl for<'c> Fn(&'c Client) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
-    ) -> Result<T, StatusError> {
+    /// Runs `f` with a live client, reconnecting once if the connection is gone. `f` takes
+    /// the client by `Arc`, so its future borrows only what the caller lends it.
+    pub(crate) async fn with_client<T, Fut>(&self, f: impl Fn(Arc<Client>) -> Fut) -> Result<T, StatusError>
+    where
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
         let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref() {
-            if !c.is_closed() {
-                match tokio::time::timeout(self.timeout, f(c)).await {
-                    Ok(Ok(v)) => return Ok(v),
-                    Ok(Err(e)) if !e.is_closed() && e.as_db_error().is_some() => return Err(self.query_failed(e)),
-                    _ => {}
-                }
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            match tokio::time::timeout(self.timeout, f(Arc::clone(c))).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if !e.is_closed() && e.as_db_error().is_some() => return Err(self.query_failed(e)),
+                _ => {}
             }
         }
         *slot = None;
-        let c = self.open().await?;
-        let r = tokio::time::timeout(self.timeout, f(&c)).await;
+        let c = Arc::new(self.open().await?);
+        let r = tokio::time::timeout(self.timeout, f(Arc::clone(&c))).await;
         *slot = Some(c);
         match r {
             Ok(r) => r.map_err(|e| self.query_failed(e)),
@@ -411,24 +412,21 @@ impl PgStatus {
     /// What the tables are, and what this role may do with them: nothing here needs a
     /// privilege, so a locked-down role learns it without an error in the database's log.
     async fn probe(&self) -> Result<Probe, StatusError> {
-        let r = self.with_client(|c| Box::pin(async move { c.query_one(PROBE, &[]).await })).await?;
+        let r = self.with_client(move |c| async move { c.query_one(PROBE, &[]).await }).await?;
         Ok(Probe { admin_tables: r.get(0), own_tables: r.get(1), own_writable: r.get(2), may_add_jobs: r.get(3) })
     }
 
     /// Runs `sql` in one transaction under the advisory lock that keeps workers starting
     /// together from racing on `CREATE`. A refusal for want of privilege is told apart.
     async fn create(&self, sql: &'static str) -> Result<Result<(), tokio_postgres::Error>, StatusError> {
+        let locked = &format!("BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {sql} COMMIT;");
         let r = self
-            .with_client(move |c| {
-                Box::pin(async move {
-                    let r = c
-                        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {sql} COMMIT;"))
-                        .await;
-                    if r.is_err() {
-                        c.batch_execute("ROLLBACK").await?;
-                    }
-                    Ok(r)
-                })
+            .with_client(move |c| async move {
+                let r = c.batch_execute(locked).await;
+                if r.is_err() {
+                    c.batch_execute("ROLLBACK").await?;
+                }
+                Ok(r)
             })
             .await?;
         match r {
@@ -464,34 +462,31 @@ impl PgStatus {
                 },
             }
         };
-        let (job, cfg, run) = (self.job_id.clone(), job_config_json.to_owned(), self.run_id.clone());
-        let (files, workers, idx) = (i32_of(total_files), i32_of(total_workers), self.worker_index);
+        let (job, run, idx) = (&self.job_id, &self.run_id, self.worker_index);
+        let (files, workers) = (i32_of(total_files), i32_of(total_workers));
         let (add_job, claim) = (probe.may_add_jobs, own == OwnTables::Present);
-        self.with_client(move |c| {
-            let (job, cfg, run) = (job.clone(), cfg.clone(), run.clone());
-            Box::pin(async move {
-                // The admin writes the job row before it starts a worker; standalone, the
-                // worker does.
-                if add_job {
-                    c.execute(
-                        "INSERT INTO reprocessing_jobs (id, config, status, created_at, started_at, total_files, total_workers)
-                         VALUES ($1, $2::text::jsonb, 'running', NOW(), NOW(), $3, $4) ON CONFLICT (id) DO NOTHING",
-                        &[&job, &cfg, &files, &workers],
-                    )
-                    .await?;
-                }
-                // This run owns the row from now on; an older run of the same index stops.
-                if claim {
-                    c.execute(
-                        "INSERT INTO reprocessing_worker_runs (job_id, worker_index, run_id) VALUES ($1, $2, $3)
-                         ON CONFLICT (job_id, worker_index) DO UPDATE SET run_id = EXCLUDED.run_id,
-                             claimed_at = NOW(), outcome = NULL",
-                        &[&job, &idx, &run],
-                    )
-                    .await?;
-                }
-                Ok(())
-            })
+        self.with_client(move |c| async move {
+            // The admin writes the job row before it starts a worker; standalone, the worker
+            // does.
+            if add_job {
+                c.execute(
+                    "INSERT INTO reprocessing_jobs (id, config, status, created_at, started_at, total_files, total_workers)
+                     VALUES ($1, $2::text::jsonb, 'running', NOW(), NOW(), $3, $4) ON CONFLICT (id) DO NOTHING",
+                    &[job, &job_config_json, &files, &workers],
+                )
+                .await?;
+            }
+            // This run owns the row from now on; an older run of the same index stops.
+            if claim {
+                c.execute(
+                    "INSERT INTO reprocessing_worker_runs (job_id, worker_index, run_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (job_id, worker_index) DO UPDATE SET run_id = EXCLUDED.run_id,
+                         claimed_at = NOW(), outcome = NULL",
+                    &[job, &idx, run],
+                )
+                .await?;
+            }
+            Ok(())
         })
         .await?;
         let _ = self.own_tables.set(claim);
@@ -499,19 +494,16 @@ impl PgStatus {
     }
 
     async fn select_row(&self) -> Result<Option<StoredRow>, StatusError> {
-        let (job, idx) = (self.job_id.clone(), self.worker_index);
+        let (job, idx) = (&self.job_id, self.worker_index);
         let row = self
-            .with_client(move |c| {
-                let job = job.clone();
-                Box::pin(async move {
-                    c.query_opt(
-                        "SELECT status, current_file, current_line, current_ts, processed_files, total_lines,
-                                success_count, error_count, skipped_count, processed_bytes
-                         FROM reprocessing_workers WHERE job_id = $1 AND worker_index = $2",
-                        &[&job, &idx],
-                    )
-                    .await
-                })
+            .with_client(move |c| async move {
+                c.query_opt(
+                    "SELECT status, current_file, current_line, current_ts, processed_files, total_lines,
+                            success_count, error_count, skipped_count, processed_bytes
+                     FROM reprocessing_workers WHERE job_id = $1 AND worker_index = $2",
+                    &[job, &idx],
+                )
+                .await
             })
             .await?;
         let Some(r) = row else { return Ok(None) };
@@ -535,48 +527,45 @@ impl PgStatus {
     }
 
     async fn upsert(&self, row: &StatusRow, offsets: Option<&[PartitionOffset]>) -> Result<(), StatusError> {
-        let (job, idx, run) = (self.job_id.clone(), self.worker_index, self.run_id.clone());
-        let (row, owned) = (row.clone(), self.owns_tables());
+        let (job, idx, run, owned) = (&self.job_id, self.worker_index, &self.run_id, self.owns_tables());
         let offsets = offsets.map(OffsetColumns::of);
+        let s = &row.snapshot;
+        let (topics, partitions, starts) = match &offsets {
+            Some(o) => (Some(&o.topics), Some(&o.partitions), Some(&o.starts)),
+            None => (None, None, None),
+        };
+        // Typed parameters: one round trip, where a statement given as text costs a prepare
+        // round trip (and an empty transaction) first.
+        use tokio_postgres::types::{ToSql, Type};
+        let params: [(&(dyn ToSql + Sync), Type); 20] = [
+            (job, Type::VARCHAR),
+            (&idx, Type::INT4),
+            (&row.status.column(), Type::VARCHAR),
+            (&s.current_file, Type::TEXT),
+            (&i64_of(s.current_line), Type::INT8),
+            (&s.current_ts, Type::TEXT),
+            (&i32_of(row.assigned_files), Type::INT4),
+            (&i32_of(s.processed_files), Type::INT4),
+            (&i64_of(s.counts.total), Type::INT8),
+            (&i64_of(s.counts.success), Type::INT8),
+            (&i64_of(s.counts.error), Type::INT8),
+            (&i64_of(s.counts.skipped), Type::INT8),
+            (&i64_of(row.total_bytes), Type::INT8),
+            (&i64_of(s.processed_bytes), Type::INT8),
+            (&row.error, Type::TEXT),
+            (run, Type::VARCHAR),
+            (&row.status.as_str(), Type::VARCHAR),
+            (&topics, Type::TEXT_ARRAY),
+            (&partitions, Type::INT4_ARRAY),
+            (&starts, Type::INT8_ARRAY),
+        ];
+        let params = &params;
         let written = self
-            .with_client(move |c| {
-                let (job, row, run, offsets) = (job.clone(), row.clone(), run.clone(), offsets.clone());
-                Box::pin(async move {
-                    let s = &row.snapshot;
-                    let (topics, partitions, starts) = match &offsets {
-                        Some(o) => (Some(&o.topics), Some(&o.partitions), Some(&o.starts)),
-                        None => (None, None, None),
-                    };
-                    // Typed parameters: one round trip, where a statement given as text
-                    // costs a prepare round trip (and an empty transaction) first.
-                    use tokio_postgres::types::{ToSql, Type};
-                    let params: [(&(dyn ToSql + Sync), Type); 20] = [
-                        (&job, Type::VARCHAR),
-                        (&idx, Type::INT4),
-                        (&row.status.column(), Type::VARCHAR),
-                        (&s.current_file, Type::TEXT),
-                        (&i64_of(s.current_line), Type::INT8),
-                        (&s.current_ts, Type::TEXT),
-                        (&i32_of(row.assigned_files), Type::INT4),
-                        (&i32_of(s.processed_files), Type::INT4),
-                        (&i64_of(s.counts.total), Type::INT8),
-                        (&i64_of(s.counts.success), Type::INT8),
-                        (&i64_of(s.counts.error), Type::INT8),
-                        (&i64_of(s.counts.skipped), Type::INT8),
-                        (&i64_of(row.total_bytes), Type::INT8),
-                        (&i64_of(s.processed_bytes), Type::INT8),
-                        (&row.error, Type::TEXT),
-                        (&run, Type::VARCHAR),
-                        (&row.status.as_str(), Type::VARCHAR),
-                        (&topics, Type::TEXT_ARRAY),
-                        (&partitions, Type::INT4_ARRAY),
-                        (&starts, Type::INT8_ARRAY),
-                    ];
-                    match owned {
-                        true => c.execute_typed(UPSERT, &params).await,
-                        false => c.execute_typed(UPSERT_ROW_ONLY, &params[..15]).await,
-                    }
-                })
+            .with_client(move |c| async move {
+                match owned {
+                    true => c.execute_typed(UPSERT, params).await,
+                    false => c.execute_typed(UPSERT_ROW_ONLY, &params[..15]).await,
+                }
             })
             .await?;
         if written == 1 {
@@ -589,40 +578,37 @@ impl PgStatus {
         if !self.owns_tables() {
             return Ok(Vec::new());
         }
-        let (job, idx) = (self.job_id.clone(), self.worker_index);
+        let (job, idx) = (&self.job_id, self.worker_index);
         let rows = self
-            .with_client(move |c| {
-                let job = job.clone();
-                Box::pin(async move {
-                    // The offsets of this index's last run; an earlier version kept them in a
-                    // table of their own, read when the run's row has none.
-                    let found = c
-                        .query_opt(
-                            "SELECT readback_topics, readback_partitions, readback_offsets FROM reprocessing_worker_runs
+            .with_client(move |c| async move {
+                // The offsets of this index's last run; an earlier version kept them in a
+                // table of their own, read when the run's row has none.
+                let found = c
+                    .query_opt(
+                        "SELECT readback_topics, readback_partitions, readback_offsets FROM reprocessing_worker_runs
                              WHERE job_id = $1 AND worker_index = $2 AND readback_offsets IS NOT NULL",
-                            &[&job, &idx],
-                        )
-                        .await?;
-                    if let Some(r) = found {
-                        let (t, p, o): (Vec<String>, Vec<i32>, Vec<i64>) = (r.get(0), r.get(1), r.get(2));
-                        return Ok(OffsetColumns { topics: t, partitions: p, starts: o }.offsets());
-                    }
-                    let old = c.query_one("SELECT to_regclass('reprocessing_worker_offsets') IS NOT NULL", &[]).await?;
-                    if !old.get::<_, bool>(0) {
-                        return Ok(Vec::new());
-                    }
-                    let rows = c
-                        .query(
-                            "SELECT topic, kafka_partition, start_offset FROM reprocessing_worker_offsets
+                        &[job, &idx],
+                    )
+                    .await?;
+                if let Some(r) = found {
+                    let (t, p, o): (Vec<String>, Vec<i32>, Vec<i64>) = (r.get(0), r.get(1), r.get(2));
+                    return Ok(OffsetColumns { topics: t, partitions: p, starts: o }.offsets());
+                }
+                let old = c.query_one("SELECT to_regclass('reprocessing_worker_offsets') IS NOT NULL", &[]).await?;
+                if !old.get::<_, bool>(0) {
+                    return Ok(Vec::new());
+                }
+                let rows = c
+                    .query(
+                        "SELECT topic, kafka_partition, start_offset FROM reprocessing_worker_offsets
                              WHERE job_id = $1 AND worker_index = $2",
-                            &[&job, &idx],
-                        )
-                        .await?;
-                    Ok(rows
-                        .iter()
-                        .map(|r| PartitionOffset { topic: r.get(0), partition: r.get(1), offset: r.get(2) })
-                        .collect())
-                })
+                        &[job, &idx],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| PartitionOffset { topic: r.get(0), partition: r.get(1), offset: r.get(2) })
+                    .collect())
             })
             .await?;
         let mut rows: Vec<PartitionOffset> = rows;
@@ -634,38 +620,31 @@ impl PgStatus {
         if !self.owns_tables() {
             return Ok(());
         }
-        let (job, idx, run) = (self.job_id.clone(), self.worker_index, self.run_id.clone());
+        let (job, idx, run) = (&self.job_id, self.worker_index, &self.run_id);
         let cols = OffsetColumns::of(offsets);
-        self.with_client(move |c| {
-            let (job, run, cols) = (job.clone(), run.clone(), cols.clone());
-            Box::pin(async move {
-                c.execute(WRITE_OFFSETS, &[&job, &idx, &cols.topics, &cols.partitions, &cols.starts, &run]).await
-            })
-        })
-        .await
-        .map(drop)
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [job, &idx, &cols.topics, &cols.partitions, &cols.starts, run];
+        let params = &params;
+        self.with_client(move |c| async move { c.execute(WRITE_OFFSETS, params).await }).await.map(drop)
     }
 
     /// Why the guarded upsert left the row alone: another run owns it, or it is ahead.
     async fn why_refused(&self) -> Result<StatusError, StatusError> {
-        let (job, idx, owned) = (self.job_id.clone(), self.worker_index, self.owns_tables());
+        let (job, idx, owned) = (&self.job_id, self.worker_index, self.owns_tables());
         let found = self
-            .with_client(move |c| {
-                let job = job.clone();
-                Box::pin(async move {
-                    let sql = match owned {
-                        true => {
-                            "SELECT w.status, r.run_id FROM reprocessing_workers w
+            .with_client(move |c| async move {
+                let sql = match owned {
+                    true => {
+                        "SELECT w.status, r.run_id FROM reprocessing_workers w
                              LEFT JOIN reprocessing_worker_runs r
                                  ON r.job_id = w.job_id AND r.worker_index = w.worker_index
                              WHERE w.job_id = $1 AND w.worker_index = $2"
-                        }
-                        false => {
-                            "SELECT status, NULL::varchar FROM reprocessing_workers WHERE job_id = $1 AND worker_index = $2"
-                        }
-                    };
-                    c.query_opt(sql, &[&job, &idx]).await
-                })
+                    }
+                    false => {
+                        "SELECT status, NULL::varchar FROM reprocessing_workers WHERE job_id = $1 AND worker_index = $2"
+                    }
+                };
+                c.query_opt(sql, &[job, &idx]).await
             })
             .await?;
         let (job, index) = (self.job_id.clone(), self.worker_index as u32);

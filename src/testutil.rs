@@ -1,4 +1,4 @@
-//! Fakes for the in-process tests: a [`Sink`] that can acknowledge out of order, fail chosen
+//! Fakes for the in-process tests: a [`Broker`] that can acknowledge out of order, fail chosen
 //! batches, be slow, and records what it got; a [`StatusStore`] that keeps the row in memory
 //! and every write made to it; and small builders for a job on a temporary disk.
 
@@ -10,11 +10,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rskafka::record::Record;
 
+use crate::broker::{Broker, BrokerError, Failure};
 use crate::config::{Config, Tuning};
 use crate::jobfile::{FileEntry, JobOptions};
 use crate::progress::Progress;
 use crate::resume::offsets::PartitionOffset;
-use crate::sink::{Failure, Sink, SinkError};
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore, StoredRow};
 
 /// What the fake does with one produce call: acknowledge, or fail as the class says, after
@@ -33,7 +33,7 @@ pub struct Call {
     pub values: Vec<Vec<u8>>,
     pub acked: bool,
     /// Lines of the run settled in order when the call arrived (the watermark as a count over
-    /// all files, with [`FakeSink::watch`]).
+    /// all files, with [`FakeBroker::watch`]).
     pub watermark: Option<u64>,
     /// Files open (read, or waiting for their lines to settle) when the call arrived.
     pub open_files: Option<usize>,
@@ -41,8 +41,8 @@ pub struct Call {
 
 type Rule = dyn Fn(usize, &[Record]) -> Answer + Send + Sync;
 
-/// A scripted sink. `rule(n, records)` decides call `n` (0-based).
-pub struct FakeSink {
+/// A scripted broker. `rule(n, records)` decides call `n` (0-based).
+pub struct FakeBroker {
     partitions: i32,
     rule: Box<Rule>,
     calls: Mutex<Vec<Call>>,
@@ -51,7 +51,7 @@ pub struct FakeSink {
     max_in_flight: AtomicUsize,
     progress: OnceLock<Arc<Progress>>,
     /// What the partitions hold: every acknowledged record, in offset order (shared by the
-    /// fakes of one "cluster", see [`FakeSink::sharing`]).
+    /// fakes of one "cluster", see [`FakeBroker::sharing`]).
     log: Arc<Mutex<Topics>>,
     /// The last stable offset of every partition, as another producer's open transaction
     /// sets it: fetches return nothing from there on, below the high watermark.
@@ -67,7 +67,7 @@ pub type Topics = BTreeMap<(String, i32), Vec<Option<Record>>>;
 #[error("injected failure of call {0}")]
 pub struct Injected(pub usize);
 
-impl FakeSink {
+impl FakeBroker {
     pub fn new(partitions: i32, rule: impl Fn(usize, &[Record]) -> Answer + Send + Sync + 'static) -> Arc<Self> {
         Arc::new(Self {
             partitions,
@@ -85,7 +85,7 @@ impl FakeSink {
     /// A new fake (a restarted worker's) over the same partitions as this one.
     pub fn sharing(&self, rule: impl Fn(usize, &[Record]) -> Answer + Send + Sync + 'static) -> Arc<Self> {
         let fake = Self::new(self.partitions, rule);
-        Arc::new(FakeSink { log: Arc::clone(&self.log), ..Arc::into_inner(fake).expect("new") })
+        Arc::new(FakeBroker { log: Arc::clone(&self.log), ..Arc::into_inner(fake).expect("new") })
     }
 
     /// Appends records written by someone else (another producer).
@@ -145,8 +145,8 @@ impl FakeSink {
     }
 }
 
-impl Sink for FakeSink {
-    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
+impl Broker for FakeBroker {
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, BrokerError>> {
         Box::pin(async move { Ok(vec![self.partitions; topics.len()]) })
     }
 
@@ -155,7 +155,7 @@ impl Sink for FakeSink {
         topic: &'a str,
         partition: i32,
         records: &'a [Record],
-    ) -> BoxFuture<'a, Result<i64, SinkError>> {
+    ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             let n = self.next.fetch_add(1, Ordering::SeqCst);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -192,13 +192,13 @@ impl Sink for FakeSink {
                 Some(failure) => {
                     let code = Some(if failure == Failure::Rejected { "MESSAGE_TOO_LARGE" } else { "INJECTED" }.into());
                     let source = Box::new(Injected(n));
-                    Err(SinkError::Produce { topic: topic.to_owned(), partition, failure, code, source })
+                    Err(BrokerError::Produce { topic: topic.to_owned(), partition, failure, code, source })
                 }
             }
         })
     }
 
-    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
+    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             let log = self.log.lock().unwrap();
             Ok(log.get(&(topic.to_owned(), partition)).map_or(0, |r| r.len() as i64))
@@ -210,7 +210,7 @@ impl Sink for FakeSink {
         topic: &'a str,
         partition: i32,
         offset: i64,
-    ) -> BoxFuture<'a, Result<crate::sink::Fetched, SinkError>> {
+    ) -> BoxFuture<'a, Result<crate::broker::Fetched, BrokerError>> {
         Box::pin(async move {
             let log = self.log.lock().unwrap();
             let records = log.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
@@ -220,7 +220,7 @@ impl Sink for FakeSink {
             let scanned = &records[from..stable.min(from + 100)];
             let page = scanned.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
             let next = if scanned.is_empty() { offset } else { (from + scanned.len()) as i64 };
-            Ok(crate::sink::Fetched { records: page.collect(), high_watermark: records.len() as i64, next })
+            Ok(crate::broker::Fetched { records: page.collect(), high_watermark: records.len() as i64, next })
         })
     }
 }

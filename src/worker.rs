@@ -1,4 +1,4 @@
-//! One worker's run, start to end: status row, routing, sink, the file loop, the final row.
+//! One worker's run, start to end: status row, routing, broker, the file loop, the final row.
 //!
 //! Start-up order: database (fatal if unreachable) → tables and job row → the stored row
 //! (a `completed` row ends the run at once; an unfinished one is resumed by the rule in
@@ -6,7 +6,7 @@
 //! → files, in files.json order → final row.
 //!
 //! [`run`] connects to PostgreSQL and Kafka from the config; [`run_with`] takes the status
-//! store and, optionally, the sink, which is how the in-process tests run a whole worker on
+//! store and, optionally, the broker, which is how the in-process tests run a whole worker on
 //! fakes.
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::broker::{Broker, BrokerError, DryRun};
 use crate::config::Config;
 use crate::filter::Filter;
 use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
@@ -23,7 +24,6 @@ use crate::resume::offsets::PartitionOffset;
 use crate::resume::recover::Recovered;
 use crate::resume::{start_point, Reconciled, StartPoint};
 use crate::route::Router;
-use crate::sink::{DryRun, Sink, SinkError};
 use crate::source::Sources;
 use crate::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore, WorkerStatus};
 
@@ -32,7 +32,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a changed `running` row is written even without a wake-up (fewer than
 /// [`crate::progress::FLUSH_EVERY_LINES`] lines settled).
 const STATUS_TICK: Duration = Duration::from_secs(2);
-/// The dry-run sink never fails; its deadline is never reached.
+/// The dry-run broker never fails; its deadline is never reached.
 const DRY_RUN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the dead-letter writer may take to flush at the end.
 const DEAD_LETTER_DRAIN: Duration = Duration::from_secs(60);
@@ -42,7 +42,7 @@ pub enum RunError {
     #[error(transparent)]
     Status(#[from] StatusError),
     #[error(transparent)]
-    Kafka(#[from] SinkError),
+    Kafka(#[from] BrokerError),
     #[error(transparent)]
     Repository(#[from] crate::repository::RepositoryError),
     #[error(transparent)]
@@ -72,12 +72,12 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary
     run_with(cfg, &store, None, shutdown).await
 }
 
-/// Runs the worker with `store` for its row and `sink` for its batches (`None`: Kafka from
-/// the config, or the dry-run sink).
+/// Runs the worker with `store` for its row and `broker` for its batches (`None`: Kafka from
+/// the config, or the dry-run broker).
 pub async fn run_with(
     cfg: &Config,
     store: &dyn StatusStore,
-    sink: Option<Arc<dyn Sink>>,
+    broker: Option<Arc<dyn Broker>>,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, RunError> {
     let run = Run::new(cfg, store);
@@ -101,7 +101,7 @@ pub async fn run_with(
     };
     store.write(&run.row(WorkerStatus::Running, start.snapshot.clone(), None), None).await?;
     let built = async {
-        let connected = run.connect(sink).await?;
+        let connected = run.connect(broker).await?;
         let reconciled = run.reconcile(&connected, &start).await?;
         let progress = Arc::new(Progress::new(start.snapshot.clone(), reconciled.ledger));
         let (engine, dead_letters) = run.build_engine(connected, Arc::clone(&progress)).await?;
@@ -129,10 +129,10 @@ struct FilesEnd {
     stopped: Option<RunError>,
 }
 
-/// The routing table and the sink, with the partition count of each of the router's topics.
+/// The routing table and the broker, with the partition count of each of the router's topics.
 struct Connected {
     router: Router,
-    sink: Arc<dyn Sink>,
+    broker: Arc<dyn Broker>,
     partitions: Vec<i32>,
 }
 
@@ -195,14 +195,14 @@ impl<'a> Run<'a> {
     /// Records `failed` with the error (best effort) and hands the error back.
     async fn fail(&self, snapshot: Snapshot, e: impl Into<RunError>) -> RunError {
         let e = e.into();
-        let row = self.row(WorkerStatus::Failed, snapshot, Some(crate::Chain(&e).to_string()));
+        let row = self.row(WorkerStatus::Failed, snapshot, Some(crate::error::Chain(&e).to_string()));
         let _ = self.store.write(&row, None).await;
         e
     }
 
-    /// The routing table, and the sink with every topic the routing can use (which must
+    /// The routing table, and the broker with every topic the routing can use (which must
     /// exist before anything is read).
-    async fn connect(&self, sink: Option<Arc<dyn Sink>>) -> Result<Connected, RunError> {
+    async fn connect(&self, broker: Option<Arc<dyn Broker>>) -> Result<Connected, RunError> {
         let cfg = self.cfg;
         let streams = match &cfg.repository {
             None => None,
@@ -213,13 +213,13 @@ impl<'a> Run<'a> {
             }
         };
         let router = Router::for_job(&cfg.topic, cfg.job.routing(), streams.as_ref());
-        let sink: Arc<dyn Sink> = match (sink, &cfg.kafka) {
+        let broker: Arc<dyn Broker> = match (broker, &cfg.kafka) {
             (Some(s), _) => s,
             (None, None) => Arc::new(DryRun),
-            (None, Some(k)) => Arc::new(crate::kafka::KafkaSink::connect(k).await?),
+            (None, Some(k)) => Arc::new(crate::kafka::KafkaBroker::connect(k).await?),
         };
-        let partitions = sink.topics(router.topics()).await?;
-        Ok(Connected { router, sink, partitions })
+        let partitions = broker.topics(router.topics()).await?;
+        Ok(Connected { router, broker, partitions })
     }
 
     /// The resume step (see [`crate::resume::reconcile`]), with the stored offsets read and,
@@ -229,7 +229,7 @@ impl<'a> Run<'a> {
         let stored = self.store.read_offsets().await?;
         let window = self.cfg.tuning.max_unsettled_lines(self.cfg.job.batch_size) as u64;
         let reconciled =
-            crate::resume::reconcile(c.sink.as_ref(), &topics, start, &stored, window, self.cfg.tuning.readback)
+            crate::resume::reconcile(c.broker.as_ref(), &topics, start, &stored, window, self.cfg.tuning.readback)
                 .await?;
         if let Some(offsets) = &reconciled.store_now {
             self.store.write_offsets(offsets).await?;
@@ -243,36 +243,26 @@ impl<'a> Run<'a> {
         progress: Arc<Progress>,
     ) -> Result<(Arc<Engine>, Option<DeadLetterWriter>), RunError> {
         let cfg = self.cfg;
-        let Connected { router, sink, partitions } = connected;
+        let Connected { router, broker, partitions } = connected;
         let delivery_timeout = cfg.kafka.as_ref().map_or(DRY_RUN_DELIVERY_TIMEOUT, |k| k.delivery_timeout);
-        let needs_s3 = self.assigned.iter().any(|&i| cfg.files[i].path.starts_with("s3://"));
-        let s3 = if needs_s3 { Some(crate::source::s3_client().await) } else { None };
+        let dead_letters_on_s3 = matches!(cfg.dead_letter, Some(crate::deadletter::Destination::S3 { .. }));
+        let paths = self.assigned.iter().map(|&i| cfg.files[i].path.as_str());
+        let sources = Sources::for_paths(paths, dead_letters_on_s3).await?;
         let (dead_letters, writer) = match &cfg.dead_letter {
             None => (None, None),
             Some(dest) => {
-                let s3 = match (dest, &s3) {
-                    (crate::deadletter::Destination::S3 { .. }, None) => Some(crate::source::s3_client().await),
-                    _ => s3.clone(),
-                };
                 let p = Arc::clone(&progress);
                 let settle: crate::deadletter::Settle = Box::new(move |seqs, written| p.settle_letters(seqs, written));
+                let s3 = sources.s3().cloned();
                 let (tx, handle) =
                     crate::deadletter::start(dest.clone(), cfg.job_id.clone(), cfg.worker_index, s3, settle);
                 (Some(tx), Some(handle))
             }
         };
         let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to).with_events(&cfg.job.events);
-        let mut gcs = crate::source::GcsStores::new();
-        for path in self.assigned.iter().map(|&i| cfg.files[i].path.as_str()) {
-            if let Some(bucket) = crate::source::Location::gcs_bucket(path) {
-                if !gcs.contains_key(bucket) {
-                    gcs.insert(bucket.to_owned(), crate::gcs::store(bucket)?);
-                }
-            }
-        }
-        let sources = Sources::new(s3).with_gcs(gcs);
         let keys = crate::batcher::LineKeys::for_job(&cfg.job_id);
-        let parts = Parts { filter, router, sink, partitions, delivery_timeout, sources, progress, dead_letters, keys };
+        let parts =
+            Parts { filter, router, broker, partitions, delivery_timeout, sources, progress, dead_letters, keys };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }
 
@@ -367,7 +357,7 @@ impl<'a> Run<'a> {
             }
         }
         let error = match &stopped {
-            Some(e) => Some(crate::Chain(e).to_string()),
+            Some(e) => Some(crate::error::Chain(e).to_string()),
             None if status == WorkerStatus::Cancelled => Some(cancelled_error(&snapshot, files_error.as_deref())),
             None => files_error,
         };
@@ -417,7 +407,7 @@ async fn drain_dead_letters(writer: DeadLetterWriter) {
         }
         Ok(Ok(Ok(w))) if w.letters > 0 => tracing::info!(records = w.letters, "dead letters written"),
         Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %crate::Chain(&e), "dead letters could not be written"),
+        Ok(Ok(Err(e))) => tracing::error!(error = %crate::error::Chain(&e), "dead letters could not be written"),
         Ok(Err(e)) => tracing::error!(error = %e, "dead-letter writer failed"),
         Err(_) => tracing::error!("dead-letter writer did not finish within {DEAD_LETTER_DRAIN:?}"),
     }
@@ -439,10 +429,10 @@ async fn write_final(
         };
         attempt += 1;
         let Some(pause) = Backoff::FINAL_ROW.delay(attempt) else {
-            tracing::error!(error = %crate::Chain(&e), "final status write failed; giving up");
+            tracing::error!(error = %crate::error::Chain(&e), "final status write failed; giving up");
             return Ok(());
         };
-        tracing::warn!(attempt, error = %crate::Chain(&e), "final status write failed");
+        tracing::warn!(attempt, error = %crate::error::Chain(&e), "final status write failed");
         tokio::time::sleep(pause).await;
     }
 }

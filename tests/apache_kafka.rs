@@ -221,9 +221,7 @@ fn check(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) -
 #[test]
 #[ignore]
 fn replicated_topic_every_line_byte_for_byte() {
-    if skip("replicated_topic_every_line_byte_for_byte") {
-        return;
-    }
+    common::needs_services!(skip);
     let job = job(6, &[]);
     let files = dataset(&job, 10, 10_000);
     let expected = all_lines(&files);
@@ -264,9 +262,7 @@ fn leaders_move_mid_run(case: &str, seed: u64, mv: impl FnOnce(&Job, &[i64], &mu
 #[test]
 #[ignore]
 fn leader_moved_by_reassignment_and_preferred_election() {
-    if skip("leader_moved_by_reassignment_and_preferred_election") {
-        return;
-    }
+    common::needs_services!(skip);
     let dups = leaders_move_mid_run("reassignment + preferred election", 20, |job, before, child| {
         for (p, &leader) in before.iter().enumerate() {
             // The same replicas, with the next node first: its preferred leader changes.
@@ -285,9 +281,7 @@ fn leader_moved_by_reassignment_and_preferred_election() {
 #[test]
 #[ignore]
 fn leader_moved_by_sigterm_of_its_broker() {
-    if skip("leader_moved_by_sigterm_of_its_broker") {
-        return;
-    }
+    common::needs_services!(skip);
     leaders_move_mid_run("broker SIGTERM (controlled shutdown)", 30, |job, before, child| {
         let n = before[0] as u32;
         node("stop", n);
@@ -301,9 +295,7 @@ fn leader_moved_by_sigterm_of_its_broker() {
 #[test]
 #[ignore]
 fn leader_lost_by_kill_9_of_its_broker_that_comes_back() {
-    if skip("leader_lost_by_kill_9_of_its_broker_that_comes_back") {
-        return;
-    }
+    common::needs_services!(skip);
     leaders_move_mid_run("broker kill -9, back after 3 s", 40, |job, before, child| {
         let n = before[0] as u32;
         node("kill", n);
@@ -318,9 +310,7 @@ fn leader_lost_by_kill_9_of_its_broker_that_comes_back() {
 #[test]
 #[ignore]
 fn two_brokers_down_past_the_delivery_deadline_then_resume() {
-    if skip("two_brokers_down_past_the_delivery_deadline_then_resume") {
-        return;
-    }
+    common::needs_services!(skip);
     let job = job(3, &[]);
     let expected = all_lines(&dataset(&job, 50, 10_000));
     let _healer = Healer;
@@ -405,9 +395,7 @@ fn oversized(case: &str, job: Job) {
 #[test]
 #[ignore]
 fn records_over_max_message_bytes_are_dead_letters() {
-    if skip("records_over_max_message_bytes_are_dead_letters") {
-        return;
-    }
+    common::needs_services!(skip);
     oversized("topic max.message.bytes=4096", job(3, &["max.message.bytes=4096"]));
     // The broker's own limit, for topics without one of their own.
     admin(&["broker-config", "message.max.bytes=4096"]);
@@ -422,9 +410,7 @@ fn records_over_max_message_bytes_are_dead_letters() {
 #[test]
 #[ignore]
 fn producer_quota_slows_the_run_without_duplicates() {
-    if skip("producer_quota_slows_the_run_without_duplicates") {
-        return;
-    }
+    common::needs_services!(skip);
     // Uncompressed, so that the quota's bytes are the lines' bytes.
     let run = |job: &Job| {
         let start = Instant::now();
@@ -469,9 +455,7 @@ fn sasl(mechanism: &str, user: &str, password: &str) -> Vec<(&'static str, Strin
 #[test]
 #[ignore]
 fn topic_authorization_failed_exits_1_naming_the_topic() {
-    if skip("topic_authorization_failed_exits_1_naming_the_topic") {
-        return;
-    }
+    common::needs_services!(skip);
     let mut job = job(3, &[]);
     admin(&["allow-only", &job.topic, &env("RW_AK_ADMIN_USER")]);
     let data = ndjson(95, &Shape::default(), 100);
@@ -494,9 +478,7 @@ fn topic_authorization_failed_exits_1_naming_the_topic() {
 #[test]
 #[ignore]
 fn kill_9_at_random_points_beside_a_transactional_producer() {
-    if skip("kill_9_at_random_points_beside_a_transactional_producer") {
-        return;
-    }
+    common::needs_services!(skip);
     let job = job(3, &[]);
     let expected = all_lines(&dataset(&job, 100, 10_000));
     let txn = Command::new(env("RW_PYTHON"))

@@ -88,9 +88,7 @@ fn pace(cluster: &mut MockCluster, ms: u32) {
 #[test]
 #[ignore]
 fn three_brokers_six_partitions_every_line_once() {
-    if skip_without_services("three_brokers_six_partitions_every_line_once") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let job = cluster.job(6);
     let expected = dataset(&job, 1, 20_000);
@@ -106,9 +104,7 @@ fn three_brokers_six_partitions_every_line_once() {
 #[test]
 #[ignore]
 fn leaders_move_twice_mid_run() {
-    if skip_without_services("leaders_move_twice_mid_run") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let job = cluster.job(6);
     let expected = dataset(&job, 2, 40_000);
@@ -126,9 +122,7 @@ fn leaders_move_twice_mid_run() {
 #[test]
 #[ignore]
 fn one_broker_down_for_ten_seconds() {
-    if skip_without_services("one_broker_down_for_ten_seconds") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let job = cluster.job(6);
     let expected = dataset(&job, 3, 30_000);
@@ -146,9 +140,7 @@ fn one_broker_down_for_ten_seconds() {
 #[test]
 #[ignore]
 fn not_enough_replicas_for_ten_seconds() {
-    if skip_without_services("not_enough_replicas_for_ten_seconds") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let job = cluster.job(6);
     let expected = dataset(&job, 4, 30_000);
@@ -166,9 +158,7 @@ fn not_enough_replicas_for_ten_seconds() {
 #[test]
 #[ignore]
 fn one_produce_answered_eight_seconds_late() {
-    if skip_without_services("one_produce_answered_eight_seconds_late") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let job = cluster.job(6);
     let expected = dataset(&job, 5, 20_000);
@@ -210,9 +200,7 @@ fn one_produce_answered_eight_seconds_late() {
 #[test]
 #[ignore]
 fn message_too_large_splits_batches_and_delivers_everything() {
-    if skip_without_services("message_too_large_splits_batches_and_delivers_everything") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let job = cluster.job(6);
     let expected = dataset(&job, 6, 10_000);
@@ -230,9 +218,7 @@ fn message_too_large_splits_batches_and_delivers_everything() {
 #[test]
 #[ignore]
 fn a_line_too_large_for_kafka_is_an_error_and_a_dead_letter() {
-    if skip_without_services("a_line_too_large_for_kafka_is_an_error_and_a_dead_letter") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let mut job = cluster.job(3);
     let mut lines: Vec<String> = (0..2_000).map(|i| event(i, "s", "2024-01-01T00:00:00Z")).collect();
@@ -259,9 +245,7 @@ fn a_line_too_large_for_kafka_is_an_error_and_a_dead_letter() {
 #[test]
 #[ignore]
 fn uncompressed_batches_stay_within_the_broker_limit() {
-    if skip_without_services("uncompressed_batches_stay_within_the_broker_limit") {
-        return;
-    }
+    common::needs_services!();
     // A request larger than the limit plus the request's own overhead closes the connection:
     // the run could not complete if any batch were over it.
     let mut cluster = MockCluster::start_with(3, &["--max-request-bytes", "1000300"]);
@@ -284,9 +268,7 @@ fn uncompressed_batches_stay_within_the_broker_limit() {
 #[test]
 #[ignore]
 fn missing_topics_and_denied_topics_fail_fast() {
-    if skip_without_services("missing_topics_and_denied_topics_fail_fast") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let check = |job: &Job, out: &Output, needle: &str| {
         assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
@@ -329,9 +311,7 @@ fn missing_topics_and_denied_topics_fail_fast() {
 #[test]
 #[ignore]
 fn cluster_down_past_the_deadline_then_back() {
-    if skip_without_services("cluster_down_past_the_deadline_then_back") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let mut job = cluster.job(6);
     let expected = dataset(&job, 10, 30_000);
@@ -361,9 +341,7 @@ fn cluster_down_past_the_deadline_then_back() {
 #[test]
 #[ignore]
 fn sigterm_mid_run_exits_143_and_resumes() {
-    if skip_without_services("sigterm_mid_run_exits_143_and_resumes") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let job = cluster.job(6);
     let expected = dataset(&job, 11, 30_000);
@@ -385,9 +363,7 @@ fn sigterm_mid_run_exits_143_and_resumes() {
 #[test]
 #[ignore]
 fn an_overlapping_run_of_the_same_index_never_turns_the_row_back() {
-    if skip_without_services("an_overlapping_run_of_the_same_index_never_turns_the_row_back") {
-        return;
-    }
+    common::needs_services!();
     let mut cluster = MockCluster::start(3);
     let job = cluster.job(6);
     let expected = dataset(&job, 12, 30_000);

@@ -21,9 +21,7 @@ fn one_file(job: &Job, name: &str, n: usize) -> (String, Vec<String>) {
 
 #[test]
 fn a_role_that_may_only_write_the_worker_rows_replays_the_job() {
-    if common::skip_without_services("a_role_that_may_only_write_the_worker_rows_replays_the_job") {
-        return;
-    }
+    common::needs_services!();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (schema, url) = rt.block_on(locked_schema());
     let job = Job::new(2);
@@ -75,9 +73,7 @@ fn a_role_that_may_only_write_the_worker_rows_replays_the_job() {
 
 #[test]
 fn a_start_file_not_in_the_list_fails_the_job_as_a_configuration_error() {
-    if common::skip_without_services("a_start_file_not_in_the_list_fails_the_job_as_a_configuration_error") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     let (a, _) = one_file(&job, "day_01.ndjson", 10);
     let (b, _) = one_file(&job, "day_02.ndjson", 10);
@@ -104,9 +100,7 @@ fn a_start_file_not_in_the_list_fails_the_job_as_a_configuration_error() {
 
 #[test]
 fn retry_attempts_counts_every_attempt_as_the_go_worker_does() {
-    if common::skip_without_services("retry_attempts_counts_every_attempt_as_the_go_worker_does") {
-        return;
-    }
+    common::needs_services!();
     for (attempts, expected) in [(Some(2), 2), (None, 3)] {
         let job = Job::new(1);
         let lines: Vec<String> = (0..3000).map(|i| event(i, "s", CREATED)).collect();
@@ -129,9 +123,7 @@ fn retry_attempts_counts_every_attempt_as_the_go_worker_does() {
 
 #[test]
 fn a_zstd_files_list_is_read_like_a_gzip_one() {
-    if common::skip_without_services("a_zstd_files_list_is_read_like_a_gzip_one") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     let (p, lines) = one_file(&job, "a.ndjson", 100);
     let list = format!(r#"[{{"path":"{p}","size":1}}]"#);

@@ -8,9 +8,7 @@ use common::*;
 
 #[test]
 fn three_workers_over_s3_and_disk_in_every_compression() {
-    if common::skip_without_services("three_workers_over_s3_and_disk_in_every_compression") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(3);
     job.config(r#"{"connection_ids":["conn-a","conn-b"],"batch_size":100}"#);
     let bucket = unique("bkt").to_lowercase();
@@ -89,9 +87,7 @@ fn three_workers_over_s3_and_disk_in_every_compression() {
 
 #[test]
 fn line_edge_cases_are_counted_and_good_lines_pass_unchanged() {
-    if common::skip_without_services("line_edge_cases_are_counted_and_good_lines_pass_unchanged") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(2);
     job.config(r#"{"connection_ids":["c1"]}"#);
     let good: Vec<String> = (0..5).map(|i| event(i, "s", "2024-01-01T00:00:00Z")).collect();
@@ -118,9 +114,7 @@ fn line_edge_cases_are_counted_and_good_lines_pass_unchanged() {
 
 #[test]
 fn filters_by_stream_and_inclusive_date_window() {
-    if common::skip_without_services("filters_by_stream_and_inclusive_date_window") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(
         r#"{"connection_ids":["c"],"stream_ids":["keep","slug-bykey"],
@@ -149,9 +143,7 @@ fn filters_by_stream_and_inclusive_date_window() {
 
 #[test]
 fn dry_run_sends_nothing_and_counts_success() {
-    if common::skip_without_services("dry_run_sends_nothing_and_counts_success") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"],"dry_run":true}"#);
     let body: String = (0..50).map(|i| event(i, "s", "2024-01-01T00:00:00Z") + "\n").collect::<String>() + "bad\n";
@@ -165,9 +157,7 @@ fn dry_run_sends_nothing_and_counts_success() {
 
 #[test]
 fn start_file_start_line_and_limit() {
-    if common::skip_without_services("start_file_start_line_and_limit") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     let f: Vec<(String, Vec<String>)> = (0..3)
         .map(|k| {
@@ -190,9 +180,7 @@ fn start_file_start_line_and_limit() {
 
 #[test]
 fn a_file_that_cannot_be_opened_fails_alone() {
-    if common::skip_without_services("a_file_that_cannot_be_opened_fails_alone") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"],"retry_attempts":1}"#);
     let good = event(1, "s", "2024-01-01T00:00:00Z");
@@ -212,9 +200,7 @@ fn a_file_that_cannot_be_opened_fails_alone() {
 
 #[test]
 fn repository_routing_with_shards_and_bearer_token() {
-    if common::skip_without_services("repository_routing_with_shards_and_bearer_token") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(2);
     create_topic(&format!("{}-shard3", job.topic), 2);
     let repo = r#"[
@@ -259,9 +245,7 @@ fn repository_routing_with_shards_and_bearer_token() {
 
 #[test]
 fn bad_config_records_failed_and_exits_non_zero() {
-    if common::skip_without_services("bad_config_records_failed_and_exits_non_zero") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"],"batch_size":"many"}"#);
     job.files(&[]);
@@ -276,9 +260,7 @@ fn bad_config_records_failed_and_exits_non_zero() {
 
 #[test]
 fn unreachable_broker_is_fatal_within_the_deadline() {
-    if common::skip_without_services("unreachable_broker_is_fatal_within_the_deadline") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"]}"#);
     job.files(&[]);
@@ -298,9 +280,7 @@ fn unreachable_broker_is_fatal_within_the_deadline() {
 
 #[test]
 fn admin_pending_row_is_taken_over() {
-    if common::skip_without_services("admin_pending_row_is_taken_over") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"]}"#);
     let p = job.write("f.ndjson", format!("{}\n", event(1, "s", "2024-01-01T00:00:00Z")).as_bytes());
@@ -323,9 +303,7 @@ fn admin_pending_row_is_taken_over() {
 
 #[test]
 fn secrets_never_reach_logs_errors_or_the_row() {
-    if common::skip_without_services("secrets_never_reach_logs_errors_or_the_row") {
-        return;
-    }
+    common::needs_services!();
     let pg_password = env("DATABASE_URL").split(':').nth(2).unwrap().split('@').next().unwrap().to_string();
     let secrets = ["sasl-pw-Q7x9Zt", "repo-tok-K2m8Wp", "aws-secret-V5n3Rr", &pg_password];
     let mut outputs = Vec::new();
@@ -400,9 +378,7 @@ fn secrets_never_reach_logs_errors_or_the_row() {
 
 #[test]
 fn postgres_over_tls_with_sslmode() {
-    if common::skip_without_services("postgres_over_tls_with_sslmode") {
-        return;
-    }
+    common::needs_services!();
     // rw_tls_only may connect over TLS only (pg_hba: hostssl; hostnossl reject).
     let tls_url = env("RW_TLS_DATABASE_URL");
     let job = Job::new(1);
@@ -425,9 +401,7 @@ fn postgres_over_tls_with_sslmode() {
 
 #[test]
 fn hostile_input_is_counted_never_crashes() {
-    if common::skip_without_services("hostile_input_is_counted_never_crashes") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"],"retry_attempts":1}"#);
     let good: Vec<String> = (0..2000).map(|i| event(i, "s", "2024-01-01T00:00:00Z")).collect();
@@ -473,9 +447,7 @@ fn hostile_input_is_counted_never_crashes() {
 
 #[test]
 fn a_thousand_files_or_none() {
-    if common::skip_without_services("a_thousand_files_or_none") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(2);
     job.config(r#"{"connection_ids":["c"]}"#);
     let mut files = Vec::new();
@@ -506,9 +478,7 @@ fn a_thousand_files_or_none() {
 
 #[test]
 fn dead_letters_keep_every_error_line_with_its_reason() {
-    if common::skip_without_services("dead_letters_keep_every_error_line_with_its_reason") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     let repo = r#"[
       {"stream":{"id":"s-ok"},"destinations":[{"id":"d1","connectionId":"c1","destinationType":"clickhouse"}]}

@@ -121,9 +121,7 @@ fn records_read_back(log: &str) -> u64 {
 #[test]
 #[ignore]
 fn kill_9_at_random_points_then_resume() {
-    if common::skip_without_services("kill_9_at_random_points_then_resume") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(3);
     let expected = dataset(&job, 20_000);
     let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
@@ -179,9 +177,7 @@ fn repeating_dataset(job: &Job, per_file: u64, rng: &mut Rng) -> [Vec<String>; 2
 #[test]
 #[ignore]
 fn repeated_lines_two_workers_kill_9_at_random_points() {
-    if common::skip_without_services("repeated_lines_two_workers_kill_9_at_random_points") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(3);
     let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x2e9e);
     let mut rng = Rng::new(seed);
@@ -229,9 +225,7 @@ fn repeated_lines_two_workers_kill_9_at_random_points() {
 #[test]
 #[ignore]
 fn sigterm_records_cancelled_and_resumes() {
-    if common::skip_without_services("sigterm_records_cancelled_and_resumes") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(3);
     let expected = dataset(&job, 20_000);
     let mut child = tuned(&job, 0).spawn().unwrap();
@@ -328,9 +322,7 @@ impl Drop for DurableBroker {
 #[test]
 #[ignore]
 fn broker_killed_and_restarted_mid_run() {
-    if common::skip_without_services("broker_killed_and_restarted_mid_run") {
-        return;
-    }
+    common::needs_services!();
     let mut broker = DurableBroker::start();
     let (job, expected) = durable_job(&broker);
     // The outage (4 s) is shorter than the delivery deadline: requests are retried through it.
@@ -350,9 +342,7 @@ fn broker_killed_and_restarted_mid_run() {
 #[test]
 #[ignore]
 fn postgres_restart_mid_run() {
-    if common::skip_without_services("postgres_restart_mid_run") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(3);
     let expected = dataset(&job, 20_000);
     let mut child = tuned(&job, 0).spawn().unwrap();
@@ -374,9 +364,7 @@ fn postgres_restart_mid_run() {
 #[test]
 #[ignore]
 fn s3_faults_resume_from_the_exact_byte() {
-    if common::skip_without_services("s3_faults_resume_from_the_exact_byte") {
-        return;
-    }
+    common::needs_services!();
     let proxy = FaultProxy::start(&env("AWS_ENDPOINT_URL"));
     let job = Job::new(2);
     let bucket = unique("bkt").to_lowercase();
@@ -407,9 +395,7 @@ fn s3_faults_resume_from_the_exact_byte() {
 #[test]
 #[ignore]
 fn broker_restarted_then_worker_killed() {
-    if common::skip_without_services("broker_restarted_then_worker_killed") {
-        return;
-    }
+    common::needs_services!();
     let mut broker = DurableBroker::start();
     let (job, expected) = durable_job(&broker);
     let mut child = tuned(&job, 0).env("KAFKA_DELIVERY_TIMEOUT_SECS", "30").spawn().unwrap();
@@ -432,9 +418,7 @@ fn broker_restarted_then_worker_killed() {
 #[test]
 #[ignore]
 fn live_traffic_in_the_crash_window_is_read_past() {
-    if common::skip_without_services("live_traffic_in_the_crash_window_is_read_past") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(3);
     let mut expected = dataset(&job, 20_000);
     run_and_kill(&job, &mut tuned(&job, 0), 5_000);
@@ -456,9 +440,7 @@ fn live_traffic_in_the_crash_window_is_read_past() {
 #[test]
 #[ignore]
 fn read_back_cap_falls_back_to_the_old_bound() {
-    if common::skip_without_services("read_back_cap_falls_back_to_the_old_bound") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(3);
     let expected = dataset(&job, 20_000);
     // Killed until the topic holds lines after the resume point (a kill right after a status

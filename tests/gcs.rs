@@ -57,9 +57,7 @@ fn bucket() -> String {
 
 #[test]
 fn gcs_files_plain_gzip_and_zstd_over_two_workers() {
-    if skip_without_services("gcs_files_plain_gzip_and_zstd_over_two_workers") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(2);
     let b = bucket();
     let shape = Shape::default();
@@ -108,9 +106,7 @@ fn gcs_files_plain_gzip_and_zstd_over_two_workers() {
 
 #[test]
 fn gcs_reads_cut_mid_body_resume_at_the_exact_byte() {
-    if skip_without_services("gcs_reads_cut_mid_body_resume_at_the_exact_byte") {
-        return;
-    }
+    common::needs_services!();
     let proxy = FaultProxy::start(&env("STORAGE_EMULATOR_HOST"));
     let job = Job::new(2);
     let b = bucket();
@@ -138,9 +134,7 @@ fn gcs_reads_cut_mid_body_resume_at_the_exact_byte() {
 
 #[test]
 fn plan_lists_a_gcs_prefix_over_several_pages() {
-    if skip_without_services("plan_lists_a_gcs_prefix_over_several_pages") {
-        return;
-    }
+    common::needs_services!();
     let b = bucket();
     let mut want = Vec::new();
     for i in 0..7 {

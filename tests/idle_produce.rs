@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use reprocessing_worker::broker::Broker;
 use reprocessing_worker::config::{KafkaCompression, KafkaConfig, SecurityProtocol};
-use reprocessing_worker::kafka::KafkaSink;
-use reprocessing_worker::sink::Sink;
+use reprocessing_worker::kafka::KafkaBroker;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
@@ -40,9 +40,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_produce_is_acknowledged_without_a_delayed_ack_stall() {
-    if common::skip_without_services("an_idle_produce_is_acknowledged_without_a_delayed_ack_stall") {
-        return;
-    }
+    common::needs_services!();
     let bootstrap = common::env("KAFKA_BOOTSTRAP_SERVERS");
     let topic = common::unique("idle");
     common::create_topic(&topic, 1);
@@ -71,19 +69,19 @@ async fn an_idle_produce_is_acknowledged_without_a_delayed_ack_stall() {
         connect_timeout: Duration::from_secs(10),
         delivery_timeout: Duration::from_secs(30),
     };
-    let sink = KafkaSink::connect(&cfg).await.unwrap();
-    sink.topics(std::slice::from_ref(&topic)).await.unwrap();
-    sink.produce(&topic, 0, &batch(0)).await.unwrap();
+    let broker = KafkaBroker::connect(&cfg).await.unwrap();
+    broker.topics(std::slice::from_ref(&topic)).await.unwrap();
+    broker.produce(&topic, 0, &batch(0)).await.unwrap();
     let mut ours = Vec::new();
     for i in 0..ROUNDS {
         tokio::time::sleep(IDLE).await;
         let records = batch(i);
         let t = Instant::now();
-        sink.produce(&topic, 0, &records).await.unwrap();
+        broker.produce(&topic, 0, &records).await.unwrap();
         ours.push(t.elapsed());
     }
     let (plain, ours) = (median(plain), median(ours));
-    println!("idle produce, median of {ROUNDS}: rskafka alone {plain:?}, the worker's sink {ours:?}");
+    println!("idle produce, median of {ROUNDS}: rskafka alone {plain:?}, the worker's broker {ours:?}");
     // The case reproduces the stall: without the worker's fix, the same produce waits for
     // the delayed ACK. (If rskafka itself stops stalling, this says so.)
     assert!(plain >= Duration::from_millis(30), "rskafka alone took {plain:?}: the case no longer shows the stall");

@@ -90,9 +90,7 @@ fn assert_completed(job: &Job, index: i32, success: u64, skipped: u64) {
 
 #[test]
 fn map_selector_override_mode_with_star_rules_and_shards() {
-    if common::skip_without_services("map_selector_override_mode_with_star_rules_and_shards") {
-        return;
-    }
+    common::needs_services!();
     let repo = RepoServer::start(REPO);
 
     // A: a catch-all "*" rule. Only the shard topics a line can reach must exist: s-shard3's
@@ -175,9 +173,7 @@ fn map_selector_override_mode_with_star_rules_and_shards() {
 
 #[test]
 fn map_selector_filter_mode_picks_among_the_repository_ids() {
-    if common::skip_without_services("map_selector_filter_mode_picks_among_the_repository_ids") {
-        return;
-    }
+    common::needs_services!();
     let repo = RepoServer::start(REPO);
     let job = Job::new(2);
     let (base, sh2, sh3) = (job.topic.clone(), shard(&job, 2), shard(&job, 3));
@@ -221,9 +217,7 @@ fn map_selector_filter_mode_picks_among_the_repository_ids() {
 
 #[test]
 fn map_selector_of_explicit_ids_needs_no_repository() {
-    if common::skip_without_services("map_selector_of_explicit_ids_needs_no_repository") {
-        return;
-    }
+    common::needs_services!();
     let repo = RepoServer::start(REPO);
     let line = |i: usize, s: &str| event(i, s, CREATED);
     let input = |job: &Job, ids: [Option<&str>; 7]| -> (Vec<Sent>, u64) {
@@ -277,9 +271,7 @@ fn map_selector_of_explicit_ids_needs_no_repository() {
 
 #[test]
 fn connection_ids_with_a_map_selector_is_a_configuration_error() {
-    if common::skip_without_services("connection_ids_with_a_map_selector_is_a_configuration_error") {
-        return;
-    }
+    common::needs_services!();
     let repo = RepoServer::start(REPO);
     let job = Job::new(1);
     job.config(r#"{"stream_ids":{"s1":["c1"],"*":"*"},"connection_ids":["c2"]}"#);
@@ -300,9 +292,7 @@ fn connection_ids_with_a_map_selector_is_a_configuration_error() {
 
 #[test]
 fn events_filter_by_type_or_track_event_name() {
-    if common::skip_without_services("events_filter_by_type_or_track_event_name") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"],"events":[" page ","","Signed Up","  ","e3"]}"#);
     let pass = |l: &str| (l.to_string(), Some(sent(&job.topic, "c", l)));
@@ -334,9 +324,7 @@ fn events_filter_by_type_or_track_event_name() {
 
 #[test]
 fn admin_written_config_and_gzipped_files_list_two_workers() {
-    if common::skip_without_services("admin_written_config_and_gzipped_files_list_two_workers") {
-        return;
-    }
+    common::needs_services!();
     let repo = RepoServer::start(REPO);
     let job = Job::new(2);
     let (base, sh2, sh3) = (job.topic.clone(), shard(&job, 2), shard(&job, 3));
@@ -406,9 +394,7 @@ fn admin_written_config_and_gzipped_files_list_two_workers() {
 
 #[test]
 fn files_passed_over_by_start_file_count_as_processed() {
-    if common::skip_without_services("files_passed_over_by_start_file_count_as_processed") {
-        return;
-    }
+    common::needs_services!();
     let mk = |job: &Job, n: usize| -> Vec<(String, Vec<String>, u64)> {
         (0..n)
             .map(|k| {
@@ -464,9 +450,7 @@ fn files_passed_over_by_start_file_count_as_processed() {
 
 #[test]
 fn a_failed_file_is_in_the_row_while_the_worker_still_runs() {
-    if common::skip_without_services("a_failed_file_is_in_the_row_while_the_worker_still_runs") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     job.config(r#"{"connection_ids":["c"],"retry_attempts":1,"batch_size":50}"#);
     let missing = format!("/nonexistent/{}/missing.ndjson", unique("dir"));

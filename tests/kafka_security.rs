@@ -161,9 +161,7 @@ fn kafka_over_tls_verifies_the_broker() {
 /// the bundle it ships): TLS terminated in front of moto with a test CA.
 #[test]
 fn s3_over_https_trusts_ssl_cert_file() {
-    if common::skip_without_services("s3_over_https_trusts_ssl_cert_file") {
-        return;
-    }
+    common::needs_services!();
     let port = 19446u16;
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());

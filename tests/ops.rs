@@ -17,9 +17,7 @@ fn bin() -> Command {
 
 #[test]
 fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
-    if common::skip_without_services("plan_lists_pages_balances_validates_and_runs_every_file_once") {
-        return;
-    }
+    common::needs_services!();
     let bucket = unique("plan").to_lowercase();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut expected = Vec::new();
@@ -148,9 +146,7 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
 
 #[test]
 fn status_shows_a_live_job_then_its_totals() {
-    if common::skip_without_services("status_shows_a_live_job_then_its_totals") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(3);
     let data = reprocessing_worker::generate::ndjson(3, &Default::default(), 60_000);
     let p = job.write("f.ndjson", &data);
@@ -201,9 +197,7 @@ fn status_shows_a_live_job_then_its_totals() {
 
 #[test]
 fn status_json_totals_match_the_rows_and_unknown_jobs_fail() {
-    if common::skip_without_services("status_json_totals_match_the_rows_and_unknown_jobs_fail") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(2);
     let mut files = Vec::new();
     for i in 0..5 {
@@ -271,9 +265,7 @@ fn status_json_totals_match_the_rows_and_unknown_jobs_fail() {
 
 #[test]
 fn progress_line_in_a_terminal_and_never_in_a_pipe() {
-    if common::skip_without_services("progress_line_in_a_terminal_and_never_in_a_pipe") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     let data = reprocessing_worker::generate::ndjson(4, &Default::default(), 30_000);
     let p = job.write("f.ndjson", &data);
@@ -312,9 +304,7 @@ fn progress_line_in_a_terminal_and_never_in_a_pipe() {
 
 #[test]
 fn the_progress_line_says_when_the_rate_limit_holds_the_worker_back() {
-    if common::skip_without_services("the_progress_line_says_when_the_rate_limit_holds_the_worker_back") {
-        return;
-    }
+    common::needs_services!();
     let job = Job::new(1);
     let body: String = (0..8_000).map(|i| event(i, "s", "2024-01-01T00:00:00Z") + "\n").collect();
     let p = job.write("f.ndjson", body.as_bytes());

@@ -84,9 +84,7 @@ fn run_one(n: usize, env: &[(&str, String)]) -> (Job, Vec<common::Msg>, Duration
 
 #[test]
 fn max_events_per_sec_holds_over_the_run_and_in_every_second() {
-    if common::skip_without_services("max_events_per_sec_holds_over_the_run_and_in_every_second") {
-        return;
-    }
+    common::needs_services!();
     let _serial = serial();
     let (job, msgs, took) = run_one(100_000, &[("MAX_EVENTS_PER_SEC", LIMIT.to_string())]);
     let s = span(&msgs);
@@ -100,9 +98,7 @@ fn max_events_per_sec_holds_over_the_run_and_in_every_second() {
 
 #[test]
 fn max_bytes_per_sec_holds_in_bytes() {
-    if common::skip_without_services("max_bytes_per_sec_holds_in_bytes") {
-        return;
-    }
+    common::needs_services!();
     let _serial = serial();
     let per_line = line_bytes();
     let limit = LIMIT * per_line;
@@ -116,9 +112,7 @@ fn max_bytes_per_sec_holds_in_bytes() {
 
 #[test]
 fn with_both_limits_the_lower_one_holds() {
-    if common::skip_without_services("with_both_limits_the_lower_one_holds") {
-        return;
-    }
+    common::needs_services!();
     let _serial = serial();
     let per_line = line_bytes();
     // The bytes limit allows 10,000 lines a second: it is the lower one.
@@ -133,9 +127,7 @@ fn with_both_limits_the_lower_one_holds() {
 
 #[test]
 fn a_job_limit_is_shared_by_the_workers_that_run_at_once() {
-    if common::skip_without_services("a_job_limit_is_shared_by_the_workers_that_run_at_once") {
-        return;
-    }
+    common::needs_services!();
     let _serial = serial();
     let job = Job::new(3);
     job.config(&format!(
@@ -175,9 +167,7 @@ fn a_job_limit_is_shared_by_the_workers_that_run_at_once() {
 
 #[test]
 fn a_resume_with_a_new_limit_loses_and_duplicates_nothing() {
-    if common::skip_without_services("a_resume_with_a_new_limit_loses_and_duplicates_nothing") {
-        return;
-    }
+    common::needs_services!();
     let _serial = serial();
     let job = Job::new(3);
     job.config(r#"{"connection_ids":["c"],"batch_size":500}"#);

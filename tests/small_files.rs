@@ -243,9 +243,7 @@ enum Kind {
 
 #[test]
 fn many_small_files_byte_for_byte() {
-    if skip_without_services("many_small_files_byte_for_byte") {
-        return;
-    }
+    common::needs_services!();
     let t0 = Instant::now();
     const FILES: usize = 200;
     let job = Job::new(3);
@@ -344,9 +342,7 @@ fn many_small_files_byte_for_byte() {
 
 #[test]
 fn kill_9_with_files_in_flight_loses_nothing() {
-    if skip_without_services("kill_9_with_files_in_flight_loses_nothing") {
-        return;
-    }
+    common::needs_services!();
     let t0 = Instant::now();
     let (mut cluster, job) = slow_cluster();
     let data = Dataset::on_disk(&job, 120, 2);
@@ -384,9 +380,7 @@ fn kill_9_with_files_in_flight_loses_nothing() {
 
 #[test]
 fn sigterm_with_files_in_flight_resumes_exactly() {
-    if skip_without_services("sigterm_with_files_in_flight_resumes_exactly") {
-        return;
-    }
+    common::needs_services!();
     let t0 = Instant::now();
     let (mut cluster, job) = slow_cluster();
     let data = Dataset::on_disk(&job, 80, 3);

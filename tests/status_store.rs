@@ -38,9 +38,7 @@ async fn stored(store: &PgStatus) -> (WorkerStatus, u64) {
 
 #[tokio::test]
 async fn a_completed_row_is_never_written_over_in_postgres() {
-    if common::skip_without_services("a_completed_row_is_never_written_over_in_postgres") {
-        return;
-    }
+    common::needs_services!();
     let job = common::unique("guard");
     let store = run_of(&job).await;
     store.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
@@ -58,9 +56,7 @@ async fn a_completed_row_is_never_written_over_in_postgres() {
 
 #[tokio::test]
 async fn a_later_run_of_the_same_index_takes_the_row_over_in_postgres() {
-    if common::skip_without_services("a_later_run_of_the_same_index_takes_the_row_over_in_postgres") {
-        return;
-    }
+    common::needs_services!();
     let job = common::unique("takeover");
     let first = run_of(&job).await;
     first.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
@@ -78,9 +74,7 @@ async fn a_later_run_of_the_same_index_takes_the_row_over_in_postgres() {
 
 #[tokio::test]
 async fn a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_table() {
-    if common::skip_without_services("a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_table") {
-        return;
-    }
+    common::needs_services!();
     let job = common::unique("cancel");
     let store = run_of(&job).await;
     store.write(&row(WorkerStatus::Running, 10), None).await.unwrap();
@@ -106,10 +100,7 @@ async fn a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_tabl
 
 #[tokio::test]
 async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_gives_up() {
-    if common::skip_without_services("a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_gives_up")
-    {
-        return;
-    }
+    common::needs_services!();
     let (schema, url) = common::locked_schema().await;
     let url = Secret::new(url);
     let job = common::unique("locked-job");
@@ -153,9 +144,7 @@ async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_
 
 #[tokio::test]
 async fn the_offsets_go_with_the_row_in_one_statement_and_an_older_table_is_still_read() {
-    if common::skip_without_services("the_offsets_go_with_the_row_in_one_statement_and_an_older_table_is_still_read") {
-        return;
-    }
+    common::needs_services!();
     let job = common::unique("offsets");
     let first = run_of(&job).await;
     let at = |offset| {

@@ -10,6 +10,7 @@ use sonic_rs::{json, JsonValueMutTrait};
 use super::jobs::{job_info, job_rows, JobRow, Totals};
 use super::plan::{self, Listed, PlanSpec};
 use crate::jobfile::FileEntry;
+use crate::location::Location;
 use crate::ratelimit::RateLimits;
 use crate::resume::WorkerStatus;
 use crate::secret::Secret;
@@ -180,11 +181,12 @@ fn utc(var: &str, s: &Option<String>) -> Result<Option<chrono::DateTime<chrono::
 }
 
 async fn list_s3(url: &str, page_size: u32) -> Result<Vec<Listed>, AdminError> {
-    let rest = url.strip_prefix("s3://").ok_or_else(|| AdminError::Input("--s3-path must start with s3://".into()))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(Location::S3 { bucket, key: prefix }) = Location::parse_prefix(url) else {
+        return Err(AdminError::Input("--s3-path must be s3://bucket/prefix".into()));
+    };
     let s3 = crate::source::s3_client().await;
     let page_size = page_size.clamp(1, 1000) as i32;
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).max_keys(page_size).into_paginator().send();
+    let mut pages = s3.list_objects_v2().bucket(&bucket).prefix(&prefix).max_keys(page_size).into_paginator().send();
     let mut out = Vec::new();
     while let Some(page) = pages.next().await {
         let page =
@@ -193,7 +195,7 @@ async fn list_s3(url: &str, page_size: u32) -> Result<Vec<Listed>, AdminError> {
             let Some(key) = o.key() else { continue };
             let modified = o.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
             out.push(Listed {
-                path: format!("s3://{bucket}/{key}"),
+                path: Location::S3 { bucket: bucket.clone(), key: key.to_owned() }.to_string(),
                 size: o.size().unwrap_or(0).max(0) as u64,
                 modified,
             });
@@ -203,12 +205,12 @@ async fn list_s3(url: &str, page_size: u32) -> Result<Vec<Listed>, AdminError> {
 }
 
 async fn list_gcs(url: &str, page_size: u32) -> Result<Vec<Listed>, AdminError> {
-    if crate::gcs::split_url(url).is_none() {
+    let Ok(Location::Gcs { bucket, object: prefix }) = Location::parse_prefix(url) else {
         return Err(AdminError::Input("--gcs-path must be gs://bucket/prefix".into()));
-    }
-    let objects = crate::gcs::list(url, page_size)
+    };
+    let objects = crate::gcs::list(&bucket, &prefix, page_size)
         .await
-        .map_err(|e| AdminError::List(url.into(), crate::Chain(&e).to_string()))?;
+        .map_err(|e| AdminError::List(url.into(), crate::error::Chain(&e).to_string()))?;
     Ok(objects.into_iter().map(|o| Listed { path: o.url, size: o.size, modified: o.modified }).collect())
 }
 

@@ -120,25 +120,14 @@ impl Totals {
 
 /// Runs `sql` with the job id as its one parameter.
 async fn query_job(store: &PgStatus, sql: &str, job: &str) -> Result<Vec<tokio_postgres::Row>, StatusError> {
-    let (job, sql) = (job.to_owned(), sql.to_owned());
-    store
-        .with_client(move |c| {
-            let (job, sql) = (job.clone(), sql.clone());
-            Box::pin(async move { c.query(&sql, &[&job]).await })
-        })
-        .await
+    store.with_client(move |c| async move { c.query(sql, &[&job]).await }).await
 }
 
 /// The status a worker's run ended with: the column, but `cancelled` where the worker's own
 /// table says that its `failed` was a SIGTERM (when the table exists).
 async fn status_expression(store: &PgStatus) -> Result<&'static str, StatusError> {
-    let found = store
-        .with_client(|c| {
-            Box::pin(
-                async move { c.query_one("SELECT to_regclass('reprocessing_worker_runs') IS NOT NULL", &[]).await },
-            )
-        })
-        .await?;
+    let exists = "SELECT to_regclass('reprocessing_worker_runs') IS NOT NULL";
+    let found = store.with_client(move |c| async move { c.query_one(exists, &[]).await }).await?;
     Ok(match found.get::<_, bool>(0) {
         true => {
             "CASE WHEN w.status = 'failed' AND EXISTS (SELECT 1 FROM reprocessing_worker_runs r

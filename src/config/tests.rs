@@ -1,6 +1,7 @@
 //! Config parsing tests: every required variable, the index fallback, and the one-line errors.
 
 use super::*;
+use crate::cli::Cli;
 use std::io::Write;
 
 struct Env {

@@ -29,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AttemptError, Engine, Opened};
 use crate::batcher::{BatchLimits, Batcher, Decision};
+use crate::broker::Batch;
 use crate::decode::{decode, DecodeError};
 use crate::lines::{Line, LineSplitter};
 use crate::progress::OpenFile;
-use crate::sink::Batch;
 use crate::source::{Chunks, Location};
 use crate::tracker::{Advance, LineState, Seq};
 
@@ -91,7 +91,9 @@ struct LineCore<'a> {
     /// Dead letters of those lines, sent once they are recorded.
     letters: Vec<crate::deadletter::DeadLetter>,
     file: FilePass,
-    end: CpuEnd,
+    /// What stopped this pass early: `None` while it runs (and when it read its input to the
+    /// end), else [`CpuEnd::Limit`] or [`CpuEnd::Cancelled`].
+    stopped: Option<CpuEnd>,
     /// The producer is gone: no batch can be handed over any more.
     producer_gone: bool,
 }
@@ -123,7 +125,7 @@ impl<'a> CpuStage<'a> {
                 states: Vec::with_capacity(8192),
                 letters: Vec::new(),
                 file: FilePass::default(),
-                end: CpuEnd::Eof,
+                stopped: None,
                 producer_gone: false,
             },
             rt,
@@ -200,7 +202,7 @@ impl<'a> CpuStage<'a> {
                 return Ok(self.core.give_up(&error, attempt));
             };
             let path = &self.core.file.path;
-            tracing::warn!(file = path, attempt, error = %crate::Chain(&error), "reading the file again (lines already handed on are skipped)");
+            tracing::warn!(file = path, attempt, error = %crate::error::Chain(&error), "reading the file again (lines already handed on are skipped)");
             if !self.core.pause(pause) {
                 return Ok(CpuEnd::Cancelled);
             }
@@ -228,7 +230,7 @@ impl<'a> CpuStage<'a> {
         self.core.file.line_no = 0;
         self.core.file.bad_lines = 0;
         self.core.file.known_until = self.core.engine.progress.lock().tracker().next_seq();
-        self.core.end = CpuEnd::Eof;
+        self.core.stopped = None;
         bytes_read.store(0, Ordering::Relaxed);
         let first = match rx.blocking_recv() {
             None if self.core.cancel.is_cancelled() => return Ok(CpuEnd::Cancelled),
@@ -250,7 +252,7 @@ impl<'a> CpuStage<'a> {
     /// Splits one decoded chunk; false stops the decoding.
     fn on_chunk(&mut self, chunk: &[u8]) -> bool {
         if self.core.cancel.is_cancelled() {
-            self.core.end = CpuEnd::Cancelled;
+            self.core.stopped = Some(CpuEnd::Cancelled);
             return false;
         }
         let core = &mut self.core;
@@ -263,7 +265,7 @@ impl<'a> CpuStage<'a> {
 impl LineCore<'_> {
     /// True while lines should keep coming.
     fn running(&self) -> bool {
-        self.end == CpuEnd::Eof && !self.producer_gone && !self.cancel.is_cancelled()
+        self.stopped.is_none() && !self.producer_gone && !self.cancel.is_cancelled()
     }
 
     /// Decides one line; false stops the splitting.
@@ -283,7 +285,7 @@ impl LineCore<'_> {
         let allow = !self.engine.limit_reached();
         let mut full = None;
         let Some(decision) = self.batcher.line(seq, line, allow, |b| full = Some(b)) else {
-            self.end = CpuEnd::Limit;
+            self.stopped = Some(CpuEnd::Limit);
             return false;
         };
         if matches!(decision, Decision::Queued | Decision::Found) && seq >= self.file.known_until {
@@ -326,14 +328,12 @@ impl LineCore<'_> {
         if self.engine.dead_letters.is_none() {
             return false;
         }
-        let (data, length) = match line {
-            Line::Text(t) => (Some(t.to_vec()), t.len() as u64),
-            Line::TooLong { len } => (None, *len),
-        };
-        let file = self.file.path.clone();
-        let letter =
-            crate::deadletter::DeadLetter { seq: Some(seq), file, line: no, reason: reason.to_owned(), data, length };
-        self.letters.push(letter);
+        use crate::deadletter::DeadLetter;
+        let (file, reason) = (self.file.path.clone(), reason.to_owned());
+        self.letters.push(match line {
+            Line::Text(t) => DeadLetter::with_bytes(seq, file, no, reason, t.to_vec()),
+            Line::TooLong { len } => DeadLetter::too_long(seq, file, no, reason, *len),
+        });
         true
     }
 
@@ -411,7 +411,7 @@ impl LineCore<'_> {
         }
         if let Some(f) = g.current_file() {
             let s = if attempts == 1 { "" } else { "s" };
-            f.failed = Some(format!("{} (after {attempts} attempt{s})", crate::Chain(error)));
+            f.failed = Some(format!("{} (after {attempts} attempt{s})", crate::error::Chain(error)));
         }
         g.apply(|t| t.give_up());
         CpuEnd::Eof
@@ -433,11 +433,11 @@ impl LineCore<'_> {
 
     /// The end of the input only counts as the end of the file if nothing stopped early.
     fn outcome(&self) -> Result<CpuEnd, AttemptError> {
-        match self.end {
-            CpuEnd::Limit => Ok(CpuEnd::Limit),
+        match self.stopped {
+            Some(CpuEnd::Limit) => Ok(CpuEnd::Limit),
             _ if self.cancel.is_cancelled() => Ok(CpuEnd::Cancelled),
             _ if self.producer_gone => Err(AttemptError::ProducerStopped),
-            e => Ok(e),
+            stopped => Ok(stopped.unwrap_or(CpuEnd::Eof)),
         }
     }
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use rskafka::record::Record;
 
+use crate::broker::{Broker, Page, PartitionRange};
 use crate::resume::recover::{Signature, Signer};
-use crate::sink::{Page, PartitionRange, Sink};
 
 /// The longest one check may take (a broker that is down fails it sooner or later).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,9 +41,9 @@ pub(super) enum Landed {
 }
 
 /// Where `records` are in the partition at or after `from`.
-pub(super) async fn find(sink: &dyn Sink, topic: &str, partition: i32, from: i64, records: &[Record]) -> Landed {
+pub(super) async fn find(broker: &dyn Broker, topic: &str, partition: i32, from: i64, records: &[Record]) -> Landed {
     let check = async {
-        let Ok(mut range) = PartitionRange::open(sink, topic, partition, from).await else { return Landed::Unknown };
+        let Ok(mut range) = PartitionRange::open(broker, topic, partition, from).await else { return Landed::Unknown };
         if range.is_empty() || range.len() > CHECK_MAX_RECORDS {
             return Landed::Absent;
         }
@@ -104,38 +104,38 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::FakeSink;
+    use crate::testutil::FakeBroker;
 
     fn record(key: &str) -> Record {
         Record {
             key: Some(key.as_bytes().to_vec()),
             value: Some(b"{}".to_vec()),
-            headers: [(crate::batcher::HEADER.to_owned(), b"c1".to_vec())].into(),
+            headers: [(crate::route::HEADER.to_owned(), b"c1".to_vec())].into(),
             timestamp: chrono::Utc::now(),
         }
     }
 
     #[tokio::test]
     async fn a_batch_is_found_whole_at_consecutive_offsets() {
-        let sink = FakeSink::acking();
+        let broker = FakeBroker::acking();
         let batch = vec![record("a"), record("b")];
         // 0: a, 1: x, 2: a, 3: x, 4: a, 5: b
         let log = ["a", "x", "a", "x", "a", "b"].map(record).to_vec();
-        sink.append("t", 0, log);
-        assert_eq!(find(sink.as_ref(), "t", 0, 0, &batch).await, Landed::At(4));
-        assert_eq!(find(sink.as_ref(), "t", 0, 5, &batch).await, Landed::Absent, "not after 5");
+        broker.append("t", 0, log);
+        assert_eq!(find(broker.as_ref(), "t", 0, 0, &batch).await, Landed::At(4));
+        assert_eq!(find(broker.as_ref(), "t", 0, 5, &batch).await, Landed::Absent, "not after 5");
         let reversed = [record("b"), record("a")];
-        assert_eq!(find(sink.as_ref(), "t", 0, 0, &reversed).await, Landed::Absent, "order");
-        assert_eq!(find(sink.as_ref(), "t", 1, 0, &batch).await, Landed::Absent, "empty partition");
+        assert_eq!(find(broker.as_ref(), "t", 0, 0, &reversed).await, Landed::Absent, "order");
+        assert_eq!(find(broker.as_ref(), "t", 1, 0, &batch).await, Landed::Absent, "empty partition");
     }
 
     #[tokio::test]
     async fn a_range_that_stalls_before_its_end_is_answered_absent_not_waited_on() {
-        let sink = FakeSink::acking();
-        sink.append("t", 0, ["x", "y"].map(record).to_vec());
+        let broker = FakeBroker::acking();
+        broker.append("t", 0, ["x", "y"].map(record).to_vec());
         // A transaction marker at the end: an offset that no fetch returns.
-        sink.append_marker("t", 0);
-        assert_eq!(find(sink.as_ref(), "t", 0, 0, &[record("a")]).await, Landed::Absent);
-        assert_eq!(find(sink.as_ref(), "t", 0, 2, &[record("a")]).await, Landed::Absent);
+        broker.append_marker("t", 0);
+        assert_eq!(find(broker.as_ref(), "t", 0, 0, &[record("a")]).await, Landed::Absent);
+        assert_eq!(find(broker.as_ref(), "t", 0, 2, &[record("a")]).await, Landed::Absent);
     }
 }

@@ -14,9 +14,10 @@
 //! A run that stops leaves the lines of unfinished batches unsettled, so the resume point
 //! stays exact.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use rskafka::record::Record;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -25,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::landed::Landed;
 use super::AttemptError;
 use crate::backoff::Backoff;
+use crate::broker::{Batch, Broker, BrokerError, Failure};
 use crate::progress::Progress;
 use crate::ratelimit::{Limits, RateLimits};
-use crate::sink::{Batch, Failure, Sink, SinkError};
 use crate::tracker::{LineState, Seq};
 
 /// How one batch's delivery ended.
@@ -42,7 +43,7 @@ struct Delivered {
 
 /// The producer's state, one per worker.
 pub(super) struct Producer {
-    sink: Arc<dyn Sink>,
+    broker: Arc<dyn Broker>,
     /// The router's topics, by index, and their partition counts (from start-up).
     topics: Vec<(String, i32)>,
     progress: Arc<Progress>,
@@ -58,10 +59,6 @@ pub(super) struct Producer {
     dead_letters: Option<crate::deadletter::Sender>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The settings of a [`Producer`].
 pub(super) struct ProducerSettings {
     pub max_in_flight: usize,
@@ -72,7 +69,7 @@ pub(super) struct ProducerSettings {
 
 impl Producer {
     pub(super) fn new(
-        sink: Arc<dyn Sink>,
+        broker: Arc<dyn Broker>,
         topics: Vec<(String, i32)>,
         progress: Arc<Progress>,
         settings: ProducerSettings,
@@ -83,7 +80,7 @@ impl Producer {
         let started = Instant::now();
         let limits = (!rate.is_unlimited()).then(|| Mutex::new(Limits::new(rate, Duration::ZERO)));
         Self {
-            sink,
+            broker,
             topics,
             progress,
             max_in_flight,
@@ -99,7 +96,7 @@ impl Producer {
     /// Picks the partition for a batch of `topic`: round-robin, one batch per partition.
     fn partition_for(&self, topic: usize) -> i32 {
         let n = self.topics[topic].1.max(1);
-        let mut c = lock(&self.cursors);
+        let mut c = self.cursors.lock();
         let p = c[topic] % n;
         c[topic] = (p + 1) % n;
         p
@@ -137,7 +134,7 @@ impl Producer {
                     let first = second.drain(..second.len() / 2).collect::<Vec<_>>();
                     let mut later = lines;
                     let earlier = later.drain(..first.len()).collect::<Vec<_>>();
-                    tracing::debug!(topic, partition, error = %crate::Chain(&e), "batch rejected; splitting it");
+                    tracing::debug!(topic, partition, error = %crate::error::Chain(&e), "batch rejected; splitting it");
                     parts.push((second, later));
                     parts.push((first, earlier));
                 }
@@ -160,7 +157,7 @@ impl Producer {
     /// Waits until the rate limits let `batch` go; false when stopped while waiting.
     async fn wait_for_rate(&self, batch: &Batch, cancel: &CancellationToken) -> bool {
         let Some(limits) = &self.limits else { return true };
-        let wait = lock(limits).take(batch.records.len() as u64, batch.value_bytes as u64, self.started.elapsed());
+        let wait = limits.lock().take(batch.records.len() as u64, batch.value_bytes as u64, self.started.elapsed());
         if wait.is_zero() {
             return true;
         }
@@ -176,14 +173,12 @@ impl Producer {
     /// (see [`super::landed`]): an attempt whose answer was lost may have been written.
     async fn send(&self, topic: &str, at: Target, records: &[Record], cancel: &CancellationToken) -> Result<i64, Stop> {
         let partition = at.partition;
-        let mut first_failure: Option<(Instant, chrono::DateTime<chrono::Utc>)> = None;
-        let mut attempt = 0;
-        // The last transient failure; while set, the last attempt may have been written.
-        let mut unsure: Option<SinkError> = None;
+        let mut retry = Retry { topic, partition, attempt: 0, first_failure: None, unsure: None };
         loop {
-            if unsure.is_some() {
+            if retry.unsure.is_some() {
                 match self.landed(topic, at, records).await {
                     Landed::At(base) => {
+                        let attempt = retry.attempt;
                         tracing::info!(
                             topic,
                             partition,
@@ -196,29 +191,27 @@ impl Producer {
                     Landed::Absent => {}
                     // Not known yet: asked again after the next pause, until the deadline.
                     Landed::Unknown => {
-                        let paused =
-                            self.pause(&mut attempt, &mut first_failure, unsure.as_ref(), topic, partition, cancel);
-                        paused.await.map_err(|end| end.into_stop(&mut unsure))?;
+                        retry.pause(self.delivery_timeout, cancel).await?;
                         continue;
                     }
                 }
             }
-            let e = match self.sink.produce(topic, partition, records).await {
+            let e = match self.broker.produce(topic, partition, records).await {
                 Ok(base) => {
-                    if first_failure.is_some() {
-                        tracing::info!(topic, partition, attempt, "delivered after retries");
+                    if retry.first_failure.is_some() {
+                        tracing::info!(topic, partition, attempt = retry.attempt, "delivered after retries");
                     }
                     return Ok(base);
                 }
                 Err(e) => e,
             };
-            if let SinkError::Throttled { pause, .. } = e {
+            if let BrokerError::Throttled { pause, .. } = e {
                 // A quota: the batch was written unless the answer also carried an error.
                 // Wait as the broker asked, then look for it, without counting a failure.
                 tracing::debug!(topic, partition, ?pause, "throttled by Kafka");
-                unsure = Some(e);
+                retry.unsure = Some(e);
                 tokio::select! {
-                    _ = cancel.cancelled() => return Err(PauseEnd::Stopped.into_stop(&mut unsure)),
+                    _ = cancel.cancelled() => return Err(retry.stop(PauseEnd::Stopped)),
                     _ = tokio::time::sleep(pause) => continue,
                 }
             }
@@ -227,38 +220,8 @@ impl Producer {
                 Failure::Fatal => return Err(Stop::Run(AttemptError::KafkaFatal(e))),
                 Failure::Transient => {}
             }
-            let paused = self.pause(&mut attempt, &mut first_failure, Some(&e), topic, partition, cancel).await;
-            unsure = Some(e);
-            paused.map_err(|end| end.into_stop(&mut unsure))?;
-        }
-    }
-
-    /// One more failed attempt: stops the run past the delivery deadline, else logs and
-    /// waits the next backoff pause.
-    async fn pause(
-        &self,
-        attempt: &mut u32,
-        first_failure: &mut Option<(Instant, chrono::DateTime<chrono::Utc>)>,
-        last: Option<&SinkError>,
-        topic: &str,
-        partition: i32,
-        cancel: &CancellationToken,
-    ) -> Result<(), PauseEnd> {
-        let (since, since_utc) = *first_failure.get_or_insert_with(|| (Instant::now(), chrono::Utc::now()));
-        *attempt += 1;
-        if since.elapsed() >= self.delivery_timeout {
-            let since = since_utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            return Err(PauseEnd::Deadline(since));
-        }
-        if *attempt == 1 || *attempt % 10 == 0 {
-            let error = last.map(|e| crate::Chain(e).to_string()).unwrap_or_default();
-            tracing::warn!(topic, partition, attempt, error, "produce failed; retrying");
-        }
-        let pause = Backoff::DELIVERY.delay(*attempt).unwrap_or(Backoff::DELIVERY.max);
-        let left = self.delivery_timeout.saturating_sub(since.elapsed());
-        tokio::select! {
-            _ = cancel.cancelled() => Err(PauseEnd::Stopped),
-            _ = tokio::time::sleep(pause.min(left)) => Ok(()),
+            retry.unsure = Some(e);
+            retry.pause(self.delivery_timeout, cancel).await?;
         }
     }
 
@@ -266,7 +229,7 @@ impl Producer {
     /// not know the partition.
     async fn landed(&self, topic: &str, at: Target, records: &[Record]) -> Landed {
         let Some(low) = at.low else { return Landed::Absent };
-        super::landed::find(self.sink.as_ref(), topic, at.partition, low, records).await
+        super::landed::find(self.broker.as_ref(), topic, at.partition, low, records).await
     }
 
     /// Sends batches with at most `max_in_flight` in flight; settles their lines as they
@@ -364,8 +327,7 @@ impl Producer {
             return;
         };
         for ((file, line), (seq, data, reason)) in places.into_iter().zip(rejected) {
-            let length = data.len() as u64;
-            let letter = crate::deadletter::DeadLetter { seq: Some(seq), file, line, reason, length, data: Some(data) };
+            let letter = crate::deadletter::DeadLetter::with_bytes(seq, file, line, reason, data);
             if tx.send(letter).await.is_err() {
                 self.progress.settle_letters(&[seq], false);
             }
@@ -381,27 +343,61 @@ struct Target {
     low: Option<i64>,
 }
 
-/// Why [`Producer::pause`] ended the retries.
-enum PauseEnd {
-    /// The delivery deadline passed; failing since then.
-    Deadline(String),
-    Stopped,
+/// One batch's retries while [`Producer::send`] sends it.
+struct Retry<'a> {
+    topic: &'a str,
+    partition: i32,
+    /// Failed attempts so far.
+    attempt: u32,
+    /// When the attempts began to fail (for the deadline, and for the error's "since").
+    first_failure: Option<(Instant, chrono::DateTime<chrono::Utc>)>,
+    /// The last transient failure; while set, the last attempt may have been written.
+    unsure: Option<BrokerError>,
 }
 
-impl PauseEnd {
-    /// The run stops; `last` is the last failure (there is one once a pause was needed).
-    fn into_stop(self, last: &mut Option<SinkError>) -> Stop {
-        match (self, last.take()) {
+impl Retry<'_> {
+    /// One more failed attempt: stops the run past the delivery deadline, else logs and
+    /// waits the next backoff pause.
+    async fn pause(&mut self, delivery_timeout: Duration, cancel: &CancellationToken) -> Result<(), Stop> {
+        let (since, since_utc) = *self.first_failure.get_or_insert_with(|| (Instant::now(), chrono::Utc::now()));
+        self.attempt += 1;
+        if since.elapsed() >= delivery_timeout {
+            let since = since_utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            return Err(self.stop(PauseEnd::Deadline(since)));
+        }
+        let (topic, partition, attempt) = (self.topic, self.partition, self.attempt);
+        if attempt == 1 || attempt % 10 == 0 {
+            let error = self.unsure.as_ref().map(|e| crate::error::Chain(e).to_string()).unwrap_or_default();
+            tracing::warn!(topic, partition, attempt, error, "produce failed; retrying");
+        }
+        let pause = Backoff::DELIVERY.delay(attempt).unwrap_or(Backoff::DELIVERY.max);
+        let left = delivery_timeout.saturating_sub(since.elapsed());
+        tokio::select! {
+            _ = cancel.cancelled() => Err(self.stop(PauseEnd::Stopped)),
+            _ = tokio::time::sleep(pause.min(left)) => Ok(()),
+        }
+    }
+
+    /// The run stops: past the deadline with the last failure, or stopped.
+    fn stop(&mut self, end: PauseEnd) -> Stop {
+        match (end, self.unsure.take()) {
             (PauseEnd::Deadline(since), Some(last)) => Stop::Run(AttemptError::KafkaUnavailable { since, last }),
             _ => Stop::Run(AttemptError::Stopped),
         }
     }
 }
 
+/// Why [`Retry::pause`] ended the retries.
+enum PauseEnd {
+    /// The delivery deadline passed; failing since then.
+    Deadline(String),
+    Stopped,
+}
+
 /// Why [`Producer::send`] stopped trying.
 enum Stop {
     /// The broker refused the records for their contents.
-    Rejected(SinkError),
+    Rejected(BrokerError),
     /// The run must stop.
     Run(AttemptError),
 }

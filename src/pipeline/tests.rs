@@ -1,4 +1,4 @@
-//! In-process tests of the pipeline on a fake sink: out-of-order acks, retries that skip
+//! In-process tests of the pipeline on a fake broker: out-of-order acks, retries that skip
 //! settled lines, give-up counting, the unsettled-lines bound, dead letters, shutdown, the
 //! retry that used to hang, and many files in flight.
 
@@ -9,10 +9,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::broker::Failure;
 use crate::jobfile::JobOptions;
 use crate::progress::Snapshot;
-use crate::sink::Failure;
-use crate::testutil::{lines, multiset, small_tuning, Answer, FakeSink};
+use crate::testutil::{lines, multiset, small_tuning, Answer, FakeBroker};
 
 struct Setup {
     engine: Arc<Engine>,
@@ -24,15 +24,15 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-fn setup(data: &[u8], sink: Arc<FakeSink>, job: JobOptions, max_in_flight: usize) -> Setup {
-    setup_with(&[data], sink, job, small_tuning(max_in_flight), None)
+fn setup(data: &[u8], broker: Arc<FakeBroker>, job: JobOptions, max_in_flight: usize) -> Setup {
+    setup_with(&[data], broker, job, small_tuning(max_in_flight), None)
 }
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn setup_with(
     files: &[impl AsRef<[u8]>],
-    sink: Arc<FakeSink>,
+    broker: Arc<FakeBroker>,
     job: JobOptions,
     tuning: crate::config::Tuning,
     dead_letters: Option<std::path::PathBuf>,
@@ -48,7 +48,7 @@ fn setup_with(
         })
         .collect();
     let progress = Arc::new(Progress::new(Snapshot::default(), Default::default()));
-    sink.watch(Arc::clone(&progress));
+    broker.watch(Arc::clone(&progress));
     // The real writer: a line with a letter settles once its letter is written.
     let (dead_letters, letters_written) = match dead_letters {
         None => (None, None),
@@ -64,7 +64,7 @@ fn setup_with(
     let parts = Parts {
         filter: Filter::default(),
         router: Router::fixed("t", &job.connection_ids),
-        sink,
+        broker,
         partitions: vec![3],
         delivery_timeout: DELIVERY_TIMEOUT,
         sources: Sources::new(None),
@@ -100,25 +100,25 @@ async fn process(s: &Setup, shutdown: &CancellationToken) -> RunEnd {
 async fn out_of_order_acks_deliver_every_line_once_with_exact_counters() {
     let data = lines("a", 5_000);
     // Later calls answer sooner: acks arrive in reverse order within each window.
-    let sink = FakeSink::new(3, |n, _| Answer::Ack(Duration::from_millis(8 - (n % 8) as u64)));
-    let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
+    let broker = FakeBroker::new(3, |n, _| Answer::Ack(Duration::from_millis(8 - (n % 8) as u64)));
+    let s = setup(&data, Arc::clone(&broker), job(100, 0), 4);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
-    assert_eq!(multiset(&sink.delivered()), each_once(&data));
+    assert_eq!(multiset(&broker.delivered()), each_once(&data));
     let snap = s.progress.snapshot();
     assert_eq!((snap.current_line, snap.counts.total, snap.counts.success), (5_000, 5_000, 5_000));
-    assert!(sink.max_in_flight() <= 4, "in flight: {}", sink.max_in_flight());
+    assert!(broker.max_in_flight() <= 4, "in flight: {}", broker.max_in_flight());
 }
 
 #[tokio::test]
 async fn a_file_retry_skips_the_lines_already_settled() {
     let data = lines("r", 5_000);
-    let sink = FakeSink::new(2, |n, _| Answer::Ack(Duration::from_millis(if n % 3 == 0 { 15 } else { 1 })));
+    let broker = FakeBroker::new(2, |n, _| Answer::Ack(Duration::from_millis(if n % 3 == 0 { 15 } else { 1 })));
     // One retry: it must succeed at once (re-recording a settled line would fail it).
-    let s = setup(&data, Arc::clone(&sink), job(100, 1), 4);
+    let s = setup(&data, Arc::clone(&broker), job(100, 1), 4);
     // The first read fails after its first chunk (64 KiB), with batches still in flight.
     s.engine.sources.fail_reads_after(&[1]);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
-    assert_eq!(multiset(&sink.delivered()), each_once(&data), "no line twice, none lost");
+    assert_eq!(multiset(&broker.delivered()), each_once(&data), "no line twice, none lost");
     assert_eq!(s.progress.snapshot().processed_bytes, data.len() as u64, "the bytes read again count once");
     assert_eq!(s.progress.snapshot().counts.success, 5_000);
 }
@@ -126,8 +126,8 @@ async fn a_file_retry_skips_the_lines_already_settled() {
 #[tokio::test]
 async fn a_file_that_cannot_be_read_is_given_up_and_its_settled_lines_stay_counted() {
     let data = lines("u", 5_000);
-    let sink = FakeSink::acking();
-    let s = setup(&data, Arc::clone(&sink), job(100, 1), 4);
+    let broker = FakeBroker::acking();
+    let s = setup(&data, Arc::clone(&broker), job(100, 1), 4);
     s.engine.sources.fail_reads_after(&[1, 1]);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     let failed = s.progress.failed_files();
@@ -136,23 +136,23 @@ async fn a_file_that_cannot_be_read_is_given_up_and_its_settled_lines_stay_count
     assert_eq!(s.progress.snapshot().processed_files, 1, "a file given up counts as processed");
     assert!(c.success > 0 && c.success < 5_000, "{c:?}");
     assert_eq!(c.total, c.success + c.error + c.skipped);
-    assert_eq!(sink.delivered().len() as u64, c.success, "every success was acknowledged once");
+    assert_eq!(broker.delivered().len() as u64, c.success, "every success was acknowledged once");
 }
 
 #[tokio::test]
 async fn transient_failures_are_retried_per_batch_and_the_file_goes_on() {
     let data = lines("t", 3_000);
     // The first ten requests fail as a moving cluster would; then everything is acknowledged.
-    let sink = FakeSink::new(3, |n, _| {
+    let broker = FakeBroker::new(3, |n, _| {
         if n < 10 {
             Answer::Fail(Failure::Transient, Duration::from_millis(2))
         } else {
             Answer::Ack(Duration::from_millis(1))
         }
     });
-    let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
+    let s = setup(&data, Arc::clone(&broker), job(100, 0), 4);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
-    assert_eq!(multiset(&sink.delivered()), each_once(&data));
+    assert_eq!(multiset(&broker.delivered()), each_once(&data));
     assert_eq!(s.progress.snapshot().counts.success, 3_000);
 }
 
@@ -161,7 +161,7 @@ async fn a_rejected_batch_is_split_and_only_the_refused_record_is_an_error() {
     let data = lines("g", 1_000);
     let poison = br#"{"messageId":"g-150","origin":{"sourceId":"s"}}"#.to_vec();
     let p = poison.clone();
-    let sink = FakeSink::new(1, move |_, records| {
+    let broker = FakeBroker::new(1, move |_, records| {
         if records.iter().any(|r| r.value.as_deref() == Some(&p[..])) {
             Answer::Fail(Failure::Rejected, Duration::ZERO)
         } else {
@@ -169,15 +169,15 @@ async fn a_rejected_batch_is_split_and_only_the_refused_record_is_an_error() {
         }
     });
     let letters_dir = tempfile::tempdir().unwrap();
-    let s = setup_with(&[&data], Arc::clone(&sink), job(100, 0), small_tuning(2), Some(letters_dir.path().into()));
+    let s = setup_with(&[&data], Arc::clone(&broker), job(100, 0), small_tuning(2), Some(letters_dir.path().into()));
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     let c = s.progress.snapshot().counts;
     assert_eq!((c.total, c.success, c.error), (1_000, 999, 1), "{c:?}");
     let mut expected = each_once(&data);
     expected.remove(&poison);
-    assert_eq!(multiset(&sink.delivered()), expected, "every other record delivered once");
+    assert_eq!(multiset(&broker.delivered()), expected, "every other record delivered once");
     // Halving 100 records down to one takes 7 levels: at most 2 requests per level.
-    let rejected = sink.calls().iter().filter(|c| !c.acked).count();
+    let rejected = broker.calls().iter().filter(|c| !c.acked).count();
     assert!(rejected <= 8, "{rejected} rejected requests");
     // The refused line settled only once its letter was written.
     let Setup { engine, letters_written, .. } = s;
@@ -196,14 +196,14 @@ async fn a_rejected_batch_is_split_and_only_the_refused_record_is_an_error() {
 async fn a_cluster_unavailable_past_the_deadline_stops_the_run_with_an_exact_resume_point() {
     let data = lines("x", 2_000);
     // Lines 1..=300 are delivered, then the cluster fails every request.
-    let sink = FakeSink::new(1, |n, _| {
+    let broker = FakeBroker::new(1, |n, _| {
         if n < 3 {
             Answer::Ack(Duration::ZERO)
         } else {
             Answer::Fail(Failure::Transient, Duration::from_millis(5))
         }
     });
-    let s = setup(&data, Arc::clone(&sink), job(100, 3), 1);
+    let s = setup(&data, Arc::clone(&broker), job(100, 3), 1);
     let started = std::time::Instant::now();
     let outcome = process(&s, &CancellationToken::new()).await;
     assert!(matches!(&outcome, RunEnd::Stopped(AttemptError::KafkaUnavailable { .. })), "{outcome:?}");
@@ -215,8 +215,8 @@ async fn a_cluster_unavailable_past_the_deadline_stops_the_run_with_an_exact_res
 #[tokio::test]
 async fn a_fatal_error_stops_the_run_at_once() {
     let data = lines("f", 2_000);
-    let sink = FakeSink::new(2, |_, _| Answer::Fail(Failure::Fatal, Duration::ZERO));
-    let s = setup(&data, Arc::clone(&sink), job(100, 3), 2);
+    let broker = FakeBroker::new(2, |_, _| Answer::Fail(Failure::Fatal, Duration::ZERO));
+    let s = setup(&data, Arc::clone(&broker), job(100, 3), 2);
     let started = std::time::Instant::now();
     let outcome = process(&s, &CancellationToken::new()).await;
     assert!(matches!(&outcome, RunEnd::Stopped(AttemptError::KafkaFatal(_))), "{outcome:?}");
@@ -228,8 +228,8 @@ async fn a_fatal_error_stops_the_run_at_once() {
 async fn the_parser_never_runs_further_ahead_of_the_watermark_than_the_bound() {
     let data = lines("w", 20_000);
     // The first batch of every 50 is slow, so the watermark lags behind.
-    let sink = FakeSink::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
-    let s = setup(&data, Arc::clone(&sink), job(50, 0), 2);
+    let broker = FakeBroker::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
+    let s = setup(&data, Arc::clone(&broker), job(50, 0), 2);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     let bound = (s.engine.max_unsettled_lines() as u64) + cpu::WINDOW_CHECK_LINES;
     let mut line_of = std::collections::HashMap::new();
@@ -237,7 +237,7 @@ async fn the_parser_never_runs_further_ahead_of_the_watermark_than_the_bound() {
         line_of.insert(l.to_vec(), i as u64);
     }
     let mut worst = 0;
-    for call in sink.calls() {
+    for call in broker.calls() {
         let wm = call.watermark.unwrap();
         for v in &call.values {
             worst = worst.max(line_of[v] - wm);
@@ -250,8 +250,8 @@ async fn the_parser_never_runs_further_ahead_of_the_watermark_than_the_bound() {
 #[tokio::test]
 async fn shutdown_drains_the_batches_in_flight_and_stops_reading() {
     let data = lines("d", 50_000);
-    let sink = FakeSink::new(2, |_, _| Answer::Ack(Duration::from_millis(30)));
-    let s = setup(&data, Arc::clone(&sink), job(100, 0), 4);
+    let broker = FakeBroker::new(2, |_, _| Answer::Ack(Duration::from_millis(30)));
+    let s = setup(&data, Arc::clone(&broker), job(100, 0), 4);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -259,16 +259,16 @@ async fn shutdown_drains_the_batches_in_flight_and_stops_reading() {
         stop.cancel();
     });
     assert!(matches!(process(&s, &shutdown).await, RunEnd::Cancelled));
-    assert_eq!(sink.in_flight(), 0, "every request in flight was waited for");
+    assert_eq!(broker.in_flight(), 0, "every request in flight was waited for");
     let snap = s.progress.snapshot();
-    let delivered = sink.delivered().len() as u64;
+    let delivered = broker.delivered().len() as u64;
     assert!(delivered < 50_000, "shutdown did not stop the file");
     assert!(snap.counts.success > 0 && snap.counts.success <= delivered, "{snap:?}");
     // The resume point is exact: every line up to it was acknowledged, none after it counted.
     assert_eq!(snap.counts.total, snap.current_line);
-    let after = sink.calls().len();
+    let after = broker.calls().len();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(sink.calls().len(), after, "nothing is sent after shutdown returns");
+    assert_eq!(broker.calls().len(), after, "nothing is sent after shutdown returns");
 }
 
 /// The hang of a retry: the oldest batch fails while the window is full. The failed
@@ -279,7 +279,7 @@ async fn a_retry_after_the_oldest_batch_failed_with_a_full_window_does_not_hang(
     let data = lines("h", 5_000);
     let failed = Arc::new(AtomicBool::new(false));
     let f = Arc::clone(&failed);
-    let sink = FakeSink::new(3, move |n, _| {
+    let broker = FakeBroker::new(3, move |n, _| {
         if n == 0 && !f.swap(true, Ordering::SeqCst) {
             // Long enough for the parser to reach the bound and wait.
             Answer::Fail(Failure::Transient, Duration::from_millis(300))
@@ -287,10 +287,10 @@ async fn a_retry_after_the_oldest_batch_failed_with_a_full_window_does_not_hang(
             Answer::Ack(Duration::ZERO)
         }
     });
-    let s = setup(&data, Arc::clone(&sink), job(20, 3), 2);
+    let s = setup(&data, Arc::clone(&broker), job(20, 3), 2);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     assert!(failed.load(Ordering::SeqCst));
-    assert_eq!(multiset(&sink.delivered()), each_once(&data));
+    assert_eq!(multiset(&broker.delivered()), each_once(&data));
     assert_eq!(s.progress.snapshot().counts.success, 5_000);
 }
 
@@ -311,16 +311,16 @@ fn tuning(max_in_flight: usize, files_in_flight: usize) -> crate::config::Tuning
 async fn many_files_acked_out_of_order_finish_in_order_with_exact_counters() {
     let counts: Vec<usize> = (0..60).map(|i| [0, 1, 7, 23, 150][i % 5]).collect();
     let files = many(&counts);
-    let sink = FakeSink::new(3, |n, _| Answer::Ack(Duration::from_millis(6 - (n % 6) as u64)));
-    let s = setup_with(&files, Arc::clone(&sink), job(16, 0), tuning(4, 6), None);
+    let broker = FakeBroker::new(3, |n, _| Answer::Ack(Duration::from_millis(6 - (n % 6) as u64)));
+    let s = setup_with(&files, Arc::clone(&broker), job(16, 0), tuning(4, 6), None);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
-    assert_eq!(multiset(&sink.delivered()), all_once(&files));
+    assert_eq!(multiset(&broker.delivered()), all_once(&files));
     let snap = s.progress.snapshot();
     let total: u64 = counts.iter().sum::<usize>() as u64;
     assert_eq!((snap.counts.total, snap.counts.success, snap.processed_files), (total, total, 60));
     assert_eq!(snap.current_file.as_deref(), Some(s.paths[59].as_str()));
     assert_eq!(snap.current_line, 150);
-    let open = sink.calls().iter().filter_map(|c| c.open_files).max().unwrap();
+    let open = broker.calls().iter().filter_map(|c| c.open_files).max().unwrap();
     assert!(open > 1 && open <= 6, "files open at once: {open} (bound 6)");
 }
 
@@ -329,19 +329,19 @@ async fn the_last_batches_of_a_file_are_in_flight_while_the_next_files_are_read(
     // One batch per file, every acknowledgement slow: one file at a time would have one
     // request in flight; overlapping files keep several.
     let files = many(&[5; 20]);
-    let sink = FakeSink::new(1, |_, _| Answer::Ack(Duration::from_millis(40)));
-    let s = setup_with(&files, Arc::clone(&sink), job(5, 0), tuning(4, 8), None);
+    let broker = FakeBroker::new(1, |_, _| Answer::Ack(Duration::from_millis(40)));
+    let s = setup_with(&files, Arc::clone(&broker), job(5, 0), tuning(4, 8), None);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
-    assert_eq!(multiset(&sink.delivered()), all_once(&files));
-    assert!(sink.max_in_flight() >= 3, "requests in flight at once: {}", sink.max_in_flight());
+    assert_eq!(multiset(&broker.delivered()), all_once(&files));
+    assert!(broker.max_in_flight() >= 3, "requests in flight at once: {}", broker.max_in_flight());
     assert_eq!(s.progress.snapshot().processed_files, 20);
 }
 
 #[tokio::test]
 async fn the_window_bound_holds_over_all_files_in_flight() {
     let files = many(&[100; 200]);
-    let sink = FakeSink::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
-    let s = setup_with(&files, Arc::clone(&sink), job(50, 0), tuning(2, 64), None);
+    let broker = FakeBroker::new(4, |n, _| Answer::Ack(Duration::from_millis(if n % 50 == 0 { 60 } else { 0 })));
+    let s = setup_with(&files, Arc::clone(&broker), job(50, 0), tuning(2, 64), None);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     // Sequence numbers: the index of a line over all files.
     let seq_of: std::collections::HashMap<Vec<u8>, u64> = files
@@ -353,7 +353,7 @@ async fn the_window_bound_holds_over_all_files_in_flight() {
         .collect();
     let bound = (s.engine.max_unsettled_lines() as u64) + cpu::WINDOW_CHECK_LINES;
     let worst =
-        sink.calls().iter().flat_map(|c| c.values.iter().map(|v| seq_of[v] - c.watermark.unwrap())).max().unwrap();
+        broker.calls().iter().flat_map(|c| c.values.iter().map(|v| seq_of[v] - c.watermark.unwrap())).max().unwrap();
     assert!(worst <= bound, "a line {worst} ahead of the watermark; bound {bound}");
     assert!(worst > bound / 2, "the test never got near the bound ({worst} of {bound})");
 }
@@ -361,13 +361,13 @@ async fn the_window_bound_holds_over_all_files_in_flight() {
 #[tokio::test]
 async fn a_file_read_again_while_later_files_are_in_flight_loses_and_doubles_nothing() {
     let files = many(&[3_000, 3_000, 40, 0, 3_000]);
-    let sink = FakeSink::new(2, |n, _| Answer::Ack(Duration::from_millis(if n % 3 == 0 { 10 } else { 1 })));
-    let s = setup_with(&files, Arc::clone(&sink), job(100, 1), tuning(4, 4), None);
+    let broker = FakeBroker::new(2, |n, _| Answer::Ack(Duration::from_millis(if n % 3 == 0 { 10 } else { 1 })));
+    let s = setup_with(&files, Arc::clone(&broker), job(100, 1), tuning(4, 4), None);
     // The second file's first read fails after one chunk (64 KiB); the files after it are
     // already open when it is read again.
     s.engine.sources.fail_reads_after(&[u32::MAX, 1]);
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
-    assert_eq!(multiset(&sink.delivered()), all_once(&files), "no line twice, none lost");
+    assert_eq!(multiset(&broker.delivered()), all_once(&files), "no line twice, none lost");
     let snap = s.progress.snapshot();
     assert_eq!((snap.counts.success, snap.processed_files), (9_040, 5));
     assert!(s.progress.failed_files().is_empty());
@@ -376,8 +376,8 @@ async fn a_file_read_again_while_later_files_are_in_flight_loses_and_doubles_not
 #[tokio::test]
 async fn shutdown_with_files_in_flight_leaves_an_exact_resume_point() {
     let files = many(&[400; 100]);
-    let sink = FakeSink::new(2, |_, _| Answer::Ack(Duration::from_millis(20)));
-    let s = setup_with(&files, Arc::clone(&sink), job(100, 0), tuning(4, 8), None);
+    let broker = FakeBroker::new(2, |_, _| Answer::Ack(Duration::from_millis(20)));
+    let s = setup_with(&files, Arc::clone(&broker), job(100, 0), tuning(4, 8), None);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -398,12 +398,13 @@ async fn shutdown_with_files_in_flight_leaves_an_exact_resume_point() {
 #[tokio::test]
 async fn the_rate_limit_spaces_the_batches() {
     let data = lines("q", 3_000);
-    let sink = FakeSink::acking();
+    let broker = FakeBroker::acking();
     let rate = crate::ratelimit::RateLimits { events_per_sec: Some(10_000), bytes_per_sec: None };
-    let s = setup_with(&[&data], Arc::clone(&sink), job(100, 0), crate::config::Tuning { rate, ..tuning(4, 4) }, None);
+    let s =
+        setup_with(&[&data], Arc::clone(&broker), job(100, 0), crate::config::Tuning { rate, ..tuning(4, 4) }, None);
     let started = std::time::Instant::now();
     assert!(matches!(process(&s, &CancellationToken::new()).await, RunEnd::Done));
     // The first batch goes at once, the other 2,900 lines at 10,000 a second.
     assert!(started.elapsed() >= Duration::from_millis(285), "took {:?}", started.elapsed());
-    assert_eq!(multiset(&sink.delivered()), each_once(&data));
+    assert_eq!(multiset(&broker.delivered()), each_once(&data));
 }

@@ -13,9 +13,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::broker::{Broker, BrokerError, Page, PartitionRange};
 use crate::resume::offsets::PartitionOffset;
 use crate::resume::recover::Recovered;
-use crate::sink::{Page, PartitionRange, Sink, SinkError};
 
 /// The read-back's caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum ReadBackError {
     #[error("the read-back took longer than RESUME_READBACK_TIMEOUT_SECS ({after:?})")]
     TimedOut { after: Duration },
     #[error(transparent)]
-    Kafka(#[from] SinkError),
+    Kafka(#[from] BrokerError),
 }
 
 /// What the read-back found.
@@ -56,7 +56,7 @@ pub struct ReadBack {
 /// Reads back the partitions of `stored` that are among `topics` (name, partition count).
 /// `window` is the matching's miss window (the unsettled-lines bound).
 pub async fn read_back(
-    sink: &dyn Sink,
+    broker: &dyn Broker,
     topics: &[(String, i32)],
     stored: &[PartitionOffset],
     window: u64,
@@ -70,7 +70,7 @@ pub async fn read_back(
         let known = |s: &&PartitionOffset| topics.iter().any(|(t, n)| *t == s.topic && s.partition < *n);
         let mut ranges = Vec::new();
         for s in stored.iter().filter(known) {
-            let range = PartitionRange::open(sink, &s.topic, s.partition, s.offset).await?;
+            let range = PartitionRange::open(broker, &s.topic, s.partition, s.offset).await?;
             if !range.is_empty() {
                 ranges.push(range);
             }
@@ -104,7 +104,7 @@ pub async fn read_back(
 /// Reads one partition to its end into `found`. Records past the end are read too (pages
 /// come whole): nothing of this run is sent before the read-back ends, so they are only
 /// other producers' records, and those are never matched.
-async fn read_partition(range: &mut PartitionRange<'_>, found: &mut ReadBack) -> Result<(), SinkError> {
+async fn read_partition(range: &mut PartitionRange<'_>, found: &mut ReadBack) -> Result<(), BrokerError> {
     loop {
         match range.next().await? {
             Page::Records(page) => {
@@ -134,8 +134,8 @@ async fn read_partition(range: &mut PartitionRange<'_>, found: &mut ReadBack) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batcher::HEADER;
-    use crate::testutil::FakeSink;
+    use crate::route::HEADER;
+    use crate::testutil::FakeBroker;
 
     fn record(key: &str, header: Option<&str>) -> rskafka::record::Record {
         rskafka::record::Record {
@@ -154,13 +154,13 @@ mod tests {
 
     #[tokio::test]
     async fn reads_from_the_stored_starts_and_keeps_only_records_that_can_be_ours() {
-        let sink = FakeSink::acking();
+        let broker = FakeBroker::acking();
         let records: Vec<_> = (0..250).map(|i| record(&format!("k{i}"), (i % 5 != 0).then_some("c1"))).collect();
-        sink.append("t", 0, records);
-        sink.append("t", 1, vec![record("x", Some("c1"))]);
+        broker.append("t", 0, records);
+        broker.append("t", 1, vec![record("x", Some("c1"))]);
         let topics = [("t".to_string(), 2), ("gone".to_string(), 1)];
         let stored = [start("t", 0, 50), start("t", 1, 1), start("gone", 3, 0), start("other", 0, 0)];
-        let found = read_back(sink.as_ref(), &topics, &stored, 10, CAPS).await.unwrap();
+        let found = read_back(broker.as_ref(), &topics, &stored, 10, CAPS).await.unwrap();
         assert_eq!((found.records, found.partitions), (200, 1), "pages of 100 from offset 50; nothing after 1");
         assert_eq!(found.recovered.len(), 160, "records without the header are not ours");
         assert_eq!(found.recovered.window(), 10);
@@ -168,33 +168,33 @@ mod tests {
 
     #[tokio::test]
     async fn the_record_cap_is_checked_before_reading_and_zero_turns_it_off() {
-        let sink = FakeSink::acking();
-        sink.append("t", 0, (0..30).map(|i| record(&format!("k{i}"), Some("c1"))).collect());
+        let broker = FakeBroker::acking();
+        broker.append("t", 0, (0..30).map(|i| record(&format!("k{i}"), Some("c1"))).collect());
         let topics = [("t".to_string(), 1)];
         let caps = Caps { max_records: 29, ..CAPS };
-        let e = read_back(sink.as_ref(), &topics, &[start("t", 0, 0)], 10, caps).await.unwrap_err();
+        let e = read_back(broker.as_ref(), &topics, &[start("t", 0, 0)], 10, caps).await.unwrap_err();
         assert!(matches!(e, ReadBackError::TooManyRecords { records: 30, max: 29 }), "{e}");
         assert!(e.to_string().contains("RESUME_READBACK_MAX_RECORDS"));
         let off = Caps { max_records: 0, ..CAPS };
-        assert!(matches!(read_back(sink.as_ref(), &topics, &[], 10, off).await, Err(ReadBackError::Off)));
+        assert!(matches!(read_back(broker.as_ref(), &topics, &[], 10, off).await, Err(ReadBackError::Off)));
     }
 
     #[tokio::test]
     async fn transaction_markers_are_read_past_and_an_open_transaction_is_reported_incomplete() {
-        let sink = FakeSink::acking();
-        sink.append("t", 0, (0..5).map(|i| record(&format!("k{i}"), Some("c1"))).collect());
-        sink.append_marker("t", 0);
-        sink.append("t", 0, vec![record("k5", Some("c1"))]);
-        sink.append_marker("t", 0);
+        let broker = FakeBroker::acking();
+        broker.append("t", 0, (0..5).map(|i| record(&format!("k{i}"), Some("c1"))).collect());
+        broker.append_marker("t", 0);
+        broker.append("t", 0, vec![record("k5", Some("c1"))]);
+        broker.append_marker("t", 0);
         let topics = [("t".to_string(), 1)];
-        let found = read_back(sink.as_ref(), &topics, &[start("t", 0, 0)], 10, CAPS).await.unwrap();
+        let found = read_back(broker.as_ref(), &topics, &[start("t", 0, 0)], 10, CAPS).await.unwrap();
         assert_eq!((found.records, found.recovered.len()), (6, 6), "every record is found");
         assert!(found.stalled.is_empty(), "markers, even the last one, are read past: {:?}", found.stalled);
 
         // Another producer's transaction open at offset 3: reads stop there (the last stable
         // offset), below the end.
-        sink.open_transaction_at(3);
-        let found = read_back(sink.as_ref(), &topics, &[start("t", 0, 0)], 10, CAPS).await.unwrap();
+        broker.open_transaction_at(3);
+        let found = read_back(broker.as_ref(), &topics, &[start("t", 0, 0)], 10, CAPS).await.unwrap();
         assert_eq!(found.records, 3, "what is there before it is found");
         assert_eq!(found.stalled, vec![start("t", 0, 3)], "and where it could not read on is reported");
     }

@@ -17,7 +17,7 @@ use super::offsets::{Ledger, PartitionOffset};
 use super::readback::{read_back, Caps};
 use super::recover::Recovered;
 use super::rule::StartPoint;
-use crate::sink::{Sink, SinkError};
+use crate::broker::{Broker, BrokerError};
 
 /// What the pipeline starts from.
 #[derive(Debug)]
@@ -33,17 +33,17 @@ pub struct Reconciled {
 /// Reconciles the run that starts at `start` with the topics (name, partition count) and the
 /// offsets an earlier run `stored`. `window` is the unsettled-lines bound.
 pub async fn reconcile(
-    sink: &dyn Sink,
+    broker: &dyn Broker,
     topics: &[(String, i32)],
     start: &StartPoint,
     stored: &[PartitionOffset],
     window: u64,
     caps: Caps,
-) -> Result<Reconciled, SinkError> {
+) -> Result<Reconciled, BrokerError> {
     let mut ends = Vec::new();
     for (topic, n) in topics {
         for partition in 0..*n {
-            ends.push(sink.end_offset(topic, partition).await?);
+            ends.push(broker.end_offset(topic, partition).await?);
         }
     }
     let mut ledger = Ledger::new(topics, &ends);
@@ -59,7 +59,7 @@ pub async fn reconcile(
         let store_now = Some(ledger.starts(0));
         return Ok(Reconciled { ledger, recovered: None, store_now });
     }
-    let recovered = match read_back(sink, topics, stored, window, caps).await {
+    let recovered = match read_back(broker, topics, stored, window, caps).await {
         Ok(found) => {
             tracing::info!(
                 records = found.records,
@@ -79,7 +79,7 @@ pub async fn reconcile(
         }
         Err(e) => {
             tracing::warn!(
-                error = %crate::Chain(&e),
+                error = %crate::error::Chain(&e),
                 bound = window,
                 "read-back incomplete: unsettled lines after the resume point are sent again (at least once, at most the bound)"
             );

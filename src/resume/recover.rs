@@ -61,7 +61,7 @@ impl Signer {
     /// A record's signature; `None` without a key or a `connection_ids` header (not one of
     /// this worker's records).
     pub fn sign_record(&self, r: &rskafka::record::Record) -> Option<Signature> {
-        let (key, header) = (r.key.as_deref()?, r.headers.get(crate::batcher::HEADER)?);
+        let (key, header) = (r.key.as_deref()?, r.headers.get(crate::route::HEADER)?);
         Some(self.sign(key, r.value.as_deref().unwrap_or_default(), header))
     }
 }
@@ -172,7 +172,7 @@ mod tests {
         rskafka::record::Record {
             key: Some(key.as_bytes().to_vec()),
             value: Some(value.as_bytes().to_vec()),
-            headers: header.map(|h| (crate::batcher::HEADER.to_owned(), h.as_bytes().to_vec())).into_iter().collect(),
+            headers: header.map(|h| (crate::route::HEADER.to_owned(), h.as_bytes().to_vec())).into_iter().collect(),
             timestamp: chrono::Utc::now(),
         }
     }

@@ -6,6 +6,8 @@
 
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
+use crate::location::Location;
+
 use super::{ChunkOut, SourceError};
 use crate::backoff::Backoff;
 
@@ -104,7 +106,7 @@ pub(super) struct S3Object<'a> {
 
 impl Ranged for S3Object<'_> {
     fn url(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
+        Location::S3 { bucket: self.bucket.to_owned(), key: self.key.to_owned() }.to_string()
     }
 
     async fn get_range(&self, range: std::ops::Range<u64>, buf: &mut Vec<u8>) -> Result<u64, GetError> {
@@ -155,7 +157,7 @@ pub(super) struct GcsObject<'a> {
 
 impl Ranged for GcsObject<'_> {
     fn url(&self) -> String {
-        format!("gs://{}/{}", self.bucket, self.path)
+        Location::Gcs { bucket: self.bucket.to_owned(), object: self.path.to_string() }.to_string()
     }
 
     async fn get_range(&self, range: std::ops::Range<u64>, buf: &mut Vec<u8>) -> Result<u64, GetError> {
@@ -172,7 +174,7 @@ impl Ranged for GcsObject<'_> {
         while let Some(part) = body.next().await {
             match part {
                 Ok(bytes) => buf.extend_from_slice(&bytes),
-                Err(e) => return Err(GetError::Failed(format!("body cut short: {}", crate::Chain(&e)))),
+                Err(e) => return Err(GetError::Failed(format!("body cut short: {}", crate::error::Chain(&e)))),
             }
         }
         if buf.len() == before {
@@ -187,7 +189,7 @@ impl GcsObject<'_> {
     /// client reports as a generic error: a failed first read asks for the object's size.
     async fn classify(&self, from: u64, e: object_store::Error) -> GetError {
         use object_store::Error as E;
-        let shown = crate::Chain(&e).to_string();
+        let shown = crate::error::Chain(&e).to_string();
         if crate::tls::certificate_refused(&e) {
             return GetError::Open(untrusted(shown));
         }

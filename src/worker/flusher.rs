@@ -130,7 +130,7 @@ impl Flusher<'_> {
                 Err(e) if e.row_lost() => return Err(e),
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(error = %crate::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
+                        tracing::warn!(error = %crate::error::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
                     }
                     failing = true;
                 }

@@ -1,4 +1,4 @@
-//! A whole worker in-process: fake sink, in-memory row, files on a temporary disk.
+//! A whole worker in-process: fake broker, in-memory row, files on a temporary disk.
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use super::*;
 use crate::config::Tuning;
 use crate::jobfile::JobOptions;
 use crate::resume::StoredRow;
-use crate::testutil::{config, lines, multiset, small_tuning, FakeSink, MemoryStatus};
+use crate::testutil::{config, lines, multiset, small_tuning, FakeBroker, MemoryStatus};
 use crate::tracker::Counts;
 
 #[tokio::test]
@@ -14,10 +14,10 @@ async fn a_run_delivers_every_file_and_ends_completed_with_exact_counters() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (lines("a", 300), lines("b", 700));
     let cfg = config(dir.path(), &[("a", &a), ("b", &b), ("empty", b"")], JobOptions::default(), small_tuning(4));
-    let (store, sink) = (MemoryStatus::default(), FakeSink::acking());
-    let summary = run_with(&cfg, &store, Some(sink.clone()), CancellationToken::new()).await.unwrap();
+    let (store, broker) = (MemoryStatus::default(), FakeBroker::acking());
+    let summary = run_with(&cfg, &store, Some(broker.clone()), CancellationToken::new()).await.unwrap();
     assert_eq!(summary.status, WorkerStatus::Completed);
-    assert_eq!(sink.delivered().len(), 1_000);
+    assert_eq!(broker.delivered().len(), 1_000);
     let last = store.last();
     assert_eq!(last.status, WorkerStatus::Completed);
     assert_eq!(last.snapshot.counts, Counts { total: 1_000, success: 1_000, error: 0, skipped: 0 });
@@ -41,9 +41,9 @@ async fn a_resumed_run_sends_only_what_follows_the_stored_point() {
             ..Default::default()
         },
     };
-    let (store, sink) = (MemoryStatus::with_row(stored), FakeSink::acking());
-    run_with(&cfg, &store, Some(sink.clone()), CancellationToken::new()).await.unwrap();
-    let got = multiset(&sink.delivered());
+    let (store, broker) = (MemoryStatus::with_row(stored), FakeBroker::acking());
+    run_with(&cfg, &store, Some(broker.clone()), CancellationToken::new()).await.unwrap();
+    let got = multiset(&broker.delivered());
     assert_eq!(got.len(), 160, "b's lines 41..100 and all of c");
     assert!(got.keys().all(|v| !v.starts_with(br#"{"messageId":"a-"#)), "a was done");
     assert!(!got.contains_key(br#"{"messageId":"b-40","origin":{"sourceId":"s"}}"#.as_slice()));
@@ -58,10 +58,10 @@ async fn a_completed_row_ends_the_run_without_sending() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &[("a", &lines("a", 10))], JobOptions::default(), small_tuning(2));
     let done = StoredRow { status: WorkerStatus::Completed, snapshot: Snapshot::default() };
-    let (store, sink) = (MemoryStatus::with_row(done), FakeSink::acking());
-    let s = run_with(&cfg, &store, Some(sink.clone()), CancellationToken::new()).await.unwrap();
+    let (store, broker) = (MemoryStatus::with_row(done), FakeBroker::acking());
+    let s = run_with(&cfg, &store, Some(broker.clone()), CancellationToken::new()).await.unwrap();
     assert_eq!(s.status, WorkerStatus::Completed);
-    assert!(sink.calls().is_empty() && store.writes.lock().unwrap().is_empty());
+    assert!(broker.calls().is_empty() && store.writes.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -69,14 +69,14 @@ async fn shutdown_ends_cancelled_at_an_exact_resume_point() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &[("a", &lines("a", 50_000))], JobOptions::default(), small_tuning(2));
     let store = MemoryStatus::default();
-    let sink = crate::testutil::FakeSink::new(2, |_, _| crate::testutil::Answer::Ack(Duration::from_millis(20)));
+    let broker = crate::testutil::FakeBroker::new(2, |_, _| crate::testutil::Answer::Ack(Duration::from_millis(20)));
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(150)).await;
         stop.cancel();
     });
-    let s = run_with(&cfg, &store, Some(sink.clone()), shutdown).await.unwrap();
+    let s = run_with(&cfg, &store, Some(broker.clone()), shutdown).await.unwrap();
     assert_eq!(s.status, WorkerStatus::Cancelled);
     let last = store.last();
     assert_eq!((last.status, last.status.column()), (WorkerStatus::Cancelled, "failed"));
@@ -97,17 +97,17 @@ async fn a_run_whose_row_is_taken_over_stops_without_writing_again() {
     let cfg = config(dir.path(), &[("a", &lines("a", 50_000))], JobOptions::default(), tuning);
     let store = std::sync::Arc::new(MemoryStatus::default());
     // Acks slow enough that the file takes well over the takeover's 300 ms.
-    let sink = crate::testutil::FakeSink::new(2, |_, _| crate::testutil::Answer::Ack(Duration::from_millis(30)));
+    let broker = crate::testutil::FakeBroker::new(2, |_, _| crate::testutil::Answer::Ack(Duration::from_millis(30)));
     let s2 = std::sync::Arc::clone(&store);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         s2.taken_over.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     let started = std::time::Instant::now();
-    let e = run_with(&cfg, store.as_ref(), Some(sink.clone()), CancellationToken::new()).await.unwrap_err();
+    let e = run_with(&cfg, store.as_ref(), Some(broker.clone()), CancellationToken::new()).await.unwrap_err();
     assert!(matches!(e, RunError::Status(StatusError::TakenOver { .. })), "{e}");
     assert!(started.elapsed() < Duration::from_secs(10), "stopped promptly");
-    assert!(sink.delivered().len() < 50_000, "stopped before the end of the file");
+    assert!(broker.delivered().len() < 50_000, "stopped before the end of the file");
     let writes = store.writes.lock().unwrap();
     assert!(writes.iter().all(|w| w.status == WorkerStatus::Running), "no final row over the new owner's");
 }

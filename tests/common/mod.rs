@@ -39,6 +39,32 @@ pub fn skip_without_services(test: &str) -> bool {
     true
 }
 
+/// Opens a test that needs the services: `needs_services!()` returns from the test when
+/// [`skip_without_services`] says so (a skip said on the terminal, or a panic where the services
+/// are required); `needs_services!(check)` asks `check(test name)` instead. The test's name is
+/// its function's.
+macro_rules! needs_services {
+    () => {
+        $crate::common::needs_services!($crate::common::skip_without_services)
+    };
+    ($skip:path) => {
+        if $skip({
+            fn here() {}
+            $crate::common::test_name(std::any::type_name_of_val(&here))
+        }) {
+            return;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use needs_services;
+
+/// The test function's name from the type name of an item in it (`e2e::a_test::here`, or
+/// `e2e::a_test::{{closure}}::here` in an async test).
+pub fn test_name(path: &'static str) -> &'static str {
+    path.rsplit("::").find(|s| *s != "here" && *s != "{{closure}}").unwrap_or(path)
+}
+
 pub fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run the integration tests through scripts/test.sh"))

@@ -1,6 +1,7 @@
-//! Where record batches go: the [`Sink`] trait, the dry-run sink, and the batch type.
+//! Kafka as the worker uses it: the [`Broker`] trait (the topics' partitions, produce, where a
+//! partition ends, fetch for the read-backs), the dry-run broker, and the batch type.
 //!
-//! Production uses [`crate::kafka::KafkaSink`]. A dry run uses [`DryRun`], which acknowledges
+//! Production uses [`crate::kafka::KafkaBroker`]. A dry run uses [`DryRun`], which acknowledges
 //! every batch at once, so the pipeline, its counters and its status row behave exactly as in
 //! a real run. Unit tests use in-memory fakes behind the same trait.
 
@@ -37,7 +38,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong between the worker and Kafka, named for what happened.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub enum BrokerError {
     #[error("cannot connect to Kafka at {bootstrap}: no broker answered within {after:?}")]
     ConnectTimeout { bootstrap: String, after: std::time::Duration },
     /// The broker refused the SASL login (wrong password, unknown user, mechanism).
@@ -110,40 +111,41 @@ pub enum Failure {
     Fatal,
 }
 
-impl SinkError {
+impl BrokerError {
     /// How the pipeline treats this error.
     pub fn failure(&self) -> Failure {
         match self {
-            SinkError::Produce { failure, .. } => *failure,
-            SinkError::NotAcknowledged { .. }
-            | SinkError::Throttled { .. }
-            | SinkError::NoLeader { .. }
-            | SinkError::MetadataTimeout { .. } => Failure::Transient,
-            SinkError::Metadata { .. } | SinkError::ReadBack { .. } => Failure::Transient,
-            SinkError::ConnectTimeout { .. }
-            | SinkError::Connect { .. }
-            | SinkError::LoginRefused { .. }
-            | SinkError::TopicMissing { .. }
-            | SinkError::TopicRefused { .. } => Failure::Fatal,
+            BrokerError::Produce { failure, .. } => *failure,
+            BrokerError::NotAcknowledged { .. }
+            | BrokerError::Throttled { .. }
+            | BrokerError::NoLeader { .. }
+            | BrokerError::MetadataTimeout { .. } => Failure::Transient,
+            BrokerError::Metadata { .. } | BrokerError::ReadBack { .. } => Failure::Transient,
+            BrokerError::ConnectTimeout { .. }
+            | BrokerError::Connect { .. }
+            | BrokerError::LoginRefused { .. }
+            | BrokerError::TopicMissing { .. }
+            | BrokerError::TopicRefused { .. } => Failure::Fatal,
         }
     }
 
     /// The broker's error code name, if it gave one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            SinkError::Produce { code, .. } => code.as_deref(),
-            SinkError::TopicRefused { code, .. } => Some(code),
+            BrokerError::Produce { code, .. } => code.as_deref(),
+            BrokerError::TopicRefused { code, .. } => Some(code),
             _ => None,
         }
     }
 }
 
-/// A destination for record batches. `produce` resolves once the batch is acknowledged.
-pub trait Sink: Send + Sync + 'static {
+/// The Kafka cluster as the worker uses it: what the topics are, where record batches go
+/// (`produce` resolves once the batch is acknowledged), and the partitions' logs read back.
+pub trait Broker: Send + Sync + 'static {
     /// The partition count of each of `topics`, from one metadata request at start-up. A
-    /// topic that does not exist is [`SinkError::TopicMissing`]; one the cluster does not let
-    /// this worker see is [`SinkError::TopicRefused`], with the broker's error.
-    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>>;
+    /// topic that does not exist is [`BrokerError::TopicMissing`]; one the cluster does not let
+    /// this worker see is [`BrokerError::TopicRefused`], with the broker's error.
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, BrokerError>>;
     /// Sends `records` to one partition and waits for the acknowledgement; returns the offset
     /// of the first record. The records are borrowed: a batch that fails transiently is sent
     /// again, and the dry run copies nothing.
@@ -152,29 +154,29 @@ pub trait Sink: Send + Sync + 'static {
         topic: &'a str,
         partition: i32,
         records: &'a [Record],
-    ) -> BoxFuture<'a, Result<i64, SinkError>>;
+    ) -> BoxFuture<'a, Result<i64, BrokerError>>;
     /// The end offset (the offset the next record gets) of partition `partition`.
-    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, SinkError>>;
+    fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, BrokerError>>;
     /// Some records of one partition from `offset` on, with their offsets, in order (empty at
     /// the end), and the partition's high watermark as the response gives it.
-    fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, SinkError>>;
+    fn fetch<'a>(&'a self, topic: &'a str, partition: i32, offset: i64) -> BoxFuture<'a, Result<Fetched, BrokerError>>;
 }
 
-/// The dry-run sink: every batch is acknowledged at once and dropped.
+/// The dry-run broker: every batch is acknowledged at once and dropped.
 #[derive(Debug, Default)]
 pub struct DryRun;
 
-impl Sink for DryRun {
-    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, SinkError>> {
+impl Broker for DryRun {
+    fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, BrokerError>> {
         Box::pin(async move { Ok(vec![1; topics.len()]) })
     }
-    fn produce<'a>(&'a self, _: &'a str, _: i32, _: &'a [Record]) -> BoxFuture<'a, Result<i64, SinkError>> {
+    fn produce<'a>(&'a self, _: &'a str, _: i32, _: &'a [Record]) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async { Ok(0) })
     }
-    fn end_offset<'a>(&'a self, _: &'a str, _: i32) -> BoxFuture<'a, Result<i64, SinkError>> {
+    fn end_offset<'a>(&'a self, _: &'a str, _: i32) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async { Ok(0) })
     }
-    fn fetch<'a>(&'a self, _: &'a str, _: i32, _: i64) -> BoxFuture<'a, Result<Fetched, SinkError>> {
+    fn fetch<'a>(&'a self, _: &'a str, _: i32, _: i64) -> BoxFuture<'a, Result<Fetched, BrokerError>> {
         Box::pin(async { Ok(Fetched::default()) })
     }
 }
@@ -195,7 +197,7 @@ pub const EMPTY_PAGES: u32 = 3;
 /// `next` moves beyond them.) After [`EMPTY_PAGES`] of them in a row the range is
 /// [`Page::Stalled`].
 pub struct PartitionRange<'a> {
-    sink: &'a dyn Sink,
+    broker: &'a dyn Broker,
     pub topic: &'a str,
     pub partition: i32,
     /// The next offset to read.
@@ -218,11 +220,11 @@ pub enum Page {
 
 impl<'a> PartitionRange<'a> {
     /// The range of `partition` from `from` to its end.
-    pub async fn open(sink: &'a dyn Sink, topic: &'a str, partition: i32, from: i64) -> Result<Self, SinkError> {
-        let listed = sink.end_offset(topic, partition).await?;
-        let first = sink.fetch(topic, partition, from).await.unwrap_or_default();
+    pub async fn open(broker: &'a dyn Broker, topic: &'a str, partition: i32, from: i64) -> Result<Self, BrokerError> {
+        let listed = broker.end_offset(topic, partition).await?;
+        let first = broker.fetch(topic, partition, from).await.unwrap_or_default();
         let end = listed.max(first.high_watermark);
-        Ok(PartitionRange { sink, topic, partition, at: from, end, first: Some(first), empty: 0 })
+        Ok(PartitionRange { broker, topic, partition, at: from, end, first: Some(first), empty: 0 })
     }
 
     /// Offsets left to read (at least).
@@ -235,7 +237,7 @@ impl<'a> PartitionRange<'a> {
     }
 
     /// The next page.
-    pub async fn next(&mut self) -> Result<Page, SinkError> {
+    pub async fn next(&mut self) -> Result<Page, BrokerError> {
         loop {
             if self.at >= self.end {
                 return Ok(Page::End);
@@ -245,7 +247,7 @@ impl<'a> PartitionRange<'a> {
             }
             let page = match self.first.take() {
                 Some(p) => p,
-                None => self.sink.fetch(self.topic, self.partition, self.at).await?,
+                None => self.broker.fetch(self.topic, self.partition, self.at).await?,
             };
             if page.next <= self.at {
                 self.empty += 1;
