@@ -219,6 +219,10 @@ pub struct WorkerArgs {
     /// the lines again (at least once).
     #[arg(long, env = "RESUME_READBACK_TIMEOUT_SECS", default_value_t = defaults::RESUME_READBACK_TIMEOUT_SECS)]
     pub resume_readback_timeout_secs: u64,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address (e.g. 0.0.0.0:9464);
+    /// off when unset.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Kafka connection settings; absent in a dry run.
@@ -408,6 +412,8 @@ pub struct Config {
     pub tuning: Tuning,
     /// `DEAD_LETTER_PATH`, if set.
     pub dead_letter: Option<crate::deadletter::Destination>,
+    /// `METRICS_ADDR`, if set.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `start_file` and `start_line` of `job`, with the file found in `files`
@@ -570,6 +576,7 @@ impl Config {
             start,
             tuning,
             dead_letter,
+            metrics_addr: args.metrics_addr,
         })
     }
 

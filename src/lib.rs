@@ -54,6 +54,8 @@ pub mod gcs;
 #[cfg(feature = "io")]
 pub mod kafka;
 #[cfg(feature = "io")]
+pub mod metrics;
+#[cfg(feature = "io")]
 pub mod nodelay;
 #[cfg(feature = "io")]
 pub mod pipeline;

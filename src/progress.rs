@@ -206,6 +206,11 @@ impl Progress {
         self.lock().apply(|t| t.resolve(seqs, crate::tracker::LineState::Error));
     }
 
+    /// Dead letters that could not be written so far.
+    pub fn lost_letters(&self) -> u64 {
+        self.lost_letters.load(Ordering::Relaxed)
+    }
+
     /// The files given up so far, each with where and why.
     pub fn failed_files(&self) -> Vec<String> {
         self.lock().g.failed.clone()

@@ -349,5 +349,6 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         job,
         tuning,
         dead_letter: None,
+        metrics_addr: None,
     }
 }

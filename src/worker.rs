@@ -18,6 +18,7 @@ use crate::backoff::Backoff;
 use crate::broker::{Broker, BrokerError, DryRun};
 use crate::config::Config;
 use crate::filter::Filter;
+use crate::metrics::Telemetry;
 use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
 use crate::progress::{Progress, Snapshot};
 use crate::resume::offsets::PartitionOffset;
@@ -47,6 +48,13 @@ pub enum RunError {
     Repository(#[from] crate::repository::RepositoryError),
     #[error(transparent)]
     Gcs(#[from] crate::gcs::GcsError),
+    /// `METRICS_ADDR` could not be bound.
+    #[error("METRICS_ADDR {addr}: cannot listen")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// Delivery stopped mid-run (the cluster refuses this worker, or is unavailable). The
     /// resume point was written.
     #[error("delivery stopped at {file} line {line}")]
@@ -81,6 +89,20 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<RunSummary, RunError> {
     let run = Run::new(cfg, store);
+    // The endpoints live as long as this call.
+    let serving = CancellationToken::new();
+    let _serving = serving.clone().drop_guard();
+    let telemetry = match cfg.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let t = Telemetry::new(&cfg.job_id, cfg.worker_index, run.assigned.len() as u32);
+            let bound = crate::metrics::serve(addr, Arc::clone(&t), serving.clone())
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })?;
+            tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+            Some(t)
+        }
+    };
     tracing::info!(
         job = cfg.job_id,
         worker = cfg.worker_index,
@@ -102,8 +124,14 @@ pub async fn run_with(
     store.write(&run.row(WorkerStatus::Running, start.snapshot.clone(), None), None).await?;
     let built = async {
         let connected = run.connect(broker).await?;
+        if let Some(t) = &telemetry {
+            t.set_ready(true);
+        }
         let reconciled = run.reconcile(&connected, &start).await?;
         let progress = Arc::new(Progress::new(start.snapshot.clone(), reconciled.ledger));
+        if let Some(t) = &telemetry {
+            t.set_progress(Arc::clone(&progress));
+        }
         let (engine, dead_letters) = run.build_engine(connected, Arc::clone(&progress)).await?;
         Ok::<_, RunError>((engine, dead_letters, progress, reconciled.recovered))
     };
@@ -111,7 +139,7 @@ pub async fn run_with(
         Ok(built) => built,
         Err(e) => return Err(run.fail(start.snapshot, e).await),
     };
-    let end = run.files_with_flusher(&engine, &progress, &start, recovered, &shutdown).await;
+    let end = run.files_with_flusher(&engine, &progress, &start, recovered, &shutdown, telemetry.as_deref()).await;
     // The engine holds the dead-letter sender: dropping it lets the writer flush and end.
     drop(engine);
     if let Some(w) = dead_letters {
@@ -274,8 +302,14 @@ impl<'a> Run<'a> {
         start: &StartPoint,
         recovered: Option<Recovered>,
         shutdown: &CancellationToken,
+        telemetry: Option<&Telemetry>,
     ) -> FilesEnd {
         let stop = CancellationToken::new();
+        let beat = || {
+            if let Some(t) = telemetry {
+                t.turned();
+            }
+        };
         // Stopped by shutdown, or by the flusher when another run took the row over.
         let files_stop = shutdown.child_token();
         let n_assigned = self.assigned.len() as u32;
@@ -286,6 +320,7 @@ impl<'a> Run<'a> {
                 total_bytes: self.total_bytes,
                 min_interval: self.cfg.tuning.status_min_interval,
                 tick: STATUS_TICK,
+                heartbeat: Some(&beat),
             };
             let r = flusher.run(progress.as_ref(), stop.clone(), drop).await;
             if r.is_err() {
@@ -304,6 +339,9 @@ impl<'a> Run<'a> {
             r
         };
         let (mut end, flushed, ()) = tokio::join!(files, flusher, display);
+        if let Some(t) = telemetry {
+            t.loop_ended();
+        }
         if let Err(lost) = flushed {
             end.stopped = Some(lost.into());
         }

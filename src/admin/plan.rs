@@ -164,7 +164,8 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
         {"name": "KAFKA_DESTINATIONS_TOPIC", "value": spec.topic.as_str()},
         {"name": "FILES_CONFIG_PATH", "value": "/config/files/files.json"},
         {"name": "JOB_CONFIG_PATH", "value": "/config/job/config.json"},
-        {"name": "LOG_FORMAT", "value": "json"}
+        {"name": "LOG_FORMAT", "value": "json"},
+        {"name": "METRICS_ADDR", "value": format!("0.0.0.0:{METRICS_PORT}")}
     ]);
     let mut job = json!({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": meta("", None),
@@ -183,7 +184,9 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
             ]},
             "ttlSecondsAfterFinished": 86400,
             "template": {
-                "metadata": {"labels": labels.clone()},
+                "metadata": {"labels": labels.clone(), "annotations": {
+                    "prometheus.io/scrape": "true", "prometheus.io/port": METRICS_PORT.to_string(), "prometheus.io/path": "/metrics"
+                }},
                 "spec": {
                     "restartPolicy": "Never",
                     "terminationGracePeriodSeconds": 30,
@@ -198,6 +201,12 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
                             {"name": "files", "mountPath": "/config/files", "readOnly": true},
                             {"name": "job", "mountPath": "/config/job", "readOnly": true}
                         ],
+                        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+                        // The status loop turns every 2 s even when Kafka or the rate limit
+                        // holds the worker back; /healthz fails after 60 s without a turn, so
+                        // the probe restarts only a stuck process (after about 2 minutes).
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 5},
                         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
                         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}}
                     }],
@@ -232,6 +241,9 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
         .join("\n---\n")
         + "\n"
 }
+
+/// The port the Job's pods serve `/metrics`, `/healthz` and `/readyz` on (`METRICS_ADDR`).
+pub const METRICS_PORT: u16 = 9464;
 
 /// The job id as a label value, as the admin labels its pods (`job-id=<id>`), when it is a
 /// valid one (at most 63 characters of letters, digits, `-`, `_` and `.`, alphanumeric at

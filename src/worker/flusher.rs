@@ -59,6 +59,8 @@ pub struct Flusher<'a> {
     pub min_interval: Duration,
     /// A changed row is written at least this often, even without a wake-up.
     pub tick: Duration,
+    /// Called at every turn of the loop, written or not (the `/healthz` heartbeat).
+    pub heartbeat: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// What one write carried, for the fleet bench: when its values were taken and when it was
@@ -90,6 +92,9 @@ impl Flusher<'_> {
                 _ = stop.cancelled() => return Ok(()),
                 _ = progress.changed() => {}
                 _ = tokio::time::sleep(self.tick) => {}
+            }
+            if let Some(beat) = self.heartbeat {
+                beat();
             }
             // Inside the interval, wait for its end: what settles meanwhile goes in this write.
             if let Some(at) = last_write {
@@ -191,7 +196,14 @@ mod tests {
 
     /// Runs a flusher over `progress` for `secs` of the paused clock; the writes it made.
     async fn flush_for(progress: &Synthetic, store: &MemoryStatus, min_interval: Duration, secs: u64) -> Vec<Written> {
-        let flusher = Flusher { store, assigned_files: 1, total_bytes: 0, min_interval, tick: Duration::from_secs(2) };
+        let flusher = Flusher {
+            store,
+            assigned_files: 1,
+            total_bytes: 0,
+            min_interval,
+            tick: Duration::from_secs(2),
+            heartbeat: None,
+        };
         let stop = CancellationToken::new();
         let stopper = stop.clone();
         tokio::spawn(async move {

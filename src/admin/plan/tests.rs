@@ -89,6 +89,17 @@ fn manifests_carry_the_job() {
     assert_eq!(toleration.get("key").and_then(|v| v.as_str()), Some("kubernetes.io/arch"));
     assert_eq!(toleration.get("value").and_then(|v| v.as_str()), Some("arm64"));
     assert_eq!(job.pointer(["spec", "ttlSecondsAfterFinished"]).and_then(|v| v.as_u64()), Some(86400));
+    // Metrics: the port, the scrape annotations, the probes on it, and the address the worker serves.
+    let container = &pod["containers"][0];
+    assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(METRICS_PORT as u64));
+    let annotations = job.pointer(["spec", "template", "metadata", "annotations"]).unwrap();
+    assert_eq!(annotations.get("prometheus.io/scrape").and_then(|v| v.as_str()), Some("true"));
+    assert_eq!(annotations.get("prometheus.io/port").and_then(|v| v.as_str()), Some("9464"));
+    assert_eq!(container.pointer(["livenessProbe", "httpGet", "path"]).and_then(|v| v.as_str()), Some("/healthz"));
+    assert_eq!(container.pointer(["readinessProbe", "httpGet", "path"]).and_then(|v| v.as_str()), Some("/readyz"));
+    let env = container.get("env").and_then(|e| e.as_array()).unwrap();
+    let metrics_addr = env.iter().find(|e| e.get("name").and_then(|n| n.as_str()) == Some("METRICS_ADDR")).unwrap();
+    assert_eq!(metrics_addr.get("value").and_then(|v| v.as_str()), Some("0.0.0.0:9464"));
     let names: Vec<String> = docs[..3]
         .iter()
         .map(|d| sonic_rs::from_str::<sonic_rs::Value>(d).unwrap())
