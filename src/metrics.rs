@@ -80,9 +80,9 @@ impl Telemetry {
         let _ = self.progress.set(progress);
     }
 
-    /// Reached the database and the brokers (`true`), or the run ended (`false`).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    /// Reached the database and the brokers.
+    pub fn connected(&self) {
+        self.ready.store(true, Ordering::Relaxed);
     }
 
     /// The status loop turned.
@@ -91,9 +91,11 @@ impl Telemetry {
         self.last_turn_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
-    /// The status loop ended (the run is finishing): no heartbeat is expected any more.
-    pub fn loop_ended(&self) {
+    /// The run's file loop and its status loop ended: no heartbeat is expected any more, and
+    /// the worker is no longer ready.
+    pub fn run_ended(&self) {
         self.last_turn_ms.store(0, Ordering::Relaxed);
+        self.ready.store(false, Ordering::Relaxed);
     }
 
     /// Alive: the status loop is not running, or turned within [`STALL_AFTER`].
@@ -131,11 +133,14 @@ impl Telemetry {
     }
 
     fn answer(&self, path: &str) -> (StatusCode, String) {
-        let status = |ok: bool| if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let answer = |ok: bool, yes: &str, no: &str| match ok {
+            true => (StatusCode::OK, yes.to_owned()),
+            false => (StatusCode::SERVICE_UNAVAILABLE, no.to_owned()),
+        };
         match path {
             "/metrics" => (StatusCode::OK, self.render()),
-            "/healthz" => (status(self.healthy()), if self.healthy() { "ok\n" } else { "stalled\n" }.into()),
-            "/readyz" => (status(self.ready()), if self.ready() { "ready\n" } else { "not ready\n" }.into()),
+            "/healthz" => answer(self.healthy(), "ok\n", "stalled\n"),
+            "/readyz" => answer(self.ready(), "ready\n", "not ready\n"),
             _ => (StatusCode::NOT_FOUND, "not found: /metrics, /healthz, /readyz\n".into()),
         }
     }
@@ -250,7 +255,7 @@ mod tests {
         };
         assert_eq!(get("/healthz").await.0, 200);
         assert_eq!(get("/readyz").await.0, 503, "not ready before the worker connected");
-        t.set_ready(true);
+        t.connected();
         assert_eq!(get("/readyz").await.0, 200);
         let (code, text) = get("/metrics").await;
         assert_eq!(code, 200);
@@ -258,6 +263,8 @@ mod tests {
         assert_eq!(get("/nothing").await.0, 404);
         t.turned();
         assert!(t.healthy());
+        t.run_ended();
+        assert_eq!(get("/readyz").await.0, 503, "not ready once the run ended");
         stop.cancel();
     }
 
@@ -272,7 +279,7 @@ mod tests {
         let t2 =
             Telemetry { started: Instant::now() - STALL_AFTER - Duration::from_secs(2), ..Arc::into_inner(t).unwrap() };
         assert!(!t2.healthy());
-        t2.loop_ended();
+        t2.run_ended();
         assert!(t2.healthy(), "no heartbeat is expected once the loop ended");
     }
 }

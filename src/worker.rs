@@ -125,7 +125,7 @@ pub async fn run_with(
     let built = async {
         let connected = run.connect(broker).await?;
         if let Some(t) = &telemetry {
-            t.set_ready(true);
+            t.connected();
         }
         let reconciled = run.reconcile(&connected, &start).await?;
         let progress = Arc::new(Progress::new(start.snapshot.clone(), reconciled.ledger));
@@ -340,7 +340,7 @@ impl<'a> Run<'a> {
         };
         let (mut end, flushed, ()) = tokio::join!(files, flusher, display);
         if let Some(t) = telemetry {
-            t.loop_ended();
+            t.run_ended();
         }
         if let Err(lost) = flushed {
             end.stopped = Some(lost.into());
