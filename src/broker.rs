@@ -77,8 +77,12 @@ pub enum BrokerError {
         topic: String,
         partition: i32,
         failure: Failure,
-        /// The broker's error code name, when the broker answered with one.
+        /// The error code's name: the broker's, or rskafka's `RETRY_FAILED` when its own
+        /// retries gave up without an answer.
         code: Option<String>,
+        /// Kafka answered the request (with `code`); false when the connection failed or no
+        /// answer came.
+        answered: bool,
         #[source]
         source: BoxError,
     },
@@ -126,6 +130,34 @@ impl BrokerError {
             | BrokerError::LoginRefused { .. }
             | BrokerError::TopicMissing { .. }
             | BrokerError::TopicRefused { .. } => Failure::Fatal,
+        }
+    }
+
+    /// Whether Kafka answered the request (with an error code, or a pause): false when the
+    /// connection failed or no answer came in time.
+    pub fn answered(&self) -> bool {
+        match self {
+            BrokerError::Produce { answered, .. } => *answered,
+            BrokerError::Throttled { .. } | BrokerError::TopicRefused { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Why a request failed, for the retries' metric: the error code name Kafka answered
+    /// with, else the kind of failure (`connection`, `timeout`, `no_leader`, `metadata`, ...).
+    pub fn reason(&self) -> &str {
+        if let (true, Some(code)) = (self.answered(), self.code()) {
+            return code;
+        }
+        match self {
+            BrokerError::Produce { .. } | BrokerError::Connect { .. } => "connection",
+            BrokerError::ConnectTimeout { .. } | BrokerError::NotAcknowledged { .. } => "timeout",
+            BrokerError::NoLeader { .. } => "no_leader",
+            BrokerError::Metadata { .. } | BrokerError::MetadataTimeout { .. } => "metadata",
+            BrokerError::ReadBack { .. } => "read_back",
+            BrokerError::Throttled { .. } => "throttled",
+            BrokerError::LoginRefused { .. } => "login",
+            BrokerError::TopicMissing { .. } | BrokerError::TopicRefused { .. } => "topic",
         }
     }
 

@@ -45,6 +45,8 @@ pub mod defaults {
     /// Records a resume may read back from Kafka (about 32 bytes of memory each while held).
     pub const RESUME_READBACK_MAX_RECORDS: u64 = 1_000_000;
     pub const RESUME_READBACK_TIMEOUT_SECS: u64 = 120;
+    /// Seconds `/metrics` is still served after the run, for a last scrape.
+    pub const METRICS_LINGER_SECS: u64 = 0;
 }
 
 /// Kafka record-batch compression (`KAFKA_COMPRESSION`).
@@ -223,6 +225,10 @@ pub struct WorkerArgs {
     /// off when unset.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With METRICS_ADDR: keep serving /metrics this many seconds after the run ends (not
+    /// after SIGTERM), so that the next scrape sees the final values.
+    #[arg(long, env = "METRICS_LINGER_SECS", default_value_t = defaults::METRICS_LINGER_SECS)]
+    pub metrics_linger_secs: u64,
 }
 
 /// Kafka connection settings; absent in a dry run.
@@ -414,6 +420,8 @@ pub struct Config {
     pub dead_letter: Option<crate::deadletter::Destination>,
     /// `METRICS_ADDR`, if set.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `METRICS_LINGER_SECS`.
+    pub metrics_linger: Duration,
 }
 
 /// `start_file` and `start_line` of `job`, with the file found in `files`
@@ -577,6 +585,7 @@ impl Config {
             tuning,
             dead_letter,
             metrics_addr: args.metrics_addr,
+            metrics_linger: Duration::from_secs(args.metrics_linger_secs),
         })
     }
 

@@ -204,7 +204,8 @@ impl KafkaBroker {
 
     fn produce_error(&self, topic: &str, partition: i32, e: ClientError) -> BrokerError {
         let (failure, code) = classify(&e);
-        BrokerError::Produce { topic: topic.to_owned(), partition, failure, code, source: Box::new(e) }
+        let answered = code.as_deref().is_some_and(|c| c != RETRY_FAILED);
+        BrokerError::Produce { topic: topic.to_owned(), partition, failure, code, answered, source: Box::new(e) }
     }
 
     /// Lists the topics again (at most once per [`METADATA_REFRESH_EVERY`]), which fills
@@ -311,7 +312,7 @@ impl Broker for KafkaBroker {
                 crate::nodelay::apply();
             }
             if let Err(e) = &result {
-                if matches!(e.code(), Some("NOT_LEADER_OR_FOLLOWER" | "LEADER_NOT_AVAILABLE" | "RETRY_FAILED"))
+                if matches!(e.code(), Some("NOT_LEADER_OR_FOLLOWER" | "LEADER_NOT_AVAILABLE" | RETRY_FAILED))
                     || matches!(e, BrokerError::NotAcknowledged { .. })
                 {
                     self.refresh_metadata().await;
@@ -395,8 +396,12 @@ pub fn classify(e: &ClientError) -> (Failure, Option<String>) {
         }
         next = err.source();
     }
-    (Failure::Transient, retry_failed.then(|| "RETRY_FAILED".to_owned()))
+    (Failure::Transient, retry_failed.then(|| RETRY_FAILED.to_owned()))
 }
+
+/// The code [`classify`] gives an error of rskafka's own retries giving up (connections
+/// refused or cut, no leader found): no broker answered with a code.
+const RETRY_FAILED: &str = "RETRY_FAILED";
 
 /// The failure class of a broker error code. `INVALID_TIMESTAMP` is fatal, not a rejected
 /// record: the worker stamps every record with its own clock when it sends it, so the broker

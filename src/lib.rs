@@ -66,6 +66,8 @@ pub mod repository;
 #[cfg(feature = "io")]
 pub mod source;
 #[cfg(feature = "io")]
+pub mod stats;
+#[cfg(feature = "io")]
 pub mod status;
 #[cfg(feature = "io")]
 pub mod throttle;

@@ -1,20 +1,26 @@
 //! Prometheus metrics and health endpoints, on `METRICS_ADDR` (off unless set).
 //!
-//! Nothing here is on the hot path: the counters the pipeline keeps already (the
-//! [`Progress`] counts at the watermark, the bytes read, the files, the rate limit's waits) are
-//! read when Prometheus scrapes, into a recorder of this worker's own (no process-wide
-//! recorder, so several workers in one process, as in the tests, keep theirs apart), and
-//! rendered in the Prometheus text format by `metrics-exporter-prometheus`. Every series
-//! carries the labels `job` and `worker`.
+//! Nothing here is on the hot path. The counters the pipeline keeps already (the
+//! [`Progress`] counts at the watermark, the bytes read, the files, the unsettled lines) and
+//! the run's [`Stats`] (bumped per batch, per retry) are read when
+//! Prometheus scrapes, into a recorder of this worker's own (no process-wide recorder, so
+//! several workers in one process, as in the tests, keep theirs apart), and rendered in the
+//! Prometheus text format by `metrics-exporter-prometheus`. Only the histograms are recorded
+//! as things happen: the produce latency once per request, the rate limit's wait once per
+//! batch held back. Every series carries the labels `job_id` and `worker` (not `job`:
+//! Prometheus sets `job` to its scrape job's name, and would rename ours).
 //!
-//! - `GET /metrics`: the metrics below.
+//! - `GET /metrics`: the metrics in [`METRICS`].
 //! - `GET /healthz`: 200 while the process serves and its status loop turns (at most
 //!   [`STALL_AFTER`] since its last turn while it runs: not before it starts, as in a long
-//!   read-back, nor after it ends); 503 otherwise. Held back by Kafka or by
-//!   the rate limit, the loop still turns, so a liveness probe on it never kills a healthy
-//!   worker.
-//! - `GET /readyz`: 200 once the worker has reached its database and its brokers, until its
-//!   run ends; 503 before and after.
+//!   read-back, nor after it ends); 503 otherwise. Held back by Kafka or by the rate limit,
+//!   the loop still turns, so a liveness probe on it never kills a healthy worker.
+//! - `GET /readyz`: 200 while the worker is connected: from the moment it reached its
+//!   database and brokers until its run ends, except while its last status write failed or
+//!   its last produce request got no answer from Kafka; 503 otherwise.
+//!
+//! With `METRICS_LINGER_SECS`, the endpoints are served that long after the run (the
+//! caller's part, see `worker::run_with`), so that the next scrape sees the final values.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,55 +30,119 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
+use crate::stats::Stats;
 
 /// How long the status loop may go without a turn before `/healthz` says the worker is stuck.
 pub const STALL_AFTER: Duration = Duration::from_secs(60);
 
-/// Every metric: its name, unit and help, once (the README's table and the tests read it).
-pub const METRICS: [(&str, &str, &str); 7] = [
-    ("rw_lines_total", "lines", "lines up to the resume point by outcome: acknowledged, skipped, error"),
-    ("rw_bytes_read_total", "bytes", "bytes of the assigned files read, each once"),
-    ("rw_files_done", "files", "assigned files finished (failed ones too)"),
-    ("rw_files_assigned", "files", "files assigned to this worker"),
-    ("rw_files_failed", "files", "assigned files given up"),
-    ("rw_rate_limited_batches_total", "batches", "batches that waited for the rate limit"),
-    ("rw_dead_letters_lost_total", "lines", "dead letters that could not be written"),
+/// The histograms' buckets, in seconds: a loopback broker answers in a millisecond or two, a
+/// cluster across zones in tens, a struggling one in seconds (a request gives up at
+/// `kafka::REQUEST_DEADLINE`, 30 s); a batch held back by the rate limit waits about as long
+/// as its lines take at the limit.
+pub const SECONDS_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A metric's Prometheus type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    /// As the README's table names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Every metric: its name, type, unit and help, once (the README's table and the tests read
+/// it).
+pub const METRICS: [(&str, Kind, &str, &str); 18] = [
+    ("rw_lines_total", Kind::Counter, "lines", "lines up to the resume point by outcome: acknowledged, skipped, error"),
+    ("rw_lines_sent_total", Kind::Counter, "lines", "lines handed to Kafka, each batch once, when it is first sent"),
+    ("rw_bytes_read_total", Kind::Counter, "bytes", "bytes of the assigned files read, each once"),
+    ("rw_bytes_assigned", Kind::Gauge, "bytes", "bytes of the files assigned to this worker, as files.json lists them"),
+    ("rw_files_done", Kind::Gauge, "files", "assigned files finished (failed ones too)"),
+    ("rw_files_assigned", Kind::Gauge, "files", "files assigned to this worker"),
+    ("rw_files_failed", Kind::Gauge, "files", "assigned files given up"),
+    ("rw_unsettled_lines", Kind::Gauge, "lines", "lines read but not yet behind the resume point"),
+    ("rw_batches_in_flight", Kind::Gauge, "batches", "produce requests in flight, or waiting for the rate limit"),
+    ("rw_produce_latency_seconds", Kind::Histogram, "seconds", "time from a produce request to its answer"),
+    ("rw_produce_retries_total", Kind::Counter, "requests", "produce requests sent again, by Kafka error code"),
+    ("rw_read_retries_total", Kind::Counter, "reads", "ranged reads resumed after a failure, by source"),
+    ("rw_rate_limited_batches_total", Kind::Counter, "batches", "batches that waited for the rate limit"),
+    (
+        "rw_rate_limit_wait_seconds",
+        Kind::Histogram,
+        "seconds",
+        "each held-back batch's wait for the rate limit (its _sum: the time held back)",
+    ),
+    ("rw_read_back_records_total", Kind::Counter, "records", "records read back from Kafka on resume"),
+    ("rw_dead_letters_written_total", Kind::Counter, "lines", "dead letters written"),
+    ("rw_dead_letters_lost_total", Kind::Counter, "lines", "dead letters that could not be written"),
+    ("rw_ready", Kind::Gauge, "boolean", "1 while /readyz answers 200"),
 ];
 
 /// What the endpoints show: the run's progress once it has one, and the worker's state.
 pub struct Telemetry {
     recorder: PrometheusRecorder,
     progress: OnceLock<Arc<Progress>>,
+    stats: Arc<Stats>,
     assigned_files: u32,
+    assigned_bytes: u64,
     started: Instant,
     /// Milliseconds since `started` of the status loop's last turn; 0 before it runs.
     last_turn_ms: AtomicU64,
-    ready: AtomicBool,
+    connected: AtomicBool,
+    /// The last status write committed (true before the first).
+    database_up: AtomicBool,
 }
 
 impl Telemetry {
-    pub fn new(job_id: &str, worker_index: u32, assigned_files: u32) -> Arc<Self> {
+    pub fn new(job_id: &str, worker_index: u32, assigned_files: u32, assigned_bytes: u64) -> Arc<Self> {
         let recorder = PrometheusBuilder::new()
-            .add_global_label("job", job_id)
+            .add_global_label("job_id", job_id)
             .add_global_label("worker", worker_index.to_string())
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .expect("the buckets are not empty")
             .build_recorder();
-        metrics::with_local_recorder(&recorder, || {
-            for (name, unit, help) in METRICS {
-                metrics::describe_counter!(name, format!("{help} ({unit})"));
+        let latency = metrics::with_local_recorder(&recorder, || {
+            for (name, kind, unit, help) in METRICS {
+                let help = format!("{help} ({unit})");
+                match kind {
+                    Kind::Counter => metrics::describe_counter!(name, help),
+                    Kind::Gauge => metrics::describe_gauge!(name, help),
+                    Kind::Histogram => metrics::describe_histogram!(name, help),
+                }
             }
+            (metrics::histogram!("rw_produce_latency_seconds"), metrics::histogram!("rw_rate_limit_wait_seconds"))
         });
         Arc::new(Telemetry {
             recorder,
             progress: OnceLock::new(),
+            stats: Arc::new(Stats::new(latency.0, latency.1)),
             assigned_files,
+            assigned_bytes,
             started: Instant::now(),
             last_turn_ms: AtomicU64::new(0),
-            ready: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            database_up: AtomicBool::new(true),
         })
+    }
+
+    /// The run's counters, recording the produce latency into this recorder.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 
     /// The run's progress, once it is built.
@@ -82,7 +152,7 @@ impl Telemetry {
 
     /// Reached the database and the brokers.
     pub fn connected(&self) {
-        self.ready.store(true, Ordering::Relaxed);
+        self.connected.store(true, Ordering::Relaxed);
     }
 
     /// The status loop turned.
@@ -91,11 +161,16 @@ impl Telemetry {
         self.last_turn_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
+    /// A status write committed (`true`) or failed.
+    pub fn database(&self, up: bool) {
+        self.database_up.store(up, Ordering::Relaxed);
+    }
+
     /// The run's file loop and its status loop ended: no heartbeat is expected any more, and
     /// the worker is no longer ready.
     pub fn run_ended(&self) {
         self.last_turn_ms.store(0, Ordering::Relaxed);
-        self.ready.store(false, Ordering::Relaxed);
+        self.connected.store(false, Ordering::Relaxed);
     }
 
     /// Alive: the status loop is not running, or turned within [`STALL_AFTER`].
@@ -106,14 +181,29 @@ impl Telemetry {
         }
     }
 
+    /// Connected, its last status write committed, and its last produce request answered.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.connected.load(Ordering::Relaxed) && self.database_up.load(Ordering::Relaxed) && self.stats.kafka_answers()
     }
 
     /// The metrics in the Prometheus text format, read from the progress now.
     pub fn render(&self) -> String {
         metrics::with_local_recorder(&self.recorder, || {
             metrics::gauge!("rw_files_assigned").set(self.assigned_files as f64);
+            metrics::gauge!("rw_bytes_assigned").set(self.assigned_bytes as f64);
+            metrics::gauge!("rw_ready").set(if self.ready() { 1.0 } else { 0.0 });
+            let st = &self.stats;
+            let relaxed = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            metrics::counter!("rw_lines_sent_total").absolute(relaxed(&st.lines_sent));
+            metrics::gauge!("rw_batches_in_flight").set(relaxed(&st.batches_in_flight) as f64);
+            metrics::counter!("rw_read_back_records_total").absolute(relaxed(&st.records_read_back));
+            metrics::counter!("rw_dead_letters_written_total").absolute(relaxed(&st.dead_letters_written));
+            for (code, n) in st.produce_retries() {
+                metrics::counter!("rw_produce_retries_total", "code" => code).absolute(n);
+            }
+            for (source, n) in st.read_retries() {
+                metrics::counter!("rw_read_retries_total", "source" => source).absolute(n);
+            }
             if let Some(p) = self.progress.get() {
                 let s = p.snapshot();
                 let lines = |outcome: &'static str, n: u64| {
@@ -125,6 +215,7 @@ impl Telemetry {
                 metrics::counter!("rw_bytes_read_total").absolute(s.processed_bytes);
                 metrics::gauge!("rw_files_done").set(s.processed_files as f64);
                 metrics::gauge!("rw_files_failed").set(p.failed_files().len() as f64);
+                metrics::gauge!("rw_unsettled_lines").set(p.unsettled() as f64);
                 metrics::counter!("rw_rate_limited_batches_total").absolute(p.rate_limited.load(Ordering::Relaxed));
                 metrics::counter!("rw_dead_letters_lost_total").absolute(p.lost_letters());
             }
@@ -204,7 +295,7 @@ mod tests {
 
     #[test]
     fn renders_the_progress_with_the_job_and_worker_labels() {
-        let t = Telemetry::new("job-7", 3, 5);
+        let t = Telemetry::new("job-7", 3, 5, 4096);
         let start = Snapshot {
             counts: Counts { total: 10, success: 7, error: 1, skipped: 2 },
             processed_files: 2,
@@ -212,7 +303,7 @@ mod tests {
             ..Default::default()
         };
         let text = t.render();
-        let ours = [r#"job="job-7""#, r#"worker="3""#];
+        let ours = [r#"job_id="job-7""#, r#"worker="3""#];
         assert_eq!(value(&text, "rw_files_assigned", &ours), Some(5.0), "{text}");
         assert!(!text.contains("rw_lines_total"), "no progress yet, no lines: {text}");
         t.set_progress(Arc::new(Progress::new(start, Ledger::default())));
@@ -225,9 +316,23 @@ mod tests {
         );
         assert_eq!(value(&text, "rw_bytes_read_total", &ours), Some(1234.0));
         assert_eq!(value(&text, "rw_files_done", &ours), Some(2.0));
-        for (name, ..) in METRICS {
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name} is described: {text}");
+        assert_eq!(value(&text, "rw_bytes_assigned", &ours), Some(4096.0));
+        // Each metric is there with its type, but the retries, which have a series per code
+        // or source once one happens, and the histograms, once something is recorded.
+        t.stats().produce_retried("NOT_LEADER_OR_FOLLOWER");
+        t.stats().read_retried("gcs");
+        t.stats().produced(Duration::from_millis(7), true);
+        t.stats().rate_limit_waited(Duration::from_millis(40));
+        let text = t.render();
+        for (name, kind, ..) in METRICS {
+            assert!(text.contains(&format!("# TYPE {name} {}", kind.name())), "{name} is a {kind:?}: {text}");
         }
+        let code = r#"code="NOT_LEADER_OR_FOLLOWER""#;
+        assert_eq!(value(&text, "rw_produce_retries_total", &[ours[0], ours[1], code]), Some(1.0), "{text}");
+        assert_eq!(value(&text, "rw_read_retries_total", &[ours[0], ours[1], r#"source="gcs""#]), Some(1.0));
+        let bucket = |le: &str| value(&text, "rw_produce_latency_seconds_bucket", &[ours[0], &format!(r#"le="{le}""#)]);
+        assert_eq!((bucket("0.005"), bucket("0.01")), (Some(0.0), Some(1.0)), "7 ms falls in the 10 ms bucket: {text}");
+        assert_eq!(value(&text, "rw_rate_limit_wait_seconds_sum", &ours), Some(0.04));
     }
 
     /// The README's metrics table names every metric, with its unit.
@@ -235,18 +340,19 @@ mod tests {
     fn the_readme_documents_every_metric() {
         let readme = include_str!("../README.md");
         let table = readme.split("### Metrics and health").nth(1).expect("the section");
-        for (name, unit, _) in METRICS {
+        for (name, kind, unit, _) in METRICS {
             let row = table
                 .lines()
-                .find(|l| l.starts_with(&format!("| `{name}")))
+                .find(|l| l.starts_with(&format!("| `{name}`")) || l.starts_with(&format!("| `{name}{{")))
                 .unwrap_or_else(|| panic!("{name} is not in the README"));
-            assert!(row.contains(&format!(" | {unit} | ")), "{name}: the README's unit is not {unit}: {row}");
+            let cells = format!(" | {} | {unit} | ", kind.name());
+            assert!(row.contains(&cells), "{name}: the README's type and unit are not {cells}: {row}");
         }
     }
 
     #[tokio::test]
     async fn serves_metrics_health_and_readiness_over_http() {
-        let t = Telemetry::new("job-8", 0, 1);
+        let t = Telemetry::new("job-8", 0, 1, 10);
         let stop = CancellationToken::new();
         let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&t), stop.clone()).await.unwrap();
         let get = |path: &'static str| async move {
@@ -259,7 +365,7 @@ mod tests {
         assert_eq!(get("/readyz").await.0, 200);
         let (code, text) = get("/metrics").await;
         assert_eq!(code, 200);
-        assert_eq!(value(&text, "rw_files_assigned", &[r#"job="job-8""#, r#"worker="0""#]), Some(1.0), "{text}");
+        assert_eq!(value(&text, "rw_files_assigned", &[r#"job_id="job-8""#, r#"worker="0""#]), Some(1.0), "{text}");
         assert_eq!(get("/nothing").await.0, 404);
         t.turned();
         assert!(t.healthy());
@@ -270,7 +376,7 @@ mod tests {
 
     #[test]
     fn a_stalled_status_loop_is_unhealthy() {
-        let t = Telemetry::new("j", 0, 1);
+        let t = Telemetry::new("j", 0, 1, 10);
         assert!(t.healthy(), "before the loop runs");
         t.turned();
         assert!(t.healthy());

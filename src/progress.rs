@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::resume::offsets::{Ledger, PartitionOffset};
+use crate::stats::Stats;
 use crate::tracker::{Advance, Finished, Seq, Tracker};
 
 /// Settled lines between two status writes (at most; the flusher coalesces).
@@ -79,6 +80,8 @@ pub struct Progress {
     /// Where a resumed run would have to read back from, per partition. Its own mutex,
     /// taken per batch sent and acknowledged and per status write, never with `inner`.
     ledger: Mutex<Ledger>,
+    /// The run's counters for the metrics beyond the row's.
+    stats: Arc<Stats>,
 }
 
 /// A locked view for the pipeline: record lines, resolve batches.
@@ -172,6 +175,22 @@ impl Progress {
         }
     }
 
+    /// The same, counting for the metrics into `stats`.
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The run's counters for the metrics.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Lines read and not yet behind the watermark (sent, waiting, or not yet decided).
+    pub fn unsettled(&self) -> usize {
+        self.lock().tracker().unsettled()
+    }
+
     pub fn lock(&self) -> Guard<'_> {
         Guard { g: self.inner.lock(), progress: self }
     }
@@ -200,9 +219,8 @@ impl Progress {
     /// Lines whose dead letters were written (`written`), or could not be: they settle as
     /// errors either way, and the lost ones are counted for the row.
     pub fn settle_letters(&self, seqs: &[crate::tracker::Seq], written: bool) {
-        if !written {
-            self.lost_letters.fetch_add(seqs.len() as u64, Ordering::Relaxed);
-        }
+        let counter = if written { &self.stats.dead_letters_written } else { &self.lost_letters };
+        counter.fetch_add(seqs.len() as u64, Ordering::Relaxed);
         self.lock().apply(|t| t.resolve(seqs, crate::tracker::LineState::Error));
     }
 

@@ -145,6 +145,7 @@ fn produce_error(topic: &str, partition: i32, failure: Failure) -> BrokerError {
         partition,
         failure,
         code: code.map(str::to_owned),
+        answered: true,
         source: Box::new(Injected(0)),
     }
 }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, Notify};
 use std::collections::HashMap;
 
 use crate::bufpool::BufPool;
+use crate::stats::Stats;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::location::Location;
@@ -55,6 +56,8 @@ pub struct Sources {
     gcs: Arc<GcsStores>,
     /// Chunk buffers, reused across reads and files.
     pool: BufPool,
+    /// Where read retries are counted.
+    stats: Arc<Stats>,
     /// Test hook: local reads to fail, each after this many chunks.
     #[cfg(test)]
     faults: Arc<std::sync::Mutex<Vec<u32>>>,
@@ -82,6 +85,7 @@ impl Sources {
             s3,
             gcs: Arc::default(),
             pool: BufPool::new(4),
+            stats: Arc::default(),
             #[cfg(test)]
             faults: Default::default(),
         }
@@ -113,6 +117,12 @@ impl Sources {
     /// The S3 client, when one was built.
     pub fn s3(&self) -> Option<&aws_sdk_s3::Client> {
         self.s3.as_ref()
+    }
+
+    /// Counting read retries into `stats`.
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// With these GCS clients.
@@ -165,6 +175,7 @@ impl Sources {
             first,
             sent: 0,
             chunks_before_fault,
+            stats: Arc::clone(&self.stats),
         };
         tokio::spawn(async move {
             let mut out = out;
@@ -205,6 +216,8 @@ struct ChunkOut {
     sent: u32,
     /// Test hook: fail the read after this many chunks.
     chunks_before_fault: Option<u32>,
+    /// Where read retries are counted.
+    stats: Arc<Stats>,
 }
 
 impl ChunkOut {

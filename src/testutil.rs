@@ -192,7 +192,14 @@ impl Broker for FakeBroker {
                 Some(failure) => {
                     let code = Some(if failure == Failure::Rejected { "MESSAGE_TOO_LARGE" } else { "INJECTED" }.into());
                     let source = Box::new(Injected(n));
-                    Err(BrokerError::Produce { topic: topic.to_owned(), partition, failure, code, source })
+                    Err(BrokerError::Produce {
+                        topic: topic.to_owned(),
+                        partition,
+                        failure,
+                        code,
+                        answered: true,
+                        source,
+                    })
                 }
             }
         })
@@ -350,5 +357,6 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         tuning,
         dead_letter: None,
         metrics_addr: None,
+        metrics_linger: Duration::ZERO,
     }
 }

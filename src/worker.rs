@@ -95,7 +95,7 @@ pub async fn run_with(
     let telemetry = match cfg.metrics_addr {
         None => None,
         Some(addr) => {
-            let t = Telemetry::new(&cfg.job_id, cfg.worker_index, run.assigned.len() as u32);
+            let t = Telemetry::new(&cfg.job_id, cfg.worker_index, run.assigned.len() as u32, run.total_bytes);
             let bound = crate::metrics::serve(addr, Arc::clone(&t), serving.clone())
                 .await
                 .map_err(|source| RunError::Metrics { addr, source })?;
@@ -103,6 +103,7 @@ pub async fn run_with(
             Some(t)
         }
     };
+    let stats = telemetry.as_ref().map_or_else(Default::default, |t| t.stats());
     tracing::info!(
         job = cfg.job_id,
         worker = cfg.worker_index,
@@ -128,7 +129,8 @@ pub async fn run_with(
             t.connected();
         }
         let reconciled = run.reconcile(&connected, &start).await?;
-        let progress = Arc::new(Progress::new(start.snapshot.clone(), reconciled.ledger));
+        stats.records_read_back.store(reconciled.records_read_back, std::sync::atomic::Ordering::Relaxed);
+        let progress = Arc::new(Progress::new(start.snapshot.clone(), reconciled.ledger).with_stats(stats));
         if let Some(t) = &telemetry {
             t.set_progress(Arc::clone(&progress));
         }
@@ -145,7 +147,15 @@ pub async fn run_with(
     if let Some(w) = dead_letters {
         drain_dead_letters(w).await;
     }
-    run.finish(end, &progress).await
+    let summary = run.finish(end, &progress).await;
+    if telemetry.is_some() && !cfg.metrics_linger.is_zero() && !shutdown.is_cancelled() {
+        tracing::info!(secs = cfg.metrics_linger.as_secs(), "serving the final metrics for a last scrape");
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(cfg.metrics_linger) => {}
+        }
+    }
+    summary
 }
 
 /// How the file loop ended.
@@ -275,7 +285,7 @@ impl<'a> Run<'a> {
         let delivery_timeout = cfg.kafka.as_ref().map_or(DRY_RUN_DELIVERY_TIMEOUT, |k| k.delivery_timeout);
         let dead_letters_on_s3 = matches!(cfg.dead_letter, Some(crate::deadletter::Destination::S3 { .. }));
         let paths = self.assigned.iter().map(|&i| cfg.files[i].path.as_str());
-        let sources = Sources::for_paths(paths, dead_letters_on_s3).await?;
+        let sources = Sources::for_paths(paths, dead_letters_on_s3).await?.with_stats(Arc::clone(progress.stats()));
         let (dead_letters, writer) = match &cfg.dead_letter {
             None => (None, None),
             Some(dest) => {
@@ -305,9 +315,13 @@ impl<'a> Run<'a> {
         telemetry: Option<&Telemetry>,
     ) -> FilesEnd {
         let stop = CancellationToken::new();
-        let beat = || {
+        let on_turn = |turn: Turn| {
             if let Some(t) = telemetry {
-                t.turned();
+                match turn {
+                    Turn::Woke => t.turned(),
+                    Turn::Wrote => t.database(true),
+                    Turn::WriteFailed => t.database(false),
+                }
             }
         };
         // Stopped by shutdown, or by the flusher when another run took the row over.
@@ -320,7 +334,7 @@ impl<'a> Run<'a> {
                 total_bytes: self.total_bytes,
                 min_interval: self.cfg.tuning.status_min_interval,
                 tick: STATUS_TICK,
-                heartbeat: Some(&beat),
+                on_turn: Some(&on_turn),
             };
             let r = flusher.run(progress.as_ref(), stop.clone(), drop).await;
             if r.is_err() {
@@ -498,7 +512,7 @@ pub async fn report_config_failure(args: &crate::config::WorkerArgs, error: &str
 }
 
 pub mod flusher;
-use flusher::Flusher;
+use flusher::{Flusher, Turn};
 
 #[cfg(test)]
 mod readback_tests;

@@ -165,7 +165,8 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
         {"name": "FILES_CONFIG_PATH", "value": "/config/files/files.json"},
         {"name": "JOB_CONFIG_PATH", "value": "/config/job/config.json"},
         {"name": "LOG_FORMAT", "value": "json"},
-        {"name": "METRICS_ADDR", "value": format!("0.0.0.0:{METRICS_PORT}")}
+        {"name": "METRICS_ADDR", "value": format!("0.0.0.0:{METRICS_PORT}")},
+        {"name": "METRICS_LINGER_SECS", "value": METRICS_LINGER_SECS.to_string()}
     ]);
     let mut job = json!({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": meta("", None),
@@ -244,6 +245,9 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
 
 /// The port the Job's pods serve `/metrics`, `/healthz` and `/readyz` on (`METRICS_ADDR`).
 pub const METRICS_PORT: u16 = 9464;
+/// How long the Job's pods serve their final metrics after the run (`METRICS_LINGER_SECS`):
+/// two scrapes at Prometheus' common 15 s interval.
+pub const METRICS_LINGER_SECS: u64 = 30;
 
 /// The job id as a label value, as the admin labels its pods (`job-id=<id>`), when it is a
 /// valid one (at most 63 characters of letters, digits, `-`, `_` and `.`, alphanumeric at

@@ -110,7 +110,7 @@ async fn main() {
                 total_bytes: 0,
                 min_interval: Duration::from_millis(a.min_interval_ms),
                 tick: Duration::from_secs(2),
-                heartbeat: None,
+                on_turn: None,
             };
             let mut writes: Vec<Written> = Vec::new();
             flusher.run(&progress, stop, |w| writes.push(w)).await.expect("the flusher ran");

@@ -110,6 +110,7 @@ impl Producer {
             out.stopped = Some((batch.lines, AttemptError::Stopped));
             return out;
         }
+        self.progress.stats().lines_sent.fetch_add(batch.lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
         // Stamped when sent, so the topic's timestamps show the rate it was sent at.
         let now = chrono::Utc::now();
         for r in &mut batch.records {
@@ -162,6 +163,7 @@ impl Producer {
             return true;
         }
         self.progress.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.progress.stats().rate_limit_waited(wait);
         tokio::select! {
             _ = cancel.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
@@ -196,7 +198,12 @@ impl Producer {
                     }
                 }
             }
-            let e = match self.broker.produce(topic, partition, records).await {
+            let asked = Instant::now();
+            let answer = self.broker.produce(topic, partition, records).await;
+            self.progress
+                .stats()
+                .produced(asked.elapsed(), answer.as_ref().map_or_else(BrokerError::answered, |_| true));
+            let e = match answer {
                 Ok(base) => {
                     if retry.first_failure.is_some() {
                         tracing::info!(topic, partition, attempt = retry.attempt, "delivered after retries");
@@ -220,6 +227,7 @@ impl Producer {
                 Failure::Fatal => return Err(Stop::Run(AttemptError::KafkaFatal(e))),
                 Failure::Transient => {}
             }
+            self.progress.stats().produce_retried(e.reason());
             retry.unsure = Some(e);
             retry.pause(self.delivery_timeout, cancel).await?;
         }
@@ -261,7 +269,11 @@ impl Producer {
                     Some(_) if failure.is_some() => {}
                     Some(batch) => {
                         let (me, cancel) = (Arc::clone(self), cancel.clone());
-                        inflight.spawn(async move { me.deliver(batch, &cancel).await });
+                        let slot = InFlight::take(Arc::clone(self.progress.stats()));
+                        inflight.spawn(async move {
+                            let _slot = slot;
+                            me.deliver(batch, &cancel).await
+                        });
                     }
                 },
                 _ = shutdown.cancelled() => {}
@@ -332,6 +344,23 @@ impl Producer {
                 self.progress.settle_letters(&[seq], false);
             }
         }
+    }
+}
+
+/// A slot of the requests in flight, counted in the metrics while held (a delivery's task
+/// holds it until it ends or is aborted).
+struct InFlight(Arc<crate::stats::Stats>);
+
+impl InFlight {
+    fn take(stats: Arc<crate::stats::Stats>) -> Self {
+        stats.batch_started();
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.batch_ended();
     }
 }
 

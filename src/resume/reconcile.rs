@@ -28,6 +28,8 @@ pub struct Reconciled {
     pub recovered: Option<Recovered>,
     /// Offsets to store before anything is sent (a fresh start, or none were stored).
     pub store_now: Option<Vec<PartitionOffset>>,
+    /// Records read back (0 without a read-back, or when it failed).
+    pub records_read_back: u64,
 }
 
 /// Reconciles the run that starts at `start` with the topics (name, partition count) and the
@@ -57,10 +59,12 @@ pub async fn reconcile(
             tracing::info!("a fresh start: the read-back offsets an earlier run of this job stored are replaced");
         }
         let store_now = Some(ledger.starts(0));
-        return Ok(Reconciled { ledger, recovered: None, store_now });
+        return Ok(Reconciled { ledger, recovered: None, store_now, records_read_back: 0 });
     }
+    let mut records_read_back = 0;
     let recovered = match read_back(broker, topics, stored, window, caps).await {
         Ok(found) => {
+            records_read_back = found.records;
             tracing::info!(
                 records = found.records,
                 candidates = found.recovered.len(),
@@ -86,5 +90,5 @@ pub async fn reconcile(
             None
         }
     };
-    Ok(Reconciled { ledger, recovered, store_now: None })
+    Ok(Reconciled { ledger, recovered, store_now: None, records_read_back })
 }

@@ -26,6 +26,8 @@ pub(super) enum GetError {
 pub(super) trait Ranged {
     /// The object's URL, for logs and errors.
     fn url(&self) -> String;
+    /// The store's name in the metrics (`s3`, `gcs`).
+    fn store(&self) -> &'static str;
     /// One ranged GET of the bytes `range`, appended to `buf`. Returns the object's size.
     async fn get_range(&self, range: std::ops::Range<u64>, buf: &mut Vec<u8>) -> Result<u64, GetError>;
 }
@@ -68,6 +70,7 @@ pub(super) async fn read_ranged(obj: &impl Ranged, out: &mut ChunkOut) -> Result
                     let Some(pause) = Backoff::S3_READ.delay(failures) else {
                         return Err(SourceError::Read { offset: at, reason });
                     };
+                    out.stats.read_retried(obj.store());
                     let url = obj.url();
                     tracing::warn!(url, offset = at, attempt = failures, error = %reason, "read failed, retrying from the same byte");
                     tokio::select! {
@@ -107,6 +110,10 @@ pub(super) struct S3Object<'a> {
 impl Ranged for S3Object<'_> {
     fn url(&self) -> String {
         Location::S3 { bucket: self.bucket.to_owned(), key: self.key.to_owned() }.to_string()
+    }
+
+    fn store(&self) -> &'static str {
+        "s3"
     }
 
     async fn get_range(&self, range: std::ops::Range<u64>, buf: &mut Vec<u8>) -> Result<u64, GetError> {
@@ -158,6 +165,10 @@ pub(super) struct GcsObject<'a> {
 impl Ranged for GcsObject<'_> {
     fn url(&self) -> String {
         Location::Gcs { bucket: self.bucket.to_owned(), object: self.path.to_string() }.to_string()
+    }
+
+    fn store(&self) -> &'static str {
+        "gcs"
     }
 
     async fn get_range(&self, range: std::ops::Range<u64>, buf: &mut Vec<u8>) -> Result<u64, GetError> {

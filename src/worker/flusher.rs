@@ -59,8 +59,20 @@ pub struct Flusher<'a> {
     pub min_interval: Duration,
     /// A changed row is written at least this often, even without a wake-up.
     pub tick: Duration,
-    /// Called at every turn of the loop, written or not (the `/healthz` heartbeat).
-    pub heartbeat: Option<&'a (dyn Fn() + Sync)>,
+    /// Told of every turn of the loop and of each write's outcome (the `/healthz` heartbeat,
+    /// and `/readyz`'s view of the database).
+    pub on_turn: Option<&'a (dyn Fn(Turn) + Sync)>,
+}
+
+/// What the flusher's loop just did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// It woke (a change, or its tick), whether it writes or not.
+    Woke,
+    /// A write committed.
+    Wrote,
+    /// A write failed; the next one retries.
+    WriteFailed,
 }
 
 /// What one write carried, for the fleet bench: when its values were taken and when it was
@@ -73,6 +85,12 @@ pub struct Written {
 }
 
 impl Flusher<'_> {
+    fn tell(&self, turn: Turn) {
+        if let Some(f) = self.on_turn {
+            f(turn);
+        }
+    }
+
     /// Writes `running` rows from `progress` until `stop` fires. A write refused because the
     /// row was lost to another run ends the flusher with that error. `on_write` sees each
     /// committed write.
@@ -93,9 +111,7 @@ impl Flusher<'_> {
                 _ = progress.changed() => {}
                 _ = tokio::time::sleep(self.tick) => {}
             }
-            if let Some(beat) = self.heartbeat {
-                beat();
-            }
+            self.tell(Turn::Woke);
             // Inside the interval, wait for its end: what settles meanwhile goes in this write.
             if let Some(at) = last_write {
                 tokio::select! {
@@ -121,6 +137,7 @@ impl Flusher<'_> {
             last_write = Some(taken);
             match self.store.write(&row, moved.then_some(offsets.as_slice())).await {
                 Ok(()) => {
+                    self.tell(Turn::Wrote);
                     if failing {
                         tracing::info!("status writes recovered");
                     }
@@ -134,6 +151,7 @@ impl Flusher<'_> {
                 }
                 Err(e) if e.row_lost() => return Err(e),
                 Err(e) => {
+                    self.tell(Turn::WriteFailed);
                     if !failing {
                         tracing::warn!(error = %crate::error::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
                     }
@@ -202,7 +220,7 @@ mod tests {
             total_bytes: 0,
             min_interval,
             tick: Duration::from_secs(2),
-            heartbeat: None,
+            on_turn: None,
         };
         let stop = CancellationToken::new();
         let stopper = stop.clone();
