@@ -234,6 +234,75 @@ fn readyz_follows_the_brokers_while_healthz_holds() {
     assert_eq!((msgs.len() as u64, distinct.len() as u64), (N, N), "every line once");
 }
 
+/// A resume after `kill -9`: the records it reads back and the dead letters it writes show in
+/// `/metrics` as the log and the letters' directory say.
+#[test]
+fn a_resume_shows_the_records_read_back_and_the_dead_letters_written() {
+    common::needs_services!();
+    const N: usize = 20_000;
+    let job = Job::new(3);
+    job.config(r#"{"connection_ids":["c"],"batch_size":250}"#);
+    // Three lines that are not JSON, near the end: the resumed run reaches them.
+    let body: String = (0..N)
+        .map(|i| if i >= N - 3 { format!("not json {i}\n") } else { event(i, "s", "2024-01-01T00:00:00Z") + "\n" })
+        .collect();
+    let p = job.write("f.ndjson", body.as_bytes());
+    job.files(&[(p, body.len() as u64)]);
+    let letters = job.path("letters");
+    std::fs::create_dir(&letters).unwrap();
+    // The first run dies mid-way, with batches after its row in the topic.
+    let mut first = job
+        .command(0, 1)
+        .env("MAX_EVENTS_PER_SEC", "4000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while common::try_row(&job.id, 0).map_or(0, |r| num(&r, "success_count")) < 5_000 {
+        assert!(Instant::now() < end && first.try_wait().unwrap().is_none(), "the first run delivers 5,000 lines");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let port = free_port();
+    let log = job.path("second.log");
+    let mut second = job
+        .command(0, 1)
+        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_LINGER_SECS", "60")
+        .env("DEAD_LETTER_PATH", &letters)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    while !common::try_row(&job.id, 0).is_some_and(|r| r["status"] == "completed") {
+        assert!(Instant::now() < end && second.try_wait().unwrap().is_none(), "the resumed run completes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, text) = get(port, "/metrics").expect("/metrics after the run");
+    let _ = std::process::Command::new("kill").args(["-TERM", &second.id().to_string()]).status();
+    assert!(second.wait().unwrap().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let read_back: u64 = logged
+        .lines()
+        .find(|l| l.contains("read back the topic"))
+        .and_then(|l| l.split("records=").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the resume read the topic back: {logged}"));
+    assert!(read_back > 0, "the killed run left records after its row: {logged}");
+    let ours = [format!(r#"job_id="{}""#, job.id), r#"worker="0""#.to_owned()];
+    assert_eq!(value(&text, "rw_read_back_records_total", &ours), Some(read_back), "{text}");
+    let written: usize = std::fs::read_dir(&letters)
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().count())
+        .sum();
+    assert_eq!(written, 3, "the three lines that are not JSON are dead letters");
+    assert_eq!(value(&text, "rw_dead_letters_written_total", &ours), Some(3), "{text}");
+    assert_eq!(value(&text, "rw_dead_letters_lost_total", &ours), Some(0));
+    let distinct: std::collections::BTreeSet<String> = consume(&job.topic).into_iter().map(|m| m.value).collect();
+    assert_eq!(distinct.len(), N - 3, "every JSON line is in the topic");
+}
+
 /// The dashboard queries only metrics that `/metrics` serves once each has something to
 /// show (a retry of each kind, a produce request, a batch held back by the rate limit).
 #[test]
