@@ -123,8 +123,11 @@ worker() { # files.json, config.json, [total workers]; BENCH_JOB_ID fixes the jo
   return "$rc"
 }
 
-# Records in a topic of the broker at $1 (the partitions' ends).
-records() { RW_AK_BOOTSTRAP="$1" python3 scripts/kafka_admin.py count "$2"; }
+# Records in a topic of the broker at $1, read back by librdkafka (kcat), not the partitions'
+# end offsets: tansu's undercount what a consumer reads.
+records() {
+  LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -C -b "$1" -t "$2" -o beginning -e -q -f '%p\n' | wc -l
+}
 
 # One untimed run whose row must say completed with every line: what a figure of runs like it
 # delivered. (The timed runs of the dry figures write rows too; checking one is enough to know
@@ -218,8 +221,35 @@ bench_big() {
   two() { worker "$DATA/parts.files.json" "$DATA/dry.json" 2; }
   pair scaling two -- one
 
+  echo "== the metrics' cost: the dry run serving /metrics, scraped every 0.1 s, vs without" >&2
+  MPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  scraped() { # the plain dry run with METRICS_ADDR, scraped every 0.1 s until it ends; fails when no scrape answered
+    METRICS_ADDR="127.0.0.1:$MPORT" worker "$DATA/big.ndjson.files.json" "$DATA/dry.json" &
+    local w=$! n=0
+    while kill -0 "$w" 2>/dev/null; do
+      curl -sf "http://127.0.0.1:$MPORT/metrics" >/dev/null && n=$((n + 1))
+      sleep 0.1
+    done
+    wait "$w" && ((n > 0))
+  }
+  unscraped() { worker "$DATA/big.ndjson.files.json" "$DATA/dry.json"; }
+  # What the scraped run delivered: its last scrape (kept for it by METRICS_LINGER_SECS) counts
+  # every line.
+  (METRICS_ADDR="127.0.0.1:$MPORT" METRICS_LINGER_SECS=60 worker "$DATA/big.ndjson.files.json" "$DATA/dry.json" >/dev/null 2>&1 &
+    w=$!
+    for _ in $(seq 600); do
+      got=$(curl -sf "http://127.0.0.1:$MPORT/metrics" | awk '/^rw_lines_total\{.*outcome="acknowledged"/ {print $NF}')
+      [[ $got == "$LINES" ]] && break
+      sleep 0.5
+    done
+    kill -TERM "$w"; wait "$w" || true
+    [[ $got == "$LINES" ]] || { echo "metrics: the last scrape says ${got:-nothing} lines acknowledged, expected $LINES" >&2; exit 1; }
+    echo "  check metrics: the last scrape counts $LINES lines acknowledged" >&2) || exit 1
+  pair metrics scraped -- unscraped
+
   python3 - "$bytes" "$LINES" "$SMALL_LINES" "${RESULT[plain]}" "${RESULT[gzip]}" "${RESULT[e2e]}" "${RESULT[scaling]}" \
-    "$rss_plain_small" "$rss_plain_big" "$rss_gz_small" "$rss_gz_big" "$SIZE" "$RUNS" "$ceiling" "$ROWS" "$NOTES" <<'PY'
+    "$rss_plain_small" "$rss_plain_big" "$rss_gz_small" "$rss_gz_big" "$SIZE" "$RUNS" "$ceiling" "$ROWS" "$NOTES" \
+    "${RESULT[metrics]}" <<'PY'
 import json, sys
 a = sys.argv[1:]
 size, lines, small_lines = int(a[0]), int(a[1]), int(a[2])
@@ -227,6 +257,7 @@ plain, gz, e2e, scaling = [tuple(map(float, x.split())) for x in a[3:7]]
 rss = [int(x) / 1024 for x in a[7:11]]
 label, runs, ceiling = a[11], a[12], a[13]
 rows_path, notes_path = a[14], a[15]
+metrics = tuple(map(float, a[16].split()))
 rows = []
 def row(fig, ours, theirs, ratio, target, ok):
     rows.append((fig, ours, theirs, ratio, target, "pass" if ok else "MISSED"))
@@ -244,6 +275,8 @@ row("end to end, absolute", f"{ours_eps/1e3:.0f}k ev/s", "-", "-", ">= 150k ev/s
 # (4 chunks of 8 MiB), which a small compressed file never fills.
 for name, small, big in (("plain", rss[0], rss[1]), ("gzip", rss[2], rss[3])):
     row(f"peak RSS dry run {name} (1/10 -> full size)", f"{small:.0f} -> {big:.0f} MiB", "-", f"{big/small:.2f}", "<= 256 MiB, flat", big <= 256 and big <= small + 32 + 8)
+r = metrics[0] / metrics[1]
+row("dry run plain: /metrics served and scraped every 0.1 s vs off (time ratio)", f"{metrics[0]:.2f} s", f"{metrics[1]:.2f} s", f"{r:.3f}", "<= 1.03", r <= 1.03)
 r = scaling[1] / scaling[0]
 row("scaling 4 files: 2 workers vs 1", f"{scaling[0]:.2f} s", f"{scaling[1]:.2f} s", f"{r:.2f}x", "> 1 (2 cores)", r > 1.0)
 with open(notes_path, "a") as f:
