@@ -16,7 +16,9 @@
 # Figures:
 #   dry-run plain  vs  split + 3-field-extract floor (rw-floor split-extract)   target ≥ 0.70
 #   dry-run gzip   vs  zlib-rs decompression alone (rw-floor gunzip)            target ≥ 0.85
-#   end to end into tansu (zstd)  vs  kcat -P (librdkafka, zstd, 1 MiB batches) target ≥ 1.0
+#   end to end into tansu (zstd)  vs  kcat -P (librdkafka, zstd, 1 MiB batches) target ≥ 1.05
+#   the same runs' CPU seconds (user + system) per GB, ours vs kcat's            target ≤ 0.90
+#   the dry run plain serving /metrics, scraped every 0.1 s, vs without          target ≤ 1.03
 #   tansu's own produce ceiling (tansu perf), for reading a tie at the ceiling
 #   peak RSS, dry run, plain and gzip, at 1/10 of the size and at the full size  ≤ 256 MiB
 #   scaling: 4 files, 1 worker vs 2 workers
@@ -101,15 +103,13 @@ files_json() { # files.json for the given paths
   python3 -c 'import json,os,sys; print(json.dumps([{"path":p,"size":os.path.getsize(p)} for p in sys.argv[1:]]))' "$@"
 }
 
-# Seconds (wall) of one command; a command that fails stops the script (its figure would mean
-# nothing: a run that fails fast would score as fast).
+# Wall and CPU seconds (user + sys, its child processes included) of one command, as
+# "wall cpu"; a command that fails stops the script (its figure would mean nothing: a run
+# that fails fast would score as fast).
 timeit() {
-  local s e rc=0
-  s=$(date +%s.%N)
-  "$@" >/dev/null 2>&1 || rc=$?
-  e=$(date +%s.%N)
-  ((rc == 0)) || { echo "timed run failed (exit $rc): $*" >&2; return 1; }
-  echo "$e - $s" | bc -l
+  local TIMEFORMAT='%R %U %S' t
+  t=$( { time "$@" >/dev/null 2>&1; } 2>&1) || { echo "timed run failed: $*" >&2; return 1; }
+  awk '{ printf "%s %.3f\n", $1, $2 + $3 }' <<<"$t"
 }
 
 worker() { # files.json, config.json, [total workers]; BENCH_JOB_ID fixes the job id (1 worker)
@@ -144,20 +144,21 @@ dry_check() { # what, files.json, lines, [total workers]
 
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
-declare -A RESULT
+declare -A RESULT CPU
 pair() { # name, ours-cmd..., --, theirs-cmd...
   local name=$1; shift
-  local ours=() theirs=() t a=() b=() i
+  local ours=() theirs=() t a=() b=() ca=() cb=() i
   while [[ $1 != -- ]]; do ours+=("$1"); shift; done; shift
   theirs=("$@")
   for ((i = 0; i < RUNS; i++)); do
     t=$(timeit "${ours[@]}") || exit 1
-    a+=("$t")
+    a+=("${t% *}") ca+=("${t#* }")
     t=$(timeit "${theirs[@]}") || exit 1
-    b+=("$t")
+    b+=("${t% *}") cb+=("${t#* }")
   done
   RESULT[$name]="$(median "${a[@]}") $(median "${b[@]}")"
-  echo "  $name: ours ${a[*]} | theirs ${b[*]}" >&2
+  CPU[$name]="$(median "${ca[@]}") $(median "${cb[@]}")"
+  echo "  $name: ours ${a[*]} | theirs ${b[*]} (wall s); cpu ours ${ca[*]} | theirs ${cb[*]}" >&2
 }
 
 # Peak RSS (KiB) of one dry run. BENCH_JOB_ID fixes the job id.
@@ -249,7 +250,7 @@ bench_big() {
 
   python3 - "$bytes" "$LINES" "$SMALL_LINES" "${RESULT[plain]}" "${RESULT[gzip]}" "${RESULT[e2e]}" "${RESULT[scaling]}" \
     "$rss_plain_small" "$rss_plain_big" "$rss_gz_small" "$rss_gz_big" "$SIZE" "$RUNS" "$ceiling" "$ROWS" "$NOTES" \
-    "${RESULT[metrics]}" <<'PY'
+    "${RESULT[metrics]}" "${CPU[e2e]}" "$(stat -c %s "$DATA/e2e.ndjson")" <<'PY'
 import json, sys
 a = sys.argv[1:]
 size, lines, small_lines = int(a[0]), int(a[1]), int(a[2])
@@ -258,6 +259,7 @@ rss = [int(x) / 1024 for x in a[7:11]]
 label, runs, ceiling = a[11], a[12], a[13]
 rows_path, notes_path = a[14], a[15]
 metrics = tuple(map(float, a[16].split()))
+e2e_cpu, e2e_bytes = tuple(map(float, a[17].split())), int(a[18])
 rows = []
 def row(fig, ours, theirs, ratio, target, ok):
     rows.append((fig, ours, theirs, ratio, target, "pass" if ok else "MISSED"))
@@ -269,7 +271,10 @@ r = gz[1] / gz[0]
 row("dry run gzip vs zlib-rs alone", gbs(gz[0]), gbs(gz[1]), f"{r:.2f}", ">= 0.85", r >= 0.85)
 ours_eps, theirs_eps = small_lines / e2e[0], small_lines / e2e[1]
 r = ours_eps / theirs_eps
-row("end to end zstd into tansu vs kcat -P (half the data)", f"{ours_eps/1e3:.0f}k ev/s", f"{theirs_eps/1e3:.0f}k ev/s", f"{r:.2f}", ">= 1.0", r >= 1.0)
+row("end to end zstd into tansu vs kcat -P (half the data)", f"{ours_eps/1e3:.0f}k ev/s", f"{theirs_eps/1e3:.0f}k ev/s", f"{r:.2f}", ">= 1.05", r >= 1.05)
+per_gb = [c / (e2e_bytes / 1e9) for c in e2e_cpu]
+r = per_gb[0] / per_gb[1]
+row("end to end: CPU s per GB (user + sys) vs kcat -P", f"{per_gb[0]:.2f} s", f"{per_gb[1]:.2f} s", f"{r:.2f}", "<= 0.90", r <= 0.90)
 row("end to end, absolute", f"{ours_eps/1e3:.0f}k ev/s", "-", "-", ">= 150k ev/s", ours_eps >= 150e3)
 # Flat: the full size may exceed the small one by at most the read-ahead window
 # (4 chunks of 8 MiB), which a small compressed file never fills.
