@@ -236,8 +236,10 @@ bench_big() {
   unscraped() { worker "$DATA/big.ndjson.files.json" "$DATA/dry.json"; }
   # What the scraped run delivered: its last scrape (kept for it by METRICS_LINGER_SECS) counts
   # every line.
-  (METRICS_ADDR="127.0.0.1:$MPORT" METRICS_LINGER_SECS=60 worker "$DATA/big.ndjson.files.json" "$DATA/dry.json" >/dev/null 2>&1 &
-    w=$!
+  (METRICS_ADDR="127.0.0.1:$MPORT" METRICS_LINGER_SECS=60 JOB_ID="bench-check-$RANDOM$RANDOM" WORKER_INDEX=0 TOTAL_WORKERS=1 \
+    FILES_CONFIG_PATH="$DATA/big.ndjson.files.json" JOB_CONFIG_PATH="$DATA/dry.json" RUST_LOG=warn \
+    "$BIN/reprocessing-worker" >/dev/null 2>&1 &
+    w=$! # the worker itself, so that SIGTERM ends its linger and frees the port
     for _ in $(seq 600); do
       got=$(curl -sf "http://127.0.0.1:$MPORT/metrics" | awk '/^rw_lines_total\{.*outcome="acknowledged"/ {print $NF}')
       [[ $got == "$LINES" ]] && break
