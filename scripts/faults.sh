@@ -37,6 +37,9 @@ if [[ $(grep -c '^test result: ok' "$log") != "${#runs[@]}" ]]; then
   status=1
   echo "== failures"
   sed -n '/^failures:$/,/^test result/p' "$log" | grep -v ' INFO ' | head -n 80
+  # With --nocapture a panic's message is printed where it happened, not under "failures:".
+  echo "== panics"
+  grep -A 12 'panicked at' "$log" | grep -v ' INFO ' | cut -c1-2000 | head -n 120
 fi
 echo
 echo "| case | runs | expected lines | messages read | lost | duplicates | guaranteed bound |"
