@@ -90,7 +90,11 @@ PY
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" KAFKA_DESTINATIONS_TOPIC="$topic" \
     AWS_ENDPOINT_URL="$AWS_ENDPOINT_URL" AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
     AWS_REGION=us-east-1 SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-    "$(command -v chroot)" --userspec=65532:65532 "$jail" "${cmd[@]}"
+    "$(command -v chroot)" --userspec=65532:65532 "$jail" "${cmd[@]}" 2>"$WORK/$name.log" ||
+    { cat "$WORK/$name.log" >&2; echo "$name: the worker failed" >&2; exit 1; }
+  cat "$WORK/$name.log" >&2
+  # The static build compiles zstd with .cargo/config.toml's default level too.
+  grep -q 'zstd_level=1' "$WORK/$name.log" || { echo "$name: Kafka batches are not zstd level 1 (.cargo/config.toml)" >&2; exit 1; }
   got=$(LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -C -b "$KAFKA_BOOTSTRAP_SERVERS" -t "$topic" -o beginning -e -q -f '%s\n' | sort -u | wc -l)
   row=$(PGPASSWORD="$(sed -E 's#.*://[^:]+:([^@]+)@.*#\1#' <<<"$DATABASE_URL")" psql -h 127.0.0.1 -p "$RW_PG_PORT" -U postgres -Atc \
     "SELECT status || ' ' || success_count FROM reprocessing_workers WHERE job_id = '$job_id'")

@@ -21,6 +21,10 @@
 //! first (see `pipeline::landed`). The other requests keep rskafka's retries, bounded by
 //! [`REQUEST_DEADLINE`] per request.
 //!
+//! **Compression.** rskafka compresses each record batch itself, with no setting for the
+//! level; its zstd is level 1 because `.cargo/config.toml` compiles zstd's default level as 1
+//! (see [`zstd_default_level`], checked and logged at start-up).
+//!
 //! **Offsets.** A produce returns the batch's base offset; a resumed run lists partitions'
 //! end offsets and fetches records back through the same partition clients (see
 //! [`crate::resume::readback`]).
@@ -77,6 +81,42 @@ const MARKERS_PER_FETCH: usize = 64;
 /// A produce slower than this may have met a new connection (rskafka reconnects inside a
 /// request): look for sockets without `TCP_NODELAY` again.
 const SLOW_PRODUCE: Duration = Duration::from_millis(20);
+
+/// The zstd level Kafka batches are compressed at. rskafka 0.6 asks zstd for level 0, which
+/// is zstd's compile-time default (`ZSTD_CLEVEL_DEFAULT`, 3 unless defined); the project's
+/// `.cargo/config.toml` compiles zstd with 1 (BENCHMARKS.md, "The zstd level"). Found by
+/// compressing a sample at level 0 and at the levels it could mean; `None` when none matches.
+pub fn zstd_default_level() -> Option<i32> {
+    let sample = zstd_sample();
+    let default = zstd::bulk::compress(&sample, 0).ok()?;
+    (1..=zstd::compression_level_range().end().to_owned())
+        .find(|&level| zstd::bulk::compress(&sample, level).is_ok_and(|c| c == default))
+}
+
+/// 64 KiB of lines like the worker's (JSON with varying ids and numbers), on which zstd's
+/// levels 1 to 3 all compress differently.
+fn zstd_sample() -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(70_000);
+    let mut i = 0u64;
+    while out.len() < 65_536 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let line = format!(
+            r#"{{"messageId":"{:016x}","type":"{}","n":{},"path":"/p/{}","ua":"agent {}"}}"#,
+            x,
+            ["track", "page", "identify"][(x % 3) as usize],
+            x % 100_000,
+            (x >> 20) % 977,
+            i % 13
+        );
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+        i += 1;
+    }
+    out
+}
 
 fn compression(c: KafkaCompression) -> Compression {
     match c {
@@ -188,6 +228,16 @@ impl KafkaBroker {
             .await
             .map_err(|_| BrokerError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
             .map_err(|e| BrokerError::Connect { bootstrap, source: Box::new(e) })?;
+        if cfg.compression == KafkaCompression::Zstd {
+            let level = zstd_default_level();
+            match level {
+                Some(1) => tracing::info!(zstd_level = 1, "Kafka batches are compressed with zstd at level 1"),
+                _ => tracing::warn!(
+                    zstd_level = ?level,
+                    "Kafka batches are compressed with zstd at another level than the build's 1 (zstd was compiled without .cargo/config.toml's CFLAGS): more CPU a batch"
+                ),
+            }
+        }
         crate::nodelay::apply();
         let nodelay = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::nodelay::keep_applying(nodelay.clone()));
@@ -447,6 +497,17 @@ fn code_name(code: &ProtocolError) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// rskafka's zstd batches are level 1, as `.cargo/config.toml` builds zstd; the sample
+    /// tells the levels apart, so a build without the define (level 3) fails here.
+    #[test]
+    fn kafka_batches_are_compressed_at_zstd_level_1() {
+        let sample = zstd_sample();
+        let at = |level| zstd::bulk::compress(&sample, level).unwrap();
+        assert!(at(1) != at(2) && at(2) != at(3) && at(1) != at(3), "the sample tells levels 1 to 3 apart");
+        assert_eq!(zstd_default_level(), Some(1));
+    }
+
     use super::*;
 
     #[test]
