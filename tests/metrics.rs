@@ -5,7 +5,8 @@
 //! file; at the end (`METRICS_LINGER_SECS`) the last scrape agrees with the row and with what
 //! kcat reads back. `/readyz` turns 503 while every broker is down and 200 again once they
 //! are back, while `/healthz` stays 200. The Grafana dashboard in `deploy/grafana` queries
-//! only metrics that `/metrics` serves.
+//! only metrics that `/metrics` serves. The running worker has transparent huge pages off,
+//! unless `MIMALLOC_ALLOW_THP` asks for them (src/main.rs).
 
 mod common;
 
@@ -71,6 +72,14 @@ fn dashboard_metrics() -> std::collections::BTreeSet<String> {
     names
 }
 
+/// Whether process `pid` may use transparent huge pages (`THP_enabled` in its status, Linux
+/// 5.0 and later).
+fn thp_enabled(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("THP_enabled:"))?;
+    Some(line.trim() == "1")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -130,6 +139,10 @@ fn metrics_follow_the_run_and_agree_with_the_row_and_the_topic() {
     assert_eq!(at_end("rw_ready"), 0, "not ready once the run ended");
     assert!(matches!(get(port, "/readyz"), Some((503, _))), "/readyz is 503 after the run");
     assert!(matches!(get(port, "/healthz"), Some((200, _))), "/healthz is 200 after the run");
+    if let Some(own) = thp_enabled(std::process::id()) {
+        assert!(own, "huge pages are allowed in this test process, so the worker turned them off itself");
+        assert_eq!(thp_enabled(child.id()), Some(false), "the worker runs without transparent huge pages");
+    }
     // SIGTERM ends the linger at once, and the completed run still exits 0.
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -167,6 +180,8 @@ fn readyz_follows_the_brokers_while_healthz_holds() {
         .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("MAX_EVENTS_PER_SEC", "3000")
         .env("METRICS_LINGER_SECS", "60")
+        // Huge pages asked for: the worker leaves them on.
+        .env("MIMALLOC_ALLOW_THP", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -189,6 +204,9 @@ fn readyz_follows_the_brokers_while_healthz_holds() {
                 && status("/readyz") == Some(200)
         }),
     );
+    if thp_enabled(std::process::id()) == Some(true) {
+        assert_eq!(thp_enabled(child.id()), Some(true), "MIMALLOC_ALLOW_THP=1 keeps huge pages on");
+    }
     for b in 1..=3 {
         cluster.cmd(&format!("down {b}"));
     }
