@@ -9,12 +9,9 @@
 //! or when the pipeline flushes every open batch because too many lines are unsettled (a
 //! topic that gets few lines must not pin the watermark; see `pipeline`).
 
-use std::collections::BTreeMap;
+use chrono::Utc;
 
-use chrono::{DateTime, Utc};
-use rskafka::record::Record;
-
-use crate::broker::Batch;
+use crate::broker::{Batch, Key, Records};
 use crate::extract::{extract_with, ExtractError, Fields};
 use crate::filter::{is_blank, Filter, SkipReason};
 use crate::lines::Line;
@@ -25,6 +22,10 @@ use crate::tracker::LineState;
 /// Bytes of a v2 record batch besides its records (base offset, length, epoch, magic, CRC,
 /// attributes, offsets, timestamps, producer id and epoch, sequence, count).
 pub const BATCH_OVERHEAD: usize = 61;
+
+/// Bytes of values the first batch reserves room for; later ones reserve what the one before
+/// held, and an eighth more.
+const MIN_RESERVE: usize = 64 * 1024;
 
 /// Bytes of `v` as a zigzag varint, the way the v2 record format writes lengths and deltas.
 pub fn varint_len(v: i64) -> usize {
@@ -89,13 +90,13 @@ pub struct FileKeys {
 
 impl FileKeys {
     /// The key of line `line` (1-based), hyphenated.
-    pub fn key(&self, line: u64) -> Vec<u8> {
+    pub fn key(&self, line: u64) -> Key {
         let mut bytes = [0; 16];
         bytes[..8].copy_from_slice(&self.file);
         // The variant takes the top two bits of byte 8: lines stay below 2^62.
         bytes[8..].copy_from_slice(&(line & (u64::MAX >> 2)).to_be_bytes());
         let id = uuid::Builder::from_custom_bytes(bytes).into_uuid();
-        let mut out = vec![0; uuid::fmt::Hyphenated::LENGTH];
+        let mut out = [0; crate::broker::KEY_LEN];
         id.hyphenated().encode_lower(&mut out);
         out
     }
@@ -168,12 +169,10 @@ impl Decision {
 }
 
 struct Open {
-    records: Vec<Record>,
+    records: Records,
     lines: Vec<u64>,
-    bytes: usize,
     /// Encoded size of the batch so far.
     encoded: usize,
-    timestamp: DateTime<Utc>,
 }
 
 /// Builds batches from lines.
@@ -183,6 +182,8 @@ pub struct Batcher<'a> {
     /// What the filter needs extracted.
     fields: Fields,
     limits: BatchLimits,
+    /// Bytes of values a new batch reserves room for.
+    reserve: usize,
     file: FileAt,
     open: Vec<Option<Open>>,
     /// `messageCreated` of the latest line that had one.
@@ -203,6 +204,7 @@ impl<'a> Batcher<'a> {
             router,
             fields: filter.fields(),
             limits,
+            reserve: MIN_RESERVE,
             file,
             open,
             last_created: String::new(),
@@ -288,23 +290,16 @@ impl<'a> Batcher<'a> {
             },
         };
         let capacity = self.limits.records.min(4096);
+        let bytes = self.reserve;
         let open = self.open[topic].get_or_insert_with(|| Open {
-            records: Vec::with_capacity(capacity),
+            records: Records::with_capacity(capacity, bytes, Utc::now()),
             lines: Vec::with_capacity(capacity),
-            bytes: 0,
             encoded: BATCH_OVERHEAD,
-            timestamp: Utc::now(),
         });
-        open.records.push(Record {
-            key: Some(key),
-            value: Some(text.to_vec()),
-            headers: BTreeMap::from([(HEADER.to_owned(), target.header.to_vec())]),
-            timestamp: open.timestamp,
-        });
+        open.records.push(&key, text, &target.header);
         open.lines.push(no);
-        open.bytes += text.len();
         open.encoded += size;
-        if open.records.len() >= self.limits.records || open.bytes >= self.limits.value_bytes {
+        if open.records.len() >= self.limits.records || open.records.value_bytes() >= self.limits.value_bytes {
             if let Some(b) = self.take(topic) {
                 emit(b);
             }
@@ -313,13 +308,11 @@ impl<'a> Batcher<'a> {
     }
 
     fn take(&mut self, topic: usize) -> Option<Batch> {
-        self.open[topic].take().map(|o| Batch {
-            topic,
-            records: o.records,
-            lines: o.lines,
-            value_bytes: o.bytes,
-            encoded_bytes: o.encoded,
-        })
+        let o = self.open[topic].take()?;
+        // The next batch's values are likely about as large as this one's.
+        let bytes = o.records.value_bytes();
+        self.reserve = (bytes + bytes / 8).max(MIN_RESERVE).min(self.limits.value_bytes.min(self.limits.message_bytes));
+        Some(Batch { topic, records: o.records, lines: o.lines, encoded_bytes: o.encoded })
     }
 
     /// Hands over every open batch.
@@ -371,10 +364,11 @@ mod tests {
         assert_eq!(batches.len(), 1);
         let b = &batches[0];
         assert_eq!(b.lines, vec![1, 5]);
-        let key = |i: usize| String::from_utf8(b.records[i].key.clone().unwrap()).unwrap();
-        assert_eq!(key(0), String::from_utf8(LineKeys::for_job("").file(0, "").key(1)).unwrap(), "not messageId");
-        assert_eq!(b.records[0].value.as_deref(), Some(lines[0].as_bytes()));
-        assert_eq!(b.records[0].headers[HEADER], b"c1,c2");
+        let key = |i: usize| String::from_utf8(b.records.get(i).key.to_vec()).unwrap();
+        assert_eq!(key(0).as_bytes(), LineKeys::for_job("").file(0, "").key(1), "not messageId");
+        assert_eq!(b.records.get(0).value, lines[0].as_bytes());
+        assert_eq!(b.records.get(0).header, b"c1,c2");
+        assert_eq!(b.records.to_kafka()[0].headers[HEADER], b"c1,c2", "sent as connection_ids");
         assert!(uuid::Uuid::parse_str(&key(1)).is_ok(), "{}", key(1));
     }
 
@@ -382,7 +376,7 @@ mod tests {
     fn every_line_has_a_key_of_its_own_the_same_on_every_run() {
         let keys = LineKeys::for_job("job-1");
         let k =
-            |job: &LineKeys, i: usize, path: &str, line: u64| String::from_utf8(job.file(i, path).key(line)).unwrap();
+            |job: &LineKeys, i: usize, path: &str, line: u64| String::from_utf8(job.file(i, path).key(line).to_vec()).unwrap();
         let a = k(&keys, 0, "s3://b/f.ndjson", 7);
         assert_eq!(a, k(&LineKeys::for_job("job-1"), 0, "s3://b/f.ndjson", 7), "deterministic");
         let id = uuid::Uuid::parse_str(&a).unwrap();
@@ -394,7 +388,7 @@ mod tests {
         assert_ne!(a, k(&LineKeys::for_job("job-2"), 0, "s3://b/f.ndjson", 7), "another job");
         // Distinct over many lines, up to the largest line number a key holds.
         let f = keys.file(0, "p");
-        let many: std::collections::HashSet<Vec<u8>> =
+        let many: std::collections::HashSet<Key> =
             (1..=100_000u64).chain([(1 << 62) - 1, (1 << 40) + 3]).map(|l| f.key(l)).collect();
         assert_eq!(many.len(), 100_002);
         // The batcher numbers a file's lines from its first line, whatever the sequence.
@@ -406,8 +400,8 @@ mod tests {
         b.line(1_002, Line::Text(br#"{"messageId":"m"}"#), true, |x| batches.push(x));
         b.line(1_003, Line::Text(br#"{"messageId":"m"}"#), true, |x| batches.push(x));
         b.flush_all(|x| batches.push(x));
-        assert_eq!(batches[0].records[0].key.as_deref(), Some(a.as_bytes()));
-        assert_ne!(batches[0].records[0].key, batches[0].records[1].key, "identical lines, two keys");
+        assert_eq!(batches[0].records.get(0).key, a.as_bytes());
+        assert_ne!(batches[0].records.get(0).key, batches[0].records.get(1).key, "identical lines, two keys");
     }
 
     #[test]
@@ -420,7 +414,7 @@ mod tests {
         let (_, batches) = run(&[l1, l2, l1, l1, l2, l1], &router, 2);
         let shape: Vec<(usize, Vec<u64>)> = batches.iter().map(|b| (b.topic, b.lines.clone())).collect();
         assert_eq!(shape, vec![(0, vec![1, 3]), (1, vec![2, 5]), (0, vec![4, 6])]);
-        assert_eq!(batches[1].records[0].headers[HEADER], b"k");
+        assert_eq!(batches[1].records.get(0).header, b"k");
     }
 
     #[test]
@@ -452,7 +446,7 @@ mod tests {
 
     /// The exact encoded size of records in a v2 batch (uncompressed), written from the
     /// format's description, independently of rskafka.
-    fn encoded_size(records: &[Record]) -> usize {
+    fn encoded_size(records: &[rskafka::record::Record]) -> usize {
         let vl = written_varint_len;
         let first = records[0].timestamp.timestamp_millis();
         let mut total = BATCH_OVERHEAD;
@@ -492,19 +486,19 @@ mod tests {
             proptest::prop_assert_eq!(sent, (1..=sizes.len() as u64).collect::<Vec<_>>(), "each line once, in order");
             for batch in &batches {
                 proptest::prop_assert_eq!(batch.lines.len(), batch.records.len());
-                for (no, r) in batch.lines.iter().zip(&batch.records) {
+                for (no, r) in batch.lines.iter().zip(batch.records.iter()) {
                     let line = format!(r#"{{"messageId":"m{}","pad":"{}"}}"#, no - 1, "x".repeat(sizes[*no as usize - 1]));
-                    proptest::prop_assert_eq!(r.value.as_deref(), Some(line.as_bytes()));
+                    proptest::prop_assert_eq!(r.value, line.as_bytes());
                 }
             }
             for (i, batch) in batches.iter().enumerate() {
-                let exact = encoded_size(&batch.records);
+                let exact = encoded_size(&batch.records.to_kafka());
                 proptest::prop_assert_eq!(batch.encoded_bytes, exact);
                 proptest::prop_assert!(batch.encoded_bytes <= 20_000);
                 // Closed only when the next record of its topic would not fit.
                 if let Some(next) = batches[i + 1..].iter().find(|b| b.topic == batch.topic) {
-                    let mut with = batch.records.clone();
-                    with.push(next.records[0].clone());
+                    let mut with = batch.records.to_kafka();
+                    with.push(next.records.to_kafka()[0].clone());
                     proptest::prop_assert!(encoded_size(&with) > 20_000 || batch.records.len() == 1_000);
                 }
             }
@@ -536,7 +530,7 @@ mod tests {
         }
         b.flush_all(|x| batches.push(x));
         assert!(batches.len() > 1);
-        assert!(batches.iter().all(|x| x.encoded_bytes <= 2_000 && encoded_size(&x.records) <= 2_000));
+        assert!(batches.iter().all(|x| x.encoded_bytes <= 2_000 && encoded_size(&x.records.to_kafka()) <= 2_000));
         assert_eq!(batches.iter().map(|x| x.records.len()).sum::<usize>(), 39);
     }
 }

@@ -4,19 +4,145 @@
 //! Production uses [`crate::kafka::KafkaBroker`]. A dry run uses [`DryRun`], which acknowledges
 //! every batch at once, so the pipeline, its counters and its status row behave exactly as in
 //! a real run. Unit tests use in-memory fakes behind the same trait.
+//!
+//! A batch keeps its records compact ([`Records`]): the values back to back in one buffer, a
+//! fixed-size key each, and the `connection_ids` header once per run of equal ones. rskafka
+//! takes the records it sends by value, one allocation per key, value and header; they are
+//! built from the compact form for each attempt ([`Records::to_kafka`]), on the thread that
+//! sends them and frees them, while the batch stays whole for the next attempt, a look in the
+//! partition, or a dead letter.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use rskafka::record::Record;
+
+use crate::route::HEADER;
+
+/// Bytes of a record key: a hyphenated UUID (see [`crate::batcher::LineKeys`]).
+pub const KEY_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+
+/// A record key.
+pub type Key = [u8; KEY_LEN];
+
+/// One record of [`Records`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    /// The `connection_ids` header's value.
+    pub header: &'a [u8],
+}
+
+/// A batch's records, compact (see the module's documentation), all with one timestamp.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// The values, back to back.
+    values: Vec<u8>,
+    /// Where each value ends in `values`.
+    ends: Vec<usize>,
+    keys: Vec<Key>,
+    /// Each header value with the index of the first record that carries it, until the next.
+    headers: Vec<(usize, Arc<[u8]>)>,
+    timestamp: DateTime<Utc>,
+}
+
+impl Records {
+    /// Room for `records` records of `bytes` bytes of values in all.
+    pub fn with_capacity(records: usize, bytes: usize, timestamp: DateTime<Utc>) -> Self {
+        Self {
+            values: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(records),
+            keys: Vec::with_capacity(records),
+            headers: Vec::new(),
+            timestamp,
+        }
+    }
+
+    pub fn push(&mut self, key: &Key, value: &[u8], header: &Arc<[u8]>) {
+        if self.headers.last().is_none_or(|(_, last)| last[..] != header[..]) {
+            self.headers.push((self.keys.len(), Arc::clone(header)));
+        }
+        self.keys.push(*key);
+        self.values.extend_from_slice(value);
+        self.ends.push(self.values.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Bytes of the values.
+    pub fn value_bytes(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+
+    /// Gives every record the timestamp `at`.
+    pub fn stamp(&mut self, at: DateTime<Utc>) {
+        self.timestamp = at;
+    }
+
+    /// Record `i`; panics past the end, like a slice.
+    pub fn get(&self, i: usize) -> RecordRef<'_> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let run = self.headers.partition_point(|(from, _)| *from <= i) - 1;
+        RecordRef { key: &self.keys[i], value: &self.values[start..self.ends[i]], header: &self.headers[run].1 }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = RecordRef<'_>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Splits the records in two at `at`: these keep the first `at`, the rest are returned.
+    pub fn split_off(&mut self, at: usize) -> Records {
+        let at = at.min(self.len());
+        let cut = if at == 0 { 0 } else { self.ends[at - 1] };
+        let keep = self.headers.partition_point(|(from, _)| *from < at);
+        let mut headers = Vec::with_capacity(self.headers.len() - keep + 1);
+        if at < self.len() && self.headers.get(keep).is_none_or(|(from, _)| *from > at) {
+            headers.push((0, Arc::clone(&self.headers[keep - 1].1)));
+        }
+        headers.extend(self.headers.drain(keep..).map(|(from, h)| (from - at, h)));
+        Records {
+            values: self.values.split_off(cut),
+            ends: self.ends.split_off(at).into_iter().map(|end| end - cut).collect(),
+            keys: self.keys.split_off(at),
+            headers,
+            timestamp: self.timestamp,
+        }
+    }
+
+    /// The records as rskafka takes them: key, value, the `connection_ids` header, and the
+    /// timestamp.
+    pub fn to_kafka(&self) -> Vec<Record> {
+        self.iter()
+            .map(|r| Record {
+                key: Some(r.key.to_vec()),
+                value: Some(r.value.to_vec()),
+                headers: BTreeMap::from([(HEADER.to_owned(), r.header.to_vec())]),
+                timestamp: self.timestamp,
+            })
+            .collect()
+    }
+}
 
 /// Records for one topic, with the line numbers they came from (in order).
 #[derive(Debug)]
 pub struct Batch {
     /// Index into the router's topic list.
     pub topic: usize,
-    pub records: Vec<Record>,
+    pub records: Records,
     pub lines: Vec<u64>,
-    /// Sum of the record values, in bytes.
-    pub value_bytes: usize,
     /// Upper bound of the batch's encoded size before compression, in bytes.
     pub encoded_bytes: usize,
 }
@@ -180,12 +306,12 @@ pub trait Broker: Send + Sync + 'static {
     fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, BrokerError>>;
     /// Sends `records` to one partition and waits for the acknowledgement; returns the offset
     /// of the first record. The records are borrowed: a batch that fails transiently is sent
-    /// again, and the dry run copies nothing.
+    /// again, and the dry run builds nothing.
     fn produce<'a>(
         &'a self,
         topic: &'a str,
         partition: i32,
-        records: &'a [Record],
+        records: &'a Records,
     ) -> BoxFuture<'a, Result<i64, BrokerError>>;
     /// The end offset (the offset the next record gets) of partition `partition`.
     fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, BrokerError>>;
@@ -202,7 +328,7 @@ impl Broker for DryRun {
     fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, BrokerError>> {
         Box::pin(async move { Ok(vec![1; topics.len()]) })
     }
-    fn produce<'a>(&'a self, _: &'a str, _: i32, _: &'a [Record]) -> BoxFuture<'a, Result<i64, BrokerError>> {
+    fn produce<'a>(&'a self, _: &'a str, _: i32, _: &'a Records) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async { Ok(0) })
     }
     fn end_offset<'a>(&'a self, _: &'a str, _: i32) -> BoxFuture<'a, Result<i64, BrokerError>> {
@@ -290,6 +416,77 @@ impl<'a> PartitionRange<'a> {
             if !page.records.is_empty() {
                 return Ok(Page::Records(page.records));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Model = Vec<(Key, Vec<u8>, Vec<u8>)>;
+
+    fn records(model: &Model) -> Records {
+        let mut out = Records::with_capacity(2, 10, Utc::now());
+        let mut header: Arc<[u8]> = Arc::from(&b""[..]);
+        for (key, value, h) in model {
+            // A fresh Arc when the bytes change, as the router gives a map's lines.
+            if header[..] != h[..] {
+                header = Arc::from(&h[..]);
+            }
+            out.push(key, value, &header);
+        }
+        out
+    }
+
+    fn same(records: &Records, model: &[(Key, Vec<u8>, Vec<u8>)]) -> Result<(), proptest::test_runner::TestCaseError> {
+        proptest::prop_assert_eq!(records.len(), model.len());
+        proptest::prop_assert_eq!(records.value_bytes(), model.iter().map(|m| m.1.len()).sum::<usize>());
+        for (r, (key, value, header)) in records.iter().zip(model) {
+            proptest::prop_assert_eq!((r.key, r.value, r.header), (&key[..], &value[..], &header[..]));
+        }
+        // As rskafka gets them: each record whole, with the connection_ids header only.
+        let sent = records.to_kafka();
+        proptest::prop_assert_eq!(sent.len(), model.len());
+        for (r, (key, value, header)) in sent.iter().zip(model) {
+            proptest::prop_assert_eq!(r.key.as_deref(), Some(&key[..]));
+            proptest::prop_assert_eq!(r.value.as_deref(), Some(&value[..]));
+            proptest::prop_assert_eq!(r.headers.len(), 1);
+            proptest::prop_assert_eq!(&r.headers[HEADER], header);
+            proptest::prop_assert_eq!(r.timestamp, records.timestamp());
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// Against a plain list of (key, value, header): what goes in comes out, in order, and
+        /// any split (the producer halves a rejected batch, and halves the halves) keeps each
+        /// record whole, with its own header, on the side it belongs to.
+        #[test]
+        fn records_hold_what_was_pushed_and_split_anywhere(
+            parts in proptest::collection::vec(
+                (proptest::num::u8::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0u8..3),
+                0..60,
+            ),
+            cuts in proptest::collection::vec(0usize..70, 1..4),
+        ) {
+            let model: Model = parts
+                .iter()
+                .map(|(k, v, h)| ([*k; KEY_LEN], v.clone(), format!("c{h}").into_bytes()))
+                .collect();
+            let whole = records(&model);
+            same(&whole, &model)?;
+            // Split at each cut in turn, the second part again and again.
+            let (mut rest, mut at) = (whole.clone(), 0);
+            for cut in cuts {
+                let first_len = cut.min(rest.len());
+                let second = rest.split_off(cut);
+                same(&rest, &model[at..at + first_len])?;
+                at += first_len;
+                same(&second, &model[at..])?;
+                rest = second;
+            }
+            same(&whole, &model)?;
         }
     }
 }

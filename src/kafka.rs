@@ -41,7 +41,7 @@ use rskafka::record::Record;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::broker::{BoxError, Broker, BrokerError, Failure, Fetched};
+use crate::broker::{BoxError, Broker, BrokerError, Failure, Fetched, Records};
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
 
 /// The longest one request (with rskafka's own retries) may take before the pipeline's
@@ -344,15 +344,16 @@ impl Broker for KafkaBroker {
         &'a self,
         topic: &'a str,
         partition: i32,
-        records: &'a [Record],
+        records: &'a Records,
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             let pc = self.partition_client(topic, partition, true).await?;
             let after = self.request_deadline;
             let started = Instant::now();
-            // rskafka takes the records by value; the copy is what lets a batch be sent again.
+            // rskafka takes the records by value: built for this attempt, from the batch,
+            // which stays whole to be sent again.
             // Watched: rskafka would send a throttled request again by itself (crate::throttle).
-            let call = crate::throttle::watch(pc.produce(records.to_vec(), self.compression));
+            let call = crate::throttle::watch(pc.produce(records.to_kafka(), self.compression));
             let result = match tokio::time::timeout(after, call).await {
                 Err(_) => Err(BrokerError::NotAcknowledged { topic: topic.to_owned(), partition, after }),
                 Ok(Err(pause)) => Err(BrokerError::Throttled { topic: topic.to_owned(), partition, pause }),

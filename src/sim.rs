@@ -39,7 +39,7 @@ use rskafka::record::Record;
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::LineKeys;
-use crate::broker::{Broker, BrokerError, Failure, Fetched};
+use crate::broker::{Broker, BrokerError, Failure, Fetched, Records};
 use crate::config::Config;
 use crate::generate::Rng;
 use crate::jobfile::JobOptions;
@@ -159,9 +159,11 @@ impl Broker for SimBroker {
         &'a self,
         topic: &'a str,
         partition: i32,
-        records: &'a [Record],
+        batch: &'a Records,
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
+            // The records as Kafka would store them.
+            let records = &batch.to_kafka()[..];
             let (delay, roll, foreign) = {
                 let mut rng = self.rng.lock().unwrap();
                 (
@@ -475,7 +477,7 @@ fn check(cfg: &Config, src: &Source, workers: u32, log: &Log, results: &[Result<
                     Fate::Error => want.error += 1,
                     Fate::Delivered => {
                         want.success += 1;
-                        let found = in_log.get(&file_keys.key(line)).map(Vec::as_slice).unwrap_or_default();
+                        let found = in_log.get(&file_keys.key(line)[..]).map(Vec::as_slice).unwrap_or_default();
                         let exact = found
                             .iter()
                             .filter(|r| {
@@ -483,7 +485,7 @@ fn check(cfg: &Config, src: &Source, workers: u32, log: &Log, results: &[Result<
                             })
                             .count();
                         // Another producer's exact copies stand for the line, and are not ours.
-                        let copies = log.copied.get(&file_keys.key(line)).copied().unwrap_or(0);
+                        let copies = log.copied.get(&file_keys.key(line)[..]).copied().unwrap_or(0);
                         match exact {
                             0 => findings.push(format!("LOST: worker {w} {path} line {line}")),
                             n if n > 1 + copies => findings.push(format!(

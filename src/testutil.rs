@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rskafka::record::Record;
 
-use crate::broker::{Broker, BrokerError, Failure};
+use crate::broker::{Broker, BrokerError, Failure, Records};
 use crate::config::{Config, Tuning};
 use crate::jobfile::{FileEntry, JobOptions};
 use crate::progress::Progress;
@@ -154,9 +154,11 @@ impl Broker for FakeBroker {
         &'a self,
         topic: &'a str,
         partition: i32,
-        records: &'a [Record],
+        batch: &'a Records,
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
+            // The records as Kafka would store them.
+            let records = &batch.to_kafka()[..];
             let n = self.next.fetch_add(1, Ordering::SeqCst);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);

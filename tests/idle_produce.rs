@@ -6,12 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use reprocessing_worker::broker::Broker;
+use reprocessing_worker::broker::{Broker, Records, KEY_LEN};
 use reprocessing_worker::config::{KafkaCompression, KafkaConfig, SecurityProtocol};
 use reprocessing_worker::kafka::KafkaBroker;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
-use rskafka::record::Record;
 
 /// Produces after an idle pause, this many times.
 const ROUNDS: usize = 9;
@@ -21,16 +20,15 @@ const IDLE: Duration = Duration::from_millis(150);
 /// buffer, so the length and the body go out as two writes, and smaller than one loopback
 /// segment, so Nagle's algorithm holds the body until the length is acknowledged. (Measured
 /// here: rskafka alone waits about 44 ms for bodies between 8 and 64 KiB, 1 ms below.)
-fn batch(i: usize) -> Vec<Record> {
+fn batch(i: usize) -> Records {
     let pad = "x".repeat(1000);
-    (0..20)
-        .map(|n| Record {
-            key: None,
-            value: Some(format!(r#"{{"messageId":"idle-{i}-{n}","pad":"{pad}"}}"#).into_bytes()),
-            headers: Default::default(),
-            timestamp: chrono::Utc::now(),
-        })
-        .collect()
+    let header: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"c"[..]);
+    let mut out = Records::default();
+    for n in 0..20u8 {
+        let key = [b'0' + n % 10; KEY_LEN];
+        out.push(&key, format!(r#"{{"messageId":"idle-{i}-{n}","pad":"{pad}"}}"#).as_bytes(), &header);
+    }
+    out
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -48,11 +46,11 @@ async fn an_idle_produce_is_acknowledged_without_a_delayed_ack_stall() {
     // rskafka alone: its sockets keep Nagle's algorithm.
     let client = ClientBuilder::new(vec![bootstrap.clone()]).build().await.unwrap();
     let pc = client.partition_client(&topic, 0, UnknownTopicHandling::Retry).await.unwrap();
-    pc.produce(batch(0), Compression::NoCompression).await.unwrap();
+    pc.produce(batch(0).to_kafka(), Compression::NoCompression).await.unwrap();
     let mut plain = Vec::new();
     for i in 0..ROUNDS {
         tokio::time::sleep(IDLE).await;
-        let records = batch(i);
+        let records = batch(i).to_kafka();
         let t = Instant::now();
         pc.produce(records, Compression::NoCompression).await.unwrap();
         plain.push(t.elapsed());

@@ -19,9 +19,7 @@
 
 use std::time::Duration;
 
-use rskafka::record::Record;
-
-use crate::broker::{Broker, Page, PartitionRange};
+use crate::broker::{Broker, Page, PartitionRange, Records};
 use crate::resume::recover::{Signature, Signer};
 
 /// The longest one check may take (a broker that is down fails it sooner or later).
@@ -41,14 +39,14 @@ pub(super) enum Landed {
 }
 
 /// Where `records` are in the partition at or after `from`.
-pub(super) async fn find(broker: &dyn Broker, topic: &str, partition: i32, from: i64, records: &[Record]) -> Landed {
+pub(super) async fn find(broker: &dyn Broker, topic: &str, partition: i32, from: i64, records: &Records) -> Landed {
     let check = async {
         let Ok(mut range) = PartitionRange::open(broker, topic, partition, from).await else { return Landed::Unknown };
         if range.is_empty() || range.len() > CHECK_MAX_RECORDS {
             return Landed::Absent;
         }
         let signer = Signer::default();
-        let want: Vec<Option<Signature>> = records.iter().map(|r| signer.sign_record(r)).collect();
+        let want: Vec<Option<Signature>> = records.iter().map(|r| Some(signer.sign(r.key, r.value, r.header))).collect();
         let mut run = Run::default();
         loop {
             match range.next().await {
@@ -106,25 +104,31 @@ mod tests {
     use super::*;
     use crate::testutil::FakeBroker;
 
-    fn record(key: &str) -> Record {
-        Record {
-            key: Some(key.as_bytes().to_vec()),
-            value: Some(b"{}".to_vec()),
-            headers: [(crate::route::HEADER.to_owned(), b"c1".to_vec())].into(),
-            timestamp: chrono::Utc::now(),
+    /// The records with these keys (padded to a key's length), in order.
+    fn records(keys: &[&str]) -> Records {
+        let mut out = Records::default();
+        for k in keys {
+            let mut key = [b'-'; crate::broker::KEY_LEN];
+            key[..k.len()].copy_from_slice(k.as_bytes());
+            out.push(&key, b"{}", &std::sync::Arc::from(&b"c1"[..]));
         }
+        out
+    }
+
+    fn record(key: &str) -> rskafka::record::Record {
+        records(&[key]).to_kafka().remove(0)
     }
 
     #[tokio::test]
     async fn a_batch_is_found_whole_at_consecutive_offsets() {
         let broker = FakeBroker::acking();
-        let batch = vec![record("a"), record("b")];
+        let batch = records(&["a", "b"]);
         // 0: a, 1: x, 2: a, 3: x, 4: a, 5: b
         let log = ["a", "x", "a", "x", "a", "b"].map(record).to_vec();
         broker.append("t", 0, log);
         assert_eq!(find(broker.as_ref(), "t", 0, 0, &batch).await, Landed::At(4));
         assert_eq!(find(broker.as_ref(), "t", 0, 5, &batch).await, Landed::Absent, "not after 5");
-        let reversed = [record("b"), record("a")];
+        let reversed = records(&["b", "a"]);
         assert_eq!(find(broker.as_ref(), "t", 0, 0, &reversed).await, Landed::Absent, "order");
         assert_eq!(find(broker.as_ref(), "t", 1, 0, &batch).await, Landed::Absent, "empty partition");
     }
@@ -135,7 +139,7 @@ mod tests {
         broker.append("t", 0, ["x", "y"].map(record).to_vec());
         // A transaction marker at the end: an offset that no fetch returns.
         broker.append_marker("t", 0);
-        assert_eq!(find(broker.as_ref(), "t", 0, 0, &[record("a")]).await, Landed::Absent);
-        assert_eq!(find(broker.as_ref(), "t", 0, 2, &[record("a")]).await, Landed::Absent);
+        assert_eq!(find(broker.as_ref(), "t", 0, 0, &records(&["a"])).await, Landed::Absent);
+        assert_eq!(find(broker.as_ref(), "t", 0, 2, &records(&["a"])).await, Landed::Absent);
     }
 }

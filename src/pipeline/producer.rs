@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rskafka::record::Record;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::landed::Landed;
 use super::AttemptError;
 use crate::backoff::Backoff;
-use crate::broker::{Batch, Broker, BrokerError, Failure};
+use crate::broker::{Batch, Broker, BrokerError, Failure, Records};
 use crate::progress::Progress;
 use crate::ratelimit::{Limits, RateLimits};
 use crate::tracker::{LineState, Seq};
@@ -112,10 +111,7 @@ impl Producer {
         }
         self.progress.stats().lines_sent.fetch_add(batch.lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
         // Stamped when sent, so the topic's timestamps show the rate it was sent at.
-        let now = chrono::Utc::now();
-        for r in &mut batch.records {
-            r.timestamp = now;
-        }
+        batch.records.stamp(chrono::Utc::now());
         let topic = &self.topics[batch.topic].0;
         let partition = self.partition_for(batch.topic);
         // Registered before the first attempt: from now on its records may be in the topic.
@@ -131,8 +127,8 @@ impl Producer {
                     out.acked.extend(lines)
                 }
                 Err(Stop::Rejected(e)) if records.len() > 1 => {
-                    let mut second = records;
-                    let first = second.drain(..second.len() / 2).collect::<Vec<_>>();
+                    let mut first = records;
+                    let second = first.split_off(first.len() / 2);
                     let mut later = lines;
                     let earlier = later.drain(..first.len()).collect::<Vec<_>>();
                     tracing::debug!(topic, partition, error = %crate::error::Chain(&e), "batch rejected; splitting it");
@@ -141,7 +137,7 @@ impl Producer {
                 }
                 Err(Stop::Rejected(e)) => {
                     let reason = format!("rejected by Kafka: {}", e.code().unwrap_or("refused"));
-                    let value = records.into_iter().next().and_then(|r| r.value).unwrap_or_default();
+                    let value = records.get(0).value.to_vec();
                     out.rejected.push((lines[0], value, reason));
                 }
                 Err(Stop::Run(e)) => {
@@ -158,7 +154,8 @@ impl Producer {
     /// Waits until the rate limits let `batch` go; false when stopped while waiting.
     async fn wait_for_rate(&self, batch: &Batch, cancel: &CancellationToken) -> bool {
         let Some(limits) = &self.limits else { return true };
-        let wait = limits.lock().take(batch.records.len() as u64, batch.value_bytes as u64, self.started.elapsed());
+        let wait =
+            limits.lock().take(batch.records.len() as u64, batch.records.value_bytes() as u64, self.started.elapsed());
         if wait.is_zero() {
             return true;
         }
@@ -173,7 +170,7 @@ impl Producer {
     /// Sends `records` until acknowledged (their base offset), rejected, or the run must stop.
     /// Before each new attempt after a transient failure, looks for them in the partition
     /// (see [`super::landed`]): an attempt whose answer was lost may have been written.
-    async fn send(&self, topic: &str, at: Target, records: &[Record], cancel: &CancellationToken) -> Result<i64, Stop> {
+    async fn send(&self, topic: &str, at: Target, records: &Records, cancel: &CancellationToken) -> Result<i64, Stop> {
         let partition = at.partition;
         let mut retry = Retry { topic, partition, attempt: 0, first_failure: None, unsure: None };
         loop {
@@ -235,7 +232,7 @@ impl Producer {
 
     /// Whether an earlier attempt wrote `records`; [`Landed::Absent`] when the ledger does
     /// not know the partition.
-    async fn landed(&self, topic: &str, at: Target, records: &[Record]) -> Landed {
+    async fn landed(&self, topic: &str, at: Target, records: &Records) -> Landed {
         let Some(low) = at.low else { return Landed::Absent };
         super::landed::find(self.broker.as_ref(), topic, at.partition, low, records).await
     }

@@ -413,7 +413,7 @@ pub fn duplicate_promise_broken(log: &str, resumed: bool) -> Option<&'static str
 /// as `path`: the line's identity.
 pub fn line_key(job_id: &str, index: usize, path: &str, line: u64) -> String {
     let keys = reprocessing_worker::batcher::LineKeys::for_job(job_id);
-    String::from_utf8(keys.file(index, path).key(line)).unwrap()
+    String::from_utf8(keys.file(index, path).key(line).to_vec()).unwrap()
 }
 
 /// Asserts that every message's key is the identity of the line its value came from:
