@@ -375,8 +375,9 @@ mod tests {
     #[test]
     fn every_line_has_a_key_of_its_own_the_same_on_every_run() {
         let keys = LineKeys::for_job("job-1");
-        let k =
-            |job: &LineKeys, i: usize, path: &str, line: u64| String::from_utf8(job.file(i, path).key(line).to_vec()).unwrap();
+        let k = |job: &LineKeys, i: usize, path: &str, line: u64| {
+            String::from_utf8(job.file(i, path).key(line).to_vec()).unwrap()
+        };
         let a = k(&keys, 0, "s3://b/f.ndjson", 7);
         assert_eq!(a, k(&LineKeys::for_job("job-1"), 0, "s3://b/f.ndjson", 7), "deterministic");
         let id = uuid::Uuid::parse_str(&a).unwrap();

@@ -46,7 +46,8 @@ pub(super) async fn find(broker: &dyn Broker, topic: &str, partition: i32, from:
             return Landed::Absent;
         }
         let signer = Signer::default();
-        let want: Vec<Option<Signature>> = records.iter().map(|r| Some(signer.sign(r.key, r.value, r.header))).collect();
+        let want: Vec<Option<Signature>> =
+            records.iter().map(|r| Some(signer.sign(r.key, r.value, r.header))).collect();
         let mut run = Run::default();
         loop {
             match range.next().await {
