@@ -409,6 +409,23 @@ pub fn duplicate_promise_broken(log: &str, resumed: bool) -> Option<&'static str
     None
 }
 
+/// Panics when [`duplicate_promise_broken`], with `what` and the reason first, then the log's
+/// warnings and errors and the lines about resuming and reading back (a long run's INFO lines
+/// would bury them).
+#[track_caller]
+pub fn assert_duplicate_promise_kept(log: &str, resumed: bool, what: &str) {
+    let Some(why) = duplicate_promise_broken(log, resumed) else { return };
+    let telling =
+        |l: &&str| [" WARN ", " ERROR ", "read back", "read-back", "sent again", "resum"].iter().any(|p| l.contains(p));
+    let lines: Vec<&str> = log.lines().filter(telling).take(80).collect();
+    panic!(
+        "{what}: the promise's condition is broken: {why}\n{} of the log's {} lines:\n{}",
+        lines.len(),
+        log.lines().count(),
+        lines.join("\n")
+    );
+}
+
 /// The key the worker gives line `line` (1-based) of the file at `index` of files.json listed
 /// as `path`: the line's identity.
 pub fn line_key(job_id: &str, index: usize, path: &str, line: u64) -> String {
