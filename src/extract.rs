@@ -212,6 +212,32 @@ impl<'de> de::Deserialize<'de> for MaybeStr<'de> {
     }
 }
 
+/// An object's key: borrowed from the line unless it has escapes. (serde's own `Cow<str>`
+/// always allocates: it deserializes into a `String`.)
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// The string fields of an object that [`MaybeObject`] picks.
 trait Picks<const N: usize> {
     const NAMES: [&'static str; N];
@@ -244,7 +270,7 @@ impl<'de, F: Picks<N>, const N: usize> de::Deserialize<'de> for MaybeObject<'de,
             absent_unless!(map);
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut picked: [Option<Cow<'de, str>>; N] = std::array::from_fn(|_| None);
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Name(key)) = map.next_key::<Name<'de>>()? {
                     match F::NAMES.iter().position(|n| *n == key) {
                         Some(i) => picked[i] = map.next_value::<MaybeStr<'de>>()?.0,
                         None => {
@@ -269,7 +295,7 @@ impl<'de, const EVENT: bool> Visitor<'de> for EnvelopeVisitor<EVENT> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut env = Envelope::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Name(key)) = map.next_key::<Name<'de>>()? {
             match key.as_ref() {
                 "messageId" => env.message_id = map.next_value::<MaybeStr<'de>>()?.0,
                 "messageCreated" => env.message_created = map.next_value::<MaybeStr<'de>>()?.0,

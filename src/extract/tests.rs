@@ -24,6 +24,13 @@ fn escapes_are_decoded() {
 }
 
 #[test]
+fn escaped_keys_name_the_same_fields() {
+    let e = extract(br#"{"message\u0049d":"m1","\u006frigin":{"source\u0049d":"s1","sl\u0075g":"x"}}"#).unwrap();
+    assert_eq!(e.message_id, s("m1"));
+    assert_eq!(e.origin, Some(Origin { source_id: s("s1"), slug: s("x") }));
+}
+
+#[test]
 fn lenient_types_are_absent() {
     let e = extract(br#"{"messageId":5,"messageCreated":{"x":[1]},"origin":"web"}"#).unwrap();
     assert_eq!(e, Envelope::default());
