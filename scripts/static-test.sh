@@ -95,6 +95,8 @@ PY
   cat "$WORK/$name.log" >&2
   # The static build compiles zstd with .cargo/config.toml's default level too.
   grep -q 'zstd_level=1' "$WORK/$name.log" || { echo "$name: Kafka batches are not zstd level 1 (.cargo/config.toml)" >&2; exit 1; }
+  # zstd's contexts come from mimalloc, not from musl's malloc (Cargo.toml, mimalloc's override).
+  grep -q 'c_malloc="\?mimalloc' "$WORK/$name.log" || { echo "$name: C's malloc is not mimalloc's (Cargo.toml)" >&2; exit 1; }
   got=$(LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -C -b "$KAFKA_BOOTSTRAP_SERVERS" -t "$topic" -o beginning -e -q -f '%s\n' | sort -u | wc -l)
   row=$(PGPASSWORD="$(sed -E 's#.*://[^:]+:([^@]+)@.*#\1#' <<<"$DATABASE_URL")" psql -h 127.0.0.1 -p "$RW_PG_PORT" -U postgres -Atc \
     "SELECT status || ' ' || success_count FROM reprocessing_workers WHERE job_id = '$job_id'")

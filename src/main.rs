@@ -16,7 +16,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// The exit code after SIGTERM stopped the run early: 128 + 15, as a shell reports it.
 const EXIT_CANCELLED: u8 = 143;
 
-// musl's allocator is slow for the many small record allocations; mimalloc everywhere.
+// musl's allocator is slow for the many small record allocations; mimalloc everywhere. In the
+// static musl build it takes C's malloc too (Cargo.toml): zstd's compression contexts.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -37,6 +38,31 @@ fn no_huge_pages() {
     }
 }
 
+/// Logs how memory is set up: whose C `malloc` this is (mimalloc's in the static musl build,
+/// Cargo.toml; libc's elsewhere), and whether transparent huge pages are off.
+fn log_memory() {
+    extern "C" {
+        // mimalloc's: whether `p` lies in memory mimalloc manages.
+        fn mi_is_in_heap_region(p: *const std::ffi::c_void) -> bool;
+    }
+    // SAFETY: one block from C's malloc, asked about and freed at once.
+    let mimalloc = unsafe {
+        let p = libc::malloc(64);
+        let ours = !p.is_null() && mi_is_in_heap_region(p);
+        libc::free(p);
+        ours
+    };
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_GET_THP_DISABLE takes integer arguments and touches no memory of ours.
+    let huge_pages = match unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } {
+        1 => "off",
+        _ => "allowed",
+    };
+    #[cfg(not(target_os = "linux"))]
+    let huge_pages = "allowed";
+    tracing::info!(c_malloc = if mimalloc { "mimalloc" } else { "libc" }, huge_pages, "memory");
+}
+
 fn init_tracing(format: LogFormat, aliases: &[&str]) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,rskafka=warn,aws_config=warn,aws_smithy_runtime=warn,tokio_postgres=warn")
@@ -54,6 +80,7 @@ fn init_tracing(format: LogFormat, aliases: &[&str]) {
 }
 
 async fn run_worker(args: WorkerArgs) -> ExitCode {
+    log_memory();
     let config = match Config::load(&args) {
         Ok(c) => c,
         Err(e) => {
