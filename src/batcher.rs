@@ -23,8 +23,9 @@ use crate::tracker::LineState;
 /// attributes, offsets, timestamps, producer id and epoch, sequence, count).
 pub const BATCH_OVERHEAD: usize = 61;
 
-/// Bytes of values the first batch reserves room for; later ones reserve what the one before
-/// held, and an eighth more.
+/// Bytes of values a topic's first batch reserves room for; later ones reserve what the
+/// topic's batch before held, and an eighth more (a topic that gets few lines keeps small
+/// batches small).
 const MIN_RESERVE: usize = 64 * 1024;
 
 /// Bytes of `v` as a zigzag varint, the way the v2 record format writes lengths and deltas.
@@ -182,8 +183,8 @@ pub struct Batcher<'a> {
     /// What the filter needs extracted.
     fields: Fields,
     limits: BatchLimits,
-    /// Bytes of values a new batch reserves room for.
-    reserve: usize,
+    /// Bytes of values a new batch of each topic reserves room for.
+    reserve: Vec<usize>,
     file: FileAt,
     open: Vec<Option<Open>>,
     /// `messageCreated` of the latest line that had one.
@@ -204,7 +205,7 @@ impl<'a> Batcher<'a> {
             router,
             fields: filter.fields(),
             limits,
-            reserve: MIN_RESERVE,
+            reserve: vec![MIN_RESERVE; router.topics().len()],
             file,
             open,
             last_created: String::new(),
@@ -290,7 +291,7 @@ impl<'a> Batcher<'a> {
             },
         };
         let capacity = self.limits.records.min(4096);
-        let bytes = self.reserve;
+        let bytes = self.reserve[topic];
         let open = self.open[topic].get_or_insert_with(|| Open {
             records: Records::with_capacity(capacity, bytes, Utc::now()),
             lines: Vec::with_capacity(capacity),
@@ -311,7 +312,8 @@ impl<'a> Batcher<'a> {
         let o = self.open[topic].take()?;
         // The next batch's values are likely about as large as this one's.
         let bytes = o.records.value_bytes();
-        self.reserve = (bytes + bytes / 8).max(MIN_RESERVE).min(self.limits.value_bytes.min(self.limits.message_bytes));
+        self.reserve[topic] =
+            (bytes + bytes / 8).max(MIN_RESERVE).min(self.limits.value_bytes.min(self.limits.message_bytes));
         Some(Batch { topic, records: o.records, lines: o.lines, encoded_bytes: o.encoded })
     }
 
