@@ -46,8 +46,7 @@ pub(super) async fn find(broker: &dyn Broker, topic: &str, partition: i32, from:
             return Landed::Absent;
         }
         let signer = Signer::default();
-        let want: Vec<Option<Signature>> =
-            records.iter().map(|r| Some(signer.sign(r.key, r.value, r.header))).collect();
+        let want: Vec<Signature> = records.iter().map(|r| signer.sign(r.key, r.value, r.header)).collect();
         let mut run = Run::default();
         loop {
             match range.next().await {
@@ -87,11 +86,11 @@ struct Run {
 impl Run {
     /// The record at `offset` (its signature, `None` when it cannot be one of them): the
     /// base offset once the whole batch was seen.
-    fn next(&mut self, offset: i64, sig: Option<Signature>, want: &[Option<Signature>]) -> Option<i64> {
+    fn next(&mut self, offset: i64, sig: Option<Signature>, want: &[Signature]) -> Option<i64> {
         let continues = self.len > 0 && offset == self.base + self.len as i64;
-        if sig.is_some() && continues && want.get(self.len) == Some(&sig) {
+        if sig.is_some() && continues && want.get(self.len) == sig.as_ref() {
             self.len += 1;
-        } else if sig.is_some() && want.first() == Some(&sig) {
+        } else if sig.is_some() && want.first() == sig.as_ref() {
             (self.base, self.len) = (offset, 1);
         } else {
             self.len = 0;
