@@ -142,7 +142,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 filter: Filter::default(),
                 router: Router::fixed("t", &["c".into()]),
                 broker: Arc::new(DryRun),
-                partitions: vec![1],
+                partitions: vec![vec![0]],
                 delivery_timeout: std::time::Duration::from_secs(300),
                 sources: Sources::new(None),
                 progress,

@@ -339,6 +339,43 @@ impl Broker for DryRun {
     }
 }
 
+/// Which partitions of a topic a worker sends to (`KAFKA_PARTITIONS`).
+///
+/// A resumed worker reads back the partitions it wrote to, and on a live topic everything
+/// other producers wrote there since. A job's N pods that all write to every partition read
+/// each other's records too; confined to a share each ([`Spread::Own`]), a pod reads only
+/// its own partitions, and the pods of the job together still cover every partition. The
+/// cost: one pod's lines go to its share only, so while fewer pods run than the job has
+/// (`parallel_workers` below the worker count), the partitions of the pods not running get
+/// no replayed lines, and consumers of those partitions idle meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// Every partition, round-robin.
+    All,
+    /// Worker `worker` of `workers`: the partitions `p` with `p mod workers = worker` when
+    /// the topic has at least as many partitions as the job has workers, else the one
+    /// partition `worker mod n`.
+    Own { worker: u32, workers: u32 },
+}
+
+impl Spread {
+    /// The partitions this worker sends to, of a topic of `n` partitions (never empty).
+    pub fn partitions(&self, n: i32) -> Vec<i32> {
+        let n = n.max(1);
+        match *self {
+            Spread::All => (0..n).collect(),
+            Spread::Own { worker, workers } => {
+                let (worker, workers) = (i64::from(worker), i64::from(workers.max(1)));
+                if i64::from(n) >= workers {
+                    (0..n).filter(|p| i64::from(*p) % workers == worker % workers).collect()
+                } else {
+                    vec![(worker % i64::from(n)) as i32]
+                }
+            }
+        }
+    }
+}
+
 /// How many empty pages in a row, before the end, stop a [`PartitionRange`].
 pub const EMPTY_PAGES: u32 = 3;
 
@@ -425,6 +462,30 @@ mod tests {
     use super::*;
 
     type Model = Vec<(Key, Vec<u8>, Vec<u8>)>;
+
+    #[test]
+    fn a_job_s_workers_share_every_partition_and_each_keeps_to_its_own() {
+        for workers in 1..=9u32 {
+            for n in 1..=12 {
+                let shares: Vec<Vec<i32>> =
+                    (0..workers).map(|worker| Spread::Own { worker, workers }.partitions(n)).collect();
+                let mut all: Vec<i32> = shares.concat();
+                all.sort_unstable();
+                all.dedup();
+                assert_eq!(all, (0..n).collect::<Vec<_>>(), "{workers} workers cover {n} partitions");
+                for share in &shares {
+                    assert!(!share.is_empty());
+                }
+                if n >= workers as i32 {
+                    assert_eq!(shares.iter().map(Vec::len).sum::<usize>(), n as usize, "no partition shared");
+                }
+            }
+        }
+        assert_eq!(Spread::Own { worker: 1, workers: 4 }.partitions(8), vec![1, 5]);
+        assert_eq!(Spread::Own { worker: 5, workers: 8 }.partitions(3), vec![2]);
+        assert_eq!(Spread::All.partitions(3), vec![0, 1, 2]);
+        assert_eq!(Spread::Own { worker: 0, workers: 1 }.partitions(3), vec![0, 1, 2]);
+    }
 
     fn records(model: &Model) -> Records {
         let mut out = Records::with_capacity(2, 10, Utc::now());

@@ -21,6 +21,7 @@ use crate::select::StreamSelector;
 pub mod defaults {
     pub const KAFKA_DESTINATIONS_TOPIC: &str = "destination-messages";
     pub const KAFKA_COMPRESSION: &str = "zstd";
+    pub const KAFKA_PARTITIONS: &str = "own";
     /// Where the admin's Job mounts the two files.
     pub const FILES_CONFIG_PATH: &str = "/config/files/files.json";
     pub const JOB_CONFIG_PATH: &str = "/config/job/config.json";
@@ -47,6 +48,15 @@ pub mod defaults {
     pub const RESUME_READBACK_TIMEOUT_SECS: u64 = 120;
     /// Seconds `/metrics` is still served after the run, for a last scrape.
     pub const METRICS_LINGER_SECS: u64 = 0;
+}
+
+/// Which partitions a worker sends to (`KAFKA_PARTITIONS`): see [`crate::broker::Spread`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaPartitions {
+    /// Each worker of the job its own share of the partitions.
+    Own,
+    /// Every worker every partition.
+    All,
 }
 
 /// Kafka record-batch compression (`KAFKA_COMPRESSION`).
@@ -132,6 +142,11 @@ pub struct WorkerArgs {
     /// Record-batch compression. kafkajs (Jitsu's consumer) cannot read lz4.
     #[arg(long, env = "KAFKA_COMPRESSION", value_enum, default_value = defaults::KAFKA_COMPRESSION, ignore_case = true)]
     pub kafka_compression: KafkaCompression,
+    /// Which partitions this worker sends to: `own`, its share (worker i of N: the
+    /// partitions p with p mod N = i, or partition i mod n when the topic has fewer than N),
+    /// so that a resume reads back only those; `all`, every partition.
+    #[arg(long, env = "KAFKA_PARTITIONS", value_enum, default_value = defaults::KAFKA_PARTITIONS, ignore_case = true)]
+    pub kafka_partitions: KafkaPartitions,
     /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Unset: SSL (SASL_SSL with KAFKA_SASL) when
     /// KAFKA_SSL is true, else PLAINTEXT, as kafkabase decides.
     #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true)]
@@ -408,6 +423,8 @@ pub struct Config {
     pub database_url: Secret,
     pub kafka: Option<KafkaConfig>,
     pub topic: String,
+    /// Which partitions of each topic this worker sends to.
+    pub spread: crate::broker::Spread,
     /// `Some` exactly when the job's routing needs the streams repository.
     pub repository: Option<RepositoryAccess>,
     /// Every entry of files.json, in order; [`Config::assigned_files`] picks this worker's.
@@ -571,6 +588,10 @@ impl Config {
                     .ok_or_else(|| invalid("DEAD_LETTER_PATH", "expected a directory or s3://bucket/prefix"))?,
             ),
         };
+        let spread = match args.kafka_partitions {
+            KafkaPartitions::Own => crate::broker::Spread::Own { worker: worker_index, workers: total_workers },
+            KafkaPartitions::All => crate::broker::Spread::All,
+        };
         Ok(Config {
             job_id,
             worker_index,
@@ -578,6 +599,7 @@ impl Config {
             database_url,
             kafka,
             topic,
+            spread,
             repository,
             files,
             job,

@@ -67,7 +67,7 @@ impl Kind {
 
 /// Every metric: its name, type, unit and help, once (the README's table and the tests read
 /// it).
-pub const METRICS: [(&str, Kind, &str, &str); 18] = [
+pub const METRICS: [(&str, Kind, &str, &str); 23] = [
     ("rw_lines_total", Kind::Counter, "lines", "lines up to the resume point by outcome: acknowledged, skipped, error"),
     ("rw_lines_sent_total", Kind::Counter, "lines", "lines handed to Kafka, each batch once, when it is first sent"),
     ("rw_bytes_read_total", Kind::Counter, "bytes", "bytes of the assigned files read, each once"),
@@ -87,7 +87,22 @@ pub const METRICS: [(&str, Kind, &str, &str); 18] = [
         "seconds",
         "each held-back batch's wait for the rate limit (its _sum: the time held back)",
     ),
-    ("rw_read_back_records_total", Kind::Counter, "records", "records read back from Kafka on resume"),
+    ("rw_read_back_records_total", Kind::Counter, "records", "records read back from Kafka on resume, anyone's"),
+    ("rw_read_back_bytes_total", Kind::Counter, "bytes", "bytes of the records read back on resume (keys and values)"),
+    ("rw_read_back_ours_total", Kind::Counter, "records", "records read back that can be this worker's lines"),
+    ("rw_read_back_seconds", Kind::Gauge, "seconds", "how long the resume's read-back took"),
+    (
+        "rw_read_back_incomplete_partitions",
+        Kind::Gauge,
+        "partitions",
+        "partitions the read-back could not read to their end (their lines after it are sent again)",
+    ),
+    (
+        "rw_lost_answer_checks_total",
+        Kind::Counter,
+        "checks",
+        "looks for a batch whose answer was lost, by result: found, absent, unknown",
+    ),
     ("rw_dead_letters_written_total", Kind::Counter, "lines", "dead letters written"),
     ("rw_dead_letters_lost_total", Kind::Counter, "lines", "dead letters that could not be written"),
     ("rw_ready", Kind::Gauge, "boolean", "1 while /readyz answers 200"),
@@ -196,7 +211,15 @@ impl Telemetry {
             let relaxed = |a: &AtomicU64| a.load(Ordering::Relaxed);
             metrics::counter!("rw_lines_sent_total").absolute(relaxed(&st.lines_sent));
             metrics::gauge!("rw_batches_in_flight").set(relaxed(&st.batches_in_flight) as f64);
-            metrics::counter!("rw_read_back_records_total").absolute(relaxed(&st.records_read_back));
+            let rb = st.read_back_report();
+            metrics::counter!("rw_read_back_records_total").absolute(rb.records);
+            metrics::counter!("rw_read_back_bytes_total").absolute(rb.bytes);
+            metrics::counter!("rw_read_back_ours_total").absolute(rb.ours);
+            metrics::gauge!("rw_read_back_seconds").set(rb.seconds);
+            metrics::gauge!("rw_read_back_incomplete_partitions").set(rb.incomplete as f64);
+            for (result, n) in st.lost_answer_checks() {
+                metrics::counter!("rw_lost_answer_checks_total", "result" => result).absolute(n);
+            }
             metrics::counter!("rw_dead_letters_written_total").absolute(relaxed(&st.dead_letters_written));
             for (code, n) in st.produce_retries() {
                 metrics::counter!("rw_produce_retries_total", "code" => code).absolute(n);
@@ -323,6 +346,7 @@ mod tests {
         t.stats().read_retried("gcs");
         t.stats().produced(Duration::from_millis(7), true);
         t.stats().rate_limit_waited(Duration::from_millis(40));
+        t.stats().lost_answer_checked("found");
         let text = t.render();
         for (name, kind, ..) in METRICS {
             assert!(text.contains(&format!("# TYPE {name} {}", kind.name())), "{name} is a {kind:?}: {text}");
@@ -333,6 +357,7 @@ mod tests {
         let bucket = |le: &str| value(&text, "rw_produce_latency_seconds_bucket", &[ours[0], &format!(r#"le="{le}""#)]);
         assert_eq!((bucket("0.005"), bucket("0.01")), (Some(0.0), Some(1.0)), "7 ms falls in the 10 ms bucket: {text}");
         assert_eq!(value(&text, "rw_rate_limit_wait_seconds_sum", &ours), Some(0.04));
+        assert_eq!(value(&text, "rw_lost_answer_checks_total", &[ours[0], ours[1], r#"result="found""#]), Some(1.0));
     }
 
     /// The README's metrics table names every metric, with its unit.

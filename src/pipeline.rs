@@ -73,8 +73,8 @@ pub struct Parts {
     pub filter: Filter,
     pub router: Router,
     pub broker: Arc<dyn Broker>,
-    /// Partitions of each of the router's topics, as the cluster listed them at start-up.
-    pub partitions: Vec<i32>,
+    /// Per topic of the router, the partitions this worker sends to (see [`crate::broker::Spread`]).
+    pub partitions: Vec<Vec<i32>>,
     /// How long one batch may keep failing transiently before the cluster counts as
     /// unavailable (`KAFKA_DELIVERY_TIMEOUT_SECS`).
     pub delivery_timeout: std::time::Duration,
@@ -176,7 +176,8 @@ impl Engine {
     pub fn new(parts: Parts, tuning: Tuning, job: &JobOptions) -> Self {
         let Parts { filter, router, broker, partitions, delivery_timeout, sources, progress, dead_letters, keys } =
             parts;
-        let topics = router.topics().iter().cloned().zip(partitions.into_iter().chain(std::iter::repeat(1))).collect();
+        let topics =
+            router.topics().iter().cloned().zip(partitions.into_iter().chain(std::iter::repeat(vec![0]))).collect();
         let settings = ProducerSettings {
             max_in_flight: tuning.max_in_flight,
             shutdown_timeout: tuning.shutdown_timeout,

@@ -411,6 +411,7 @@ async fn worker_lifecycle(
 fn schedule(seed: u64) -> Findings {
     let mut rng = Rng::new(seed);
     let workers = 1 + rng.below(2) as u32;
+    let confined = rng.chance(500);
     let dir = tempfile::tempdir().unwrap();
     let n_files = 1 + rng.below(4) as usize;
     let src = source(&mut rng, n_files);
@@ -426,7 +427,10 @@ fn schedule(seed: u64) -> Findings {
     let stores: Vec<MemoryStatus> = (0..workers).map(|_| MemoryStatus::default()).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
     let results = rt.block_on(futures::future::join_all((0..workers).map(|w| {
-        let cfg = Config { worker_index: w, total_workers: workers, ..base.clone() };
+        // Confined or not, drawn per schedule: two workers share the partitions, or each has its own.
+        let spread =
+            if confined { crate::broker::Spread::Own { worker: w, workers } } else { crate::broker::Spread::All };
+        let cfg = Config { worker_index: w, total_workers: workers, spread, ..base.clone() };
         worker_lifecycle(cfg, &stores[w as usize], Arc::clone(&log), rng.fork())
     })));
     drop(rt);

@@ -20,8 +20,10 @@ pub struct Stats {
     /// Produce requests in flight (a batch waiting for the rate limit holds its slot, and is
     /// counted here).
     pub batches_in_flight: AtomicU64,
-    /// Records read back on resume.
-    pub records_read_back: AtomicU64,
+    /// What the resume's read-back did.
+    read_back: Mutex<crate::resume::ReadBackReport>,
+    /// Looks for a batch whose answer was lost, by result.
+    lost_answer_checks: Mutex<BTreeMap<&'static str, u64>>,
     /// Dead letters written.
     pub dead_letters_written: AtomicU64,
     /// Produce requests sent again, by Kafka error code (or the kind of failure when Kafka
@@ -50,7 +52,8 @@ impl Stats {
         Stats {
             lines_sent: AtomicU64::new(0),
             batches_in_flight: AtomicU64::new(0),
-            records_read_back: AtomicU64::new(0),
+            read_back: Mutex::new(Default::default()),
+            lost_answer_checks: Mutex::new(BTreeMap::new()),
             dead_letters_written: AtomicU64::new(0),
             produce_retries: Mutex::new(BTreeMap::new()),
             read_retries: Mutex::new(BTreeMap::new()),
@@ -58,6 +61,26 @@ impl Stats {
             produce_latency,
             rate_limit_wait,
         }
+    }
+
+    /// The resume's read-back ended.
+    pub fn read_back(&self, report: &crate::resume::ReadBackReport) {
+        *self.read_back.lock() = *report;
+    }
+
+    /// What the resume's read-back did (zeros without one).
+    pub fn read_back_report(&self) -> crate::resume::ReadBackReport {
+        *self.read_back.lock()
+    }
+
+    /// A look for a batch whose answer was lost ended with `result`.
+    pub fn lost_answer_checked(&self, result: &'static str) {
+        *self.lost_answer_checks.lock().entry(result).or_default() += 1;
+    }
+
+    /// The looks for lost answers so far, by result.
+    pub fn lost_answer_checks(&self) -> Vec<(&'static str, u64)> {
+        self.lost_answer_checks.lock().iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// One batch waited `wait` for the rate limit.

@@ -56,6 +56,8 @@ pub struct FakeBroker {
     /// The last stable offset of every partition, as another producer's open transaction
     /// sets it: fetches return nothing from there on, below the high watermark.
     last_stable: std::sync::atomic::AtomicI64,
+    /// Partitions whose fetches fail (a broker that cannot serve them).
+    failing_fetches: Mutex<Vec<(String, i32)>>,
 }
 
 /// Records per (topic, partition), the offset being the position; `None` is a control
@@ -79,6 +81,7 @@ impl FakeBroker {
             progress: OnceLock::new(),
             log: Arc::default(),
             last_stable: std::sync::atomic::AtomicI64::new(i64::MAX),
+            failing_fetches: Mutex::default(),
         })
     }
 
@@ -106,6 +109,11 @@ impl FakeBroker {
     /// Another producer's transaction, open from `offset` on: reads stop there.
     pub fn open_transaction_at(&self, offset: i64) {
         self.last_stable.store(offset, Ordering::SeqCst);
+    }
+
+    /// From now on every fetch of this partition fails (transiently).
+    pub fn fail_fetches(&self, topic: &str, partition: i32) {
+        self.failing_fetches.lock().unwrap().push((topic.to_owned(), partition));
     }
 
     /// The values in the partitions of `topic`, over all partitions.
@@ -221,6 +229,10 @@ impl Broker for FakeBroker {
         offset: i64,
     ) -> BoxFuture<'a, Result<crate::broker::Fetched, BrokerError>> {
         Box::pin(async move {
+            if self.failing_fetches.lock().unwrap().iter().any(|(t, p)| t == topic && *p == partition) {
+                let source = Box::new(Injected(usize::MAX));
+                return Err(BrokerError::ReadBack { topic: topic.to_owned(), partition, source });
+            }
             let log = self.log.lock().unwrap();
             let records = log.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
             // Pages of at most 100 records, like a broker's byte-limited fetch.
@@ -353,6 +365,7 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         database_url: crate::secret::Secret::new("postgres://unused"),
         kafka: None,
         topic: "t".into(),
+        spread: crate::broker::Spread::Own { worker: 0, workers: 1 },
         repository: None,
         files,
         job,

@@ -129,7 +129,9 @@ pub async fn run_with(
             t.connected();
         }
         let reconciled = run.reconcile(&connected, &start).await?;
-        stats.records_read_back.store(reconciled.records_read_back, std::sync::atomic::Ordering::Relaxed);
+        if let Some(r) = &reconciled.read_back {
+            stats.read_back(r);
+        }
         let progress = Arc::new(Progress::new(start.snapshot.clone(), reconciled.ledger).with_stats(stats));
         if let Some(t) = &telemetry {
             t.set_progress(Arc::clone(&progress));
@@ -178,6 +180,11 @@ impl Connected {
     /// The router's topics and their partition counts.
     fn topics(&self) -> Vec<(String, i32)> {
         self.router.topics().iter().cloned().zip(self.partitions.iter().copied()).collect()
+    }
+
+    /// The router's topics and the partitions of each this worker sends to.
+    fn own(&self, spread: crate::broker::Spread) -> Vec<(String, Vec<i32>)> {
+        self.topics().into_iter().map(|(t, n)| (t, spread.partitions(n))).collect()
     }
 }
 
@@ -263,16 +270,34 @@ impl<'a> Run<'a> {
     /// The resume step (see [`crate::resume::reconcile`]), with the stored offsets read and,
     /// where it says so, the new ones stored before anything is sent.
     async fn reconcile(&self, c: &Connected, start: &StartPoint) -> Result<Reconciled, RunError> {
-        let topics = c.topics();
+        let (all, own) = (c.topics(), c.own(self.cfg.spread));
         let stored = self.store.read_offsets().await?;
         let window = self.cfg.tuning.max_unsettled_lines(self.cfg.job.batch_size) as u64;
-        let reconciled =
-            crate::resume::reconcile(c.broker.as_ref(), &topics, start, &stored, window, self.cfg.tuning.readback)
-                .await?;
+        let topics = crate::resume::Topics { all: &all, own: &own };
+        let reconciled = crate::resume::reconcile(
+            &c.broker,
+            topics,
+            start,
+            &stored,
+            self.ours(start),
+            window,
+            self.cfg.tuning.readback,
+        )
+        .await?;
         if let Some(offsets) = &reconciled.store_now {
             self.store.write_offsets(offsets).await?;
         }
         Ok(reconciled)
+    }
+
+    /// The keys of the lines this run may find in the topic: its files from the start point
+    /// on, and in the first of them the lines from where it starts.
+    fn ours(&self, start: &StartPoint) -> crate::batcher::Ours {
+        let keys = crate::batcher::LineKeys::for_job(&self.cfg.job_id);
+        crate::batcher::Ours::new((start.file..self.assigned.len()).map(|i| {
+            let first = if i == start.file { start.first_line } else { 1 };
+            (keys.file(self.assigned[i], self.path(i)), first)
+        }))
     }
 
     async fn build_engine(
@@ -281,7 +306,8 @@ impl<'a> Run<'a> {
         progress: Arc<Progress>,
     ) -> Result<(Arc<Engine>, Option<DeadLetterWriter>), RunError> {
         let cfg = self.cfg;
-        let Connected { router, broker, partitions } = connected;
+        let partitions = connected.own(cfg.spread).into_iter().map(|(_, own)| own).collect();
+        let Connected { router, broker, .. } = connected;
         let delivery_timeout = cfg.kafka.as_ref().map_or(DRY_RUN_DELIVERY_TIMEOUT, |k| k.delivery_timeout);
         let dead_letters_on_s3 = matches!(cfg.dead_letter, Some(crate::deadletter::Destination::S3 { .. }));
         let paths = self.assigned.iter().map(|&i| cfg.files[i].path.as_str());

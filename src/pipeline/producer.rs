@@ -43,14 +43,14 @@ struct Delivered {
 /// The producer's state, one per worker.
 pub(super) struct Producer {
     broker: Arc<dyn Broker>,
-    /// The router's topics, by index, and their partition counts (from start-up).
-    topics: Vec<(String, i32)>,
+    /// The router's topics, by index, and the partitions this worker sends to (from start-up).
+    topics: Vec<(String, Vec<i32>)>,
     progress: Arc<Progress>,
     max_in_flight: usize,
     shutdown_timeout: Duration,
     delivery_timeout: Duration,
     /// Per topic: the next partition.
-    cursors: Mutex<Vec<i32>>,
+    cursors: Mutex<Vec<usize>>,
     /// The rate limits' buckets; `None` when there is no limit.
     limits: Option<Mutex<Limits>>,
     /// The limits' clock starts here.
@@ -69,7 +69,7 @@ pub(super) struct ProducerSettings {
 impl Producer {
     pub(super) fn new(
         broker: Arc<dyn Broker>,
-        topics: Vec<(String, i32)>,
+        topics: Vec<(String, Vec<i32>)>,
         progress: Arc<Progress>,
         settings: ProducerSettings,
         dead_letters: Option<crate::deadletter::Sender>,
@@ -92,13 +92,14 @@ impl Producer {
         }
     }
 
-    /// Picks the partition for a batch of `topic`: round-robin, one batch per partition.
+    /// Picks the partition for a batch of `topic`: round-robin over this worker's
+    /// partitions, one batch per partition.
     fn partition_for(&self, topic: usize) -> i32 {
-        let n = self.topics[topic].1.max(1);
+        let own = &self.topics[topic].1;
         let mut c = self.cursors.lock();
-        let p = c[topic] % n;
-        c[topic] = (p + 1) % n;
-        p
+        let i = c[topic] % own.len().max(1);
+        c[topic] = i + 1;
+        own.get(i).copied().unwrap_or(0)
     }
 
     /// Delivers one batch: retries transient failures, splits rejected batches, stops on a
@@ -170,7 +171,13 @@ impl Producer {
     /// Sends `records` until acknowledged (their base offset), rejected, or the run must stop.
     /// Before each new attempt after a transient failure, looks for them in the partition
     /// (see [`super::landed`]): an attempt whose answer was lost may have been written.
-    async fn send(&self, topic: &str, at: Target, records: &Records, cancel: &CancellationToken) -> Result<i64, Stop> {
+    async fn send(
+        &self,
+        topic: &str,
+        mut at: Target,
+        records: &Records,
+        cancel: &CancellationToken,
+    ) -> Result<i64, Stop> {
         let partition = at.partition;
         let mut retry = Retry { topic, partition, attempt: 0, first_failure: None, unsure: None };
         loop {
@@ -188,8 +195,10 @@ impl Producer {
                         return Ok(base);
                     }
                     Landed::Absent => {}
-                    // Not known yet: asked again after the next pause, until the deadline.
-                    Landed::Unknown => {
+                    // Not known yet: asked again after the next pause, until the deadline,
+                    // from where this check got to.
+                    Landed::Unknown(from) => {
+                        at.low = at.low.map(|low| low.max(from));
                         retry.pause(self.delivery_timeout, cancel).await?;
                         continue;
                     }
@@ -233,8 +242,19 @@ impl Producer {
     /// Whether an earlier attempt wrote `records`; [`Landed::Absent`] when the ledger does
     /// not know the partition.
     async fn landed(&self, topic: &str, at: Target, records: &Records) -> Landed {
-        let Some(low) = at.low else { return Landed::Absent };
-        super::landed::find(self.broker.as_ref(), topic, at.partition, low, records).await
+        let Some(low) = at.low else {
+            tracing::warn!(
+                fallback = "no_ledger",
+                topic,
+                partition = at.partition,
+                "lost answer not looked for: the ledger does not know the partition; the batch is sent again"
+            );
+            self.progress.stats().lost_answer_checked("not_looked_for");
+            return Landed::Absent;
+        };
+        let landed = super::landed::find(self.broker.as_ref(), topic, at.partition, low, records).await;
+        self.progress.stats().lost_answer_checked(landed.name());
+        landed
     }
 
     /// Sends batches with at most `max_in_flight` in flight; settles their lines as they

@@ -65,7 +65,7 @@ fn setup_with(
         filter: Filter::default(),
         router: Router::fixed("t", &job.connection_ids),
         broker,
-        partitions: vec![3],
+        partitions: vec![vec![0, 1, 2]],
         delivery_timeout: DELIVERY_TIMEOUT,
         sources: Sources::new(None),
         progress: Arc::clone(&progress),

@@ -53,14 +53,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// A ledger for `topics` (name, partition count) whose partitions end at `ends` (one per
-    /// partition, topic after topic), as listed at start-up.
-    pub fn new(topics: &[(String, i32)], ends: &[i64]) -> Self {
+    /// A ledger for `topics` (name, and the partitions this worker sends to) whose
+    /// partitions end at `ends` (one per partition, topic after topic), as listed at start-up.
+    pub fn new(topics: &[(String, Vec<i32>)], ends: &[i64]) -> Self {
         let mut parts = Vec::new();
         let mut first = Vec::new();
-        for (topic, n) in topics {
+        for (topic, partitions) in topics {
             first.push(parts.len());
-            for partition in 0..*n {
+            for &partition in partitions {
                 let next = ends.get(parts.len()).copied().unwrap_or(0);
                 parts.push(Part { topic: topic.clone(), partition, next, floor: None, batches: Vec::new() });
             }
@@ -94,8 +94,9 @@ impl Ledger {
     /// A partition of the ledger; `None` when it was made without it (a run without Kafka
     /// offsets, such as the in-process tests that build an engine alone).
     fn part(&mut self, topic: usize, partition: i32) -> Option<&mut Part> {
-        let i = self.first.get(topic)? + usize::try_from(partition).ok()?;
-        self.parts.get_mut(i).filter(|p| p.partition == partition)
+        let from = *self.first.get(topic)?;
+        let to = self.first.get(topic + 1).copied().unwrap_or(self.parts.len());
+        self.parts[from..to].iter_mut().find(|p| p.partition == partition)
     }
 
     /// Records of `topic` (by index) were acknowledged in `partition` at `base`, `count` of
@@ -131,7 +132,7 @@ mod tests {
     use super::*;
 
     fn ledger() -> Ledger {
-        Ledger::new(&[("a".into(), 2), ("b".into(), 1)], &[10, 20, 30])
+        Ledger::new(&[("a".into(), vec![0, 1]), ("b".into(), vec![0])], &[10, 20, 30])
     }
 
     fn offsets(l: &mut Ledger, watermark: Seq) -> Vec<i64> {
@@ -223,7 +224,7 @@ mod tests {
             listed in proptest::collection::vec(0i64..100, 3),
             ops in proptest::collection::vec(op(), 1..80),
         ) {
-            let mut l = Ledger::new(&[("t".to_string(), 3)], &listed);
+            let mut l = Ledger::new(&[("t".to_string(), vec![0, 1, 2])], &listed);
             // The model: the log's real end, the end this run knows, and every batch sent
             // as (partition, highest line, end known when sent, base offset once acknowledged).
             let mut log_end = listed.clone();

@@ -5,18 +5,22 @@
 //! - A **fresh start** (no row, or one set back to `pending`) reads nothing back, whatever an
 //!   earlier run of the same job id stored, and stores the end offsets at once, so that even
 //!   a crash before its first status write leaves a place to read back from.
-//! - A **resume** with stored offsets reads back from them. When the read-back completes (or
-//!   stalls on some partitions, which it reports), the stored offsets are held as the
-//!   ledger's floor until matching has ended, and the records found are handed to the
-//!   pipeline to match. When it fails or passes a cap, the resume falls back to sending the
-//!   unsettled lines again (at least once, within the unsettled-lines bound) and says so.
+//! - A **resume** with stored offsets reads back from them. The stored offsets are held as
+//!   the ledger's floor until matching has ended, and the records found are handed to the
+//!   pipeline to match. Partitions the read-back could not read to their end (a cap, Kafka,
+//!   another producer's open transaction) are reported one by one (`read-back incomplete`):
+//!   what was found there still counts, and the lines whose records lie past it are sent
+//!   again. With the read-back off, every unsettled line is sent again.
 //! - A resume without stored offsets (a crash before the first write, an older version) sends
 //!   the unsettled lines again, and stores the end offsets at once.
+
+use std::sync::Arc;
 
 use super::offsets::{Ledger, PartitionOffset};
 use super::readback::{read_back, Caps};
 use super::recover::Recovered;
 use super::rule::StartPoint;
+use crate::batcher::Ours;
 use crate::broker::{Broker, BrokerError};
 
 /// What the pipeline starts from.
@@ -28,67 +32,112 @@ pub struct Reconciled {
     pub recovered: Option<Recovered>,
     /// Offsets to store before anything is sent (a fresh start, or none were stored).
     pub store_now: Option<Vec<PartitionOffset>>,
-    /// Records read back (0 without a read-back, or when it failed).
-    pub records_read_back: u64,
+    /// What the read-back did (`None` without one).
+    pub read_back: Option<ReadBackReport>,
 }
 
-/// Reconciles the run that starts at `start` with the topics (name, partition count) and the
-/// offsets an earlier run `stored`. `window` is the unsettled-lines bound.
+/// The read-back's figures, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReadBackReport {
+    /// Records read, this worker's or not.
+    pub records: u64,
+    /// Bytes of those records.
+    pub bytes: u64,
+    /// This worker's records among them.
+    pub ours: u64,
+    pub seconds: f64,
+    /// Partitions that could not be read to their end.
+    pub incomplete: u64,
+}
+
+/// The topics as the resume sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct Topics<'a> {
+    /// Each topic and its partition count.
+    pub all: &'a [(String, i32)],
+    /// Each topic and the partitions this worker sends to (see [`crate::broker::Spread`]).
+    pub own: &'a [(String, Vec<i32>)],
+}
+
+/// Reconciles the run that starts at `start` with the topics and the offsets an earlier
+/// run `stored`. `ours` admits the keys of this worker's lines after the resume point;
+/// `window` is the unsettled-lines bound.
 pub async fn reconcile(
-    broker: &dyn Broker,
-    topics: &[(String, i32)],
+    broker: &Arc<dyn Broker>,
+    topics: Topics<'_>,
     start: &StartPoint,
     stored: &[PartitionOffset],
+    ours: Ours,
     window: u64,
     caps: Caps,
 ) -> Result<Reconciled, BrokerError> {
     let mut ends = Vec::new();
-    for (topic, n) in topics {
-        for partition in 0..*n {
+    for (topic, partitions) in topics.own {
+        for &partition in partitions {
             ends.push(broker.end_offset(topic, partition).await?);
         }
     }
-    let mut ledger = Ledger::new(topics, &ends);
+    let mut ledger = Ledger::new(topics.own, &ends);
     if stored.is_empty() || !start.resumed {
         if start.resumed && start.snapshot.counts.total > 0 {
             tracing::warn!(
-                "no read-back offsets stored for this worker: unsettled lines after the resume point are sent again"
+                fallback = "no_offsets",
+                "read-back incomplete: no read-back offsets stored for this worker; unsettled lines after the resume \
+                 point are sent again"
             );
         }
         if !start.resumed && !stored.is_empty() {
             tracing::info!("a fresh start: the read-back offsets an earlier run of this job stored are replaced");
         }
         let store_now = Some(ledger.starts(0));
-        return Ok(Reconciled { ledger, recovered: None, store_now, records_read_back: 0 });
+        return Ok(Reconciled { ledger, recovered: None, store_now, read_back: None });
     }
-    let mut records_read_back = 0;
-    let recovered = match read_back(broker, topics, stored, window, caps).await {
-        Ok(found) => {
-            records_read_back = found.records;
-            tracing::info!(
-                records = found.records,
-                candidates = found.recovered.len(),
-                partitions = found.partitions,
-                stalled = found.stalled.len(),
-                ms = found.took.as_millis() as u64,
-                "read back the topic after the stored offsets; lines found there are not sent again"
-            );
-            ledger.hold_floor(stored);
-            if found.recovered.is_empty() {
-                ledger.release_floor(None);
-                None
-            } else {
-                Some(found.recovered)
-            }
-        }
+    let found = match read_back(broker, topics.all, stored, &Arc::new(ours), window, caps).await {
+        Ok(found) => found,
         Err(e) => {
             tracing::warn!(
+                fallback = "off",
                 error = %crate::error::Chain(&e),
-                bound = window,
-                "read-back incomplete: unsettled lines after the resume point are sent again (at least once, at most the bound)"
+                "read-back incomplete: unsettled lines after the resume point are sent again"
             );
-            None
+            return Ok(Reconciled { ledger, recovered: None, store_now: None, read_back: None });
         }
     };
-    Ok(Reconciled { ledger, recovered, store_now: None, records_read_back })
+    for cut in &found.incomplete {
+        tracing::warn!(
+            fallback = "partition",
+            topic = cut.at.topic,
+            partition = cut.at.partition,
+            at = cut.at.offset,
+            end = cut.end,
+            why = %cut.why,
+            "read-back incomplete: this worker's lines whose records lie past `at` in this partition are sent again"
+        );
+    }
+    tracing::info!(
+        records = found.records,
+        ours = found.ours,
+        read_per_ours = format!("{:.1}", found.read_per_ours()),
+        mib = found.bytes / (1 << 20),
+        mib_per_sec = format!("{:.0}", found.bytes_per_sec() / f64::from(1 << 20)),
+        partitions = found.partitions,
+        incomplete = found.incomplete.len(),
+        ms = found.took.as_millis() as u64,
+        "read back the topic after the stored offsets; lines found there are not sent again"
+    );
+    let report = ReadBackReport {
+        records: found.records,
+        bytes: found.bytes,
+        ours: found.ours,
+        seconds: found.took.as_secs_f64(),
+        incomplete: found.incomplete.len() as u64,
+    };
+    ledger.hold_floor(stored);
+    let recovered = if found.recovered.is_empty() {
+        ledger.release_floor(None);
+        None
+    } else {
+        Some(found.recovered)
+    };
+    Ok(Reconciled { ledger, recovered, store_now: None, read_back: Some(report) })
 }

@@ -101,9 +101,19 @@ impl Recovered {
     /// Adds one record read back, if it can be one of this worker's (see [`Signer::sign_record`]).
     pub fn insert(&mut self, record: &rskafka::record::Record) {
         if let Some(sig) = self.signer.sign_record(record) {
-            *self.counts.entry(sig).or_default() += 1;
-            self.left += 1;
+            self.insert_signature(sig);
         }
+    }
+
+    /// Adds the signature of one record read back, made with [`Recovered::signer`].
+    pub fn insert_signature(&mut self, sig: Signature) {
+        *self.counts.entry(sig).or_default() += 1;
+        self.left += 1;
+    }
+
+    /// The signer whose signatures this set matches (for readers on other tasks).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
     }
 
     /// Entries held, with multiplicity.

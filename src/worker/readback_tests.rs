@@ -137,10 +137,41 @@ async fn other_producers_records_are_read_past_and_never_matched() {
 }
 
 #[tokio::test]
+async fn a_restart_behind_far_more_live_records_than_the_cap_still_finds_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = lines("a", 3_000);
+    let mut tuning = tuning();
+    // The read-back holds at most 2,000 of this worker's records, and the range holds
+    // 60,000 of other producers' besides (a busy topic during the back-off): before, the cap
+    // counted every record of the range and the resume sent everything again.
+    tuning.readback.max_records = 2_000;
+    let cfg = config(dir.path(), &[("a", &data)], JobOptions { batch_size: 100, ..Default::default() }, tuning);
+    let store = MemoryStatus::default();
+    let broker = hanging_first_line();
+    first_run(&cfg, &store, Arc::clone(&broker), Duration::from_millis(500)).await;
+    let in_topic = copies(&broker, &data).0.len();
+    assert!(in_topic >= 500, "lines after the resume point are in the topic: {in_topic}");
+    for partition in 0..2 {
+        let live = (0..30_000).map(|i| rskafka::record::Record {
+            key: Some(format!("live-{partition}-{i}").into_bytes()),
+            value: Some(br#"{"messageId":"live"}"#.to_vec()),
+            headers: [(crate::route::HEADER.to_owned(), b"c1".to_vec())].into(),
+            timestamp: chrono::Utc::now(),
+        });
+        broker.append("t", partition, live.collect());
+    }
+    restart(&cfg, &store, &broker).await;
+    let (after, _) = copies(&broker, &data);
+    assert_eq!(after.len(), 3_000);
+    assert!(after.values().all(|&n| n == 1), "no line twice: {:?}", after.iter().find(|(_, &n)| n > 1));
+}
+
+#[tokio::test]
 async fn past_the_read_back_cap_lines_are_sent_again_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     let data = lines("a", 3_000);
     let mut tuning = tuning();
+    // This worker's own records held, at most.
     tuning.readback.max_records = 5;
     let cfg = config(dir.path(), &[("a", &data)], JobOptions { batch_size: 100, ..Default::default() }, tuning);
     let store = MemoryStatus::default();
@@ -151,7 +182,10 @@ async fn past_the_read_back_cap_lines_are_sent_again_within_the_bound() {
     let (after, _) = copies(&broker, &data);
     let twice = after.values().filter(|&&n| n == 2).count();
     assert_eq!(after.len(), 3_000);
-    assert_eq!(twice, in_topic, "the fallback sends the unsettled lines again, at least once");
+    // Each partition's read stops after the page that passed the cap (pages of at most 100
+    // here): what those pages held is found, the rest is sent again, at least once.
+    let found = in_topic - twice;
+    assert!(found > 0 && found <= 2 * 100, "found {found} of {in_topic}: one page a partition");
     assert!(twice > 0 && twice as u64 <= (2 * 4 + 2) * 100 + 256, "within the bound: {twice}");
 }
 
