@@ -147,7 +147,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 sources: Sources::new(None),
                 progress,
                 dead_letters: None,
-                keys: reprocessing_worker::batcher::LineKeys::for_job("bench"),
+                keys: reprocessing_worker::keys::LineKeys::for_job("bench"),
             };
             Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))
         };

@@ -22,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod filter;
 pub mod jobfile;
+pub mod keys;
 pub mod lines;
 pub mod location;
 pub mod ratelimit;

@@ -49,7 +49,7 @@ pub struct Engine {
     filter: Filter,
     router: Router,
     /// The keys of lines without a `messageId`.
-    keys: crate::batcher::LineKeys,
+    keys: crate::keys::LineKeys,
     sources: Sources,
     progress: Arc<Progress>,
     tuning: Tuning,
@@ -83,7 +83,7 @@ pub struct Parts {
     /// Where lines counted as errors go, when `DEAD_LETTER_PATH` is set.
     pub dead_letters: Option<crate::deadletter::Sender>,
     /// The keys of lines without a `messageId`.
-    pub keys: crate::batcher::LineKeys,
+    pub keys: crate::keys::LineKeys,
 }
 
 /// One file of the run, in files.json order.

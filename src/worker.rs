@@ -292,9 +292,9 @@ impl<'a> Run<'a> {
 
     /// The keys of the lines this run may find in the topic: its files from the start point
     /// on, and in the first of them the lines from where it starts.
-    fn ours(&self, start: &StartPoint) -> crate::batcher::Ours {
-        let keys = crate::batcher::LineKeys::for_job(&self.cfg.job_id);
-        crate::batcher::Ours::new((start.file..self.assigned.len()).map(|i| {
+    fn ours(&self, start: &StartPoint) -> crate::keys::Ours {
+        let keys = crate::keys::LineKeys::for_job(&self.cfg.job_id);
+        crate::keys::Ours::new((start.file..self.assigned.len()).map(|i| {
             let first = if i == start.file { start.first_line } else { 1 };
             (keys.file(self.assigned[i], self.path(i)), first)
         }))
@@ -324,7 +324,7 @@ impl<'a> Run<'a> {
             }
         };
         let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to).with_events(&cfg.job.events);
-        let keys = crate::batcher::LineKeys::for_job(&cfg.job_id);
+        let keys = crate::keys::LineKeys::for_job(&cfg.job_id);
         let parts =
             Parts { filter, router, broker, partitions, delivery_timeout, sources, progress, dead_letters, keys };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))

@@ -395,8 +395,9 @@ struct Retry<'a> {
     partition: i32,
     /// Failed attempts so far.
     attempt: u32,
-    /// When the attempts began to fail (for the deadline, and for the error's "since").
-    first_failure: Option<(Instant, chrono::DateTime<chrono::Utc>)>,
+    /// When the attempts began to fail (for the deadline, and for the error's "since"), on
+    /// tokio's clock: the crash simulation's paused clock runs the deadline too.
+    first_failure: Option<(tokio::time::Instant, chrono::DateTime<chrono::Utc>)>,
     /// The last transient failure; while set, the last attempt may have been written.
     unsure: Option<BrokerError>,
 }

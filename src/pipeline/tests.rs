@@ -70,7 +70,7 @@ fn setup_with(
         sources: Sources::new(None),
         progress: Arc::clone(&progress),
         dead_letters,
-        keys: crate::batcher::LineKeys::for_job("test-job"),
+        keys: crate::keys::LineKeys::for_job("test-job"),
     };
     let engine = Arc::new(Engine::new(parts, tuning, &job));
     Setup { engine, progress, paths, letters_written, _dir: dir }

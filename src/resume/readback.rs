@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::backoff::Backoff;
-use crate::batcher::Ours;
 use crate::broker::{Broker, BrokerError, Page, PartitionRange};
+use crate::keys::Ours;
 use crate::resume::offsets::PartitionOffset;
 use crate::resume::recover::{Recovered, Signature, Signer};
 
@@ -291,7 +291,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batcher::{FileKeys, LineKeys};
+    use crate::keys::{FileKeys, LineKeys};
     use crate::route::HEADER;
     use crate::testutil::FakeBroker;
 

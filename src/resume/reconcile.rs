@@ -20,8 +20,8 @@ use super::offsets::{Ledger, PartitionOffset};
 use super::readback::{read_back, Caps};
 use super::recover::Recovered;
 use super::rule::StartPoint;
-use crate::batcher::Ours;
 use crate::broker::{Broker, BrokerError};
+use crate::keys::Ours;
 
 /// What the pipeline starts from.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! lines it reads again against it. Pure: hashes and counts, no IO.
 //!
 //! **A record is matched only to the line that produced it.** Every record's key is its
-//! line's identity, the job, the file and the line number ([`crate::batcher::LineKeys`]), so
+//! line's identity, the job, the file and the line number ([`crate::keys::LineKeys`]), so
 //! two lines with the same bytes are two different records, and a record of a line before
 //! the resume point, or of another worker's file, is never taken by a line after it. (The
 //! other way, re-reading from the earliest line that can own a record in the range and
