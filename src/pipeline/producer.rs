@@ -406,7 +406,8 @@ impl Retry<'_> {
     /// One more failed attempt: stops the run past the delivery deadline, else logs and
     /// waits the next backoff pause.
     async fn pause(&mut self, delivery_timeout: Duration, cancel: &CancellationToken) -> Result<(), Stop> {
-        let (since, since_utc) = *self.first_failure.get_or_insert_with(|| (Instant::now(), chrono::Utc::now()));
+        let (since, since_utc) =
+            *self.first_failure.get_or_insert_with(|| (tokio::time::Instant::now(), chrono::Utc::now()));
         self.attempt += 1;
         if since.elapsed() >= delivery_timeout {
             let since = since_utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
