@@ -7,7 +7,7 @@ through Kafka's own tools from the cluster's jars (``RW_AK_LIBS``). Every comman
 until its effect is visible in the cluster's metadata, and prints one JSON line when it has
 something to say.
 
-    kafka_admin.py topic NAME PARTITIONS [KEY=VALUE ...]   RF 3, the configs given
+    kafka_admin.py topic NAME PARTITIONS [KEY=VALUE ...]   RF 3 (rf=N to change it), the configs given
     kafka_admin.py describe NAME                            {partition: {leader, replicas, isr}}
     kafka_admin.py wait-isr NAME SIZE                        every partition's ISR has SIZE
     kafka_admin.py reassign NAME PARTITION B1,B2,B3          new replica order, then waits
@@ -19,6 +19,9 @@ something to say.
     kafka_admin.py count NAME                                records in NAME (the partitions' ends)
     kafka_admin.py transactions NAME SECONDS                 a transactional producer: commits and
                                                              aborts; prints what it committed
+    kafka_admin.py live NAME                                 live ingest: small records, steered by
+                                                             its standard input (`rate N`, `wrote`)
+                                                             until it closes
 """
 
 import json
@@ -98,8 +101,11 @@ def tool(cls, *args):
 
 
 def cmd_topic(name, partitions, *pairs):
+    # rf=N (not a topic config): the replication factor, 3 unless given.
+    rf = int(next((p.split("=", 1)[1] for p in pairs if p.startswith("rf=")), 3))
+    pairs = [p for p in pairs if not p.startswith("rf=")]
     fs = admin().create_topics(
-        [NewTopic(name, num_partitions=int(partitions), replication_factor=3, config=configs(pairs))]
+        [NewTopic(name, num_partitions=int(partitions), replication_factor=rf, config=configs(pairs))]
     )
     fs[name].result()
     until(f"topic {name} with leaders", lambda: (d := describe(name)) and len(d) == int(partitions) and all(p["leader"] >= 0 for p in d.values()))
@@ -240,6 +246,49 @@ def cmd_transactions(name, seconds):
         n += 1
         time.sleep(0.05)
     print(json.dumps({"committed": committed, "aborted": aborted}))
+
+
+def cmd_live(name):
+    """Another producer on the topic throughout, as live ingest: small records, batched and
+    compressed, acks=all (kcat -P, librdkafka). Its standard input steers it, a line each:
+    `rate N` writes N records a second from then on (0: as fast as the cluster takes them,
+    the start), `wrote` prints how many it has handed to kcat so far; at its end it stops,
+    waits for kcat to deliver everything, and prints how many it wrote."""
+    import threading
+
+    env = dict(os.environ, LD_LIBRARY_PATH=os.environ.get("RW_KCAT_LD_LIBRARY_PATH", ""))
+    kcat = subprocess.Popen(
+        ["kcat", "-P", "-b", BOOTSTRAP, "-t", name, "-K", "\t", "-H", "connection_ids=live", "-z", "lz4",
+         "-X", "linger.ms=20", "-X", "batch.size=1048576", "-X", "queue.buffering.max.messages=1000000"],
+        stdin=subprocess.PIPE, env=env)
+    state = {"rate": 0, "stop": False, "n": 0}
+
+    def steer():
+        for line in sys.stdin:
+            words = line.split()
+            if words[:1] == ["rate"]:
+                state["rate"] = int(words[1])
+            elif words[:1] == ["wrote"]:
+                print(state["n"], flush=True)
+        state["stop"] = True
+
+    threading.Thread(target=steer, daemon=True).start()
+    w = kcat.stdin.write
+    chunk = 1000
+    while not state["stop"]:
+        began = time.time()
+        n = state["n"]
+        for i in range(n, n + chunk):
+            w(b'live-%d\t{"live":%d,"type":"page","pad":"0123456789abcdef0123456789abcdef"}\n' % (i, i))
+        state["n"] = n + chunk
+        rate = state["rate"]
+        if rate > 0:
+            kcat.stdin.flush()
+            time.sleep(max(0.0, chunk / rate - (time.time() - began)))
+    kcat.stdin.close()
+    if kcat.wait() != 0:
+        sys.exit(f"kcat -P exited {kcat.returncode}")
+    print(json.dumps({"produced": state["n"]}), flush=True)
 
 
 def main():

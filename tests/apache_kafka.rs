@@ -530,3 +530,266 @@ fn kill_9_at_random_points_beside_a_transactional_producer() {
     assert!(theirs.iter().all(|m| !m.value.contains("\"aborted\": true")), "no aborted record is read");
     check("kill -9 beside a transactional producer", kills + 1, &expected, &ours(all), 0);
 }
+
+/// Another producer writing the job's topic throughout, as live ingest does
+/// (`kafka_admin.py live`: kcat -P, small records, acks=all); stopped when dropped.
+struct Live(Option<Child>);
+
+impl Live {
+    fn start(topic: &str) -> Live {
+        let child = Command::new(env("RW_PYTHON"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka_admin.py"))
+            .args(["live", topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Live(Some(child))
+    }
+
+    /// From now on `n` records a second; 0: as fast as the cluster takes them.
+    fn rate(&mut self, n: u64) {
+        use std::io::Write;
+        let stdin = self.0.as_mut().unwrap().stdin.as_mut().unwrap();
+        writeln!(stdin, "rate {n}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Stops it (its standard input closes); returns how many records it wrote.
+    fn stop(mut self) -> u64 {
+        let mut child = self.0.take().unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the live producer failed");
+        let last = out.stdout.split(|&b| b == b'\n').rev().find(|l| !l.is_empty()).unwrap_or_default().to_vec();
+        let v: sonic_rs::Value = sonic_rs::from_slice(&last).unwrap();
+        use sonic_rs::JsonValueTrait;
+        v.get("produced").and_then(|n| n.as_u64()).unwrap()
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Records in the topic (the partitions' ends).
+fn records_in(topic: &str) -> u64 {
+    admin(&["count", topic]).trim().parse().unwrap()
+}
+
+/// Waits until the topic holds `n` records.
+fn wait_for_records(topic: &str, n: u64) {
+    let start = Instant::now();
+    loop {
+        let now = records_in(topic);
+        if now >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the live producer wrote {now} of {n} records in 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Live records a restart waits behind: a pod's back-off on a busy topic. The live producer
+/// writes them as fast as the cluster takes them while the worker is down (minutes of a busy
+/// topic, in seconds), and [`LIVE_RATE`] while a worker runs.
+const LIVE_BEHIND: u64 = 2_000_000;
+const LIVE_RATE: u64 = 5_000;
+
+/// The back-off: the live producer at full speed until the topic holds [`LIVE_BEHIND`] more
+/// records, then back to [`LIVE_RATE`].
+fn back_off(live: &mut Live, topic: &str) {
+    live.rate(0);
+    wait_for_records(topic, records_in(topic) + LIVE_BEHIND);
+    live.rate(LIVE_RATE);
+}
+
+/// Kills worker `index` of `job` at a point where lines are settled past its stored row (the
+/// row is at least 300 ms old and the next write is not yet due, so the rate-limited run has
+/// delivered lines that only the read-back can find); returns its log. The row's age comes
+/// from the database's clock.
+fn kill_behind_its_row(job: &Job, index: i32, child: &mut Child, min_lines: u64) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("worker {index} ended ({status}) before it could be killed");
+        }
+        if let Some(r) = try_row(&job.id, index) {
+            let age: u64 = r.get("age_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if num(&r, "success_count") >= min_lines && (300..900).contains(&age) {
+                child.kill().unwrap(); // SIGKILL
+                return;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            let mut log = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!("worker {index} never reached {min_lines} lines; its log's end:\n{}", tail.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Each resumed run read its topic back whole (none incomplete), behind the live records
+/// that landed in its partitions (`share` of them: [`LIVE_BEHIND`] spread by key over all the
+/// topic's partitions, so nine tenths of the even share at least), and found records of its
+/// own there; returns the records read and found over all of them.
+fn every_resume_read_behind_the_live_records(logs: &[String], share: f64) -> (u64, u64) {
+    let least = (LIVE_BEHIND as f64 * share * 0.9) as u64;
+    let (mut read, mut found) = (0, 0);
+    for (i, log) in logs.iter().enumerate() {
+        assert_duplicate_promise_kept(log, true, &format!("resumed run {i}"));
+        let (records, ours, incomplete) = read_back_line(log).unwrap();
+        assert_eq!(incomplete, 0, "resumed run {i}");
+        assert!(
+            records >= least,
+            "resumed run {i} read back {records} records, not {least}: the live ones were not in its range"
+        );
+        assert!(ours > 0, "resumed run {i} found none of its records: the kill did not leave lines past the row");
+        (read, found) = (read + records, found + ours);
+    }
+    (read, found)
+}
+
+#[test]
+#[ignore]
+fn live_topic_kill_9_three_times_each_restart_behind_two_million_live_records() {
+    common::needs_services!(skip);
+    let job = job(6, &[]);
+    let files = dataset(&job, 300, 10_000);
+    let expected = all_lines(&files);
+    let mut live = Live::start(&job.topic);
+    live.rate(LIVE_RATE);
+    let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x11fe);
+    let mut rng = Rng::new(seed);
+    let mut resumed_logs = Vec::new();
+    let mut at = 0;
+    for kill in 0..3 {
+        let mut child = worker(&job, 4_000).spawn().unwrap();
+        at += 2_000 + rng.below(4_000);
+        kill_behind_its_row(&job, 0, &mut child, at);
+        let out = child.wait_with_output().unwrap();
+        if kill > 0 {
+            resumed_logs.push(stderr(&out));
+        }
+        // Kubernetes' back-off: the restart comes after two million live records.
+        back_off(&mut live, &job.topic);
+    }
+    let out = worker(&job, 0).output().unwrap();
+    resumed_logs.push(stderr(&out));
+    let produced = live.stop();
+    completed(&job, &out, expected.len() as u64);
+    let (read, found) = every_resume_read_behind_the_live_records(&resumed_logs, 1.0);
+    println!(
+        "live topic, seed {seed}: {produced} live records; 3 resumes read {read} records back, {found} of them ours \
+         ({:.0} read per one found)",
+        read as f64 / found.max(1) as f64
+    );
+    let msgs = consume_header(&bootstrap(), &job.topic, "c1");
+    check("live topic, 3 kills -9 behind 2M live records each", 4, &expected, &msgs, 0);
+    let by_file: Vec<(&str, &[String])> = files.iter().map(|(p, l)| (p.as_str(), l.as_slice())).collect();
+    assert_keys_are_line_identities(&job.id, &by_file, &msgs);
+}
+
+#[test]
+#[ignore]
+fn live_topic_four_workers_of_one_job_killed_and_each_reads_back_only_its_partitions() {
+    common::needs_services!(skip);
+    const WORKERS: u32 = 4;
+    let job = job(8, &[]);
+    let files = dataset(&job, 400, 30_000);
+    let expected = all_lines(&files);
+    // The files of worker w are those at positions w, w + 4, …: three files, one worker each
+    // for three of them; the fourth gets none and must still complete.
+    let mut live = Live::start(&job.topic);
+    live.rate(LIVE_RATE);
+    let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x4444);
+    let mut rng = Rng::new(seed);
+    let spawn = |w: u32| {
+        let mut c = job.command(w, WORKERS);
+        c.env("KAFKA_MAX_IN_FLIGHT", IN_FLIGHT.to_string())
+            .env("MAX_EVENTS_PER_SEC", "1500")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let mut children: Vec<Option<Child>> = (0..WORKERS).map(|w| Some(spawn(w))).collect();
+    let mut resumed_logs = Vec::new();
+    let mut resumed = vec![false; WORKERS as usize];
+    let mut kills = 0;
+    while kills < 3 {
+        // One of the three workers with files that is still running, killed behind its row.
+        let running: Vec<usize> =
+            (0..3).filter(|&w| children[w].as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())).collect();
+        assert!(!running.is_empty(), "every worker finished after {kills} kills: the files are too short");
+        let w = running[rng.below(running.len() as u64) as usize];
+        let mut child = children[w].take().unwrap();
+        let at = try_row(&job.id, w as i32).map_or(0, |r| num(&r, "success_count")) + 500 + rng.below(1_500);
+        kill_behind_its_row(&job, w as i32, &mut child, at);
+        kills += 1;
+        let out = child.wait_with_output().unwrap();
+        if resumed[w] {
+            resumed_logs.push(stderr(&out));
+        }
+        back_off(&mut live, &job.topic);
+        children[w] = Some(spawn(w as u32));
+        resumed[w] = true;
+    }
+    for (w, child) in children.into_iter().enumerate() {
+        let out = child.unwrap().wait_with_output().unwrap();
+        assert_success(&out);
+        if resumed[w] {
+            resumed_logs.push(stderr(&out));
+        }
+    }
+    let produced = live.stop();
+    // Each worker sends to, and reads back, 2 of the 8 partitions.
+    let (read, found) = every_resume_read_behind_the_live_records(&resumed_logs, 0.25);
+    for (i, log) in resumed_logs.iter().enumerate() {
+        let (records, ..) = read_back_line(log).unwrap();
+        assert!(records < LIVE_BEHIND / 2, "resumed run {i} read back {records}: more than its own partitions hold");
+    }
+    println!(
+        "live topic, 4 workers, seed {seed}: {produced} live records; {} resumes read {read} back, {found} ours \
+         ({:.0} read per one found)",
+        resumed_logs.len(),
+        read as f64 / found.max(1) as f64
+    );
+    let mut total = 0;
+    for w in 0..WORKERS as i32 {
+        let r = row(&job.id, w);
+        assert_eq!(r["status"], "completed", "worker {w}: {r:?}");
+        let lines: u64 = files.iter().skip(w as usize).step_by(WORKERS as usize).map(|(_, l)| l.len() as u64).sum();
+        assert_counts(&r, lines, 0, 0);
+        total += lines;
+    }
+    assert_eq!(total, expected.len() as u64);
+    let msgs = consume_header(&bootstrap(), &job.topic, "c1");
+    check("live topic, 4 workers, 3 kills -9 behind 2M live records each", 7, &expected, &msgs, 0);
+    let by_file: Vec<(&str, &[String])> = files.iter().map(|(p, l)| (p.as_str(), l.as_slice())).collect();
+    assert_keys_are_line_identities(&job.id, &by_file, &msgs);
+    // Each worker wrote only to its own partitions (p mod 4 = its index).
+    for (index, (path, lines)) in files.iter().enumerate() {
+        let keys: std::collections::BTreeSet<String> =
+            (1..=lines.len() as u64).map(|l| line_key(&job.id, index, path, l)).collect();
+        let w = (index % WORKERS as usize) as i64;
+        let wrong: Vec<i64> = msgs
+            .iter()
+            .filter(|m| keys.contains(m.key.as_deref().unwrap()))
+            .map(|m| m.partition)
+            .filter(|p| p % 4 != w)
+            .collect();
+        assert!(wrong.is_empty(), "worker {w}'s lines in partitions {wrong:?}");
+    }
+}

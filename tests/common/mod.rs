@@ -107,6 +107,36 @@ pub fn consume(topic: &str) -> Vec<Msg> {
     consume_from(&env("KAFKA_BOOTSTRAP_SERVERS"), topic)
 }
 
+/// The records of a topic whose `connection_ids` header is `header`, read with kcat and
+/// filtered as they stream by (a live topic holds millions of other records; `-J` and a
+/// parse of each would take minutes).
+pub fn consume_header(bootstrap: &str, topic: &str, header: &str) -> Vec<Msg> {
+    let out = Command::new("kcat")
+        .env("LD_LIBRARY_PATH", env("RW_KCAT_LD_LIBRARY_PATH"))
+        .args(["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%h\t%p\t%T\t%k\t%s\n"])
+        .output()
+        .expect("kcat");
+    assert!(out.status.success(), "kcat: {}", String::from_utf8_lossy(&out.stderr));
+    let want = format!("connection_ids={header}\t");
+    let text = String::from_utf8(out.stdout).expect("kcat output is UTF-8");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(want.as_str()))
+        .map(|rest| {
+            let mut f = rest.splitn(4, '\t');
+            let mut next = || f.next().unwrap_or_else(|| panic!("kcat line {rest}"));
+            let (partition, ts, key, value) = (next().parse().unwrap(), next().parse().unwrap(), next(), next());
+            Msg {
+                topic: topic.to_owned(),
+                partition,
+                key: Some(key.to_owned()),
+                headers: vec![("connection_ids".to_owned(), header.to_owned())],
+                value: value.to_owned(),
+                ts,
+            }
+        })
+        .collect()
+}
+
 /// Reads a whole topic of the broker at `bootstrap`.
 pub fn consume_from(bootstrap: &str, topic: &str) -> Vec<Msg> {
     consume_with(bootstrap, topic, &[])
@@ -265,12 +295,13 @@ pub fn try_row(job: &str, index: i32) -> Option<BTreeMap<String, String>> {
             .query_opt(
                 "SELECT status, started_at::text, completed_at::text, current_file, current_line::text, current_ts,
                         assigned_files::text, processed_files::text, total_lines::text, success_count::text,
-                        error_count::text, skipped_count::text, total_bytes::text, processed_bytes::text, error
+                        error_count::text, skipped_count::text, total_bytes::text, processed_bytes::text, error,
+                        (EXTRACT(EPOCH FROM NOW() - updated_at) * 1000)::bigint::text
                  FROM reprocessing_workers WHERE job_id = $1 AND worker_index = $2",
                 &[&job, &index],
             )
             .await
-            .unwrap_or_else(|e| panic!("reading the row of {job}/{index}: {e}"))?;
+            .unwrap_or_else(|e| panic!("reading the row of {job}/{index}: {e:?}"))?;
         let names = [
             "status",
             "started_at",
@@ -287,6 +318,8 @@ pub fn try_row(job: &str, index: i32) -> Option<BTreeMap<String, String>> {
             "total_bytes",
             "processed_bytes",
             "error",
+            // Milliseconds since the row was last written (the database's clock).
+            "age_ms",
         ];
         names
             .iter()
@@ -426,10 +459,23 @@ pub fn assert_duplicate_promise_kept(log: &str, resumed: bool, what: &str) {
     );
 }
 
+/// The resume's read-back in one run's log: (records read, this worker's records found,
+/// partitions incomplete), from its `read back the topic` line; `None` without one.
+pub fn read_back_line(log: &str) -> Option<(u64, u64, u64)> {
+    let line = log.lines().find(|l| l.contains("read back the topic"))?;
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {line}"))
+    };
+    Some((field("records"), field("ours"), field("incomplete")))
+}
+
 /// The key the worker gives line `line` (1-based) of the file at `index` of files.json listed
 /// as `path`: the line's identity.
 pub fn line_key(job_id: &str, index: usize, path: &str, line: u64) -> String {
-    let keys = reprocessing_worker::batcher::LineKeys::for_job(job_id);
+    let keys = reprocessing_worker::keys::LineKeys::for_job(job_id);
     String::from_utf8(keys.file(index, path).key(line).to_vec()).unwrap()
 }
 
