@@ -9,6 +9,7 @@
 #   scripts/bench.sh --only big               # the figures below without the small files
 #   scripts/bench.sh --only apache --size 400M   # end to end on Apache Kafka alone (see below)
 #   scripts/bench.sh --only fleet             # 100 and 500 pods' status writes on one PostgreSQL
+#   scripts/bench.sh --only readback          # a resume's read-back of 5 x --size vs kcat -C (below)
 #   scripts/bench.sh --no-build ...           # use target/release as it is (no cargo build)
 #   scripts/bench.sh --check ...              # exit 1 when a figure misses its target (by hand;
 #                                             # the shared CI machine is too noisy for targets)
@@ -36,6 +37,12 @@
 #   the worker end to end  vs  kcat -P                                         target ≥ 1.0
 #   the worker end to end  vs  Kafka's ProducerPerformance (--payload-file)    target ≥ 1.0
 #   CPU seconds (user + system) per GB of lines, each of the three
+# The read-back (--only readback; also part of all): on the Apache Kafka cluster, one topic of
+# 5 x --size of records (8 partitions, RF 1), this job's lines 3% of them, the rest live
+# records; rw-readback (the worker's read-back alone) vs kcat -C over the whole topic:
+#   records a second                                                           target >= 1.0
+#   peak RSS of the read-back                                                  <= 256 MiB
+#   records read per record of ours found: 1 pod; pod 0 of 8, own partitions vs all
 # The fleet (--only fleet; also part of all): rw-fleet runs N status flushers in one process,
 # each with its own connection and row, fed 500,000 lines a second over 96 partitions, against
 # the PostgreSQL of scripts/services.sh, for FLEET_SECONDS (15), at N = 100 and 500, with the
@@ -55,7 +62,7 @@ RUNS=5
 ONLY=all
 BUILD=1
 CHECK=0
-usage() { echo "usage: $0 [--size 1000M] [--runs 5] [--only all|big|small|apache|fleet] [--no-build] [--check]" >&2; exit 2; }
+usage() { echo "usage: $0 [--size 1000M] [--runs 5] [--only all|big|small|apache|fleet|readback] [--no-build] [--check]" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --size) SIZE="$2"; shift 2 ;;
@@ -66,7 +73,7 @@ while (($#)); do
     *) usage ;;
   esac
 done
-case "$ONLY" in all | big | small | apache | fleet) ;; *) usage ;; esac
+case "$ONLY" in all | big | small | apache | fleet | readback) ;; *) usage ;; esac
 bytes=$(numfmt --from=iec "$SIZE" 2>/dev/null || numfmt --from=si "$SIZE")
 small=$((bytes / 10))
 
@@ -80,8 +87,8 @@ if ((BUILD)); then
 fi
 source "$ROOT/scripts/cache.sh"
 BIN="$RW_TARGET_DIR/release"
-for b in reprocessing-worker rw-gen rw-floor rw-fleet; do
-  [[ $b == rw-floor && ($ONLY == small || $ONLY == apache || $ONLY == fleet) ]] && continue
+for b in reprocessing-worker rw-gen rw-floor rw-fleet rw-readback; do
+  [[ $b == rw-floor && ($ONLY == small || $ONLY == apache || $ONLY == fleet || $ONLY == readback) ]] && continue
   [[ $b == rw-fleet && $ONLY != all && $ONLY != fleet ]] && continue
   [[ -x "$BIN/$b" ]] || { echo "$BIN/$b is missing (cargo build --release --bins --features generate)" >&2; exit 1; }
 done
@@ -590,6 +597,81 @@ with open(rows_path, "a") as f:
 PY
 }
 
+bench_readback() {
+  scripts/services.sh start-kafka >&2
+  eval "$(scripts/services.sh env)"
+  mkdir -p "$DATA"
+  # A range of 5 x --size (5 GB by default): this job's lines a few percent of it, sent by the
+  # worker itself, among live records (the generator's lines under keys of their own and
+  # another header, written by kcat -P) on 8 partitions. Replication factor 1: setting up
+  # 5 GB three times over on two cores takes minutes, and a read-back reads the leaders only.
+  local range=$((bytes * 5)) job="bench-rb-$RANDOM$RANDOM" t="bench-rb-$RANDOM$RANDOM" i f
+  gen "$DATA/rb-live.ndjson" $((range / 10))
+  rm -f "$DATA"/rb-ours-*.ndjson
+  for i in 0 1 2 3 4 5 6 7; do
+    "$BIN/rw-gen" "$DATA/rb-ours-$i.ndjson" --bytes $((range * 3 / 100 / 8)) --seed $((100 + i)) 2>/dev/null
+  done
+  files_json "$DATA"/rb-ours-{0,1,2,3,4,5,6,7}.ndjson >"$DATA/rb.files.json"
+  echo '{"connection_ids":["bench-a"]}' >"$DATA/rb.json"
+  python3 scripts/kafka_admin.py topic "$t" 8 rf=1 >&2
+  echo "== the read-back: setting up $t (8 workers' lines, then 9 passes of live records)" >&2
+  BENCH_JOB_ID=$job KAFKA_BOOTSTRAP_SERVERS="$RW_AK_BOOTSTRAP" TOPIC="$t" worker "$DATA/rb.files.json" "$DATA/rb.json" 8 >&2
+  for i in 1 2 3 4 5 6 7 8 9; do
+    LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -P -b "$RW_AK_BOOTSTRAP" -t "$t" -z zstd -X batch.size=1048576 \
+      -X linger.ms=5 -H connection_ids=live -l "$DATA/rb-live.ndjson"
+  done
+  local total ours_lines
+  total=$(python3 scripts/kafka_admin.py count "$t")
+  ours_lines=$(cat "$DATA"/rb-ours-*.ndjson | wc -l)
+  local files=()
+  i=0
+  for f in "$DATA"/rb-ours-{0,1,2,3,4,5,6,7}.ndjson; do files+=(--file "$i:$f"); i=$((i + 1)); done
+  rb() { "$BIN/rw-readback" --bootstrap "$RW_AK_BOOTSTRAP" --topic "$t" --job "$job" "${files[@]}" "$@"; }
+  kc() { LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -C -b "$RW_AK_BOOTSTRAP" -t "$t" -o beginning -e -q; }
+  # What each side delivers, before anything is timed: the read-back reads every record and
+  # finds every line of the job; kcat reads every record.
+  local got
+  got=$(rb | tee "$DATA/rb-check.json")
+  python3 - "$got" "$total" "$ours_lines" <<'PY' || exit 1
+import json, sys
+r, total, ours = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if (r["records"], r["ours"], r["incomplete"]) != (total, ours, 0):
+    sys.exit(f"read-back check: {r}, expected {total} records, {ours} ours, none incomplete")
+PY
+  got=$(kc | wc -l)
+  ((got == total)) || { echo "kcat -C read $got records of $total" >&2; exit 1; }
+  echo "  check: both read $total records; the read-back found all $ours_lines of the job's lines" >&2
+  echo "== the read-back of $total records vs kcat -C" >&2
+  pair readback rb -- kc
+  local rss_kib
+  rss_kib=$(/usr/bin/time -f %M "$BIN/rw-readback" --bootstrap "$RW_AK_BOOTSTRAP" --topic "$t" --job "$job" "${files[@]}" 2>&1 >/dev/null | tail -n 1)
+  # A fleet: worker 0 of 8, its own partitions (KAFKA_PARTITIONS=own) and all of them.
+  local own all
+  own=$(rb --worker 0/8)
+  all=$(rb --worker 0/8 --all-partitions)
+  RB_RESULT="${RESULT[readback]}" python3 - "$total" "$range" "$rss_kib" "$got" "$own" "$all" "$(cat "$DATA/rb-check.json")" "$ROWS" "$NOTES" "$RUNS" <<'PY'
+import json, sys
+total, rng, rss, _, own, allp, one, rows_path, notes_path, runs = sys.argv[1:]
+total, rng, rss = int(total), int(rng), int(rss)
+one, own, allp = json.loads(one), json.loads(own), json.loads(allp)
+import os
+res = os.environ["RB_RESULT"].split()
+ours_s, kcat_s = float(res[0]), float(res[1])
+r = kcat_s / ours_s
+rows = [
+    (f"read-back of {total} records ({one['bytes']/1e9:.1f} GB decoded) vs kcat -C", f"{total/ours_s/1e3:.0f}k rec/s", f"{total/kcat_s/1e3:.0f}k rec/s", f"{r:.2f}", ">= 1.0", "pass" if r >= 1.0 else "MISSED"),
+    ("read-back peak RSS, MiB", f"{rss/1024:.0f}", "-", "-", "<= 256", "pass" if rss <= 256 * 1024 else "MISSED"),
+    ("records read per record of ours: 1 pod", f"{one['records']/max(one['ours'],1):.0f}", "-", "-", "-", "-"),
+    ("records read per record of ours: pod 0 of 8, own partitions", f"{own['records']/max(own['ours'],1):.0f}", f"{allp['records']/max(allp['ours'],1):.0f} (all)", f"{(allp['records']/max(allp['ours'],1))/(own['records']/max(own['ours'],1)):.1f}", "-", "-"),
+]
+with open(notes_path, "a") as f:
+    f.write(f"The read-back: medians of {runs} alternating runs over one topic of {total} records (8 partitions, RF 1, zstd), this job's lines {one['ours']} of them; rw-readback is the worker's read-back alone (keys checked, ours kept), kcat -C prints every value to /dev/null\n")
+with open(rows_path, "a") as f:
+    for x in rows:
+        f.write(json.dumps(x) + "\n")
+PY
+}
+
 bench_fleet() {
   local out n iv
   out=$(mktemp)
@@ -629,11 +711,12 @@ PY
 }
 
 case "$ONLY" in
-  all) bench_big; bench_small; bench_apache; bench_fleet ;;
+  all) bench_big; bench_small; bench_apache; bench_readback; bench_fleet ;;
   fleet) bench_fleet ;;
   big) bench_big ;;
   small) bench_small ;;
   apache) bench_apache ;;
+  readback) bench_readback ;;
 esac
 
 python3 - "$ROWS" "$NOTES" <<'PY'

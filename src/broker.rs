@@ -21,7 +21,7 @@ use rskafka::record::Record;
 
 use crate::route::HEADER;
 
-/// Bytes of a record key: a hyphenated UUID (see [`crate::batcher::LineKeys`]).
+/// Bytes of a record key: a hyphenated UUID (see [`crate::keys::LineKeys`]).
 pub const KEY_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
 
 /// A record key.
