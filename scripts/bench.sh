@@ -605,7 +605,7 @@ bench_readback() {
   # worker itself, among live records (the generator's lines under keys of their own and
   # another header, written by kcat -P) on 8 partitions. Replication factor 1: setting up
   # 5 GB three times over on two cores takes minutes, and a read-back reads the leaders only.
-  local range=$((bytes * 5)) job="bench-rb-$RANDOM$RANDOM" t="bench-rb-$RANDOM$RANDOM" i f
+  local range=$((bytes * 5)) job="bench-rb-$RANDOM$RANDOM" rb_topic="bench-rb-$RANDOM$RANDOM" i f
   gen "$DATA/rb-live.ndjson" $((range / 10))
   rm -f "$DATA"/rb-ours-*.ndjson
   for i in 0 1 2 3 4 5 6 7; do
@@ -613,21 +613,22 @@ bench_readback() {
   done
   files_json "$DATA"/rb-ours-{0,1,2,3,4,5,6,7}.ndjson >"$DATA/rb.files.json"
   echo '{"connection_ids":["bench-a"]}' >"$DATA/rb.json"
-  python3 scripts/kafka_admin.py topic "$t" 8 rf=1 >&2
-  echo "== the read-back: setting up $t (8 workers' lines, then 9 passes of live records)" >&2
-  BENCH_JOB_ID=$job KAFKA_BOOTSTRAP_SERVERS="$RW_AK_BOOTSTRAP" TOPIC="$t" worker "$DATA/rb.files.json" "$DATA/rb.json" 8 >&2
+  python3 scripts/kafka_admin.py topic "$rb_topic" 8 rf=1 >&2
+  echo "== the read-back: setting up $rb_topic (8 workers' lines, then 9 passes of live records)" >&2
+  BENCH_JOB_ID=$job KAFKA_BOOTSTRAP_SERVERS="$RW_AK_BOOTSTRAP" TOPIC="$rb_topic" worker "$DATA/rb.files.json" "$DATA/rb.json" 8 >&2
   for i in 1 2 3 4 5 6 7 8 9; do
-    LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -P -b "$RW_AK_BOOTSTRAP" -t "$t" -z zstd -X batch.size=1048576 \
+    LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -P -b "$RW_AK_BOOTSTRAP" -t "$rb_topic" -z zstd -X batch.size=1048576 \
       -X linger.ms=5 -H connection_ids=live -l "$DATA/rb-live.ndjson"
   done
   local total ours_lines
-  total=$(python3 scripts/kafka_admin.py count "$t")
+  total=$(python3 scripts/kafka_admin.py count "$rb_topic")
   ours_lines=$(cat "$DATA"/rb-ours-*.ndjson | wc -l)
   local files=()
   i=0
   for f in "$DATA"/rb-ours-{0,1,2,3,4,5,6,7}.ndjson; do files+=(--file "$i:$f"); i=$((i + 1)); done
-  rb() { "$BIN/rw-readback" --bootstrap "$RW_AK_BOOTSTRAP" --topic "$t" --job "$job" "${files[@]}" "$@"; }
-  kc() { LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -C -b "$RW_AK_BOOTSTRAP" -t "$t" -o beginning -e -q; }
+  # (timeit and pair have locals of their own, t among them: these read rb_topic, files, job.)
+  rb() { "$BIN/rw-readback" --bootstrap "$RW_AK_BOOTSTRAP" --topic "$rb_topic" --job "$job" "${files[@]}" "$@"; }
+  kc() { LD_LIBRARY_PATH="$RW_KCAT_LD_LIBRARY_PATH" kcat -C -b "$RW_AK_BOOTSTRAP" -t "$rb_topic" -o beginning -e -q; }
   # What each side delivers, before anything is timed: the read-back reads every record and
   # finds every line of the job; kcat reads every record.
   local got
@@ -644,7 +645,7 @@ PY
   echo "== the read-back of $total records vs kcat -C" >&2
   pair readback rb -- kc
   local rss_kib
-  rss_kib=$(/usr/bin/time -f %M "$BIN/rw-readback" --bootstrap "$RW_AK_BOOTSTRAP" --topic "$t" --job "$job" "${files[@]}" 2>&1 >/dev/null | tail -n 1)
+  rss_kib=$(/usr/bin/time -f %M "$BIN/rw-readback" --bootstrap "$RW_AK_BOOTSTRAP" --topic "$rb_topic" --job "$job" "${files[@]}" 2>&1 >/dev/null | tail -n 1)
   # A fleet: worker 0 of 8, its own partitions (KAFKA_PARTITIONS=own) and all of them.
   local own all
   own=$(rb --worker 0/8)

@@ -48,13 +48,21 @@ fn bootstrap() -> String {
     env("RW_AK_BOOTSTRAP")
 }
 
+/// `scripts/kafka_admin.py` with `args`, not started.
+fn admin_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env("RW_PYTHON"));
+    c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka_admin.py")).args(args);
+    c
+}
+
+/// `RW_FAULT_SEED`, else the case's own seed: a failing case's seed is printed, and replays.
+fn fault_seed(default: u64) -> u64 {
+    std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 /// `scripts/kafka_admin.py` (the cluster's administration); returns its output.
 fn admin(args: &[&str]) -> String {
-    let out = Command::new(env("RW_PYTHON"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka_admin.py"))
-        .args(args)
-        .output()
-        .expect("kafka_admin.py");
+    let out = admin_command(args).output().expect("kafka_admin.py");
     assert!(out.status.success(), "kafka_admin.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -481,14 +489,12 @@ fn kill_9_at_random_points_beside_a_transactional_producer() {
     common::needs_services!(skip);
     let job = job(3, &[]);
     let expected = all_lines(&dataset(&job, 100, 10_000));
-    let txn = Command::new(env("RW_PYTHON"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka_admin.py"))
-        .args(["transactions", &job.topic, "25"])
+    let txn = admin_command(&["transactions", &job.topic, "25"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let seed = fault_seed(0x5eed);
     let mut rng = Rng::new(seed);
     let mut kills = 0;
     // Every run's log: the resumes' read-backs are in the killed runs' logs too.
@@ -537,9 +543,7 @@ struct Live(Option<Child>);
 
 impl Live {
     fn start(topic: &str) -> Live {
-        let child = Command::new(env("RW_PYTHON"))
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka_admin.py"))
-            .args(["live", topic])
+        let child = admin_command(&["live", topic])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -671,7 +675,7 @@ fn live_topic_kill_9_three_times_each_restart_behind_two_million_live_records() 
     let expected = all_lines(&files);
     let mut live = Live::start(&job.topic);
     live.rate(LIVE_RATE);
-    let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x11fe);
+    let seed = fault_seed(0x11fe);
     let mut rng = Rng::new(seed);
     let mut resumed_logs = Vec::new();
     let mut at = 0;
@@ -714,7 +718,7 @@ fn live_topic_four_workers_of_one_job_killed_and_each_reads_back_only_its_partit
     // for three of them; the fourth gets none and must still complete.
     let mut live = Live::start(&job.topic);
     live.rate(LIVE_RATE);
-    let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x4444);
+    let seed = fault_seed(0x4444);
     let mut rng = Rng::new(seed);
     let spawn = |w: u32| {
         let mut c = job.command(w, WORKERS);

@@ -32,8 +32,10 @@ use crate::keys::Ours;
 use crate::resume::offsets::PartitionOffset;
 use crate::resume::recover::{Recovered, Signature, Signer};
 
-/// Partitions read at once. Each holds at most one fetch (4 MiB, and its records decoded),
-/// so this bounds the read-back's memory besides the signatures; four keep two cores busy.
+/// Partitions read at once. Each holds at most one fetch (4 MiB, and its records decoded:
+/// rskafka decodes a fetch whole), so this bounds the read-back's memory besides the
+/// signatures (peak RSS 170 MiB reading 7.3 GB of records, BENCHMARKS.md); four keep two
+/// cores busy. Larger fetches would mean fewer round trips but more memory per partition.
 pub const PARALLEL: usize = 4;
 
 /// The read-back's caps.
