@@ -415,19 +415,15 @@ async fn worker_lifecycle(
         // The read-back of this run, if it resumes: whole, cut by the held cap, or failed by
         // Kafka (some fetches, or all of them until the deadline).
         let mut cfg = cfg.clone();
-        let degraded = match rng.below(10) {
+        // (what it is, fetches that fail per mille)
+        let (degraded, fetch_fails) = match rng.below(10) {
             0 => {
                 cfg.tuning.readback.max_records = 1 + rng.below(30);
-                Some("read-back capped")
+                (Some("read-back capped"), 0)
             }
-            1 => Some("read-back failing"),
-            2 => Some("read-back failed"),
-            _ => None,
-        };
-        let fetch_fails = match degraded {
-            Some("read-back failing") => 300,
-            Some("read-back failed") => 1000,
-            _ => 0,
+            1 => (Some("read-back failing"), 300),
+            2 => (Some("read-back failed"), 1000),
+            _ => (None, 0),
         };
         cfg.tuning.readback.timeout = Duration::from_secs(1 + rng.below(20));
         let stored = mem.stored.lock().unwrap().clone();

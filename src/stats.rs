@@ -21,7 +21,7 @@ pub struct Stats {
     /// counted here).
     pub batches_in_flight: AtomicU64,
     /// What the resume's read-back did.
-    read_back: Mutex<crate::resume::ReadBackReport>,
+    read_back: Mutex<crate::resume::readback::Report>,
     /// Looks for a batch whose answer was lost, by result.
     lost_answer_checks: Mutex<BTreeMap<&'static str, u64>>,
     /// Dead letters written.
@@ -64,12 +64,12 @@ impl Stats {
     }
 
     /// The resume's read-back ended.
-    pub fn read_back(&self, report: &crate::resume::ReadBackReport) {
+    pub fn read_back(&self, report: &crate::resume::readback::Report) {
         *self.read_back.lock() = *report;
     }
 
     /// What the resume's read-back did (zeros without one).
-    pub fn read_back_report(&self) -> crate::resume::ReadBackReport {
+    pub fn read_back_report(&self) -> crate::resume::readback::Report {
         *self.read_back.lock()
     }
 

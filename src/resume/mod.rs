@@ -15,5 +15,5 @@ pub mod recover;
 pub mod rule;
 
 #[cfg(feature = "io")]
-pub use reconcile::{reconcile, ReadBackReport, Reconciled, Topics};
+pub use reconcile::{reconcile, Reconciled, Topics};
 pub use rule::{start_point, Snapshot, StartAt, StartFileMissing, StartPoint, StoredRow, UnknownStatus, WorkerStatus};

@@ -108,7 +108,32 @@ pub struct ReadBack {
     pub took: Duration,
 }
 
+/// The read-back's figures, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Report {
+    /// Records read, this worker's or not.
+    pub records: u64,
+    /// Bytes of those records.
+    pub bytes: u64,
+    /// This worker's records among them.
+    pub ours: u64,
+    pub seconds: f64,
+    /// Partitions that could not be read to their end.
+    pub incomplete: u64,
+}
+
 impl ReadBack {
+    /// Its figures.
+    pub fn report(&self) -> Report {
+        Report {
+            records: self.records,
+            bytes: self.bytes,
+            ours: self.ours,
+            seconds: self.took.as_secs_f64(),
+            incomplete: self.incomplete.len() as u64,
+        }
+    }
+
     /// Records read per record kept (how much of the range was other records).
     pub fn read_per_ours(&self) -> f64 {
         self.records as f64 / self.ours.max(1) as f64
@@ -146,9 +171,17 @@ pub async fn read_back(
     }
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + caps.timeout;
-    let mut recovered = Recovered::new(window);
+    let mut found = ReadBack {
+        recovered: Recovered::new(window),
+        records: 0,
+        bytes: 0,
+        ours: 0,
+        partitions: 0,
+        incomplete: Vec::new(),
+        took: Duration::ZERO,
+    };
     let held = Arc::new(AtomicU64::new(0));
-    let signer = recovered.signer().clone();
+    let signer = found.recovered.signer().clone();
     let known = |s: &&PartitionOffset| topics.iter().any(|(t, n)| *t == s.topic && s.partition < *n);
     let tasks = stored.iter().filter(known).cloned().map(|start| {
         let reader = Reader {
@@ -170,15 +203,6 @@ pub async fn read_back(
             }
         }
     });
-    let mut found = ReadBack {
-        recovered: Recovered::default(),
-        records: 0,
-        bytes: 0,
-        ours: 0,
-        partitions: 0,
-        incomplete: Vec::new(),
-        took: Duration::ZERO,
-    };
     let mut parts = futures::stream::iter(tasks).buffer_unordered(PARALLEL);
     while let Some(part) = parts.next().await {
         found.records += part.records;
@@ -186,13 +210,13 @@ pub async fn read_back(
         found.ours += part.signatures.len() as u64;
         found.partitions += usize::from(part.partition);
         for sig in part.signatures {
-            recovered.insert_signature(sig);
+            found.recovered.insert_signature(sig);
         }
         found.incomplete.extend(part.incomplete);
     }
-    drop(parts);
     found.incomplete.sort_by(|a, b| a.at.cmp(&b.at));
-    Ok(ReadBack { recovered, took: started.elapsed(), ..found })
+    found.took = started.elapsed();
+    Ok(found)
 }
 
 /// What one partition's task needs.

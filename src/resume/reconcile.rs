@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use super::offsets::{Ledger, PartitionOffset};
-use super::readback::{read_back, Caps};
+use super::readback::{read_back, Caps, Report};
 use super::recover::Recovered;
 use super::rule::StartPoint;
 use crate::broker::{Broker, BrokerError};
@@ -33,21 +33,7 @@ pub struct Reconciled {
     /// Offsets to store before anything is sent (a fresh start, or none were stored).
     pub store_now: Option<Vec<PartitionOffset>>,
     /// What the read-back did (`None` without one).
-    pub read_back: Option<ReadBackReport>,
-}
-
-/// The read-back's figures, for the metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ReadBackReport {
-    /// Records read, this worker's or not.
-    pub records: u64,
-    /// Bytes of those records.
-    pub bytes: u64,
-    /// This worker's records among them.
-    pub ours: u64,
-    pub seconds: f64,
-    /// Partitions that could not be read to their end.
-    pub incomplete: u64,
+    pub read_back: Option<Report>,
 }
 
 /// The topics as the resume sees them.
@@ -125,13 +111,7 @@ pub async fn reconcile(
         ms = found.took.as_millis() as u64,
         "read back the topic after the stored offsets; lines found there are not sent again"
     );
-    let report = ReadBackReport {
-        records: found.records,
-        bytes: found.bytes,
-        ours: found.ours,
-        seconds: found.took.as_secs_f64(),
-        incomplete: found.incomplete.len() as u64,
-    };
+    let report = found.report();
     ledger.hold_floor(stored);
     let recovered = if found.recovered.is_empty() {
         ledger.release_floor(None);

@@ -98,13 +98,6 @@ impl Recovered {
         Recovered { window, ..Default::default() }
     }
 
-    /// Adds one record read back, if it can be one of this worker's (see [`Signer::sign_record`]).
-    pub fn insert(&mut self, record: &rskafka::record::Record) {
-        if let Some(sig) = self.signer.sign_record(record) {
-            self.insert_signature(sig);
-        }
-    }
-
     /// Adds the signature of one record read back, made with [`Recovered::signer`].
     pub fn insert_signature(&mut self, sig: Signature) {
         *self.counts.entry(sig).or_default() += 1;
@@ -178,6 +171,13 @@ mod tests {
         assert_ne!(s.sign(b"ab", b"c", b""), s.sign(b"a", b"bc", b""));
     }
 
+    /// Adds a record read back, as the read-back does: signed if it can be ours.
+    fn insert(r: &mut Recovered, record: &rskafka::record::Record) {
+        if let Some(sig) = r.signer().sign_record(record) {
+            r.insert_signature(sig);
+        }
+    }
+
     fn record(key: &str, value: &str, header: Option<&str>) -> rskafka::record::Record {
         rskafka::record::Record {
             key: Some(key.as_bytes().to_vec()),
@@ -190,10 +190,10 @@ mod tests {
     #[test]
     fn identical_records_are_matched_as_often_as_they_were_read() {
         let mut r = Recovered::new(10);
-        r.insert(&record("k", "{}", Some("c")));
-        r.insert(&record("k", "{}", Some("c")));
-        r.insert(&record("x", "{}", Some("c")));
-        r.insert(&record("k", "{}", None));
+        insert(&mut r, &record("k", "{}", Some("c")));
+        insert(&mut r, &record("k", "{}", Some("c")));
+        insert(&mut r, &record("x", "{}", Some("c")));
+        insert(&mut r, &record("k", "{}", None));
         assert_eq!(r.len(), 3);
         assert!(r.take(1, b"k", b"{}", b"c"));
         assert!(r.take(2, b"k", b"{}", b"c"));
@@ -205,8 +205,8 @@ mod tests {
     #[test]
     fn matching_ends_when_empty_or_after_a_window_of_misses() {
         let mut r = Recovered::new(2);
-        r.insert(&record("k", "v", Some("h")));
-        r.insert(&record("other producer", "v", Some("h")));
+        insert(&mut r, &record("k", "v", Some("h")));
+        insert(&mut r, &record("other producer", "v", Some("h")));
         assert!(!r.take(1, b"a", b"v", b"h"));
         assert!(!r.take(2, b"b", b"v", b"h"));
         assert!(!r.is_over(), "a miss run as long as the window can still be followed by a match");
@@ -217,7 +217,7 @@ mod tests {
         assert!(r.is_over());
         assert_eq!(r.ended(), Ended { matched: 1, last_matched: Some(3), unmatched: 1 });
         let mut r = Recovered::new(100);
-        r.insert(&record("k", "v", Some("h")));
+        insert(&mut r, &record("k", "v", Some("h")));
         r.take(7, b"k", b"v", b"h");
         assert!(r.is_over(), "nothing left");
     }
