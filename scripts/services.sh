@@ -342,6 +342,45 @@ start_postgres() {
     runuser -u postgres -- psql -q -p "$PG_PORT" -c "SELECT pg_reload_conf()" >/dev/null
   fi
   runuser -u postgres -- psql -q -p "$PG_PORT" -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rw_tls_only') THEN CREATE ROLE rw_tls_only LOGIN SUPERUSER PASSWORD '$PG_PASSWORD'; END IF; END \$\$" >/dev/null
+  postgres_pki
+}
+
+# The sslmode=verify-* tests: a CA of our own; the server's certificate, signed by it, names
+# DNS:localhost only (so verify-full to 127.0.0.1 fails and verify-ca passes); a client
+# certificate for the role rw_cert_user, which logs in with it alone (pg_hba `cert`). Made
+# once per state directory; the server's copies live in the cluster's configuration folder.
+postgres_pki() {
+  local conf="/etc/postgresql/$PG_VERSION/$PG_CLUSTER" hba
+  hba="$conf/pg_hba.conf"
+  if [[ ! -f "$PG_PKI/client.key" ]]; then
+    local tmp="$PG_PKI.tmp.$$"
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    (
+      cd "$tmp"
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 -subj /CN=rw-test-postgres-ca
+      openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost
+      printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.cnf
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 3650 -extfile server.cnf
+      openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=rw_cert_user
+      printf 'extendedKeyUsage=clientAuth\n' >client.cnf
+      openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 3650 -extfile client.cnf
+      chmod 600 client.key
+    ) >"$STATE/postgres-pki.log" 2>&1 || { sed 's/^/    /' "$STATE/postgres-pki.log" >&2; die "making the PostgreSQL certificates failed"; }
+    rm -rf "$PG_PKI"
+    mv "$tmp" "$PG_PKI"
+  fi
+  if ! cmp -s "$PG_PKI/server.pem" "$conf/rw-server.pem"; then
+    install -o postgres -g postgres -m 600 "$PG_PKI/server.key" "$conf/rw-server.key"
+    install -o postgres -g postgres -m 644 "$PG_PKI/server.pem" "$conf/rw-server.pem"
+    install -o postgres -g postgres -m 644 "$PG_PKI/ca.pem" "$conf/rw-ca.pem"
+    runuser -u postgres -- psql -q -p "$PG_PORT" -c "ALTER SYSTEM SET ssl_cert_file = '$conf/rw-server.pem'" \
+      -c "ALTER SYSTEM SET ssl_key_file = '$conf/rw-server.key'" -c "ALTER SYSTEM SET ssl_ca_file = '$conf/rw-ca.pem'" >/dev/null
+  fi
+  if ! grep -q 'rw_cert_user' "$hba"; then
+    sed -i '1i hostssl all rw_cert_user 127.0.0.1/32 cert\nhostssl all rw_cert_user ::1/128 cert' "$hba"
+  fi
+  runuser -u postgres -- psql -q -p "$PG_PORT" -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rw_cert_user') THEN CREATE ROLE rw_cert_user LOGIN SUPERUSER; END IF; END \$\$" >/dev/null
+  runuser -u postgres -- psql -q -p "$PG_PORT" -c "SELECT pg_reload_conf()" >/dev/null
 }
 
 MOTO_MARKER=moto.server
@@ -397,6 +436,7 @@ AK_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$AK_POM
 AK_LIBS="$RW_CACHE/apache-kafka-$AK_VERSION-$(sha256sum "$AK_POM" | cut -c 1-12)"
 AK_STATE="$STATE/apache-kafka"
 AK_PKI="$AK_STATE/pki"
+PG_PKI="$STATE/postgres-pki"
 # Node N (1..3) listens on base+N (PLAINTEXT), base+10+N (SASL_PLAINTEXT: PLAIN, SCRAM-SHA-256,
 # SCRAM-SHA-512), base+20+N (SSL, a certificate made at start-up), base+30+N (CONTROLLER) and
 # base+40+N (SASL_SSL: the same logins over TLS).
@@ -630,6 +670,9 @@ print_env() {
 export DATABASE_URL='postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres'
 export RW_TLS_DATABASE_URL='postgres://rw_tls_only:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres'
 export RW_PG_PORT='$PG_PORT'
+export RW_PG_CA_FILE='$PG_PKI/ca.pem'
+export RW_PG_CLIENT_CERT='$PG_PKI/client.pem'
+export RW_PG_CLIENT_KEY='$PG_PKI/client.key'
 export KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:$KAFKA_PORT'
 export AWS_ENDPOINT_URL='http://127.0.0.1:$S3_PORT'
 export AWS_ACCESS_KEY_ID='testing'

@@ -36,9 +36,10 @@ impl Backoff {
     /// 5 s, five times; then those letters count as lost (and the row says so).
     pub const DEAD_LETTER: Backoff =
         Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(5), factor: 2, retries: 5 };
-    /// The final status row, which matters most: about 30 s of retries.
+    /// The final status row, which matters most: 0.5 s doubling up to 5 s, until its deadline
+    /// (`STATUS_FINAL_TIMEOUT_SECS`) rather than a count.
     pub const FINAL_ROW: Backoff =
-        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(5), factor: 2, retries: 10 };
+        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(5), factor: 2, retries: u32::MAX };
     /// One batch's transient produce failures: 0.1 s doubling up to 5 s, until the delivery
     /// deadline (`KAFKA_DELIVERY_TIMEOUT_SECS`) rather than a count.
     pub const DELIVERY: Backoff =

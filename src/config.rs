@@ -48,6 +48,17 @@ pub mod defaults {
     pub const RESUME_READBACK_TIMEOUT_SECS: u64 = 120;
     /// Seconds `/metrics` is still served after the run, for a last scrape.
     pub const METRICS_LINGER_SECS: u64 = 0;
+    /// How long the run's final row is retried before the run exits non-zero: through a
+    /// database restart of a minute or two.
+    pub const STATUS_FINAL_TIMEOUT_SECS: u64 = 300;
+
+    /// The largest value each duration setting takes: past it a setting is more likely a
+    /// mistake (or a unit mixed up) than a wish, and a deadline that far out would overflow.
+    pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+    /// `STATUS_MIN_INTERVAL_MS`: the row trails the run by about this.
+    pub const MAX_STATUS_MIN_INTERVAL_MS: u64 = 60_000;
+    /// `SHUTDOWN_TIMEOUT_SECS` and `METRICS_LINGER_SECS`: a pod is not kept that long.
+    pub const MAX_LINGER_SECS: u64 = 3600;
 }
 
 /// Which partitions a worker sends to (`KAFKA_PARTITIONS`): see [`crate::broker::Spread`].
@@ -228,6 +239,11 @@ pub struct WorkerArgs {
     /// final row, a failure and a SIGTERM's row are written at once).
     #[arg(long, env = "STATUS_MIN_INTERVAL_MS", default_value_t = defaults::STATUS_MIN_INTERVAL_MS)]
     pub status_min_interval_ms: u64,
+    /// How long the final row (completed, failed, or SIGTERM's, which has the shutdown time
+    /// instead) is retried when the database is away, in seconds; past it the worker exits 1
+    /// so that Kubernetes runs it again.
+    #[arg(long, env = "STATUS_FINAL_TIMEOUT_SECS", default_value_t = defaults::STATUS_FINAL_TIMEOUT_SECS)]
+    pub status_final_timeout_secs: u64,
     /// On resume, the most records read back from Kafka to find the lines already delivered;
     /// past it the resume sends them again (at least once). 0 turns the read-back off.
     #[arg(long, env = "RESUME_READBACK_MAX_RECORDS", default_value_t = defaults::RESUME_READBACK_MAX_RECORDS)]
@@ -314,6 +330,8 @@ pub struct Tuning {
     pub shutdown_timeout: Duration,
     /// The least time between two `running` writes of the status row.
     pub status_min_interval: Duration,
+    /// How long the final row is retried.
+    pub status_final_timeout: Duration,
     /// The resume read-back's caps (records, time).
     pub readback: crate::resume::readback::Caps,
 }
@@ -343,6 +361,8 @@ impl Tuning {
         if args.max_bytes_per_sec == Some(0) {
             return Err(invalid("MAX_BYTES_PER_SEC", "must be at least 1 (unset it for no limit)"));
         }
+        use defaults::{MAX_LINGER_SECS, MAX_STATUS_MIN_INTERVAL_MS, MAX_TIMEOUT_SECS};
+        let secs = |var, v, max| at_most(var, v, max, "seconds").map(Duration::from_secs);
         Ok(Tuning {
             max_line_bytes: args.max_line_bytes,
             read_chunk_bytes: args.read_chunk_bytes,
@@ -352,11 +372,18 @@ impl Tuning {
             max_in_flight: args.kafka_max_in_flight,
             files_in_flight: args.files_in_flight,
             rate,
-            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
-            status_min_interval: Duration::from_millis(args.status_min_interval_ms),
+            shutdown_timeout: secs("SHUTDOWN_TIMEOUT_SECS", args.shutdown_timeout_secs, MAX_LINGER_SECS)?,
+            status_min_interval: at_most(
+                "STATUS_MIN_INTERVAL_MS",
+                args.status_min_interval_ms,
+                MAX_STATUS_MIN_INTERVAL_MS,
+                "milliseconds",
+            )
+            .map(Duration::from_millis)?,
+            status_final_timeout: secs("STATUS_FINAL_TIMEOUT_SECS", args.status_final_timeout_secs, MAX_TIMEOUT_SECS)?,
             readback: crate::resume::readback::Caps {
                 max_records: args.resume_readback_max_records,
-                timeout: Duration::from_secs(args.resume_readback_timeout_secs),
+                timeout: secs("RESUME_READBACK_TIMEOUT_SECS", args.resume_readback_timeout_secs, MAX_TIMEOUT_SECS)?,
             },
         })
     }
@@ -408,8 +435,24 @@ impl KafkaConfig {
             ssl_ca: (args.kafka_ssl_ca_file.clone().map(crate::tls::Ca::File).into_iter())
                 .chain(args.kafka_ssl_ca.clone().map(crate::tls::Ca::Pem))
                 .collect(),
-            connect_timeout: Duration::from_secs(args.kafka_connect_timeout_secs.max(1)),
-            delivery_timeout: Duration::from_secs(args.kafka_delivery_timeout_secs.max(1)),
+            connect_timeout: Duration::from_secs(
+                at_most(
+                    "KAFKA_CONNECT_TIMEOUT_SECS",
+                    args.kafka_connect_timeout_secs,
+                    defaults::MAX_TIMEOUT_SECS,
+                    "seconds",
+                )?
+                .max(1),
+            ),
+            delivery_timeout: Duration::from_secs(
+                at_most(
+                    "KAFKA_DELIVERY_TIMEOUT_SECS",
+                    args.kafka_delivery_timeout_secs,
+                    defaults::MAX_TIMEOUT_SECS,
+                    "seconds",
+                )?
+                .max(1),
+            ),
         })
     }
 }
@@ -420,7 +463,8 @@ pub struct Config {
     pub job_id: String,
     pub worker_index: u32,
     pub total_workers: u32,
-    pub database_url: Secret,
+    /// `DATABASE_URL`, parsed.
+    pub database: crate::dburl::DbUrl,
     pub kafka: Option<KafkaConfig>,
     pub topic: String,
     /// Which partitions of each topic this worker sends to.
@@ -473,6 +517,14 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
 
 fn required(var: &'static str, v: &Option<String>) -> Result<String, ConfigError> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).ok_or(ConfigError::Missing(var))
+}
+
+/// `v` when it is at most `max` (a duration setting's bound, in `unit`).
+fn at_most(var: &'static str, v: u64, max: u64, unit: &str) -> Result<u64, ConfigError> {
+    match v <= max {
+        true => Ok(v),
+        false => Err(invalid(var, format!("{v} is more than the largest allowed, {max} {unit}"))),
+    }
 }
 
 fn parse_u32(var: &'static str, s: &str) -> Result<u32, ConfigError> {
@@ -546,7 +598,10 @@ impl Config {
         if i32::try_from(total_workers).is_err() {
             return Err(invalid("TOTAL_WORKERS", "too large"));
         }
-        let database_url = Secret::new(required("DATABASE_URL", &args.database_url)?);
+        let database = crate::dburl::DbUrl::parse(&required("DATABASE_URL", &args.database_url)?)
+            .map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
+        // The connection parameters' values too (a port, a timeout), before anything runs.
+        crate::status::pg_config(&database).map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
 
         let job = jobfile::parse_job_config(&read_mounted("JOB_CONFIG_PATH", &args.job_config_path)?)?;
         let files = jobfile::parse_files_list(&read_mounted("FILES_CONFIG_PATH", &args.files_config_path)?)?;
@@ -596,7 +651,7 @@ impl Config {
             job_id,
             worker_index,
             total_workers,
-            database_url,
+            database,
             kafka,
             topic,
             spread,
@@ -607,7 +662,12 @@ impl Config {
             tuning,
             dead_letter,
             metrics_addr: args.metrics_addr,
-            metrics_linger: Duration::from_secs(args.metrics_linger_secs),
+            metrics_linger: Duration::from_secs(at_most(
+                "METRICS_LINGER_SECS",
+                args.metrics_linger_secs,
+                defaults::MAX_LINGER_SECS,
+                "seconds",
+            )?),
         })
     }
 

@@ -286,6 +286,9 @@ pub fn parse_job_config(raw: &[u8]) -> Result<JobOptions, JobFileError> {
              (the map's rules give each stream its connection ids)",
         ));
     }
+    if opts.start_line > 0 && opts.start_file.is_none() {
+        return Err(err(F, "field start_line: needs start_file (the file whose first lines it skips)"));
+    }
     if let (Some(from), Some(to)) = (opts.date_from, opts.date_to) {
         if from > to {
             return Err(err(F, format!("date_from ({from}) is after date_to ({to})")));
@@ -300,6 +303,7 @@ pub fn parse_files_list(raw: &[u8]) -> Result<Vec<FileEntry>, JobFileError> {
     let bytes = decompressed(F, raw)?;
     let v = parse_json(F, &bytes)?;
     let arr = v.as_array().ok_or_else(|| err(F, format!("expected a JSON array, got {}", type_name(&v))))?;
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(arr.len());
     arr.iter()
         .enumerate()
         .map(|(i, entry)| {
@@ -310,6 +314,12 @@ pub fn parse_files_list(raw: &[u8]) -> Result<Vec<FileEntry>, JobFileError> {
             let path = str_field(F, entry, "path").map_err(at)?.unwrap_or_default();
             if path.is_empty() {
                 return Err(err(F, format!("entry {i}: field path is missing or empty")));
+            }
+            // Refused here rather than when the worker reaches the file.
+            crate::location::Location::parse(path).map_err(|e| err(F, format!("entry {i}: field path: {e}")))?;
+            // One file twice would be read twice, and its lines would have two identities.
+            if let Some(first) = seen.insert(path, i) {
+                return Err(err(F, format!("entries {first} and {i}: the same path {path} twice")));
             }
             let size = match int_field(F, entry, "size").map_err(at)? {
                 Some(n) if n < 0 => return Err(err(F, format!("entry {i}: field size: must not be negative"))),
@@ -381,6 +391,7 @@ mod tests {
             (r#"{"dry_run":"yes"}"#, "field dry_run: expected a boolean"),
             (r#"{"date_from":"yesterday"}"#, "field date_from: not an RFC 3339 time"),
             (r#"{"limit":-1}"#, "field limit: must not be negative"),
+            (r#"{"start_line":10}"#, "field start_line: needs start_file"),
             (r#"{"max_events_per_sec":-5}"#, "field max_events_per_sec: must not be negative"),
             (r#"{"max_bytes_per_sec":"fast"}"#, "field max_bytes_per_sec: expected an integer"),
             (r#"{"start_line":1.5}"#, "field start_line: expected an integer"),
@@ -469,6 +480,9 @@ mod tests {
             (r#"[{"path":"a"},{"size":1}]"#, "entry 1: field path is missing"),
             (r#"[{"path":5}]"#, "entry 0: field path: expected a string"),
             (r#"[{"path":"a","size":"big"}]"#, "entry 0: field size: expected an integer"),
+            (r#"[{"path":"s3://bucket"}]"#, "entry 0: field path: s3://bucket: expected s3://bucket/key"),
+            (r#"[{"path":"gs:///o"}]"#, "entry 0: field path: gs:///o: expected gs://bucket/"),
+            (r#"[{"path":"a"},{"path":"b"},{"path":"a"}]"#, "entries 0 and 2: the same path a twice"),
         ] {
             let e = parse_files_list(json.as_bytes()).unwrap_err();
             assert!(e.to_string().starts_with("files.json: "), "{e}");

@@ -17,6 +17,7 @@
 pub mod backoff;
 pub mod batcher;
 pub mod broker;
+pub mod dburl;
 pub mod decode;
 pub mod error;
 pub mod extract;

@@ -95,6 +95,10 @@ async fn run_worker(args: WorkerArgs) -> ExitCode {
         // non-zero exit keeps Kubernetes from counting this index as done.
         Ok(summary) if summary.status == WorkerStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
         Ok(_) => ExitCode::SUCCESS,
+        Err(e) if e.is_config() => {
+            tracing::error!("configuration error: {}", Chain(&e));
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("fatal: {}", Chain(&e));
             ExitCode::FAILURE

@@ -327,8 +327,12 @@ impl SimStore<'_> {
 }
 
 impl StatusStore for SimStore<'_> {
-    fn prepare<'a>(&'a self, json: &'a str, files: u32, workers: u32) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
-        self.mem.prepare(json, files, workers)
+    fn prepare<'a>(
+        &'a self,
+        json: &'a str,
+        assignment: &'a crate::resume::Assignment,
+    ) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
+        self.mem.prepare(json, assignment)
     }
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
         self.mem.read_row()

@@ -17,9 +17,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio_postgres::Client;
 
+use crate::dburl::DbUrl;
 use crate::resume::offsets::PartitionOffset;
+use crate::resume::{Assignment, JobChanged};
 pub use crate::resume::{Snapshot, StoredRow, UnknownStatus, WorkerStatus};
-use crate::secret::{redact_url, Secret};
 
 /// One write of the row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,12 @@ pub enum StatusError {
         url: String,
         #[source]
         source: tokio_postgres::Error,
+    },
+    #[error("database {url}: invalid URL")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: crate::dburl::DbUrlError,
     },
     #[error("database {url}: TLS setup failed")]
     Tls {
@@ -64,6 +71,10 @@ pub enum StatusError {
     },
     #[error("database row")]
     BadRow(#[from] UnknownStatus),
+    /// The run this one would resume was given another job (files, workers): refused before
+    /// the row is claimed.
+    #[error(transparent)]
+    JobChanged(#[from] JobChanged),
     /// Another run of the same job and index started after this one and owns the row now.
     #[error("the row of worker {index} of job {job} was taken over by another run; this one stops without writing")]
     TakenOver { job: String, index: u32 },
@@ -85,13 +96,15 @@ impl StatusError {
 /// in-process tests. Start-up reads and writes go through it as well as the flusher's.
 pub trait StatusStore: Send + Sync {
     /// Creates the tables when they are missing and the role may, and the job row
-    /// (standalone runs). Says whether the worker's own tables can be used: without them
-    /// the offsets are neither stored nor read, and a run does not claim its row.
+    /// (standalone runs), then claims the row for this run with its `assignment`. Says
+    /// whether the worker's own tables can be used: without them the offsets are neither
+    /// stored nor read, and a run does not claim its row. When the run it would resume (a
+    /// row that started) was given another assignment, fails with
+    /// [`StatusError::JobChanged`] and claims nothing.
     fn prepare<'a>(
         &'a self,
         job_config_json: &'a str,
-        total_files: u32,
-        total_workers: u32,
+        assignment: &'a Assignment,
     ) -> BoxFuture<'a, Result<OwnTables, StatusError>>;
     /// This worker's row as stored, if any.
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>>;
@@ -166,11 +179,17 @@ CREATE TABLE IF NOT EXISTS reprocessing_worker_runs (
     readback_partitions INTEGER[],
     readback_offsets BIGINT[],
     readback_at TIMESTAMP WITH TIME ZONE,
+    total_workers INTEGER,
+    total_files INTEGER,
+    assigned_files INTEGER,
+    files_fingerprint VARCHAR(64),
     PRIMARY KEY (job_id, worker_index)
 );
 ALTER TABLE reprocessing_worker_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR(32),
     ADD COLUMN IF NOT EXISTS readback_topics TEXT[], ADD COLUMN IF NOT EXISTS readback_partitions INTEGER[],
-    ADD COLUMN IF NOT EXISTS readback_offsets BIGINT[], ADD COLUMN IF NOT EXISTS readback_at TIMESTAMP WITH TIME ZONE;
+    ADD COLUMN IF NOT EXISTS readback_offsets BIGINT[], ADD COLUMN IF NOT EXISTS readback_at TIMESTAMP WITH TIME ZONE,
+    ADD COLUMN IF NOT EXISTS total_workers INTEGER, ADD COLUMN IF NOT EXISTS total_files INTEGER,
+    ADD COLUMN IF NOT EXISTS assigned_files INTEGER, ADD COLUMN IF NOT EXISTS files_fingerprint VARCHAR(64);
 "#;
 
 /// Sets the read-back offsets of this run's row in `reprocessing_worker_runs` ($3, $4, $5:
@@ -242,7 +261,7 @@ const DDL_LOCK: i64 = 7262635483;
 const PROBE: &str = r#"
 SELECT to_regclass('reprocessing_jobs') IS NOT NULL AND to_regclass('reprocessing_workers') IS NOT NULL,
     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('reprocessing_worker_runs')
-        AND attname = 'readback_at' AND NOT attisdropped),
+        AND attname = 'files_fingerprint' AND NOT attisdropped),
     COALESCE(bool_and(has_table_privilege(to_regclass('reprocessing_worker_runs'), p)), false),
     COALESCE(has_table_privilege(to_regclass('reprocessing_jobs'), 'INSERT'), false)
 FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
@@ -302,6 +321,8 @@ pub struct PgStatus {
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     shown_url: String,
+    /// The schema `CREATE TABLE` uses, when the URL names one: created with the tables.
+    schema: Option<String>,
     job_id: String,
     worker_index: i32,
     /// The connection; its lock is held for each query, so queries run one at a time.
@@ -321,39 +342,46 @@ fn i32_of(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// libpq's `sslmode`: tokio-postgres knows `disable`, `prefer` and `require`; `verify-ca`
-/// and `verify-full` become `require` plus certificate verification.
-fn split_sslmode(url: &str) -> (String, bool) {
-    for mode in ["verify-full", "verify-ca"] {
-        let needle = format!("sslmode={mode}");
-        if url.contains(&needle) {
-            return (url.replace(&needle, "sslmode=require"), true);
-        }
-    }
-    (url.to_owned(), false)
+/// tokio-postgres's config for `url` (its TLS half is [`crate::tls::postgres_config`]'s):
+/// parsing it at start-up finds a bad port or timeout before anything runs.
+pub fn pg_config(url: &DbUrl) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    url.connection_string().expose().parse()
 }
 
 impl PgStatus {
-    /// Connects once, within `timeout`. Errors show the URL without its password.
-    pub async fn connect(
-        url: &Secret,
+    /// Parses `url` and connects; see [`PgStatus::connect`].
+    pub async fn connect_to(
+        url: &str,
         job_id: &str,
         worker_index: u32,
         timeout: Duration,
     ) -> Result<Self, StatusError> {
-        let shown_url = redact_url(url.expose());
-        let (url, verify) = split_sslmode(url.expose());
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|source| StatusError::InvalidUrl { url: shown_url.clone(), source })?;
-        config.connect_timeout(timeout);
-        config.application_name("reprocessing-worker");
-        let tls_config = crate::tls::client_config(&[], !verify)
+        let shown = crate::secret::redact_url(url);
+        let url = DbUrl::parse(url).map_err(|source| StatusError::BadUrl { url: shown, source })?;
+        Self::connect(&url, job_id, worker_index, timeout).await
+    }
+
+    /// Connects once, within `timeout`. Errors show the URL without its password.
+    pub async fn connect(url: &DbUrl, job_id: &str, worker_index: u32, timeout: Duration) -> Result<Self, StatusError> {
+        let shown_url = url.shown.clone();
+        let mut config = pg_config(url).map_err(|source| StatusError::InvalidUrl { url: shown_url.clone(), source })?;
+        if config.get_connect_timeout().is_none_or(|t| *t > timeout) {
+            config.connect_timeout(timeout);
+        }
+        let tls_config = crate::tls::postgres_config(&url.tls)
             .map_err(|source| StatusError::Tls { url: shown_url.clone(), source })?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
+        if !url.no_effect.is_empty() {
+            tracing::info!(
+                parameters = url.no_effect.join(","),
+                "DATABASE_URL parameters without effect on the worker"
+            );
+        }
         let me = Self {
             config,
             tls,
             shown_url,
+            schema: url.schema(),
             job_id: job_id.to_owned(),
             worker_index: i32_of(worker_index),
             client: tokio::sync::Mutex::new(None),
@@ -418,7 +446,7 @@ impl PgStatus {
 
     /// Runs `sql` in one transaction under the advisory lock that keeps workers starting
     /// together from racing on `CREATE`. A refusal for want of privilege is told apart.
-    async fn create(&self, sql: &'static str) -> Result<Result<(), tokio_postgres::Error>, StatusError> {
+    async fn create(&self, sql: &str) -> Result<Result<(), tokio_postgres::Error>, StatusError> {
         let locked = &format!("BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {sql} COMMIT;");
         let r = self
             .with_client(move |c| async move {
@@ -436,16 +464,16 @@ impl PgStatus {
         }
     }
 
-    async fn create_tables(
-        &self,
-        job_config_json: &str,
-        total_files: u32,
-        total_workers: u32,
-    ) -> Result<OwnTables, StatusError> {
+    async fn create_tables(&self, job_config_json: &str, assignment: &Assignment) -> Result<OwnTables, StatusError> {
         let mut probe = self.probe().await?;
         if !probe.admin_tables {
-            // Standalone: the admin's tables as the admin creates them, then ours.
-            if let Err(e) = self.create(DDL).await? {
+            // Standalone: the admin's tables as the admin creates them (in the URL's schema,
+            // created first), then ours.
+            let ddl = match &self.schema {
+                Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS \"{}\"; {DDL}", schema.replace('"', "\"\"")),
+                None => DDL.to_owned(),
+            };
+            if let Err(e) = self.create(&ddl).await? {
                 return Err(self.query_failed(e));
             }
             probe = self.probe().await?;
@@ -463,15 +491,25 @@ impl PgStatus {
             }
         };
         let (job, run, idx) = (&self.job_id, &self.run_id, self.worker_index);
-        let (files, workers) = (i32_of(total_files), i32_of(total_workers));
+        let (files, workers) = (i32_of(assignment.total_files), i32_of(assignment.total_workers));
         let (add_job, claim) = (probe.may_add_jobs, own == OwnTables::Present);
+        if claim {
+            if let Some(before) = self.resumed_assignment().await? {
+                if let Some(changed) = assignment.changed_from(&before) {
+                    return Err(changed.into());
+                }
+            }
+        }
+        let (mine, print) = (i32_of(assignment.files), &assignment.fingerprint);
         self.with_client(move |c| async move {
             // The admin writes the job row before it starts a worker; standalone, the worker
-            // does.
+            // does, with every column the admin scans into a Go value set (its
+            // `k8s_job_name` is '' as the admin's own before it has a Kubernetes Job).
             if add_job {
                 c.execute(
-                    "INSERT INTO reprocessing_jobs (id, config, status, created_at, started_at, total_files, total_workers)
-                     VALUES ($1, $2::text::jsonb, 'running', NOW(), NOW(), $3, $4) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO reprocessing_jobs (id, config, status, created_at, started_at, k8s_job_name,
+                         total_files, total_workers)
+                     VALUES ($1, $2::text::jsonb, 'running', NOW(), NOW(), '', $3, $4) ON CONFLICT (id) DO NOTHING",
                     &[job, &job_config_json, &files, &workers],
                 )
                 .await?;
@@ -479,10 +517,13 @@ impl PgStatus {
             // This run owns the row from now on; an older run of the same index stops.
             if claim {
                 c.execute(
-                    "INSERT INTO reprocessing_worker_runs (job_id, worker_index, run_id) VALUES ($1, $2, $3)
+                    "INSERT INTO reprocessing_worker_runs (job_id, worker_index, run_id, total_workers, total_files,
+                         assigned_files, files_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (job_id, worker_index) DO UPDATE SET run_id = EXCLUDED.run_id,
-                         claimed_at = NOW(), outcome = NULL",
-                    &[job, &idx, run],
+                         claimed_at = NOW(), outcome = NULL, total_workers = EXCLUDED.total_workers,
+                         total_files = EXCLUDED.total_files, assigned_files = EXCLUDED.assigned_files,
+                         files_fingerprint = EXCLUDED.files_fingerprint",
+                    &[job, &idx, run, &workers, &files, &mine, print],
                 )
                 .await?;
             }
@@ -491,6 +532,32 @@ impl PgStatus {
         .await?;
         let _ = self.own_tables.set(claim);
         Ok(own)
+    }
+
+    /// The assignment stored by the last run of this index, when its row shows that it
+    /// started (`running`, `failed` or `completed`): what a resume must match.
+    async fn resumed_assignment(&self) -> Result<Option<Assignment>, StatusError> {
+        let (job, idx) = (&self.job_id, self.worker_index);
+        let row = self
+            .with_client(move |c| async move {
+                c.query_opt(
+                    "SELECT r.total_workers, r.total_files, r.assigned_files, r.files_fingerprint
+                     FROM reprocessing_worker_runs r JOIN reprocessing_workers w
+                         ON w.job_id = r.job_id AND w.worker_index = r.worker_index
+                     WHERE r.job_id = $1 AND r.worker_index = $2 AND r.files_fingerprint IS NOT NULL
+                         AND w.status IN ('running', 'failed', 'completed')",
+                    &[job, &idx],
+                )
+                .await
+            })
+            .await?;
+        let n = |r: &tokio_postgres::Row, i: usize| r.get::<_, Option<i32>>(i).unwrap_or(0).max(0) as u32;
+        Ok(row.map(|r| Assignment {
+            total_workers: n(&r, 0),
+            total_files: n(&r, 1),
+            files: n(&r, 2),
+            fingerprint: r.get(3),
+        }))
     }
 
     async fn select_row(&self) -> Result<Option<StoredRow>, StatusError> {
@@ -658,8 +725,12 @@ impl PgStatus {
 }
 
 impl StatusStore for PgStatus {
-    fn prepare<'a>(&'a self, json: &'a str, files: u32, workers: u32) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
-        Box::pin(self.create_tables(json, files, workers))
+    fn prepare<'a>(
+        &'a self,
+        json: &'a str,
+        assignment: &'a Assignment,
+    ) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
+        Box::pin(self.create_tables(json, assignment))
     }
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
         Box::pin(self.select_row())
@@ -682,16 +753,6 @@ impl StatusStore for PgStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sslmode_mapping() {
-        assert_eq!(
-            split_sslmode("postgres://h/db?sslmode=verify-full"),
-            ("postgres://h/db?sslmode=require".into(), true)
-        );
-        assert_eq!(split_sslmode("postgres://h/db?sslmode=require"), ("postgres://h/db?sslmode=require".into(), false));
-        assert_eq!(split_sslmode("postgres://h/db"), ("postgres://h/db".into(), false));
-    }
 
     #[test]
     fn ddl_matches_the_contract_types() {

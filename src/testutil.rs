@@ -248,10 +248,13 @@ impl Broker for FakeBroker {
 
 /// The row in memory: reads see the last write, and every write is kept. Like the
 /// PostgreSQL store, it refuses writes to a `completed` row, writes that lower the counters,
-/// and every write once `taken_over` is set (another run claimed the index).
+/// and every write once `taken_over` is set (another run claimed the index); and a run
+/// whose assignment differs from the one stored by the run it resumes.
 #[derive(Debug, Default)]
 pub struct MemoryStatus {
     pub stored: Mutex<Option<StoredRow>>,
+    /// The assignment the last run claimed the row with.
+    pub assignment: Mutex<Option<crate::resume::Assignment>>,
     pub offsets: Mutex<Vec<PartitionOffset>>,
     pub writes: Mutex<Vec<StatusRow>>,
     pub taken_over: std::sync::atomic::AtomicBool,
@@ -268,8 +271,21 @@ impl MemoryStatus {
 }
 
 impl StatusStore for MemoryStatus {
-    fn prepare<'a>(&'a self, _: &'a str, _: u32, _: u32) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
-        Box::pin(async { Ok(OwnTables::Present) })
+    fn prepare<'a>(
+        &'a self,
+        _: &'a str,
+        assignment: &'a crate::resume::Assignment,
+    ) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
+        Box::pin(async move {
+            let started =
+                self.stored.lock().unwrap().as_ref().is_some_and(|r| r.status != crate::status::WorkerStatus::Pending);
+            let mut stored = self.assignment.lock().unwrap();
+            if let Some(changed) = stored.as_ref().filter(|_| started).and_then(|b| assignment.changed_from(b)) {
+                return Err(changed.into());
+            }
+            *stored = Some(assignment.clone());
+            Ok(OwnTables::Present)
+        })
     }
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
         Box::pin(async move { Ok(self.stored.lock().unwrap().clone()) })
@@ -362,7 +378,7 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         job_id: "job".into(),
         worker_index: 0,
         total_workers: 1,
-        database_url: crate::secret::Secret::new("postgres://unused"),
+        database: crate::dburl::DbUrl::parse("postgres://unused").expect("a valid URL"),
         kafka: None,
         topic: "t".into(),
         spread: crate::broker::Spread::Own { worker: 0, workers: 1 },

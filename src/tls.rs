@@ -20,6 +20,8 @@ pub enum TlsError {
     CaFile { path: String, reason: String },
     #[error("no trusted CA certificates found (set SSL_CERT_FILE or a CA bundle path)")]
     NoRoots,
+    #[error("cannot use the client certificate {cert} with key {key}: {reason}")]
+    ClientCert { cert: String, key: String, reason: String },
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -76,6 +78,97 @@ pub fn client_config(cas: &[Ca], skip_verify: bool) -> Result<ClientConfig, TlsE
         return Err(TlsError::NoRoots);
     }
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The client config for PostgreSQL, by libpq's `sslmode` rules ([`crate::dburl::PgTls`]):
+/// `sslrootcert` alone is trusted when given (`system`: the system's roots); `verify-ca`
+/// checks the chain and not the name; a client certificate is sent when `sslcert` is given.
+pub fn postgres_config(pg: &crate::dburl::PgTls) -> Result<ClientConfig, TlsError> {
+    use crate::dburl::{Roots, Verify};
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions");
+    let roots = |roots: Roots| -> Result<Arc<RootCertStore>, TlsError> {
+        let mut store = RootCertStore::empty();
+        let certs = match roots {
+            Roots::System => rustls_native_certs::load_native_certs().certs,
+            Roots::File(path) => Ca::File(path).certificates()?,
+        };
+        for cert in certs {
+            let _ = store.add(cert);
+        }
+        if store.is_empty() {
+            return Err(TlsError::NoRoots);
+        }
+        Ok(Arc::new(store))
+    };
+    let builder = match pg.verify() {
+        Verify::Nothing => builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider()))),
+        Verify::ChainAndName => builder.with_root_certificates(roots(pg.roots())?),
+        Verify::Chain => {
+            let full = rustls::client::WebPkiServerVerifier::builder_with_provider(roots(pg.roots())?, provider())
+                .build()
+                .map_err(|e| TlsError::CaFile { path: format!("{:?}", pg.roots()), reason: e.to_string() })?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(full)))
+        }
+    };
+    let Some((cert, key)) = &pg.client else { return Ok(builder.with_no_client_auth()) };
+    let bad = |reason: String| TlsError::ClientCert {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        reason,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| bad(format!("sslcert: {e}")))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| bad(format!("sslkey: {e}")))?;
+    builder.with_client_auth_cert(chain, key).map_err(|e| bad(e.to_string()))
+}
+
+/// libpq's `verify-ca`: the chain up to a trusted root is checked, the name is not.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        // The name is checked only after the chain verified.
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Accepts any server certificate; handshake signatures are still verified.

@@ -57,6 +57,15 @@ pub enum RunError {
     },
     /// Delivery stopped mid-run (the cluster refuses this worker, or is unavailable). The
     /// resume point was written.
+    /// The run's last row could not be written within `STATUS_FINAL_TIMEOUT_SECS`: the
+    /// admin would never see the job end, so the run fails and is run again.
+    #[error("the final row ({}) could not be written within {after:?}", status.as_str())]
+    FinalRow {
+        status: WorkerStatus,
+        after: Duration,
+        #[source]
+        source: StatusError,
+    },
     #[error("delivery stopped at {file} line {line}")]
     Delivery {
         file: String,
@@ -74,9 +83,17 @@ pub struct RunSummary {
     pub failed_files: u32,
 }
 
+impl RunError {
+    /// True when the run was refused for its configuration (exit code 2): the job it is
+    /// given differs from the one its row was written by.
+    pub fn is_config(&self) -> bool {
+        matches!(self, RunError::Status(StatusError::JobChanged(_)))
+    }
+}
+
 /// Runs the worker until it completes, fails fatally, or `shutdown` fires.
 pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<RunSummary, RunError> {
-    let store = PgStatus::connect(&cfg.database_url, &cfg.job_id, cfg.worker_index, STARTUP_TIMEOUT).await?;
+    let store = PgStatus::connect(&cfg.database, &cfg.job_id, cfg.worker_index, STARTUP_TIMEOUT).await?;
     run_with(cfg, &store, None, shutdown).await
 }
 
@@ -112,9 +129,7 @@ pub async fn run_with(
         rate_limit = %cfg.tuning.rate,
         "starting"
     );
-    if let OwnTables::Unavailable { why } =
-        store.prepare(&cfg.job.raw_json, cfg.files.len() as u32, cfg.total_workers).await?
-    {
+    if let OwnTables::Unavailable { why } = store.prepare(&cfg.job.raw_json, &run.assignment()).await? {
         tracing::warn!(why, "{}", OwnTables::GIVEN_UP);
     }
     let start = match run.start_point().await {
@@ -206,6 +221,11 @@ impl<'a> Run<'a> {
         Run { cfg, store, assigned, total_bytes }
     }
 
+    /// What this run is given, stored with its claim of the row.
+    fn assignment(&self) -> crate::resume::Assignment {
+        crate::resume::Assignment::of(&self.cfg.files, &self.assigned, self.cfg.total_workers)
+    }
+
     fn path(&self, i: usize) -> &'a str {
         &self.cfg.files[self.assigned[i]].path
     }
@@ -217,6 +237,8 @@ impl<'a> Run<'a> {
     /// Where to start, or the stored snapshot when the row says this worker completed.
     async fn start_point(&self) -> Result<Result<StartPoint, Snapshot>, RunError> {
         let stored = self.store.read_row().await?;
+        crate::resume::assignment::check_row(&self.cfg.files, &self.assigned, stored.as_ref())
+            .map_err(StatusError::from)?;
         if let Some(done) = stored.as_ref().filter(|r| r.status == WorkerStatus::Completed) {
             return Ok(Err(done.snapshot.clone()));
         }
@@ -441,9 +463,17 @@ impl<'a> Run<'a> {
         };
         // An unfinished run's offsets go with its final row, for the run that resumes it.
         let offsets = (status != WorkerStatus::Completed && !offsets.is_empty()).then_some(offsets.as_slice());
-        if let Err(lost) = write_final(self.store, &self.row(status, snapshot.clone(), error), offsets).await {
-            tracing::error!(error = %lost, "stopping; the row is left to the run that owns it");
-            return Err(lost.into());
+        // After SIGTERM the pod has its grace period, not the final row's whole deadline.
+        let deadline = match status {
+            WorkerStatus::Cancelled => self.cfg.tuning.shutdown_timeout,
+            _ => self.cfg.tuning.status_final_timeout,
+        };
+        let row = self.row(status, snapshot.clone(), error);
+        if let Err(e) = write_final(self.store, &row, offsets, deadline).await {
+            if let RunError::Status(lost) = &e {
+                tracing::error!(error = %lost, "stopping; the row is left to the run that owns it");
+            }
+            return Err(e);
         }
         tracing::info!(
             status = status.as_str(),
@@ -491,25 +521,37 @@ async fn drain_dead_letters(writer: DeadLetterWriter) {
     }
 }
 
-/// The final row matters most: retry it with [`Backoff::FINAL_ROW`] before giving up. Fails
-/// only when the row was lost to another run (then this run must not claim it ended).
+/// The final row matters most: the job ends only when its row says so. It is retried with
+/// [`Backoff::FINAL_ROW`] until `deadline` (a database restart of a minute or two is ridden
+/// out); past it the run fails ([`RunError::FinalRow`], a non-zero exit) so that Kubernetes
+/// runs the index again, and that run finds everything delivered and writes the row at once.
+/// Fails at once when the row was lost to another run (then this run must not claim it
+/// ended).
 async fn write_final(
     store: &dyn StatusStore,
     row: &StatusRow,
     offsets: Option<&[PartitionOffset]>,
-) -> Result<(), StatusError> {
+    deadline: Duration,
+) -> Result<(), RunError> {
+    let started = tokio::time::Instant::now();
     let mut attempt = 0;
     loop {
         let e = match store.write(row, offsets).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.row_lost() => return Err(e),
+            Err(e) if e.row_lost() => return Err(e.into()),
             Err(e) => e,
         };
         attempt += 1;
-        let Some(pause) = Backoff::FINAL_ROW.delay(attempt) else {
-            tracing::error!(error = %crate::error::Chain(&e), "final status write failed; giving up");
-            return Ok(());
-        };
+        let pause = Backoff::FINAL_ROW.delay(attempt).unwrap_or(Backoff::FINAL_ROW.max);
+        if started.elapsed() + pause > deadline {
+            tracing::error!(
+                attempts = attempt,
+                secs = started.elapsed().as_secs(),
+                error = %crate::error::Chain(&e),
+                "final status write failed; giving up, the run exits non-zero so that it is run again"
+            );
+            return Err(RunError::FinalRow { status: row.status, after: started.elapsed(), source: e });
+        }
         tracing::warn!(attempt, error = %crate::error::Chain(&e), "final status write failed");
         tokio::time::sleep(pause).await;
     }
@@ -521,10 +563,10 @@ pub async fn report_config_failure(args: &crate::config::WorkerArgs, error: &str
     let (Some(job), Ok(idx), Some(url)) = (args.job_id.as_deref(), args.index(), args.database_url.as_deref()) else {
         return;
     };
-    let url = crate::secret::Secret::new(url);
-    let Ok(store) = PgStatus::connect(&url, job, idx, Duration::from_secs(5)).await else { return };
+    let Ok(store) = PgStatus::connect_to(url, job, idx, Duration::from_secs(5)).await else { return };
     let workers = args.total_workers.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-    if store.prepare("{}", 0, workers).await.is_err() {
+    let nothing = crate::resume::Assignment::of(&[], &[], workers);
+    if store.prepare("{}", &nothing).await.is_err() {
         return;
     }
     let row = StatusRow {

@@ -9,9 +9,13 @@ mod common;
 use std::time::Duration;
 
 use reprocessing_worker::resume::offsets::PartitionOffset;
-use reprocessing_worker::secret::Secret;
 use reprocessing_worker::status::{OwnTables, PgStatus, Snapshot, StatusError, StatusRow, StatusStore, WorkerStatus};
 use reprocessing_worker::tracker::Counts;
+
+/// The assignment of worker 0 of 1 with no files.
+fn one_worker() -> reprocessing_worker::resume::Assignment {
+    reprocessing_worker::resume::Assignment::of(&[], &[], 1)
+}
 
 fn row(status: WorkerStatus, total: u64) -> StatusRow {
     StatusRow {
@@ -25,9 +29,8 @@ fn row(status: WorkerStatus, total: u64) -> StatusRow {
 
 /// A run of worker 0 of `job` on the test database, with its tables and its run registered.
 async fn run_of(job: &str) -> PgStatus {
-    let url = Secret::new(common::env("DATABASE_URL"));
-    let store = PgStatus::connect(&url, job, 0, Duration::from_secs(10)).await.unwrap();
-    store.prepare(r#"{"connection_ids":["c"]}"#, 1, 1).await.unwrap();
+    let store = PgStatus::connect_to(&common::env("DATABASE_URL"), job, 0, Duration::from_secs(10)).await.unwrap();
+    store.prepare(r#"{"connection_ids":["c"]}"#, &one_worker()).await.unwrap();
     store
 }
 
@@ -102,15 +105,14 @@ async fn a_cancelled_run_shows_failed_to_the_admin_and_cancelled_in_its_own_tabl
 async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_gives_up() {
     common::needs_services!();
     let (schema, url) = common::locked_schema().await;
-    let url = Secret::new(url);
     let job = common::unique("locked-job");
     common::as_owner(&format!(
         "INSERT INTO {schema}.reprocessing_jobs (id, config, status, created_at) VALUES ('{job}', '{{}}', 'running', NOW());
          INSERT INTO {schema}.reprocessing_workers (job_id, worker_index, status, assigned_files) VALUES ('{job}', 0, 'pending', 1);"
     ))
     .await;
-    let store = PgStatus::connect(&url, &job, 0, Duration::from_secs(10)).await.unwrap();
-    let own = store.prepare("{}", 1, 1).await.unwrap();
+    let store = PgStatus::connect_to(&url, &job, 0, Duration::from_secs(10)).await.unwrap();
+    let own = store.prepare("{}", &one_worker()).await.unwrap();
     assert!(matches!(&own, OwnTables::Unavailable { why } if why.contains("permission denied")), "{own:?}");
     let tables =
         format!("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = '{schema}'");
@@ -134,8 +136,8 @@ async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_
         grant_to: Some(common::LOCKED_ROLE.into()),
     });
     common::as_owner(&format!("SET search_path = {schema}; {sql}")).await;
-    let again = PgStatus::connect(&url, &job, 0, Duration::from_secs(10)).await.unwrap();
-    assert_eq!(again.prepare("{}", 1, 1).await.unwrap(), OwnTables::Present);
+    let again = PgStatus::connect_to(&url, &job, 0, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(again.prepare("{}", &one_worker()).await.unwrap(), OwnTables::Present);
     again.write(&row(WorkerStatus::Running, 21), None).await.unwrap();
     again.write_offsets(&offsets).await.unwrap();
     assert_eq!(again.read_offsets().await.unwrap(), offsets.to_vec());

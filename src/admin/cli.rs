@@ -13,7 +13,6 @@ use crate::jobfile::FileEntry;
 use crate::location::Location;
 use crate::ratelimit::RateLimits;
 use crate::resume::WorkerStatus;
-use crate::secret::Secret;
 use crate::status::PgStatus;
 
 #[derive(Debug, Clone, Args)]
@@ -405,7 +404,7 @@ fn table(job: &str, status: WorkerStatus, rows: &[JobRow]) -> String {
 
 /// Runs `status`: prints the job's rows once, or until every worker ended with `--watch`.
 pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
-    let store = PgStatus::connect(&Secret::new(a.database_url.clone()), &a.job, 0, Duration::from_secs(10)).await?;
+    let store = PgStatus::connect_to(&a.database_url, &a.job, 0, Duration::from_secs(10)).await?;
     loop {
         let info = job_info(&store, &a.job).await?.ok_or_else(|| AdminError::NoSuchJob(a.job.clone()))?;
         let rows = job_rows(&store, &a.job).await?;

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use clap::Parser;
-use reprocessing_worker::secret::Secret;
 use reprocessing_worker::status::{PgStatus, StatusStore};
 use reprocessing_worker::worker::flusher::{Flusher, Synthetic, Written};
 use tokio_util::sync::CancellationToken;
@@ -83,11 +82,11 @@ async fn main() {
     let a = Args::parse();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let job = format!("fleet-{}-{}", a.workers, std::process::id());
-    let url = Secret::new(a.database_url.clone());
     let mut stores = Vec::new();
     for i in 0..a.workers {
-        let store = PgStatus::connect(&url, &job, i, Duration::from_secs(30)).await.expect("connect");
-        store.prepare("{}", a.workers, a.workers).await.expect("prepare");
+        let store = PgStatus::connect_to(&a.database_url, &job, i, Duration::from_secs(30)).await.expect("connect");
+        let assignment = reprocessing_worker::resume::Assignment::of(&[], &[], a.workers);
+        store.prepare("{}", &assignment).await.expect("prepare");
         stores.push(store);
     }
     // A backend reports its statistics at the end of a transaction at most once a second:

@@ -327,3 +327,51 @@ fn the_readme_environment_table_is_the_help() {
         assert!(flags.contains_key(var), "{var} is in the README's table but no flag reads it");
     }
 }
+
+#[test]
+fn every_duration_setting_has_an_upper_bound_named_in_its_error() {
+    let huge = u64::MAX.to_string();
+    for (flag, value, want) in [
+        ("--shutdown-timeout-secs", huge.as_str(), "SHUTDOWN_TIMEOUT_SECS: 18446744073709551615 is more than"),
+        (
+            "--status-min-interval-ms",
+            "600000",
+            "STATUS_MIN_INTERVAL_MS: 600000 is more than the largest allowed, 60000",
+        ),
+        ("--status-final-timeout-secs", huge.as_str(), "STATUS_FINAL_TIMEOUT_SECS: "),
+        ("--resume-readback-timeout-secs", huge.as_str(), "RESUME_READBACK_TIMEOUT_SECS: "),
+        ("--kafka-delivery-timeout-secs", huge.as_str(), "KAFKA_DELIVERY_TIMEOUT_SECS: "),
+        ("--kafka-connect-timeout-secs", huge.as_str(), "KAFKA_CONNECT_TIMEOUT_SECS: "),
+        ("--metrics-linger-secs", "86400", "METRICS_LINGER_SECS: 86400 is more than the largest allowed, 3600"),
+    ] {
+        let e = env(r#"{"connection_ids":["c"]}"#, "[]", &with(&[flag, value]));
+        let got = load(&e).unwrap_err().to_string();
+        assert!(got.starts_with(want), "{flag}: {got}");
+    }
+    // At the bound, accepted.
+    let e = env(r#"{"connection_ids":["c"]}"#, "[]", &with(&["--shutdown-timeout-secs", "3600"]));
+    assert_eq!(load(&e).unwrap().tuning.shutdown_timeout, Duration::from_secs(3600));
+}
+
+#[test]
+fn database_url_errors_name_the_variable_and_the_parameter_never_the_password() {
+    for (url, want) in [
+        ("postgres://u:hunter2@h/db?schema=adm&sslmode=disable", None),
+        ("host=h user=u password=hunter2 dbname=db search_path=adm", None),
+        ("postgres://u:hunter2@h/db?shema=adm", Some(r#"DATABASE_URL: unknown parameter "shema""#)),
+        ("postgres://u:hunter2@h:notaport/db", Some("DATABASE_URL: ")),
+        ("postgres://u:hunter2@h/db?connect_timeout=soon", Some("DATABASE_URL: ")),
+    ] {
+        let mut args: Vec<&str> = BASE.to_vec();
+        args[7] = url;
+        let e = env(r#"{"connection_ids":["c"]}"#, "[]", &args);
+        match (load(&e), want) {
+            (Ok(c), None) => assert_eq!(c.database.schema().as_deref(), Some("adm")),
+            (Err(e), Some(want)) => {
+                let e = e.to_string();
+                assert!(e.starts_with(want) && !e.contains("hunter2"), "{url}: {e}");
+            }
+            (got, want) => panic!("{url}: {got:?}, wanted {want:?}"),
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! unfinished earlier run may have written, and hands the pipeline its ledger and the
 //! records to match.
 
+pub mod assignment;
 pub mod offsets;
 #[cfg(feature = "io")]
 pub mod readback;
@@ -14,6 +15,7 @@ mod reconcile;
 pub mod recover;
 pub mod rule;
 
+pub use assignment::{Assignment, JobChanged};
 #[cfg(feature = "io")]
 pub use reconcile::{reconcile, Reconciled, Topics};
 pub use rule::{start_point, Snapshot, StartAt, StartFileMissing, StartPoint, StoredRow, UnknownStatus, WorkerStatus};
