@@ -13,6 +13,7 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 pub mod cluster;
 pub mod fault_proxy;
+pub mod tcp_proxy;
 
 /// True when this test must be skipped because the services are not configured: a plain
 /// `cargo test` on a fresh checkout. It says so on the terminal, with the way to run them.
