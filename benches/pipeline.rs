@@ -148,6 +148,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 progress,
                 dead_letters: None,
                 keys: reprocessing_worker::keys::LineKeys::for_job("bench"),
+                look_for_lost_answers: true,
             };
             Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))
         };

@@ -16,6 +16,8 @@ something to say.
     kafka_admin.py broker-config KEY=VALUE | KEY=            on every broker (empty: delete)
     kafka_admin.py quota CLIENT_ID BYTES_PER_SEC|none        producer_byte_rate of a client id
     kafka_admin.py allow-only NAME USER                      ACL: only USER may use topic NAME
+    kafka_admin.py write-only NAME USER                      ACL: USER may write and describe NAME,
+                                                             not read it
     kafka_admin.py count NAME                                records in NAME (the partitions' ends)
     kafka_admin.py transactions NAME SECONDS                 a transactional producer: commits and
                                                              aborts; prints what it committed
@@ -182,6 +184,16 @@ def cmd_allow_only(name, user):
         ResourceType.TOPIC, name, ResourcePatternType.LITERAL, f"User:{user}", "*", AclOperation.ALL, AclPermissionType.ALLOW
     )
     for f in admin().create_acls([acl]).values():
+        f.result()
+    time.sleep(1)
+
+
+def cmd_write_only(name, user):
+    acls = [
+        AclBinding(ResourceType.TOPIC, name, ResourcePatternType.LITERAL, f"User:{user}", "*", op, AclPermissionType.ALLOW)
+        for op in (AclOperation.WRITE, AclOperation.DESCRIBE)
+    ]
+    for f in admin().create_acls(acls).values():
         f.result()
     time.sleep(1)
 

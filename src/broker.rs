@@ -218,6 +218,10 @@ pub enum BrokerError {
     Throttled { topic: String, partition: i32, pause: std::time::Duration },
     #[error("produce to {topic}[{partition}]: not acknowledged within {after:?}")]
     NotAcknowledged { topic: String, partition: i32, after: std::time::Duration },
+    /// The cluster refuses this worker reading the topic back (no READ permission: an
+    /// authorizer answers the fetch with its error).
+    #[error("reading {topic}[{partition}] back: {code}")]
+    ReadRefused { topic: String, partition: i32, code: String },
     /// Listing a partition's end offset, or reading it back, failed or timed out.
     #[error("reading {topic}[{partition}] back failed")]
     ReadBack {
@@ -255,7 +259,8 @@ impl BrokerError {
             | BrokerError::Connect { .. }
             | BrokerError::LoginRefused { .. }
             | BrokerError::TopicMissing { .. }
-            | BrokerError::TopicRefused { .. } => Failure::Fatal,
+            | BrokerError::TopicRefused { .. }
+            | BrokerError::ReadRefused { .. } => Failure::Fatal,
         }
     }
 
@@ -264,7 +269,7 @@ impl BrokerError {
     pub fn answered(&self) -> bool {
         match self {
             BrokerError::Produce { answered, .. } => *answered,
-            BrokerError::Throttled { .. } | BrokerError::TopicRefused { .. } => true,
+            BrokerError::Throttled { .. } | BrokerError::TopicRefused { .. } | BrokerError::ReadRefused { .. } => true,
             _ => false,
         }
     }
@@ -280,7 +285,7 @@ impl BrokerError {
             BrokerError::ConnectTimeout { .. } | BrokerError::NotAcknowledged { .. } => "timeout",
             BrokerError::NoLeader { .. } => "no_leader",
             BrokerError::Metadata { .. } | BrokerError::MetadataTimeout { .. } => "metadata",
-            BrokerError::ReadBack { .. } => "read_back",
+            BrokerError::ReadBack { .. } | BrokerError::ReadRefused { .. } => "read_back",
             BrokerError::Throttled { .. } => "throttled",
             BrokerError::LoginRefused { .. } => "login",
             BrokerError::TopicMissing { .. } | BrokerError::TopicRefused { .. } => "topic",
@@ -291,7 +296,7 @@ impl BrokerError {
     pub fn code(&self) -> Option<&str> {
         match self {
             BrokerError::Produce { code, .. } => code.as_deref(),
-            BrokerError::TopicRefused { code, .. } => Some(code),
+            BrokerError::TopicRefused { code, .. } | BrokerError::ReadRefused { code, .. } => Some(code),
             _ => None,
         }
     }

@@ -418,7 +418,12 @@ impl Broker for KafkaBroker {
                         }
                         one_batch = true;
                     }
-                    Err(e) => return Err(failed(Box::new(e))),
+                    Err(e) => match classify(&e) {
+                        (Failure::Fatal, Some(code)) if code.contains("AUTHORIZATION") => {
+                            return Err(BrokerError::ReadRefused { topic: topic.to_owned(), partition, code })
+                        }
+                        _ => return Err(failed(Box::new(e))),
+                    },
                 }
             }
             // Markers only, so far: the next fetch goes on from here.

@@ -84,6 +84,9 @@ pub struct Parts {
     pub dead_letters: Option<crate::deadletter::Sender>,
     /// The keys of lines without a `messageId`.
     pub keys: crate::keys::LineKeys,
+    /// Whether a batch whose answer was lost is looked for before it is sent again: false
+    /// when this worker may not read the topic (no READ permission).
+    pub look_for_lost_answers: bool,
 }
 
 /// One file of the run, in files.json order.
@@ -174,8 +177,18 @@ impl Engine {
     /// The engine for one worker: `tuning` bounds its queues, `job` gives the batch size,
     /// the file retries and the run's limit.
     pub fn new(parts: Parts, tuning: Tuning, job: &JobOptions) -> Self {
-        let Parts { filter, router, broker, partitions, delivery_timeout, sources, progress, dead_letters, keys } =
-            parts;
+        let Parts {
+            filter,
+            router,
+            broker,
+            partitions,
+            delivery_timeout,
+            sources,
+            progress,
+            dead_letters,
+            keys,
+            look_for_lost_answers,
+        } = parts;
         let topics =
             router.topics().iter().cloned().zip(partitions.into_iter().chain(std::iter::repeat(vec![0]))).collect();
         let settings = ProducerSettings {
@@ -183,6 +196,7 @@ impl Engine {
             shutdown_timeout: tuning.shutdown_timeout,
             delivery_timeout,
             rate: tuning.rate,
+            look_for_lost_answers,
         };
         // A resumed run continues the count: the stored counters are exact for its start.
         let delivered_before = progress.snapshot().counts.success;

@@ -635,10 +635,33 @@ impl PgStatus {
                 }
             })
             .await?;
-        if written == 1 {
-            return Ok(());
+        if written != 1 {
+            return Err(self.why_refused().await?);
         }
-        Err(self.why_refused().await?)
+        if row.status == WorkerStatus::Completed {
+            self.end_own_job().await?;
+        }
+        Ok(())
+    }
+
+    /// Marks the job `completed` when the worker wrote its row (a standalone run: no
+    /// Kubernetes Job, which the admin would judge it by) and every worker's row is
+    /// `completed`. Each worker asks after its own final write, so the last to commit sees
+    /// every row; a job with a `failed` worker stays `running`, for its rerun to end.
+    async fn end_own_job(&self) -> Result<(), StatusError> {
+        let job = &self.job_id;
+        self.with_client(move |c| async move {
+            c.execute(
+                "UPDATE reprocessing_jobs j SET status = 'completed', completed_at = NOW()
+                 WHERE j.id = $1 AND j.status = 'running' AND j.k8s_job_name = ''
+                     AND (SELECT count(*) FROM reprocessing_workers w
+                          WHERE w.job_id = j.id AND w.status = 'completed') >= j.total_workers",
+                &[job],
+            )
+            .await
+        })
+        .await
+        .map(drop)
     }
 
     async fn select_offsets(&self) -> Result<Vec<PartitionOffset>, StatusError> {

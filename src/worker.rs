@@ -75,6 +75,13 @@ pub enum RunError {
     },
 }
 
+/// What a worker without READ on its topics gives up, said once at start-up.
+const NO_READ_GIVES_UP: &str = "this worker may not read its topic (Kafka READ permission), so the resume's \
+    read-back and the lost-answer check are off, and two guarantees are given up: a resumed run sends again the \
+    lines after its resume point that an earlier run may have delivered (at most the bound of the README's \
+    Guarantees), and a batch whose answer was lost is sent again (a duplicate of it when it had been written). \
+    Grant READ on the topic (and DESCRIBE) to have them back";
+
 /// What a run ended with (exit code 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
@@ -189,6 +196,8 @@ struct Connected {
     router: Router,
     broker: Arc<dyn Broker>,
     partitions: Vec<i32>,
+    /// Whether this worker may read its topics back (the read-back, the lost-answer check).
+    readable: bool,
 }
 
 impl Connected {
@@ -286,7 +295,30 @@ impl<'a> Run<'a> {
             (None, Some(k)) => Arc::new(crate::kafka::KafkaBroker::connect(k).await?),
         };
         let partitions = broker.topics(router.topics()).await?;
-        Ok(Connected { router, broker, partitions })
+        let mut connected = Connected { router, broker, partitions, readable: true };
+        connected.readable = self.may_read(&connected).await;
+        Ok(connected)
+    }
+
+    /// Whether the cluster lets this worker read its topics (one fetch of one of its
+    /// partitions of each, from just before the end). Without READ it still runs, and says
+    /// once what it gives up. Any other failure is for the read-back to meet.
+    async fn may_read(&self, c: &Connected) -> bool {
+        for (topic, own) in c.own(self.cfg.spread) {
+            let Some(&partition) = own.first() else { continue };
+            let end = match c.broker.end_offset(&topic, partition).await {
+                Ok(end) => end,
+                Err(_) => continue,
+            };
+            match c.broker.fetch(&topic, partition, (end - 1).max(0)).await {
+                Err(e @ BrokerError::ReadRefused { .. }) => {
+                    tracing::warn!(error = %e, "{}", NO_READ_GIVES_UP);
+                    return false;
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+        true
     }
 
     /// The resume step (see [`crate::resume::reconcile`]), with the stored offsets read and,
@@ -295,17 +327,13 @@ impl<'a> Run<'a> {
         let (all, own) = (c.topics(), c.own(self.cfg.spread));
         let stored = self.store.read_offsets().await?;
         let window = self.cfg.tuning.max_unsettled_lines(self.cfg.job.batch_size) as u64;
+        let caps = match c.readable {
+            true => self.cfg.tuning.readback,
+            false => crate::resume::readback::Caps { max_records: 0, ..self.cfg.tuning.readback },
+        };
         let topics = crate::resume::Topics { all: &all, own: &own };
-        let reconciled = crate::resume::reconcile(
-            &c.broker,
-            topics,
-            start,
-            &stored,
-            self.ours(start),
-            window,
-            self.cfg.tuning.readback,
-        )
-        .await?;
+        let reconciled =
+            crate::resume::reconcile(&c.broker, topics, start, &stored, self.ours(start), window, caps).await?;
         if let Some(offsets) = &reconciled.store_now {
             self.store.write_offsets(offsets).await?;
         }
@@ -329,7 +357,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Arc<Engine>, Option<DeadLetterWriter>), RunError> {
         let cfg = self.cfg;
         let partitions = connected.own(cfg.spread).into_iter().map(|(_, own)| own).collect();
-        let Connected { router, broker, .. } = connected;
+        let Connected { router, broker, readable, .. } = connected;
         let delivery_timeout = cfg.kafka.as_ref().map_or(DRY_RUN_DELIVERY_TIMEOUT, |k| k.delivery_timeout);
         let dead_letters_on_s3 = matches!(cfg.dead_letter, Some(crate::deadletter::Destination::S3 { .. }));
         let paths = self.assigned.iter().map(|&i| cfg.files[i].path.as_str());
@@ -347,8 +375,18 @@ impl<'a> Run<'a> {
         };
         let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to).with_events(&cfg.job.events);
         let keys = crate::keys::LineKeys::for_job(&cfg.job_id);
-        let parts =
-            Parts { filter, router, broker, partitions, delivery_timeout, sources, progress, dead_letters, keys };
+        let parts = Parts {
+            filter,
+            router,
+            broker,
+            partitions,
+            delivery_timeout,
+            sources,
+            progress,
+            dead_letters,
+            keys,
+            look_for_lost_answers: readable,
+        };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }
 

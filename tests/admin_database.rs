@@ -351,6 +351,11 @@ fn the_admins_queries_scan_every_kind_of_run() {
     let name = |id: &str| value_in(&schema, &format!("SELECT k8s_job_name FROM reprocessing_jobs WHERE id = '{id}'"));
     assert_eq!(name(&jobs[0]).as_deref(), Some(""), "the worker's own job row: no Kubernetes Job");
     assert_eq!(name(&jobs[1]), Some(format!("reprocess-{}", jobs[1])), "the admin's row is left as it is");
+    // The job row the worker wrote ends with its only worker; the admin's is the admin's to end.
+    let job_status = |id: &str| value_in(&schema, &format!("SELECT status FROM reprocessing_jobs WHERE id = '{id}'"));
+    assert_eq!(job_status(&jobs[0]).as_deref(), Some("completed"));
+    assert_eq!(job_status(&jobs[1]).as_deref(), Some("running"));
+    assert_eq!(job_status(&jobs[3]).as_deref(), Some("running"), "a SIGTERM'd worker has a rerun to come");
     owner(as_owner(&format!("DROP SCHEMA {schema} CASCADE")));
 }
 

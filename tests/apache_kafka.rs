@@ -483,6 +483,49 @@ fn topic_authorization_failed_exits_1_naming_the_topic() {
     assert!(read_back(&job).is_empty(), "nothing delivered");
 }
 
+/// A principal that may write the topic and not read it (the Go worker needs no more): the
+/// worker runs, says once what it gives up (the read-back, the lost-answer check), and a
+/// resume after kill -9 goes on at once, at least once, instead of waiting out the
+/// read-back's timeout or stopping with "Kafka unavailable".
+#[test]
+#[ignore]
+fn a_principal_without_read_runs_and_says_what_it_gives_up() {
+    common::needs_services!(skip);
+    let mut job = job(3, &[]);
+    admin(&["write-only", &job.topic, &env("RW_AK_PLAIN_USER")]);
+    let expected = all_lines(&dataset(&job, 77, 4_000));
+    for (k, v) in sasl("PLAIN", &env("RW_AK_PLAIN_USER"), &env("RW_AK_PLAIN_PASSWORD")) {
+        job.extra_env.push((k.to_string(), v));
+    }
+    // A read-back would wait this long for partitions it may not read.
+    job.extra_env.push(("RESUME_READBACK_TIMEOUT_SECS".into(), "100".into()));
+    let mut child = worker(&job, 4_000).spawn().unwrap();
+    let start = Instant::now();
+    while success_count(&job) < 2_000 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the first run delivers");
+        assert!(child.try_wait().unwrap().is_none(), "the first run is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let first = stderr(&child.wait_with_output().unwrap());
+    assert!(first.contains("may not read its topic"), "said at start-up: {first}");
+    let started = Instant::now();
+    let out = worker(&job, 0).output().unwrap();
+    let took = started.elapsed();
+    let log = stderr(&out);
+    assert_success(&out);
+    assert!(log.contains("may not read its topic") && log.contains("TOPIC_AUTHORIZATION_FAILED"), "{log}");
+    assert!(log.contains(r#"fallback="off""#) || log.contains("fallback=off"), "the read-back is off: {log}");
+    assert!(took < Duration::from_secs(60), "no read-back waited out: {took:?}");
+    let r = row(&job.id, 0);
+    assert_eq!(r["status"], "completed");
+    assert_counts(&r, expected.len() as u64, 0, 0);
+    // At least once: the resume sends again what the killed run delivered after its row, at
+    // most the README's bound: the unsettled window plus the lines of one status interval.
+    let bound = BOUND + 4_000;
+    check("no READ permission, kill -9, resume", 2, &expected, &read_back(&job), bound);
+}
+
 #[test]
 #[ignore]
 fn kill_9_at_random_points_beside_a_transactional_producer() {

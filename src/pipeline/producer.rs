@@ -56,6 +56,8 @@ pub(super) struct Producer {
     /// The limits' clock starts here.
     started: Instant,
     dead_letters: Option<crate::deadletter::Sender>,
+    /// False when the topic cannot be read (no READ permission): a lost answer is sent again.
+    look_for_lost_answers: bool,
 }
 
 /// The settings of a [`Producer`].
@@ -64,6 +66,7 @@ pub(super) struct ProducerSettings {
     pub shutdown_timeout: Duration,
     pub delivery_timeout: Duration,
     pub rate: RateLimits,
+    pub look_for_lost_answers: bool,
 }
 
 impl Producer {
@@ -75,7 +78,8 @@ impl Producer {
         dead_letters: Option<crate::deadletter::Sender>,
     ) -> Self {
         let cursors = Mutex::new(vec![0; topics.len()]);
-        let ProducerSettings { max_in_flight, shutdown_timeout, delivery_timeout, rate } = settings;
+        let ProducerSettings { max_in_flight, shutdown_timeout, delivery_timeout, rate, look_for_lost_answers } =
+            settings;
         let started = Instant::now();
         let limits = (!rate.is_unlimited()).then(|| Mutex::new(Limits::new(rate, Duration::ZERO)));
         Self {
@@ -89,6 +93,7 @@ impl Producer {
             limits,
             started,
             dead_letters,
+            look_for_lost_answers,
         }
     }
 
@@ -242,6 +247,16 @@ impl Producer {
     /// Whether an earlier attempt wrote `records`; [`Landed::Absent`] when the ledger does
     /// not know the partition.
     async fn landed(&self, topic: &str, at: Target, records: &Records) -> Landed {
+        if !self.look_for_lost_answers {
+            tracing::warn!(
+                fallback = "no_read_permission",
+                topic,
+                partition = at.partition,
+                "lost answer not looked for: this worker may not read the topic; the batch is sent again"
+            );
+            self.progress.stats().lost_answer_checked("not_looked_for");
+            return Landed::Absent;
+        }
         let Some(low) = at.low else {
             tracing::warn!(
                 fallback = "no_ledger",

@@ -71,6 +71,7 @@ fn setup_with(
         progress: Arc::clone(&progress),
         dead_letters,
         keys: crate::keys::LineKeys::for_job("test-job"),
+        look_for_lost_answers: true,
     };
     let engine = Arc::new(Engine::new(parts, tuning, &job));
     Setup { engine, progress, paths, letters_written, _dir: dir }
