@@ -184,10 +184,10 @@ pub struct WorkerArgs {
     /// Bearer token for the streams repository.
     #[arg(long, env = "REPOSITORY_AUTH_TOKEN", hide_env_values = true)]
     pub repository_auth_token: Option<String>,
-    /// The job's file list (JSON array, plain or gzip).
+    /// The job's file list (JSON array, plain, gzip or zstd).
     #[arg(long, env = "FILES_CONFIG_PATH", default_value = defaults::FILES_CONFIG_PATH)]
     pub files_config_path: PathBuf,
-    /// The job's options (JSON object, plain or gzip).
+    /// The job's options (JSON object, plain, gzip or zstd).
     #[arg(long, env = "JOB_CONFIG_PATH", default_value = defaults::JOB_CONFIG_PATH)]
     pub job_config_path: PathBuf,
     /// Log format; RUST_LOG sets the level.

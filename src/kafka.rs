@@ -516,6 +516,23 @@ mod tests {
 
     use super::*;
 
+    /// The fetch's step over transaction markers matches rskafka's error text for them; the
+    /// error names are rskafka's `ProtocolError` variants, as `code_name` spells them.
+    #[test]
+    fn rskafka_still_fails_a_control_batch_with_the_text_matched() {
+        let source = crate::testutil::rskafka_source("protocol/record.rs");
+        assert!(
+            source.contains(&format!("\"{CONTROL_BATCH_UNREADABLE}: {{}}\"")),
+            "rskafka's control-batch error changed"
+        );
+        let errors = crate::testutil::rskafka_source("protocol/error.rs");
+        for variant in ["TopicAuthorizationFailed", "NotLeaderOrFollower", "MessageTooLarge", "ThrottlingQuotaExceeded"]
+        {
+            assert!(errors.contains(&format!("Self::{variant})")), "ProtocolError::{variant} in rskafka");
+        }
+        assert_eq!(code_name(&ProtocolError::TopicAuthorizationFailed), "TOPIC_AUTHORIZATION_FAILED");
+    }
+
     #[test]
     fn code_names_and_classes() {
         assert_eq!(code_name(&ProtocolError::MessageTooLarge), "MESSAGE_TOO_LARGE");

@@ -391,3 +391,23 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         metrics_linger: Duration::ZERO,
     }
 }
+
+/// The text of `file` (a path under `src/`) in the rskafka this crate is built with: the
+/// version in Cargo.lock, in cargo's registry (`CARGO_HOME`). For the tests that check that
+/// the texts the worker matches in rskafka's events and errors are still the ones it emits.
+pub fn rskafka_source(file: &str) -> String {
+    let lock = include_str!("../Cargo.lock");
+    let at = lock.find("name = \"rskafka\"\nversion = \"").expect("rskafka in Cargo.lock");
+    let version = lock[at..].lines().nth(1).unwrap().trim_start_matches("version = ").trim_matches('"');
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
+    let registries = std::fs::read_dir(home.join("registry").join("src")).expect("cargo's registry sources");
+    for registry in registries.flatten() {
+        let path = registry.path().join(format!("rskafka-{version}")).join("src").join(file);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return text;
+        }
+    }
+    panic!("rskafka {version}'s src/{file} is not in {}", home.display())
+}

@@ -125,6 +125,16 @@ mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
 
+    /// The event this layer watches for is still the one rskafka emits: its message, in
+    /// its module (`TARGET`), with the request's name in the field read here.
+    #[test]
+    fn rskafka_still_emits_the_event_watched_for() {
+        let source = crate::testutil::rskafka_source("backoff.rs");
+        assert_eq!(TARGET, "rskafka::backoff", "the module whose source is read");
+        let line = source.lines().find(|l| l.contains(MESSAGE)).expect("rskafka's throttle event");
+        assert!(line.contains("request_name") && line.contains("throttle"), "{line}");
+    }
+
     #[test]
     fn durations_read_back_from_their_debug_form() {
         for d in [

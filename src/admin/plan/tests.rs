@@ -145,3 +145,19 @@ fn base64_matches_the_rfc() {
     assert_eq!(base64(b"fo"), "Zm8=");
     assert_eq!(base64(b"foobar"), "Zm9vYmFy");
 }
+
+/// The example in `deploy/k8s` is a job that replays something: its config.json parses, and a
+/// line of its date window passes its filter (an example with `"stream_ids": []` selected no
+/// stream, so it skipped every line).
+#[test]
+fn the_deploy_examples_job_keeps_a_line_of_its_window() {
+    let yaml = include_str!("../../../deploy/k8s/indexed-job.yaml");
+    let line = yaml.lines().find(|l| l.trim_start().starts_with("config.json: '")).expect("the example's config.json");
+    let json = line.trim().trim_start_matches("config.json: '").trim_end_matches('\'');
+    let job = crate::jobfile::parse_job_config(json.as_bytes()).expect("the example's config.json parses");
+    let filter = crate::filter::Filter::new(&job.stream_ids, job.date_from, job.date_to).with_events(&job.events);
+    let event = br#"{"messageCreated":"2024-05-01T12:00:00Z","messageId":"m","type":"track","origin":{"sourceId":"s1","slug":"s"}}"#;
+    let env = crate::extract::extract_with(event, filter.fields()).unwrap();
+    assert_eq!(filter.check(&env), Ok(()));
+    assert!(!job.connection_ids.is_empty(), "routed without a repository");
+}
