@@ -307,10 +307,27 @@ impl SimBroker {
     }
 }
 
-/// The status store as one worker run sees it: every write is an event that can meet the crash.
+/// How the database misbehaves for one worker run.
+#[derive(Debug, Clone, Copy, Default)]
+struct StoreFaults {
+    /// Reads and writes that fail (a timeout, a cut connection), per mille.
+    transient: u64,
+    /// The database away for this long, from this long after the run starts (on the paused
+    /// clock): every read and write fails meanwhile.
+    outage: Option<(Duration, Duration)>,
+    /// Every final row (`completed`, `failed`, a SIGTERM's) fails: the run must not end as if
+    /// its row said so.
+    final_fails: bool,
+}
+
+/// The status store as one worker run sees it: every write is an event that can meet the
+/// crash, and every call can meet the database's faults.
 struct SimStore<'a> {
     mem: &'a MemoryStatus,
     life: Arc<Life>,
+    faults: StoreFaults,
+    rng: Mutex<Rng>,
+    started: tokio::time::Instant,
 }
 
 impl SimStore<'_> {
@@ -324,6 +341,22 @@ impl SimStore<'_> {
         }
         write.await
     }
+
+    /// The database's answer before the call reaches the rows: an error when it is away or
+    /// a fault is drawn.
+    fn fault(&self, is_final: bool) -> Result<(), StatusError> {
+        let away = self.faults.outage.is_some_and(|(from, lasts)| {
+            let now = self.started.elapsed();
+            now >= from && now < from + lasts
+        });
+        let failed = away
+            || (is_final && self.faults.final_fails)
+            || self.rng.lock().unwrap().chance(self.faults.transient);
+        match failed {
+            true => Err(StatusError::QueryTimeout { url: "sim".into(), after: Duration::from_secs(1) }),
+            false => Ok(()),
+        }
+    }
 }
 
 impl StatusStore for SimStore<'_> {
@@ -332,23 +365,39 @@ impl StatusStore for SimStore<'_> {
         json: &'a str,
         assignment: &'a crate::resume::Assignment,
     ) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
-        self.mem.prepare(json, assignment)
+        Box::pin(async move {
+            self.fault(false)?;
+            self.mem.prepare(json, assignment).await
+        })
     }
     fn read_row(&self) -> BoxFuture<'_, Result<Option<StoredRow>, StatusError>> {
-        self.mem.read_row()
+        Box::pin(async move {
+            self.fault(false)?;
+            self.mem.read_row().await
+        })
     }
     fn write<'a>(
         &'a self,
         row: &'a StatusRow,
         offsets: Option<&'a [PartitionOffset]>,
     ) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(self.event(self.mem.write(row, offsets)))
+        let is_final = row.status != WorkerStatus::Running;
+        Box::pin(self.event(Box::pin(async move {
+            self.fault(is_final)?;
+            self.mem.write(row, offsets).await
+        })))
     }
     fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>> {
-        self.mem.read_offsets()
+        Box::pin(async move {
+            self.fault(false)?;
+            self.mem.read_offsets().await
+        })
     }
     fn write_offsets<'a>(&'a self, offsets: &'a [PartitionOffset]) -> BoxFuture<'a, Result<(), StatusError>> {
-        Box::pin(self.event(self.mem.write_offsets(offsets)))
+        Box::pin(self.event(Box::pin(async move {
+            self.fault(false)?;
+            self.mem.write_offsets(offsets).await
+        })))
     }
 }
 
@@ -466,7 +515,24 @@ async fn worker_lifecycle(
             busy,
             fetch_fails,
         });
-        let store = SimStore { mem, life: Arc::clone(&life) };
+        // The database: now and then a failed call; in a run of five an outage of up to ten
+        // minutes; in a crashed run of ten, every final row refused (the run must then stop
+        // without claiming it ended, and the next one write it).
+        let store_faults = StoreFaults {
+            transient: if last { 10 } else { 40 },
+            outage: rng.chance(200).then(|| (Duration::from_millis(rng.below(5_000)), Duration::from_secs(rng.below(600)))),
+            final_fails: !last && rng.chance(100),
+        };
+        if store_faults.final_fails {
+            STATS.lock().unwrap().entry("final row refused").and_modify(|n| *n += 1).or_insert(1);
+        }
+        let store = SimStore {
+            mem,
+            life: Arc::clone(&life),
+            faults: store_faults,
+            rng: Mutex::new(rng.fork()),
+            started: tokio::time::Instant::now(),
+        };
         let shutdown = life.sigterm.clone().unwrap_or_default();
         let ran = tokio::select! {
             r = crate::worker::run_with(&cfg, &store, Some(broker), shutdown) => Some(r),
@@ -480,7 +546,17 @@ async fn worker_lifecycle(
         STATS.lock().unwrap().entry(end).and_modify(|n| *n += 1).or_insert(1);
         match ran {
             Some(Ok(s)) if s.status == WorkerStatus::Completed => {
-                return Ok(Lifecycle { counts: s.snapshot.counts, fallbacks })
+                // What the admin reads is the stored row, not what the run says of itself.
+                let Some(row) = mem.stored.lock().unwrap().clone() else {
+                    return Err(format!("worker {}: a completed run left no row", cfg.worker_index));
+                };
+                if row.status != WorkerStatus::Completed || row.snapshot != s.snapshot {
+                    return Err(format!(
+                        "ROW: worker {} ended completed ({:?}) but its row says {} ({:?})",
+                        cfg.worker_index, s.snapshot, row.status, row.snapshot
+                    ));
+                }
+                return Ok(Lifecycle { row: row.snapshot, fallbacks });
             }
             Some(Ok(_)) | Some(Err(_)) | None => {}
         }
@@ -488,11 +564,11 @@ async fn worker_lifecycle(
     Err(format!("worker {} did not complete after {} runs", cfg.worker_index, crashes + 9))
 }
 
-/// How one worker's runs ended: its final counts, and the resume points of the runs whose
-/// read-back was cut or failed (position in files.json, line), from which it may send lines
-/// again.
+/// How one worker's runs ended: its final row as stored, and the resume points of the runs
+/// whose read-back was cut or failed (position in files.json, line), from which it may send
+/// lines again.
 struct Lifecycle {
-    counts: Counts,
+    row: crate::resume::Snapshot,
     fallbacks: Vec<(usize, u64)>,
 }
 
@@ -559,14 +635,37 @@ fn check(cfg: &Config, src: &Source, workers: u32, log: &Log, results: &[Result<
     for (value, n) in values.iter().filter(|(_, &n)| n < 0) {
         findings.push(format!("LOST: {} of the copies of {}", -n, String::from_utf8_lossy(value)));
     }
+    // Every record of ours is a delivered line's, under that line's key, with its bytes: none
+    // for a skipped or an error line, none of our keys on other bytes.
+    let mut delivered: BTreeMap<Vec<u8>, &[u8]> = BTreeMap::new();
+    for (i, (fates, (_, bytes))) in src.fates.iter().zip(&src.files).enumerate() {
+        let file_keys = keys.file(i, &cfg.files[i].path);
+        for (no, (fate, line)) in fates.iter().zip(bytes.split(|&b| b == b'\n')).enumerate() {
+            if *fate == Fate::Delivered {
+                delivered.insert(file_keys.key(no as u64 + 1).to_vec(), line);
+            }
+        }
+    }
+    for (key, recs) in &in_log {
+        match delivered.get(key) {
+            None => findings.push(format!("EXTRA: a record under key {} of no delivered line", String::from_utf8_lossy(key))),
+            Some(line) if recs.iter().any(|r| r.value.as_deref() != Some(*line)) => {
+                findings.push(format!("EXTRA: key {} on other bytes than its line's", String::from_utf8_lossy(key)))
+            }
+            Some(_) => {}
+        }
+    }
     for w in 0..workers {
         let mut want = Counts::default();
+        let (mut files, mut bytes_assigned) = (0u32, 0u64);
         // A line at or after the resume point of a run whose read-back was cut may be sent
         // again: at least once there, never lost.
         let fallbacks = results[w as usize].as_ref().map(|l| l.fallbacks.clone()).unwrap_or_default();
         let excused = |i: usize, line: u64| fallbacks.iter().any(|&(f, l)| (f, l) <= (i, line));
         for i in crate::config::assigned_positions(src.files.len(), w, workers) {
             let path = &cfg.files[i].path;
+            files += 1;
+            bytes_assigned += cfg.files[i].size;
             let file_keys = keys.file(i, path);
             let lines = src.files[i].1.split(|&b| b == b'\n');
             for (no, (fate, bytes)) in src.fates[i].iter().zip(lines).enumerate() {
@@ -599,8 +698,14 @@ fn check(cfg: &Config, src: &Source, workers: u32, log: &Log, results: &[Result<
         }
         match &results[w as usize] {
             Err(e) => findings.push(e.clone()),
-            Ok(got) if got.counts != want => {
-                findings.push(format!("COUNTERS: worker {w} row {:?}, source {want:?}", got.counts))
+            Ok(got) if got.row.counts != want => {
+                findings.push(format!("COUNTERS: worker {w} row {:?}, source {want:?}", got.row.counts))
+            }
+            Ok(got) if (got.row.processed_files, got.row.processed_bytes) != (files, bytes_assigned) => {
+                findings.push(format!(
+                    "PROGRESS: worker {w} row has {} files and {} bytes processed, of {files} and {bytes_assigned}",
+                    got.row.processed_files, got.row.processed_bytes
+                ))
             }
             Ok(_) => {}
         }
