@@ -349,9 +349,8 @@ impl SimStore<'_> {
             let now = self.started.elapsed();
             now >= from && now < from + lasts
         });
-        let failed = away
-            || (is_final && self.faults.final_fails)
-            || self.rng.lock().unwrap().chance(self.faults.transient);
+        let failed =
+            away || (is_final && self.faults.final_fails) || self.rng.lock().unwrap().chance(self.faults.transient);
         match failed {
             true => Err(StatusError::QueryTimeout { url: "sim".into(), after: Duration::from_secs(1) }),
             false => Ok(()),
@@ -520,7 +519,9 @@ async fn worker_lifecycle(
         // without claiming it ended, and the next one write it).
         let store_faults = StoreFaults {
             transient: if last { 10 } else { 40 },
-            outage: rng.chance(200).then(|| (Duration::from_millis(rng.below(5_000)), Duration::from_secs(rng.below(600)))),
+            outage: rng
+                .chance(200)
+                .then(|| (Duration::from_millis(rng.below(5_000)), Duration::from_secs(rng.below(600)))),
             final_fails: !last && rng.chance(100),
         };
         if store_faults.final_fails {
@@ -648,7 +649,8 @@ fn check(cfg: &Config, src: &Source, workers: u32, log: &Log, results: &[Result<
     }
     for (key, recs) in &in_log {
         match delivered.get(key) {
-            None => findings.push(format!("EXTRA: a record under key {} of no delivered line", String::from_utf8_lossy(key))),
+            None => findings
+                .push(format!("EXTRA: a record under key {} of no delivered line", String::from_utf8_lossy(key))),
             Some(line) if recs.iter().any(|r| r.value.as_deref() != Some(*line)) => {
                 findings.push(format!("EXTRA: key {} on other bytes than its line's", String::from_utf8_lossy(key)))
             }

@@ -161,8 +161,9 @@ fn dataset(job: &Job, seed: u64, per_file: u64) -> Vec<(String, Vec<String>)> {
     out
 }
 
-fn all_lines(files: &[(String, Vec<String>)]) -> Vec<String> {
-    files.iter().flat_map(|(_, l)| l.iter().cloned()).collect()
+/// Every line of `files` (in files.json order) under its key, for `job`.
+fn all_lines(job: &Job, files: &[(String, Vec<String>)]) -> Expected {
+    Expected::of(&job.id, files)
 }
 
 /// The worker, with the suite's in-flight bound and its log piped; `rate` lines a second
@@ -218,10 +219,10 @@ fn read_back(job: &Job) -> Vec<Msg> {
 }
 
 /// Asserts nothing lost and nothing foreign, and at most `bound` duplicates; returns them.
-fn check(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) -> u64 {
+fn check(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], bound: u64) -> u64 {
     let (lost, unexpected, dups) = tally(case, runs, expected, msgs, bound);
     assert_eq!(lost, 0, "{case}: lines lost");
-    assert_eq!(unexpected, 0, "{case}: values never in the input");
+    assert_eq!(unexpected, 0, "{case}: records never in the input, or under another line's key");
     assert!(dups <= bound, "{case}: {dups} duplicates > bound {bound}");
     dups
 }
@@ -232,12 +233,12 @@ fn replicated_topic_every_line_byte_for_byte() {
     common::needs_services!(skip);
     let job = job(6, &[]);
     let files = dataset(&job, 10, 10_000);
-    let expected = all_lines(&files);
+    let expected = all_lines(&job, &files);
     let out = worker(&job, 0).output().unwrap();
     completed(&job, &out, expected.len() as u64);
     let msgs = read_back(&job);
     check("Apache Kafka, RF 3, min ISR 2", 1, &expected, &msgs, 0);
-    assert_eq!(sorted(values(&msgs)), sorted(expected.clone()), "byte for byte");
+    assert_eq!(sorted(values(&msgs)), expected.values(), "byte for byte");
     let by_file: Vec<(&str, &[String])> = files.iter().map(|(p, l)| (p.as_str(), l.as_slice())).collect();
     assert_keys_are_line_identities(&job.id, &by_file, &msgs);
     assert!(msgs.iter().all(|m| m.headers == vec![("connection_ids".to_string(), "c1".to_string())]));
@@ -250,7 +251,7 @@ fn replicated_topic_every_line_byte_for_byte() {
 /// duplicates.
 fn leaders_move_mid_run(case: &str, seed: u64, mv: impl FnOnce(&Job, &[i64], &mut Child)) -> u64 {
     let job = job(3, &[]);
-    let expected = all_lines(&dataset(&job, seed, 10_000));
+    let expected = all_lines(&job, &dataset(&job, seed, 10_000));
     let before = leaders(&job.topic);
     let _healer = Healer;
     let mut child = worker(&job, 2_500).spawn().unwrap();
@@ -320,7 +321,7 @@ fn leader_lost_by_kill_9_of_its_broker_that_comes_back() {
 fn two_brokers_down_past_the_delivery_deadline_then_resume() {
     common::needs_services!(skip);
     let job = job(3, &[]);
-    let expected = all_lines(&dataset(&job, 50, 10_000));
+    let expected = all_lines(&job, &dataset(&job, 50, 10_000));
     let _healer = Healer;
     let mut child = worker(&job, 6_000).env("KAFKA_DELIVERY_TIMEOUT_SECS", "10").spawn().unwrap();
     wait_for(&job, &mut child, 6_000);
@@ -369,6 +370,9 @@ fn oversized(case: &str, job: Job) {
     }
     let data = lines.join("\n") + "\n";
     let path = job.write("a.ndjson", data.as_bytes());
+    // Every line under its key but the five large ones, which are errors.
+    let mut small = Expected::of(&job.id, &[(path.clone(), lines.clone())]);
+    small.records.retain(|(_, l)| !l.contains("big-"));
     job.files(&[(path, data.len() as u64)]);
     job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH}}}"#));
     let letters = job.path("letters");
@@ -377,7 +381,6 @@ fn oversized(case: &str, job: Job) {
     assert_success(&out);
     let r = row(&job.id, 0);
     assert_counts(&r, 2_000, 5, 0);
-    let small: Vec<String> = lines.iter().filter(|l| !l.contains("big-")).cloned().collect();
     check(case, 1, &small, &read_back(&job), 0);
     let mut written = String::new();
     for e in std::fs::read_dir(&letters).unwrap() {
@@ -426,8 +429,8 @@ fn producer_quota_slows_the_run_without_duplicates() {
         (start.elapsed(), out)
     };
     let free = job(3, &[]);
-    let expected = all_lines(&dataset(&free, 70, 1_000));
-    let bytes: u64 = expected.iter().map(|l| l.len() as u64).sum();
+    let expected = all_lines(&free, &dataset(&free, 70, 1_000));
+    let bytes: u64 = expected.records.iter().map(|(_, l)| l.len() as u64).sum();
     let (unthrottled, out) = run(&free);
     completed(&free, &out, expected.len() as u64);
 
@@ -437,7 +440,7 @@ fn producer_quota_slows_the_run_without_duplicates() {
     const RATE: u64 = 100_000;
     admin(&["quota", "reprocessing-worker", &RATE.to_string()]);
     let limited = job(3, &[]);
-    let expected = all_lines(&dataset(&limited, 70, 1_000));
+    let expected = all_lines(&limited, &dataset(&limited, 70, 1_000));
     let (took, out) = run(&limited);
     admin(&["quota", "reprocessing-worker", "none"]);
     completed(&limited, &out, expected.len() as u64);
@@ -493,7 +496,7 @@ fn a_principal_without_read_runs_and_says_what_it_gives_up() {
     common::needs_services!(skip);
     let mut job = job(3, &[]);
     admin(&["write-only", &job.topic, &env("RW_AK_PLAIN_USER")]);
-    let expected = all_lines(&dataset(&job, 77, 4_000));
+    let expected = all_lines(&job, &dataset(&job, 77, 4_000));
     for (k, v) in sasl("PLAIN", &env("RW_AK_PLAIN_USER"), &env("RW_AK_PLAIN_PASSWORD")) {
         job.extra_env.push((k.to_string(), v));
     }
@@ -531,7 +534,7 @@ fn a_principal_without_read_runs_and_says_what_it_gives_up() {
 fn kill_9_at_random_points_beside_a_transactional_producer() {
     common::needs_services!(skip);
     let job = job(3, &[]);
-    let expected = all_lines(&dataset(&job, 100, 10_000));
+    let expected = all_lines(&job, &dataset(&job, 100, 10_000));
     let txn = admin_command(&["transactions", &job.topic, "25"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -715,7 +718,7 @@ fn live_topic_kill_9_three_times_each_restart_behind_two_million_live_records() 
     common::needs_services!(skip);
     let job = job(6, &[]);
     let files = dataset(&job, 300, 10_000);
-    let expected = all_lines(&files);
+    let expected = all_lines(&job, &files);
     let mut live = Live::start(&job.topic);
     live.rate(LIVE_RATE);
     let seed = fault_seed(0x11fe);
@@ -756,7 +759,7 @@ fn live_topic_four_workers_of_one_job_killed_and_each_reads_back_only_its_partit
     const WORKERS: u32 = 4;
     let job = job(8, &[]);
     let files = dataset(&job, 400, 30_000);
-    let expected = all_lines(&files);
+    let expected = all_lines(&job, &files);
     // The files of worker w are those at positions w, w + 4, …: three files, one worker each
     // for three of them; the fourth gets none and must still complete.
     let mut live = Live::start(&job.topic);

@@ -20,12 +20,12 @@ const BATCH: u64 = 500;
 const IN_FLIGHT: u64 = 4;
 
 /// One plain file of `lines` generated lines; returns them.
-fn dataset(job: &Job, seed: u64, lines: u64) -> Vec<String> {
+fn dataset(job: &Job, seed: u64, lines: u64) -> Expected {
     let data = ndjson(seed, &Shape::default(), lines);
     let p = job.write("a.ndjson", &data);
-    job.files(&[(p, data.len() as u64)]);
+    job.files(&[(p.clone(), data.len() as u64)]);
     job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH}}}"#));
-    String::from_utf8(data).unwrap().lines().map(str::to_owned).collect()
+    Expected::of(&job.id, &[(p, String::from_utf8(data).unwrap().lines().map(str::to_owned).collect())])
 }
 
 fn worker(job: &Job) -> Command {
@@ -66,15 +66,15 @@ fn completed(job: &Job, out: &Output, lines: u64) {
 
 /// No duplicates, as the README promises, and the promise's condition held in `log` (the
 /// runs' logs; `resumed`: one of them resumed an earlier run).
-fn no_duplicates(case: &str, runs: u32, expected: &[String], msgs: &[Msg], log: &str, resumed: bool) {
+fn no_duplicates(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], log: &str, resumed: bool) {
     assert_duplicate_promise_kept(log, resumed, case);
     no_loss(case, runs, expected, msgs, 0);
 }
 
-fn no_loss(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) {
+fn no_loss(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], bound: u64) {
     let (lost, unexpected, dups) = tally(case, runs, expected, msgs, bound);
-    assert_eq!(lost, 0, "{case}: lines lost");
-    assert_eq!(unexpected, 0, "{case}: values never in the input");
+    assert_eq!(lost, 0, "{case}: lines lost (by key and value)");
+    assert_eq!(unexpected, 0, "{case}: records never in the input, or under another line's key");
     assert!(dups <= bound, "{case}: {dups} duplicates > bound {bound}");
 }
 
@@ -225,6 +225,9 @@ fn a_line_too_large_for_kafka_is_an_error_and_a_dead_letter() {
     let big = format!(r#"{{"messageId":"big","origin":{{"sourceId":"s"}},"pad":"{}"}}"#, "x".repeat(1_500_000));
     lines.insert(1_000, big.clone());
     let p = job.write("a.ndjson", (lines.join("\n") + "\n").as_bytes());
+    // Every line under its key but the large one (line 1,001), which is an error.
+    let mut expected = Expected::of(&job.id, &[(p.clone(), lines)]);
+    expected.records.remove(1_000);
     job.files(&[(p, 0)]);
     job.config(r#"{"connection_ids":["c1"],"batch_size":500}"#);
     let dead = job.path("dead");
@@ -234,8 +237,7 @@ fn a_line_too_large_for_kafka_is_an_error_and_a_dead_letter() {
     let r = row(&job.id, 0);
     assert_eq!(r["status"], "completed");
     assert_counts(&r, 2_000, 1, 0);
-    lines.remove(1_000);
-    no_loss("a 1.5 MB line among normal ones", 1, &lines, &read_back(&cluster, &job), 0);
+    no_loss("a 1.5 MB line among normal ones", 1, &expected, &read_back(&cluster, &job), 0);
     let letters: String =
         std::fs::read_dir(&dead).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect();
     assert_eq!(letters.lines().count(), 1, "one dead letter");
@@ -251,10 +253,11 @@ fn uncompressed_batches_stay_within_the_broker_limit() {
     let mut cluster = MockCluster::start_with(3, &["--max-request-bytes", "1000300"]);
     let mut job = cluster.job(6);
     // Short lines: the mock keeps about 5 MB per partition, and 100k of these fit.
-    let expected: Vec<String> = (0..100_000)
+    let lines: Vec<String> = (0..100_000)
         .map(|i| format!(r#"{{"messageId":"m{i}","origin":{{"sourceId":"s"}},"p":"{i:0>120}"}}"#))
         .collect();
-    let p = job.write("a.ndjson", (expected.join("\n") + "\n").as_bytes());
+    let p = job.write("a.ndjson", (lines.join("\n") + "\n").as_bytes());
+    let expected = Expected::of(&job.id, &[(p.clone(), lines)]);
     job.files(&[(p, 0)]);
     job.config(r#"{"connection_ids":["c1"],"batch_size":100000}"#);
     job.extra_env.push(("KAFKA_COMPRESSION".into(), "none".into()));

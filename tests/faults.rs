@@ -25,9 +25,10 @@ const IN_FLIGHT: u64 = 4;
 const BOUND: u64 = (2 * IN_FLIGHT + 2) * BATCH;
 
 /// Three files (plain, gzip, zstd) of `per_file` generated lines each, and in each file every
-/// 50th line once more right after itself: identical lines must each be delivered once.
-fn dataset(job: &Job, per_file: u64) -> Vec<String> {
-    let mut all = Vec::new();
+/// 50th line once more right after itself: identical lines must each be delivered once, each
+/// under its own key.
+fn dataset(job: &Job, per_file: u64) -> Expected {
+    let mut all = Expected::default();
     let mut files = Vec::new();
     for (k, name) in ["a.ndjson", "b.ndjson.gz", "c.ndjson.zst"].iter().enumerate() {
         let mut data = Vec::new();
@@ -39,13 +40,15 @@ fn dataset(job: &Job, per_file: u64) -> Vec<String> {
                 data.extend_from_slice(line);
             }
         }
-        all.extend(String::from_utf8(data.clone()).unwrap().lines().map(str::to_owned));
+        let lines: Vec<String> = String::from_utf8(data.clone()).unwrap().lines().map(str::to_owned).collect();
         let bytes = match k {
             0 => data,
             1 => gzip(&data),
             _ => zstd::encode_all(&data[..], 3).unwrap(),
         };
-        files.push((job.write(name, &bytes), bytes.len() as u64));
+        let path = job.write(name, &bytes);
+        all.file(&job.id, k, &path, &lines);
+        files.push((path, bytes.len() as u64));
     }
     job.files(&files);
     job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":6}}"#));
@@ -66,10 +69,10 @@ fn tuned_of(job: &Job, index: u32, total: u32) -> Command {
 
 /// Checks the union of deliveries against `bound` duplicates; returns (lost, duplicates)
 /// after asserting them.
-fn check(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) -> (u64, u64) {
+fn check(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], bound: u64) -> (u64, u64) {
     let (lost, unexpected, dups) = tally(case, runs, expected, msgs, bound);
-    assert_eq!(lost, 0, "{case}: lines lost");
-    assert_eq!(unexpected, 0, "{case}: values that were never in the input");
+    assert_eq!(lost, 0, "{case}: lines lost (by key and value)");
+    assert_eq!(unexpected, 0, "{case}: records that were never in the input, or under another line's key");
     assert!(dups <= bound, "{case}: {dups} duplicates > bound {bound}");
     (lost, dups)
 }
@@ -152,10 +155,12 @@ fn kill_9_at_random_points_then_resume() {
 
 /// Two workers' files (plain and zstd) in which about a third of the lines are exact copies of
 /// a line a few thousand lines earlier, in the same file or the other worker's: a failover log
-/// of an ingest that retried. Returns each worker's lines, repeats included.
-fn repeating_dataset(job: &Job, per_file: u64, rng: &mut Rng) -> [Vec<String>; 2] {
+/// of an ingest that retried. Returns each worker's lines, repeats included, and every line
+/// under its key.
+fn repeating_dataset(job: &Job, per_file: u64, rng: &mut Rng) -> ([Vec<String>; 2], Expected) {
     let mut lines: Vec<String> = Vec::new();
     let mut per_worker: [Vec<String>; 2] = Default::default();
+    let mut expected = Expected::default();
     let mut files = Vec::new();
     for (k, name) in ["r0.ndjson", "r1.ndjson.zst", "r2.ndjson", "r3.ndjson.zst"].iter().enumerate() {
         let mut data = Vec::new();
@@ -170,13 +175,16 @@ fn repeating_dataset(job: &Job, per_file: u64, rng: &mut Rng) -> [Vec<String>; 2
             data.extend_from_slice(line.as_bytes());
             lines.push(line);
         }
-        per_worker[k % 2].extend(String::from_utf8(data.clone()).unwrap().lines().map(str::to_owned));
+        let file_lines: Vec<String> = String::from_utf8(data.clone()).unwrap().lines().map(str::to_owned).collect();
+        per_worker[k % 2].extend(file_lines.iter().cloned());
         let bytes = if k % 2 == 1 { zstd::encode_all(&data[..], 3).unwrap() } else { data };
-        files.push((job.write(name, &bytes), bytes.len() as u64));
+        let path = job.write(name, &bytes);
+        expected.file(&job.id, k, &path, &file_lines);
+        files.push((path, bytes.len() as u64));
     }
     job.files(&files);
     job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH},"retry_attempts":6}}"#));
-    per_worker
+    (per_worker, expected)
 }
 
 #[test]
@@ -186,7 +194,7 @@ fn repeated_lines_two_workers_kill_9_at_random_points() {
     let job = Job::new(3);
     let seed = std::env::var("RW_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x2e9e);
     let mut rng = Rng::new(seed);
-    let per_worker = repeating_dataset(&job, 30_000, &mut rng);
+    let (per_worker, expected) = repeating_dataset(&job, 30_000, &mut rng);
     let command = |index: u32| tuned_of(&job, index, 2);
     let success = |index: i32| try_row(&job.id, index).map_or(0, |r| num(&r, "success_count"));
     // Both workers run side by side; each is killed several times, each kill after it has
@@ -222,7 +230,6 @@ fn repeated_lines_two_workers_kill_9_at_random_points() {
         assert_counts(&r, lines.len() as u64, 0, 0);
     }
     println!("repeated lines, two workers, seed {seed}: kills {kills:?}");
-    let expected: Vec<String> = per_worker.concat();
     let runs = kills.iter().sum::<u32>() + 2;
     check("repeated lines, 2 workers, kill -9 at random points", runs, &expected, &consume(&job.topic), 0);
 }
@@ -301,7 +308,7 @@ impl DurableBroker {
 }
 
 /// A job on its own topic of `broker`, and its expected lines.
-fn durable_job(broker: &DurableBroker) -> (Job, Vec<String>) {
+fn durable_job(broker: &DurableBroker) -> (Job, Expected) {
     let job = Job { extra_env: vec![("KAFKA_BOOTSTRAP_SERVERS".into(), broker.bootstrap())], ..Job::new(1) };
     let topic = unique("topic");
     create_topic_on(&broker.bootstrap(), &topic, 3);
@@ -375,13 +382,14 @@ fn s3_faults_resume_from_the_exact_byte() {
     let bucket = unique("bkt").to_lowercase();
     let data = ndjson(7, &Shape::default(), 3_000);
     let other = ndjson(8, &Shape::default(), 3_000);
-    let mut expected: Vec<String> = String::from_utf8(data.clone()).unwrap().lines().map(str::to_owned).collect();
-    expected.extend(String::from_utf8(other.clone()).unwrap().lines().map(str::to_owned));
+    let lines_of = |d: &[u8]| String::from_utf8(d.to_vec()).unwrap().lines().map(str::to_owned).collect::<Vec<_>>();
     let gz = gzip(&other);
     let files = [
         (put_s3(&bucket, "plain.ndjson", data.clone()), data.len() as u64),
         (put_s3(&bucket, "z.ndjson.gz", gz.clone()), gz.len() as u64),
     ];
+    let expected =
+        Expected::of(&job.id, &[(files[0].0.clone(), lines_of(&data)), (files[1].0.clone(), lines_of(&other))]);
     job.files(&files);
     job.config(r#"{"connection_ids":["c1"]}"#);
     let out = job.command(0, 1).env("AWS_ENDPOINT_URL", proxy.url()).env("READ_CHUNK_BYTES", "65536").output().unwrap();
@@ -392,7 +400,7 @@ fn s3_faults_resume_from_the_exact_byte() {
     assert!(resumed >= 1, "a cut read resumed at the exact byte: {log:?}");
     let want = expected.clone();
     let msgs = consume(&job.topic);
-    assert_eq!(values(&msgs), sorted(want.clone()), "every line exactly once: no loss, no duplicate");
+    assert_eq!(values(&msgs), want.values(), "every line exactly once: no loss, no duplicate");
     println!("S3 proxy: {} requests, {faults} faults injected, {resumed} reads resumed at the exact byte", log.len());
     check("S3 500s and cut bodies via proxy", 1, &want, &msgs, 0);
 }
@@ -429,7 +437,7 @@ fn live_traffic_in_the_crash_window_is_read_past() {
     run_and_kill(&job, &mut tuned(&job, 0), 5_000);
     // Another producer writes to the topic while the worker is down: records of its own,
     // and the bytes of one of our lines not sent yet under another key.
-    let ours = expected.last().unwrap().clone();
+    let ours = expected.records.last().unwrap().1.clone();
     let mut live: Vec<(String, String)> =
         (0..200).map(|i| (format!("live-{i}"), format!(r#"{{"live":{i}}}"#))).collect();
     live.push(("live-copy".into(), ours.clone()));
@@ -437,7 +445,9 @@ fn live_traffic_in_the_crash_window_is_read_past() {
     let log = finish(&job, expected.len() as u64);
     let read = records_read_back(&log);
     assert!(read >= live.len() as u64, "the live records were in the read-back range: {read}");
-    expected.extend(live.into_iter().map(|(_, v)| v));
+    for (key, value) in &live {
+        expected.foreign(key, value);
+    }
     // Our line twice (ours and the copy), every other line once, the live records once.
     check("live traffic while down, then resume", 2, &expected, &consume(&job.topic), 0);
 }

@@ -151,8 +151,10 @@ impl Dataset {
         Dataset { paths, lines }
     }
 
-    fn all(&self) -> Vec<String> {
-        self.lines.iter().flatten().cloned().collect()
+    /// Every line under its key, for job `job_id`.
+    fn all(&self, job_id: &str) -> Expected {
+        let files: Vec<(String, Vec<String>)> = self.paths.iter().cloned().zip(self.lines.iter().cloned()).collect();
+        Expected::of(job_id, &files)
     }
 
     fn total(&self) -> u64 {
@@ -223,10 +225,10 @@ fn assert_same_lines(expected: &[String], msgs: &[Msg]) {
 }
 
 /// No line lost, nothing foreign, duplicates within `bound`.
-fn check(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) -> u64 {
+fn check(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], bound: u64) -> u64 {
     let (lost, unexpected, dups) = tally(case, runs, expected, msgs, bound);
     assert_eq!(lost, 0, "{case}: lines lost");
-    assert_eq!(unexpected, 0, "{case}: values that were never in the input");
+    assert_eq!(unexpected, 0, "{case}: records never in the input, or under another line's key");
     assert!(dups <= bound, "{case}: {dups} duplicates > bound {bound}");
     dups
 }
@@ -371,7 +373,7 @@ fn kill_9_with_files_in_flight_loses_nothing() {
     // Each restart reads back what the killed run delivered: not one line twice.
     let bound = 0;
     let msgs = read_back(&mut cluster, &job);
-    let dups = check("kill -9 with files in flight", kills as u32 + 1, &data.all(), &msgs, bound);
+    let dups = check("kill -9 with files in flight", kills as u32 + 1, &data.all(&job.id), &msgs, bound);
     println!(
         "kill -9: {kills} kills, {dups} duplicates (bound {bound}); setup {setup:.1?}, runs {runs:.1?}, total {:.1?}",
         t0.elapsed()
@@ -406,6 +408,6 @@ fn sigterm_with_files_in_flight_resumes_exactly() {
     data.finish(&job, "run1.log");
     let runs = t0.elapsed() - setup;
     let msgs = read_back(&mut cluster, &job);
-    let dups = check("SIGTERM with files in flight + resume", 2, &data.all(), &msgs, 0);
+    let dups = check("SIGTERM with files in flight + resume", 2, &data.all(&job.id), &msgs, 0);
     println!("SIGTERM: {dups} duplicates (bound 0); setup {setup:.1?}, runs {runs:.1?}, total {:.1?}", t0.elapsed());
 }

@@ -571,21 +571,71 @@ impl RepoServer {
     }
 }
 
-/// What a run delivered against what it should have: lines lost, values never in the input,
-/// and duplicates, and one `FAULT|…` line for the fault suite's table. Counted with
-/// multiplicity: a line that is twice in the input must be delivered twice, and a third
-/// copy is a duplicate.
-pub fn tally(case: &str, runs: u32, expected: &[String], msgs: &[Msg], bound: u64) -> (u64, usize, u64) {
-    fn count<'a>(values: impl Iterator<Item = &'a str>) -> std::collections::HashMap<&'a str, u64> {
+/// Every record a job must leave in its topic: each line of its files under the line's key
+/// (its identity), and whatever another producer wrote there under its own key.
+#[derive(Debug, Default, Clone)]
+pub struct Expected {
+    /// (key, value) pairs, a line repeated in the input once per copy.
+    pub records: Vec<(String, String)>,
+}
+
+impl Expected {
+    /// The lines of `files` (each listed path in files.json order, with its lines), keyed as
+    /// the worker keys them for job `job_id`.
+    pub fn of(job_id: &str, files: &[(String, Vec<String>)]) -> Expected {
+        let mut e = Expected::default();
+        for (index, (path, lines)) in files.iter().enumerate() {
+            e.file(job_id, index, path, lines);
+        }
+        e
+    }
+
+    /// Adds the lines of the file at `index` of files.json, listed as `path`.
+    pub fn file(&mut self, job_id: &str, index: usize, path: &str, lines: &[String]) {
+        let keys = reprocessing_worker::keys::LineKeys::for_job(job_id);
+        let file = keys.file(index, path);
+        for (i, line) in lines.iter().enumerate() {
+            let key = String::from_utf8(file.key(i as u64 + 1).to_vec()).unwrap();
+            self.records.push((key, line.clone()));
+        }
+    }
+
+    /// A record another producer wrote.
+    pub fn foreign(&mut self, key: &str, value: &str) {
+        self.records.push((key.to_owned(), value.to_owned()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The values, sorted.
+    pub fn values(&self) -> Vec<String> {
+        sorted(self.records.iter().map(|(_, v)| v.clone()).collect())
+    }
+}
+
+/// What the topic holds against what it must: (lost, unexpected, duplicates), each counted by
+/// key and value, so that every copy of a repeated line is checked under its own key (a
+/// resume that matched one copy's record to another, skipped one and sent the other twice
+/// shows as one lost and one duplicate). Prints the fault table's row.
+pub fn tally(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], bound: u64) -> (u64, usize, u64) {
+    fn count<'a>(
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> std::collections::HashMap<(&'a str, &'a str), u64> {
         let mut m = std::collections::HashMap::new();
-        values.for_each(|v| *m.entry(v).or_default() += 1);
+        pairs.for_each(|p| *m.entry(p).or_default() += 1);
         m
     }
-    let seen = count(msgs.iter().map(|m| m.value.as_str()));
-    let wanted = count(expected.iter().map(String::as_str));
-    let lost = wanted.iter().map(|(v, n)| n.saturating_sub(seen.get(v).copied().unwrap_or(0))).sum();
-    let unexpected = seen.keys().filter(|v| !wanted.contains_key(*v)).count();
-    let dups: u64 = seen.iter().map(|(v, n)| n.saturating_sub(wanted.get(v).copied().unwrap_or(*n))).sum();
+    let seen = count(msgs.iter().map(|m| (m.key.as_deref().unwrap_or(""), m.value.as_str())));
+    let wanted = count(expected.records.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let lost = wanted.iter().map(|(p, n)| n.saturating_sub(seen.get(p).copied().unwrap_or(0))).sum();
+    let unexpected = seen.keys().filter(|p| !wanted.contains_key(*p)).count();
+    let dups: u64 = seen.iter().map(|(p, n)| n.saturating_sub(wanted.get(p).copied().unwrap_or(*n))).sum();
     let shown = if bound == u64::MAX { "none promised".to_string() } else { bound.to_string() };
     println!("FAULT|{case}|{runs}|{}|{}|{lost}|{dups}|{shown}", expected.len(), msgs.len());
     (lost, unexpected, dups)
