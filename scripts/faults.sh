@@ -26,7 +26,7 @@ status=0
 # (a case added without a line here) fails the suite, as a failed case does.
 runs=(
   "8 faults --skip postgres_restart_mid_run --test-threads 4"
-  "12 cluster --test-threads 4"
+  "13 cluster --test-threads 4"
   "1 faults --exact postgres_restart_mid_run --test-threads 1"
 )
 for run in "${runs[@]}"; do

@@ -155,6 +155,43 @@ fn not_enough_replicas_for_ten_seconds() {
     no_loss("NOT_ENOUGH_REPLICAS for 10 s", 1, &expected, &read_back(&cluster, &job), 0);
 }
 
+/// 30,000 lines that are copies of five small events; one partition refuses its batches
+/// (NOT_ENOUGH_REPLICAS, six times) while the others take theirs, and the worker is killed
+/// -9 while that batch waits for its retry: the topic holds lines after a gap, whose copies
+/// before the gap are not in it. A resume that matched a record to any line with the same
+/// bytes, not to the one that produced it, would take the gap's lines for delivered and send
+/// the later ones twice; by key and value, each copy is once, under its own key.
+#[test]
+#[ignore]
+fn identical_lines_a_batch_held_back_then_kill_9_each_copy_once_under_its_own_key() {
+    common::needs_services!();
+    let mut cluster = MockCluster::start(3);
+    let job = cluster.job(3);
+    let events: Vec<String> =
+        (0..5).map(|i| format!(r#"{{"messageId":"m{i}","origin":{{"sourceId":"s"}}}}"#)).collect();
+    let lines: Vec<String> = (0..30_000).map(|i| events[(i * 7 + i / 3) % 5].clone()).collect();
+    let p = job.write("same.ndjson", (lines.join("\n") + "\n").as_bytes());
+    let expected = Expected::of(&job.id, &[(p.clone(), lines)]);
+    job.files(&[(p, 0)]);
+    job.config(&format!(r#"{{"connection_ids":["c1"],"batch_size":{BATCH}}}"#));
+    pace(&mut cluster, 200);
+    let mut child = worker(&job).spawn().unwrap();
+    wait_for(&job, &mut child, 3_000);
+    cluster.cmd(&format!("partition-errors {} 0 Produce NOT_ENOUGH_REPLICAS 6", job.topic));
+    // The refused batch waits for its retries while the others are written, up to the window.
+    std::thread::sleep(Duration::from_millis(1_500));
+    child.kill().unwrap(); // SIGKILL
+    let first = stderr(&child.wait_with_output().unwrap());
+    assert!(first.contains("NOT_ENOUGH_REPLICAS"), "a batch was refused while the worker ran: {first}");
+    let out = worker(&job).output().unwrap();
+    completed(&job, &out, 30_000);
+    let log = stderr(&out);
+    let (_, ours, incomplete) = read_back_line(&log).expect("the resume read its topic back");
+    assert_eq!(incomplete, 0);
+    assert!(ours > 0, "the resume found lines of its own past its row, after the gap: {log}");
+    no_duplicates("identical lines, a batch held back, kill -9", 2, &expected, &read_back(&cluster, &job), &log, true);
+}
+
 #[test]
 #[ignore]
 fn one_produce_answered_eight_seconds_late() {
