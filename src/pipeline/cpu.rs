@@ -12,9 +12,11 @@
 //! - **Passes skip what was handed on.** A line before the file's first line, or one an
 //!   earlier pass already recorded (unless its batch failed and released it), is passed over.
 //! - **The window bound.** The stage never runs more than [`Engine::max_unsettled_lines`]
-//!   lines ahead of the watermark, over every file in flight (checked every
-//!   [`WINDOW_CHECK_LINES`] lines). At the bound it sends every open batch, so that everything
-//!   before the current line is in flight or settled, and waits for the watermark to move.
+//!   lines ahead of the watermark, over every file in flight, exactly: a check of the
+//!   watermark allows every line up to it plus the bound, and the next check comes at the
+//!   first line past that (one comparison a line). At the bound it sends every open batch, so
+//!   that everything before the current line is in flight or settled, and waits for the
+//!   watermark to move.
 //!   Because the wait is measured from the current line, a pass whose earlier lines lie ahead
 //!   of the parser never waits on them.
 //! - **A file ends before the next opens.** Its last lines are recorded and it is ended in
@@ -35,9 +37,6 @@ use crate::lines::{Line, LineSplitter};
 use crate::progress::OpenFile;
 use crate::source::{Chunks, Location};
 use crate::tracker::{Advance, LineState, Seq};
-
-/// How often (in lines) the stage checks how far it is ahead of the watermark.
-pub(super) const WINDOW_CHECK_LINES: u64 = 256;
 
 /// Bad lines logged per file pass; the rest are only counted.
 const LOGGED_BAD_LINES: u32 = 5;
@@ -96,6 +95,9 @@ struct LineCore<'a> {
     stopped: Option<CpuEnd>,
     /// The producer is gone: no batch can be handed over any more.
     producer_gone: bool,
+    /// Lines before this one are within the window bound of the watermark last seen: the
+    /// next check of the window comes at this line.
+    window_free_until: Seq,
 }
 
 impl<'a> CpuStage<'a> {
@@ -127,6 +129,7 @@ impl<'a> CpuStage<'a> {
                 file: FilePass::default(),
                 stopped: None,
                 producer_gone: false,
+                window_free_until: 0,
             },
             rt,
         }
@@ -279,7 +282,7 @@ impl LineCore<'_> {
         if seq < self.file.known_until && !self.engine.progress.lock().tracker().needs(seq) {
             return true;
         }
-        if seq % WINDOW_CHECK_LINES == 0 && !self.hold_window(seq) {
+        if seq >= self.window_free_until && !self.hold_window(seq) {
             return false;
         }
         let allow = !self.engine.limit_reached();
@@ -308,14 +311,23 @@ impl LineCore<'_> {
     /// At the window bound: hands every open batch over and waits until the watermark is
     /// within the bound of line `seq`. False when the wait was cut short by a stop.
     fn hold_window(&mut self, seq: Seq) -> bool {
-        let target = seq.saturating_sub(self.engine.max_unsettled_lines() as u64);
-        if self.engine.progress.lock().tracker().base() >= target {
-            return true;
+        // Line `seq` may go when the lines from the watermark to it, itself included, are at
+        // most the bound: the watermark at `seq + 1 - bound` or later.
+        let bound = self.engine.max_unsettled_lines() as u64;
+        let target = (seq + 1).saturating_sub(bound);
+        let base = self.engine.progress.lock().tracker().base();
+        if base < target {
+            self.flush_all();
+            let (cancel, batches) = (self.cancel, self.batches);
+            self.engine.progress.wait_watermark(target, || cancel.is_cancelled() || batches.is_closed());
+            if self.producer_gone || self.cancel.is_cancelled() || self.batches.is_closed() {
+                return !self.producer_gone;
+            }
         }
-        self.flush_all();
-        let (cancel, batches) = (self.cancel, self.batches);
-        self.engine.progress.wait_watermark(target, || cancel.is_cancelled() || batches.is_closed());
-        !self.producer_gone
+        // Every line up to the watermark now seen plus the bound may go without another look.
+        let base = self.engine.progress.lock().tracker().base();
+        self.window_free_until = base.max(target) + bound;
+        true
     }
 
     /// Logs a bad line; with dead letters on, queues its letter and returns true (the line
