@@ -1,8 +1,8 @@
 //! `DATABASE_URL`, read the way the Go worker's pgx reads it, validated once at start-up.
 //!
 //! Both of libpq's forms are taken: a URL (`postgres[ql]://user:pass@host:port,host2/db?k=v`)
-//! and a keyword/value string (`host=db dbname=app sslmode=require`). Every parameter is one
-//! of four kinds ([`Kind`]):
+//! and a keyword/value string (`host=db dbname=app sslmode=require`). Every parameter is of
+//! one kind (`Kind`):
 //! - **connection** parameters that tokio-postgres applies itself (host, port, user, options,
 //!   `connect_timeout`, `target_session_attrs`, …), passed on as a keyword/value string;
 //! - **TLS** parameters that the worker applies with rustls: `sslmode` with libpq's six
@@ -10,11 +10,14 @@
 //! - **schema** parameters: Jitsu's `schema` and a `search_path`, sent as the session's
 //!   `search_path` in the start-up packet (as pgx sends a runtime parameter), so that every
 //!   statement, `CREATE TABLE` included, uses that schema;
+//! - **runtime** parameters, a server setting pgx would send in the start-up packet
+//!   (`TimeZone`, `statement_timeout`, …), sent here as `-c name=value` in `options`;
 //! - **no effect here**: pgx's pool settings and libpq's client-side tunings that change
 //!   nothing for one connection; they are accepted and named once in the log.
 //!
-//! A parameter neither pgx nor libpq knows is an error that names it, as is one that is known
-//! but would be silently weakened here (`sslcrl`, an encrypted key's `sslpassword`, …).
+//! A parameter neither pgx nor libpq knows is an error that names it, as is (**refused**)
+//! one that is known but would be silently weakened here (`sslcrl`, an encrypted key's
+//! `sslpassword`, …).
 //! Errors never show a value of `password`.
 
 use std::fmt::Write as _;
