@@ -67,7 +67,7 @@ impl Kind {
 
 /// Every metric: its name, type, unit and help, once (the README's table and the tests read
 /// it).
-pub const METRICS: [(&str, Kind, &str, &str); 23] = [
+pub const METRICS: [(&str, Kind, &str, &str); 24] = [
     ("rw_lines_total", Kind::Counter, "lines", "lines up to the resume point by outcome: acknowledged, skipped, error"),
     ("rw_lines_sent_total", Kind::Counter, "lines", "lines handed to Kafka, each batch once, when it is first sent"),
     ("rw_bytes_read_total", Kind::Counter, "bytes", "bytes of the assigned files read, each once"),
@@ -102,6 +102,13 @@ pub const METRICS: [(&str, Kind, &str, &str); 23] = [
         Kind::Counter,
         "checks",
         "looks for a batch whose answer was lost, by result: found, absent, unknown",
+    ),
+    (
+        "rw_fallbacks_total",
+        Kind::Counter,
+        "times",
+        "falls back to sending lines again unseen, by fallback: no_offsets, off, partition, no_read_permission, \
+         no_ledger (each also a warning with that fallback= field)",
     ),
     ("rw_dead_letters_written_total", Kind::Counter, "lines", "dead letters written"),
     ("rw_dead_letters_lost_total", Kind::Counter, "lines", "dead letters that could not be written"),
@@ -219,6 +226,9 @@ impl Telemetry {
             metrics::gauge!("rw_read_back_incomplete_partitions").set(rb.incomplete as f64);
             for (result, n) in st.lost_answer_checks() {
                 metrics::counter!("rw_lost_answer_checks_total", "result" => result).absolute(n);
+            }
+            for (fallback, n) in st.fallbacks() {
+                metrics::counter!("rw_fallbacks_total", "fallback" => fallback).absolute(n);
             }
             metrics::counter!("rw_dead_letters_written_total").absolute(relaxed(&st.dead_letters_written));
             for (code, n) in st.produce_retries() {
@@ -347,6 +357,8 @@ mod tests {
         t.stats().produced(Duration::from_millis(7), true);
         t.stats().rate_limit_waited(Duration::from_millis(40));
         t.stats().lost_answer_checked("found");
+        t.stats().fell_back(crate::resume::Fallback::Partition);
+        t.stats().fell_back(crate::resume::Fallback::Partition);
         let text = t.render();
         for (name, kind, ..) in METRICS {
             assert!(text.contains(&format!("# TYPE {name} {}", kind.name())), "{name} is a {kind:?}: {text}");
@@ -358,6 +370,8 @@ mod tests {
         assert_eq!((bucket("0.005"), bucket("0.01")), (Some(0.0), Some(1.0)), "7 ms falls in the 10 ms bucket: {text}");
         assert_eq!(value(&text, "rw_rate_limit_wait_seconds_sum", &ours), Some(0.04));
         assert_eq!(value(&text, "rw_lost_answer_checks_total", &[ours[0], ours[1], r#"result="found""#]), Some(1.0));
+        let partition = r#"fallback="partition""#;
+        assert_eq!(value(&text, "rw_fallbacks_total", &[ours[0], ours[1], partition]), Some(2.0), "{text}");
     }
 
     /// The README's metrics table names every metric, with its unit.

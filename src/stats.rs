@@ -24,6 +24,8 @@ pub struct Stats {
     read_back: Mutex<crate::resume::readback::Report>,
     /// Looks for a batch whose answer was lost, by result.
     lost_answer_checks: Mutex<BTreeMap<&'static str, u64>>,
+    /// Falls back to sending lines again unseen, by kind.
+    fallbacks: Mutex<BTreeMap<crate::resume::Fallback, u64>>,
     /// Dead letters written.
     pub dead_letters_written: AtomicU64,
     /// Produce requests sent again, by Kafka error code (or the kind of failure when Kafka
@@ -54,6 +56,7 @@ impl Stats {
             batches_in_flight: AtomicU64::new(0),
             read_back: Mutex::new(Default::default()),
             lost_answer_checks: Mutex::new(BTreeMap::new()),
+            fallbacks: Mutex::new(BTreeMap::new()),
             dead_letters_written: AtomicU64::new(0),
             produce_retries: Mutex::new(BTreeMap::new()),
             read_retries: Mutex::new(BTreeMap::new()),
@@ -81,6 +84,16 @@ impl Stats {
     /// The looks for lost answers so far, by result.
     pub fn lost_answer_checks(&self) -> Vec<(&'static str, u64)> {
         self.lost_answer_checks.lock().iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// The worker fell back to sending lines again unseen (and said so in its log).
+    pub fn fell_back(&self, fallback: crate::resume::Fallback) {
+        *self.fallbacks.lock().entry(fallback).or_default() += 1;
+    }
+
+    /// The fallbacks so far, by name.
+    pub fn fallbacks(&self) -> Vec<(&'static str, u64)> {
+        self.fallbacks.lock().iter().map(|(k, v)| (k.name(), *v)).collect()
     }
 
     /// One batch waited `wait` for the rate limit.

@@ -427,8 +427,11 @@ impl PgStatus {
                 _ => {}
             }
         }
-        *slot = None;
+        let lost = slot.take().is_some();
         let c = Arc::new(self.open().await?);
+        if lost {
+            tracing::warn!(url = %self.shown_url, "the database connection was lost; reconnected");
+        }
         let r = tokio::time::timeout(self.timeout, f(Arc::clone(&c))).await;
         *slot = Some(c);
         match r {

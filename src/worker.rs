@@ -76,6 +76,10 @@ pub enum RunError {
 }
 
 /// What a worker without READ on its topics gives up, said once at start-up.
+/// Logged once the pipeline starts, before its first line is read: a run that did not log it
+/// sent nothing (a test's check that every resume that sent read its topic back first).
+pub const SENDING: &str = "the pipeline starts: lines are read and sent from the resume point";
+
 const NO_READ_GIVES_UP: &str = "this worker may not read its topic (Kafka READ permission), so the resume's \
     read-back and the lost-answer check are off, and two guarantees are given up: a resumed run sends again the \
     lines after its resume point that an earlier run may have delivered (at most the bound of the README's \
@@ -154,6 +158,9 @@ pub async fn run_with(
         if let Some(r) = &reconciled.read_back {
             stats.read_back(r);
         }
+        for &f in &reconciled.fallbacks {
+            stats.fell_back(f);
+        }
         let progress = Arc::new(Progress::new(start.snapshot.clone(), reconciled.ledger).with_stats(stats));
         if let Some(t) = &telemetry {
             t.set_progress(Arc::clone(&progress));
@@ -165,6 +172,7 @@ pub async fn run_with(
         Ok(built) => built,
         Err(e) => return Err(run.fail(start.snapshot, e).await),
     };
+    tracing::info!(resumed = start.resumed, matching = recovered.is_some(), "{}", SENDING);
     let end = run.files_with_flusher(&engine, &progress, &start, recovered, &shutdown, telemetry.as_deref()).await;
     // The engine holds the dead-letter sender: dropping it lets the writer flush and end.
     drop(engine);

@@ -28,6 +28,7 @@ use crate::backoff::Backoff;
 use crate::broker::{Batch, Broker, BrokerError, Failure, Records};
 use crate::progress::Progress;
 use crate::ratelimit::{Limits, RateLimits};
+use crate::resume::Fallback;
 use crate::tracker::{LineState, Seq};
 
 /// How one batch's delivery ended.
@@ -249,22 +250,24 @@ impl Producer {
     async fn landed(&self, topic: &str, at: Target, records: &Records) -> Landed {
         if !self.look_for_lost_answers {
             tracing::warn!(
-                fallback = "no_read_permission",
+                fallback = Fallback::NoReadPermission.name(),
                 topic,
                 partition = at.partition,
                 "lost answer not looked for: this worker may not read the topic; the batch is sent again"
             );
             self.progress.stats().lost_answer_checked("not_looked_for");
+            self.progress.stats().fell_back(Fallback::NoReadPermission);
             return Landed::Absent;
         }
         let Some(low) = at.low else {
             tracing::warn!(
-                fallback = "no_ledger",
+                fallback = Fallback::NoLedger.name(),
                 topic,
                 partition = at.partition,
                 "lost answer not looked for: the ledger does not know the partition; the batch is sent again"
             );
             self.progress.stats().lost_answer_checked("not_looked_for");
+            self.progress.stats().fell_back(Fallback::NoLedger);
             return Landed::Absent;
         };
         let landed = super::landed::find(self.broker.as_ref(), topic, at.partition, low, records).await;

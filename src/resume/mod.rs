@@ -4,9 +4,10 @@
 //! reading the partitions back ([`readback`]) and [`reconcile`], the one step the worker
 //! takes before it builds its pipeline: it lists the partitions' ends, reads back what an
 //! unfinished earlier run may have written, and hands the pipeline its ledger and the
-//! records to match.
+//! records to match. Where it cannot see what was delivered, it says so: a [`Fallback`].
 
 pub mod assignment;
+mod fallback;
 pub mod offsets;
 #[cfg(feature = "io")]
 pub mod readback;
@@ -16,6 +17,7 @@ pub mod recover;
 pub mod rule;
 
 pub use assignment::{Assignment, JobChanged};
+pub use fallback::Fallback;
 #[cfg(feature = "io")]
-pub use reconcile::{reconcile, Reconciled, Topics};
+pub use reconcile::{reconcile, Reconciled, Topics, NOTHING_SENT_BEFORE};
 pub use rule::{start_point, Snapshot, StartAt, StartFileMissing, StartPoint, StoredRow, UnknownStatus, WorkerStatus};

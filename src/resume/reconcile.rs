@@ -16,12 +16,18 @@
 
 use std::sync::Arc;
 
+use super::fallback::Fallback;
 use super::offsets::{Ledger, PartitionOffset};
 use super::readback::{read_back, Caps, Report};
 use super::recover::Recovered;
 use super::rule::StartPoint;
 use crate::broker::{Broker, BrokerError};
 use crate::keys::Ours;
+
+/// Logged by a resume that has nothing to read back: no earlier run of this worker stored its
+/// offsets, which each stores before it sends anything, and its row counts no line.
+pub const NOTHING_SENT_BEFORE: &str =
+    "nothing to read back: no earlier run of this worker stored its offsets, so none sent a line";
 
 /// What the pipeline starts from.
 #[derive(Debug)]
@@ -34,6 +40,9 @@ pub struct Reconciled {
     pub store_now: Option<Vec<PartitionOffset>>,
     /// What the read-back did (`None` without one).
     pub read_back: Option<Report>,
+    /// Where it fell back to sending lines again unseen (each logged here), one per partition
+    /// for [`Fallback::Partition`].
+    pub fallbacks: Vec<Fallback>,
 }
 
 /// The topics as the resume sees them.
@@ -65,33 +74,39 @@ pub async fn reconcile(
     }
     let mut ledger = Ledger::new(topics.own, &ends);
     if stored.is_empty() || !start.resumed {
+        let mut fallbacks = Vec::new();
         if start.resumed && start.snapshot.counts.total > 0 {
+            fallbacks.push(Fallback::NoOffsets);
             tracing::warn!(
-                fallback = "no_offsets",
+                fallback = Fallback::NoOffsets.name(),
                 "read-back incomplete: no read-back offsets stored for this worker; unsettled lines after the resume \
                  point are sent again"
             );
+        }
+        if start.resumed && start.snapshot.counts.total == 0 && stored.is_empty() {
+            tracing::info!("{}", NOTHING_SENT_BEFORE);
         }
         if !start.resumed && !stored.is_empty() {
             tracing::info!("a fresh start: the read-back offsets an earlier run of this job stored are replaced");
         }
         let store_now = Some(ledger.starts(0));
-        return Ok(Reconciled { ledger, recovered: None, store_now, read_back: None });
+        return Ok(Reconciled { ledger, recovered: None, store_now, read_back: None, fallbacks });
     }
     let found = match read_back(broker, topics.all, stored, &Arc::new(ours), window, caps).await {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(
-                fallback = "off",
+                fallback = Fallback::Off.name(),
                 error = %crate::error::Chain(&e),
                 "read-back incomplete: unsettled lines after the resume point are sent again"
             );
-            return Ok(Reconciled { ledger, recovered: None, store_now: None, read_back: None });
+            let fallbacks = vec![Fallback::Off];
+            return Ok(Reconciled { ledger, recovered: None, store_now: None, read_back: None, fallbacks });
         }
     };
     for cut in &found.incomplete {
         tracing::warn!(
-            fallback = "partition",
+            fallback = Fallback::Partition.name(),
             topic = cut.at.topic,
             partition = cut.at.partition,
             at = cut.at.offset,
@@ -119,5 +134,6 @@ pub async fn reconcile(
     } else {
         Some(found.recovered)
     };
-    Ok(Reconciled { ledger, recovered, store_now: None, read_back: Some(report) })
+    let fallbacks = vec![Fallback::Partition; found.incomplete.len()];
+    Ok(Reconciled { ledger, recovered, store_now: None, read_back: Some(report), fallbacks })
 }
