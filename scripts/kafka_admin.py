@@ -19,6 +19,9 @@ something to say.
     kafka_admin.py write-only NAME USER                      ACL: USER may write and describe NAME,
                                                              not read it
     kafka_admin.py count NAME                                records in NAME (the partitions' ends)
+    kafka_admin.py tail-keys NAME N                          the keys of each partition's last N
+                                                             records, one a line (read to the ends
+                                                             the partitions had when it began)
     kafka_admin.py transactions NAME SECONDS                 a transactional producer: commits and
                                                              aborts; prints what it committed
     kafka_admin.py live NAME                                 live ingest: small records, steered by
@@ -208,6 +211,49 @@ def cmd_count(name):
         total += high - low
     c.close()
     print(total)
+
+
+def cmd_tail_keys(name, n):
+    from confluent_kafka import Consumer
+
+    c = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": "rw-tail-keys",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+            "log_level": 0,
+        }
+    )
+    ends, assign = {}, []
+    for p in describe(name):
+        low, high = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+        if high > low:
+            ends[p] = high
+            assign.append(TopicPartition(name, p, max(low, high - int(n))))
+    c.assign(assign)
+    out = sys.stdout
+    deadline = time.time() + 120
+    while ends:
+        if time.time() > deadline:
+            sys.exit(f"tail-keys: partitions {sorted(ends)} not read to their ends in 120 s")
+        batch = c.consume(10000, timeout=1)
+        if not batch:
+            # Past a control record (a transaction's marker) no message comes: the position says.
+            for tp in c.position([TopicPartition(name, p) for p in list(ends)]):
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
+        for m in batch:
+            if m.error():
+                continue
+            p = m.partition()
+            if p not in ends or m.offset() >= ends[p]:
+                continue
+            key = m.key()
+            out.write((key or b"").decode("utf-8", "replace") + "\n")
+            if m.offset() + 1 >= ends[p]:
+                del ends[p]
+    c.close()
 
 
 def cmd_transactions(name, seconds):

@@ -356,8 +356,7 @@ fn two_brokers_down_past_the_delivery_deadline_then_resume() {
     let resumed = worker(&job, 0).output().unwrap();
     completed(&job, &resumed, expected.len() as u64);
     let first_log = log.clone();
-    let log = format!("{log}\n{}", stderr(&resumed));
-    assert_duplicate_promise_kept(&log, true, "the resumed run");
+    assert_each_run_kept_the_promise(&[log, stderr(&resumed)], true, "two brokers down, then resumed");
     // The resume is exact, but a retry during the outage may not be: a batch the leader had
     // appended without the replicas' acknowledgement (acks=all) is invisible to readers until
     // they come back, so the lost-answer check finds nothing, the batch is sent again, and
@@ -562,8 +561,9 @@ fn kill_9_at_random_points_beside_a_transactional_producer() {
     let seed = fault_seed(0x5eed);
     let mut rng = Rng::new(seed);
     let mut kills = 0;
-    // Every run's log: the resumes' read-backs are in the killed runs' logs too.
-    let mut log = String::new();
+    // Every run's log, each checked on its own: a resume killed before it sent needs no
+    // read-back, one that sent must have read back first.
+    let mut logs = Vec::new();
     let mut last = None;
     for _ in 0..6 {
         let mut child = worker(&job, 8_000).spawn().unwrap();
@@ -573,7 +573,7 @@ fn kill_9_at_random_points_beside_a_transactional_producer() {
             kills += 1;
         }
         let out = child.wait_with_output().unwrap();
-        log.push_str(&stderr(&out));
+        logs.push(stderr(&out));
         if out.status.success() {
             last = Some(out);
             break;
@@ -581,7 +581,7 @@ fn kill_9_at_random_points_beside_a_transactional_producer() {
     }
     let out = last.unwrap_or_else(|| {
         let out = worker(&job, 0).output().unwrap();
-        log.push_str(&stderr(&out));
+        logs.push(stderr(&out));
         out
     });
     let txn = txn.wait_with_output().unwrap();
@@ -589,7 +589,7 @@ fn kill_9_at_random_points_beside_a_transactional_producer() {
     completed(&job, &out, expected.len() as u64);
     println!("kill -9 beside transactions, seed {seed}: {kills} kills");
     assert!(kills >= 2, "the worker was killed mid-run at least twice: {kills}");
-    assert_duplicate_promise_kept(&log, true, "the resumed run");
+    assert_each_run_kept_the_promise(&logs, true, "kill -9 beside transactions");
     let all = read_back(&job);
     // The other producer's transactions: what it committed is there (read committed), what
     // it aborted is not; they interleaved with the worker's batches.
@@ -682,33 +682,17 @@ fn back_off(live: &mut Live, topic: &str) {
     live.rate(LIVE_RATE);
 }
 
-/// Kills worker `index` of `job` at a point where lines are settled past its stored row (the
-/// row is at least 300 ms old and the next write is not yet due, so the rate-limited run has
-/// delivered lines that only the read-back can find); returns its log. The row's age comes
-/// from the database's clock.
+/// Kills worker `index` of `job` once it has delivered `min_lines` and the topic holds lines
+/// of it past its stored row, which only the read-back can find (see
+/// [`common::kill_past_its_row`]; the live records make the last [`TAIL`] of each partition
+/// the place to look: a second of the live producer and the worker is far less).
 fn kill_behind_its_row(job: &Job, index: i32, child: &mut Child, min_lines: u64) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("worker {index} ended ({status}) before it could be killed");
-        }
-        if let Some(r) = try_row(&job.id, index) {
-            let age: u64 = r.get("age_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
-            if num(&r, "success_count") >= min_lines && (300..900).contains(&age) {
-                child.kill().unwrap(); // SIGKILL
-                return;
-            }
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            child.kill().unwrap();
-            let mut log = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-            panic!("worker {index} never reached {min_lines} lines; its log's end:\n{}", tail.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let tail = || admin(&["tail-keys", &job.topic, &TAIL.to_string()]).lines().map(str::to_owned).collect();
+    common::kill_past_its_row(child, job, index, |r| num(r, "success_count") >= min_lines, tail);
 }
+
+/// How many of each partition's last records [`kill_behind_its_row`] reads.
+const TAIL: u64 = 20_000;
 
 /// Each resumed run read its topic back whole (none incomplete), behind the live records
 /// that landed in its partitions (`share` of them: [`LIVE_BEHIND`] spread by key over all the

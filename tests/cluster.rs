@@ -64,11 +64,11 @@ fn completed(job: &Job, out: &Output, lines: u64) {
     assert!(!r.contains_key("error"), "no file failed: {r:?}");
 }
 
-/// No duplicates, as the README promises, and the promise's condition held in `log` (the
-/// runs' logs; `resumed`: one of them resumed an earlier run).
-fn no_duplicates(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], log: &str, resumed: bool) {
-    assert_duplicate_promise_kept(log, resumed, case);
-    no_loss(case, runs, expected, msgs, 0);
+/// No duplicates, as the README promises, and the promise's condition held in each run's log
+/// (`logs`, in order; `resumed`: the last run resumed an earlier one).
+fn no_duplicates(case: &str, expected: &Expected, msgs: &[Msg], logs: &[String], resumed: bool) {
+    assert_each_run_kept_the_promise(logs, resumed, case);
+    no_loss(case, logs.len() as u32, expected, msgs, 0);
 }
 
 fn no_loss(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], bound: u64) {
@@ -76,6 +76,19 @@ fn no_loss(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], bound: u64)
     assert_eq!(lost, 0, "{case}: lines lost (by key and value)");
     assert_eq!(unexpected, 0, "{case}: records never in the input, or under another line's key");
     assert!(dups <= bound, "{case}: {dups} duplicates > bound {bound}");
+}
+
+/// Asserts that the fault landed on the worker: it was still running when the fault ended,
+/// and a produce request failed and was sent again (its log says so).
+fn landed(case: &str, child: &mut Child) {
+    assert!(child.try_wait().unwrap().is_none(), "{case}: the worker ended before the fault did");
+}
+
+/// The log line of a produce request that failed and is sent again.
+const PRODUCE_RETRIED: &str = "produce failed; retrying";
+
+fn retried(case: &str, log: &str) {
+    assert!(log.contains(PRODUCE_RETRIED), "{case}: no produce was retried, the fault did not land: {log}");
 }
 
 /// Slows every broker down so that a run lasts long enough to be disturbed.
@@ -114,9 +127,12 @@ fn leaders_move_twice_mid_run() {
     cluster.cmd(&format!("leaders-rotate {}", job.topic));
     wait_for(&job, &mut child, 20_000);
     cluster.cmd(&format!("leaders-rotate {}", job.topic));
+    let case = "leaders of all partitions move twice";
+    landed(case, &mut child);
     let out = child.wait_with_output().unwrap();
     completed(&job, &out, 40_000);
-    no_loss("leaders of all partitions move twice", 1, &expected, &read_back(&cluster, &job), 0);
+    retried(case, &stderr(&out));
+    no_loss(case, 1, &expected, &read_back(&cluster, &job), 0);
 }
 
 #[test]
@@ -131,10 +147,13 @@ fn one_broker_down_for_ten_seconds() {
     wait_for(&job, &mut child, 5_000);
     cluster.cmd("down 2");
     std::thread::sleep(Duration::from_secs(10));
+    let case = "one broker down for 10 s";
+    landed(case, &mut child);
     cluster.cmd("up 2");
     let out = child.wait_with_output().unwrap();
     completed(&job, &out, 30_000);
-    no_duplicates("one broker down for 10 s", 1, &expected, &read_back(&cluster, &job), &stderr(&out), false);
+    retried(case, &stderr(&out));
+    no_duplicates(case, &expected, &read_back(&cluster, &job), &[stderr(&out)], false);
 }
 
 #[test]
@@ -149,10 +168,13 @@ fn not_enough_replicas_for_ten_seconds() {
     wait_for(&job, &mut child, 5_000);
     cluster.cmd("errors Produce NOT_ENOUGH_REPLICAS 100000");
     std::thread::sleep(Duration::from_secs(10));
+    let case = "NOT_ENOUGH_REPLICAS for 10 s";
+    landed(case, &mut child);
     cluster.cmd("clear-errors Produce");
     let out = child.wait_with_output().unwrap();
     completed(&job, &out, 30_000);
-    no_loss("NOT_ENOUGH_REPLICAS for 10 s", 1, &expected, &read_back(&cluster, &job), 0);
+    retried(case, &stderr(&out));
+    no_loss(case, 1, &expected, &read_back(&cluster, &job), 0);
 }
 
 /// 30,000 lines that are copies of five small events; one partition refuses its batches
@@ -178,9 +200,10 @@ fn identical_lines_a_batch_held_back_then_kill_9_each_copy_once_under_its_own_ke
     let mut child = worker(&job).spawn().unwrap();
     wait_for(&job, &mut child, 3_000);
     cluster.cmd(&format!("partition-errors {} 0 Produce NOT_ENOUGH_REPLICAS 6", job.topic));
-    // The refused batch waits for its retries while the others are written, up to the window.
+    // The refused batch waits for its retries while the others are written, up to the window;
+    // killed once lines past the row (after the gap) are seen in the topic.
     std::thread::sleep(Duration::from_millis(1_500));
-    child.kill().unwrap(); // SIGKILL
+    common::kill_past_its_row(&mut child, &job, 0, |_| true, || topic_keys(&job));
     let first = stderr(&child.wait_with_output().unwrap());
     assert!(first.contains("NOT_ENOUGH_REPLICAS"), "a batch was refused while the worker ran: {first}");
     let out = worker(&job).output().unwrap();
@@ -189,7 +212,8 @@ fn identical_lines_a_batch_held_back_then_kill_9_each_copy_once_under_its_own_ke
     let (_, ours, incomplete) = read_back_line(&log).expect("the resume read its topic back");
     assert_eq!(incomplete, 0);
     assert!(ours > 0, "the resume found lines of its own past its row, after the gap: {log}");
-    no_duplicates("identical lines, a batch held back, kill -9", 2, &expected, &read_back(&cluster, &job), &log, true);
+    let case = "identical lines, a batch held back, kill -9";
+    no_duplicates(case, &expected, &read_back(&cluster, &job), &[first, log], true);
 }
 
 #[test]
@@ -386,8 +410,8 @@ fn cluster_down_past_the_deadline_then_back() {
     }
     let again = worker(&job).output().unwrap();
     completed(&job, &again, 30_000);
-    let log = stderr(&out) + &stderr(&again);
-    no_duplicates("cluster down past the deadline, then back", 2, &expected, &read_back(&cluster, &job), &log, true);
+    let logs = [stderr(&out), stderr(&again)];
+    no_duplicates("cluster down past the deadline, then back", &expected, &read_back(&cluster, &job), &logs, true);
 }
 
 #[test]
@@ -408,8 +432,8 @@ fn sigterm_mid_run_exits_143_and_resumes() {
     assert!(num(&r, "total_lines") < 30_000);
     let again = worker(&job).output().unwrap();
     completed(&job, &again, 30_000);
-    let log = stderr(&out) + &stderr(&again);
-    no_duplicates("SIGTERM mid-run, then a restart", 2, &expected, &read_back(&cluster, &job), &log, true);
+    let logs = [stderr(&out), stderr(&again)];
+    no_duplicates("SIGTERM mid-run, then a restart", &expected, &read_back(&cluster, &job), &logs, true);
 }
 
 #[test]

@@ -276,20 +276,10 @@ fn a_resume_shows_the_records_read_back_and_the_dead_letters_written() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    // Killed once the row is 300 ms old or more (and not yet rewritten: the interval is a
-    // second): at 4,000 lines a second, over a thousand lines are then past it in the topic.
-    // A kill right after a row write could leave none, and the resume nothing to read back.
-    let behind_its_row = |r: &std::collections::BTreeMap<String, String>| {
-        num(r, "success_count") >= 5_000
-            && r.get("age_ms").and_then(|a| a.parse::<u64>().ok()).is_some_and(|a| a >= 300)
-    };
-    while !common::try_row(&job.id, 0).is_some_and(|r| behind_its_row(&r)) {
-        assert!(Instant::now() < end && first.try_wait().unwrap().is_none(), "the first run delivers 5,000 lines");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    first.kill().unwrap();
+    // Killed once the topic holds lines past its row, which only the read-back can find.
+    common::kill_past_its_row(&mut first, &job, 0, |r| num(r, "success_count") >= 5_000, || common::topic_keys(&job));
     first.wait().unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
     let port = free_port();
     let log = job.path("second.log");
     let mut second = job
@@ -317,6 +307,7 @@ fn a_resume_shows_the_records_read_back_and_the_dead_letters_written() {
     assert!(read_back > 0, "the killed run left records after its row: {logged}");
     let ours = [format!(r#"job_id="{}""#, job.id), r#"worker="0""#.to_owned()];
     assert_eq!(value(&text, "rw_read_back_records_total", &ours), Some(read_back), "{text}");
+    assert!(!text.contains("rw_fallbacks_total{"), "a whole read-back falls back nowhere: {text}");
     let written: usize = std::fs::read_dir(&letters)
         .unwrap()
         .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().count())

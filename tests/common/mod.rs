@@ -236,6 +236,14 @@ impl Job {
         self.write("files.json", format!("[{}]", entries.join(",")).as_bytes());
     }
 
+    /// The paths files.json lists, in order.
+    pub fn listed(&self) -> Vec<String> {
+        let json = std::fs::read_to_string(self.path("files.json")).expect("files.json");
+        let v: sonic_rs::Value = sonic_rs::from_str(&json).expect("files.json is JSON");
+        let files = v.as_array().expect("files.json is an array");
+        files.iter().map(|f| f.get("path").and_then(|p| p.as_str()).expect("a path").to_owned()).collect()
+    }
+
     /// Runs worker `index` of `total` to its end.
     pub fn run(&self, index: u32, total: u32) -> Output {
         self.command(index, total).output().expect("run worker")
@@ -426,21 +434,39 @@ pub fn event(i: usize, source: &str, created: &str) -> String {
     )
 }
 
-/// The condition of the README's "no duplicates" promise, from a run's log: every resume read
-/// its topic back to the end (`read back the topic …` and never `read-back incomplete`), and
-/// no batch whose answer was lost had to be sent again unseen (`… the batch is sent again`).
-/// Returns why not, if it does not hold.
-pub fn duplicate_promise_broken(log: &str, resumed: bool) -> Option<&'static str> {
-    if resumed && !log.contains("read back the topic") {
-        return Some("a resume did not read its topic back");
+/// The condition of the README's "no duplicates" promise, from one run's log (never several
+/// joined: one run's read-back would stand for another's): a run that resumed and started
+/// sending (`resumed=true` on the pipeline's start line) read its topic back first (`read back
+/// the topic …`), or had nothing to (no earlier run sent a line: `NOTHING_SENT_BEFORE`), and
+/// the run never fell back to sending lines again unseen (a warning with a `fallback=` field:
+/// an incomplete read-back, a lost answer not looked for). `resumed`: this run must have
+/// resumed and sent. Returns why not, if it does not hold.
+pub fn duplicate_promise_broken(log: &str, resumed: bool) -> Option<String> {
+    let sending = reprocessing_worker::worker::SENDING;
+    let started = log.lines().find(|l| l.contains(sending));
+    if resumed && !started.is_some_and(|l| l.contains("resumed=true")) {
+        return Some("the run did not resume and send".into());
     }
-    if log.contains("read-back incomplete") {
-        return Some("a read-back was incomplete");
+    let nothing_sent_before = log.contains(reprocessing_worker::resume::NOTHING_SENT_BEFORE);
+    if started.is_some_and(|l| l.contains("resumed=true"))
+        && !log.contains("read back the topic")
+        && !nothing_sent_before
+    {
+        return Some("a resume sent lines without reading its topic back".into());
     }
-    if log.contains("the batch is sent again") {
-        return Some("a batch whose answer was lost could not be looked for");
+    if let Some(l) = log.lines().find(|l| l.contains(" fallback=")) {
+        return Some(format!("the run fell back to sending lines again unseen: {l}"));
     }
     None
+}
+
+/// Each run's log (`logs`, in order) kept the promise's condition, `resumed`: whether the last
+/// run must have resumed.
+#[track_caller]
+pub fn assert_each_run_kept_the_promise(logs: &[String], resumed_last: bool, what: &str) {
+    for (i, log) in logs.iter().enumerate() {
+        assert_duplicate_promise_kept(log, resumed_last && i + 1 == logs.len(), &format!("{what}, run {i}"));
+    }
 }
 
 /// Panics when [`duplicate_promise_broken`], with `what` and the reason first, then the log's
@@ -449,9 +475,13 @@ pub fn duplicate_promise_broken(log: &str, resumed: bool) -> Option<&'static str
 #[track_caller]
 pub fn assert_duplicate_promise_kept(log: &str, resumed: bool, what: &str) {
     let Some(why) = duplicate_promise_broken(log, resumed) else { return };
-    let telling =
-        |l: &&str| [" WARN ", " ERROR ", "read back", "read-back", "sent again", "resum"].iter().any(|p| l.contains(p));
-    let lines: Vec<&str> = log.lines().filter(telling).take(80).collect();
+    let telling = |l: &&str| {
+        [" WARN ", " ERROR ", "read back", "read-back", "sent again", "resum", "pipeline starts"]
+            .iter()
+            .any(|p| l.contains(p))
+    };
+    let short = log.lines().count() <= 80;
+    let lines: Vec<&str> = log.lines().filter(|l| short || telling(l)).take(80).collect();
     panic!(
         "{what}: the promise's condition is broken: {why}\n{} of the log's {} lines:\n{}",
         lines.len(),
@@ -639,4 +669,74 @@ pub fn tally(case: &str, runs: u32, expected: &Expected, msgs: &[Msg], bound: u6
     let shown = if bound == u64::MAX { "none promised".to_string() } else { bound.to_string() };
     println!("FAULT|{case}|{runs}|{}|{}|{lost}|{dups}|{shown}", expected.len(), msgs.len());
     (lost, unexpected, dups)
+}
+
+/// The keys of the records in the job's topic, on the broker the job uses.
+pub fn topic_keys(job: &Job) -> std::collections::HashSet<String> {
+    let bootstrap = job
+        .extra_env
+        .iter()
+        .find(|(k, _)| k == "KAFKA_BOOTSTRAP_SERVERS")
+        .map_or_else(|| env("KAFKA_BOOTSTRAP_SERVERS"), |(_, v)| v.clone());
+    let out = Command::new("kcat")
+        .env("LD_LIBRARY_PATH", env("RW_KCAT_LD_LIBRARY_PATH"))
+        .args(["-C", "-b", &bootstrap, "-t", &job.topic, "-o", "beginning", "-e", "-q", "-f", "%k\n"])
+        .output()
+        .expect("kcat");
+    assert!(out.status.success(), "kcat: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Where a kill must land for a resume to have work to do: `kill -9` once the row is `ready`
+/// and the topic holds a record of a line past the row's resume point (delivered, but only the
+/// read-back can know it). The condition is established, not hoped for from the row's age:
+/// the worker is stopped (SIGSTOP), so that neither its row nor its records change, the row
+/// and the topic's keys (`keys`: all of them, [`topic_keys`], or where the topic is live the
+/// last records of each partition) are read, and it is killed, or let go on and looked at
+/// again. Returns how many records of lines past the row the topic held.
+pub fn kill_past_its_row(
+    child: &mut std::process::Child,
+    job: &Job,
+    index: i32,
+    ready: impl Fn(&BTreeMap<String, String>) -> bool,
+    keys_in_topic: impl Fn() -> std::collections::HashSet<String>,
+) -> usize {
+    let files = job.listed();
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, pid.as_str()]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    let keys = reprocessing_worker::keys::LineKeys::for_job(&job.id);
+    let running_and_ready = |r: &BTreeMap<String, String>| r["status"] == "running" && ready(r);
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("worker {index} ended ({status}) before it could be killed past its row");
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(180),
+            "worker {index}: never ready with a record past its row in the topic"
+        );
+        if !try_row(&job.id, index).is_some_and(|r| running_and_ready(&r)) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            continue;
+        }
+        signal("-STOP");
+        // Stopped: the row read now is the one a resume starts from.
+        let r = row(&job.id, index);
+        let at = files.iter().position(|p| r.get("current_file") == Some(p)).filter(|_| running_and_ready(&r));
+        let past = at.map_or(0, |at| {
+            let file = keys.file(at, &files[at]);
+            let line = num(&r, "current_line");
+            let seen = keys_in_topic();
+            (line + 1..=line + 100_000).filter(|&l| seen.contains(std::str::from_utf8(&file.key(l)).unwrap())).count()
+        });
+        if past > 0 {
+            child.kill().unwrap(); // SIGKILL, which a stopped process takes too
+            return past;
+        }
+        signal("-CONT");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
