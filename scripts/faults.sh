@@ -3,8 +3,8 @@
 # - tests/faults.rs: kill -9 at random points, SIGTERM and resume, broker kill and restart,
 #   PostgreSQL restart, S3 faults through a fault-injecting proxy (tansu, moto, PostgreSQL);
 # - tests/cluster.rs: a three-broker Kafka cluster that pushes back (librdkafka's mock
-#   cluster): leader moves, a broker down, NOT_ENOUGH_REPLICAS, a late acknowledgement,
-#   MESSAGE_TOO_LARGE, a line too large for Kafka, batch sizes, missing and denied topics, the
+#   cluster): leader moves, a broker down, NOT_ENOUGH_REPLICAS, a late acknowledgement, an
+#   answer lost after the write, MESSAGE_TOO_LARGE, a line too large for Kafka, batch sizes, missing and denied topics, the
 #   cluster down past the delivery deadline, SIGTERM, two overlapping runs of one index.
 # - tests/faults.rs also: a broker restart then kill -9, other producers' traffic while the
 #   worker is down, and the resume read-back's cap.
@@ -26,7 +26,7 @@ status=0
 # (a case added without a line here) fails the suite, as a failed case does.
 runs=(
   "8 faults --skip postgres_restart_mid_run --test-threads 4"
-  "13 cluster --test-threads 4"
+  "14 cluster --test-threads 4"
   "1 faults --exact postgres_restart_mid_run --test-threads 1"
 )
 for run in "${runs[@]}"; do
