@@ -14,7 +14,8 @@
 //! - the source: files per worker (some empty), lines repeated byte for byte (ingest writes
 //!   an event again when it retries), blank and invalid lines, and lines the broker refuses;
 //! - the broker's answer to every produce: acknowledged after a random delay (so out of
-//!   order), refused transiently, written with its answer lost, or refused fatally;
+//!   order), refused transiently, written with its answer lost, written and throttled (a
+//!   quota's answer, which rskafka reports as an error), or refused fatally;
 //! - another producer writing to the same partitions: records with our bytes under other
 //!   keys, exact copies of our records, and transaction markers (control records, which take
 //!   an offset and are never fetched);
@@ -106,6 +107,8 @@ impl Log {
 struct Faults {
     transient: u64,
     lost: u64,
+    /// Written, and answered with a quota's throttle (rskafka reports it as an error).
+    throttled: u64,
     fatal: u64,
     foreign: u64,
 }
@@ -205,14 +208,18 @@ impl Broker for SimBroker {
             if let Some(r) = foreign.filter(|_| !refused) {
                 self.write_foreign(topic, partition, records, r);
             }
+            let fail = |failure| Err(produce_error(topic, partition, failure));
             let (writes, answer) = if refused {
-                (false, Err(Failure::Rejected))
+                (false, fail(Failure::Rejected))
             } else if roll < f.fatal {
-                (false, Err(Failure::Fatal))
+                (false, fail(Failure::Fatal))
             } else if roll < f.fatal + f.transient {
-                (false, Err(Failure::Transient))
+                (false, fail(Failure::Transient))
             } else if roll < f.fatal + f.transient + f.lost {
-                (true, Err(Failure::Transient))
+                (true, fail(Failure::Transient))
+            } else if roll < f.fatal + f.transient + f.lost + f.throttled {
+                let pause = Duration::from_millis(1 + roll % 500);
+                (true, Err(BrokerError::Throttled { topic: topic.to_owned(), partition, pause }))
             } else {
                 (true, Ok(()))
             };
@@ -229,7 +236,7 @@ impl Broker for SimBroker {
             }
             match (answer, base) {
                 (Ok(()), Some(base)) => Ok(base),
-                (Err(failure), _) => Err(produce_error(topic, partition, failure)),
+                (Err(e), _) => Err(e),
                 (Ok(()), None) => unreachable!("an acknowledged batch is written"),
             }
         })
@@ -501,9 +508,9 @@ async fn worker_lifecycle(
             lands: AtomicBool::new(rng.chance(500)),
         });
         let faults = if last {
-            Faults { transient: 30, lost: 30, fatal: 0, foreign: 50 }
+            Faults { transient: 30, lost: 30, throttled: 20, fatal: 0, foreign: 50 }
         } else {
-            Faults { transient: 100, lost: 100, fatal: 15, foreign: 100 }
+            Faults { transient: 100, lost: 100, throttled: 50, fatal: 15, foreign: 100 }
         };
         let broker = Arc::new(SimBroker {
             log: Arc::clone(&log),
