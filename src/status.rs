@@ -263,7 +263,9 @@ SELECT to_regclass('reprocessing_jobs') IS NOT NULL AND to_regclass('reprocessin
     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('reprocessing_worker_runs')
         AND attname = 'files_fingerprint' AND NOT attisdropped),
     COALESCE(bool_and(has_table_privilege(to_regclass('reprocessing_worker_runs'), p)), false),
-    COALESCE(has_table_privilege(to_regclass('reprocessing_jobs'), 'INSERT'), false)
+    COALESCE(has_table_privilege(to_regclass('reprocessing_jobs'), 'INSERT'), false),
+    COALESCE(has_table_privilege(to_regclass('reprocessing_jobs'), 'SELECT')
+        AND has_table_privilege(to_regclass('reprocessing_jobs'), 'UPDATE'), false)
 FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
 "#;
 
@@ -273,6 +275,7 @@ struct Probe {
     own_tables: bool,
     own_writable: bool,
     may_add_jobs: bool,
+    may_end_jobs: bool,
 }
 
 /// Whether the worker could use its own tables ([`RUNS_DDL`]) beside the admin's.
@@ -332,6 +335,10 @@ pub struct PgStatus {
     run_id: String,
     /// Set by `prepare`: true when the worker's own tables are used.
     own_tables: std::sync::OnceLock<bool>,
+    /// Set by `prepare`: true when this role may end a standalone job's row (it may read
+    /// and update `reprocessing_jobs`); a role that may write only the worker rows leaves
+    /// the job row to the admin.
+    may_end_job: std::sync::OnceLock<bool>,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -388,6 +395,7 @@ impl PgStatus {
             timeout,
             run_id: uuid::Uuid::new_v4().to_string(),
             own_tables: std::sync::OnceLock::new(),
+            may_end_job: std::sync::OnceLock::new(),
         };
         let client = me.open().await?;
         *me.client.lock().await = Some(Arc::new(client));
@@ -444,7 +452,13 @@ impl PgStatus {
     /// privilege, so a locked-down role learns it without an error in the database's log.
     async fn probe(&self) -> Result<Probe, StatusError> {
         let r = self.with_client(move |c| async move { c.query_one(PROBE, &[]).await }).await?;
-        Ok(Probe { admin_tables: r.get(0), own_tables: r.get(1), own_writable: r.get(2), may_add_jobs: r.get(3) })
+        Ok(Probe {
+            admin_tables: r.get(0),
+            own_tables: r.get(1),
+            own_writable: r.get(2),
+            may_add_jobs: r.get(3),
+            may_end_jobs: r.get(4),
+        })
     }
 
     /// Runs `sql` in one transaction under the advisory lock that keeps workers starting
@@ -534,6 +548,7 @@ impl PgStatus {
         })
         .await?;
         let _ = self.own_tables.set(claim);
+        let _ = self.may_end_job.set(probe.may_end_jobs);
         Ok(own)
     }
 
@@ -638,13 +653,28 @@ impl PgStatus {
                 }
             })
             .await?;
-        if written != 1 {
+        if written != 1 && !self.landed_before(row).await? {
             return Err(self.why_refused().await?);
         }
-        if row.status == WorkerStatus::Completed {
+        if row.status == WorkerStatus::Completed && self.may_end_job.get() == Some(&true) {
             self.end_own_job().await?;
         }
         Ok(())
+    }
+
+    /// Whether the stored row already is `row`, final: an earlier attempt of this write
+    /// committed and its answer was lost (a retried final write must not take its own row
+    /// for another run's). The resume point and every counter must match.
+    async fn landed_before(&self, row: &StatusRow) -> Result<bool, StatusError> {
+        if row.status == WorkerStatus::Running {
+            return Ok(false);
+        }
+        let same = |s: &Snapshot| {
+            let ours = &row.snapshot;
+            (s.counts, &s.current_file, s.current_line, s.processed_files, s.processed_bytes)
+                == (ours.counts, &ours.current_file, ours.current_line, ours.processed_files, ours.processed_bytes)
+        };
+        Ok(self.select_row().await?.is_some_and(|stored| stored.status == row.status && same(&stored.snapshot)))
     }
 
     /// Marks the job `completed` when the worker wrote its row (a standalone run: no

@@ -54,6 +54,10 @@ async fn a_completed_row_is_never_written_over_in_postgres() {
         let e = store.write(&row(later, 30), None).await.unwrap_err();
         assert!(matches!(e, StatusError::RowAhead { status: WorkerStatus::Completed, .. }), "{later}: {e}");
     }
+    // The final write again, as a retry after its answer was lost: the row is already that.
+    store.write(&row(WorkerStatus::Completed, 20), None).await.expect("a final write that landed before");
+    let e = store.write(&row(WorkerStatus::Completed, 25), None).await.unwrap_err();
+    assert!(matches!(e, StatusError::RowAhead { .. }), "another final row is refused: {e}");
     assert_eq!(stored(&store).await, (WorkerStatus::Completed, 20));
 }
 
@@ -129,6 +133,21 @@ async fn a_role_that_may_only_write_the_worker_rows_still_runs_and_says_what_it_
     assert!(matches!(e, StatusError::RowAhead { .. }), "the row still never goes backwards: {e}");
     store.write(&row(WorkerStatus::Cancelled, 20), None).await.unwrap();
     assert_eq!(stored(&store).await, (WorkerStatus::Failed, 20));
+    // Completed, by a role that may not touch the job row (left to the admin), and the same
+    // final write retried.
+    let other = common::unique("locked-job");
+    common::as_owner(&format!(
+        "INSERT INTO {schema}.reprocessing_jobs (id, config, status, created_at, k8s_job_name, total_workers)
+             VALUES ('{other}', '{{}}', 'running', NOW(), '', 1);
+         INSERT INTO {schema}.reprocessing_workers (job_id, worker_index, status, assigned_files)
+             VALUES ('{other}', 0, 'pending', 1);"
+    ))
+    .await;
+    let done = PgStatus::connect_to(&url, &other, 0, Duration::from_secs(10)).await.unwrap();
+    done.prepare("{}", &one_worker()).await.unwrap();
+    done.write(&row(WorkerStatus::Completed, 30), None).await.expect("completed without the job row");
+    done.write(&row(WorkerStatus::Completed, 30), None).await.expect("the same final write again");
+    assert_eq!(stored(&done).await, (WorkerStatus::Completed, 30));
 
     // A database owner applies `schema` once; the next run has its guarantees back.
     let sql = reprocessing_worker::admin::schema_sql(&reprocessing_worker::admin::SchemaArgs {
