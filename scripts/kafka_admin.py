@@ -18,7 +18,8 @@ something to say.
     kafka_admin.py allow-only NAME USER                      ACL: only USER may use topic NAME
     kafka_admin.py write-only NAME USER                      ACL: USER may write and describe NAME,
                                                              not read it
-    kafka_admin.py count NAME                                records in NAME (the partitions' ends)
+    kafka_admin.py count NAME [PARTITION...]                 records in NAME (the partitions' ends), or in
+                                                             the partitions named
     kafka_admin.py tail-keys NAME N                          the keys of each partition's last N
                                                              records, one a line (read to the ends
                                                              the partitions had when it began)
@@ -201,12 +202,12 @@ def cmd_write_only(name, user):
     time.sleep(1)
 
 
-def cmd_count(name):
+def cmd_count(name, *partitions):
     from confluent_kafka import Consumer
 
     c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "rw-count", "log_level": 0})
     total = 0
-    for p in describe(name):
+    for p in [int(p) for p in partitions] or describe(name):
         low, high = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
         total += high - low
     c.close()

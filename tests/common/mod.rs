@@ -493,14 +493,19 @@ pub fn assert_duplicate_promise_kept(log: &str, resumed: bool, what: &str) {
 /// The resume's read-back in one run's log: (records read, this worker's records found,
 /// partitions incomplete), from its `read back the topic` line; `None` without one.
 pub fn read_back_line(log: &str) -> Option<(u64, u64, u64)> {
+    let field = |name| read_back_field(log, name);
+    Some((field("records")?, field("ours")?, field("incomplete")?))
+}
+
+/// The field `name` of the `read back the topic` line in one run's log (`partitions`: how
+/// many it read); `None` without the line.
+pub fn read_back_field(log: &str, name: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains("read back the topic"))?;
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-            .and_then(|v| v.trim_matches('"').parse().ok())
-            .unwrap_or_else(|| panic!("no {name}= in {line}"))
-    };
-    Some((field("records"), field("ours"), field("incomplete")))
+    let value = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.trim_matches('"').parse().ok());
+    Some(value.unwrap_or_else(|| panic!("no {name}= in {line}")))
 }
 
 /// The key the worker gives line `line` (1-based) of the file at `index` of files.json listed
