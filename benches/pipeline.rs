@@ -9,18 +9,18 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use reprocessing_worker::batcher::{BatchLimits, Batcher};
-use reprocessing_worker::broker::DryRun;
 use reprocessing_worker::config::Tuning;
-use reprocessing_worker::extract::extract;
-use reprocessing_worker::filter::Filter;
-use reprocessing_worker::generate::{ndjson, Shape};
-use reprocessing_worker::jobfile::JobOptions;
-use reprocessing_worker::lines::{Line, LineSplitter};
 use reprocessing_worker::pipeline::{Engine, FileTask, Parts, RunEnd};
 use reprocessing_worker::progress::Progress;
-use reprocessing_worker::route::Router;
 use reprocessing_worker::source::Sources;
+use rw_core::batcher::{BatchLimits, Batcher};
+use rw_core::broker::DryRun;
+use rw_core::extract::extract;
+use rw_core::filter::Filter;
+use rw_core::generate::{ndjson, Shape};
+use rw_core::jobfile::JobOptions;
+use rw_core::lines::{Line, LineSplitter};
+use rw_core::route::Router;
 
 const SEED: u64 = 42;
 const LINES: u64 = 20_000;
@@ -58,9 +58,9 @@ fn extract_filter(c: &mut Criterion) {
     let d = data();
     let lines = lines_of(&d);
     let filter = Filter::new(
-        &reprocessing_worker::select::StreamSelector::List(vec!["stream-0".into(), "stream-2".into()]),
-        reprocessing_worker::filter::parse_time("2024-01-01T00:00:00Z"),
-        reprocessing_worker::filter::parse_time("2030-01-01T00:00:00Z"),
+        &rw_core::select::StreamSelector::List(vec!["stream-0".into(), "stream-2".into()]),
+        rw_core::filter::parse_time("2024-01-01T00:00:00Z"),
+        rw_core::filter::parse_time("2030-01-01T00:00:00Z"),
     );
     let valid = || lines.iter().filter(|l| extract(l).is_ok()).count();
     let kept = || lines.iter().filter(|l| extract(l).map(|e| filter.check(&e).is_ok()).unwrap_or(false)).count();
@@ -147,7 +147,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 sources: Sources::new(None),
                 progress,
                 dead_letters: None,
-                keys: reprocessing_worker::keys::LineKeys::for_job("bench"),
+                keys: rw_core::keys::LineKeys::for_job("bench"),
                 look_for_lost_answers: true,
             };
             Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))

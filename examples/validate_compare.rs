@@ -36,13 +36,13 @@ fn main() {
     tree.add_path(&sonic_rs::pointer!["messageCreated"]);
     tree.add_path(&sonic_rs::pointer!["origin", "sourceId"]);
     tree.add_path(&sonic_rs::pointer!["origin", "slug"]);
-    let d = reprocessing_worker::generate::ndjson(1, &Default::default(), 20000);
+    let d = rw_core::generate::ndjson(1, &Default::default(), 20000);
     let lines: Vec<&[u8]> = d.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     let total = d.len() as f64;
     let mut best = [0f64; 4];
     for _ in 0..15 {
         let t = Instant::now();
-        let n = lines.iter().filter(|l| reprocessing_worker::extract::extract(l).is_ok()).count();
+        let n = lines.iter().filter(|l| rw_core::extract::extract(l).is_ok()).count();
         best[0] = best[0].max(total / t.elapsed().as_secs_f64() / 1e6);
         assert_eq!(n, 20000);
         let t = Instant::now();

@@ -26,9 +26,9 @@ use sonic_rs::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::backoff::Backoff;
-use crate::location::Location;
-use crate::tracker::Seq;
+use rw_core::backoff::Backoff;
+use rw_core::location::Location;
+use rw_core::tracker::Seq;
 
 /// Records queued for the writer, in records.
 pub const QUEUE_RECORDS: usize = 4096;

@@ -37,12 +37,12 @@ use futures::future::BoxFuture;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
-use rskafka::record::Record;
+use rw_core::broker::Record;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
-use crate::broker::{BoxError, Broker, BrokerError, Failure, Fetched, Records};
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
+use rw_core::backoff::Backoff;
+use rw_core::broker::{BoxError, Broker, BrokerError, Failure, Fetched, Records};
 
 /// The longest one request (with rskafka's own retries) may take before the pipeline's
 /// retry takes over.
@@ -128,6 +128,28 @@ fn compression(c: KafkaCompression) -> Compression {
     }
 }
 
+/// rskafka's form of a backoff policy, with its overall deadline.
+fn rskafka_backoff(b: Backoff, deadline: Duration) -> rskafka::BackoffConfig {
+    rskafka::BackoffConfig {
+        init_backoff: b.initial,
+        max_backoff: b.max,
+        base: f64::from(b.factor.max(1)),
+        deadline: Some(deadline),
+    }
+}
+
+/// A batch's records as rskafka takes them.
+pub fn to_rskafka(records: &Records) -> Vec<rskafka::record::Record> {
+    let to =
+        |r: Record| rskafka::record::Record { key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp };
+    records.to_kafka().into_iter().map(to).collect()
+}
+
+/// A fetched record as the core reads it.
+fn from_rskafka(r: rskafka::record::Record) -> Record {
+    Record { key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp }
+}
+
 /// The rskafka client builder for `cfg`, retrying with `backoff`.
 fn client_builder(
     cfg: &KafkaConfig,
@@ -159,7 +181,7 @@ fn client_builder(
 async fn check_login(cfg: &KafkaConfig, bootstrap: &str) -> Result<(), BrokerError> {
     let sasl = cfg.sasl.as_ref().expect("called with SASL");
     // A deadline of zero: one attempt per build.
-    let once = Backoff::KAFKA.to_rskafka(Duration::ZERO);
+    let once = rskafka_backoff(Backoff::KAFKA, Duration::ZERO);
     let deadline = Instant::now() + cfg.connect_timeout;
     let mut failures = 0u32;
     loop {
@@ -217,13 +239,13 @@ impl KafkaBroker {
             check_login(cfg, &bootstrap).await?;
         }
         let left = cfg.connect_timeout.saturating_sub(started.elapsed());
-        let builder = client_builder(cfg, Backoff::KAFKA.to_rskafka(request_deadline), &bootstrap)?;
+        let builder = client_builder(cfg, rskafka_backoff(Backoff::KAFKA, request_deadline), &bootstrap)?;
         let client = tokio::time::timeout(left, builder.build())
             .await
             .map_err(|_| BrokerError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
             .map_err(|e| BrokerError::Connect { bootstrap: bootstrap.clone(), source: Box::new(e) })?;
         let left = cfg.connect_timeout.saturating_sub(started.elapsed());
-        let once = client_builder(cfg, Backoff::KAFKA.to_rskafka(Duration::ZERO), &bootstrap)?;
+        let once = client_builder(cfg, rskafka_backoff(Backoff::KAFKA, Duration::ZERO), &bootstrap)?;
         let producer = tokio::time::timeout(left, once.build())
             .await
             .map_err(|_| BrokerError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
@@ -267,7 +289,7 @@ impl KafkaBroker {
         }
         match tokio::time::timeout(self.request_deadline, self.producer.list_topics()).await {
             Ok(Ok(_)) => tracing::debug!("metadata refreshed after a leader error"),
-            Ok(Err(e)) => tracing::debug!(error = %crate::error::Chain(&e), "metadata refresh failed"),
+            Ok(Err(e)) => tracing::debug!(error = %rw_core::error::Chain(&e), "metadata refresh failed"),
             Err(_) => tracing::debug!("metadata refresh timed out"),
         }
         *last = Some(Instant::now());
@@ -353,7 +375,7 @@ impl Broker for KafkaBroker {
             // rskafka takes the records by value: built for this attempt, from the batch,
             // which stays whole to be sent again.
             // Watched: rskafka would send a throttled request again by itself (crate::throttle).
-            let call = crate::throttle::watch(pc.produce(records.to_kafka(), self.compression));
+            let call = crate::throttle::watch(pc.produce(to_rskafka(records), self.compression));
             let result = match tokio::time::timeout(after, call).await {
                 Err(_) => Err(BrokerError::NotAcknowledged { topic: topic.to_owned(), partition, after }),
                 Ok(Err(pause)) => Err(BrokerError::Throttled { topic: topic.to_owned(), partition, pause }),
@@ -407,12 +429,15 @@ impl Broker for KafkaBroker {
                 match fetched {
                     Ok((records, high_watermark)) => {
                         // A compressed batch is returned whole, from before `at` too.
-                        let records: Vec<(i64, Record)> =
-                            records.into_iter().filter(|r| r.offset >= at).map(|r| (r.offset, r.record)).collect();
+                        let records: Vec<(i64, Record)> = records
+                            .into_iter()
+                            .filter(|r| r.offset >= at)
+                            .map(|r| (r.offset, from_rskafka(r.record)))
+                            .collect();
                         let next = records.last().map_or(at, |(last, _)| last + 1);
                         return Ok(Fetched { records, high_watermark, next });
                     }
-                    Err(e) if crate::error::Chain(&e).to_string().contains(CONTROL_BATCH_UNREADABLE) => {
+                    Err(e) if rw_core::error::Chain(&e).to_string().contains(CONTROL_BATCH_UNREADABLE) => {
                         if one_batch {
                             at += 1;
                         }

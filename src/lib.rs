@@ -8,88 +8,49 @@
 //! The data flow, the code map, the bounds of every queue and the invariants are in
 //! `ARCHITECTURE.md` at the repository's root.
 //!
-//! The modules fall in three layers, the pure core (bytes and values in, values out; no IO),
-//! IO (each module with its own error enum) and the wiring ([`pipeline`] wires one file,
-//! [`worker`] runs the job). Imports run down only; the code map in `ARCHITECTURE.md` lists
-//! each module in its layer and `tests/layers.rs` holds the code to it.
+//! The modules fall in three layers: the pure core is its own crate, `rw_core` (bytes and
+//! values in, values out; no IO), and this crate holds IO (each module with its own error
+//! enum) and the wiring ([`pipeline`] wires one file, [`worker`] runs the job). Imports run
+//! down only: the compiler holds the core's side, and `tests/layers.rs` holds IO below the
+//! wiring; the code map in `ARCHITECTURE.md` lists each module in its layer.
 
-// Built without the `io` feature too (the fuzz targets): no network, no files.
-pub mod backoff;
-pub mod batcher;
-pub mod broker;
-pub mod dburl;
-pub mod decode;
-pub mod error;
-pub mod extract;
-pub mod filter;
-pub mod jobfile;
-pub mod keys;
-pub mod lines;
-pub mod location;
-pub mod ratelimit;
-pub mod resume;
-pub mod route;
-pub mod secret;
-pub mod select;
-pub mod tracker;
-
-// Test data, for the benches, the demo and the tests; not part of the production library.
-#[cfg(feature = "generate")]
-pub mod generate;
-
-// The operator's tools (`plan`, `status`); their pure parts build without `io`.
-pub mod admin;
-
-// The `io` feature: the modules that talk to the outside world, and the wiring.
-#[cfg(feature = "io")]
-pub mod bufpool;
-#[cfg(feature = "io")]
-pub mod cli;
-#[cfg(feature = "io")]
-pub mod config;
-#[cfg(feature = "io")]
-pub mod deadletter;
-#[cfg(feature = "io")]
-pub mod display;
-#[cfg(feature = "io")]
-pub mod gcs;
-#[cfg(feature = "io")]
+// Kafka.
 pub mod kafka;
-#[cfg(feature = "io")]
-pub mod metrics;
-#[cfg(feature = "io")]
 pub mod nodelay;
-#[cfg(feature = "io")]
-pub mod pipeline;
-#[cfg(feature = "io")]
-pub mod progress;
-#[cfg(feature = "io")]
-pub mod repository;
-#[cfg(feature = "io")]
-pub mod source;
-#[cfg(feature = "io")]
-pub mod stats;
-#[cfg(feature = "io")]
-pub mod status;
-#[cfg(feature = "io")]
 pub mod throttle;
-#[cfg(feature = "io")]
 pub mod tls;
-#[cfg(feature = "io")]
+
+// The sources: local files, S3 and GCS.
+pub mod bufpool;
+pub mod gcs;
+pub mod source;
+
+// The worker's bookkeeping: progress, counters, status rows, metrics, the terminal.
+pub mod display;
+pub mod metrics;
+pub mod progress;
+pub mod stats;
+pub mod status;
+
+// Dead letters, the configuration, the resume's IO, and the wiring.
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod deadletter;
+pub mod pipeline;
+pub mod repository;
+pub mod resume;
 pub mod worker;
 
-#[cfg(all(test, feature = "io"))]
+#[cfg(test)]
 mod sim;
-#[cfg(all(test, feature = "io"))]
+#[cfg(test)]
 mod testutil;
 
-#[cfg(feature = "io")]
 pub use config::Config;
-#[cfg(feature = "io")]
 pub use worker::{run, RunError, RunSummary};
 
 /// A token cancelled on SIGTERM (Kubernetes stopping the pod) or ctrl-c.
-#[cfg(feature = "io")]
 pub fn shutdown_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();

@@ -314,9 +314,9 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resume::offsets::Ledger;
-    use crate::resume::Snapshot;
-    use crate::tracker::Counts;
+    use rw_core::resume::offsets::Ledger;
+    use rw_core::resume::Snapshot;
+    use rw_core::tracker::Counts;
 
     /// The value of metric `name` whose labels include each of `labels` (in any order).
     fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -357,8 +357,8 @@ mod tests {
         t.stats().produced(Duration::from_millis(7), true);
         t.stats().rate_limit_waited(Duration::from_millis(40));
         t.stats().lost_answer_checked("found");
-        t.stats().fell_back(crate::resume::Fallback::Partition);
-        t.stats().fell_back(crate::resume::Fallback::Partition);
+        t.stats().fell_back(rw_core::resume::Fallback::Partition);
+        t.stats().fell_back(rw_core::resume::Fallback::Partition);
         let text = t.render();
         for (name, kind, ..) in METRICS {
             assert!(text.contains(&format!("# TYPE {name} {}", kind.name())), "{name} is a {kind:?}: {text}");

@@ -24,15 +24,16 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
-use crate::broker::{Batch, Broker, BrokerError};
 use crate::config::Tuning;
-use crate::decode::DecodeError;
-use crate::filter::Filter;
-use crate::jobfile::JobOptions;
 use crate::progress::Progress;
-use crate::route::Router;
-use crate::source::{Chunks, Location, SourceError, Sources};
+use crate::source::{Chunks, SourceError, Sources};
+use rw_core::backoff::Backoff;
+use rw_core::broker::{Batch, Broker, BrokerError};
+use rw_core::decode::DecodeError;
+use rw_core::filter::Filter;
+use rw_core::jobfile::JobOptions;
+use rw_core::location::Location;
+use rw_core::route::Router;
 
 mod cpu;
 mod landed;
@@ -41,15 +42,12 @@ mod producer;
 use cpu::{CpuEnd, CpuStage};
 use producer::{Producer, ProducerSettings};
 
-/// Stack of the CPU thread, in bytes: room for JSON nested to `extract::MAX_DEPTH`.
-pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
-
 /// The pipeline's fixed parts, built once per worker.
 pub struct Engine {
     filter: Filter,
     router: Router,
     /// The keys of lines without a `messageId`.
-    keys: crate::keys::LineKeys,
+    keys: rw_core::keys::LineKeys,
     sources: Sources,
     progress: Arc<Progress>,
     tuning: Tuning,
@@ -73,7 +71,7 @@ pub struct Parts {
     pub filter: Filter,
     pub router: Router,
     pub broker: Arc<dyn Broker>,
-    /// Per topic of the router, the partitions this worker sends to (see [`crate::broker::Spread`]).
+    /// Per topic of the router, the partitions this worker sends to (see [`rw_core::broker::Spread`]).
     pub partitions: Vec<Vec<i32>>,
     /// How long one batch may keep failing transiently before the cluster counts as
     /// unavailable (`KAFKA_DELIVERY_TIMEOUT_SECS`).
@@ -83,7 +81,7 @@ pub struct Parts {
     /// Where lines counted as errors go, when `DEAD_LETTER_PATH` is set.
     pub dead_letters: Option<crate::deadletter::Sender>,
     /// The keys of lines without a `messageId`.
-    pub keys: crate::keys::LineKeys,
+    pub keys: rw_core::keys::LineKeys,
     /// Whether a batch whose answer was lost is looked for before it is sent again: false
     /// when this worker may not read the topic (no READ permission).
     pub look_for_lost_answers: bool,
@@ -239,7 +237,7 @@ impl Engine {
     pub async fn run(
         self: &Arc<Self>,
         files: Vec<FileTask>,
-        recovered: Option<crate::resume::recover::Recovered>,
+        recovered: Option<rw_core::resume::recover::Recovered>,
         shutdown: &CancellationToken,
     ) -> RunEnd {
         let cancel = shutdown.child_token();
@@ -252,8 +250,10 @@ impl Engine {
         let me = Arc::clone(self);
         let cpu_cancel = cancel.clone();
         let rt = tokio::runtime::Handle::current();
-        let spawned =
-            std::thread::Builder::new().name("parser".into()).stack_size(PARSER_STACK_BYTES).spawn(move || {
+        let spawned = std::thread::Builder::new()
+            .name("parser".into())
+            .stack_size(rw_core::extract::PARSER_STACK_BYTES)
+            .spawn(move || {
                 let stage = CpuStage::new(&me, &btx, &cpu_cancel, rt, recovered);
                 let _ = done_tx.send(stage.run(frx));
             });

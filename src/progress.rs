@@ -2,7 +2,7 @@
 //! the status row shows. One mutex, taken once per chunk by the CPU stage and once per
 //! acknowledged batch by the producer, never per line.
 //!
-//! The counters only ever include lines up to the watermark (see [`crate::tracker`]), so
+//! The counters only ever include lines up to the watermark (see [`rw_core::tracker`]), so
 //! every snapshot is exact for its resume point. A file counts as processed, and its
 //! `file done` line is logged, when the watermark passes its end, so files finish in
 //! files.json order whatever order their batches were acknowledged in. Each time
@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use crate::resume::offsets::{Ledger, PartitionOffset};
 use crate::stats::Stats;
-use crate::tracker::{Advance, Finished, Seq, Tracker};
+use rw_core::resume::offsets::{Ledger, PartitionOffset};
+use rw_core::tracker::{Advance, Finished, Seq, Tracker};
 
 /// Settled lines between two status writes (at most; the flusher coalesces).
 pub const FLUSH_EVERY_LINES: u64 = 1000;
 
-pub use crate::resume::Snapshot;
+use rw_core::resume::Snapshot;
 
 /// What the run keeps about one file in flight, until the watermark passes its end.
 #[derive(Debug)]
@@ -218,10 +218,10 @@ impl Progress {
 
     /// Lines whose dead letters were written (`written`), or could not be: they settle as
     /// errors either way, and the lost ones are counted for the row.
-    pub fn settle_letters(&self, seqs: &[crate::tracker::Seq], written: bool) {
+    pub fn settle_letters(&self, seqs: &[rw_core::tracker::Seq], written: bool) {
         let counter = if written { &self.stats.dead_letters_written } else { &self.lost_letters };
         counter.fetch_add(seqs.len() as u64, Ordering::Relaxed);
-        self.lock().apply(|t| t.resolve(seqs, crate::tracker::LineState::Error));
+        self.lock().apply(|t| t.resolve(seqs, rw_core::tracker::LineState::Error));
     }
 
     /// Dead letters that could not be written so far.
@@ -275,7 +275,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::{Counts, LineState};
+    use rw_core::tracker::{Counts, LineState};
 
     #[test]
     fn snapshot_follows_the_watermark_across_files() {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::route::{RepositoryFormatError, Streams};
-use crate::secret::Secret;
+use rw_core::route::{RepositoryFormatError, Streams};
+use rw_core::secret::Secret;
 
 /// Bound on the repository's answer, in bytes.
 const MAX_REPOSITORY_BYTES: usize = 256 * 1024 * 1024;
@@ -21,7 +21,7 @@ pub enum RepositoryError {
 
 /// The URL without query or fragment (tokens sometimes ride there).
 fn display_url(url: &str) -> String {
-    crate::secret::redact_url(url.split(['?', '#']).next().unwrap_or(url))
+    rw_core::secret::redact_url(url.split(['?', '#']).next().unwrap_or(url))
 }
 
 /// GETs the repository and parses it.

@@ -42,20 +42,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rskafka::record::Record;
+use rw_core::broker::Record;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerError, Failure, Fetched, Records};
 use crate::config::Config;
-use crate::generate::Rng;
-use crate::jobfile::JobOptions;
-use crate::keys::LineKeys;
-use crate::resume::offsets::PartitionOffset;
-use crate::resume::WorkerStatus;
-use crate::route::HEADER;
-use crate::status::{OwnTables, StatusError, StatusRow, StatusStore, StoredRow};
+use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
 use crate::testutil::{small_tuning, Injected, MemoryStatus};
-use crate::tracker::Counts;
+use rw_core::broker::{Broker, BrokerError, Failure, Fetched, Records};
+use rw_core::generate::Rng;
+use rw_core::jobfile::JobOptions;
+use rw_core::keys::LineKeys;
+use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::StoredRow;
+use rw_core::resume::WorkerStatus;
+use rw_core::route::HEADER;
+use rw_core::tracker::Counts;
 
 /// What the simulation draws besides numbers below a bound.
 trait Draw {
@@ -369,7 +370,7 @@ impl StatusStore for SimStore<'_> {
     fn prepare<'a>(
         &'a self,
         json: &'a str,
-        assignment: &'a crate::resume::Assignment,
+        assignment: &'a rw_core::resume::Assignment,
     ) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
         Box::pin(async move {
             self.fault(false)?;
@@ -576,7 +577,7 @@ async fn worker_lifecycle(
 /// whose read-back was cut or failed (position in files.json, line), from which it may send
 /// lines again.
 struct Lifecycle {
-    row: crate::resume::Snapshot,
+    row: rw_core::resume::Snapshot,
     fallbacks: Vec<(usize, u64)>,
 }
 
@@ -605,7 +606,7 @@ fn schedule(seed: u64) -> Findings {
     let results = rt.block_on(futures::future::join_all((0..workers).map(|w| {
         // Confined or not, drawn per schedule: two workers share the partitions, or each has its own.
         let spread =
-            if confined { crate::broker::Spread::Own { worker: w, workers } } else { crate::broker::Spread::All };
+            if confined { rw_core::broker::Spread::Own { worker: w, workers } } else { rw_core::broker::Spread::All };
         let cfg = Config { worker_index: w, total_workers: workers, spread, ..base.clone() };
         worker_lifecycle(cfg, &stores[w as usize], Arc::clone(&log), rng.fork(), busy)
     })));

@@ -25,7 +25,7 @@ pub struct Stats {
     /// Looks for a batch whose answer was lost, by result.
     lost_answer_checks: Mutex<BTreeMap<&'static str, u64>>,
     /// Falls back to sending lines again unseen, by kind.
-    fallbacks: Mutex<BTreeMap<crate::resume::Fallback, u64>>,
+    fallbacks: Mutex<BTreeMap<rw_core::resume::Fallback, u64>>,
     /// Dead letters written.
     pub dead_letters_written: AtomicU64,
     /// Produce requests sent again, by Kafka error code (or the kind of failure when Kafka
@@ -87,7 +87,7 @@ impl Stats {
     }
 
     /// The worker fell back to sending lines again unseen (and said so in its log).
-    pub fn fell_back(&self, fallback: crate::resume::Fallback) {
+    pub fn fell_back(&self, fallback: rw_core::resume::Fallback) {
         *self.fallbacks.lock().entry(fallback).or_default() += 1;
     }
 

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rskafka::record::Record;
+use rw_core::broker::Record;
 
-use crate::broker::{Broker, BrokerError, Failure, Records};
 use crate::config::{Config, Tuning};
-use crate::jobfile::{FileEntry, JobOptions};
 use crate::progress::Progress;
-use crate::resume::offsets::PartitionOffset;
-use crate::status::{OwnTables, StatusError, StatusRow, StatusStore, StoredRow};
+use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
+use rw_core::broker::{Broker, BrokerError, Failure, Records};
+use rw_core::jobfile::{FileEntry, JobOptions};
+use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::StoredRow;
 
 /// What the fake does with one produce call: acknowledge, or fail as the class says, after
 /// the delay.
@@ -227,7 +228,7 @@ impl Broker for FakeBroker {
         topic: &'a str,
         partition: i32,
         offset: i64,
-    ) -> BoxFuture<'a, Result<crate::broker::Fetched, BrokerError>> {
+    ) -> BoxFuture<'a, Result<rw_core::broker::Fetched, BrokerError>> {
         Box::pin(async move {
             if self.failing_fetches.lock().unwrap().iter().any(|(t, p)| t == topic && *p == partition) {
                 let source = Box::new(Injected(usize::MAX));
@@ -241,7 +242,7 @@ impl Broker for FakeBroker {
             let scanned = &records[from..stable.min(from + 100)];
             let page = scanned.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
             let next = if scanned.is_empty() { offset } else { (from + scanned.len()) as i64 };
-            Ok(crate::broker::Fetched { records: page.collect(), high_watermark: records.len() as i64, next })
+            Ok(rw_core::broker::Fetched { records: page.collect(), high_watermark: records.len() as i64, next })
         })
     }
 }
@@ -254,7 +255,7 @@ impl Broker for FakeBroker {
 pub struct MemoryStatus {
     pub stored: Mutex<Option<StoredRow>>,
     /// The assignment the last run claimed the row with.
-    pub assignment: Mutex<Option<crate::resume::Assignment>>,
+    pub assignment: Mutex<Option<rw_core::resume::Assignment>>,
     pub offsets: Mutex<Vec<PartitionOffset>>,
     pub writes: Mutex<Vec<StatusRow>>,
     pub taken_over: std::sync::atomic::AtomicBool,
@@ -274,11 +275,15 @@ impl StatusStore for MemoryStatus {
     fn prepare<'a>(
         &'a self,
         _: &'a str,
-        assignment: &'a crate::resume::Assignment,
+        assignment: &'a rw_core::resume::Assignment,
     ) -> BoxFuture<'a, Result<OwnTables, StatusError>> {
         Box::pin(async move {
-            let started =
-                self.stored.lock().unwrap().as_ref().is_some_and(|r| r.status != crate::status::WorkerStatus::Pending);
+            let started = self
+                .stored
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|r| r.status != rw_core::resume::WorkerStatus::Pending);
             let mut stored = self.assignment.lock().unwrap();
             if let Some(changed) = stored.as_ref().filter(|_| started).and_then(|b| assignment.changed_from(b)) {
                 return Err(changed.into());
@@ -305,7 +310,7 @@ impl StatusStore for MemoryStatus {
                 if let Some(s) = stored.as_ref() {
                     let behind = row.snapshot.counts.total < s.snapshot.counts.total
                         || row.snapshot.processed_files < s.snapshot.processed_files;
-                    if s.status == crate::status::WorkerStatus::Completed || behind {
+                    if s.status == rw_core::resume::WorkerStatus::Completed || behind {
                         return Err(StatusError::RowAhead { job, index, status: s.status });
                     }
                 }
@@ -378,10 +383,10 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         job_id: "job".into(),
         worker_index: 0,
         total_workers: 1,
-        database: crate::dburl::DbUrl::parse("postgres://unused").expect("a valid URL"),
+        database: rw_core::dburl::DbUrl::parse("postgres://unused").expect("a valid URL"),
         kafka: None,
         topic: "t".into(),
-        spread: crate::broker::Spread::Own { worker: 0, workers: 1 },
+        spread: rw_core::broker::Spread::Own { worker: 0, workers: 1 },
         repository: None,
         files,
         job,

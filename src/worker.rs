@@ -14,19 +14,22 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
-use crate::broker::{Broker, BrokerError, DryRun};
 use crate::config::Config;
-use crate::filter::Filter;
 use crate::metrics::Telemetry;
 use crate::pipeline::{Engine, FileTask, Parts, RunEnd};
-use crate::progress::{Progress, Snapshot};
-use crate::resume::offsets::PartitionOffset;
-use crate::resume::recover::Recovered;
-use crate::resume::{start_point, Reconciled, StartPoint};
-use crate::route::Router;
+use crate::progress::Progress;
+use crate::resume::Reconciled;
 use crate::source::Sources;
-use crate::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore, WorkerStatus};
+use crate::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore};
+use rw_core::backoff::Backoff;
+use rw_core::broker::{Broker, BrokerError, DryRun};
+use rw_core::filter::Filter;
+use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::recover::Recovered;
+use rw_core::resume::Snapshot;
+use rw_core::resume::WorkerStatus;
+use rw_core::resume::{start_point, StartPoint};
+use rw_core::route::Router;
 
 /// How long start-up waits for the database and the repository.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -215,7 +218,7 @@ impl Connected {
     }
 
     /// The router's topics and the partitions of each this worker sends to.
-    fn own(&self, spread: crate::broker::Spread) -> Vec<(String, Vec<i32>)> {
+    fn own(&self, spread: rw_core::broker::Spread) -> Vec<(String, Vec<i32>)> {
         self.topics().into_iter().map(|(t, n)| (t, spread.partitions(n))).collect()
     }
 }
@@ -239,8 +242,8 @@ impl<'a> Run<'a> {
     }
 
     /// What this run is given, stored with its claim of the row.
-    fn assignment(&self) -> crate::resume::Assignment {
-        crate::resume::Assignment::of(&self.cfg.files, &self.assigned, self.cfg.total_workers)
+    fn assignment(&self) -> rw_core::resume::Assignment {
+        rw_core::resume::Assignment::of(&self.cfg.files, &self.assigned, self.cfg.total_workers)
     }
 
     fn path(&self, i: usize) -> &'a str {
@@ -254,7 +257,7 @@ impl<'a> Run<'a> {
     /// Where to start, or the stored snapshot when the row says this worker completed.
     async fn start_point(&self) -> Result<Result<StartPoint, Snapshot>, RunError> {
         let stored = self.store.read_row().await?;
-        crate::resume::assignment::check_row(&self.cfg.files, &self.assigned, stored.as_ref())
+        rw_core::resume::assignment::check_row(&self.cfg.files, &self.assigned, stored.as_ref())
             .map_err(StatusError::from)?;
         if let Some(done) = stored.as_ref().filter(|r| r.status == WorkerStatus::Completed) {
             return Ok(Err(done.snapshot.clone()));
@@ -279,7 +282,7 @@ impl<'a> Run<'a> {
     /// Records `failed` with the error (best effort) and hands the error back.
     async fn fail(&self, snapshot: Snapshot, e: impl Into<RunError>) -> RunError {
         let e = e.into();
-        let row = self.row(WorkerStatus::Failed, snapshot, Some(crate::error::Chain(&e).to_string()));
+        let row = self.row(WorkerStatus::Failed, snapshot, Some(rw_core::error::Chain(&e).to_string()));
         let _ = self.store.write(&row, None).await;
         e
     }
@@ -348,9 +351,9 @@ impl<'a> Run<'a> {
 
     /// The keys of the lines this run may find in the topic: its files from the start point
     /// on, and in the first of them the lines from where it starts.
-    fn ours(&self, start: &StartPoint) -> crate::keys::Ours {
-        let keys = crate::keys::LineKeys::for_job(&self.cfg.job_id);
-        crate::keys::Ours::new((start.file..self.assigned.len()).map(|i| {
+    fn ours(&self, start: &StartPoint) -> rw_core::keys::Ours {
+        let keys = rw_core::keys::LineKeys::for_job(&self.cfg.job_id);
+        rw_core::keys::Ours::new((start.file..self.assigned.len()).map(|i| {
             let first = if i == start.file { start.first_line } else { 1 };
             (keys.file(self.assigned[i], self.path(i)), first)
         }))
@@ -380,7 +383,7 @@ impl<'a> Run<'a> {
             }
         };
         let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to).with_events(&cfg.job.events);
-        let keys = crate::keys::LineKeys::for_job(&cfg.job_id);
+        let keys = rw_core::keys::LineKeys::for_job(&cfg.job_id);
         let parts = Parts {
             filter,
             router,
@@ -501,7 +504,7 @@ impl<'a> Run<'a> {
             }
         }
         let error = match &stopped {
-            Some(e) => Some(crate::error::Chain(e).to_string()),
+            Some(e) => Some(rw_core::error::Chain(e).to_string()),
             None if status == WorkerStatus::Cancelled => Some(cancelled_error(&snapshot, files_error.as_deref())),
             None => files_error,
         };
@@ -559,7 +562,7 @@ async fn drain_dead_letters(writer: DeadLetterWriter) {
         }
         Ok(Ok(Ok(w))) if w.letters > 0 => tracing::info!(records = w.letters, "dead letters written"),
         Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %crate::error::Chain(&e), "dead letters could not be written"),
+        Ok(Ok(Err(e))) => tracing::error!(error = %rw_core::error::Chain(&e), "dead letters could not be written"),
         Ok(Err(e)) => tracing::error!(error = %e, "dead-letter writer failed"),
         Err(_) => tracing::error!("dead-letter writer did not finish within {DEAD_LETTER_DRAIN:?}"),
     }
@@ -591,12 +594,12 @@ async fn write_final(
             tracing::error!(
                 attempts = attempt,
                 secs = started.elapsed().as_secs(),
-                error = %crate::error::Chain(&e),
+                error = %rw_core::error::Chain(&e),
                 "final status write failed; giving up, the run exits non-zero so that it is run again"
             );
             return Err(RunError::FinalRow { status: row.status, after: started.elapsed(), source: e });
         }
-        tracing::warn!(attempt, error = %crate::error::Chain(&e), "final status write failed");
+        tracing::warn!(attempt, error = %rw_core::error::Chain(&e), "final status write failed");
         tokio::time::sleep(pause).await;
     }
 }
@@ -609,7 +612,7 @@ pub async fn report_config_failure(args: &crate::config::WorkerArgs, error: &str
     };
     let Ok(store) = PgStatus::connect_to(url, job, idx, Duration::from_secs(5)).await else { return };
     let workers = args.total_workers.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let nothing = crate::resume::Assignment::of(&[], &[], workers);
+    let nothing = rw_core::resume::Assignment::of(&[], &[], workers);
     if store.prepare("{}", &nothing).await.is_err() {
         return;
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::MockCluster;
 use common::*;
-use reprocessing_worker::generate::{ndjson, Shape};
+use rw_core::generate::{ndjson, Shape};
 
 const BATCH: u64 = 500;
 const IN_FLIGHT: u64 = 4;

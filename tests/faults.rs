@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::fault_proxy::FaultProxy;
 use common::*;
-use reprocessing_worker::generate::{ndjson, Rng, Shape};
+use rw_core::generate::{ndjson, Rng, Shape};
 
 const BATCH: u64 = 500;
 const IN_FLIGHT: u64 = 4;

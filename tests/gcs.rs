@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::fault_proxy::FaultProxy;
 use common::*;
-use reprocessing_worker::generate::{ndjson, Shape};
+use rw_core::generate::{ndjson, Shape};
 
 /// Uploads `bytes` to the fake GCS server (creating the bucket) and returns the gs:// URL.
 fn put_gcs(bucket: &str, name: &str, bytes: &[u8]) -> String {
@@ -153,8 +153,7 @@ fn plan_lists_a_gcs_prefix_over_several_pages() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let listed =
-        reprocessing_worker::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
+    let listed = rw_core::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
     let mut got: Vec<(String, u64)> = listed.into_iter().map(|f| (f.path, f.size)).collect();
     got.sort();
     assert_eq!(got, want, "all 7 objects under the prefix, over 3 pages, with their sizes");

@@ -6,11 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use reprocessing_worker::broker::{Broker, Records, KEY_LEN};
 use reprocessing_worker::config::{KafkaCompression, KafkaConfig, SecurityProtocol};
-use reprocessing_worker::kafka::KafkaBroker;
+use reprocessing_worker::kafka::{to_rskafka, KafkaBroker};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
+use rw_core::broker::{Broker, Records, KEY_LEN};
 
 /// Produces after an idle pause, this many times.
 const ROUNDS: usize = 9;
@@ -46,11 +46,11 @@ async fn an_idle_produce_is_acknowledged_without_a_delayed_ack_stall() {
     // rskafka alone: its sockets keep Nagle's algorithm.
     let client = ClientBuilder::new(vec![bootstrap.clone()]).build().await.unwrap();
     let pc = client.partition_client(&topic, 0, UnknownTopicHandling::Retry).await.unwrap();
-    pc.produce(batch(0).to_kafka(), Compression::NoCompression).await.unwrap();
+    pc.produce(to_rskafka(&batch(0)), Compression::NoCompression).await.unwrap();
     let mut plain = Vec::new();
     for i in 0..ROUNDS {
         tokio::time::sleep(IDLE).await;
-        let records = batch(i).to_kafka();
+        let records = to_rskafka(&batch(i));
         let t = Instant::now();
         pc.produce(records, Compression::NoCompression).await.unwrap();
         plain.push(t.elapsed());

@@ -1,9 +1,11 @@
-//! The imports run one way, checked from the `use` lines and `crate::`/`super::` paths of
-//! `src/`, against the code map in ARCHITECTURE.md:
+//! What the compiler cannot see of the layers, checked from the `use` lines and
+//! `crate::`/`super::` paths of both crates against the code map in ARCHITECTURE.md. The pure
+//! core is its own crate, `rw-core`, which cannot import the worker crate or an IO crate
+//! (the compiler refuses); inside each crate:
 //!
-//! - every module of the library is in exactly one of the code map's three tables (pure core,
-//!   IO, wiring), and every module the tables name exists;
-//! - no module imports from a layer above its own (core → IO → wiring);
+//! - every module of `crates/core/src` is in the code map's pure core table, every module of
+//!   `src/` in its IO or wiring table, once, and every module the tables name exists;
+//! - no module of the worker crate imports from the wiring when it is IO;
 //! - no two modules import each other, directly or around a circle, and neither do the folders
 //!   (`resume/`, `pipeline/`, …) taken as one.
 //!
@@ -15,6 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const LAYERS: [&str; 3] = ["pure core", "IO", "wiring"];
+
+/// The crates: the pure core, and the worker (IO and the wiring) above it.
+const CORE: &str = "crates/core/src";
+const WORKER: &str = "src";
 
 /// A module path without `crate::`, e.g. `resume::rule`; the crate root is "".
 type Module = String;
@@ -39,9 +45,10 @@ fn is_test_file(rel: &Path) -> bool {
     name == "tests.rs" || name.ends_with("_tests.rs")
 }
 
-/// The library's source files by module, test files and the binaries left out.
-fn library_files() -> BTreeMap<Module, String> {
-    let src = root().join("src");
+/// A crate's library source files (`src` is [`CORE`] or [`WORKER`]) by module, test files and
+/// the binaries left out.
+fn library_files(src: &str) -> BTreeMap<Module, String> {
+    let src = root().join(src);
     let mut out = BTreeMap::new();
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
@@ -153,8 +160,9 @@ fn resolve(path: &[String], modules: &BTreeSet<Module>) -> Option<Module> {
     (1..=path.len()).rev().map(|n| path[..n].join("::")).find(|m| modules.contains(m))
 }
 
-/// The code map: module → layer, from ARCHITECTURE.md's three tables.
-fn code_map() -> BTreeMap<Module, usize> {
+/// The code map of the crate in `src` ([`CORE`], or [`WORKER`]): module → layer, from
+/// ARCHITECTURE.md's three tables (the first is the core crate's, the others the worker's).
+fn code_map(src: &str) -> BTreeMap<Module, usize> {
     let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
     let section = doc.split("\n## Code map").nth(1).expect("ARCHITECTURE.md has a code map");
     let section = section.split("\n## ").next().unwrap();
@@ -165,6 +173,9 @@ fn code_map() -> BTreeMap<Module, usize> {
             layer = Some(n);
         } else if line.starts_with("| `") {
             let layer = layer.expect("a table under a layer's heading");
+            if (layer == 0) != (src == CORE) {
+                continue;
+            }
             let cell = line.split(" | ").next().unwrap();
             for name in cell.split('`').skip(1).step_by(2) {
                 if name.ends_with(".rs") {
@@ -211,8 +222,8 @@ fn circle(edges: &BTreeMap<Module, BTreeSet<Module>>) -> Option<Vec<Module>> {
 }
 
 /// Module → the modules it imports from (itself, its own children and the crate root left out).
-fn import_graph() -> BTreeMap<Module, BTreeSet<Module>> {
-    let files = library_files();
+fn import_graph(src: &str) -> BTreeMap<Module, BTreeSet<Module>> {
+    let files = library_files(src);
     let modules: BTreeSet<Module> = files.keys().cloned().collect();
     let mut edges = BTreeMap::new();
     for (module, text) in &files {
@@ -228,21 +239,26 @@ fn import_graph() -> BTreeMap<Module, BTreeSet<Module>> {
 
 #[test]
 fn the_code_map_names_every_module_once() {
-    let map = code_map();
-    let files = library_files();
-    for module in files.keys().filter(|m| !m.is_empty()) {
-        assert!(map.contains_key(module), "src: module {module} is not in ARCHITECTURE.md's code map");
-    }
-    for module in map.keys() {
-        assert!(files.contains_key(module), "ARCHITECTURE.md's code map names {module}, which is not a module of src/");
+    for src in [CORE, WORKER] {
+        let map = code_map(src);
+        let files = library_files(src);
+        for module in files.keys().filter(|m| !m.is_empty()) {
+            assert!(map.contains_key(module), "{src}: module {module} is not in ARCHITECTURE.md's code map");
+        }
+        for module in map.keys() {
+            assert!(
+                files.contains_key(module),
+                "ARCHITECTURE.md's code map names {module}, which is not a module of {src}/"
+            );
+        }
     }
 }
 
 #[test]
 fn no_import_runs_back_up_the_layers() {
-    let map = code_map();
+    let map = code_map(WORKER);
     let mut upward = Vec::new();
-    for (from, targets) in import_graph() {
+    for (from, targets) in import_graph(WORKER) {
         let Some(&own) = map.get(&from) else { continue };
         for to in targets.iter().filter(|t| map.get(*t).is_some_and(|&l| l > own)) {
             upward.push(format!("{from} ({}) imports {to} ({})", LAYERS[own], LAYERS[map[to]]));
@@ -253,23 +269,26 @@ fn no_import_runs_back_up_the_layers() {
 
 #[test]
 fn no_modules_import_each_other() {
-    let graph = import_graph();
-    if let Some(c) = circle(&graph) {
-        panic!("modules in a circle: {}", c.join(" → "));
+    for src in [CORE, WORKER] {
+        if let Some(c) = circle(&import_graph(src)) {
+            panic!("{src}: modules in a circle: {}", c.join(" → "));
+        }
     }
 }
 
 #[test]
 fn no_folders_import_each_other() {
     let folder = |m: &str| m.split("::").next().unwrap().to_owned();
-    let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
-    for (from, targets) in import_graph() {
-        let f = folder(&from);
-        let entry = edges.entry(f.clone()).or_default();
-        entry.extend(targets.iter().map(|t| folder(t)).filter(|t| *t != f));
-    }
-    if let Some(c) = circle(&edges) {
-        panic!("folders in a circle: {}", c.join(" → "));
+    for src in [CORE, WORKER] {
+        let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
+        for (from, targets) in import_graph(src) {
+            let f = folder(&from);
+            let entry = edges.entry(f.clone()).or_default();
+            entry.extend(targets.iter().map(|t| folder(t)).filter(|t| *t != f));
+        }
+        if let Some(c) = circle(&edges) {
+            panic!("{src}: folders in a circle: {}", c.join(" → "));
+        }
     }
 }
 

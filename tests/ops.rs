@@ -110,9 +110,8 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
     use base64::Engine as _;
     let b64 = docs[0].pointer(["binaryData", "files.json"]).and_then(|v| v.as_str()).unwrap();
     let gz = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
-    let listed = reprocessing_worker::jobfile::parse_files_list(&gz).unwrap();
-    let written =
-        reprocessing_worker::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
+    let listed = rw_core::jobfile::parse_files_list(&gz).unwrap();
+    let written = rw_core::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
     assert_eq!(listed, written);
     assert_eq!(listed.len(), 2200);
     let loads: Vec<u64> = (0..4).map(|w| listed.iter().skip(w).step_by(4).map(|f| f.size).sum()).collect();
@@ -148,7 +147,7 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
 fn status_shows_a_live_job_then_its_totals() {
     common::needs_services!();
     let job = Job::new(3);
-    let data = reprocessing_worker::generate::ndjson(3, &Default::default(), 60_000);
+    let data = rw_core::generate::ndjson(3, &Default::default(), 60_000);
     let p = job.write("f.ndjson", &data);
     job.files(&[(p, data.len() as u64)]);
     job.config(r#"{"connection_ids":["c"],"batch_size":200}"#);
@@ -199,7 +198,7 @@ fn status_json_totals_match_the_rows_and_unknown_jobs_fail() {
     let job = Job::new(2);
     let mut files = Vec::new();
     for i in 0..5 {
-        let mut data = reprocessing_worker::generate::ndjson(10 + i, &Default::default(), 500 + 100 * i);
+        let mut data = rw_core::generate::ndjson(10 + i, &Default::default(), 500 + 100 * i);
         data.extend_from_slice(b"not json\n\n");
         files.push((job.write(&format!("f{i}.ndjson"), &data), data.len() as u64));
     }
@@ -265,7 +264,7 @@ fn status_json_totals_match_the_rows_and_unknown_jobs_fail() {
 fn progress_line_in_a_terminal_and_never_in_a_pipe() {
     common::needs_services!();
     let job = Job::new(1);
-    let data = reprocessing_worker::generate::ndjson(4, &Default::default(), 30_000);
+    let data = rw_core::generate::ndjson(4, &Default::default(), 30_000);
     let p = job.write("f.ndjson", &data);
     job.files(&[(p, data.len() as u64)]);
     job.config(r#"{"connection_ids":["c"],"dry_run":true}"#);

@@ -8,13 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use reprocessing_worker::resume::offsets::PartitionOffset;
-use reprocessing_worker::status::{OwnTables, PgStatus, Snapshot, StatusError, StatusRow, StatusStore, WorkerStatus};
-use reprocessing_worker::tracker::Counts;
+use reprocessing_worker::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore};
+use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::{Snapshot, WorkerStatus};
+use rw_core::tracker::Counts;
 
 /// The assignment of worker 0 of 1 with no files.
-fn one_worker() -> reprocessing_worker::resume::Assignment {
-    reprocessing_worker::resume::Assignment::of(&[], &[], 1)
+fn one_worker() -> rw_core::resume::Assignment {
+    rw_core::resume::Assignment::of(&[], &[], 1)
 }
 
 fn row(status: WorkerStatus, total: u64) -> StatusRow {

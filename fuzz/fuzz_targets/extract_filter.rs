@@ -4,11 +4,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use reprocessing_worker::extract::{extract, extract_with, Fields};
-use reprocessing_worker::filter::{parse_time, Filter};
-use reprocessing_worker::jobfile::parse_job_config;
-use reprocessing_worker::route::{Router, Streams};
-use reprocessing_worker::select::StreamSelector;
+use rw_core::extract::{extract, extract_with, Fields};
+use rw_core::filter::{parse_time, Filter};
+use rw_core::jobfile::parse_job_config;
+use rw_core::route::{Router, Streams};
+use rw_core::select::StreamSelector;
 
 const REPO: &[u8] =
     br#"[{"stream":{"id":"s1"},"shard":2,"destinations":[{"id":"d","connectionId":"c","destinationType":"x"}]}]"#;

@@ -85,7 +85,7 @@ async fn main() {
     let mut stores = Vec::new();
     for i in 0..a.workers {
         let store = PgStatus::connect_to(&a.database_url, &job, i, Duration::from_secs(30)).await.expect("connect");
-        let assignment = reprocessing_worker::resume::Assignment::of(&[], &[], a.workers);
+        let assignment = rw_core::resume::Assignment::of(&[], &[], a.workers);
         store.prepare("{}", &assignment).await.expect("prepare");
         stores.push(store);
     }

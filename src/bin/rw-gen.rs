@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use clap::Parser;
-use reprocessing_worker::generate::{line, Rng, Shape};
+use rw_core::generate::{line, Rng, Shape};
 
 #[derive(Parser)]
 #[command(about = "Generates realistic failover NDJSON files")]

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use reprocessing_worker::broker::{Broker, Spread};
 use reprocessing_worker::config::{KafkaCompression, KafkaConfig, SecurityProtocol};
-use reprocessing_worker::keys::{LineKeys, Ours};
-use reprocessing_worker::resume::offsets::PartitionOffset;
 use reprocessing_worker::resume::readback::{read_back, Caps};
+use rw_core::broker::{Broker, Spread};
+use rw_core::keys::{LineKeys, Ours};
+use rw_core::resume::offsets::PartitionOffset;
 
 #[derive(Parser)]
 #[command(about = "Reads a topic back as a resumed worker does, and times it")]

@@ -16,13 +16,13 @@
 
 use std::sync::Arc;
 
-use super::fallback::Fallback;
-use super::offsets::{Ledger, PartitionOffset};
 use super::readback::{read_back, Caps, Report};
-use super::recover::Recovered;
-use super::rule::StartPoint;
-use crate::broker::{Broker, BrokerError};
-use crate::keys::Ours;
+use rw_core::broker::{Broker, BrokerError};
+use rw_core::keys::Ours;
+use rw_core::resume::offsets::{Ledger, PartitionOffset};
+use rw_core::resume::recover::Recovered;
+use rw_core::resume::rule::StartPoint;
+use rw_core::resume::Fallback;
 
 /// Logged by a resume that has nothing to read back: no earlier run of this worker stored its
 /// offsets, which each stores before it sends anything, and its row counts no line.
@@ -50,7 +50,7 @@ pub struct Reconciled {
 pub struct Topics<'a> {
     /// Each topic and its partition count.
     pub all: &'a [(String, i32)],
-    /// Each topic and the partitions this worker sends to (see [`crate::broker::Spread`]).
+    /// Each topic and the partitions this worker sends to (see [`rw_core::broker::Spread`]).
     pub own: &'a [(String, Vec<i32>)],
 }
 
@@ -97,7 +97,7 @@ pub async fn reconcile(
         Err(e) => {
             tracing::warn!(
                 fallback = Fallback::Off.name(),
-                error = %crate::error::Chain(&e),
+                error = %rw_core::error::Chain(&e),
                 "read-back incomplete: unsettled lines after the resume point are sent again"
             );
             let fallbacks = vec![Fallback::Off];

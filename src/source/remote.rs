@@ -6,10 +6,10 @@
 
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
-use crate::location::Location;
+use rw_core::location::Location;
 
 use super::{ChunkOut, SourceError};
-use crate::backoff::Backoff;
+use rw_core::backoff::Backoff;
 
 /// Why one ranged GET failed.
 pub(super) enum GetError {
@@ -185,7 +185,7 @@ impl Ranged for GcsObject<'_> {
         while let Some(part) = body.next().await {
             match part {
                 Ok(bytes) => buf.extend_from_slice(&bytes),
-                Err(e) => return Err(GetError::Failed(format!("body cut short: {}", crate::error::Chain(&e)))),
+                Err(e) => return Err(GetError::Failed(format!("body cut short: {}", rw_core::error::Chain(&e)))),
             }
         }
         if buf.len() == before {
@@ -200,7 +200,7 @@ impl GcsObject<'_> {
     /// client reports as a generic error: a failed first read asks for the object's size.
     async fn classify(&self, from: u64, e: object_store::Error) -> GetError {
         use object_store::Error as E;
-        let shown = crate::error::Chain(&e).to_string();
+        let shown = rw_core::error::Chain(&e).to_string();
         if crate::tls::certificate_refused(&e) {
             return GetError::Open(untrusted(shown));
         }

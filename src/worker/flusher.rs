@@ -17,9 +17,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::progress::{Progress, Snapshot};
-use crate::resume::offsets::PartitionOffset;
-use crate::status::{StatusError, StatusRow, StatusStore, WorkerStatus};
+use crate::progress::Progress;
+use crate::status::{StatusError, StatusRow, StatusStore};
+use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::Snapshot;
+use rw_core::resume::WorkerStatus;
 
 /// What the flusher reads: a run's progress. [`Progress`] in the worker; the fleet bench
 /// (`rw-fleet`) feeds synthetic ones.
@@ -153,7 +155,7 @@ impl Flusher<'_> {
                 Err(e) => {
                     self.tell(Turn::WriteFailed);
                     if !failing {
-                        tracing::warn!(error = %crate::error::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
+                        tracing::warn!(error = %rw_core::error::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
                     }
                     failing = true;
                 }
@@ -186,7 +188,7 @@ impl Synthetic {
 impl Progressing for Synthetic {
     fn snapshot(&self) -> Snapshot {
         let lines = self.lines_at(Instant::now());
-        let counts = crate::tracker::Counts { total: lines, success: lines, ..Default::default() };
+        let counts = rw_core::tracker::Counts { total: lines, success: lines, ..Default::default() };
         Snapshot {
             counts,
             current_file: Some("s3://fleet/synthetic.ndjson".into()),

@@ -151,7 +151,7 @@ fn base64_matches_the_rfc() {
 /// stream, so it skipped every line).
 #[test]
 fn the_deploy_examples_job_keeps_a_line_of_its_window() {
-    let yaml = include_str!("../../../deploy/k8s/indexed-job.yaml");
+    let yaml = include_str!("../../../../deploy/k8s/indexed-job.yaml");
     let line = yaml.lines().find(|l| l.trim_start().starts_with("config.json: '")).expect("the example's config.json");
     let json = line.trim().trim_start_matches("config.json: '").trim_end_matches('\'');
     let job = crate::jobfile::parse_job_config(json.as_bytes()).expect("the example's config.json parses");

@@ -7,7 +7,7 @@
 //!
 //! Otherwise, with `connection_ids` in the job config, every line gets them and goes to the
 //! destinations topic. Otherwise the streams repository (fetched once at start-up, see
-//! [`crate::repository`]) maps a stream id to its destinations, as Jitsu ingest does:
+//! the worker crate's `repository`) maps a stream id to its destinations, as Jitsu ingest does:
 //! - a line is looked up by `origin.sourceId`, or by `origin.slug` when `sourceId` is empty;
 //! - its connection ids are the `connectionId`s of the destinations that have an `id` and a
 //!   `destinationType`, leaving out the browser-side types [`BROWSER_SIDE_TYPES`];

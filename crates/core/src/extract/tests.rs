@@ -113,7 +113,7 @@ fn deep_nesting_is_bounded_without_overflowing_the_stack() {
 fn nesting_at_the_limit_parses_on_a_worker_sized_stack() {
     // The CPU stage runs on a thread with PARSER_STACK_BYTES of stack; the limit must fit.
     let handle = std::thread::Builder::new()
-        .stack_size(crate::pipeline::PARSER_STACK_BYTES)
+        .stack_size(crate::extract::PARSER_STACK_BYTES)
         .spawn(|| {
             let depth = MAX_DEPTH - 1;
             let mut line = b"{\"a\":".to_vec();

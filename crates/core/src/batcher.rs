@@ -397,7 +397,7 @@ mod tests {
 
     /// The exact encoded size of records in a v2 batch (uncompressed), written from the
     /// format's description, independently of rskafka.
-    fn encoded_size(records: &[rskafka::record::Record]) -> usize {
+    fn encoded_size(records: &[crate::broker::Record]) -> usize {
         let vl = written_varint_len;
         let first = records[0].timestamp.timestamp_millis();
         let mut total = BATCH_OVERHEAD;

@@ -63,19 +63,6 @@ impl Backoff {
     }
 }
 
-#[cfg(feature = "io")]
-impl Backoff {
-    /// rskafka's form of this policy, with its overall deadline.
-    pub fn to_rskafka(self, deadline: Duration) -> rskafka::BackoffConfig {
-        rskafka::BackoffConfig {
-            init_backoff: self.initial,
-            max_backoff: self.max,
-            base: f64::from(self.factor.max(1)),
-            deadline: Some(deadline),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,9 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 /// events nest a few levels, and 1,000 keeps the parser's recursion within a small stack.
 pub const MAX_DEPTH: usize = 1_000;
 
+/// Stack a thread that parses lines needs, in bytes: room for JSON nested to [`MAX_DEPTH`].
+pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
+
 /// The fields of one event that the worker reads.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {

@@ -13,7 +13,7 @@
 //!
 //! A record's **signature** is a 128-bit hash of its key, its value and its
 //! `connection_ids` header, each with its length, so that no two different triples run
-//! together. The read-back ([`crate::resume::readback`]) adds the signature of every record it reads
+//! together. The read-back (the worker crate's `resume::readback`) adds the signature of every record it reads
 //! after the stored start offsets. As the files are read again, a line that would be sent
 //! and whose signature has an entry left takes it and counts as delivered; it is not sent
 //! again. An entry is counted with multiplicity: a line written twice by earlier runs (a
@@ -60,7 +60,7 @@ impl Signer {
 
     /// A record's signature; `None` without a key or a `connection_ids` header (not one of
     /// this worker's records).
-    pub fn sign_record(&self, r: &rskafka::record::Record) -> Option<Signature> {
+    pub fn sign_record(&self, r: &crate::broker::Record) -> Option<Signature> {
         let (key, header) = (r.key.as_deref()?, r.headers.get(crate::route::HEADER)?);
         Some(self.sign(key, r.value.as_deref().unwrap_or_default(), header))
     }
@@ -172,14 +172,14 @@ mod tests {
     }
 
     /// Adds a record read back, as the read-back does: signed if it can be ours.
-    fn insert(r: &mut Recovered, record: &rskafka::record::Record) {
+    fn insert(r: &mut Recovered, record: &crate::broker::Record) {
         if let Some(sig) = r.signer().sign_record(record) {
             r.insert_signature(sig);
         }
     }
 
-    fn record(key: &str, value: &str, header: Option<&str>) -> rskafka::record::Record {
-        rskafka::record::Record {
+    fn record(key: &str, value: &str, header: Option<&str>) -> crate::broker::Record {
+        crate::broker::Record {
             key: Some(key.as_bytes().to_vec()),
             value: Some(value.as_bytes().to_vec()),
             headers: header.map(|h| (crate::route::HEADER.to_owned(), h.as_bytes().to_vec())).into_iter().collect(),

@@ -1,9 +1,10 @@
 //! Kafka as the worker uses it: the [`Broker`] trait (the topics' partitions, produce, where a
 //! partition ends, fetch for the read-backs), the dry-run broker, and the batch type.
 //!
-//! Production uses [`crate::kafka::KafkaBroker`]. A dry run uses [`DryRun`], which acknowledges
-//! every batch at once, so the pipeline, its counters and its status row behave exactly as in
-//! a real run. Unit tests use in-memory fakes behind the same trait.
+//! Production uses the worker crate's `kafka::KafkaBroker` (rskafka). A dry run uses
+//! [`DryRun`], which acknowledges every batch at once, so the pipeline, its counters and its
+//! status row behave exactly as in a real run. Unit tests use in-memory fakes behind the same
+//! trait. No Kafka client is a dependency here: records are this module's [`Record`].
 //!
 //! A batch keeps its records compact ([`Records`]): the values back to back in one buffer, a
 //! fixed-size key each, and the `connection_ids` header once per run of equal ones. rskafka
@@ -17,9 +18,18 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use rskafka::record::Record;
 
 use crate::route::HEADER;
+
+/// A Kafka record as produced and fetched: the fields of Kafka's record format that the
+/// worker writes and reads back (the Kafka client converts to and from its own type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+    pub timestamp: DateTime<Utc>,
+}
 
 /// Bytes of a record key: a hyphenated UUID (see [`crate::keys::LineKeys`]).
 pub const KEY_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
@@ -122,8 +132,8 @@ impl Records {
         }
     }
 
-    /// The records as rskafka takes them: key, value, the `connection_ids` header, and the
-    /// timestamp.
+    /// The records one by one, as a Kafka client takes them: key, value, the
+    /// `connection_ids` header, and the timestamp.
     pub fn to_kafka(&self) -> Vec<Record> {
         self.iter()
             .map(|r| Record {
