@@ -75,8 +75,11 @@ pub struct BatchLimits {
 /// Why a line counted as an error (for logs and dead letters).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineError {
+    /// The line is longer than the longest accepted line: its length in bytes.
     TooLong(u64),
+    /// The line is not one valid JSON object.
     Json(ExtractError),
+    /// The line cannot be routed (a line is never sent without its `connection_ids` header).
     Route(RouteError),
     /// Its record alone would pass `KAFKA_MAX_MESSAGE_BYTES`: (encoded bound, limit).
     TooLargeForKafka(usize, usize),
@@ -98,7 +101,9 @@ impl std::fmt::Display for LineError {
 /// What happened to one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Counted as skipped, and not sent, for this reason.
     Skipped(SkipReason),
+    /// Counted as an error, and not sent, for this reason.
     Error(LineError),
     /// Added to an open batch.
     Queued,
@@ -107,6 +112,7 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The state the tracker gives the line: a queued one is pending, a found one a success.
     pub fn state(&self) -> LineState {
         match self {
             Decision::Skipped(_) => LineState::Skipped,
@@ -144,6 +150,8 @@ pub struct Batcher<'a> {
 }
 
 impl<'a> Batcher<'a> {
+    /// A batcher with no open batch, filtering with `filter` and routing with `router`; a
+    /// batch holds at least one record whatever `limits.records` says.
     pub fn new(filter: &'a Filter, router: &'a Router, limits: BatchLimits) -> Self {
         let open = (0..router.topics().len()).map(|_| None).collect();
         let limits = BatchLimits { records: limits.records.max(1), ..limits };

@@ -126,9 +126,11 @@ fn kind(key: &str) -> Option<Kind> {
 /// libpq's `sslmode`. The default, as in libpq and pgx, is `prefer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SslMode {
+    /// No TLS.
     Disable,
     /// libpq tries without TLS first; here, as `prefer` (TLS when the server offers it).
     Allow,
+    /// TLS when the server offers it, the certificate not checked; else without TLS.
     #[default]
     Prefer,
     /// TLS, the certificate not checked, unless `sslrootcert` is given: then as `verify-ca`
@@ -186,6 +188,7 @@ pub enum Roots {
 /// The TLS half of the URL.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PgTls {
+    /// `sslmode`.
     pub mode: SslMode,
     /// `sslrootcert`.
     pub root_cert: Option<Roots>,
@@ -214,6 +217,7 @@ impl PgTls {
 pub struct DbUrl {
     /// The connection parameters, as a keyword/value string tokio-postgres parses.
     native: Secret,
+    /// The TLS parameters, which the worker applies itself with rustls.
     pub tls: PgTls,
     /// The session's `search_path`: `schema` as one quoted name, else `search_path` as given.
     pub search_path: Option<String>,
@@ -226,14 +230,32 @@ pub struct DbUrl {
 /// Why `DATABASE_URL` was refused. No variant holds a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DbUrlError {
+    /// A parameter neither libpq nor pgx knows: its name.
     #[error("unknown parameter {0:?} (neither libpq nor pgx knows it)")]
     Unknown(String),
+    /// A known parameter, or a value of one, that the worker does not honour.
     #[error("parameter {key:?}: {why}")]
-    Refused { key: String, why: &'static str },
+    Refused {
+        /// The parameter's name.
+        key: String,
+        /// What is not done here, and what to do instead where there is a way.
+        why: &'static str,
+    },
+    /// A parameter's value is not one the worker takes.
     #[error("parameter {key:?}: {value:?} is not one of {expected}")]
-    Value { key: String, value: String, expected: &'static str },
+    Value {
+        /// The parameter's name.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// The values taken, as a list for the message.
+        expected: &'static str,
+    },
+    /// The URL or keyword/value string is malformed, or `sslcert` and `sslkey` are not given
+    /// together: what is wrong.
     #[error("{0}")]
     Syntax(&'static str),
+    /// A parameter is given more than once: its name.
     #[error("parameter {0:?} is given twice")]
     Twice(String),
 }

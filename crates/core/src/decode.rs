@@ -17,10 +17,14 @@ use tokio::sync::mpsc;
 /// One decoded-output buffer, in bytes. Sized to stay in L2 with the parser's working set.
 pub const DECODED_BUF_BYTES: usize = 256 * 1024;
 
+/// How a file's bytes are compressed, as [`detect`] tells from its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
+    /// Not compressed: the bytes are the text.
     Plain,
+    /// gzip, one member or several.
     Gzip,
+    /// zstd, one frame or several concatenated.
     Zstd,
 }
 
@@ -38,12 +42,23 @@ pub fn detect(head: &[u8]) -> Codec {
 /// Why decoding stopped. `E` is the error of the chunks' source (the reader's, in the worker).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError<E: std::error::Error + 'static> {
+    /// The chunks' source failed: its error.
     #[error(transparent)]
     Source(E),
+    /// The compressed data is not valid for its codec.
     #[error("corrupt {codec:?} data after {decoded} decoded bytes: {reason}")]
-    Corrupt { codec: Codec, decoded: u64, reason: String },
+    Corrupt {
+        /// The codec detected from the file's magic bytes.
+        codec: Codec,
+        /// Bytes decoded before the decoder failed.
+        decoded: u64,
+        /// The decoder's error, as text.
+        reason: String,
+    },
+    /// The decompression thread could not be started.
     #[error("cannot start the decompression thread")]
     SpawnDecoder(#[source] std::io::Error),
+    /// The decompression thread panicked.
     #[error("the decompression thread panicked")]
     DecoderPanicked,
 }
@@ -199,7 +214,6 @@ fn decode_whole<E: std::error::Error>(
     })
 }
 
-/// Runs `body` on a decoder of `codec` that reads `input`.
 /// Decodes all of `data` (its codec detected by [`detect`]) into memory, up to `limit` bytes:
 /// `Ok(None)` when it is larger. For small files read whole (the mounted file list).
 pub fn decode_bounded(data: &[u8], limit: u64) -> Result<Option<Vec<u8>>, (Codec, std::io::Error)> {
@@ -212,6 +226,7 @@ pub fn decode_bounded(data: &[u8], limit: u64) -> Result<Option<Vec<u8>>, (Codec
     Ok((out.len() as u64 <= limit).then_some(out))
 }
 
+/// Runs `body` on a decoder of `codec` that reads `input`.
 fn decompressing<R: BufRead>(
     codec: Codec,
     input: R,

@@ -36,7 +36,9 @@ pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
 /// The fields of one event that the worker reads.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {
+    /// The top-level `messageId`; `None` when absent or not a string.
     pub message_id: Option<Cow<'a, str>>,
+    /// The top-level `messageCreated`, as written; `None` when absent or not a string.
     pub message_created: Option<Cow<'a, str>>,
     /// `Some` when `origin` is an object.
     pub origin: Option<Origin<'a>>,
@@ -46,17 +48,23 @@ pub struct Envelope<'a> {
     pub event_name: Option<Cow<'a, str>>,
 }
 
+/// The fields of an event's `origin` object that routing reads.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Origin<'a> {
+    /// `origin.sourceId`; `None` when absent or not a string.
     pub source_id: Option<Cow<'a, str>>,
+    /// `origin.slug`; `None` when absent or not a string.
     pub slug: Option<Cow<'a, str>>,
 }
 
 /// Why a line is not one valid JSON object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExtractError {
+    /// Objects and arrays nest deeper than [`MAX_DEPTH`].
     #[error("nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// Not valid JSON, or not an object: the parser's message (its first line), or the byte
+    /// position of an invalid escape.
     #[error("invalid JSON: {0}")]
     Invalid(String),
 }

@@ -43,6 +43,8 @@ pub struct Filter {
 pub const TRACK: &str = "track";
 
 impl Filter {
+    /// The stream filter of a `stream_ids` list (a map is applied by the router) and the date
+    /// window; [`Filter::with_events`] adds the `events` filter.
     pub fn new(
         streams: &StreamSelector,
         from: Option<DateTime<FixedOffset>>,

@@ -8,9 +8,11 @@ use std::fmt::Write as _;
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose numbers are fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }
+    /// The next number of the sequence.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -18,6 +20,7 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
+    /// A number in `0..n` (0 when `n` is 0), by modulo: slightly biased, which test data allows.
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }

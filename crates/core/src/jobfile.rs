@@ -19,7 +19,9 @@ use crate::select::{Rule, RuleMode, StreamSelector};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{file}: {what}")]
 pub struct JobFileError {
+    /// The file's name: `config.json` or `files.json`.
     pub file: &'static str,
+    /// What is wrong, naming the field or entry where there is one.
     pub what: String,
 }
 
@@ -39,20 +41,30 @@ pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
 /// The job options from `config.json`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobOptions {
+    /// `batch_size`: records per Kafka batch ([`DEFAULT_BATCH_SIZE`] when unset or 0).
     pub batch_size: usize,
     /// `stream_ids`: which streams, and in map form their connection ids.
     pub stream_ids: StreamSelector,
     /// `connections_filter`: what a map rule's ids mean.
     pub rule_mode: RuleMode,
+    /// `connection_ids`: the ids every line is routed to (empty entries dropped); empty: the
+    /// streams repository's. Never given with a `stream_ids` map.
     pub connection_ids: Vec<String>,
     /// `events`: the event types that pass (trimmed, empty entries dropped); empty: all.
     pub events: Vec<String>,
+    /// `date_from`: lines whose `messageCreated` is earlier are skipped; `None` when unset.
     pub date_from: Option<DateTime<FixedOffset>>,
+    /// `date_to`: lines whose `messageCreated` is later are skipped; `None` when unset.
     pub date_to: Option<DateTime<FixedOffset>>,
     /// Attempts at a file in all, the first included, as the Go worker counts them (≥ 1).
     pub retry_attempts: u32,
+    /// `dry_run`: the same pipeline without Kafka; lines that would be sent count as success.
     pub dry_run: bool,
+    /// `start_file`: the file to start at, as the operator typed it (matched against
+    /// files.json by [`crate::resume::rule::find_start_file`]); `None` when unset or empty.
     pub start_file: Option<String>,
+    /// `start_line`: how many of `start_file`'s first lines are skipped (the last line already
+    /// done); 0: none.
     pub start_line: u64,
     /// Most lines this worker delivers; `None` means no limit.
     pub limit: Option<u64>,

@@ -22,6 +22,7 @@ pub struct LineKeys {
 }
 
 impl LineKeys {
+    /// The keys of job `job_id`'s lines: a UUID v5 namespace of its own for the job.
     pub fn for_job(job_id: &str) -> Self {
         let name = format!("reprocessing-worker:job:{job_id}");
         Self { ns: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()) }

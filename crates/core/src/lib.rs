@@ -14,6 +14,8 @@
 //! the IO and the wiring, and the compiler keeps the imports running that one way. The fuzz
 //! targets build it alone.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod batcher;
 pub mod broker;

@@ -23,7 +23,10 @@ pub enum Line<'a> {
     Text(&'a [u8]),
     /// A line longer than the bound; `len` is its length without the terminator (it may
     /// include a final `\r`, which is not worth tracking for a line that is dropped anyway).
-    TooLong { len: u64 },
+    TooLong {
+        /// The line's length in bytes, without its `\n`.
+        len: u64,
+    },
 }
 
 /// Splits chunks into lines; see the module docs for the rule.
@@ -46,6 +49,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 impl LineSplitter {
+    /// A splitter with nothing carried, whose longest accepted line is `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
         Self { carry: Vec::new(), overlong: None, max_line }
     }

@@ -8,8 +8,21 @@ use std::path::PathBuf;
 /// A file's place, parsed from its path in files.json.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    S3 { bucket: String, key: String },
-    Gcs { bucket: String, object: String },
+    /// An S3 object or prefix, `s3://bucket/key`.
+    S3 {
+        /// The bucket's name, never empty.
+        bucket: String,
+        /// The object's key; empty only for a prefix.
+        key: String,
+    },
+    /// A Google Cloud Storage object or prefix, `gs://bucket/object`.
+    Gcs {
+        /// The bucket's name, never empty.
+        bucket: String,
+        /// The object's name; empty only for a prefix.
+        object: String,
+    },
+    /// Any other path, on the local file system.
     Local(PathBuf),
 }
 
@@ -17,7 +30,9 @@ pub enum Location {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: expected {scheme}://bucket/{what}")]
 pub struct BadLocation {
+    /// The path as given.
     pub path: String,
+    /// Its scheme: `s3` or `gs`.
     pub scheme: &'static str,
     what: &'static str,
 }

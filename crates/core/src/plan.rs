@@ -17,23 +17,33 @@ use crate::jobfile::FileEntry;
 /// One listed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
+    /// Its path as files.json writes it: `s3://bucket/key`, `gs://bucket/object` or a local path.
     pub path: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// When it was last modified, if the listing says.
     pub modified: Option<DateTime<Utc>>,
 }
 
 /// The job a plan describes.
 #[derive(Debug, Clone)]
 pub struct PlanSpec {
+    /// The job's id: the pods' `JOB_ID`, their `job-id` label, and (sanitized) part of every resource's name.
     pub job_id: String,
+    /// The Kubernetes namespace of every resource.
     pub namespace: String,
+    /// The worker's container image.
     pub image: String,
+    /// Workers asked for (the Job's `completions`, `TOTAL_WORKERS`); `None`: one per file,
+    /// at most [`MAX_WORKERS`].
     pub workers: Option<u32>,
+    /// Pods run at once (the Job's `parallelism`, at most the workers); `None`: all of them.
     pub parallelism: Option<u32>,
     /// config.json as JSON text.
     pub job_config: String,
     /// Environment for the credentials Secret (name, value), in order.
     pub env: Vec<(String, String)>,
+    /// The Kafka topic the workers send to (`KAFKA_DESTINATIONS_TOPIC`).
     pub topic: String,
     /// `serviceAccountName`, for GCS Workload Identity (the admin sets none).
     pub service_account: Option<String>,

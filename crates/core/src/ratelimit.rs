@@ -21,6 +21,7 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// True when neither limit is set.
     pub fn is_unlimited(&self) -> bool {
         self.events_per_sec.is_none() && self.bytes_per_sec.is_none()
     }
@@ -86,6 +87,7 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// A bucket at time `now` for each limit that is set, each letting its first batch go at once.
     pub fn new(limits: RateLimits, now: Duration) -> Self {
         Limits {
             events: limits.events_per_sec.map(|r| Bucket::new(r, now)),

@@ -43,10 +43,14 @@ pub struct Target {
 /// Why a line cannot be routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    /// No `origin` object, or one whose `sourceId` and `slug` are both missing or empty.
     #[error("no origin.sourceId or origin.slug to route by")]
     NoStreamId,
+    /// The line's stream is not in the streams repository.
     #[error("stream not found in the repository")]
     UnknownStream,
+    /// The line's stream has no server-side destination with a connection id (see
+    /// [`BROWSER_SIDE_TYPES`]).
     #[error("stream has no server-side destinations")]
     NoDestinations,
 }
@@ -105,6 +109,7 @@ impl Streams {
         self.by_id.len()
     }
 
+    /// True when the repository lists no stream.
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
@@ -151,8 +156,11 @@ pub struct RepositoryFormatError(String);
 /// How a job routes: its selector, what map rules mean, and its fixed `connection_ids`.
 #[derive(Debug, Clone, Copy)]
 pub struct JobRouting<'a> {
+    /// `stream_ids`: which streams, and in map form their rules.
     pub selector: &'a StreamSelector,
+    /// `connections_filter`: what a map rule's ids mean.
     pub mode: RuleMode,
+    /// `connection_ids`: the ids every line gets; empty: the streams repository's.
     pub connection_ids: &'a [String],
 }
 

@@ -51,6 +51,7 @@ pub enum RuleMode {
 }
 
 impl RuleMode {
+    /// The mode `connections_filter` selects: `true` is [`RuleMode::Filter`].
     pub fn from_flag(connections_filter: bool) -> Self {
         if connections_filter {
             RuleMode::Filter

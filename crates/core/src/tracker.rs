@@ -36,12 +36,16 @@ pub enum LineState {
     Pending,
     /// Its batch failed; the next pass over the file sends it again.
     Released,
+    /// Delivered: its batch was acknowledged, or a resumed run found it in the topic.
     Success,
+    /// Counted as an error; not sent again.
     Error,
+    /// Skipped: blank, or filtered out; not sent.
     Skipped,
 }
 
 impl LineState {
+    /// True for a line that is done with: a success, an error or skipped.
     pub fn is_settled(self) -> bool {
         matches!(self, LineState::Success | LineState::Error | LineState::Skipped)
     }
@@ -50,9 +54,13 @@ impl LineState {
 /// Line counters. `total == success + error + skipped` always holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
+    /// All the lines counted: `success + error + skipped`.
     pub total: u64,
+    /// Lines delivered: acknowledged, or found in the topic by a resumed run.
     pub success: u64,
+    /// Lines counted as errors.
     pub error: u64,
+    /// Lines skipped.
     pub skipped: u64,
 }
 
@@ -67,6 +75,7 @@ impl Counts {
         }
     }
 
+    /// The sum of both, counter by counter.
     pub fn plus(mut self, o: Counts) -> Counts {
         self.total += o.total;
         self.success += o.success;
@@ -79,6 +88,7 @@ impl Counts {
 /// A file whose lines are all settled, with every file before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished<T> {
+    /// The tag the file was opened with ([`Tracker::open`]).
     pub tag: T,
     /// Its lines, from its first line in scope to its end.
     pub counts: Counts,
@@ -208,6 +218,7 @@ impl<T> Tracker<T> {
         self.files.len()
     }
 
+    /// The state of line `seq`; `None` when it is before the watermark or was never seen.
     pub fn state(&self, seq: Seq) -> Option<LineState> {
         seq.checked_sub(self.base).and_then(|i| self.states.get(i as usize).copied())
     }

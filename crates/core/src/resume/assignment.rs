@@ -15,7 +15,9 @@ use crate::resume::StoredRow;
 /// this worker's files (their positions in files.json and their paths, in order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
+    /// `TOTAL_WORKERS`: the workers the job's files are divided among.
     pub total_workers: u32,
+    /// Entries in files.json, every worker's.
     pub total_files: u32,
     /// This worker's files.
     pub files: u32,
@@ -27,6 +29,7 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the job changed since the run this one resumes: {what}; a changed job must be a new job (another JOB_ID), or its worker rows deleted first")]
 pub struct JobChanged {
+    /// What differs between this run's job and the one its row was written by.
     pub what: String,
 }
 

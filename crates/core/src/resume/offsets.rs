@@ -23,8 +23,11 @@ use crate::tracker::Seq;
 /// One partition's read-back start, as stored beside the worker's row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PartitionOffset {
+    /// The topic's name.
     pub topic: String,
+    /// The partition's number in the topic.
     pub partition: i32,
+    /// The offset a resumed run starts reading this partition back from.
     pub offset: i64,
 }
 

@@ -46,6 +46,7 @@ pub struct Signer {
 }
 
 impl Signer {
+    /// The signature of a record with this key, value and `connection_ids` header.
     pub fn sign(&self, key: &[u8], value: &[u8], header: &[u8]) -> Signature {
         let one = |s: &RandomState| {
             let mut h = s.build_hasher();
@@ -114,6 +115,7 @@ impl Recovered {
         self.left
     }
 
+    /// True when no entry is left.
     pub fn is_empty(&self) -> bool {
         self.left == 0
     }
@@ -150,6 +152,7 @@ impl Recovered {
         self.left == 0 || self.misses > self.window
     }
 
+    /// How the matching stands: final once [`Recovered::is_over`].
     pub fn ended(&self) -> Ended {
         Ended { matched: self.matched, last_matched: self.last_matched, unmatched: self.left }
     }

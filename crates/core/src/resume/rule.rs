@@ -35,13 +35,18 @@ pub enum WorkerStatus {
     /// Written by the admin before the pod starts.
     #[default]
     Pending,
+    /// A run claimed the row and is going on, or died without writing how it ended.
     Running,
+    /// Every assigned file was finished (failed files too), or `limit` was reached.
     Completed,
+    /// The run stopped on an error; the row is a point to resume from.
     Failed,
+    /// The run was stopped by SIGTERM at an exact resume point; the column shows `failed`.
     Cancelled,
 }
 
 impl WorkerStatus {
+    /// The status's own name, `cancelled` included (the column's value is [`WorkerStatus::column`]).
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerStatus::Pending => "pending",
@@ -100,18 +105,26 @@ impl FromStr for WorkerStatus {
 /// What the status row shows, at one instant: the resume point and the counters exact for it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The line counters, exact for the resume point: every line up to it, each once.
     pub counts: Counts,
+    /// `current_file`: the path of the file the resume point is in; `None` before any file.
     pub current_file: Option<String>,
+    /// `current_line`: every line of `current_file` up to this one is settled.
     pub current_line: u64,
+    /// `current_ts`: `messageCreated` of the latest line that had one.
     pub current_ts: Option<String>,
+    /// `processed_files`: assigned files finished, failed ones and those passed over included.
     pub processed_files: u32,
+    /// `processed_bytes`: bytes of the assigned files read, each once.
     pub processed_bytes: u64,
 }
 
 /// A worker's row as stored, for resuming.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRow {
+    /// The `status` column.
     pub status: WorkerStatus,
+    /// The resume point and the counters stored with it.
     pub snapshot: Snapshot,
 }
 
@@ -119,8 +132,11 @@ pub struct StoredRow {
 /// the counters to continue from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartPoint {
+    /// Index into the worker's assigned files (their count when nothing is left).
     pub file: usize,
+    /// The first line of that file to read (1-based); the lines before are skipped.
     pub first_line: u64,
+    /// The counters and resume point to continue from.
     pub snapshot: Snapshot,
     /// An unfinished run of this worker came before (its row was resumable): what it may
     /// have sent is in the topic. False for a fresh start (no row, or one the admin set to
@@ -135,6 +151,7 @@ pub struct StartPoint {
     false => "is not in files.json (as the path there, its object key, or its base name)",
 }, quoted(.nearest))]
 pub struct StartFileMissing {
+    /// `start_file` as the config gives it.
     pub given: String,
     /// True when several entries match: the nearest are those.
     pub ambiguous: bool,
@@ -152,7 +169,9 @@ fn quoted(paths: &[String]) -> String {
 /// `start_file` (its position in files.json) and `start_line` (the last line already done).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StartAt {
+    /// `start_file`'s position in files.json; `None` to start at the first file.
     pub file: Option<usize>,
+    /// `start_line`: the last line of that file already done (0: none).
     pub line: u64,
 }
 
