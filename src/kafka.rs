@@ -37,12 +37,11 @@ use futures::future::BoxFuture;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
-use rw_core::broker::Record;
 use tokio::time::Instant;
 
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
 use rw_core::backoff::Backoff;
-use rw_core::broker::{BoxError, Broker, BrokerError, Failure, Fetched, Records};
+use rw_core::broker::{BoxError, Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
 
 /// The longest one request (with rskafka's own retries) may take before the pipeline's
 /// retry takes over.
@@ -276,7 +275,7 @@ impl KafkaBroker {
 
     fn produce_error(&self, topic: &str, partition: i32, e: ClientError) -> BrokerError {
         let (failure, code) = classify(&e);
-        let answered = code.as_deref().is_some_and(|c| c != RETRY_FAILED);
+        let answered = code.as_ref().is_some_and(|c| *c != ErrorCode::RetryFailed);
         BrokerError::Produce { topic: topic.to_owned(), partition, failure, code, answered, source: Box::new(e) }
     }
 
@@ -307,7 +306,7 @@ impl KafkaBroker {
         .await
         {
             Ok(Err(e)) => match classify(&e) {
-                (Failure::Fatal, Some(code)) if code.contains("AUTHORIZATION") => {
+                (Failure::Fatal, Some(code)) if code.is_authorization() => {
                     BrokerError::TopicRefused { topic: topic.to_owned(), code }
                 }
                 _ => missing(),
@@ -385,7 +384,7 @@ impl Broker for KafkaBroker {
                 crate::nodelay::apply();
             }
             if let Err(e) = &result {
-                if matches!(e.code(), Some("NOT_LEADER_OR_FOLLOWER" | "LEADER_NOT_AVAILABLE" | RETRY_FAILED))
+                if e.code().is_some_and(ErrorCode::leaders_may_have_moved)
                     || matches!(e, BrokerError::NotAcknowledged { .. })
                 {
                     self.refresh_metadata().await;
@@ -444,7 +443,7 @@ impl Broker for KafkaBroker {
                         one_batch = true;
                     }
                     Err(e) => match classify(&e) {
-                        (Failure::Fatal, Some(code)) if code.contains("AUTHORIZATION") => {
+                        (Failure::Fatal, Some(code)) if code.is_authorization() => {
                             return Err(BrokerError::ReadRefused { topic: topic.to_owned(), partition, code })
                         }
                         _ => return Err(failed(Box::new(e))),
@@ -459,30 +458,26 @@ impl Broker for KafkaBroker {
 
 /// How the pipeline treats an rskafka error, and the broker's error code name if there is
 /// one. Looks through rskafka's "retries exceeded" wrapper at the last error inside.
-pub fn classify(e: &ClientError) -> (Failure, Option<String>) {
+pub fn classify(e: &ClientError) -> (Failure, Option<ErrorCode>) {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut retry_failed = false;
     while let Some(err) = next {
         if let Some(ce) = err.downcast_ref::<ClientError>() {
             match ce {
                 ClientError::ServerError { protocol_error, .. } => {
-                    return (failure_of(*protocol_error), Some(code_name(protocol_error)));
+                    return (failure_of(*protocol_error), Some(error_code(protocol_error)));
                 }
                 ClientError::RetryFailed(_) => retry_failed = true,
                 _ => {}
             }
         }
         if err.downcast_ref::<rskafka::SaslError>().is_some() {
-            return (Failure::Fatal, Some("SASL_AUTHENTICATION_FAILED".into()));
+            return (Failure::Fatal, Some(ErrorCode::SaslAuthenticationFailed));
         }
         next = err.source();
     }
-    (Failure::Transient, retry_failed.then(|| RETRY_FAILED.to_owned()))
+    (Failure::Transient, retry_failed.then_some(ErrorCode::RetryFailed))
 }
-
-/// The code [`classify`] gives an error of rskafka's own retries giving up (connections
-/// refused or cut, no leader found): no broker answered with a code.
-const RETRY_FAILED: &str = "RETRY_FAILED";
 
 /// The failure class of a broker error code. `INVALID_TIMESTAMP` is fatal, not a rejected
 /// record: the worker stamps every record with its own clock when it sends it, so the broker
@@ -507,6 +502,21 @@ fn failure_of(code: ProtocolError) -> Failure {
         | P::UnsupportedVersion
         | P::PolicyViolation => Failure::Fatal,
         _ => Failure::Transient,
+    }
+}
+
+/// The worker's form of a broker error code.
+fn error_code(code: &ProtocolError) -> ErrorCode {
+    use ProtocolError as P;
+    match code {
+        P::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        P::LeaderNotAvailable => ErrorCode::LeaderNotAvailable,
+        P::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
+        P::MessageTooLarge => ErrorCode::MessageTooLarge,
+        P::TopicAuthorizationFailed => ErrorCode::TopicAuthorizationFailed,
+        P::ClusterAuthorizationFailed => ErrorCode::ClusterAuthorizationFailed,
+        P::SaslAuthenticationFailed => ErrorCode::SaslAuthenticationFailed,
+        other => ErrorCode::Other(code_name(other)),
     }
 }
 
@@ -556,6 +566,30 @@ mod tests {
             assert!(errors.contains(&format!("Self::{variant})")), "ProtocolError::{variant} in rskafka");
         }
         assert_eq!(code_name(&ProtocolError::TopicAuthorizationFailed), "TOPIC_AUTHORIZATION_FAILED");
+    }
+
+    #[test]
+    fn the_named_error_codes_are_kafka_s_names() {
+        use ProtocolError as P;
+        let named = [
+            P::NotLeaderOrFollower,
+            P::LeaderNotAvailable,
+            P::NotEnoughReplicas,
+            P::MessageTooLarge,
+            P::TopicAuthorizationFailed,
+            P::ClusterAuthorizationFailed,
+            P::SaslAuthenticationFailed,
+        ];
+        for p in named {
+            let code = error_code(&p);
+            assert!(!matches!(code, ErrorCode::Other(_)), "{p:?} has a variant of its own");
+            assert_eq!(code.name(), code_name(&p));
+        }
+        assert_eq!(error_code(&P::InvalidRecord), ErrorCode::Other("INVALID_RECORD".into()));
+        assert!(error_code(&P::GroupAuthorizationFailed).is_authorization());
+        assert!(!error_code(&P::NotEnoughReplicas).is_authorization());
+        assert!(error_code(&P::NotLeaderOrFollower).leaders_may_have_moved());
+        assert!(!error_code(&P::MessageTooLarge).leaders_may_have_moved());
     }
 
     #[test]

@@ -42,13 +42,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rw_core::broker::Record;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
 use crate::testutil::{small_tuning, Injected, MemoryStatus};
-use rw_core::broker::{Broker, BrokerError, Failure, Fetched, Records};
+use rw_core::broker::{Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
 use rw_core::generate::Rng;
 use rw_core::jobfile::JobOptions;
 use rw_core::keys::LineKeys;
@@ -164,15 +163,15 @@ async fn dead<T>() -> T {
 
 fn produce_error(topic: &str, partition: i32, failure: Failure) -> BrokerError {
     let code = Some(match failure {
-        Failure::Rejected => "MESSAGE_TOO_LARGE",
-        Failure::Fatal => "TOPIC_AUTHORIZATION_FAILED",
-        Failure::Transient => "NOT_ENOUGH_REPLICAS",
+        Failure::Rejected => ErrorCode::MessageTooLarge,
+        Failure::Fatal => ErrorCode::TopicAuthorizationFailed,
+        Failure::Transient => ErrorCode::NotEnoughReplicas,
     });
     BrokerError::Produce {
         topic: topic.to_owned(),
         partition,
         failure,
-        code: code.map(str::to_owned),
+        code,
         answered: true,
         source: Box::new(Injected(0)),
     }

@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rw_core::broker::Record;
 
 use crate::config::{Config, Tuning};
 use crate::progress::Progress;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
-use rw_core::broker::{Broker, BrokerError, Failure, Records};
+use rw_core::broker::{Broker, BrokerError, ErrorCode, Failure, Record, Records};
 use rw_core::jobfile::{FileEntry, JobOptions};
 use rw_core::resume::offsets::PartitionOffset;
 use rw_core::resume::StoredRow;
@@ -201,7 +200,11 @@ impl Broker for FakeBroker {
                     Ok((partition_log.len() - records.len()) as i64)
                 }
                 Some(failure) => {
-                    let code = Some(if failure == Failure::Rejected { "MESSAGE_TOO_LARGE" } else { "INJECTED" }.into());
+                    let code = Some(if failure == Failure::Rejected {
+                        ErrorCode::MessageTooLarge
+                    } else {
+                        ErrorCode::Other("INJECTED".into())
+                    });
                     let source = Box::new(Injected(n));
                     Err(BrokerError::Produce {
                         topic: topic.to_owned(),

@@ -25,9 +25,13 @@ use crate::route::HEADER;
 /// worker writes and reads back (the Kafka client converts to and from its own type).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The key; `None` for a record without one (the worker's records always have one).
     pub key: Option<Vec<u8>>,
+    /// The value; `None` for a record without one (the worker's hold a line's original bytes).
     pub value: Option<Vec<u8>>,
+    /// The headers, name to value (the worker writes one, `connection_ids`).
     pub headers: BTreeMap<String, Vec<u8>>,
+    /// The record's timestamp (the worker's records: when their batch was sent).
     pub timestamp: DateTime<Utc>,
 }
 
@@ -40,7 +44,9 @@ pub type Key = [u8; KEY_LEN];
 /// One record of [`Records`], borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
+    /// The key, [`KEY_LEN`] bytes.
     pub key: &'a [u8],
+    /// The value (a line's original bytes).
     pub value: &'a [u8],
     /// The `connection_ids` header's value.
     pub header: &'a [u8],
@@ -71,6 +77,7 @@ impl Records {
         }
     }
 
+    /// Appends a record; `header` is kept only when it differs from the previous record's.
     pub fn push(&mut self, key: &Key, value: &[u8], header: &Arc<[u8]>) {
         if self.headers.last().is_none_or(|(_, last)| last[..] != header[..]) {
             self.headers.push((self.keys.len(), Arc::clone(header)));
@@ -80,10 +87,12 @@ impl Records {
         self.ends.push(self.values.len());
     }
 
+    /// How many records there are.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// Whether there are no records.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -93,6 +102,7 @@ impl Records {
         self.values.len()
     }
 
+    /// The timestamp every record carries.
     pub fn timestamp(&self) -> DateTime<Utc> {
         self.timestamp
     }
@@ -109,6 +119,7 @@ impl Records {
         RecordRef { key: &self.keys[i], value: &self.values[start..self.ends[i]], header: &self.headers[run].1 }
     }
 
+    /// The records in order, borrowed.
     pub fn iter(&self) -> impl Iterator<Item = RecordRef<'_>> + '_ {
         (0..self.len()).map(|i| self.get(i))
     }
@@ -151,7 +162,9 @@ impl Records {
 pub struct Batch {
     /// Index into the router's topic list.
     pub topic: usize,
+    /// The records, in the order of their lines.
     pub records: Records,
+    /// The line number of each record, in the same order.
     pub lines: Vec<u64>,
     /// Upper bound of the batch's encoded size before compression, in bytes.
     pub encoded_bytes: usize,
@@ -172,71 +185,206 @@ pub struct Fetched {
 /// An error's source, kept as it came (rskafka's, a TLS error, a fake's).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A Kafka error code: by what the worker does with it where it acts on one, by Kafka's name
+/// for it otherwise ([`ErrorCode::name`] is the name in either case, as the logs and the
+/// retries' metric show it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// `NOT_LEADER_OR_FOLLOWER`: the partition's leader moved; the metadata is refreshed.
+    NotLeaderOrFollower,
+    /// `LEADER_NOT_AVAILABLE`: an election is under way; the metadata is refreshed.
+    LeaderNotAvailable,
+    /// `NOT_ENOUGH_REPLICAS`: fewer in-sync replicas than `min.insync.replicas` (acks=all).
+    NotEnoughReplicas,
+    /// `MESSAGE_TOO_LARGE`: a record, or the batch, is over the topic's or broker's limit.
+    MessageTooLarge,
+    /// `TOPIC_AUTHORIZATION_FAILED`: this principal may not use the topic.
+    TopicAuthorizationFailed,
+    /// `CLUSTER_AUTHORIZATION_FAILED`: this principal may not do this on the cluster.
+    ClusterAuthorizationFailed,
+    /// `SASL_AUTHENTICATION_FAILED`: the login was refused.
+    SaslAuthenticationFailed,
+    /// `RETRY_FAILED`: not Kafka's, the client's own retries gave up without an answer
+    /// (connections refused or cut, no leader found).
+    RetryFailed,
+    /// Any other code, by Kafka's name for it (`INVALID_RECORD`, `UNKNOWN_ERROR_CODE_123`).
+    Other(String),
+}
+
+impl ErrorCode {
+    /// Kafka's name for the code (`NOT_LEADER_OR_FOLLOWER`).
+    pub fn name(&self) -> &str {
+        match self {
+            ErrorCode::NotLeaderOrFollower => "NOT_LEADER_OR_FOLLOWER",
+            ErrorCode::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
+            ErrorCode::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
+            ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            ErrorCode::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
+            ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
+            ErrorCode::SaslAuthenticationFailed => "SASL_AUTHENTICATION_FAILED",
+            ErrorCode::RetryFailed => "RETRY_FAILED",
+            ErrorCode::Other(name) => name,
+        }
+    }
+
+    /// Kafka refuses this principal something (any `*_AUTHORIZATION_FAILED` code).
+    pub fn is_authorization(&self) -> bool {
+        self.name().ends_with("_AUTHORIZATION_FAILED")
+    }
+
+    /// A leader moved or is being elected, or no broker answered: the leaders the client
+    /// knows may be stale.
+    pub fn leaders_may_have_moved(&self) -> bool {
+        matches!(self, ErrorCode::NotLeaderOrFollower | ErrorCode::LeaderNotAvailable | ErrorCode::RetryFailed)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What went wrong between the worker and Kafka, named for what happened.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// No broker of the bootstrap list answered within the connect timeout.
     #[error("cannot connect to Kafka at {bootstrap}: no broker answered within {after:?}")]
-    ConnectTimeout { bootstrap: String, after: std::time::Duration },
+    ConnectTimeout {
+        /// The bootstrap servers, as configured (comma-separated).
+        bootstrap: String,
+        /// How long the worker tried (`KAFKA_CONNECT_TIMEOUT_SECS`).
+        after: std::time::Duration,
+    },
     /// The broker refused the SASL login (wrong password, unknown user, mechanism).
     #[error("Kafka at {bootstrap} refused the {mechanism} login of user {user:?}")]
     LoginRefused {
+        /// The bootstrap servers, as configured (comma-separated).
         bootstrap: String,
+        /// The SASL mechanism, as configured (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`).
         mechanism: &'static str,
+        /// The SASL user name, as configured.
         user: String,
+        /// The Kafka client's error for the refused login.
         #[source]
         source: BoxError,
     },
+    /// No connection to the cluster could be made (refused, cut, TLS handshake failed), or
+    /// the TLS settings (CA certificates, client certificate) could not be loaded.
     #[error("cannot connect to Kafka at {bootstrap}")]
     Connect {
+        /// The bootstrap servers, as configured (comma-separated).
         bootstrap: String,
+        /// The Kafka client's error, or the TLS setup's.
         #[source]
         source: BoxError,
     },
+    /// The metadata request that lists the topics at start-up failed.
     #[error("topic {topic}: metadata request failed")]
     Metadata {
+        /// The first of the topics asked for (one request lists them all).
         topic: String,
+        /// The Kafka client's error.
         #[source]
         source: BoxError,
     },
+    /// The metadata request that lists the topics at start-up got no answer within the
+    /// request deadline.
     #[error("topic {topic}: no metadata within {after:?}")]
-    MetadataTimeout { topic: String, after: std::time::Duration },
+    MetadataTimeout {
+        /// The first of the topics asked for (one request lists them all).
+        topic: String,
+        /// How long the worker waited (the request deadline).
+        after: std::time::Duration,
+    },
+    /// The cluster has no such topic: it is not listed (or has no partitions), and asked for
+    /// by name it is not refused either.
     #[error("topic {topic} does not exist")]
-    TopicMissing { topic: String },
+    TopicMissing {
+        /// The topic asked for.
+        topic: String,
+    },
     /// The cluster refuses this worker the topic (an authorizer hides such a topic from the
     /// listing of all topics; asked for by name, it answers with the error).
     #[error("topic {topic}: {code}")]
-    TopicRefused { topic: String, code: String },
-    #[error("{topic}[{partition}]: no leader found within {after:?}")]
-    NoLeader { topic: String, partition: i32, after: std::time::Duration },
-    #[error("produce to {topic}[{partition}] failed{}", code.as_deref().map(|c| format!(": {c}")).unwrap_or_default())]
-    Produce {
+    TopicRefused {
+        /// The topic refused.
         topic: String,
+        /// The broker's error code (an `*_AUTHORIZATION_FAILED` one).
+        code: ErrorCode,
+    },
+    /// The partition's client could not be made within the request deadline: no broker
+    /// leading the partition was found.
+    #[error("{topic}[{partition}]: no leader found within {after:?}")]
+    NoLeader {
+        /// The partition's topic.
+        topic: String,
+        /// The partition without a leader found.
         partition: i32,
+        /// How long the worker waited (the request deadline).
+        after: std::time::Duration,
+    },
+    /// Producing to the partition failed, or making the partition's client did: the broker
+    /// answered with an error code, or the connection failed or gave no answer.
+    #[error("produce to {topic}[{partition}] failed{}", code.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+    Produce {
+        /// The topic produced to.
+        topic: String,
+        /// The partition produced to.
+        partition: i32,
+        /// What the failure means for the batch: send it again, split it, or stop the run.
         failure: Failure,
-        /// The error code's name: the broker's, or rskafka's `RETRY_FAILED` when its own
+        /// The error code: the broker's, or [`ErrorCode::RetryFailed`] when the client's own
         /// retries gave up without an answer.
-        code: Option<String>,
+        code: Option<ErrorCode>,
         /// Kafka answered the request (with `code`); false when the connection failed or no
         /// answer came.
         answered: bool,
+        /// The Kafka client's error.
         #[source]
         source: BoxError,
     },
     /// The broker answered and asked for a pause (a quota): the batch was most likely
     /// written; the producer waits the pause and looks for it before sending it again.
     #[error("produce to {topic}[{partition}]: throttled by Kafka for {pause:?}")]
-    Throttled { topic: String, partition: i32, pause: std::time::Duration },
+    Throttled {
+        /// The topic produced to.
+        topic: String,
+        /// The partition produced to.
+        partition: i32,
+        /// The pause the broker asked for.
+        pause: std::time::Duration,
+    },
+    /// A produce request got no answer within the request deadline: the batch may have been
+    /// written or not.
     #[error("produce to {topic}[{partition}]: not acknowledged within {after:?}")]
-    NotAcknowledged { topic: String, partition: i32, after: std::time::Duration },
+    NotAcknowledged {
+        /// The topic produced to.
+        topic: String,
+        /// The partition produced to.
+        partition: i32,
+        /// How long the worker waited (the request deadline).
+        after: std::time::Duration,
+    },
     /// The cluster refuses this worker reading the topic back (no READ permission: an
     /// authorizer answers the fetch with its error).
     #[error("reading {topic}[{partition}] back: {code}")]
-    ReadRefused { topic: String, partition: i32, code: String },
+    ReadRefused {
+        /// The topic read back.
+        topic: String,
+        /// The partition read back.
+        partition: i32,
+        /// The broker's error code (an `*_AUTHORIZATION_FAILED` one).
+        code: ErrorCode,
+    },
     /// Listing a partition's end offset, or reading it back, failed or timed out.
     #[error("reading {topic}[{partition}] back failed")]
     ReadBack {
+        /// The topic read back.
         topic: String,
+        /// The partition read back.
         partition: i32,
+        /// The Kafka client's error, or the time-out's.
         #[source]
         source: BoxError,
     },
@@ -288,7 +436,7 @@ impl BrokerError {
     /// with, else the kind of failure (`connection`, `timeout`, `no_leader`, `metadata`, ...).
     pub fn reason(&self) -> &str {
         if let (true, Some(code)) = (self.answered(), self.code()) {
-            return code;
+            return code.name();
         }
         match self {
             BrokerError::Produce { .. } | BrokerError::Connect { .. } => "connection",
@@ -302,10 +450,10 @@ impl BrokerError {
         }
     }
 
-    /// The broker's error code name, if it gave one.
-    pub fn code(&self) -> Option<&str> {
+    /// The broker's error code, if it gave one.
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
-            BrokerError::Produce { code, .. } => code.as_deref(),
+            BrokerError::Produce { code, .. } => code.as_ref(),
             BrokerError::TopicRefused { code, .. } | BrokerError::ReadRefused { code, .. } => Some(code),
             _ => None,
         }
@@ -370,7 +518,12 @@ pub enum Spread {
     /// Worker `worker` of `workers`: the partitions `p` with `p mod workers = worker` when
     /// the topic has at least as many partitions as the job has workers, else the one
     /// partition `worker mod n`.
-    Own { worker: u32, workers: u32 },
+    Own {
+        /// This worker's index in the job, from 0 (`WORKER_INDEX`).
+        worker: u32,
+        /// How many workers the job has.
+        workers: u32,
+    },
 }
 
 impl Spread {
@@ -408,7 +561,9 @@ pub const EMPTY_PAGES: u32 = 3;
 /// [`Page::Stalled`].
 pub struct PartitionRange<'a> {
     broker: &'a dyn Broker,
+    /// The topic read.
     pub topic: &'a str,
+    /// The partition read.
     pub partition: i32,
     /// The next offset to read.
     pub at: i64,
@@ -421,6 +576,8 @@ pub struct PartitionRange<'a> {
 /// One step of a [`PartitionRange`].
 #[derive(Debug)]
 pub enum Page {
+    /// The next records, with their offsets, in order (the page that reaches the end may go
+    /// past it).
     Records(Vec<(i64, Record)>),
     /// Read to the end.
     End,
@@ -442,6 +599,7 @@ impl<'a> PartitionRange<'a> {
         (self.end - self.at).max(0) as u64
     }
 
+    /// Whether nothing is left to read (`at` has reached `end`).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
