@@ -149,6 +149,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 dead_letters: None,
                 keys: rw_core::keys::LineKeys::for_job("bench"),
                 look_for_lost_answers: true,
+                spread_seed: 0,
             };
             Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))
         };

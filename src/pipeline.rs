@@ -85,6 +85,9 @@ pub struct Parts {
     /// Whether a batch whose answer was lost is looked for before it is sent again: false
     /// when this worker may not read the topic (no READ permission).
     pub look_for_lost_answers: bool,
+    /// This worker's seed for the spread of its retry pauses
+    /// ([`rw_core::backoff::spread_seed`]).
+    pub spread_seed: u64,
 }
 
 /// One file of the run, in files.json order.
@@ -186,6 +189,7 @@ impl Engine {
             dead_letters,
             keys,
             look_for_lost_answers,
+            spread_seed,
         } = parts;
         let topics =
             router.topics().iter().cloned().zip(partitions.into_iter().chain(std::iter::repeat(vec![0]))).collect();
@@ -195,6 +199,7 @@ impl Engine {
             delivery_timeout,
             rate: tuning.rate,
             look_for_lost_answers,
+            spread_seed,
         };
         // A resumed run continues the count: the stored counters are exact for its start.
         let delivered_before = progress.snapshot().counts.success;

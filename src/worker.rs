@@ -21,7 +21,7 @@ use crate::progress::Progress;
 use crate::resume::Reconciled;
 use crate::source::Sources;
 use crate::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore};
-use rw_core::backoff::Backoff;
+use rw_core::backoff::{spread_seed, Backoff};
 use rw_core::broker::{Broker, BrokerError, DryRun};
 use rw_core::filter::Filter;
 use rw_core::resume::offsets::PartitionOffset;
@@ -395,6 +395,7 @@ impl<'a> Run<'a> {
             dead_letters,
             keys,
             look_for_lost_answers: readable,
+            spread_seed: spread_seed(&cfg.job_id, cfg.worker_index),
         };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }
@@ -516,7 +517,8 @@ impl<'a> Run<'a> {
             _ => self.cfg.tuning.status_final_timeout,
         };
         let row = self.row(status, snapshot.clone(), error);
-        if let Err(e) = write_final(self.store, &row, offsets, deadline).await {
+        let seed = spread_seed(&self.cfg.job_id, self.cfg.worker_index);
+        if let Err(e) = write_final(self.store, &row, offsets, deadline, seed).await {
             if let RunError::Status(lost) = &e {
                 tracing::error!(error = %lost, "stopping; the row is left to the run that owns it");
             }
@@ -579,6 +581,7 @@ async fn write_final(
     row: &StatusRow,
     offsets: Option<&[PartitionOffset]>,
     deadline: Duration,
+    seed: u64,
 ) -> Result<(), RunError> {
     let started = tokio::time::Instant::now();
     let mut attempt = 0;
@@ -589,7 +592,7 @@ async fn write_final(
             Err(e) => e,
         };
         attempt += 1;
-        let pause = Backoff::FINAL_ROW.delay(attempt).unwrap_or(Backoff::FINAL_ROW.max);
+        let pause = Backoff::FINAL_ROW.delay_spread(attempt, seed).unwrap_or(Backoff::FINAL_ROW.max);
         if started.elapsed() + pause > deadline {
             tracing::error!(
                 attempts = attempt,

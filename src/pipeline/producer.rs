@@ -59,6 +59,8 @@ pub(super) struct Producer {
     dead_letters: Option<crate::deadletter::Sender>,
     /// False when the topic cannot be read (no READ permission): a lost answer is sent again.
     look_for_lost_answers: bool,
+    /// The seed of this worker's retry pauses' spread.
+    spread_seed: u64,
 }
 
 /// The settings of a [`Producer`].
@@ -68,6 +70,8 @@ pub(super) struct ProducerSettings {
     pub delivery_timeout: Duration,
     pub rate: RateLimits,
     pub look_for_lost_answers: bool,
+    /// This worker's seed for the spread of its retry pauses ([`Backoff::delay_spread`]).
+    pub spread_seed: u64,
 }
 
 impl Producer {
@@ -79,8 +83,14 @@ impl Producer {
         dead_letters: Option<crate::deadletter::Sender>,
     ) -> Self {
         let cursors = Mutex::new(vec![0; topics.len()]);
-        let ProducerSettings { max_in_flight, shutdown_timeout, delivery_timeout, rate, look_for_lost_answers } =
-            settings;
+        let ProducerSettings {
+            max_in_flight,
+            shutdown_timeout,
+            delivery_timeout,
+            rate,
+            look_for_lost_answers,
+            spread_seed,
+        } = settings;
         let started = Instant::now();
         let limits = (!rate.is_unlimited()).then(|| Mutex::new(Limits::new(rate, Duration::ZERO)));
         Self {
@@ -95,6 +105,7 @@ impl Producer {
             started,
             dead_letters,
             look_for_lost_answers,
+            spread_seed,
         }
     }
 
@@ -143,7 +154,7 @@ impl Producer {
                     parts.push((first, earlier));
                 }
                 Err(Stop::Rejected(e)) => {
-                    let reason = format!("rejected by Kafka: {}", e.code().unwrap_or("refused"));
+                    let reason = format!("rejected by Kafka: {}", e.code().map_or("refused", |c| c.name()));
                     let value = records.get(0).value.to_vec();
                     out.rejected.push((lines[0], value, reason));
                 }
@@ -185,7 +196,9 @@ impl Producer {
         cancel: &CancellationToken,
     ) -> Result<i64, Stop> {
         let partition = at.partition;
-        let mut retry = Retry { topic, partition, attempt: 0, first_failure: None, unsure: None };
+        // Each partition's batches pause apart too (the seed mixed with the partition).
+        let seed = self.spread_seed ^ u64::from(partition as u32).rotate_left(32);
+        let mut retry = Retry { topic, partition, attempt: 0, first_failure: None, unsure: None, seed };
         loop {
             if retry.unsure.is_some() {
                 match self.landed(topic, at, records).await {
@@ -418,6 +431,8 @@ struct Retry<'a> {
     first_failure: Option<(tokio::time::Instant, chrono::DateTime<chrono::Utc>)>,
     /// The last transient failure; while set, the last attempt may have been written.
     unsure: Option<BrokerError>,
+    /// The seed of its pauses' spread.
+    seed: u64,
 }
 
 impl Retry<'_> {
@@ -436,7 +451,7 @@ impl Retry<'_> {
             let error = self.unsure.as_ref().map(|e| rw_core::error::Chain(e).to_string()).unwrap_or_default();
             tracing::warn!(topic, partition, attempt, error, "produce failed; retrying");
         }
-        let pause = Backoff::DELIVERY.delay(attempt).unwrap_or(Backoff::DELIVERY.max);
+        let pause = Backoff::DELIVERY.delay_spread(attempt, self.seed).unwrap_or(Backoff::DELIVERY.max);
         let left = delivery_timeout.saturating_sub(since.elapsed());
         tokio::select! {
             _ = cancel.cancelled() => Err(self.stop(PauseEnd::Stopped)),
