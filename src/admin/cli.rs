@@ -9,7 +9,7 @@ use sonic_rs::{json, JsonValueMutTrait};
 
 use super::jobs::{job_info, job_rows, JobRow, Totals};
 use crate::status::PgStatus;
-use rw_core::jobfile::FileEntry;
+use rw_core::jobfile::{FileEntry, DEFAULT_BATCH_SIZE, DEFAULT_RETRY_ATTEMPTS};
 use rw_core::location::Location;
 use rw_core::plan::{self, Listed, PlanSpec};
 use rw_core::ratelimit::RateLimits;
@@ -43,10 +43,12 @@ pub struct PlanArgs {
     /// RFC 3339.
     #[arg(long)]
     pub date_to: Option<String>,
-    #[arg(long)]
-    pub batch_size: Option<u64>,
-    #[arg(long)]
-    pub retry_attempts: Option<u64>,
+    /// Lines per batch (the job file's default).
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE as u64)]
+    pub batch_size: u64,
+    /// Attempts per file, the first included (the job file's default).
+    #[arg(long, default_value_t = u64::from(DEFAULT_RETRY_ATTEMPTS))]
+    pub retry_attempts: u64,
     #[arg(long)]
     pub limit: Option<u64>,
     #[arg(long)]
@@ -275,7 +277,7 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
     let job_id = a.job_id.clone().unwrap_or_else(|| format!("reprocess-{}", chrono::Utc::now().timestamp()));
     let mut config = json!({
         "connection_ids": a.connection_ids, "dry_run": a.dry_run,
-        "batch_size": a.batch_size.unwrap_or(1000), "retry_attempts": a.retry_attempts.unwrap_or(3),
+        "batch_size": a.batch_size, "retry_attempts": a.retry_attempts,
         "limit": a.limit.unwrap_or(0), "start_line": a.start_line.unwrap_or(0),
         // The workers that run at once: the pods' share of the job's rate limits.
         "parallel_workers": a.parallelism.map_or(workers, |p| (p as usize).min(workers)),
@@ -354,48 +356,46 @@ fn rate_line(rows: &[JobRow], limits: &RateLimits) -> String {
     )
 }
 
+/// One line of the `status` table, its nine columns laid out here only.
+fn table_line(c: [&dyn std::fmt::Display; 9]) -> String {
+    format!(
+        "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10}\n",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+    )
+}
+
 fn table(job: &str, status: WorkerStatus, rows: &[JobRow]) -> String {
-    let mut s = format!(
-        "job {job} ({})\n{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10}\n",
-        status.as_str(),
-        "worker",
-        "status",
-        "files",
-        "lines",
-        "success",
-        "errors",
-        "skipped",
-        "bytes",
-        "lines/s"
-    );
+    let mut s = format!("job {job} ({})\n", status.as_str());
+    let head = ["worker", "status", "files", "lines", "success", "errors", "skipped", "bytes", "lines/s"];
+    s += &table_line(head.each_ref().map(|h| h as &dyn std::fmt::Display));
+    let fraction = |done: i64, all: i64| format!("{done}/{all}");
+    let bytes = |done: u64, all: u64| format!("{}/{}", human_bytes(done), human_bytes(all));
     for r in rows {
-        s += &format!(
-            "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10.0}\n",
-            r.worker_index,
-            r.status,
-            format!("{}/{}", r.processed_files, r.assigned_files),
-            r.total_lines,
-            r.success,
-            r.errors,
-            r.skipped,
-            format!("{}/{}", human_bytes(r.processed_bytes), human_bytes(r.total_bytes)),
-            r.lines_per_sec().unwrap_or(0.0)
-        );
+        s += &table_line([
+            &r.worker_index,
+            &r.status,
+            &fraction(r.processed_files, r.assigned_files),
+            &r.total_lines,
+            &r.success,
+            &r.errors,
+            &r.skipped,
+            &bytes(r.processed_bytes, r.total_bytes),
+            &format!("{:.0}", r.lines_per_sec().unwrap_or(0.0)),
+        ]);
     }
     let t = Totals::of(rows);
     let total = &t.sum;
-    s += &format!(
-        "{:>6}  {:<10} {:>9} {:>12} {:>12} {:>9} {:>9} {:>21} {:>10.0}\n",
-        "total",
-        format!("{} ended", t.ended),
-        format!("{}/{}", total.processed_files, total.assigned_files),
-        total.total_lines,
-        total.success,
-        total.errors,
-        total.skipped,
-        format!("{}/{}", human_bytes(total.processed_bytes), human_bytes(total.total_bytes)),
-        t.lines_per_sec
-    );
+    s += &table_line([
+        &"total",
+        &format!("{} ended", t.ended),
+        &fraction(total.processed_files, total.assigned_files),
+        &total.total_lines,
+        &total.success,
+        &total.errors,
+        &total.skipped,
+        &bytes(total.processed_bytes, total.total_bytes),
+        &format!("{:.0}", t.lines_per_sec),
+    ]);
     if let Some(d) = t.eta {
         s += &format!("ETA {}s\n", d.as_secs());
     }
