@@ -32,7 +32,7 @@ pub async fn run(progress: Arc<Progress>, assigned_files: u32, total_bytes: u64,
             "-".into()
         };
         bar.set_position(s.processed_bytes.min(total_bytes));
-        let now_waits = progress.rate_limited.load(std::sync::atomic::Ordering::Relaxed);
+        let now_waits = progress.stats().rate_limited();
         let limited = if now_waits > waits { " | held back by the rate limit" } else { "" };
         waits = now_waits;
         bar.set_message(format!(

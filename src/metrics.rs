@@ -230,7 +230,9 @@ impl Telemetry {
             for (fallback, n) in st.fallbacks() {
                 metrics::counter!("rw_fallbacks_total", "fallback" => fallback).absolute(n);
             }
-            metrics::counter!("rw_dead_letters_written_total").absolute(relaxed(&st.dead_letters_written));
+            metrics::counter!("rw_dead_letters_written_total").absolute(st.dead_letters_written());
+            metrics::counter!("rw_dead_letters_lost_total").absolute(st.dead_letters_lost());
+            metrics::counter!("rw_rate_limited_batches_total").absolute(st.rate_limited());
             for (code, n) in st.produce_retries() {
                 metrics::counter!("rw_produce_retries_total", "code" => code).absolute(n);
             }
@@ -249,8 +251,6 @@ impl Telemetry {
                 metrics::gauge!("rw_files_done").set(s.processed_files as f64);
                 metrics::gauge!("rw_files_failed").set(p.failed_files().len() as f64);
                 metrics::gauge!("rw_unsettled_lines").set(p.unsettled() as f64);
-                metrics::counter!("rw_rate_limited_batches_total").absolute(p.rate_limited.load(Ordering::Relaxed));
-                metrics::counter!("rw_dead_letters_lost_total").absolute(p.lost_letters());
             }
         });
         self.recorder.handle().render()

@@ -73,10 +73,6 @@ pub struct Progress {
     pub flush: Notify,
     /// Signalled whenever lines settle (the CPU thread waits on it when too far ahead).
     settled: Condvar,
-    /// Batches that waited for the rate limit (the live progress line shows when it holds).
-    pub rate_limited: AtomicU64,
-    /// Dead letters that could not be written (the row's `error` says how many).
-    lost_letters: AtomicU64,
     /// Where a resumed run would have to read back from, per partition. Its own mutex,
     /// taken per batch sent and acknowledged and per status write, never with `inner`.
     ledger: Mutex<Ledger>,
@@ -219,14 +215,8 @@ impl Progress {
     /// Lines whose dead letters were written (`written`), or could not be: they settle as
     /// errors either way, and the lost ones are counted for the row.
     pub fn settle_letters(&self, seqs: &[rw_core::tracker::Seq], written: bool) {
-        let counter = if written { &self.stats.dead_letters_written } else { &self.lost_letters };
-        counter.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        self.stats.letters_settled(seqs.len() as u64, written);
         self.lock().apply(|t| t.resolve(seqs, rw_core::tracker::LineState::Error));
-    }
-
-    /// Dead letters that could not be written so far.
-    pub fn lost_letters(&self) -> u64 {
-        self.lost_letters.load(Ordering::Relaxed)
     }
 
     /// The files given up so far, each with where and why.
@@ -246,7 +236,7 @@ impl Progress {
                 n => Some(format!("{n} files failed; last: {}", failed[n - 1])),
             }
         };
-        let lost = match self.lost_letters.load(Ordering::Relaxed) {
+        let lost = match self.stats.dead_letters_lost() {
             0 => None,
             n => Some(format!("{n} dead letters could not be written (their lines count as errors)")),
         };

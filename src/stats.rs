@@ -27,7 +27,11 @@ pub struct Stats {
     /// Falls back to sending lines again unseen, by kind.
     fallbacks: Mutex<BTreeMap<rw_core::resume::Fallback, u64>>,
     /// Dead letters written.
-    pub dead_letters_written: AtomicU64,
+    dead_letters_written: AtomicU64,
+    /// Dead letters that could not be written (the row's `error` says how many).
+    dead_letters_lost: AtomicU64,
+    /// Batches that waited for the rate limit (the live progress line shows when it holds).
+    rate_limited: AtomicU64,
     /// Produce requests sent again, by Kafka error code (or the kind of failure when Kafka
     /// gave none).
     produce_retries: Mutex<BTreeMap<String, u64>>,
@@ -58,6 +62,8 @@ impl Stats {
             lost_answer_checks: Mutex::new(BTreeMap::new()),
             fallbacks: Mutex::new(BTreeMap::new()),
             dead_letters_written: AtomicU64::new(0),
+            dead_letters_lost: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
             produce_retries: Mutex::new(BTreeMap::new()),
             read_retries: Mutex::new(BTreeMap::new()),
             kafka_answers: AtomicBool::new(true),
@@ -98,7 +104,29 @@ impl Stats {
 
     /// One batch waited `wait` for the rate limit.
     pub fn rate_limit_waited(&self, wait: Duration) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
         self.rate_limit_wait.record(wait.as_secs_f64());
+    }
+
+    /// Batches that waited for the rate limit so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// The dead letters of `n` lines were written (`written`), or could not be.
+    pub fn letters_settled(&self, n: u64, written: bool) {
+        let counter = if written { &self.dead_letters_written } else { &self.dead_letters_lost };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Dead letters written so far.
+    pub fn dead_letters_written(&self) -> u64 {
+        self.dead_letters_written.load(Ordering::Relaxed)
+    }
+
+    /// Dead letters that could not be written so far.
+    pub fn dead_letters_lost(&self) -> u64 {
+        self.dead_letters_lost.load(Ordering::Relaxed)
     }
 
     /// A produce request ended after `took`; `answered`: Kafka answered it (with the

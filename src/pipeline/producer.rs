@@ -177,7 +177,6 @@ impl Producer {
         if wait.is_zero() {
             return true;
         }
-        self.progress.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.progress.stats().rate_limit_waited(wait);
         tokio::select! {
             _ = cancel.cancelled() => false,
