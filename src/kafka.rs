@@ -29,6 +29,9 @@
 //! end offsets and fetches records back through the same partition clients (see
 //! [`crate::resume::readback`]).
 
+pub mod nodelay;
+pub mod throttle;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,9 +262,9 @@ impl KafkaBroker {
                 ),
             }
         }
-        crate::nodelay::apply();
+        crate::kafka::nodelay::apply();
         let nodelay = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(crate::nodelay::keep_applying(nodelay.clone()));
+        tokio::spawn(crate::kafka::nodelay::keep_applying(nodelay.clone()));
         Ok(Self {
             client,
             producer,
@@ -334,7 +337,7 @@ impl KafkaBroker {
             .await
             .map_err(|_| BrokerError::NoLeader { topic: topic.into(), partition, after })?
             .map_err(|e| self.produce_error(topic, partition, e))?;
-        crate::nodelay::apply();
+        crate::kafka::nodelay::apply();
         let pc = Arc::new(pc);
         clients.insert(key, Arc::clone(&pc));
         Ok(pc)
@@ -373,15 +376,15 @@ impl Broker for KafkaBroker {
             let started = Instant::now();
             // rskafka takes the records by value: built for this attempt, from the batch,
             // which stays whole to be sent again.
-            // Watched: rskafka would send a throttled request again by itself (crate::throttle).
-            let call = crate::throttle::watch(pc.produce(to_rskafka(records), self.compression));
+            // Watched: rskafka would send a throttled request again by itself (crate::kafka::throttle).
+            let call = crate::kafka::throttle::watch(pc.produce(to_rskafka(records), self.compression));
             let result = match tokio::time::timeout(after, call).await {
                 Err(_) => Err(BrokerError::NotAcknowledged { topic: topic.to_owned(), partition, after }),
                 Ok(Err(pause)) => Err(BrokerError::Throttled { topic: topic.to_owned(), partition, pause }),
                 Ok(Ok(r)) => r.map_err(|e| self.produce_error(topic, partition, e)),
             };
             if result.is_err() || started.elapsed() > SLOW_PRODUCE {
-                crate::nodelay::apply();
+                crate::kafka::nodelay::apply();
             }
             if let Err(e) = &result {
                 if e.code().is_some_and(ErrorCode::leaders_may_have_moved)

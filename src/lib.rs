@@ -14,22 +14,17 @@
 //! down only: the compiler holds the core's side, and `tests/layers.rs` holds IO below the
 //! wiring; the code map in `ARCHITECTURE.md` lists each module in its layer.
 
-// Kafka.
+// Kafka (with its socket options and throttle watcher).
 pub mod kafka;
-pub mod nodelay;
-pub mod throttle;
 pub mod tls;
 
-// The sources: local files, S3 and GCS.
-pub mod bufpool;
-pub mod gcs;
+// The sources: local files, S3 and GCS (with the read buffers).
 pub mod source;
 
-// The worker's bookkeeping: progress, counters, status rows, metrics, the terminal.
-pub mod display;
+// The worker's bookkeeping: progress (with its counters and the terminal's line), status
+// rows, metrics.
 pub mod metrics;
 pub mod progress;
-pub mod stats;
 pub mod status;
 
 // Dead letters, the configuration, the resume's IO, and the wiring.

@@ -73,7 +73,10 @@ fn init_tracing(format: LogFormat, aliases: &[&str]) {
         LogFormat::Text => fmt.boxed(),
     };
     // The throttle watcher has a filter of its own: RUST_LOG cannot switch it off.
-    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(reprocessing_worker::throttle::layer()).init();
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(reprocessing_worker::kafka::throttle::layer())
+        .init();
     if !aliases.is_empty() {
         tracing::info!(variables = aliases.join(","), "Kafka settings read by the bulker's names");
     }

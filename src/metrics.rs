@@ -33,8 +33,8 @@ use hyper::{Request, Response, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tokio_util::sync::CancellationToken;
 
+use crate::progress::stats::Stats;
 use crate::progress::Progress;
-use crate::stats::Stats;
 
 /// How long the status loop may go without a turn before `/healthz` says the worker is stuck.
 pub const STALL_AFTER: Duration = Duration::from_secs(60);

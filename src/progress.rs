@@ -10,6 +10,9 @@
 //! once per interval (`worker::flusher`), in the background, so a slow database delays the
 //! row, never the pipeline.
 
+pub mod display;
+pub mod stats;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use crate::stats::Stats;
+use crate::progress::stats::Stats;
 use rw_core::resume::offsets::{Ledger, PartitionOffset};
 use rw_core::tracker::{Advance, Finished, Seq, Tracker};
 

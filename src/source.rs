@@ -9,6 +9,8 @@
 //! stopped, with the backoff [`rw_core::backoff::Backoff::S3_READ`] (a bounded number of times
 //! in a row): see `source::remote`.
 
+pub mod bufpool;
+pub mod gcs;
 mod remote;
 
 use std::io::Read;
@@ -20,8 +22,8 @@ use tokio::sync::{mpsc, Notify};
 
 use std::collections::HashMap;
 
-use crate::bufpool::BufPool;
-use crate::stats::Stats;
+use crate::progress::stats::Stats;
+use crate::source::bufpool::BufPool;
 use tokio_util::sync::CancellationToken;
 
 use rw_core::location::Location;
@@ -96,14 +98,14 @@ impl Sources {
     pub async fn for_paths<'a>(
         paths: impl IntoIterator<Item = &'a str>,
         s3_too: bool,
-    ) -> Result<Self, crate::gcs::GcsError> {
+    ) -> Result<Self, crate::source::gcs::GcsError> {
         let mut needs_s3 = s3_too;
         let mut gcs = GcsStores::new();
         for path in paths {
             match Location::parse(path) {
                 Ok(Location::S3 { .. }) => needs_s3 = true,
                 Ok(Location::Gcs { bucket, .. }) if !gcs.contains_key(&bucket) => {
-                    let store = crate::gcs::store(&bucket)?;
+                    let store = crate::source::gcs::store(&bucket)?;
                     gcs.insert(bucket, store);
                 }
                 // A local path, a bucket seen already, or a bad path (which fails when opened).

@@ -50,7 +50,7 @@ pub enum RunError {
     #[error(transparent)]
     Repository(#[from] crate::repository::RepositoryError),
     #[error(transparent)]
-    Gcs(#[from] crate::gcs::GcsError),
+    Gcs(#[from] crate::source::gcs::GcsError),
     /// `METRICS_ADDR` could not be bound.
     #[error("METRICS_ADDR {addr}: cannot listen")]
     Metrics {
@@ -440,7 +440,7 @@ impl<'a> Run<'a> {
         };
         let display = async {
             if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                crate::display::run(Arc::clone(progress), n_assigned, self.total_bytes, stop.clone()).await;
+                crate::progress::display::run(Arc::clone(progress), n_assigned, self.total_bytes, stop.clone()).await;
             }
         };
         let files = async {

@@ -28,7 +28,7 @@ pub struct PlanArgs {
     #[arg(long, group = "source")]
     pub local_path: Option<PathBuf>,
     /// Objects per listing request (S3 and GCS).
-    #[arg(long, default_value_t = crate::gcs::LIST_PAGE_SIZE, hide = true)]
+    #[arg(long, default_value_t = crate::source::gcs::LIST_PAGE_SIZE, hide = true)]
     pub list_page_size: u32,
     /// The job id (default: `reprocess-<unix time>`).
     #[arg(long)]
@@ -209,7 +209,7 @@ async fn list_gcs(url: &str, page_size: u32) -> Result<Vec<Listed>, AdminError> 
     let Ok(Location::Gcs { bucket, object: prefix }) = Location::parse_prefix(url) else {
         return Err(AdminError::Input("--gcs-path must be gs://bucket/prefix".into()));
     };
-    let objects = crate::gcs::list(&bucket, &prefix, page_size)
+    let objects = crate::source::gcs::list(&bucket, &prefix, page_size)
         .await
         .map_err(|e| AdminError::List(url.into(), rw_core::error::Chain(&e).to_string()))?;
     Ok(objects.into_iter().map(|o| Listed { path: o.url, size: o.size, modified: o.modified }).collect())

@@ -396,10 +396,10 @@ impl Producer {
 
 /// A slot of the requests in flight, counted in the metrics while held (a delivery's task
 /// holds it until it ends or is aborted).
-struct InFlight(Arc<crate::stats::Stats>);
+struct InFlight(Arc<crate::progress::stats::Stats>);
 
 impl InFlight {
-    fn take(stats: Arc<crate::stats::Stats>) -> Self {
+    fn take(stats: Arc<crate::progress::stats::Stats>) -> Self {
         stats.batch_started();
         InFlight(stats)
     }
