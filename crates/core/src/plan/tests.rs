@@ -161,3 +161,38 @@ fn the_deploy_examples_job_keeps_a_line_of_its_window() {
     assert_eq!(filter.check(&env), Ok(()));
     assert!(!job.connection_ids.is_empty(), "routed without a repository");
 }
+
+/// `deploy/k8s/indexed-job.yaml` is the Job `plan` writes for its example (job `example`,
+/// three workers, its image and topic): its spec (backoff limit, failure policy, probes,
+/// port, resources, security, volumes, environment) is the same object as `plan`'s, so that
+/// the two cannot drift apart; only the example's comments are its own.
+#[test]
+fn the_deploy_example_is_the_job_plan_writes() {
+    use serde::Deserialize;
+    use yaml_serde::Value;
+    let yaml = include_str!("../../../../deploy/k8s/indexed-job.yaml");
+    // Both read as YAML (JSON is YAML): maps compare whatever their keys' order.
+    let job = |docs: Vec<Value>| docs.into_iter().find(|d| d["kind"] == Value::from("Job")).expect("a Job");
+    let example = job(yaml_serde::Deserializer::from_str(yaml).map(|d| Value::deserialize(d).unwrap()).collect());
+    let spec = PlanSpec {
+        job_id: "example".into(),
+        namespace: String::new(),
+        image: "jitsucom/reprocessing-worker:latest".into(),
+        workers: Some(3),
+        parallelism: None,
+        job_config: "{}".into(),
+        env: Vec::new(),
+        topic: "destination-messages".into(),
+        service_account: None,
+        node_selector: Vec::new(),
+    };
+    let out = manifests(&spec, &[f("s3://b/a.ndjson", 1), f("s3://b/b.ndjson", 2), f("s3://b/c.ndjson", 3)]);
+    let planned = job(out.split("\n---\n").map(|d| yaml_serde::from_str(d).unwrap()).collect());
+    assert!(
+        example["spec"] == planned["spec"],
+        "deploy/k8s/indexed-job.yaml's Job spec differs from plan's:\nexample:\n{}\nplan:\n{}",
+        yaml_serde::to_string(&example["spec"]).unwrap(),
+        yaml_serde::to_string(&planned["spec"]).unwrap()
+    );
+    assert_eq!(example["metadata"]["labels"], planned["metadata"]["labels"]);
+}
