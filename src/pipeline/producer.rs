@@ -124,30 +124,30 @@ impl Producer {
     async fn deliver(&self, mut batch: Batch, cancel: &CancellationToken) -> Delivered {
         let mut out = Delivered::default();
         if !self.wait_for_rate(&batch, cancel).await {
-            out.stopped = Some((batch.lines, AttemptError::Stopped));
+            out.stopped = Some((batch.seqs, AttemptError::Stopped));
             return out;
         }
-        self.progress.stats().lines_sent.fetch_add(batch.lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.progress.stats().lines_sent.fetch_add(batch.seqs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         // Stamped when sent, so the topic's timestamps show the rate it was sent at.
         batch.records.stamp(chrono::Utc::now());
         let topic = &self.topics[batch.topic].0;
         let partition = self.partition_for(batch.topic);
         // Registered before the first attempt: from now on its records may be in the topic.
-        let last_line = batch.lines.iter().copied().max().unwrap_or_default();
-        let low = self.progress.ledger().sent(batch.topic, partition, last_line);
+        let last_seq = batch.seqs.iter().copied().max().unwrap_or_default();
+        let low = self.progress.ledger().sent(batch.topic, partition, last_seq);
         let at = Target { partition, low };
         // Parts still to send, the next one last.
-        let mut parts = vec![(batch.records, batch.lines)];
-        while let Some((records, lines)) = parts.pop() {
+        let mut parts = vec![(batch.records, batch.seqs)];
+        while let Some((records, seqs)) = parts.pop() {
             match self.send(topic, at, &records, cancel).await {
                 Ok(base) => {
                     self.progress.ledger().acked(batch.topic, partition, base, records.len());
-                    out.acked.extend(lines)
+                    out.acked.extend(seqs)
                 }
                 Err(Stop::Rejected(e)) if records.len() > 1 => {
                     let mut first = records;
                     let second = first.split_off(first.len() / 2);
-                    let mut later = lines;
+                    let mut later = seqs;
                     let earlier = later.drain(..first.len()).collect::<Vec<_>>();
                     tracing::debug!(topic, partition, error = %rw_core::error::Chain(&e), "batch rejected; splitting it");
                     parts.push((second, later));
@@ -156,10 +156,10 @@ impl Producer {
                 Err(Stop::Rejected(e)) => {
                     let reason = format!("rejected by Kafka: {}", e.code().map_or("refused", |c| c.name()));
                     let value = records.get(0).value.to_vec();
-                    out.rejected.push((lines[0], value, reason));
+                    out.rejected.push((seqs[0], value, reason));
                 }
                 Err(Stop::Run(e)) => {
-                    let mut left = lines;
+                    let mut left = seqs;
                     left.extend(parts.drain(..).flat_map(|(_, l)| l));
                     out.stopped = Some((left, e));
                     break;

@@ -18,7 +18,7 @@ use crate::keys::{FileKeys, LineKeys};
 use crate::lines::Line;
 use crate::resume::recover::{Ended, Recovered};
 use crate::route::{RouteError, Router, HEADER};
-use crate::tracker::LineState;
+use crate::tracker::{LineState, Seq};
 
 /// Bytes of a v2 record batch besides its records (base offset, length, epoch, magic, CRC,
 /// attributes, offsets, timestamps, producer id and epoch, sequence, count).
@@ -125,7 +125,7 @@ impl Decision {
 
 struct Open {
     records: Records,
-    lines: Vec<u64>,
+    seqs: Vec<Seq>,
     /// Encoded size of the batch so far.
     encoded: usize,
 }
@@ -186,9 +186,16 @@ impl<'a> Batcher<'a> {
         self.file = FileAt { keys, start, first_line };
     }
 
-    /// Decides line `no`. When `allow_send` is false (the limit is reached) a line that would
-    /// be queued is not; `None` is returned and nothing is recorded.
-    pub fn line(&mut self, no: u64, line: Line<'_>, allow_send: bool, mut emit: impl FnMut(Batch)) -> Option<Decision> {
+    /// Decides the line whose sequence number is `seq` (see [`Batcher::start_file`] for its
+    /// line number in its file). When `allow_send` is false (the limit is reached) a line that
+    /// would be queued is not; `None` is returned and nothing is recorded.
+    pub fn line(
+        &mut self,
+        seq: Seq,
+        line: Line<'_>,
+        allow_send: bool,
+        mut emit: impl FnMut(Batch),
+    ) -> Option<Decision> {
         let text = match line {
             Line::TooLong { len } => return Some(Decision::Error(LineError::TooLong(len))),
             Line::Text(t) => t,
@@ -215,14 +222,14 @@ impl<'a> Batcher<'a> {
         if !allow_send {
             return None;
         }
-        let key = self.file.keys.key(self.file.first_line + (no - self.file.start));
+        let key = self.file.keys.key(self.file.first_line + (seq - self.file.start));
         let headers = [(HEADER, &target.header[..])];
         let alone = record_size(0, key.len(), text.len(), &headers);
         if BATCH_OVERHEAD + alone > self.limits.message_bytes {
             return Some(Decision::Error(LineError::TooLargeForKafka(alone, self.limits.message_bytes)));
         }
         if let Some(r) = &mut self.recovered {
-            let found = r.take(no, &key, text, &target.header);
+            let found = r.take(seq, &key, text, &target.header);
             if r.is_over() {
                 self.recovery_ended = Some(r.ended());
                 self.recovered = None;
@@ -250,11 +257,11 @@ impl<'a> Batcher<'a> {
         let bytes = self.reserve[topic];
         let open = self.open[topic].get_or_insert_with(|| Open {
             records: Records::with_capacity(capacity, bytes, Utc::now()),
-            lines: Vec::with_capacity(capacity),
+            seqs: Vec::with_capacity(capacity),
             encoded: BATCH_OVERHEAD,
         });
         open.records.push(&key, text, &target.header);
-        open.lines.push(no);
+        open.seqs.push(seq);
         open.encoded += size;
         if open.records.len() >= self.limits.records || open.records.value_bytes() >= self.limits.value_bytes {
             if let Some(b) = self.take(topic) {
@@ -270,7 +277,7 @@ impl<'a> Batcher<'a> {
         let bytes = o.records.value_bytes();
         self.reserve[topic] =
             (bytes + bytes / 8).max(MIN_RESERVE).min(self.limits.value_bytes.min(self.limits.message_bytes));
-        Some(Batch { topic, records: o.records, lines: o.lines, encoded_bytes: o.encoded })
+        Some(Batch { topic, records: o.records, seqs: o.seqs, encoded_bytes: o.encoded })
     }
 
     /// Hands over every open batch.
@@ -321,7 +328,7 @@ mod tests {
         assert_eq!(d[4], Some(Decision::Queued));
         assert_eq!(batches.len(), 1);
         let b = &batches[0];
-        assert_eq!(b.lines, vec![1, 5]);
+        assert_eq!(b.seqs, vec![1, 5]);
         let key = |i: usize| String::from_utf8(b.records.get(i).key.to_vec()).unwrap();
         assert_eq!(key(0).as_bytes(), LineKeys::for_job("").file(0, "").key(1), "not messageId");
         assert_eq!(b.records.get(0).value, lines[0].as_bytes());
@@ -371,7 +378,7 @@ mod tests {
         let l1 = r#"{"origin":{"sourceId":"s1"}}"#;
         let l2 = r#"{"origin":{"sourceId":"s2"}}"#;
         let (_, batches) = run(&[l1, l2, l1, l1, l2, l1], &router, 2);
-        let shape: Vec<(usize, Vec<u64>)> = batches.iter().map(|b| (b.topic, b.lines.clone())).collect();
+        let shape: Vec<(usize, Vec<u64>)> = batches.iter().map(|b| (b.topic, b.seqs.clone())).collect();
         assert_eq!(shape, vec![(0, vec![1, 3]), (1, vec![2, 5]), (0, vec![4, 6])]);
         assert_eq!(batches[1].records.get(0).header, b"k");
     }
@@ -441,12 +448,12 @@ mod tests {
                 b.line(i as u64 + 1, Line::Text(line.as_bytes()), true, |x| batches.push(x));
             }
             b.flush_all(|x| batches.push(x));
-            let sent: Vec<u64> = batches.iter().flat_map(|b| b.lines.iter().copied()).collect();
+            let sent: Vec<u64> = batches.iter().flat_map(|b| b.seqs.iter().copied()).collect();
             proptest::prop_assert_eq!(sent, (1..=sizes.len() as u64).collect::<Vec<_>>(), "each line once, in order");
             for batch in &batches {
-                proptest::prop_assert_eq!(batch.lines.len(), batch.records.len());
-                for (no, r) in batch.lines.iter().zip(batch.records.iter()) {
-                    let line = format!(r#"{{"messageId":"m{}","pad":"{}"}}"#, no - 1, "x".repeat(sizes[*no as usize - 1]));
+                proptest::prop_assert_eq!(batch.seqs.len(), batch.records.len());
+                for (seq, r) in batch.seqs.iter().zip(batch.records.iter()) {
+                    let line = format!(r#"{{"messageId":"m{}","pad":"{}"}}"#, seq - 1, "x".repeat(sizes[*seq as usize - 1]));
                     proptest::prop_assert_eq!(r.value, line.as_bytes());
                 }
             }

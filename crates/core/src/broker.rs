@@ -157,15 +157,16 @@ impl Records {
     }
 }
 
-/// Records for one topic, with the line numbers they came from (in order).
+/// Records for one topic, with the sequence numbers of the lines they came from (in order).
 #[derive(Debug)]
 pub struct Batch {
     /// Index into the router's topic list.
     pub topic: usize,
     /// The records, in the order of their lines.
     pub records: Records,
-    /// The line number of each record, in the same order.
-    pub lines: Vec<u64>,
+    /// The sequence number of each record's line (the tracker's [`crate::tracker::Seq`], over
+    /// the whole run, not a line number in its file), in the same order.
+    pub seqs: Vec<crate::tracker::Seq>,
     /// Upper bound of the batch's encoded size before compression, in bytes.
     pub encoded_bytes: usize,
 }
