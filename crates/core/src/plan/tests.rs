@@ -172,7 +172,7 @@ fn the_deploy_example_is_the_job_plan_writes() {
     use yaml_serde::Value;
     let yaml = include_str!("../../../../deploy/k8s/indexed-job.yaml");
     // Both read as YAML (JSON is YAML): maps compare whatever their keys' order.
-    let job = |docs: Vec<Value>| docs.into_iter().find(|d| d["kind"] == Value::from("Job")).expect("a Job");
+    let job = |docs: Vec<Value>| docs.into_iter().find(|d| d["kind"] == "Job").expect("a Job");
     let example = job(yaml_serde::Deserializer::from_str(yaml).map(|d| Value::deserialize(d).unwrap()).collect());
     let spec = PlanSpec {
         job_id: "example".into(),
