@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
-use crate::testutil::{small_tuning, Injected, MemoryStatus};
+use crate::testutil::{small_tuning, Injected, MemoryStatus, Partitions};
 use rw_core::broker::{Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
 use rw_core::generate::Rng;
 use rw_core::jobfile::JobOptions;
@@ -74,10 +74,10 @@ impl Draw for Rng {
     }
 }
 
-/// The partitions, as the broker keeps them. `None` is a control record.
+/// The partitions, as the broker keeps them, and what the simulation notes of them.
 #[derive(Default)]
 struct Log {
-    parts: BTreeMap<(String, i32), Vec<Option<Record>>>,
+    parts: Partitions,
     /// Keys of ours that another producer wrote an exact copy of, and how often.
     copied: BTreeMap<Vec<u8>, usize>,
     /// Live records written so far (their keys are numbered).
@@ -98,7 +98,7 @@ fn live_record(i: u64) -> Record {
 
 impl Log {
     fn part(&mut self, topic: &str, partition: i32) -> &mut Vec<Option<Record>> {
-        self.parts.entry((topic.to_owned(), partition)).or_default()
+        self.parts.part(topic, partition)
     }
 }
 
@@ -247,7 +247,7 @@ impl Broker for SimBroker {
             if self.life.dies_here() {
                 return dead().await;
             }
-            Ok(self.log.lock().unwrap().part(topic, partition).len() as i64)
+            Ok(self.log.lock().unwrap().parts.end(topic, partition))
         })
     }
 
@@ -260,13 +260,7 @@ impl Broker for SimBroker {
                 let source = Box::new(Injected(1));
                 return Err(BrokerError::ReadBack { topic: topic.to_owned(), partition, source });
             }
-            let mut log = self.log.lock().unwrap();
-            let records = log.part(topic, partition);
-            let from = (offset.max(0) as usize).min(records.len());
-            let scanned = &records[from..records.len().min(from + 50)];
-            let page = scanned.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
-            let next = if scanned.is_empty() { offset } else { (from + scanned.len()) as i64 };
-            Ok(Fetched { records: page.collect(), high_watermark: records.len() as i64, next })
+            Ok(self.log.lock().unwrap().parts.fetch(topic, partition, offset, 50, i64::MAX))
         })
     }
 }
@@ -286,11 +280,7 @@ impl SimBroker {
 
     /// Appends `records`; returns the base offset.
     fn write(&self, topic: &str, partition: i32, records: &[Record]) -> i64 {
-        let mut log = self.log.lock().unwrap();
-        let part = log.part(topic, partition);
-        let base = part.len() as i64;
-        part.extend(records.iter().cloned().map(Some));
-        base
+        self.log.lock().unwrap().parts.append(topic, partition, records.iter().cloned())
     }
 
     /// Another producer: a record with the bytes and header of one of ours under another
@@ -620,7 +610,7 @@ fn check(cfg: &Config, src: &Source, workers: u32, log: &Log, results: &[Result<
     let keys = LineKeys::for_job(&cfg.job_id);
     // Our records in the log, by key, with their bytes.
     let mut in_log: BTreeMap<Vec<u8>, Vec<&Record>> = BTreeMap::new();
-    for r in log.parts.values().flatten().flatten() {
+    for r in log.parts.records() {
         if let Some(k) = r.key.as_ref().filter(|k| !k.starts_with(b"foreign-")) {
             in_log.entry(k.clone()).or_default().push(r);
         }

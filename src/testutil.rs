@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use crate::config::{Config, Tuning};
 use crate::progress::Progress;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
-use rw_core::broker::{Broker, BrokerError, ErrorCode, Failure, Record, Records};
+use rw_core::broker::{Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
 use rw_core::jobfile::{FileEntry, JobOptions};
 use rw_core::resume::offsets::PartitionOffset;
 use rw_core::resume::StoredRow;
@@ -52,7 +52,7 @@ pub struct FakeBroker {
     progress: OnceLock<Arc<Progress>>,
     /// What the partitions hold: every acknowledged record, in offset order (shared by the
     /// fakes of one "cluster", see [`FakeBroker::sharing`]).
-    log: Arc<Mutex<Topics>>,
+    log: Arc<Mutex<Partitions>>,
     /// The last stable offset of every partition, as another producer's open transaction
     /// sets it: fetches return nothing from there on, below the high watermark.
     last_stable: std::sync::atomic::AtomicI64,
@@ -60,9 +60,57 @@ pub struct FakeBroker {
     failing_fetches: Mutex<Vec<(String, i32)>>,
 }
 
-/// Records per (topic, partition), the offset being the position; `None` is a control
-/// record (a transaction marker), which takes an offset and is never fetched.
-pub type Topics = BTreeMap<(String, i32), Vec<Option<Record>>>;
+/// The partitions' logs as a fake cluster keeps them, shared by [`FakeBroker`] and the crash
+/// simulation's broker: records per (topic, partition), the offset being the position;
+/// `None` is a control record (a transaction marker), which takes an offset and is never
+/// fetched.
+#[derive(Debug, Default)]
+pub struct Partitions {
+    parts: BTreeMap<(String, i32), Vec<Option<Record>>>,
+}
+
+impl Partitions {
+    /// One partition's log.
+    pub fn part(&mut self, topic: &str, partition: i32) -> &mut Vec<Option<Record>> {
+        self.parts.entry((topic.to_owned(), partition)).or_default()
+    }
+
+    /// Appends `records`; returns the offset of the first.
+    pub fn append(&mut self, topic: &str, partition: i32, records: impl IntoIterator<Item = Record>) -> i64 {
+        let part = self.part(topic, partition);
+        let base = part.len() as i64;
+        part.extend(records.into_iter().map(Some));
+        base
+    }
+
+    /// Where the partition ends (its high watermark).
+    pub fn end(&self, topic: &str, partition: i32) -> i64 {
+        self.parts.get(&(topic.to_owned(), partition)).map_or(0, |r| r.len() as i64)
+    }
+
+    /// A fetch from `offset`: at most `page` offsets scanned (a broker's byte-limited fetch),
+    /// none at or past `stable` (another producer's open transaction); markers skipped.
+    pub fn fetch(&self, topic: &str, partition: i32, offset: i64, page: usize, stable: i64) -> Fetched {
+        let records = self.parts.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
+        let stable = (stable.max(0) as usize).min(records.len());
+        let from = (offset.max(0) as usize).min(stable);
+        let scanned = &records[from..stable.min(from + page)];
+        let found = scanned.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
+        let next = if scanned.is_empty() { offset } else { (from + scanned.len()) as i64 };
+        Fetched { records: found.collect(), high_watermark: records.len() as i64, next }
+    }
+
+    /// Every record of every partition, in order.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.parts.values().flatten().flatten()
+    }
+
+    /// The values in the partitions of `topic`, over all partitions.
+    pub fn values(&self, topic: &str) -> Vec<Vec<u8>> {
+        let of_topic = self.parts.iter().filter(|((t, _), _)| t == topic);
+        of_topic.flat_map(|(_, r)| r.iter().flatten().map(|r| r.value.clone().unwrap_or_default())).collect()
+    }
+}
 
 /// A simple failure, standing in for a broker's.
 #[derive(Debug, thiserror::Error)]
@@ -93,17 +141,12 @@ impl FakeBroker {
 
     /// Appends records written by someone else (another producer).
     pub fn append(&self, topic: &str, partition: i32, records: Vec<Record>) {
-        self.log
-            .lock()
-            .unwrap()
-            .entry((topic.to_owned(), partition))
-            .or_default()
-            .extend(records.into_iter().map(Some));
+        self.log.lock().unwrap().append(topic, partition, records);
     }
 
     /// Appends a transaction marker (a control record: it takes an offset, no fetch returns it).
     pub fn append_marker(&self, topic: &str, partition: i32) {
-        self.log.lock().unwrap().entry((topic.to_owned(), partition)).or_default().push(None);
+        self.log.lock().unwrap().part(topic, partition).push(None);
     }
 
     /// Another producer's transaction, open from `offset` on: reads stop there.
@@ -118,11 +161,7 @@ impl FakeBroker {
 
     /// The values in the partitions of `topic`, over all partitions.
     pub fn stored_values(&self, topic: &str) -> Vec<Vec<u8>> {
-        let log = self.log.lock().unwrap();
-        log.iter()
-            .filter(|((t, _), _)| t == topic)
-            .flat_map(|(_, r)| r.iter().flatten().map(|r| r.value.clone().unwrap_or_default()))
-            .collect()
+        self.log.lock().unwrap().values(topic)
     }
 
     /// Acknowledges everything at once.
@@ -193,12 +232,7 @@ impl Broker for FakeBroker {
             self.calls.lock().unwrap().push(call);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             match failure {
-                None => {
-                    let mut log = self.log.lock().unwrap();
-                    let partition_log = log.entry((topic.to_owned(), partition)).or_default();
-                    partition_log.extend(records.iter().cloned().map(Some));
-                    Ok((partition_log.len() - records.len()) as i64)
-                }
+                None => Ok(self.log.lock().unwrap().append(topic, partition, records.iter().cloned())),
                 Some(failure) => {
                     let code = Some(if failure == Failure::Rejected {
                         ErrorCode::MessageTooLarge
@@ -220,10 +254,7 @@ impl Broker for FakeBroker {
     }
 
     fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, BrokerError>> {
-        Box::pin(async move {
-            let log = self.log.lock().unwrap();
-            Ok(log.get(&(topic.to_owned(), partition)).map_or(0, |r| r.len() as i64))
-        })
+        Box::pin(async move { Ok(self.log.lock().unwrap().end(topic, partition)) })
     }
 
     fn fetch<'a>(
@@ -237,15 +268,9 @@ impl Broker for FakeBroker {
                 let source = Box::new(Injected(usize::MAX));
                 return Err(BrokerError::ReadBack { topic: topic.to_owned(), partition, source });
             }
-            let log = self.log.lock().unwrap();
-            let records = log.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
             // Pages of at most 100 records, like a broker's byte-limited fetch.
-            let stable = (self.last_stable.load(Ordering::SeqCst).max(0) as usize).min(records.len());
-            let from = (offset.max(0) as usize).min(stable);
-            let scanned = &records[from..stable.min(from + 100)];
-            let page = scanned.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| ((from + i) as i64, r)));
-            let next = if scanned.is_empty() { offset } else { (from + scanned.len()) as i64 };
-            Ok(rw_core::broker::Fetched { records: page.collect(), high_watermark: records.len() as i64, next })
+            let stable = self.last_stable.load(Ordering::SeqCst);
+            Ok(self.log.lock().unwrap().fetch(topic, partition, offset, 100, stable))
         })
     }
 }
