@@ -13,14 +13,8 @@ use reprocessing_worker::config::Tuning;
 use reprocessing_worker::pipeline::{Engine, FileTask, Parts, RunEnd};
 use reprocessing_worker::progress::Progress;
 use reprocessing_worker::source::Sources;
-use rw_core::batcher::{BatchLimits, Batcher};
-use rw_core::broker::DryRun;
-use rw_core::extract::extract;
-use rw_core::filter::Filter;
 use rw_core::generate::{ndjson, Shape};
-use rw_core::jobfile::JobOptions;
-use rw_core::lines::{Line, LineSplitter};
-use rw_core::route::Router;
+use rw_core::{extract, BatchLimits, Batcher, DryRun, Filter, JobOptions, Line, LineSplitter, Router};
 
 const SEED: u64 = 42;
 const LINES: u64 = 20_000;
@@ -58,9 +52,9 @@ fn extract_filter(c: &mut Criterion) {
     let d = data();
     let lines = lines_of(&d);
     let filter = Filter::new(
-        &rw_core::select::StreamSelector::List(vec!["stream-0".into(), "stream-2".into()]),
-        rw_core::filter::parse_time("2024-01-01T00:00:00Z"),
-        rw_core::filter::parse_time("2030-01-01T00:00:00Z"),
+        &rw_core::StreamSelector::List(vec!["stream-0".into(), "stream-2".into()]),
+        rw_core::parse_time("2024-01-01T00:00:00Z"),
+        rw_core::parse_time("2030-01-01T00:00:00Z"),
     );
     let valid = || lines.iter().filter(|l| extract(l).is_ok()).count();
     let kept = || lines.iter().filter(|l| extract(l).map(|e| filter.check(&e).is_ok()).unwrap_or(false)).count();
@@ -147,7 +141,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 sources: Sources::new(None),
                 progress,
                 dead_letters: None,
-                keys: rw_core::keys::LineKeys::for_job("bench"),
+                keys: rw_core::LineKeys::for_job("bench"),
                 look_for_lost_answers: true,
                 spread_seed: 0,
             };

@@ -42,7 +42,7 @@ fn main() {
     let mut best = [0f64; 4];
     for _ in 0..15 {
         let t = Instant::now();
-        let n = lines.iter().filter(|l| rw_core::extract::extract(l).is_ok()).count();
+        let n = lines.iter().filter(|l| rw_core::extract(l).is_ok()).count();
         best[0] = best[0].max(total / t.elapsed().as_secs_f64() / 1e6);
         assert_eq!(n, 20000);
         let t = Instant::now();

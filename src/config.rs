@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use rw_core::jobfile::{self, FileEntry, JobFileError, JobOptions};
 use rw_core::resume::StartAt;
-use rw_core::secret::Secret;
-use rw_core::select::StreamSelector;
+use rw_core::{parse_files_list, parse_job_config, FileEntry, JobFileError, JobOptions, Secret, StreamSelector};
 
 /// Every default of the worker's settings, once: clap's defaults read these, and
 /// [`Tuning::default`] reads clap's.
@@ -61,7 +59,7 @@ pub mod defaults {
     pub const MAX_LINGER_SECS: u64 = 3600;
 }
 
-/// Which partitions a worker sends to (`KAFKA_PARTITIONS`): see [`rw_core::broker::Spread`].
+/// Which partitions a worker sends to (`KAFKA_PARTITIONS`): see [`rw_core::Spread`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KafkaPartitions {
     /// Each worker of the job its own share of the partitions.
@@ -326,7 +324,7 @@ pub struct Tuning {
     /// Files opened and not finished, in files.
     pub files_in_flight: usize,
     /// What this worker may send a second (its own setting, or its share of the job's).
-    pub rate: rw_core::ratelimit::RateLimits,
+    pub rate: rw_core::RateLimits,
     pub shutdown_timeout: Duration,
     /// The least time between two `running` writes of the status row.
     pub status_min_interval: Duration,
@@ -339,7 +337,7 @@ pub struct Tuning {
 impl Tuning {
     /// The bounds from the flags, checked, with this worker's rate (its own limits, or its
     /// share of the job's): the one mapping from the environment to [`Tuning`].
-    pub fn from_args(args: &WorkerArgs, rate: rw_core::ratelimit::RateLimits) -> Result<Tuning, ConfigError> {
+    pub fn from_args(args: &WorkerArgs, rate: rw_core::RateLimits) -> Result<Tuning, ConfigError> {
         if args.max_line_bytes == 0 {
             return Err(invalid("MAX_LINE_BYTES", "must be at least 1"));
         }
@@ -464,11 +462,11 @@ pub struct Config {
     pub worker_index: u32,
     pub total_workers: u32,
     /// `DATABASE_URL`, parsed.
-    pub database: rw_core::dburl::DbUrl,
+    pub database: rw_core::DbUrl,
     pub kafka: Option<KafkaConfig>,
     pub topic: String,
     /// Which partitions of each topic this worker sends to.
-    pub spread: rw_core::broker::Spread,
+    pub spread: rw_core::Spread,
     /// `Some` exactly when the job's routing needs the streams repository.
     pub repository: Option<RepositoryAccess>,
     /// Every entry of files.json, in order; [`Config::assigned_files`] picks this worker's.
@@ -486,13 +484,13 @@ pub struct Config {
 }
 
 /// `start_file` and `start_line` of `job`, with the file found in `files`
-/// ([`rw_core::resume::rule::find_start_file`]). A `start_file` that is not there, or names
+/// ([`rw_core::resume::find_start_file`]). A `start_file` that is not there, or names
 /// several entries, is a configuration error naming the field and the nearest paths.
 pub fn start_at(files: &[FileEntry], job: &JobOptions) -> Result<StartAt, JobFileError> {
     let file = match job.start_file.as_deref() {
         None => None,
         Some(given) => Some(
-            rw_core::resume::rule::find_start_file(files, given)
+            rw_core::resume::find_start_file(files, given)
                 .map_err(|e| JobFileError { file: "config.json", what: format!("field {e}") })?,
         ),
     };
@@ -598,13 +596,13 @@ impl Config {
         if i32::try_from(total_workers).is_err() {
             return Err(invalid("TOTAL_WORKERS", "too large"));
         }
-        let database = rw_core::dburl::DbUrl::parse(&required("DATABASE_URL", &args.database_url)?)
+        let database = rw_core::DbUrl::parse(&required("DATABASE_URL", &args.database_url)?)
             .map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
         // The connection parameters' values too (a port, a timeout), before anything runs.
         crate::status::pg_config(&database).map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
 
-        let job = jobfile::parse_job_config(&read_mounted("JOB_CONFIG_PATH", &args.job_config_path)?)?;
-        let files = jobfile::parse_files_list(&read_mounted("FILES_CONFIG_PATH", &args.files_config_path)?)?;
+        let job = parse_job_config(&read_mounted("JOB_CONFIG_PATH", &args.job_config_path)?)?;
+        let files = parse_files_list(&read_mounted("FILES_CONFIG_PATH", &args.files_config_path)?)?;
         let start = start_at(&files, &job)?;
 
         let kafka = if job.dry_run { None } else { Some(KafkaConfig::from_args(args)?) };
@@ -625,7 +623,7 @@ impl Config {
         };
 
         let tuning = Tuning::from_args(args, {
-            use rw_core::ratelimit::{worker_limit, RateLimits};
+            use rw_core::{worker_limit, RateLimits};
             let share = |pod, of_job| worker_limit(pod, of_job, job.parallel_workers, total_workers);
             RateLimits {
                 events_per_sec: share(args.max_events_per_sec, job.max_events_per_sec),
@@ -644,8 +642,8 @@ impl Config {
             ),
         };
         let spread = match args.kafka_partitions {
-            KafkaPartitions::Own => rw_core::broker::Spread::Own { worker: worker_index, workers: total_workers },
-            KafkaPartitions::All => rw_core::broker::Spread::All,
+            KafkaPartitions::Own => rw_core::Spread::Own { worker: worker_index, workers: total_workers },
+            KafkaPartitions::All => rw_core::Spread::All,
         };
         Ok(Config {
             job_id,

@@ -26,9 +26,7 @@ use sonic_rs::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use rw_core::backoff::Backoff;
-use rw_core::location::Location;
-use rw_core::tracker::Seq;
+use rw_core::{Backoff, Location, Seq};
 
 /// Records queued for the writer, in records.
 pub const QUEUE_RECORDS: usize = 4096;

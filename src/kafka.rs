@@ -43,8 +43,7 @@ use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use tokio::time::Instant;
 
 use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
-use rw_core::backoff::Backoff;
-use rw_core::broker::{BoxError, Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
+use rw_core::{Backoff, BoxError, Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
 
 /// The longest one request (with rskafka's own retries) may take before the pipeline's
 /// retry takes over.
@@ -291,7 +290,7 @@ impl KafkaBroker {
         }
         match tokio::time::timeout(self.request_deadline, self.producer.list_topics()).await {
             Ok(Ok(_)) => tracing::debug!("metadata refreshed after a leader error"),
-            Ok(Err(e)) => tracing::debug!(error = %rw_core::error::Chain(&e), "metadata refresh failed"),
+            Ok(Err(e)) => tracing::debug!(error = %rw_core::Chain(&e), "metadata refresh failed"),
             Err(_) => tracing::debug!("metadata refresh timed out"),
         }
         *last = Some(Instant::now());
@@ -439,7 +438,7 @@ impl Broker for KafkaBroker {
                         let next = records.last().map_or(at, |(last, _)| last + 1);
                         return Ok(Fetched { records, high_watermark, next });
                     }
-                    Err(e) if rw_core::error::Chain(&e).to_string().contains(CONTROL_BATCH_UNREADABLE) => {
+                    Err(e) if rw_core::Chain(&e).to_string().contains(CONTROL_BATCH_UNREADABLE) => {
                         if one_batch {
                             at += 1;
                         }

@@ -314,9 +314,9 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rw_core::resume::offsets::Ledger;
+    use rw_core::resume::Ledger;
     use rw_core::resume::Snapshot;
-    use rw_core::tracker::Counts;
+    use rw_core::Counts;
 
     /// The value of metric `name` whose labels include each of `labels` (in any order).
     fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {

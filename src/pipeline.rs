@@ -27,13 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Tuning;
 use crate::progress::Progress;
 use crate::source::{Chunks, SourceError, Sources};
-use rw_core::backoff::Backoff;
-use rw_core::broker::{Batch, Broker, BrokerError};
-use rw_core::decode::DecodeError;
-use rw_core::filter::Filter;
-use rw_core::jobfile::JobOptions;
-use rw_core::location::Location;
-use rw_core::route::Router;
+use rw_core::{Backoff, Batch, Broker, BrokerError, DecodeError, Filter, JobOptions, Location, Router};
 
 mod cpu;
 mod landed;
@@ -47,7 +41,7 @@ pub struct Engine {
     filter: Filter,
     router: Router,
     /// The keys of lines without a `messageId`.
-    keys: rw_core::keys::LineKeys,
+    keys: rw_core::LineKeys,
     sources: Sources,
     progress: Arc<Progress>,
     tuning: Tuning,
@@ -71,7 +65,7 @@ pub struct Parts {
     pub filter: Filter,
     pub router: Router,
     pub broker: Arc<dyn Broker>,
-    /// Per topic of the router, the partitions this worker sends to (see [`rw_core::broker::Spread`]).
+    /// Per topic of the router, the partitions this worker sends to (see [`rw_core::Spread`]).
     pub partitions: Vec<Vec<i32>>,
     /// How long one batch may keep failing transiently before the cluster counts as
     /// unavailable (`KAFKA_DELIVERY_TIMEOUT_SECS`).
@@ -81,12 +75,12 @@ pub struct Parts {
     /// Where lines counted as errors go, when `DEAD_LETTER_PATH` is set.
     pub dead_letters: Option<crate::deadletter::Sender>,
     /// The keys of lines without a `messageId`.
-    pub keys: rw_core::keys::LineKeys,
+    pub keys: rw_core::LineKeys,
     /// Whether a batch whose answer was lost is looked for before it is sent again: false
     /// when this worker may not read the topic (no READ permission).
     pub look_for_lost_answers: bool,
     /// This worker's seed for the spread of its retry pauses
-    /// ([`rw_core::backoff::spread_seed`]).
+    /// ([`rw_core::spread_seed`]).
     pub spread_seed: u64,
 }
 
@@ -242,7 +236,7 @@ impl Engine {
     pub async fn run(
         self: &Arc<Self>,
         files: Vec<FileTask>,
-        recovered: Option<rw_core::resume::recover::Recovered>,
+        recovered: Option<rw_core::resume::Recovered>,
         shutdown: &CancellationToken,
     ) -> RunEnd {
         let cancel = shutdown.child_token();
@@ -255,13 +249,12 @@ impl Engine {
         let me = Arc::clone(self);
         let cpu_cancel = cancel.clone();
         let rt = tokio::runtime::Handle::current();
-        let spawned = std::thread::Builder::new()
-            .name("parser".into())
-            .stack_size(rw_core::extract::PARSER_STACK_BYTES)
-            .spawn(move || {
+        let spawned = std::thread::Builder::new().name("parser".into()).stack_size(rw_core::PARSER_STACK_BYTES).spawn(
+            move || {
                 let stage = CpuStage::new(&me, &btx, &cpu_cancel, rt, recovered);
                 let _ = done_tx.send(stage.run(frx));
-            });
+            },
+        );
         if let Err(e) = spawned {
             opener.abort();
             return RunEnd::Stopped(AttemptError::SpawnParser(e));

@@ -2,7 +2,7 @@
 //! the status row shows. One mutex, taken once per chunk by the CPU stage and once per
 //! acknowledged batch by the producer, never per line.
 //!
-//! The counters only ever include lines up to the watermark (see [`rw_core::tracker`]), so
+//! The counters only ever include lines up to the watermark (see [`rw_core::Tracker`]), so
 //! every snapshot is exact for its resume point. A file counts as processed, and its
 //! `file done` line is logged, when the watermark passes its end, so files finish in
 //! files.json order whatever order their batches were acknowledged in. Each time
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::progress::stats::Stats;
-use rw_core::resume::offsets::{Ledger, PartitionOffset};
-use rw_core::tracker::{Advance, Finished, Seq, Tracker};
+use rw_core::resume::{Ledger, PartitionOffset};
+use rw_core::{Advance, Finished, Seq, Tracker};
 
 /// Settled lines between two status writes (at most; the flusher coalesces).
 pub const FLUSH_EVERY_LINES: u64 = 1000;
@@ -217,9 +217,9 @@ impl Progress {
 
     /// Lines whose dead letters were written (`written`), or could not be: they settle as
     /// errors either way, and the lost ones are counted for the row.
-    pub fn settle_letters(&self, seqs: &[rw_core::tracker::Seq], written: bool) {
+    pub fn settle_letters(&self, seqs: &[rw_core::Seq], written: bool) {
         self.stats.letters_settled(seqs.len() as u64, written);
-        self.lock().apply(|t| t.resolve(seqs, rw_core::tracker::LineState::Error));
+        self.lock().apply(|t| t.resolve(seqs, rw_core::LineState::Error));
     }
 
     /// The files given up so far, each with where and why.
@@ -268,7 +268,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rw_core::tracker::{Counts, LineState};
+    use rw_core::{Counts, LineState};
 
     #[test]
     fn snapshot_follows_the_watermark_across_files() {

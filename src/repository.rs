@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use rw_core::route::{RepositoryFormatError, Streams};
-use rw_core::secret::Secret;
+use rw_core::{RepositoryFormatError, Secret, Streams};
 
 /// Bound on the repository's answer, in bytes.
 const MAX_REPOSITORY_BYTES: usize = 256 * 1024 * 1024;
@@ -21,7 +20,7 @@ pub enum RepositoryError {
 
 /// The URL without query or fragment (tokens sometimes ride there).
 fn display_url(url: &str) -> String {
-    rw_core::secret::redact_url(url.split(['?', '#']).next().unwrap_or(url))
+    rw_core::redact_url(url.split(['?', '#']).next().unwrap_or(url))
 }
 
 /// GETs the repository and parses it.

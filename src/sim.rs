@@ -47,15 +47,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
 use crate::testutil::{small_tuning, Injected, MemoryStatus, Partitions};
-use rw_core::broker::{Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
 use rw_core::generate::Rng;
-use rw_core::jobfile::JobOptions;
-use rw_core::keys::LineKeys;
-use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::PartitionOffset;
 use rw_core::resume::StoredRow;
 use rw_core::resume::WorkerStatus;
-use rw_core::route::HEADER;
-use rw_core::tracker::Counts;
+use rw_core::{
+    Broker, BrokerError, Counts, ErrorCode, Failure, Fetched, JobOptions, LineKeys, Record, Records, HEADER,
+};
 
 /// What the simulation draws besides numbers below a bound.
 trait Draw {
@@ -594,8 +592,7 @@ fn schedule(seed: u64) -> Findings {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
     let results = rt.block_on(futures::future::join_all((0..workers).map(|w| {
         // Confined or not, drawn per schedule: two workers share the partitions, or each has its own.
-        let spread =
-            if confined { rw_core::broker::Spread::Own { worker: w, workers } } else { rw_core::broker::Spread::All };
+        let spread = if confined { rw_core::Spread::Own { worker: w, workers } } else { rw_core::Spread::All };
         let cfg = Config { worker_index: w, total_workers: workers, spread, ..base.clone() };
         worker_lifecycle(cfg, &stores[w as usize], Arc::clone(&log), rng.fork(), busy)
     })));

@@ -6,7 +6,7 @@
 //! Memory held here is at most `(read_ahead_chunks + 1) × read_chunk_bytes`.
 //!
 //! A ranged S3 or GCS read that fails or is cut short is retried from the exact byte where it
-//! stopped, with the backoff [`rw_core::backoff::Backoff::S3_READ`] (a bounded number of times
+//! stopped, with the backoff [`rw_core::Backoff::S3_READ`] (a bounded number of times
 //! in a row): see `source::remote`.
 
 pub mod bufpool;
@@ -26,13 +26,13 @@ use crate::progress::stats::Stats;
 use crate::source::bufpool::BufPool;
 use tokio_util::sync::CancellationToken;
 
-use rw_core::location::Location;
+use rw_core::Location;
 
 /// The GCS clients, one per bucket.
 pub type GcsStores = HashMap<String, Arc<dyn object_store::ObjectStore>>;
 
-impl From<rw_core::location::BadLocation> for SourceError {
-    fn from(e: rw_core::location::BadLocation) -> Self {
+impl From<rw_core::BadLocation> for SourceError {
+    fn from(e: rw_core::BadLocation) -> Self {
         SourceError::Open(e.to_string())
     }
 }

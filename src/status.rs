@@ -17,10 +17,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio_postgres::Client;
 
-use rw_core::dburl::DbUrl;
-use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::PartitionOffset;
 use rw_core::resume::{Assignment, JobChanged};
 use rw_core::resume::{Snapshot, StoredRow, UnknownStatus, WorkerStatus};
+use rw_core::DbUrl;
 
 /// One write of the row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub enum StatusError {
     BadUrl {
         url: String,
         #[source]
-        source: rw_core::dburl::DbUrlError,
+        source: rw_core::DbUrlError,
     },
     #[error("database {url}: TLS setup failed")]
     Tls {
@@ -117,7 +117,7 @@ pub trait StatusStore: Send + Sync {
         row: &'a StatusRow,
         offsets: Option<&'a [PartitionOffset]>,
     ) -> BoxFuture<'a, Result<(), StatusError>>;
-    /// The read-back start offsets stored for this worker (see [`rw_core::resume::offsets`]).
+    /// The read-back start offsets stored for this worker (see [`rw_core::resume::Ledger`]).
     fn read_offsets(&self) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StatusError>>;
     /// Stores the read-back start offsets alone, unless a later run owns the index (at
     /// start-up, before anything is sent).
@@ -166,7 +166,7 @@ CREATE INDEX IF NOT EXISTS reprocessing_workers_status_idx ON reprocessing_worke
 /// The worker's own tables, beside the admin's (whose schema stays untouched): which run of
 /// each index owns its row (a run claims it at start-up; the row's writes check it), with
 /// that run's own status (`cancelled` too, which the admin's column shows as `failed`); and
-/// the read-back offsets of [`rw_core::resume::offsets`]. `reprocessing-worker schema` prints
+/// the read-back offsets of [`rw_core::resume::Ledger`]. `reprocessing-worker schema` prints
 /// it for a database owner to apply when the worker's role may not create tables.
 pub const RUNS_DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS reprocessing_worker_runs (
@@ -363,7 +363,7 @@ impl PgStatus {
         worker_index: u32,
         timeout: Duration,
     ) -> Result<Self, StatusError> {
-        let shown = rw_core::secret::redact_url(url);
+        let shown = rw_core::redact_url(url);
         let url = DbUrl::parse(url).map_err(|source| StatusError::BadUrl { url: shown, source })?;
         Self::connect(&url, job_id, worker_index, timeout).await
     }
@@ -415,7 +415,7 @@ impl PgStatus {
             .map_err(|source| StatusError::Connect { url: self.shown_url.clone(), source })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %rw_core::error::Chain(&e), "database connection closed");
+                tracing::debug!(error = %rw_core::Chain(&e), "database connection closed");
             }
         });
         Ok(client)
@@ -600,7 +600,7 @@ impl PgStatus {
                 current_line: n(2),
                 current_ts: r.get(3),
                 processed_files: r.get::<_, Option<i32>>(4).unwrap_or(0).max(0) as u32,
-                counts: rw_core::tracker::Counts { total: n(5), success: n(6), error: n(7), skipped: n(8) },
+                counts: rw_core::Counts { total: n(5), success: n(6), error: n(7), skipped: n(8) },
                 processed_bytes: n(9),
             },
         }))

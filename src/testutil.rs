@@ -12,10 +12,9 @@ use futures::future::BoxFuture;
 use crate::config::{Config, Tuning};
 use crate::progress::Progress;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
-use rw_core::broker::{Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
-use rw_core::jobfile::{FileEntry, JobOptions};
-use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::PartitionOffset;
 use rw_core::resume::StoredRow;
+use rw_core::{Broker, BrokerError, ErrorCode, Failure, Fetched, FileEntry, JobOptions, Record, Records};
 
 /// What the fake does with one produce call: acknowledge, or fail as the class says, after
 /// the delay.
@@ -262,7 +261,7 @@ impl Broker for FakeBroker {
         topic: &'a str,
         partition: i32,
         offset: i64,
-    ) -> BoxFuture<'a, Result<rw_core::broker::Fetched, BrokerError>> {
+    ) -> BoxFuture<'a, Result<rw_core::Fetched, BrokerError>> {
         Box::pin(async move {
             if self.failing_fetches.lock().unwrap().iter().any(|(t, p)| t == topic && *p == partition) {
                 let source = Box::new(Injected(usize::MAX));
@@ -411,10 +410,10 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
         job_id: "job".into(),
         worker_index: 0,
         total_workers: 1,
-        database: rw_core::dburl::DbUrl::parse("postgres://unused").expect("a valid URL"),
+        database: rw_core::DbUrl::parse("postgres://unused").expect("a valid URL"),
         kafka: None,
         topic: "t".into(),
-        spread: rw_core::broker::Spread::Own { worker: 0, workers: 1 },
+        spread: rw_core::Spread::Own { worker: 0, workers: 1 },
         repository: None,
         files,
         job,

@@ -80,11 +80,11 @@ pub fn client_config(cas: &[Ca], skip_verify: bool) -> Result<ClientConfig, TlsE
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// The client config for PostgreSQL, by libpq's `sslmode` rules ([`rw_core::dburl::PgTls`]):
+/// The client config for PostgreSQL, by libpq's `sslmode` rules ([`rw_core::PgTls`]):
 /// `sslrootcert` alone is trusted when given (`system`: the system's roots); `verify-ca`
 /// checks the chain and not the name; a client certificate is sent when `sslcert` is given.
-pub fn postgres_config(pg: &rw_core::dburl::PgTls) -> Result<ClientConfig, TlsError> {
-    use rw_core::dburl::{Roots, Verify};
+pub fn postgres_config(pg: &rw_core::PgTls) -> Result<ClientConfig, TlsError> {
+    use rw_core::{Roots, Verify};
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions");

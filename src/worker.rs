@@ -21,15 +21,12 @@ use crate::progress::Progress;
 use crate::resume::Reconciled;
 use crate::source::Sources;
 use crate::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore};
-use rw_core::backoff::{spread_seed, Backoff};
-use rw_core::broker::{Broker, BrokerError, DryRun};
-use rw_core::filter::Filter;
-use rw_core::resume::offsets::PartitionOffset;
-use rw_core::resume::recover::Recovered;
+use rw_core::resume::PartitionOffset;
+use rw_core::resume::Recovered;
 use rw_core::resume::Snapshot;
 use rw_core::resume::WorkerStatus;
 use rw_core::resume::{start_point, StartPoint};
-use rw_core::route::Router;
+use rw_core::{spread_seed, Backoff, Broker, BrokerError, DryRun, Filter, Router};
 
 /// How long start-up waits for the database and the repository.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -218,7 +215,7 @@ impl Connected {
     }
 
     /// The router's topics and the partitions of each this worker sends to.
-    fn own(&self, spread: rw_core::broker::Spread) -> Vec<(String, Vec<i32>)> {
+    fn own(&self, spread: rw_core::Spread) -> Vec<(String, Vec<i32>)> {
         self.topics().into_iter().map(|(t, n)| (t, spread.partitions(n))).collect()
     }
 }
@@ -257,8 +254,7 @@ impl<'a> Run<'a> {
     /// Where to start, or the stored snapshot when the row says this worker completed.
     async fn start_point(&self) -> Result<Result<StartPoint, Snapshot>, RunError> {
         let stored = self.store.read_row().await?;
-        rw_core::resume::assignment::check_row(&self.cfg.files, &self.assigned, stored.as_ref())
-            .map_err(StatusError::from)?;
+        rw_core::resume::check_row(&self.cfg.files, &self.assigned, stored.as_ref()).map_err(StatusError::from)?;
         if let Some(done) = stored.as_ref().filter(|r| r.status == WorkerStatus::Completed) {
             return Ok(Err(done.snapshot.clone()));
         }
@@ -282,7 +278,7 @@ impl<'a> Run<'a> {
     /// Records `failed` with the error (best effort) and hands the error back.
     async fn fail(&self, snapshot: Snapshot, e: impl Into<RunError>) -> RunError {
         let e = e.into();
-        let row = self.row(WorkerStatus::Failed, snapshot, Some(rw_core::error::Chain(&e).to_string()));
+        let row = self.row(WorkerStatus::Failed, snapshot, Some(rw_core::Chain(&e).to_string()));
         let _ = self.store.write(&row, None).await;
         e
     }
@@ -351,9 +347,9 @@ impl<'a> Run<'a> {
 
     /// The keys of the lines this run may find in the topic: its files from the start point
     /// on, and in the first of them the lines from where it starts.
-    fn ours(&self, start: &StartPoint) -> rw_core::keys::Ours {
-        let keys = rw_core::keys::LineKeys::for_job(&self.cfg.job_id);
-        rw_core::keys::Ours::new((start.file..self.assigned.len()).map(|i| {
+    fn ours(&self, start: &StartPoint) -> rw_core::Ours {
+        let keys = rw_core::LineKeys::for_job(&self.cfg.job_id);
+        rw_core::Ours::new((start.file..self.assigned.len()).map(|i| {
             let first = if i == start.file { start.first_line } else { 1 };
             (keys.file(self.assigned[i], self.path(i)), first)
         }))
@@ -383,7 +379,7 @@ impl<'a> Run<'a> {
             }
         };
         let filter = Filter::new(&cfg.job.stream_ids, cfg.job.date_from, cfg.job.date_to).with_events(&cfg.job.events);
-        let keys = rw_core::keys::LineKeys::for_job(&cfg.job_id);
+        let keys = rw_core::LineKeys::for_job(&cfg.job_id);
         let parts = Parts {
             filter,
             router,
@@ -505,7 +501,7 @@ impl<'a> Run<'a> {
             }
         }
         let error = match &stopped {
-            Some(e) => Some(rw_core::error::Chain(e).to_string()),
+            Some(e) => Some(rw_core::Chain(e).to_string()),
             None if status == WorkerStatus::Cancelled => Some(cancelled_error(&snapshot, files_error.as_deref())),
             None => files_error,
         };
@@ -564,7 +560,7 @@ async fn drain_dead_letters(writer: DeadLetterWriter) {
         }
         Ok(Ok(Ok(w))) if w.letters > 0 => tracing::info!(records = w.letters, "dead letters written"),
         Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %rw_core::error::Chain(&e), "dead letters could not be written"),
+        Ok(Ok(Err(e))) => tracing::error!(error = %rw_core::Chain(&e), "dead letters could not be written"),
         Ok(Err(e)) => tracing::error!(error = %e, "dead-letter writer failed"),
         Err(_) => tracing::error!("dead-letter writer did not finish within {DEAD_LETTER_DRAIN:?}"),
     }
@@ -597,12 +593,12 @@ async fn write_final(
             tracing::error!(
                 attempts = attempt,
                 secs = started.elapsed().as_secs(),
-                error = %rw_core::error::Chain(&e),
+                error = %rw_core::Chain(&e),
                 "final status write failed; giving up, the run exits non-zero so that it is run again"
             );
             return Err(RunError::FinalRow { status: row.status, after: started.elapsed(), source: e });
         }
-        tracing::warn!(attempt, error = %rw_core::error::Chain(&e), "final status write failed");
+        tracing::warn!(attempt, error = %rw_core::Chain(&e), "final status write failed");
         tokio::time::sleep(pause).await;
     }
 }

@@ -153,7 +153,7 @@ fn plan_lists_a_gcs_prefix_over_several_pages() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let listed = rw_core::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
+    let listed = rw_core::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
     let mut got: Vec<(String, u64)> = listed.into_iter().map(|f| (f.path, f.size)).collect();
     got.sort();
     assert_eq!(got, want, "all 7 objects under the prefix, over 3 pages, with their sizes");

@@ -10,7 +10,7 @@ use reprocessing_worker::config::{KafkaCompression, KafkaConfig, SecurityProtoco
 use reprocessing_worker::kafka::{to_rskafka, KafkaBroker};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
-use rw_core::broker::{Broker, Records, KEY_LEN};
+use rw_core::{Broker, Records, KEY_LEN};
 
 /// Produces after an idle pause, this many times.
 const ROUNDS: usize = 9;

@@ -307,3 +307,44 @@ fn the_checker_reads_use_trees_and_finds_circles() {
         [("a", "b"), ("b", "c")].iter().map(|(f, t)| (f.to_string(), [t.to_string()].into())).collect();
     assert_eq!(circle(&edges), None);
 }
+
+/// What holds the core below the rest is its dependencies: with no Kafka client, database
+/// driver, HTTP stack or IO runtime among them, an import of one there does not compile. The
+/// list is closed: a dependency added to `crates/core` must be added here, as a decision.
+#[test]
+fn the_core_crate_depends_on_no_io_crate() {
+    const PURE: [&str; 15] = [
+        "base64",
+        "bytes",
+        "chrono",
+        "flate2",
+        "futures",
+        "memchr",
+        "percent-encoding",
+        "serde",
+        "sha2",
+        "sonic-rs",
+        "strsim",
+        "thiserror",
+        "tokio",
+        "uuid",
+        "zstd",
+    ];
+    let manifest = std::fs::read_to_string(root().join("crates/core/Cargo.toml")).unwrap();
+    let deps = manifest.split("\n[dependencies]\n").nth(1).expect("[dependencies]").split("\n[").next().unwrap();
+    let mut names = Vec::new();
+    for line in deps.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let name = line.split([' ', '=']).next().unwrap();
+        assert!(PURE.contains(&name), "crates/core depends on {name}, which is not on the list of pure crates");
+        if name == "tokio" {
+            // tokio's channels only (it has no default features): no `net`, `fs`, `io-util`,
+            // `process`, `rt`, `time`.
+            assert!(
+                line.contains(r#"features = ["sync"]"#),
+                "crates/core takes tokio with more than its channels: {line}"
+            );
+        }
+        names.push(name);
+    }
+    assert!(names.contains(&"tokio") && names.len() >= 10, "the list was read: {names:?}");
+}

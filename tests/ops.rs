@@ -110,8 +110,8 @@ fn plan_lists_pages_balances_validates_and_runs_every_file_once() {
     use base64::Engine as _;
     let b64 = docs[0].pointer(["binaryData", "files.json"]).and_then(|v| v.as_str()).unwrap();
     let gz = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
-    let listed = rw_core::jobfile::parse_files_list(&gz).unwrap();
-    let written = rw_core::jobfile::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
+    let listed = rw_core::parse_files_list(&gz).unwrap();
+    let written = rw_core::parse_files_list(&std::fs::read(job.path("files.json")).unwrap()).unwrap();
     assert_eq!(listed, written);
     assert_eq!(listed.len(), 2200);
     let loads: Vec<u64> = (0..4).map(|w| listed.iter().skip(w).step_by(4).map(|f| f.size).sum()).collect();

@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration;
 
 use reprocessing_worker::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore};
-use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::PartitionOffset;
 use rw_core::resume::{Snapshot, WorkerStatus};
-use rw_core::tracker::Counts;
+use rw_core::Counts;
 
 /// The assignment of worker 0 of 1 with no files.
 fn one_worker() -> rw_core::resume::Assignment {

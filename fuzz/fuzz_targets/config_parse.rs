@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rw_core::jobfile::{parse_files_list, parse_job_config};
+use rw_core::{parse_files_list, parse_job_config};
 
 fuzz_target!(|data: &[u8]| {
     if let Err(e) = parse_job_config(data) {

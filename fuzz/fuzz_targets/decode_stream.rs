@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rw_core::decode::{decode, detect, Codec, DecodeError};
+use rw_core::{decode, detect, Codec, DecodeError};
 
 #[derive(Debug, thiserror::Error)]
 #[error("never sent")]

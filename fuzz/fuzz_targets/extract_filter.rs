@@ -4,11 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rw_core::extract::{extract, extract_with, Fields};
-use rw_core::filter::{parse_time, Filter};
-use rw_core::jobfile::parse_job_config;
-use rw_core::route::{Router, Streams};
-use rw_core::select::StreamSelector;
+use rw_core::{extract, extract_with, parse_job_config, parse_time, Fields, Filter, Router, StreamSelector, Streams};
 
 const REPO: &[u8] =
     br#"[{"stream":{"id":"s1"},"shard":2,"destinations":[{"id":"d","connectionId":"c","destinationType":"x"}]}]"#;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rw_core::lines::{Line, LineSplitter};
+use rw_core::{Line, LineSplitter};
 
 fn split(chunks: &[&[u8]], max: usize) -> Vec<Result<Vec<u8>, u64>> {
     let mut s = LineSplitter::new(max);

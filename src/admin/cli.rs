@@ -9,11 +9,9 @@ use sonic_rs::{json, JsonValueMutTrait};
 
 use super::jobs::{job_info, job_rows, JobRow, Totals};
 use crate::status::PgStatus;
-use rw_core::jobfile::{FileEntry, DEFAULT_BATCH_SIZE, DEFAULT_RETRY_ATTEMPTS};
-use rw_core::location::Location;
 use rw_core::plan::{self, Listed, PlanSpec};
-use rw_core::ratelimit::RateLimits;
 use rw_core::resume::WorkerStatus;
+use rw_core::{FileEntry, Location, RateLimits, DEFAULT_BATCH_SIZE, DEFAULT_RETRY_ATTEMPTS};
 
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true)))]
@@ -211,7 +209,7 @@ async fn list_gcs(url: &str, page_size: u32) -> Result<Vec<Listed>, AdminError> 
     };
     let objects = crate::source::gcs::list(&bucket, &prefix, page_size)
         .await
-        .map_err(|e| AdminError::List(url.into(), rw_core::error::Chain(&e).to_string()))?;
+        .map_err(|e| AdminError::List(url.into(), rw_core::Chain(&e).to_string()))?;
     Ok(objects.into_iter().map(|o| Listed { path: o.url, size: o.size, modified: o.modified }).collect())
 }
 
@@ -269,7 +267,7 @@ pub async fn run_plan(a: &PlanArgs) -> Result<usize, AdminError> {
     if let Some(given) = &a.start_file {
         let entries: Vec<FileEntry> =
             selected.iter().map(|f| FileEntry { path: f.path.clone(), size: f.size }).collect();
-        rw_core::resume::rule::find_start_file(&entries, given)
+        rw_core::resume::find_start_file(&entries, given)
             .map_err(|e| AdminError::Input(format!("--start-file: {e}")))?;
     }
     let workers = plan::worker_count(a.workers, selected.len());

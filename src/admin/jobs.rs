@@ -59,7 +59,7 @@ pub struct JobInfo {
     /// The job row's status (the same five values as a worker's).
     pub status: WorkerStatus,
     /// From its config (`max_events_per_sec`, `max_bytes_per_sec`), if set.
-    pub limits: rw_core::ratelimit::RateLimits,
+    pub limits: rw_core::RateLimits,
 }
 
 /// The job's row, or `None` when there is no job with that id.
@@ -75,7 +75,7 @@ pub async fn job_info(store: &PgStatus, job: &str) -> Result<Option<JobInfo>, St
     let limit = |i: usize| r.get::<_, Option<i64>>(i).filter(|&n| n > 0).map(|n| n as u64);
     Ok(Some(JobInfo {
         status: r.get::<_, String>(0).parse()?,
-        limits: rw_core::ratelimit::RateLimits { events_per_sec: limit(1), bytes_per_sec: limit(2) },
+        limits: rw_core::RateLimits { events_per_sec: limit(1), bytes_per_sec: limit(2) },
     }))
 }
 

@@ -13,9 +13,8 @@ use std::time::Duration;
 use clap::Parser;
 use reprocessing_worker::config::{KafkaCompression, KafkaConfig, SecurityProtocol};
 use reprocessing_worker::resume::readback::{read_back, Caps};
-use rw_core::broker::{Broker, Spread};
-use rw_core::keys::{LineKeys, Ours};
-use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::PartitionOffset;
+use rw_core::{Broker, LineKeys, Ours, Spread};
 
 #[derive(Parser)]
 #[command(about = "Reads a topic back as a resumed worker does, and times it")]

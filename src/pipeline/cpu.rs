@@ -32,12 +32,9 @@ use tokio_util::sync::CancellationToken;
 use super::{AttemptError, Engine, Opened};
 use crate::progress::OpenFile;
 use crate::source::Chunks;
-use rw_core::batcher::{BatchLimits, Batcher, Decision};
-use rw_core::broker::Batch;
-use rw_core::decode::{decode, DecodeError};
-use rw_core::lines::{Line, LineSplitter};
-use rw_core::location::Location;
-use rw_core::tracker::{Advance, LineState, Seq};
+use rw_core::{
+    decode, Advance, Batch, BatchLimits, Batcher, Decision, DecodeError, Line, LineSplitter, LineState, Location, Seq,
+};
 
 /// Bad lines logged per file pass; the rest are only counted.
 const LOGGED_BAD_LINES: u32 = 5;
@@ -107,7 +104,7 @@ impl<'a> CpuStage<'a> {
         batches: &'a mpsc::Sender<Batch>,
         cancel: &'a CancellationToken,
         rt: tokio::runtime::Handle,
-        recovered: Option<rw_core::resume::recover::Recovered>,
+        recovered: Option<rw_core::resume::Recovered>,
     ) -> Self {
         let limits = BatchLimits {
             records: engine.batch_size,
@@ -206,7 +203,7 @@ impl<'a> CpuStage<'a> {
                 return Ok(self.core.give_up(&error, attempt));
             };
             let path = &self.core.file.path;
-            tracing::warn!(file = path, attempt, error = %rw_core::error::Chain(&error), "reading the file again (lines already handed on are skipped)");
+            tracing::warn!(file = path, attempt, error = %rw_core::Chain(&error), "reading the file again (lines already handed on are skipped)");
             if !self.core.pause(pause) {
                 return Ok(CpuEnd::Cancelled);
             }
@@ -376,7 +373,7 @@ impl LineCore<'_> {
             }
         }
         if let Some(ended) = self.batcher.take_recovery_ended() {
-            let rw_core::resume::recover::Ended { matched, last_matched, unmatched } = ended;
+            let rw_core::resume::Ended { matched, last_matched, unmatched } = ended;
             tracing::info!(matched, unmatched, "matching against the read-back ended; lines are sent from here on");
             self.engine.progress.ledger().release_floor(last_matched);
         }
@@ -424,7 +421,7 @@ impl LineCore<'_> {
         }
         if let Some(f) = g.current_file() {
             let s = if attempts == 1 { "" } else { "s" };
-            f.failed = Some(format!("{} (after {attempts} attempt{s})", rw_core::error::Chain(error)));
+            f.failed = Some(format!("{} (after {attempts} attempt{s})", rw_core::Chain(error)));
         }
         g.apply(|t| t.give_up());
         CpuEnd::Eof

@@ -1,13 +1,13 @@
 //! Did a batch whose answer was lost land anyway? A produce that fails with a disconnect or
 //! a time-out may have been written by the broker; sending it again would write it twice.
 //! Before each new attempt the producer reads the partition from the lowest offset the
-//! batch could be at (see [`rw_core::resume::offsets::Ledger::sent`]) to its end, and looks for the
+//! batch could be at (see [`rw_core::resume::Ledger::sent`]) to its end, and looks for the
 //! batch's records at consecutive offsets, in order — a batch is written whole or not at
 //! all. Found: it counts as delivered at that base offset. Read to the end without it: it is
 //! sent again.
 //!
 //! A record is recognised by its key, which is its line's identity (see
-//! [`rw_core::resume::recover`]), then its value and header, compared as bytes: no other line's
+//! [`rw_core::resume::Recovered`]), then its value and header, compared as bytes: no other line's
 //! record, whether of this run, of a batch whose answer is still on the way, or of another
 //! worker, can pass for one of the batch's. A record whose key is not the one looked for
 //! costs one comparison of 36 bytes, so a range full of other producers' records (a live
@@ -22,10 +22,7 @@
 
 use std::time::Duration;
 
-use rw_core::broker::Record;
-
-use rw_core::broker::{Broker, Page, PartitionRange, RecordRef, Records};
-use rw_core::route::HEADER;
+use rw_core::{Broker, Page, PartitionRange, Record, RecordRef, Records, HEADER};
 
 /// The longest one check may take before it is asked again (from where it got to).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,14 +127,14 @@ mod tests {
     fn records(keys: &[&str]) -> Records {
         let mut out = Records::default();
         for k in keys {
-            let mut key = [b'-'; rw_core::broker::KEY_LEN];
+            let mut key = [b'-'; rw_core::KEY_LEN];
             key[..k.len()].copy_from_slice(k.as_bytes());
             out.push(&key, b"{}", &std::sync::Arc::from(&b"c1"[..]));
         }
         out
     }
 
-    fn record(key: &str) -> rw_core::broker::Record {
+    fn record(key: &str) -> rw_core::Record {
         records(&[key]).to_kafka().remove(0)
     }
 
@@ -172,7 +169,7 @@ mod tests {
     async fn the_same_key_with_other_bytes_is_not_the_batch() {
         let broker = FakeBroker::acking();
         let mut other = Records::default();
-        let mut key = [b'-'; rw_core::broker::KEY_LEN];
+        let mut key = [b'-'; rw_core::KEY_LEN];
         key[0] = b'a';
         other.push(&key, b"{\"x\":1}", &std::sync::Arc::from(&b"c1"[..]));
         broker.append("t", 0, other.to_kafka());

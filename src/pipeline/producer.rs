@@ -25,11 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::landed::Landed;
 use super::AttemptError;
 use crate::progress::Progress;
-use rw_core::backoff::Backoff;
-use rw_core::broker::{Batch, Broker, BrokerError, Failure, Records};
-use rw_core::ratelimit::{Limits, RateLimits};
 use rw_core::resume::Fallback;
-use rw_core::tracker::{LineState, Seq};
+use rw_core::{Backoff, Batch, Broker, BrokerError, Failure, Limits, LineState, RateLimits, Records, Seq};
 
 /// How one batch's delivery ended.
 #[derive(Debug, Default)]
@@ -149,7 +146,7 @@ impl Producer {
                     let second = first.split_off(first.len() / 2);
                     let mut later = seqs;
                     let earlier = later.drain(..first.len()).collect::<Vec<_>>();
-                    tracing::debug!(topic, partition, error = %rw_core::error::Chain(&e), "batch rejected; splitting it");
+                    tracing::debug!(topic, partition, error = %rw_core::Chain(&e), "batch rejected; splitting it");
                     parts.push((second, later));
                     parts.push((first, earlier));
                 }
@@ -447,7 +444,7 @@ impl Retry<'_> {
         }
         let (topic, partition, attempt) = (self.topic, self.partition, self.attempt);
         if attempt == 1 || attempt % 10 == 0 {
-            let error = self.unsure.as_ref().map(|e| rw_core::error::Chain(e).to_string()).unwrap_or_default();
+            let error = self.unsure.as_ref().map(|e| rw_core::Chain(e).to_string()).unwrap_or_default();
             tracing::warn!(topic, partition, attempt, error, "produce failed; retrying");
         }
         let pause = Backoff::DELIVERY.delay_spread(attempt, self.seed).unwrap_or(Backoff::DELIVERY.max);

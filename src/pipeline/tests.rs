@@ -10,9 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::testutil::{lines, multiset, small_tuning, Answer, FakeBroker};
-use rw_core::broker::Failure;
-use rw_core::jobfile::JobOptions;
 use rw_core::resume::Snapshot;
+use rw_core::{Failure, JobOptions};
 
 struct Setup {
     engine: Arc<Engine>,
@@ -70,7 +69,7 @@ fn setup_with(
         sources: Sources::new(None),
         progress: Arc::clone(&progress),
         dead_letters,
-        keys: rw_core::keys::LineKeys::for_job("test-job"),
+        keys: rw_core::LineKeys::for_job("test-job"),
         look_for_lost_answers: true,
         spread_seed: 0,
     };
@@ -409,7 +408,7 @@ async fn shutdown_with_files_in_flight_leaves_an_exact_resume_point() {
 async fn the_rate_limit_spaces_the_batches() {
     let data = lines("q", 3_000);
     let broker = FakeBroker::acking();
-    let rate = rw_core::ratelimit::RateLimits { events_per_sec: Some(10_000), bytes_per_sec: None };
+    let rate = rw_core::RateLimits { events_per_sec: Some(10_000), bytes_per_sec: None };
     let s =
         setup_with(&[&data], Arc::clone(&broker), job(100, 0), crate::config::Tuning { rate, ..tuning(4, 4) }, None);
     let started = std::time::Instant::now();

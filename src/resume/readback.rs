@@ -1,7 +1,7 @@
 //! The resume read-back: before a resumed run sends anything, it reads each partition it
-//! had written to, from the stored read-back start (see [`rw_core::resume::offsets`]) to the end
+//! had written to, from the stored read-back start (see [`rw_core::resume::Ledger`]) to the end
 //! offset listed now, and collects the signatures of the records that can be its own (see
-//! [`rw_core::resume::recover`]).
+//! [`rw_core::resume::Recovered`]).
 //!
 //! **Its cost is the range's bytes; its memory is this worker's records.** On a live topic
 //! the range holds everything other producers wrote between the stored start and the
@@ -16,7 +16,7 @@
 //! signatures held (memory; this worker's own records only, so only a long outage of the
 //! status store, whose row then trails far behind the topic, comes near it). A partition
 //! that fails, stalls or is cut by a cap is **incomplete** from where its reading stopped:
-//! what was found is kept (a match is exact, see [`rw_core::resume::recover`]), and the lines
+//! what was found is kept (a match is exact, see [`rw_core::resume::Recovered`]), and the lines
 //! whose records lie past that point are sent again (duplicates, never a loss). Each
 //! incomplete partition is logged once (`read-back incomplete`, with why).
 
@@ -26,11 +26,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use rw_core::backoff::Backoff;
-use rw_core::broker::{Broker, BrokerError, Page, PartitionRange};
-use rw_core::keys::Ours;
-use rw_core::resume::offsets::PartitionOffset;
-use rw_core::resume::recover::{Recovered, Signature, Signer};
+use rw_core::resume::PartitionOffset;
+use rw_core::resume::{Recovered, Signature, Signer};
+use rw_core::{Backoff, Broker, BrokerError, Ours, Page, PartitionRange};
 
 /// Partitions read at once. Each holds at most one fetch (4 MiB, and its records decoded:
 /// rskafka decodes a fetch whole), so this bounds the read-back's memory besides the
@@ -294,8 +292,8 @@ impl Reader {
     /// Waits before the next attempt after `e`; `Some` when there is none (a fatal error, or
     /// the deadline comes first).
     async fn pause(&self, e: &BrokerError, attempt: &mut u32) -> Option<Cut> {
-        let why = Cut::Kafka(rw_core::error::Chain(e).to_string());
-        if e.failure() == rw_core::broker::Failure::Fatal {
+        let why = Cut::Kafka(rw_core::Chain(e).to_string());
+        if e.failure() == rw_core::Failure::Fatal {
             return Some(why);
         }
         let delay = Backoff::KAFKA.delay(*attempt).unwrap_or(Backoff::KAFKA.max);
@@ -318,11 +316,10 @@ impl Reader {
 mod tests {
     use super::*;
     use crate::testutil::FakeBroker;
-    use rw_core::keys::{FileKeys, LineKeys};
-    use rw_core::route::HEADER;
+    use rw_core::{FileKeys, LineKeys, HEADER};
 
-    fn record(key: &[u8], header: Option<&str>) -> rw_core::broker::Record {
-        rw_core::broker::Record {
+    fn record(key: &[u8], header: Option<&str>) -> rw_core::Record {
+        rw_core::Record {
             key: Some(key.to_vec()),
             value: Some(b"{}".to_vec()),
             headers: header.map(|h| (HEADER.to_owned(), h.as_bytes().to_vec())).into_iter().collect(),

@@ -17,12 +17,11 @@
 use std::sync::Arc;
 
 use super::readback::{read_back, Caps, Report};
-use rw_core::broker::{Broker, BrokerError};
-use rw_core::keys::Ours;
-use rw_core::resume::offsets::{Ledger, PartitionOffset};
-use rw_core::resume::recover::Recovered;
-use rw_core::resume::rule::StartPoint;
 use rw_core::resume::Fallback;
+use rw_core::resume::Recovered;
+use rw_core::resume::StartPoint;
+use rw_core::resume::{Ledger, PartitionOffset};
+use rw_core::{Broker, BrokerError, Ours};
 
 /// Logged by a resume that has nothing to read back: no earlier run of this worker stored its
 /// offsets, which each stores before it sends anything, and its row counts no line.
@@ -50,7 +49,7 @@ pub struct Reconciled {
 pub struct Topics<'a> {
     /// Each topic and its partition count.
     pub all: &'a [(String, i32)],
-    /// Each topic and the partitions this worker sends to (see [`rw_core::broker::Spread`]).
+    /// Each topic and the partitions this worker sends to (see [`rw_core::Spread`]).
     pub own: &'a [(String, Vec<i32>)],
 }
 
@@ -97,7 +96,7 @@ pub async fn reconcile(
         Err(e) => {
             tracing::warn!(
                 fallback = Fallback::Off.name(),
-                error = %rw_core::error::Chain(&e),
+                error = %rw_core::Chain(&e),
                 "read-back incomplete: unsettled lines after the resume point are sent again"
             );
             let fallbacks = vec![Fallback::Off];

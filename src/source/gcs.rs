@@ -17,7 +17,7 @@ use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder};
 use object_store::RetryConfig;
 use serde::Deserialize;
 
-use rw_core::location::Location;
+use rw_core::Location;
 
 /// The variable that points every GCS request at an emulator.
 pub const EMULATOR_ENV: &str = "STORAGE_EMULATOR_HOST";

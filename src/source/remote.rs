@@ -6,10 +6,9 @@
 
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
-use rw_core::location::Location;
+use rw_core::{Backoff, Location};
 
 use super::{ChunkOut, SourceError};
-use rw_core::backoff::Backoff;
 
 /// Why one ranged GET failed.
 pub(super) enum GetError {
@@ -185,7 +184,7 @@ impl Ranged for GcsObject<'_> {
         while let Some(part) = body.next().await {
             match part {
                 Ok(bytes) => buf.extend_from_slice(&bytes),
-                Err(e) => return Err(GetError::Failed(format!("body cut short: {}", rw_core::error::Chain(&e)))),
+                Err(e) => return Err(GetError::Failed(format!("body cut short: {}", rw_core::Chain(&e)))),
             }
         }
         if buf.len() == before {
@@ -200,7 +199,7 @@ impl GcsObject<'_> {
     /// client reports as a generic error: a failed first read asks for the object's size.
     async fn classify(&self, from: u64, e: object_store::Error) -> GetError {
         use object_store::Error as E;
-        let shown = rw_core::error::Chain(&e).to_string();
+        let shown = rw_core::Chain(&e).to_string();
         if crate::tls::certificate_refused(&e) {
             return GetError::Open(untrusted(shown));
         }

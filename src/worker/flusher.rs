@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::progress::Progress;
 use crate::status::{StatusError, StatusRow, StatusStore};
-use rw_core::resume::offsets::PartitionOffset;
+use rw_core::resume::PartitionOffset;
 use rw_core::resume::Snapshot;
 use rw_core::resume::WorkerStatus;
 
@@ -155,7 +155,7 @@ impl Flusher<'_> {
                 Err(e) => {
                     self.tell(Turn::WriteFailed);
                     if !failing {
-                        tracing::warn!(error = %rw_core::error::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
+                        tracing::warn!(error = %rw_core::Chain(&e), "status write failed; the pipeline goes on and the next write retries");
                     }
                     failing = true;
                 }
@@ -188,7 +188,7 @@ impl Synthetic {
 impl Progressing for Synthetic {
     fn snapshot(&self) -> Snapshot {
         let lines = self.lines_at(Instant::now());
-        let counts = rw_core::tracker::Counts { total: lines, success: lines, ..Default::default() };
+        let counts = rw_core::Counts { total: lines, success: lines, ..Default::default() };
         Snapshot {
             counts,
             current_file: Some("s3://fleet/synthetic.ndjson".into()),

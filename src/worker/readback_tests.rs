@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::testutil::{config, lines, multiset, small_tuning, Answer, FakeBroker, MemoryStatus};
-use rw_core::jobfile::JobOptions;
+use rw_core::JobOptions;
 
 /// Tuning for a first run that stops quickly, abandoning what hangs.
 fn tuning() -> crate::config::Tuning {
@@ -43,7 +43,7 @@ fn copies(broker: &FakeBroker, expected: &[u8]) -> (std::collections::BTreeMap<V
 }
 
 /// The batch with `a-1` never comes back; every other batch is acknowledged at once.
-fn a1_lost(_: usize, records: &[rw_core::broker::Record]) -> Answer {
+fn a1_lost(_: usize, records: &[rw_core::Record]) -> Answer {
     let a1 = records.iter().any(|r| r.value.as_deref().is_some_and(|v| v.starts_with(br#"{"messageId":"a-1""#)));
     Answer::Ack(if a1 { Duration::from_secs(60) } else { Duration::ZERO })
 }
@@ -117,10 +117,10 @@ async fn other_producers_records_are_read_past_and_never_matched() {
     first_run(&cfg, &store, Arc::clone(&broker), Duration::from_millis(500)).await;
     // Live traffic during the crash window: near-misses of our own records, and a line of
     // ours that was never sent, written with another key.
-    let record = |key: &str, value: &[u8], header: &[u8]| rw_core::broker::Record {
+    let record = |key: &str, value: &[u8], header: &[u8]| rw_core::Record {
         key: Some(key.as_bytes().to_vec()),
         value: Some(value.to_vec()),
-        headers: [(rw_core::route::HEADER.to_owned(), header.to_vec())].into(),
+        headers: [(rw_core::HEADER.to_owned(), header.to_vec())].into(),
         timestamp: chrono::Utc::now(),
     };
     let a1 = br#"{"messageId":"a-1","origin":{"sourceId":"s"}}"#;
@@ -152,10 +152,10 @@ async fn a_restart_behind_far_more_live_records_than_the_cap_still_finds_every_l
     let in_topic = copies(&broker, &data).0.len();
     assert!(in_topic >= 500, "lines after the resume point are in the topic: {in_topic}");
     for partition in 0..2 {
-        let live = (0..30_000).map(|i| rw_core::broker::Record {
+        let live = (0..30_000).map(|i| rw_core::Record {
             key: Some(format!("live-{partition}-{i}").into_bytes()),
             value: Some(br#"{"messageId":"live"}"#.to_vec()),
-            headers: [(rw_core::route::HEADER.to_owned(), b"c1".to_vec())].into(),
+            headers: [(rw_core::HEADER.to_owned(), b"c1".to_vec())].into(),
             timestamp: chrono::Utc::now(),
         });
         broker.append("t", partition, live.collect());
@@ -215,7 +215,7 @@ async fn a_batch_written_before_its_answer_was_lost_is_not_sent_again() {
     // Every fifth call is written but its answer is lost.
     let broker =
         FakeBroker::new(2, |n, _| if n % 5 == 2 { Answer::Lost(Duration::ZERO) } else { Answer::Ack(Duration::ZERO) });
-    run_with(&cfg, &store, Some(Arc::clone(&broker) as Arc<dyn rw_core::broker::Broker>), CancellationToken::new())
+    run_with(&cfg, &store, Some(Arc::clone(&broker) as Arc<dyn rw_core::Broker>), CancellationToken::new())
         .await
         .unwrap();
     assert!(broker.calls().iter().filter(|c| !c.acked).count() >= 3, "answers were lost");
@@ -231,8 +231,7 @@ async fn a_fresh_start_of_the_same_job_sends_every_line_again() {
     let cfg = config(dir.path(), &[("a", &data)], JobOptions { batch_size: 100, ..Default::default() }, tuning());
     let store = MemoryStatus::default();
     let broker = FakeBroker::new(2, |_, _| Answer::Ack(Duration::ZERO));
-    let s =
-        run_with(&cfg, &store, Some(Arc::clone(&broker) as Arc<dyn rw_core::broker::Broker>), CancellationToken::new());
+    let s = run_with(&cfg, &store, Some(Arc::clone(&broker) as Arc<dyn rw_core::Broker>), CancellationToken::new());
     assert_eq!(s.await.unwrap().status, WorkerStatus::Completed);
     assert!(!store.offsets.lock().unwrap().is_empty(), "the first run stored offsets");
     // The admin runs the job again: the row back to pending, the offsets left as they were.

@@ -5,9 +5,8 @@ use std::time::Duration;
 use super::*;
 use crate::config::Tuning;
 use crate::testutil::{config, lines, multiset, small_tuning, FakeBroker, MemoryStatus};
-use rw_core::jobfile::JobOptions;
 use rw_core::resume::StoredRow;
-use rw_core::tracker::Counts;
+use rw_core::{Counts, JobOptions};
 
 #[tokio::test]
 async fn a_run_delivers_every_file_and_ends_completed_with_exact_counters() {

@@ -511,7 +511,7 @@ pub fn read_back_field(log: &str, name: &str) -> Option<u64> {
 /// The key the worker gives line `line` (1-based) of the file at `index` of files.json listed
 /// as `path`: the line's identity.
 pub fn line_key(job_id: &str, index: usize, path: &str, line: u64) -> String {
-    let keys = rw_core::keys::LineKeys::for_job(job_id);
+    let keys = rw_core::LineKeys::for_job(job_id);
     String::from_utf8(keys.file(index, path).key(line).to_vec()).unwrap()
 }
 
@@ -627,7 +627,7 @@ impl Expected {
 
     /// Adds the lines of the file at `index` of files.json, listed as `path`.
     pub fn file(&mut self, job_id: &str, index: usize, path: &str, lines: &[String]) {
-        let keys = rw_core::keys::LineKeys::for_job(job_id);
+        let keys = rw_core::LineKeys::for_job(job_id);
         let file = keys.file(index, path);
         for (i, line) in lines.iter().enumerate() {
             let key = String::from_utf8(file.key(i as u64 + 1).to_vec()).unwrap();
@@ -712,7 +712,7 @@ pub fn kill_past_its_row(
         let ok = Command::new("kill").args([sig, pid.as_str()]).status().is_ok_and(|s| s.success());
         assert!(ok, "kill {sig} {pid}");
     };
-    let keys = rw_core::keys::LineKeys::for_job(&job.id);
+    let keys = rw_core::LineKeys::for_job(&job.id);
     let running_and_ready = |r: &BTreeMap<String, String>| r["status"] == "running" && ready(r);
     let start = std::time::Instant::now();
     loop {

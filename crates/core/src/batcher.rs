@@ -22,7 +22,7 @@ use crate::tracker::{LineState, Seq};
 
 /// Bytes of a v2 record batch besides its records (base offset, length, epoch, magic, CRC,
 /// attributes, offsets, timestamps, producer id and epoch, sequence, count).
-pub const BATCH_OVERHEAD: usize = 61;
+pub(crate) const BATCH_OVERHEAD: usize = 61;
 
 /// Bytes of values a topic's first batch reserves room for; later ones reserve what the
 /// topic's batch before held, and an eighth more (a topic that gets few lines keeps small
@@ -30,7 +30,7 @@ pub const BATCH_OVERHEAD: usize = 61;
 const MIN_RESERVE: usize = 64 * 1024;
 
 /// Bytes of `v` as a zigzag varint, the way the v2 record format writes lengths and deltas.
-pub fn varint_len(v: i64) -> usize {
+pub(crate) fn varint_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
     (64 - z.leading_zeros() as usize).div_ceil(7).max(1)
 }
@@ -39,7 +39,7 @@ pub fn varint_len(v: i64) -> usize {
 /// number `index` of its batch and carries the batch's timestamp (the batcher gives every
 /// record of a batch the same one, so the timestamp delta is 0): the length, the attributes
 /// byte, the timestamp and offset deltas, the key, the value and the headers.
-pub fn record_size(index: usize, key: usize, value: usize, headers: &[(&str, &[u8])]) -> usize {
+pub(crate) fn record_size(index: usize, key: usize, value: usize, headers: &[(&str, &[u8])]) -> usize {
     let field = |n: usize| varint_len(n as i64) + n;
     let body = 1
         + varint_len(0)
@@ -170,7 +170,7 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Lines that would be sent are first looked up in `recovered` (see [`crate::resume::recover`]).
+    /// Lines that would be sent are first looked up in `recovered` (see [`crate::resume::Recovered`]).
     pub fn match_against(&mut self, recovered: Recovered) {
         self.recovered = Some(recovered);
     }

@@ -39,7 +39,7 @@ pub struct Record {
 pub const KEY_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
 
 /// A record key.
-pub type Key = [u8; KEY_LEN];
+pub(crate) type Key = [u8; KEY_LEN];
 
 /// One record of [`Records`], borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -546,7 +546,7 @@ impl Spread {
 }
 
 /// How many empty pages in a row, before the end, stop a [`PartitionRange`].
-pub const EMPTY_PAGES: u32 = 3;
+pub(crate) const EMPTY_PAGES: u32 = 3;
 
 /// One partition read from an offset to its end, page by page: the one place that knows
 /// where a partition ends. The end is the larger of the listed end offset and the first
@@ -558,7 +558,7 @@ pub const EMPTY_PAGES: u32 = 3;
 /// the last batch whole. What a page that comes back empty before the end means is the
 /// caller's: another producer's open transaction (reads stop at the last stable offset), or
 /// records removed by retention or compaction. (Transaction markers are read past: a fetch's
-/// `next` moves beyond them.) After [`EMPTY_PAGES`] of them in a row the range is
+/// `next` moves beyond them.) After `EMPTY_PAGES` of them in a row the range is
 /// [`Page::Stalled`].
 pub struct PartitionRange<'a> {
     broker: &'a dyn Broker,

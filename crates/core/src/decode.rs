@@ -15,7 +15,7 @@ use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 
 /// One decoded-output buffer, in bytes. Sized to stay in L2 with the parser's working set.
-pub const DECODED_BUF_BYTES: usize = 256 * 1024;
+pub(crate) const DECODED_BUF_BYTES: usize = 256 * 1024;
 
 /// How a file's bytes are compressed, as [`detect`] tells from its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +216,7 @@ fn decode_whole<E: std::error::Error>(
 
 /// Decodes all of `data` (its codec detected by [`detect`]) into memory, up to `limit` bytes:
 /// `Ok(None)` when it is larger. For small files read whole (the mounted file list).
-pub fn decode_bounded(data: &[u8], limit: u64) -> Result<Option<Vec<u8>>, (Codec, std::io::Error)> {
+pub(crate) fn decode_bounded(data: &[u8], limit: u64) -> Result<Option<Vec<u8>>, (Codec, std::io::Error)> {
     let codec = detect(data);
     if codec == Codec::Plain {
         return Ok((data.len() as u64 <= limit).then(|| data.to_vec()));

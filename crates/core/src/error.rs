@@ -25,7 +25,7 @@ impl std::fmt::Display for Chain<'_> {
 
 /// The first line of a message: sonic-rs appends a snippet of the input on further lines, and
 /// errors here are one line.
-pub fn first_line(s: &str) -> &str {
+pub(crate) fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 

@@ -28,9 +28,9 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// Deepest accepted nesting of objects and arrays. Go's `encoding/json` allows 10,000; real
 /// events nest a few levels, and 1,000 keeps the parser's recursion within a small stack.
-pub const MAX_DEPTH: usize = 1_000;
+pub(crate) const MAX_DEPTH: usize = 1_000;
 
-/// Stack a thread that parses lines needs, in bytes: room for JSON nested to [`MAX_DEPTH`].
+/// Stack a thread that parses lines needs, in bytes: room for JSON nested to `MAX_DEPTH`.
 pub const PARSER_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// The fields of one event that the worker reads.
@@ -60,7 +60,7 @@ pub struct Origin<'a> {
 /// Why a line is not one valid JSON object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExtractError {
-    /// Objects and arrays nest deeper than [`MAX_DEPTH`].
+    /// Objects and arrays nest deeper than `MAX_DEPTH`.
     #[error("nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
     /// Not valid JSON, or not an object: the parser's message (its first line), or the byte

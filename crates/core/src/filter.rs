@@ -40,7 +40,7 @@ pub struct Filter {
 }
 
 /// The `type` whose events are also matched by their name, `httpPayload.event`.
-pub const TRACK: &str = "track";
+pub(crate) const TRACK: &str = "track";
 
 impl Filter {
     /// The stream filter of a `stream_ids` list (a map is applied by the router) and the date
@@ -106,7 +106,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<FixedOffset>> {
 
 /// True for a line that is empty or only ASCII whitespace.
 #[inline]
-pub fn is_blank(line: &[u8]) -> bool {
+pub(crate) fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c'))
 }
 

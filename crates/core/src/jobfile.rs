@@ -31,7 +31,7 @@ fn err(file: &'static str, what: impl Into<String>) -> JobFileError {
 
 /// Bound on the decompressed size of a mounted file, in bytes: both are small, and a hostile
 /// or corrupt gzip must not expand without limit.
-pub const MAX_MOUNTED_FILE_BYTES: u64 = 512 * 1024 * 1024;
+pub(crate) const MAX_MOUNTED_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Default `batch_size` (records per Kafka batch) when the config leaves it unset.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
@@ -119,7 +119,7 @@ pub struct FileEntry {
 
 /// `raw`, decompressed when it is gzip or zstd (by its magic bytes, as the data files are),
 /// at most [`MAX_MOUNTED_FILE_BYTES`].
-pub fn decompressed(file: &'static str, raw: &[u8]) -> Result<Vec<u8>, JobFileError> {
+pub(crate) fn decompressed(file: &'static str, raw: &[u8]) -> Result<Vec<u8>, JobFileError> {
     match crate::decode::decode_bounded(raw, MAX_MOUNTED_FILE_BYTES) {
         Ok(Some(bytes)) => Ok(bytes),
         Ok(None) => Err(err(file, format!("larger than {MAX_MOUNTED_FILE_BYTES} bytes when decompressed"))),

@@ -8,7 +8,7 @@ use crate::broker::Key;
 /// The key of every record: the line's identity, the job, the file (its position in
 /// files.json and its path) and the line number. A line sent again (a retry, a restart)
 /// carries the key it had before, and no other line ever has it, so a record found in the
-/// topic is matched only to the line that produced it (see [`crate::resume::recover`]). Two lines
+/// topic is matched only to the line that produced it (see [`crate::resume::Recovered`]). Two lines
 /// with the same bytes are two keys. `messageId` is not the key: ingest writes an event
 /// again with the same id when it retries, and the Go worker sent a random UUID, so no
 /// consumer relies on it.
@@ -59,7 +59,7 @@ impl FileKeys {
     }
 
     /// The file's identity as its keys carry it (the first 8 bytes of the UUID, version
-    /// nibble included): what [`parse_key`] gives back for every line of this file.
+    /// nibble included): what `parse_key` gives back for every line of this file.
     pub fn id(&self) -> FileId {
         let mut id = self.file;
         // RFC 9562's version 8 in the high nibble of byte 6, as `key` writes it.
@@ -69,11 +69,11 @@ impl FileKeys {
 }
 
 /// A file's identity in its records' keys (see [`FileKeys::id`]).
-pub type FileId = [u8; 8];
+pub(crate) type FileId = [u8; 8];
 
 /// The file identity and line number a record key carries, if it is one of this program's
 /// keys (a hyphenated UUID); `None` for any other key. The inverse of [`FileKeys::key`].
-pub fn parse_key(key: &[u8]) -> Option<(FileId, u64)> {
+pub(crate) fn parse_key(key: &[u8]) -> Option<(FileId, u64)> {
     let id = uuid::Uuid::try_parse_ascii(key).ok()?;
     let b = id.as_bytes();
     let mut file = [0; 8];

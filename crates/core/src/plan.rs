@@ -35,7 +35,7 @@ pub struct PlanSpec {
     /// The worker's container image.
     pub image: String,
     /// Workers asked for (the Job's `completions`, `TOTAL_WORKERS`); `None`: one per file,
-    /// at most [`MAX_WORKERS`].
+    /// at most `MAX_WORKERS`.
     pub workers: Option<u32>,
     /// Pods run at once (the Job's `parallelism`, at most the workers); `None`: all of them.
     pub parallelism: Option<u32>,
@@ -52,13 +52,13 @@ pub struct PlanSpec {
 }
 
 /// The file names a plan lists: the admin's two, and zstd, which the worker reads alike.
-pub const LISTED_SUFFIXES: [&str; 3] = [".ndjson", ".ndjson.gz", ".ndjson.zst"];
+pub(crate) const LISTED_SUFFIXES: [&str; 3] = [".ndjson", ".ndjson.gz", ".ndjson.zst"];
 
 /// Most workers a plan makes (as the admin does).
-pub const MAX_WORKERS: usize = 100;
+pub(crate) const MAX_WORKERS: usize = 100;
 
 /// The `…YYYY_MM_DDTHH_MM_SS…` time in a file name, if any.
-pub fn name_time(path: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn name_time(path: &str) -> Option<DateTime<Utc>> {
     let name = path.rsplit('/').next().unwrap_or(path);
     let b = name.as_bytes();
     (0..b.len().saturating_sub(18)).find_map(|i| {
@@ -118,7 +118,7 @@ pub fn balance(mut files: Vec<Listed>, n: usize) -> Vec<Listed> {
     out
 }
 
-/// Number of workers: as asked, else one per file, at most [`MAX_WORKERS`], at least 1.
+/// Number of workers: as asked, else one per file, at most `MAX_WORKERS`, at least 1.
 pub fn worker_count(asked: Option<u32>, files: usize) -> usize {
     asked.map(|w| w as usize).unwrap_or(files.min(MAX_WORKERS)).max(1)
 }
@@ -254,15 +254,15 @@ pub fn manifests(spec: &PlanSpec, files: &[Listed]) -> String {
 }
 
 /// The port the Job's pods serve `/metrics`, `/healthz` and `/readyz` on (`METRICS_ADDR`).
-pub const METRICS_PORT: u16 = 9464;
+pub(crate) const METRICS_PORT: u16 = 9464;
 /// How long the Job's pods serve their final metrics after the run (`METRICS_LINGER_SECS`):
 /// two scrapes at Prometheus' common 15 s interval.
-pub const METRICS_LINGER_SECS: u64 = 30;
+pub(crate) const METRICS_LINGER_SECS: u64 = 30;
 
 /// The job id as a label value, as the admin labels its pods (`job-id=<id>`), when it is a
 /// valid one (at most 63 characters of letters, digits, `-`, `_` and `.`, alphanumeric at
 /// both ends); else a sanitized form, which the admin's log viewer will not find.
-pub fn label_value(id: &str) -> String {
+pub(crate) fn label_value(id: &str) -> String {
     let valid = id.len() <= 63
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())

@@ -51,7 +51,7 @@ pub fn worker_limit(
 
 /// One token bucket.
 #[derive(Debug, Clone)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Tokens a second.
     rate: f64,
     tokens: f64,
@@ -61,12 +61,12 @@ pub struct Bucket {
 
 impl Bucket {
     /// A bucket at time `now` that lets its first batch go at once.
-    pub fn new(rate: u64, now: Duration) -> Self {
+    pub(crate) fn new(rate: u64, now: Duration) -> Self {
         Bucket { rate: rate.max(1) as f64, tokens: f64::INFINITY, at: now }
     }
 
     /// Takes `n` tokens at `now`; returns how long to wait before using them.
-    pub fn take(&mut self, n: u64, now: Duration) -> Duration {
+    pub(crate) fn take(&mut self, n: u64, now: Duration) -> Duration {
         let elapsed = now.saturating_sub(self.at).as_secs_f64();
         self.at = self.at.max(now);
         let n = n as f64;

@@ -29,7 +29,7 @@ use crate::select::{Rule, RuleIndex, RuleMode, StreamSelector};
 pub const HEADER: &str = "connection_ids";
 
 /// Destination types that run in the browser, which ingest does not send to Kafka.
-pub const BROWSER_SIDE_TYPES: [&str; 4] = ["logrocket", "tag", "ga4-tag", "gtm"];
+pub(crate) const BROWSER_SIDE_TYPES: [&str; 4] = ["logrocket", "tag", "ga4-tag", "gtm"];
 
 /// Where a routed line goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub enum RouteError {
     #[error("stream not found in the repository")]
     UnknownStream,
     /// The line's stream has no server-side destination with a connection id (see
-    /// [`BROWSER_SIDE_TYPES`]).
+    /// `BROWSER_SIDE_TYPES`).
     #[error("stream has no server-side destinations")]
     NoDestinations,
 }

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 /// The id, in a map rule's value or as its key, that stands for "all".
-pub const ANY: &str = "*";
+pub(crate) const ANY: &str = "*";
 
 /// `stream_ids`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -34,9 +34,9 @@ pub enum StreamSelector {
 /// One entry of a map selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// A stream id or slug, or [`ANY`] for every stream not listed.
+    /// A stream id or slug, or `"*"` (`ANY`) for every stream not listed.
     pub stream: String,
-    /// Connection ids; [`ANY`] stands for the repository's ids of the stream.
+    /// Connection ids; `"*"` (`ANY`) stands for the repository's ids of the stream.
     pub ids: Vec<String>,
 }
 
@@ -52,7 +52,7 @@ pub enum RuleMode {
 
 impl RuleMode {
     /// The mode `connections_filter` selects: `true` is [`RuleMode::Filter`].
-    pub fn from_flag(connections_filter: bool) -> Self {
+    pub(crate) fn from_flag(connections_filter: bool) -> Self {
         if connections_filter {
             RuleMode::Filter
         } else {
@@ -63,7 +63,7 @@ impl RuleMode {
 
 impl Rule {
     /// True when this rule's result depends on the streams repository.
-    pub fn uses_repository(&self, mode: RuleMode) -> bool {
+    pub(crate) fn uses_repository(&self, mode: RuleMode) -> bool {
         mode == RuleMode::Filter || self.ids.iter().any(|id| id == ANY)
     }
 
@@ -120,14 +120,14 @@ impl StreamSelector {
 
 /// Finds a line's rule among a map selector's rules.
 #[derive(Debug, Clone, Default)]
-pub struct RuleIndex {
+pub(crate) struct RuleIndex {
     by_stream: HashMap<String, usize>,
     any: Option<usize>,
 }
 
 impl RuleIndex {
     /// A stream listed twice takes its last rule, as a JSON object's repeated key does.
-    pub fn new(rules: &[Rule]) -> Self {
+    pub(crate) fn new(rules: &[Rule]) -> Self {
         let mut index = Self::default();
         for (i, r) in rules.iter().enumerate() {
             if r.stream == ANY {
@@ -140,13 +140,13 @@ impl RuleIndex {
     }
 
     /// The rule listed for exactly this stream, not counting [`ANY`].
-    pub fn own(&self, stream: &str) -> Option<usize> {
+    pub(crate) fn own(&self, stream: &str) -> Option<usize> {
         self.by_stream.get(stream).copied()
     }
 
     /// The rule for a line whose origin has `id` and `slug` (either may be empty): looked up by
     /// id, then slug, then [`ANY`]; `None` when there is none.
-    pub fn lookup(&self, id: &str, slug: &str) -> Option<usize> {
+    pub(crate) fn lookup(&self, id: &str, slug: &str) -> Option<usize> {
         let find = |name: &str| if name.is_empty() { None } else { self.by_stream.get(name).copied() };
         find(id).or_else(|| find(slug)).or(self.any)
     }

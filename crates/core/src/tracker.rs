@@ -46,7 +46,7 @@ pub enum LineState {
 
 impl LineState {
     /// True for a line that is done with: a success, an error or skipped.
-    pub fn is_settled(self) -> bool {
+    pub(crate) fn is_settled(self) -> bool {
         matches!(self, LineState::Success | LineState::Error | LineState::Skipped)
     }
 }

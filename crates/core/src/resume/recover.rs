@@ -148,11 +148,11 @@ impl Recovered {
     }
 
     /// Whether matching is over: nothing left, or `window` misses in a row.
-    pub fn is_over(&self) -> bool {
+    pub(crate) fn is_over(&self) -> bool {
         self.left == 0 || self.misses > self.window
     }
 
-    /// How the matching stands: final once [`Recovered::is_over`].
+    /// How the matching stands: final once `Recovered::is_over`.
     pub fn ended(&self) -> Ended {
         Ended { matched: self.matched, last_matched: self.last_matched, unmatched: self.left }
     }

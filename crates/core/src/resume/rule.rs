@@ -71,7 +71,7 @@ impl WorkerStatus {
     }
 
     /// True when a stored row with this status is a point to resume from.
-    pub fn is_resumable(self) -> bool {
+    pub(crate) fn is_resumable(self) -> bool {
         matches!(self, WorkerStatus::Running | WorkerStatus::Failed | WorkerStatus::Cancelled)
     }
 }
@@ -155,12 +155,12 @@ pub struct StartFileMissing {
     pub given: String,
     /// True when several entries match: the nearest are those.
     pub ambiguous: bool,
-    /// The closest paths in files.json (at most [`NEAREST`]).
+    /// The closest paths in files.json (at most `NEAREST`).
     pub nearest: Vec<String>,
 }
 
 /// How many of the nearest paths a missing `start_file` error names.
-pub const NEAREST: usize = 3;
+pub(crate) const NEAREST: usize = 3;
 
 fn quoted(paths: &[String]) -> String {
     paths.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ")
