@@ -366,34 +366,25 @@ fn table(job: &str, status: WorkerStatus, rows: &[JobRow]) -> String {
     let mut s = format!("job {job} ({})\n", status.as_str());
     let head = ["worker", "status", "files", "lines", "success", "errors", "skipped", "bytes", "lines/s"];
     s += &table_line(head.each_ref().map(|h| h as &dyn std::fmt::Display));
-    let fraction = |done: i64, all: i64| format!("{done}/{all}");
-    let bytes = |done: u64, all: u64| format!("{}/{}", human_bytes(done), human_bytes(all));
-    for r in rows {
-        s += &table_line([
-            &r.worker_index,
-            &r.status,
-            &fraction(r.processed_files, r.assigned_files),
+    // A worker's row, or the total's: its first two columns, its counters and its rate.
+    let row = |who: &dyn std::fmt::Display, status: &dyn std::fmt::Display, r: &JobRow, rate: f64| {
+        table_line([
+            who,
+            status,
+            &format!("{}/{}", r.processed_files, r.assigned_files),
             &r.total_lines,
             &r.success,
             &r.errors,
             &r.skipped,
-            &bytes(r.processed_bytes, r.total_bytes),
-            &format!("{:.0}", r.lines_per_sec().unwrap_or(0.0)),
-        ]);
+            &format!("{}/{}", human_bytes(r.processed_bytes), human_bytes(r.total_bytes)),
+            &format!("{rate:.0}"),
+        ])
+    };
+    for r in rows {
+        s += &row(&r.worker_index, &r.status, r, r.lines_per_sec().unwrap_or(0.0));
     }
     let t = Totals::of(rows);
-    let total = &t.sum;
-    s += &table_line([
-        &"total",
-        &format!("{} ended", t.ended),
-        &fraction(total.processed_files, total.assigned_files),
-        &total.total_lines,
-        &total.success,
-        &total.errors,
-        &total.skipped,
-        &bytes(total.processed_bytes, total.total_bytes),
-        &format!("{:.0}", t.lines_per_sec),
-    ]);
+    s += &row(&"total", &format!("{} ended", t.ended), &t.sum, t.lines_per_sec);
     if let Some(d) = t.eta {
         s += &format!("ETA {}s\n", d.as_secs());
     }
@@ -434,5 +425,38 @@ pub async fn run_status(a: &StatusArgs) -> Result<(), AdminError> {
             Some(secs) if !rows.iter().all(JobRow::ended) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
             _ => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header, the workers and the total share one layout: their columns line up, and
+    /// the total adds the workers' counters.
+    #[test]
+    fn the_status_table_lines_up_and_totals_its_rows() {
+        let row = |i: i32, status, lines: i64, bytes: u64, secs: f64| JobRow {
+            worker_index: i,
+            status,
+            assigned_files: 2,
+            processed_files: 1,
+            total_lines: lines,
+            success: lines - 1,
+            errors: 1,
+            skipped: 0,
+            total_bytes: 2 * bytes,
+            processed_bytes: bytes,
+            elapsed_secs: secs,
+            ..JobRow::default()
+        };
+        let rows =
+            [row(0, WorkerStatus::Running, 1_000, 5 << 20, 2.0), row(1, WorkerStatus::Completed, 250_000, 7, 10.0)];
+        let text = table("j", WorkerStatus::Running, &rows);
+        let lines: Vec<&str> = text.lines().skip(1).filter(|l| !l.starts_with("ETA")).collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "columns line up:\n{text}");
+        let total: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(total[..6], ["total", "1", "ended", "2/4", "251000", "250998"], "{text}");
     }
 }
