@@ -29,14 +29,14 @@ use tokio::sync::mpsc;
 use rw_core::{Backoff, Location, Seq};
 
 /// Records queued for the writer, in records.
-pub const QUEUE_RECORDS: usize = 4096;
+pub(crate) const QUEUE_RECORDS: usize = 4096;
 /// One write of dead letters (one S3 object), in bytes at most (one letter may pass it).
-pub const S3_PART_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const S3_PART_BYTES: usize = 8 * 1024 * 1024;
 /// How long the writer gathers letters before it writes them: their lines wait at most this
 /// long (plus the write) to settle, and S3 gets at most a few objects a second.
-pub const LINGER: Duration = Duration::from_millis(200);
+pub(crate) const LINGER: Duration = Duration::from_millis(200);
 /// One attempt of one write, at most.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One bad line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl DeadLetter {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DeadLetterError {
+pub(crate) enum DeadLetterError {
     #[error("dead letters {0}: {1}")]
     Write(String, String),
 }
@@ -109,14 +109,14 @@ impl Destination {
 }
 
 /// The sending side, cloned into the pipeline.
-pub type Sender = mpsc::Sender<DeadLetter>;
+pub(crate) type Sender = mpsc::Sender<DeadLetter>;
 
 /// Called with the lines whose letters were written (`true`), or given up (`false`).
-pub type Settle = Box<dyn Fn(&[Seq], bool) + Send + Sync>;
+pub(crate) type Settle = Box<dyn Fn(&[Seq], bool) + Send + Sync>;
 
 /// What the writer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Written {
+pub(crate) struct Written {
     pub letters: u64,
     /// Letters whose writes failed past their retries.
     pub lost: u64,
@@ -196,7 +196,7 @@ impl Out {
 
 /// Starts the writer; it ends (writing what is queued) when every [`Sender`] is dropped.
 /// `settle` is called with the lines of every unit written or given up.
-pub fn start(
+pub(crate) fn start(
     dest: Destination,
     job_id: String,
     worker: u32,

@@ -29,7 +29,7 @@
 //! end offsets and fetches records back through the same partition clients (see
 //! [`crate::resume::readback`]).
 
-pub mod nodelay;
+pub(crate) mod nodelay;
 pub mod throttle;
 
 use std::collections::HashMap;

@@ -14,9 +14,11 @@
 //! down only: the compiler holds the core's side, and `tests/layers.rs` holds IO below the
 //! wiring; the code map in `ARCHITECTURE.md` lists each module in its layer.
 
+#![warn(unreachable_pub)]
+
 // Kafka (with its socket options and throttle watcher).
 pub mod kafka;
-pub mod tls;
+pub(crate) mod tls;
 
 // The sources: local files, S3 and GCS (with the read buffers).
 pub mod source;
@@ -31,9 +33,9 @@ pub mod status;
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod deadletter;
+pub(crate) mod deadletter;
 pub mod pipeline;
-pub mod repository;
+pub(crate) mod repository;
 pub mod resume;
 pub mod worker;
 

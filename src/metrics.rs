@@ -2,7 +2,7 @@
 //!
 //! Nothing here is on the hot path. The counters the pipeline keeps already (the
 //! [`Progress`] counts at the watermark, the bytes read, the files, the unsettled lines) and
-//! the run's [`Stats`] (bumped per batch, per retry) are read when
+//! the run's `Stats` (bumped per batch, per retry) are read when
 //! Prometheus scrapes, into a recorder of this worker's own (no process-wide recorder, so
 //! several workers in one process, as in the tests, keep theirs apart), and rendered in the
 //! Prometheus text format by `metrics-exporter-prometheus`. Only the histograms are recorded

@@ -10,8 +10,8 @@
 //! once per interval (`worker::flusher`), in the background, so a slow database delays the
 //! row, never the pipeline.
 
-pub mod display;
-pub mod stats;
+pub(crate) mod display;
+pub(crate) mod stats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -24,7 +24,7 @@ fn display_url(url: &str) -> String {
 }
 
 /// GETs the repository and parses it.
-pub async fn fetch_streams(url: &str, token: &Secret, timeout: Duration) -> Result<Streams, RepositoryError> {
+pub(crate) async fn fetch_streams(url: &str, token: &Secret, timeout: Duration) -> Result<Streams, RepositoryError> {
     let shown = display_url(url);
     let http = |reason: String| RepositoryError::Http { url: shown.clone(), reason };
     let client = reqwest::Client::builder()

@@ -9,8 +9,8 @@
 //! stopped, with the backoff [`rw_core::Backoff::S3_READ`] (a bounded number of times
 //! in a row): see `source::remote`.
 
-pub mod bufpool;
-pub mod gcs;
+pub(crate) mod bufpool;
+pub(crate) mod gcs;
 mod remote;
 
 use std::io::Read;

@@ -349,7 +349,7 @@ fn i32_of(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// tokio-postgres's config for `url` (its TLS half is [`crate::tls::postgres_config`]'s):
+/// tokio-postgres's config for `url` (its TLS half is `crate::tls::postgres_config`'s):
 /// parsing it at start-up finds a bad port or timeout before anything runs.
 pub fn pg_config(url: &DbUrl) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
     url.connection_string().expose().parse()

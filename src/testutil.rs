@@ -19,7 +19,7 @@ use rw_core::{Broker, BrokerError, ErrorCode, Failure, Fetched, FileEntry, JobOp
 /// What the fake does with one produce call: acknowledge, or fail as the class says, after
 /// the delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Ack(Duration),
     Fail(Failure, Duration),
     /// Written to the partition, but the answer is lost: a transient failure.
@@ -28,7 +28,7 @@ pub enum Answer {
 
 /// One produce call as the fake saw it.
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(crate) struct Call {
     pub values: Vec<Vec<u8>>,
     pub acked: bool,
     /// Lines of the run settled in order when the call arrived (the watermark as a count over
@@ -41,7 +41,7 @@ pub struct Call {
 type Rule = dyn Fn(usize, &[Record]) -> Answer + Send + Sync;
 
 /// A scripted broker. `rule(n, records)` decides call `n` (0-based).
-pub struct FakeBroker {
+pub(crate) struct FakeBroker {
     partitions: i32,
     rule: Box<Rule>,
     calls: Mutex<Vec<Call>>,
@@ -64,18 +64,18 @@ pub struct FakeBroker {
 /// `None` is a control record (a transaction marker), which takes an offset and is never
 /// fetched.
 #[derive(Debug, Default)]
-pub struct Partitions {
+pub(crate) struct Partitions {
     parts: BTreeMap<(String, i32), Vec<Option<Record>>>,
 }
 
 impl Partitions {
     /// One partition's log.
-    pub fn part(&mut self, topic: &str, partition: i32) -> &mut Vec<Option<Record>> {
+    pub(crate) fn part(&mut self, topic: &str, partition: i32) -> &mut Vec<Option<Record>> {
         self.parts.entry((topic.to_owned(), partition)).or_default()
     }
 
     /// Appends `records`; returns the offset of the first.
-    pub fn append(&mut self, topic: &str, partition: i32, records: impl IntoIterator<Item = Record>) -> i64 {
+    pub(crate) fn append(&mut self, topic: &str, partition: i32, records: impl IntoIterator<Item = Record>) -> i64 {
         let part = self.part(topic, partition);
         let base = part.len() as i64;
         part.extend(records.into_iter().map(Some));
@@ -83,13 +83,13 @@ impl Partitions {
     }
 
     /// Where the partition ends (its high watermark).
-    pub fn end(&self, topic: &str, partition: i32) -> i64 {
+    pub(crate) fn end(&self, topic: &str, partition: i32) -> i64 {
         self.parts.get(&(topic.to_owned(), partition)).map_or(0, |r| r.len() as i64)
     }
 
     /// A fetch from `offset`: at most `page` offsets scanned (a broker's byte-limited fetch),
     /// none at or past `stable` (another producer's open transaction); markers skipped.
-    pub fn fetch(&self, topic: &str, partition: i32, offset: i64, page: usize, stable: i64) -> Fetched {
+    pub(crate) fn fetch(&self, topic: &str, partition: i32, offset: i64, page: usize, stable: i64) -> Fetched {
         let records = self.parts.get(&(topic.to_owned(), partition)).map(Vec::as_slice).unwrap_or_default();
         let stable = (stable.max(0) as usize).min(records.len());
         let from = (offset.max(0) as usize).min(stable);
@@ -100,12 +100,12 @@ impl Partitions {
     }
 
     /// Every record of every partition, in order.
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
+    pub(crate) fn records(&self) -> impl Iterator<Item = &Record> {
         self.parts.values().flatten().flatten()
     }
 
     /// The values in the partitions of `topic`, over all partitions.
-    pub fn values(&self, topic: &str) -> Vec<Vec<u8>> {
+    pub(crate) fn values(&self, topic: &str) -> Vec<Vec<u8>> {
         let of_topic = self.parts.iter().filter(|((t, _), _)| t == topic);
         of_topic.flat_map(|(_, r)| r.iter().flatten().map(|r| r.value.clone().unwrap_or_default())).collect()
     }
@@ -114,10 +114,10 @@ impl Partitions {
 /// A simple failure, standing in for a broker's.
 #[derive(Debug, thiserror::Error)]
 #[error("injected failure of call {0}")]
-pub struct Injected(pub usize);
+pub(crate) struct Injected(pub usize);
 
 impl FakeBroker {
-    pub fn new(partitions: i32, rule: impl Fn(usize, &[Record]) -> Answer + Send + Sync + 'static) -> Arc<Self> {
+    pub(crate) fn new(partitions: i32, rule: impl Fn(usize, &[Record]) -> Answer + Send + Sync + 'static) -> Arc<Self> {
         Arc::new(Self {
             partitions,
             rule: Box::new(rule),
@@ -133,60 +133,60 @@ impl FakeBroker {
     }
 
     /// A new fake (a restarted worker's) over the same partitions as this one.
-    pub fn sharing(&self, rule: impl Fn(usize, &[Record]) -> Answer + Send + Sync + 'static) -> Arc<Self> {
+    pub(crate) fn sharing(&self, rule: impl Fn(usize, &[Record]) -> Answer + Send + Sync + 'static) -> Arc<Self> {
         let fake = Self::new(self.partitions, rule);
         Arc::new(FakeBroker { log: Arc::clone(&self.log), ..Arc::into_inner(fake).expect("new") })
     }
 
     /// Appends records written by someone else (another producer).
-    pub fn append(&self, topic: &str, partition: i32, records: Vec<Record>) {
+    pub(crate) fn append(&self, topic: &str, partition: i32, records: Vec<Record>) {
         self.log.lock().unwrap().append(topic, partition, records);
     }
 
     /// Appends a transaction marker (a control record: it takes an offset, no fetch returns it).
-    pub fn append_marker(&self, topic: &str, partition: i32) {
+    pub(crate) fn append_marker(&self, topic: &str, partition: i32) {
         self.log.lock().unwrap().part(topic, partition).push(None);
     }
 
     /// Another producer's transaction, open from `offset` on: reads stop there.
-    pub fn open_transaction_at(&self, offset: i64) {
+    pub(crate) fn open_transaction_at(&self, offset: i64) {
         self.last_stable.store(offset, Ordering::SeqCst);
     }
 
     /// From now on every fetch of this partition fails (transiently).
-    pub fn fail_fetches(&self, topic: &str, partition: i32) {
+    pub(crate) fn fail_fetches(&self, topic: &str, partition: i32) {
         self.failing_fetches.lock().unwrap().push((topic.to_owned(), partition));
     }
 
     /// The values in the partitions of `topic`, over all partitions.
-    pub fn stored_values(&self, topic: &str) -> Vec<Vec<u8>> {
+    pub(crate) fn stored_values(&self, topic: &str) -> Vec<Vec<u8>> {
         self.log.lock().unwrap().values(topic)
     }
 
     /// Acknowledges everything at once.
-    pub fn acking() -> Arc<Self> {
+    pub(crate) fn acking() -> Arc<Self> {
         Self::new(3, |_, _| Answer::Ack(Duration::ZERO))
     }
 
     /// Records the watermark seen by each call.
-    pub fn watch(&self, progress: Arc<Progress>) {
+    pub(crate) fn watch(&self, progress: Arc<Progress>) {
         let _ = self.progress.set(progress);
     }
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 
     /// Values of the acknowledged records, each as often as it was acknowledged.
-    pub fn delivered(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn delivered(&self) -> Vec<Vec<u8>> {
         self.calls().into_iter().filter(|c| c.acked).flat_map(|c| c.values).collect()
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    pub fn max_in_flight(&self) -> usize {
+    pub(crate) fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
     }
 }
@@ -279,7 +279,7 @@ impl Broker for FakeBroker {
 /// and every write once `taken_over` is set (another run claimed the index); and a run
 /// whose assignment differs from the one stored by the run it resumes.
 #[derive(Debug, Default)]
-pub struct MemoryStatus {
+pub(crate) struct MemoryStatus {
     pub stored: Mutex<Option<StoredRow>>,
     /// The assignment the last run claimed the row with.
     pub assignment: Mutex<Option<rw_core::resume::Assignment>>,
@@ -289,11 +289,11 @@ pub struct MemoryStatus {
 }
 
 impl MemoryStatus {
-    pub fn with_row(row: StoredRow) -> Self {
+    pub(crate) fn with_row(row: StoredRow) -> Self {
         Self { stored: Mutex::new(Some(row)), ..Default::default() }
     }
 
-    pub fn last(&self) -> StatusRow {
+    pub(crate) fn last(&self) -> StatusRow {
         self.writes.lock().unwrap().last().cloned().expect("a row was written")
     }
 }
@@ -371,7 +371,7 @@ impl StatusStore for MemoryStatus {
 }
 
 /// `n` valid lines `{"messageId":"<tag>-<i>","origin":{"sourceId":"s"}}`, newline-terminated.
-pub fn lines(tag: &str, n: usize) -> Vec<u8> {
+pub(crate) fn lines(tag: &str, n: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for i in 1..=n {
         out.extend_from_slice(format!(r#"{{"messageId":"{tag}-{i}","origin":{{"sourceId":"s"}}}}"#).as_bytes());
@@ -381,7 +381,7 @@ pub fn lines(tag: &str, n: usize) -> Vec<u8> {
 }
 
 /// Counts each value: how often it was delivered.
-pub fn multiset(values: &[Vec<u8>]) -> BTreeMap<Vec<u8>, usize> {
+pub(crate) fn multiset(values: &[Vec<u8>]) -> BTreeMap<Vec<u8>, usize> {
     let mut m = BTreeMap::new();
     for v in values {
         *m.entry(v.clone()).or_default() += 1;
@@ -390,12 +390,12 @@ pub fn multiset(values: &[Vec<u8>]) -> BTreeMap<Vec<u8>, usize> {
 }
 
 /// Small bounds, so that the tests reach them with few lines.
-pub fn small_tuning(max_in_flight: usize) -> Tuning {
+pub(crate) fn small_tuning(max_in_flight: usize) -> Tuning {
     Tuning { read_chunk_bytes: 64 * 1024, max_in_flight, shutdown_timeout: Duration::from_secs(5), ..Tuning::default() }
 }
 
 /// A job over `files` (written to `dir`) with `connection_ids`, one worker.
-pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, tuning: Tuning) -> Config {
+pub(crate) fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, tuning: Tuning) -> Config {
     let files = files
         .iter()
         .map(|(name, data)| {
@@ -427,7 +427,7 @@ pub fn config(dir: &std::path::Path, files: &[(&str, &[u8])], job: JobOptions, t
 /// The text of `file` (a path under `src/`) in the rskafka this crate is built with: the
 /// version in Cargo.lock, in cargo's registry (`CARGO_HOME`). For the tests that check that
 /// the texts the worker matches in rskafka's events and errors are still the ones it emits.
-pub fn rskafka_source(file: &str) -> String {
+pub(crate) fn rskafka_source(file: &str) -> String {
     let lock = include_str!("../Cargo.lock");
     let at = lock.find("name = \"rskafka\"\nversion = \"").expect("rskafka in Cargo.lock");
     let version = lock[at..].lines().nth(1).unwrap().trim_start_matches("version = ").trim_matches('"');

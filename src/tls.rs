@@ -55,7 +55,7 @@ impl Ca {
 
 /// A client config that verifies the server against the system roots plus `cas`, or
 /// that accepts any certificate when `skip_verify`.
-pub fn client_config(cas: &[Ca], skip_verify: bool) -> Result<ClientConfig, TlsError> {
+pub(crate) fn client_config(cas: &[Ca], skip_verify: bool) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions");
@@ -83,7 +83,7 @@ pub fn client_config(cas: &[Ca], skip_verify: bool) -> Result<ClientConfig, TlsE
 /// The client config for PostgreSQL, by libpq's `sslmode` rules ([`rw_core::PgTls`]):
 /// `sslrootcert` alone is trusted when given (`system`: the system's roots); `verify-ca`
 /// checks the chain and not the name; a client certificate is sent when `sslcert` is given.
-pub fn postgres_config(pg: &rw_core::PgTls) -> Result<ClientConfig, TlsError> {
+pub(crate) fn postgres_config(pg: &rw_core::PgTls) -> Result<ClientConfig, TlsError> {
     use rw_core::{Roots, Verify};
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -213,7 +213,7 @@ impl ServerCertVerifier for AcceptAnyCert {
 /// True when `e`, or an error it wraps, is a server certificate that failed verification
 /// (an unknown issuer, expired, another name): no retry can fix that, unlike a refused or cut
 /// connection. Looks through `std::io::Error`, whose `source()` skips the error it carries.
-pub fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
         if matches!(err.downcast_ref::<rustls::Error>(), Some(rustls::Error::InvalidCertificate(_))) {

@@ -22,11 +22,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often the background task looks for new connections.
-pub const EVERY: Duration = Duration::from_secs(1);
+pub(crate) const EVERY: Duration = Duration::from_secs(1);
 
 /// Sets `TCP_NODELAY` on every connected TCP socket of this process that lacks it. Returns
 /// how many it changed.
-pub fn apply() -> usize {
+pub(crate) fn apply() -> usize {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return 0 };
     let fds: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     fds.into_iter().filter(|&fd| set_if_tcp(fd)).count()
@@ -48,7 +48,7 @@ fn set_if_tcp(fd: i32) -> bool {
 }
 
 /// Applies it every [`EVERY`] until `stop` fires.
-pub async fn keep_applying(stop: CancellationToken) {
+pub(crate) async fn keep_applying(stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use rw_core::{Broker, Page, PartitionRange, Record, RecordRef, Records, HEADER};
 
 /// The longest one check may take before it is asked again (from where it got to).
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

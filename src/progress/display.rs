@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::progress::Progress;
 
 /// Renders `progress` on stderr every 250 ms until `stop` fires.
-pub async fn run(progress: Arc<Progress>, assigned_files: u32, total_bytes: u64, stop: CancellationToken) {
+pub(crate) async fn run(progress: Arc<Progress>, assigned_files: u32, total_bytes: u64, stop: CancellationToken) {
     let bar = ProgressBar::with_draw_target(Some(total_bytes.max(1)), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {bar:24} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),

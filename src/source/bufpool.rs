@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 
 #[derive(Debug, Clone)]
-pub struct BufPool {
+pub(crate) struct BufPool {
     inner: Arc<Inner>,
 }
 
@@ -47,12 +47,12 @@ impl Drop for Pooled {
 }
 
 impl BufPool {
-    pub fn new(max_idle: usize) -> Self {
+    pub(crate) fn new(max_idle: usize) -> Self {
         Self { inner: Arc::new(Inner { idle: Mutex::new(Vec::new()), max_idle }) }
     }
 
     /// An empty buffer with at least `capacity` bytes of room.
-    pub fn take(&self, capacity: usize) -> Vec<u8> {
+    pub(crate) fn take(&self, capacity: usize) -> Vec<u8> {
         let reused = self.inner.idle.lock().pop();
         let mut buf = reused.unwrap_or_default();
         buf.reserve(capacity);
@@ -60,12 +60,13 @@ impl BufPool {
     }
 
     /// Freezes a filled buffer; it comes back to the pool when the `Bytes` is dropped.
-    pub fn freeze(&self, buf: Vec<u8>) -> Bytes {
+    pub(crate) fn freeze(&self, buf: Vec<u8>) -> Bytes {
         Bytes::from_owner(Pooled { buf, pool: Arc::clone(&self.inner) })
     }
 
-    /// Buffers waiting for reuse.
-    pub fn idle(&self) -> usize {
+    /// Buffers waiting for reuse (the tests' view of the pool).
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.inner.idle.lock().len()
     }
 }

@@ -20,11 +20,11 @@ use serde::Deserialize;
 use rw_core::Location;
 
 /// The variable that points every GCS request at an emulator.
-pub const EMULATOR_ENV: &str = "STORAGE_EMULATOR_HOST";
+pub(crate) const EMULATOR_ENV: &str = "STORAGE_EMULATOR_HOST";
 /// Google's endpoint, when no emulator is set.
 const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
 /// Objects per listing page, unless `plan` is told otherwise (the JSON API's maximum).
-pub const LIST_PAGE_SIZE: u32 = 1000;
+pub(crate) const LIST_PAGE_SIZE: u32 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcsError {
@@ -62,7 +62,7 @@ fn emulator() -> Option<String> {
 }
 
 /// The client for `bucket`.
-pub fn store(bucket: &str) -> Result<Arc<GoogleCloudStorage>, GcsError> {
+pub(crate) fn store(bucket: &str) -> Result<Arc<GoogleCloudStorage>, GcsError> {
     let mut b = GoogleCloudStorageBuilder::from_env()
         .with_bucket_name(bucket)
         .with_retry(RetryConfig { max_retries: 0, ..Default::default() });
@@ -74,7 +74,7 @@ pub fn store(bucket: &str) -> Result<Arc<GoogleCloudStorage>, GcsError> {
 
 /// One object of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// `gs://bucket/name`.
     pub url: String,
     pub size: u64,
@@ -98,7 +98,7 @@ struct Item {
 }
 
 /// Every object under `gs://bucket/prefix`, `page_size` per request, in name order.
-pub async fn list(bucket: &str, prefix: &str, page_size: u32) -> Result<Vec<Listed>, GcsError> {
+pub(crate) async fn list(bucket: &str, prefix: &str, page_size: u32) -> Result<Vec<Listed>, GcsError> {
     let url = &Location::Gcs { bucket: bucket.to_owned(), object: prefix.to_owned() }.to_string();
     let (base, token) = match emulator() {
         Some(base) => (base, None),
