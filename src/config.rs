@@ -669,6 +669,11 @@ impl Config {
         })
     }
 
+    /// This worker's seed for the spread of its retry pauses (from its job and index).
+    pub fn spread_seed(&self) -> u64 {
+        rw_core::spread_seed(&self.job_id, self.worker_index)
+    }
+
     /// This worker's files, with their positions in files.json: i, N+i, 2N+i, …
     pub fn assigned_files(&self) -> Vec<(usize, &FileEntry)> {
         assigned_positions(self.files.len(), self.worker_index, self.total_workers)

@@ -143,7 +143,7 @@ fn rskafka_backoff(b: Backoff, deadline: Duration) -> rskafka::BackoffConfig {
 pub fn to_rskafka(records: &Records) -> Vec<rskafka::record::Record> {
     let to =
         |r: Record| rskafka::record::Record { key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp };
-    records.to_kafka().into_iter().map(to).collect()
+    records.to_kafka().map(to).collect()
 }
 
 /// A fetched record as the core reads it.

@@ -188,7 +188,7 @@ impl Broker for SimBroker {
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             // The records as Kafka would store them.
-            let records = &batch.to_kafka()[..];
+            let records = &batch.to_kafka().collect::<Vec<_>>()[..];
             self.live(topic, partition);
             let (delay, roll, foreign) = {
                 let mut rng = self.rng.lock().unwrap();

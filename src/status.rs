@@ -17,9 +17,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio_postgres::Client;
 
-use rw_core::resume::PartitionOffset;
-use rw_core::resume::{Assignment, JobChanged};
-use rw_core::resume::{Snapshot, StoredRow, UnknownStatus, WorkerStatus};
+use rw_core::resume::{Assignment, JobChanged, PartitionOffset, Snapshot, StoredRow, UnknownStatus, WorkerStatus};
 use rw_core::DbUrl;
 
 /// One write of the row.

@@ -204,7 +204,7 @@ impl Broker for FakeBroker {
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             // The records as Kafka would store them.
-            let records = &batch.to_kafka()[..];
+            let records = &batch.to_kafka().collect::<Vec<_>>()[..];
             let n = self.next.fetch_add(1, Ordering::SeqCst);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);

@@ -21,12 +21,8 @@ use crate::progress::Progress;
 use crate::resume::Reconciled;
 use crate::source::Sources;
 use crate::status::{OwnTables, PgStatus, StatusError, StatusRow, StatusStore};
-use rw_core::resume::PartitionOffset;
-use rw_core::resume::Recovered;
-use rw_core::resume::Snapshot;
-use rw_core::resume::WorkerStatus;
-use rw_core::resume::{start_point, StartPoint};
-use rw_core::{spread_seed, Backoff, Broker, BrokerError, DryRun, Filter, Router};
+use rw_core::resume::{start_point, PartitionOffset, Recovered, Snapshot, StartPoint, WorkerStatus};
+use rw_core::{Backoff, Broker, BrokerError, DryRun, Filter, Router};
 
 /// How long start-up waits for the database and the repository.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -391,7 +387,7 @@ impl<'a> Run<'a> {
             dead_letters,
             keys,
             look_for_lost_answers: readable,
-            spread_seed: spread_seed(&cfg.job_id, cfg.worker_index),
+            spread_seed: cfg.spread_seed(),
         };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }
@@ -513,8 +509,7 @@ impl<'a> Run<'a> {
             _ => self.cfg.tuning.status_final_timeout,
         };
         let row = self.row(status, snapshot.clone(), error);
-        let seed = spread_seed(&self.cfg.job_id, self.cfg.worker_index);
-        if let Err(e) = write_final(self.store, &row, offsets, deadline, seed).await {
+        if let Err(e) = write_final(self.store, &row, offsets, deadline, self.cfg.spread_seed()).await {
             if let RunError::Status(lost) = &e {
                 tracing::error!(error = %lost, "stopping; the row is left to the run that owns it");
             }

@@ -135,7 +135,7 @@ mod tests {
     }
 
     fn record(key: &str) -> rw_core::Record {
-        records(&[key]).to_kafka().remove(0)
+        records(&[key]).to_kafka().next().unwrap()
     }
 
     #[tokio::test]
@@ -172,11 +172,11 @@ mod tests {
         let mut key = [b'-'; rw_core::KEY_LEN];
         key[0] = b'a';
         other.push(&key, b"{\"x\":1}", &std::sync::Arc::from(&b"c1"[..]));
-        broker.append("t", 0, other.to_kafka());
+        broker.append("t", 0, other.to_kafka().collect());
         assert_eq!(find(broker.as_ref(), "t", 0, 0, &records(&["a"])).await, Landed::Absent, "another value");
         let mut other = Records::default();
         other.push(&key, b"{}", &std::sync::Arc::from(&b"c2"[..]));
-        broker.append("t", 0, other.to_kafka());
+        broker.append("t", 0, other.to_kafka().collect());
         assert_eq!(find(broker.as_ref(), "t", 0, 0, &records(&["a"])).await, Landed::Absent, "another header");
         broker.append("t", 0, vec![record("a")]);
         assert_eq!(find(broker.as_ref(), "t", 0, 0, &records(&["a"])).await, Landed::At(2));

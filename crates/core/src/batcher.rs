@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(key(0).as_bytes(), LineKeys::for_job("").file(0, "").key(1), "not messageId");
         assert_eq!(b.records.get(0).value, lines[0].as_bytes());
         assert_eq!(b.records.get(0).header, b"c1,c2");
-        assert_eq!(b.records.to_kafka()[0].headers[HEADER], b"c1,c2", "sent as connection_ids");
+        assert_eq!(b.records.to_kafka().next().unwrap().headers[HEADER], b"c1,c2", "sent as connection_ids");
         assert!(uuid::Uuid::parse_str(&key(1)).is_ok(), "{}", key(1));
     }
 
@@ -458,13 +458,13 @@ mod tests {
                 }
             }
             for (i, batch) in batches.iter().enumerate() {
-                let exact = encoded_size(&batch.records.to_kafka());
+                let exact = encoded_size(&batch.records.to_kafka().collect::<Vec<_>>());
                 proptest::prop_assert_eq!(batch.encoded_bytes, exact);
                 proptest::prop_assert!(batch.encoded_bytes <= 20_000);
                 // Closed only when the next record of its topic would not fit.
                 if let Some(next) = batches[i + 1..].iter().find(|b| b.topic == batch.topic) {
-                    let mut with = batch.records.to_kafka();
-                    with.push(next.records.to_kafka()[0].clone());
+                    let mut with: Vec<_> = batch.records.to_kafka().collect();
+                    with.extend(next.records.to_kafka().next());
                     proptest::prop_assert!(encoded_size(&with) > 20_000 || batch.records.len() == 1_000);
                 }
             }
@@ -496,7 +496,9 @@ mod tests {
         }
         b.flush_all(|x| batches.push(x));
         assert!(batches.len() > 1);
-        assert!(batches.iter().all(|x| x.encoded_bytes <= 2_000 && encoded_size(&x.records.to_kafka()) <= 2_000));
+        assert!(batches
+            .iter()
+            .all(|x| x.encoded_bytes <= 2_000 && encoded_size(&x.records.to_kafka().collect::<Vec<_>>()) <= 2_000));
         assert_eq!(batches.iter().map(|x| x.records.len()).sum::<usize>(), 39);
     }
 }

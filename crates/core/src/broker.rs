@@ -145,15 +145,13 @@ impl Records {
 
     /// The records one by one, as a Kafka client takes them: key, value, the
     /// `connection_ids` header, and the timestamp.
-    pub fn to_kafka(&self) -> Vec<Record> {
-        self.iter()
-            .map(|r| Record {
-                key: Some(r.key.to_vec()),
-                value: Some(r.value.to_vec()),
-                headers: BTreeMap::from([(HEADER.to_owned(), r.header.to_vec())]),
-                timestamp: self.timestamp,
-            })
-            .collect()
+    pub fn to_kafka(&self) -> impl Iterator<Item = Record> + '_ {
+        self.iter().map(|r| Record {
+            key: Some(r.key.to_vec()),
+            value: Some(r.value.to_vec()),
+            headers: BTreeMap::from([(HEADER.to_owned(), r.header.to_vec())]),
+            timestamp: self.timestamp,
+        })
     }
 }
 
@@ -681,7 +679,7 @@ mod tests {
             proptest::prop_assert_eq!((r.key, r.value, r.header), (&key[..], &value[..], &header[..]));
         }
         // As rskafka gets them: each record whole, with the connection_ids header only.
-        let sent = records.to_kafka();
+        let sent: Vec<Record> = records.to_kafka().collect();
         proptest::prop_assert_eq!(sent.len(), model.len());
         for (r, (key, value, header)) in sent.iter().zip(model) {
             proptest::prop_assert_eq!(r.key.as_deref(), Some(&key[..]));
