@@ -144,6 +144,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 keys: rw_core::LineKeys::for_job("bench"),
                 look_for_lost_answers: true,
                 spread_seed: 0,
+                sequencer: None,
             };
             Arc::new(Engine::new(parts, Tuning::default(), &JobOptions::default()))
         };

@@ -20,6 +20,7 @@ pub mod defaults {
     pub const KAFKA_DESTINATIONS_TOPIC: &str = "destination-messages";
     pub const KAFKA_COMPRESSION: &str = "zstd";
     pub const KAFKA_PARTITIONS: &str = "own";
+    pub const KAFKA_IDEMPOTENCE: &str = "auto";
     /// Where the admin's Job mounts the two files.
     pub const FILES_CONFIG_PATH: &str = "/config/files/files.json";
     pub const JOB_CONFIG_PATH: &str = "/config/job/config.json";
@@ -66,6 +67,18 @@ pub enum KafkaPartitions {
     Own,
     /// Every worker every partition.
     All,
+}
+
+/// Whether produce is idempotent (`KAFKA_IDEMPOTENCE`): see `kafka::wire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaIdempotence {
+    /// When the cluster offers it (`InitProducerId`, and this principal may write
+    /// idempotently); else without, and the log says why.
+    Auto,
+    /// Always: the run stops at start-up when the cluster does not offer it.
+    On,
+    /// Never: the lost-answer check alone stands between a resend and a duplicate.
+    Off,
 }
 
 /// Kafka record-batch compression (`KAFKA_COMPRESSION`).
@@ -156,6 +169,10 @@ pub struct WorkerArgs {
     /// so that a resume reads back only those; `all`, every partition.
     #[arg(long, env = "KAFKA_PARTITIONS", value_enum, default_value = defaults::KAFKA_PARTITIONS, ignore_case = true)]
     pub kafka_partitions: KafkaPartitions,
+    /// Idempotent produce (a producer id, sequence numbers, resends dropped by the leader):
+    /// `auto`, when the cluster offers it; `on`, or stop at start-up; `off`.
+    #[arg(long, env = "KAFKA_IDEMPOTENCE", value_enum, default_value = defaults::KAFKA_IDEMPOTENCE, ignore_case = true)]
+    pub kafka_idempotence: KafkaIdempotence,
     /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Unset: SSL (SASL_SSL with KAFKA_SASL) when
     /// KAFKA_SSL is true, else PLAINTEXT, as kafkabase decides.
     #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true)]
@@ -265,6 +282,7 @@ pub struct WorkerArgs {
 pub struct KafkaConfig {
     pub bootstrap: Vec<String>,
     pub compression: KafkaCompression,
+    pub idempotence: KafkaIdempotence,
     pub security: SecurityProtocol,
     pub sasl: Option<SaslSettings>,
     pub ssl_skip_verify: bool,
@@ -427,6 +445,7 @@ impl KafkaConfig {
         Ok(KafkaConfig {
             bootstrap,
             compression: args.kafka_compression,
+            idempotence: args.kafka_idempotence,
             security,
             sasl,
             ssl_skip_verify: args.kafka_ssl_skip_verify,

@@ -29,8 +29,10 @@
 //! end offsets and fetches records back through the same partition clients (see
 //! [`crate::resume::readback`]).
 
+mod messages;
 pub(crate) mod nodelay;
 pub mod throttle;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,8 +44,11 @@ use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, Unknown
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use tokio::time::Instant;
 
-use crate::config::{KafkaCompression, KafkaConfig, SaslMechanism, SecurityProtocol};
-use rw_core::{Backoff, BoxError, Broker, BrokerError, ErrorCode, Failure, Fetched, Record, Records};
+use crate::config::{KafkaCompression, KafkaConfig, KafkaIdempotence, SaslMechanism, SecurityProtocol};
+use rw_core::{
+    Backoff, BatchCompression, BoxError, Broker, BrokerError, ErrorCode, Failure, Fetched, ProducerId, Record, Records,
+    Sequence,
+};
 
 /// The longest one request (with rskafka's own retries) may take before the pipeline's
 /// retry takes over.
@@ -67,7 +72,20 @@ pub struct KafkaBroker {
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     /// Stops the task that keeps `TCP_NODELAY` on new connections when the broker is dropped.
     _nodelay: tokio_util::sync::DropGuard,
+    /// The idempotent producer's path (`KAFKA_IDEMPOTENCE` not `off`); used for batches
+    /// sent with a sequence.
+    wire: Option<wire::Wire>,
+    idempotence: KafkaIdempotence,
+    connect_timeout: Duration,
+    /// The bootstrap servers, as configured (comma-separated), for errors.
+    bootstrap: String,
+    /// Producer ids given so far (the first is announced in the log).
+    producer_ids: std::sync::atomic::AtomicU64,
 }
+
+/// zstd's level for the batches the idempotent path writes: librdkafka's default, and what
+/// rskafka's path compresses at in this build ([`zstd_default_level`]).
+pub const ZSTD_LEVEL: i32 = 1;
 
 /// One fetch of a read-back: at most this many bytes (a batch larger than this is still
 /// returned whole by the broker), waiting at most this long for data (tansu answers a fetch
@@ -119,6 +137,16 @@ fn zstd_sample() -> Vec<u8> {
     out
 }
 
+fn batch_compression(c: KafkaCompression) -> BatchCompression {
+    match c {
+        KafkaCompression::Zstd => BatchCompression::Zstd,
+        KafkaCompression::Gzip => BatchCompression::Gzip,
+        KafkaCompression::Snappy => BatchCompression::Snappy,
+        KafkaCompression::Lz4 => BatchCompression::Lz4,
+        KafkaCompression::None => BatchCompression::None,
+    }
+}
+
 fn compression(c: KafkaCompression) -> Compression {
     match c {
         KafkaCompression::Zstd => Compression::Zstd,
@@ -151,6 +179,28 @@ fn from_rskafka(r: rskafka::record::Record) -> Record {
     Record { key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp }
 }
 
+/// The TLS settings of `cfg`, when it uses TLS.
+fn tls_config(cfg: &KafkaConfig, bootstrap: &str) -> Result<Option<Arc<rustls::ClientConfig>>, BrokerError> {
+    if !matches!(cfg.security, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
+        return Ok(None);
+    }
+    let tls = crate::tls::client_config(&cfg.ssl_ca, cfg.ssl_skip_verify)
+        .map_err(|e| BrokerError::Connect { bootstrap: bootstrap.to_owned(), source: Box::new(e) })?;
+    Ok(Some(Arc::new(tls)))
+}
+
+/// The SASL login of `cfg`, when it has one.
+fn sasl_config(cfg: &KafkaConfig) -> Option<SaslConfig> {
+    cfg.sasl.as_ref().map(|s| {
+        let creds = Credentials::new(s.username.clone(), s.password.expose().to_owned());
+        match s.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(creds),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+        }
+    })
+}
+
 /// The rskafka client builder for `cfg`, retrying with `backoff`.
 fn client_builder(
     cfg: &KafkaConfig,
@@ -159,18 +209,11 @@ fn client_builder(
 ) -> Result<ClientBuilder, BrokerError> {
     let mut builder =
         ClientBuilder::new(cfg.bootstrap.clone()).client_id("reprocessing-worker").backoff_config(backoff);
-    if matches!(cfg.security, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
-        let tls = crate::tls::client_config(&cfg.ssl_ca, cfg.ssl_skip_verify)
-            .map_err(|e| BrokerError::Connect { bootstrap: bootstrap.to_owned(), source: Box::new(e) })?;
-        builder = builder.tls_config(Arc::new(tls));
+    if let Some(tls) = tls_config(cfg, bootstrap)? {
+        builder = builder.tls_config(tls);
     }
-    if let Some(s) = &cfg.sasl {
-        let creds = Credentials::new(s.username.clone(), s.password.expose().to_owned());
-        builder = builder.sasl_config(match s.mechanism {
-            SaslMechanism::Plain => SaslConfig::Plain(creds),
-            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
-            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
-        });
+    if let Some(sasl) = sasl_config(cfg) {
+        builder = builder.sasl_config(sasl);
     }
     Ok(builder)
 }
@@ -264,6 +307,16 @@ impl KafkaBroker {
         crate::kafka::nodelay::apply();
         let nodelay = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::kafka::nodelay::keep_applying(nodelay.clone()));
+        let wire = match cfg.idempotence {
+            KafkaIdempotence::Off => None,
+            KafkaIdempotence::Auto | KafkaIdempotence::On => Some(wire::Wire::new(
+                cfg.bootstrap.clone(),
+                tls_config(cfg, &cfg.bootstrap.join(","))?,
+                sasl_config(cfg),
+                batch_compression(cfg.compression),
+                request_deadline,
+            )),
+        };
         Ok(Self {
             client,
             producer,
@@ -272,6 +325,11 @@ impl KafkaBroker {
             clients: Default::default(),
             refreshed: Default::default(),
             _nodelay: nodelay.drop_guard(),
+            wire,
+            idempotence: cfg.idempotence,
+            connect_timeout: cfg.connect_timeout,
+            bootstrap: cfg.bootstrap.join(","),
+            producer_ids: Default::default(),
         })
     }
 
@@ -368,8 +426,12 @@ impl Broker for KafkaBroker {
         topic: &'a str,
         partition: i32,
         records: &'a Records,
+        sequence: Option<Sequence>,
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
+            if let (Some(wire), Some(sequence)) = (&self.wire, sequence) {
+                return wire.produce(topic, partition, records, Some(sequence)).await;
+            }
             let pc = self.partition_client(topic, partition, true).await?;
             let after = self.request_deadline;
             let started = Instant::now();
@@ -393,6 +455,46 @@ impl Broker for KafkaBroker {
                 }
             }
             result.map(|offsets| offsets.first().copied().unwrap_or(-1))
+        })
+    }
+
+    /// `InitProducerId`, unless `KAFKA_IDEMPOTENCE` is `off`. With `auto`, a cluster that does
+    /// not offer it (or refuses this principal) is produced to without, and the log says so;
+    /// with `on`, that stops the run.
+    fn producer_id(&self) -> BoxFuture<'_, Result<Option<ProducerId>, BrokerError>> {
+        Box::pin(async move {
+            let Some(wire) = &self.wire else {
+                tracing::info!(idempotence = "off", "produce without idempotence (KAFKA_IDEMPOTENCE=off): a resend after a lost answer is looked for first");
+                return Ok(None);
+            };
+            let first = self.producer_ids.load(std::sync::atomic::Ordering::Relaxed) == 0;
+            match wire.init_producer_id(self.connect_timeout).await {
+                Ok(id) => {
+                    self.producer_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if first {
+                        tracing::info!(
+                            idempotence = "on",
+                            producer_id = id.id,
+                            epoch = id.epoch,
+                            "idempotent produce: the partition leaders drop a resent batch they hold"
+                        );
+                    }
+                    Ok(Some(id))
+                }
+                Err(wire::NoProducerId::NotOffered(why)) if self.idempotence == KafkaIdempotence::Auto && first => {
+                    tracing::warn!(
+                        idempotence = "off",
+                        reason = %why,
+                        "produce without idempotence (KAFKA_IDEMPOTENCE=auto): a resend after a lost answer is looked for first"
+                    );
+                    Ok(None)
+                }
+                Err(wire::NoProducerId::NotOffered(why)) => Err(BrokerError::Connect {
+                    bootstrap: self.bootstrap.clone(),
+                    source: format!("KAFKA_IDEMPOTENCE=on, but {why}").into(),
+                }),
+                Err(wire::NoProducerId::Failed(e)) => Err(e),
+            }
         })
     }
 
@@ -518,6 +620,9 @@ fn error_code(code: &ProtocolError) -> ErrorCode {
         P::TopicAuthorizationFailed => ErrorCode::TopicAuthorizationFailed,
         P::ClusterAuthorizationFailed => ErrorCode::ClusterAuthorizationFailed,
         P::SaslAuthenticationFailed => ErrorCode::SaslAuthenticationFailed,
+        P::OutOfOrderSequenceNumber => ErrorCode::OutOfOrderSequenceNumber,
+        P::UnknownProducerId => ErrorCode::UnknownProducerId,
+        P::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
         other => ErrorCode::Other(code_name(other)),
     }
 }

@@ -67,7 +67,7 @@ impl Kind {
 
 /// Every metric: its name, type, unit and help, once (the README's table and the tests read
 /// it).
-pub const METRICS: [(&str, Kind, &str, &str); 24] = [
+pub const METRICS: [(&str, Kind, &str, &str); 25] = [
     ("rw_lines_total", Kind::Counter, "lines", "lines up to the resume point by outcome: acknowledged, skipped, error"),
     ("rw_lines_sent_total", Kind::Counter, "lines", "lines handed to Kafka, each batch once, when it is first sent"),
     ("rw_bytes_read_total", Kind::Counter, "bytes", "bytes of the assigned files read, each once"),
@@ -81,6 +81,12 @@ pub const METRICS: [(&str, Kind, &str, &str); 24] = [
     ("rw_produce_retries_total", Kind::Counter, "requests", "produce requests sent again, by Kafka error code"),
     ("rw_read_retries_total", Kind::Counter, "reads", "ranged reads resumed after a failure, by source"),
     ("rw_rate_limited_batches_total", Kind::Counter, "batches", "batches that waited for the rate limit"),
+    (
+        "rw_producer_renewals_total",
+        Kind::Counter,
+        "times",
+        "new producer ids after the idempotent producer's sequences ended (renewed batches are looked for)",
+    ),
     (
         "rw_rate_limit_wait_seconds",
         Kind::Histogram,
@@ -233,6 +239,7 @@ impl Telemetry {
             metrics::counter!("rw_dead_letters_written_total").absolute(st.dead_letters_written());
             metrics::counter!("rw_dead_letters_lost_total").absolute(st.dead_letters_lost());
             metrics::counter!("rw_rate_limited_batches_total").absolute(st.rate_limited());
+            metrics::counter!("rw_producer_renewals_total").absolute(st.producer_renewals());
             for (code, n) in st.produce_retries() {
                 metrics::counter!("rw_produce_retries_total", "code" => code).absolute(n);
             }

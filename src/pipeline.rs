@@ -82,6 +82,8 @@ pub struct Parts {
     /// This worker's seed for the spread of its retry pauses
     /// ([`rw_core::spread_seed`]).
     pub spread_seed: u64,
+    /// The sequences of the run's producer id, when produce is idempotent.
+    pub sequencer: Option<Arc<rw_core::Sequencer>>,
 }
 
 /// One file of the run, in files.json order.
@@ -184,6 +186,7 @@ impl Engine {
             keys,
             look_for_lost_answers,
             spread_seed,
+            sequencer,
         } = parts;
         let topics =
             router.topics().iter().cloned().zip(partitions.into_iter().chain(std::iter::repeat(vec![0]))).collect();
@@ -194,6 +197,7 @@ impl Engine {
             rate: tuning.rate,
             look_for_lost_answers,
             spread_seed,
+            sequencer,
         };
         // A resumed run continues the count: the stored counters are exact for its start.
         let delivered_before = progress.snapshot().counts.success;

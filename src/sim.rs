@@ -52,7 +52,8 @@ use rw_core::resume::PartitionOffset;
 use rw_core::resume::StoredRow;
 use rw_core::resume::WorkerStatus;
 use rw_core::{
-    Broker, BrokerError, Counts, ErrorCode, Failure, Fetched, JobOptions, LineKeys, Record, Records, HEADER,
+    Broker, BrokerError, Counts, ErrorCode, Failure, Fetched, JobOptions, LineKeys, ProducerId, Record, Records,
+    Sequence, HEADER,
 };
 
 /// What the simulation draws besides numbers below a bound.
@@ -80,6 +81,8 @@ struct Log {
     copied: BTreeMap<Vec<u8>, usize>,
     /// Live records written so far (their keys are numbered).
     live: u64,
+    /// Producer ids given out so far (idempotent produce).
+    producer_ids: i64,
 }
 
 /// One record of live traffic: another producer's key, an event, the header of another
@@ -109,6 +112,9 @@ struct Faults {
     throttled: u64,
     fatal: u64,
     foreign: u64,
+    /// Idempotent produce: answered `UNKNOWN_PRODUCER_ID`, not written (a leader that lost
+    /// the producer's state).
+    forgot: u64,
 }
 
 /// One run of one worker: its crash countdown and whether it was killed.
@@ -152,6 +158,8 @@ struct SimBroker {
     busy: u64,
     /// Fetches that fail (transiently), per mille; 1000: every fetch of this run.
     fetch_fails: u64,
+    /// Whether it gives producer ids, and so checks sequence numbers and drops resends.
+    idempotent: bool,
 }
 
 /// A dead process sends and writes nothing more.
@@ -160,11 +168,16 @@ async fn dead<T>() -> T {
 }
 
 fn produce_error(topic: &str, partition: i32, failure: Failure) -> BrokerError {
-    let code = Some(match failure {
+    let code = match failure {
         Failure::Rejected => ErrorCode::MessageTooLarge,
         Failure::Fatal => ErrorCode::TopicAuthorizationFailed,
         Failure::Transient => ErrorCode::NotEnoughReplicas,
-    });
+    };
+    coded_error(topic, partition, failure, code)
+}
+
+fn coded_error(topic: &str, partition: i32, failure: Failure, code: ErrorCode) -> BrokerError {
+    let code = Some(code);
     BrokerError::Produce {
         topic: topic.to_owned(),
         partition,
@@ -185,6 +198,7 @@ impl Broker for SimBroker {
         topic: &'a str,
         partition: i32,
         batch: &'a Records,
+        sequence: Option<Sequence>,
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             // The records as Kafka would store them.
@@ -207,7 +221,11 @@ impl Broker for SimBroker {
                 self.write_foreign(topic, partition, records, r);
             }
             let fail = |failure| Err(produce_error(topic, partition, failure));
-            let (writes, answer) = if refused {
+            let forgot = self.idempotent && roll >= 1000 - f.forgot;
+            let (writes, answer) = if forgot && !refused {
+                let unknown = coded_error(topic, partition, Failure::Transient, ErrorCode::UnknownProducerId);
+                (false, Err(unknown))
+            } else if refused {
                 (false, fail(Failure::Rejected))
             } else if roll < f.fatal {
                 (false, fail(Failure::Fatal))
@@ -223,20 +241,33 @@ impl Broker for SimBroker {
             };
             if self.life.dies_here() {
                 if writes && self.life.lands.load(Ordering::SeqCst) {
-                    self.write(topic, partition, records);
+                    let _ = self.write(topic, partition, records, sequence);
                 }
                 return dead().await;
             }
-            let base = writes.then(|| self.write(topic, partition, records));
+            let base = writes.then(|| self.write(topic, partition, records, sequence));
             tokio::time::sleep(delay).await;
             if self.life.crashed.is_cancelled() {
                 return dead().await;
             }
             match (answer, base) {
-                (Ok(()), Some(base)) => Ok(base),
+                (Ok(()), Some(Ok(base))) => Ok(base),
+                // The leader's sequence check refused it: nothing written.
+                (Ok(()), Some(Err(code))) => Err(coded_error(topic, partition, Failure::Transient, code)),
                 (Err(e), _) => Err(e),
                 (Ok(()), None) => unreachable!("an acknowledged batch is written"),
             }
+        })
+    }
+
+    fn producer_id(&self) -> BoxFuture<'_, Result<Option<ProducerId>, BrokerError>> {
+        Box::pin(async move {
+            if !self.idempotent {
+                return Ok(None);
+            }
+            let mut log = self.log.lock().unwrap();
+            log.producer_ids += 1;
+            Ok(Some(ProducerId { id: log.producer_ids, epoch: 0 }))
         })
     }
 
@@ -276,9 +307,14 @@ impl SimBroker {
         part.extend((n..n + self.busy).map(|i| Some(live_record(i))));
     }
 
-    /// Appends `records`; returns the base offset.
-    fn write(&self, topic: &str, partition: i32, records: &[Record]) -> i64 {
-        self.log.lock().unwrap().parts.append(topic, partition, records.iter().cloned())
+    /// Appends `records`, as a leader checks an idempotent producer's sequence numbers when
+    /// there are some; returns the base offset, or the error code of a refused sequence.
+    fn write(&self, topic: &str, partition: i32, records: &[Record], seq: Option<Sequence>) -> Result<i64, ErrorCode> {
+        let parts = &mut self.log.lock().unwrap().parts;
+        match seq {
+            Some(seq) => parts.append_sequenced(topic, partition, records.to_vec(), seq),
+            None => Ok(parts.append(topic, partition, records.iter().cloned())),
+        }
     }
 
     /// Another producer: a record with the bytes and header of one of ours under another
@@ -454,6 +490,7 @@ async fn worker_lifecycle(
     log: Arc<Mutex<Log>>,
     mut rng: Rng,
     busy: u64,
+    idempotent: bool,
 ) -> Result<Lifecycle, String> {
     let crashes = rng.below(5);
     let mut fallbacks = Vec::new();
@@ -496,9 +533,9 @@ async fn worker_lifecycle(
             lands: AtomicBool::new(rng.chance(500)),
         });
         let faults = if last {
-            Faults { transient: 30, lost: 30, throttled: 20, fatal: 0, foreign: 50 }
+            Faults { transient: 30, lost: 30, throttled: 20, fatal: 0, foreign: 50, forgot: 10 }
         } else {
-            Faults { transient: 100, lost: 100, throttled: 50, fatal: 15, foreign: 100 }
+            Faults { transient: 100, lost: 100, throttled: 50, fatal: 15, foreign: 100, forgot: 20 }
         };
         let broker = Arc::new(SimBroker {
             log: Arc::clone(&log),
@@ -508,6 +545,7 @@ async fn worker_lifecycle(
             faults,
             busy,
             fetch_fails,
+            idempotent,
         });
         // The database: now and then a failed call; in a run of five an outage of up to ten
         // minutes; in a crashed run of ten, every final row refused (the run must then stop
@@ -576,6 +614,9 @@ fn schedule(seed: u64) -> Findings {
     // A live topic in a quarter of the schedules: other producers write beside every call
     // of the worker's, and hundreds of records while it is down.
     let busy = if rng.chance(250) { 1 + rng.below(10) } else { 0 };
+    // Idempotent produce in half the schedules: a producer id per run, and the broker checks
+    // sequence numbers and drops resends.
+    let idempotent = rng.chance(500);
     let dir = tempfile::tempdir().unwrap();
     let n_files = 1 + rng.below(4) as usize;
     let src = source(&mut rng, n_files);
@@ -594,7 +635,7 @@ fn schedule(seed: u64) -> Findings {
         // Confined or not, drawn per schedule: two workers share the partitions, or each has its own.
         let spread = if confined { rw_core::Spread::Own { worker: w, workers } } else { rw_core::Spread::All };
         let cfg = Config { worker_index: w, total_workers: workers, spread, ..base.clone() };
-        worker_lifecycle(cfg, &stores[w as usize], Arc::clone(&log), rng.fork(), busy)
+        worker_lifecycle(cfg, &stores[w as usize], Arc::clone(&log), rng.fork(), busy, idempotent)
     })));
     drop(rt);
     let log = log.lock().unwrap();

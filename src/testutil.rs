@@ -14,7 +14,7 @@ use crate::progress::Progress;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
 use rw_core::resume::PartitionOffset;
 use rw_core::resume::StoredRow;
-use rw_core::{Broker, BrokerError, ErrorCode, Failure, Fetched, FileEntry, JobOptions, Record, Records};
+use rw_core::{Broker, BrokerError, ErrorCode, Failure, Fetched, FileEntry, JobOptions, Record, Records, Sequence};
 
 /// What the fake does with one produce call: acknowledge, or fail as the class says, after
 /// the delay.
@@ -66,7 +66,14 @@ pub(crate) struct FakeBroker {
 #[derive(Debug, Default)]
 pub(crate) struct Partitions {
     parts: BTreeMap<(String, i32), Vec<Option<Record>>>,
+    /// What a leader keeps of each idempotent producer per partition: its last
+    /// [`rw_core::WINDOW`] batches (first sequence number, records, base offset).
+    producers: BTreeMap<(String, i32, i64), std::collections::VecDeque<HeldBatch>>,
 }
+
+/// A batch a leader remembers of an idempotent producer: its first sequence number, its
+/// records, its base offset.
+type HeldBatch = (i32, usize, i64);
 
 impl Partitions {
     /// One partition's log.
@@ -80,6 +87,37 @@ impl Partitions {
         let base = part.len() as i64;
         part.extend(records.into_iter().map(Some));
         base
+    }
+
+    /// Appends `records` as a Kafka leader does for an idempotent producer: a batch it holds
+    /// already (among the producer's last five here) is answered with its offset and not
+    /// written again; one that does not start right after the producer's last batch (at 0
+    /// for a producer new here) is refused with `OUT_OF_ORDER_SEQUENCE_NUMBER`.
+    pub(crate) fn append_sequenced(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Vec<Record>,
+        seq: Sequence,
+    ) -> Result<i64, ErrorCode> {
+        let key = (topic.to_owned(), partition, seq.producer.id);
+        let n = records.len();
+        let held = self.producers.entry(key.clone()).or_default();
+        if let Some(&(_, _, base)) = held.iter().find(|(first, len, _)| *first == seq.base && *len == n) {
+            return Ok(base);
+        }
+        // Sequence numbers wrap from i32::MAX to 0.
+        let expected = held.back().map_or(0, |&(first, len, _)| ((first as i64 + len as i64) % (1i64 << 31)) as i32);
+        if seq.base != expected {
+            return Err(ErrorCode::OutOfOrderSequenceNumber);
+        }
+        let base = self.append(topic, partition, records);
+        let held = self.producers.get_mut(&key).expect("entered above");
+        held.push_back((seq.base, n, base));
+        if held.len() > rw_core::WINDOW {
+            held.pop_front();
+        }
+        Ok(base)
     }
 
     /// Where the partition ends (its high watermark).
@@ -201,6 +239,7 @@ impl Broker for FakeBroker {
         topic: &'a str,
         partition: i32,
         batch: &'a Records,
+        _: Option<Sequence>,
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             // The records as Kafka would store them.

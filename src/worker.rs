@@ -202,6 +202,8 @@ struct Connected {
     partitions: Vec<i32>,
     /// Whether this worker may read its topics back (the read-back, the lost-answer check).
     readable: bool,
+    /// The sequences of the run's producer id, when the broker produces idempotently.
+    sequencer: Option<Arc<rw_core::Sequencer>>,
 }
 
 impl Connected {
@@ -298,7 +300,8 @@ impl<'a> Run<'a> {
             (None, Some(k)) => Arc::new(crate::kafka::KafkaBroker::connect(k).await?),
         };
         let partitions = broker.topics(router.topics()).await?;
-        let mut connected = Connected { router, broker, partitions, readable: true };
+        let sequencer = broker.producer_id().await?.map(rw_core::Sequencer::new);
+        let mut connected = Connected { router, broker, partitions, readable: true, sequencer };
         connected.readable = self.may_read(&connected).await;
         Ok(connected)
     }
@@ -358,7 +361,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Arc<Engine>, Option<DeadLetterWriter>), RunError> {
         let cfg = self.cfg;
         let partitions = connected.own(cfg.spread).into_iter().map(|(_, own)| own).collect();
-        let Connected { router, broker, readable, .. } = connected;
+        let Connected { router, broker, readable, sequencer, .. } = connected;
         let delivery_timeout = cfg.kafka.as_ref().map_or(DRY_RUN_DELIVERY_TIMEOUT, |k| k.delivery_timeout);
         let dead_letters_on_s3 = matches!(cfg.dead_letter, Some(crate::deadletter::Destination::S3 { .. }));
         let paths = self.assigned.iter().map(|&i| cfg.files[i].path.as_str());
@@ -388,6 +391,7 @@ impl<'a> Run<'a> {
             keys,
             look_for_lost_answers: readable,
             spread_seed: cfg.spread_seed(),
+            sequencer,
         };
         Ok((Arc::new(Engine::new(parts, cfg.tuning.clone(), &cfg.job)), writer))
     }

@@ -60,6 +60,7 @@ async fn an_idle_produce_is_acknowledged_without_a_delayed_ack_stall() {
     let cfg = KafkaConfig {
         bootstrap: vec![bootstrap],
         compression: KafkaCompression::None,
+        idempotence: reprocessing_worker::config::KafkaIdempotence::Off,
         security: SecurityProtocol::Plaintext,
         sasl: None,
         ssl_skip_verify: false,
@@ -69,13 +70,13 @@ async fn an_idle_produce_is_acknowledged_without_a_delayed_ack_stall() {
     };
     let broker = KafkaBroker::connect(&cfg).await.unwrap();
     broker.topics(std::slice::from_ref(&topic)).await.unwrap();
-    broker.produce(&topic, 0, &batch(0)).await.unwrap();
+    broker.produce(&topic, 0, &batch(0), None).await.unwrap();
     let mut ours = Vec::new();
     for i in 0..ROUNDS {
         tokio::time::sleep(IDLE).await;
         let records = batch(i);
         let t = Instant::now();
-        broker.produce(&topic, 0, &records).await.unwrap();
+        broker.produce(&topic, 0, &records, None).await.unwrap();
         ours.push(t.elapsed());
     }
     let (plain, ours) = (median(plain), median(ours));

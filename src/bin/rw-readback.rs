@@ -69,6 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = KafkaConfig {
         bootstrap: args.bootstrap.split(',').map(str::to_owned).collect(),
         compression: KafkaCompression::Zstd,
+        idempotence: reprocessing_worker::config::KafkaIdempotence::Off,
         security: SecurityProtocol::Plaintext,
         sasl: None,
         ssl_skip_verify: false,

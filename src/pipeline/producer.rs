@@ -13,6 +13,14 @@
 //!
 //! A run that stops leaves the lines of unfinished batches unsettled, so the resume point
 //! stays exact.
+//!
+//! **Idempotent produce.** When the broker gave the run a producer id, each batch takes a
+//! place in its partition's sequence ([`Sequencer`]) before its first attempt and keeps it
+//! over its retries: the leader drops a resend of a batch it holds, so within a generation a
+//! retry goes out as it was, without the lost-answer check. Answers that end the sequence
+//! (a batch refused for its size, `UNKNOWN_PRODUCER_ID`, `INVALID_PRODUCER_EPOCH`,
+//! `OUT_OF_ORDER_SEQUENCE_NUMBER` to a partition's oldest unsettled batch) renew the producer
+//! id; a batch sent under the old one is looked for before it is sent again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +34,10 @@ use super::landed::Landed;
 use super::AttemptError;
 use crate::progress::Progress;
 use rw_core::resume::Fallback;
-use rw_core::{Backoff, Batch, Broker, BrokerError, Failure, Limits, LineState, RateLimits, Records, Seq};
+use rw_core::{
+    Backoff, Batch, Broker, BrokerError, ErrorCode, Failure, Limits, LineState, Place, RateLimits, Records, Seq,
+    Sequencer,
+};
 
 /// How one batch's delivery ended.
 #[derive(Debug, Default)]
@@ -58,6 +69,10 @@ pub(super) struct Producer {
     look_for_lost_answers: bool,
     /// The seed of this worker's retry pauses' spread.
     spread_seed: u64,
+    /// The sequences of the run's producer id, when produce is idempotent.
+    sequencer: Option<Arc<Sequencer>>,
+    /// Held while the producer id is renewed, so that one batch renews it.
+    renewing: tokio::sync::Mutex<()>,
 }
 
 /// The settings of a [`Producer`].
@@ -69,6 +84,8 @@ pub(super) struct ProducerSettings {
     pub look_for_lost_answers: bool,
     /// This worker's seed for the spread of its retry pauses ([`Backoff::delay_spread`]).
     pub spread_seed: u64,
+    /// The sequences of the run's producer id, when produce is idempotent.
+    pub sequencer: Option<Arc<Sequencer>>,
 }
 
 impl Producer {
@@ -87,6 +104,7 @@ impl Producer {
             rate,
             look_for_lost_answers,
             spread_seed,
+            sequencer,
         } = settings;
         let started = Instant::now();
         let limits = (!rate.is_unlimited()).then(|| Mutex::new(Limits::new(rate, Duration::ZERO)));
@@ -103,6 +121,8 @@ impl Producer {
             dead_letters,
             look_for_lost_answers,
             spread_seed,
+            sequencer,
+            renewing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -132,7 +152,7 @@ impl Producer {
         // Registered before the first attempt: from now on its records may be in the topic.
         let last_seq = batch.seqs.iter().copied().max().unwrap_or_default();
         let low = self.progress.ledger().sent(batch.topic, partition, last_seq);
-        let at = Target { partition, low };
+        let at = Target { topic: batch.topic, partition, low };
         // Parts still to send, the next one last.
         let mut parts = vec![(batch.records, batch.seqs)];
         while let Some((records, seqs)) = parts.pop() {
@@ -195,8 +215,26 @@ impl Producer {
         // Each partition's batches pause apart too (the seed mixed with the partition).
         let seed = self.spread_seed ^ u64::from(partition as u32).rotate_left(32);
         let mut retry = Retry { topic, partition, attempt: 0, first_failure: None, unsure: None, seed };
+        // Idempotent: the batch's place in the partition's sequence, and the generation of
+        // the producer id its last attempt went out under.
+        let mut place: Option<Place> = None;
+        let mut sent_under: Option<u64> = None;
         loop {
-            if retry.unsure.is_some() {
+            if let Some(sequencer) = &self.sequencer {
+                if place.as_ref().is_none_or(|p| !p.is_current()) {
+                    // An old generation's place settles into nothing.
+                    drop(place.take());
+                    let reserved = sequencer.reserve(at.topic, partition, records.len());
+                    place = Some(tokio::select! {
+                        _ = cancel.cancelled() => return Err(retry.stop(PauseEnd::Stopped)),
+                        p = reserved => p,
+                    });
+                }
+            }
+            // A resend under the producer id of the last attempt is dropped by the leader if
+            // that attempt was written; under another, it is looked for first.
+            let same_producer = place.as_ref().is_some_and(|p| sent_under == Some(p.generation()));
+            if retry.unsure.is_some() && !same_producer {
                 match self.landed(topic, at, records).await {
                     Landed::At(base) => {
                         let attempt = retry.attempt;
@@ -220,7 +258,8 @@ impl Producer {
                 }
             }
             let asked = Instant::now();
-            let answer = self.broker.produce(topic, partition, records).await;
+            sent_under = place.as_ref().map(Place::generation);
+            let answer = self.broker.produce(topic, partition, records, place.as_ref().map(Place::sequence)).await;
             self.progress
                 .stats()
                 .produced(asked.elapsed(), answer.as_ref().map_or_else(BrokerError::answered, |_| true));
@@ -243,14 +282,51 @@ impl Producer {
                     _ = tokio::time::sleep(pause) => continue,
                 }
             }
+            let ends_sequence = place.as_ref().is_some_and(|p| {
+                e.failure() == Failure::Rejected
+                    || e.code().is_some_and(ErrorCode::ends_the_sequence)
+                    || (e.code() == Some(&ErrorCode::OutOfOrderSequenceNumber) && p.is_first())
+            });
+            let renewed = match (ends_sequence, &place) {
+                (true, Some(p)) => self.renew(p.generation(), &e).await,
+                _ => Ok(()),
+            };
             match e.failure() {
                 Failure::Rejected => return Err(Stop::Rejected(e)),
                 Failure::Fatal => return Err(Stop::Run(AttemptError::KafkaFatal(e))),
                 Failure::Transient => {}
             }
             self.progress.stats().produce_retried(e.reason());
-            retry.unsure = Some(e);
+            retry.unsure = Some(match renewed {
+                Ok(()) => e,
+                Err(failed) => failed,
+            });
             retry.pause(self.delivery_timeout, cancel).await?;
+        }
+    }
+
+    /// Asks for a new producer id after `why` ended the sequences of generation `seen`, and
+    /// installs it (one batch does, the others find it installed). Its failure is the
+    /// attempt's: the batch pauses and tries again.
+    async fn renew(&self, seen: u64, why: &BrokerError) -> Result<(), BrokerError> {
+        let Some(sequencer) = &self.sequencer else { return Ok(()) };
+        let _one = self.renewing.lock().await;
+        if sequencer.generation() != seen {
+            return Ok(());
+        }
+        match self.broker.producer_id().await? {
+            Some(producer) => {
+                sequencer.renew(seen, producer);
+                tracing::warn!(
+                    producer_id = producer.id,
+                    epoch = producer.epoch,
+                    reason = why.reason(),
+                    "the producer id's sequences ended; produce goes on under a new producer id, and batches sent under the old one are looked for before they are sent again"
+                );
+                self.progress.stats().producer_renewed();
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -411,6 +487,8 @@ impl Drop for InFlight {
 /// Where a batch goes.
 #[derive(Debug, Clone, Copy)]
 struct Target {
+    /// Index into the router's topic list.
+    topic: usize,
     partition: i32,
     /// The lowest offset it can land at, from the ledger.
     low: Option<i64>,

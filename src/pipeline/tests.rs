@@ -72,6 +72,7 @@ fn setup_with(
         keys: rw_core::LineKeys::for_job("test-job"),
         look_for_lost_answers: true,
         spread_seed: 0,
+        sequencer: None,
     };
     let engine = Arc::new(Engine::new(parts, tuning, &job));
     Setup { engine, progress, paths, letters_written, _dir: dir }

@@ -32,6 +32,8 @@ pub struct Stats {
     dead_letters_lost: AtomicU64,
     /// Batches that waited for the rate limit (the live progress line shows when it holds).
     rate_limited: AtomicU64,
+    /// New producer ids after the sequences of one ended (idempotent produce).
+    producer_renewals: AtomicU64,
     /// Produce requests sent again, by Kafka error code (or the kind of failure when Kafka
     /// gave none).
     produce_retries: Mutex<BTreeMap<String, u64>>,
@@ -64,6 +66,7 @@ impl Stats {
             dead_letters_written: AtomicU64::new(0),
             dead_letters_lost: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            producer_renewals: AtomicU64::new(0),
             produce_retries: Mutex::new(BTreeMap::new()),
             read_retries: Mutex::new(BTreeMap::new()),
             kafka_answers: AtomicBool::new(true),
@@ -111,6 +114,16 @@ impl Stats {
     /// Batches that waited for the rate limit so far.
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// The idempotent producer's sequences ended, and a new producer id took over.
+    pub fn producer_renewed(&self) {
+        self.producer_renewals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// New producer ids so far.
+    pub fn producer_renewals(&self) -> u64 {
+        self.producer_renewals.load(Ordering::Relaxed)
     }
 
     /// The dead letters of `n` lines were written (`written`), or could not be.

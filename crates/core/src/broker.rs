@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use crate::route::HEADER;
+use crate::sequence::{ProducerId, Sequence};
 
 /// A Kafka record as produced and fetched: the fields of Kafka's record format that the
 /// worker writes and reads back (the Kafka client converts to and from its own type).
@@ -203,6 +204,14 @@ pub enum ErrorCode {
     ClusterAuthorizationFailed,
     /// `SASL_AUTHENTICATION_FAILED`: the login was refused.
     SaslAuthenticationFailed,
+    /// `OUT_OF_ORDER_SEQUENCE_NUMBER`: the batch does not follow the last one the leader
+    /// appended for this producer id (an earlier batch is still unsettled, or the leader lost
+    /// batches it had acknowledged).
+    OutOfOrderSequenceNumber,
+    /// `UNKNOWN_PRODUCER_ID`: the leader holds no state for this producer id any more.
+    UnknownProducerId,
+    /// `INVALID_PRODUCER_EPOCH`: a newer epoch of this producer id exists.
+    InvalidProducerEpoch,
     /// `RETRY_FAILED`: not Kafka's, the client's own retries gave up without an answer
     /// (connections refused or cut, no leader found).
     RetryFailed,
@@ -221,6 +230,9 @@ impl ErrorCode {
             ErrorCode::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
             ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
             ErrorCode::SaslAuthenticationFailed => "SASL_AUTHENTICATION_FAILED",
+            ErrorCode::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ErrorCode::UnknownProducerId => "UNKNOWN_PRODUCER_ID",
+            ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
             ErrorCode::RetryFailed => "RETRY_FAILED",
             ErrorCode::Other(name) => name,
         }
@@ -229,6 +241,13 @@ impl ErrorCode {
     /// Kafka refuses this principal something (any `*_AUTHORIZATION_FAILED` code).
     pub fn is_authorization(&self) -> bool {
         self.name().ends_with("_AUTHORIZATION_FAILED")
+    }
+
+    /// The producer id's sequence cannot go on as it is: the leader lost its state for it, or
+    /// a newer epoch exists (`OUT_OF_ORDER_SEQUENCE_NUMBER` is one only for the oldest unsettled
+    /// batch of a partition, which the producer tells).
+    pub fn ends_the_sequence(&self) -> bool {
+        matches!(self, ErrorCode::UnknownProducerId | ErrorCode::InvalidProducerEpoch)
     }
 
     /// A leader moved or is being elected, or no broker answered: the leaders the client
@@ -469,12 +488,23 @@ pub trait Broker: Send + Sync + 'static {
     /// Sends `records` to one partition and waits for the acknowledgement; returns the offset
     /// of the first record. The records are borrowed: a batch that fails transiently is sent
     /// again, and the dry run builds nothing.
+    ///
+    /// With `sequence` (the idempotent producer, see [`crate::Sequencer`]) the batch is
+    /// written under that producer id and first sequence number, and a batch the partition
+    /// already holds is answered with its offset, not written again.
     fn produce<'a>(
         &'a self,
         topic: &'a str,
         partition: i32,
         records: &'a Records,
+        sequence: Option<Sequence>,
     ) -> BoxFuture<'a, Result<i64, BrokerError>>;
+    /// A new producer id for idempotent produce (Kafka's `InitProducerId`); `None` when this
+    /// broker produces without idempotence (it is off, or the cluster does not offer it). The
+    /// default: without.
+    fn producer_id(&self) -> BoxFuture<'_, Result<Option<ProducerId>, BrokerError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// The end offset (the offset the next record gets) of partition `partition`.
     fn end_offset<'a>(&'a self, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<i64, BrokerError>>;
     /// Some records of one partition from `offset` on, with their offsets, in order (empty at
@@ -490,7 +520,13 @@ impl Broker for DryRun {
     fn topics<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<Vec<i32>, BrokerError>> {
         Box::pin(async move { Ok(vec![1; topics.len()]) })
     }
-    fn produce<'a>(&'a self, _: &'a str, _: i32, _: &'a Records) -> BoxFuture<'a, Result<i64, BrokerError>> {
+    fn produce<'a>(
+        &'a self,
+        _: &'a str,
+        _: i32,
+        _: &'a Records,
+        _: Option<Sequence>,
+    ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async { Ok(0) })
     }
     fn end_offset<'a>(&'a self, _: &'a str, _: i32) -> BoxFuture<'a, Result<i64, BrokerError>> {

@@ -53,10 +53,12 @@ mod lines;
 mod location;
 pub mod plan;
 mod ratelimit;
+mod recordbatch;
 pub mod resume;
 mod route;
 mod secret;
 mod select;
+mod sequence;
 mod tracker;
 
 /// Deterministic test data, for the benches, the demo and the tests; not part of the
@@ -82,7 +84,9 @@ pub use keys::{FileKeys, LineKeys, Ours};
 pub use lines::{Line, LineSplitter};
 pub use location::{BadLocation, Location};
 pub use ratelimit::{worker_limit, Limits, RateLimits};
+pub use recordbatch::{BatchCompression, BatchEncoder, EncodeError};
 pub use route::{JobRouting, RepositoryFormatError, RouteError, Router, Streams, Target, HEADER};
 pub use secret::{redact_url, Secret};
 pub use select::{Rule, RuleMode, StreamSelector};
+pub use sequence::{Place, ProducerId, Sequence, Sequencer, WINDOW};
 pub use tracker::{Advance, Counts, Finished, LineState, Seq, Tracker};

@@ -1,0 +1,375 @@
+//! The idempotent producer's own path to the partition leaders, on rskafka's protocol layer
+//! (`Messenger`: framing, version negotiation, SASL, concurrent requests on one connection).
+//!
+//! rskafka's producer has no producer id, copies every record into a buffer of its own and
+//! builds a zstd context per batch. This path opens its own connections (TCP with
+//! `TCP_NODELAY`, TLS and SASL as configured), one per broker, asks for a producer id
+//! ([`Wire::init_producer_id`]), and sends each batch as one `Produce` request whose record
+//! batch [`rw_core::BatchEncoder`] wrote straight from the batch's compact records, with the
+//! producer id, epoch and first sequence number the pipeline's [`rw_core::Sequencer`] gave it.
+//!
+//! - **Leaders** come from its own metadata requests: a partition whose leader it does not
+//!   know, or whose leader answered `NOT_LEADER_OR_FOLLOWER` (or whose connection failed), is
+//!   looked up again (at most once per [`super::METADATA_REFRESH_EVERY`] per topic).
+//! - **Throttling**: a produce answer's `throttle_time_ms` mutes the connection for that long
+//!   (KIP-219: the broker answers at once and expects the client to wait); the batch itself
+//!   was written, so the answer stands.
+//! - **Requests in order**: Kafka handles one connection's requests in the order they came,
+//!   so a partition's batches reach its leader in their sequence order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rskafka::client::error::ProtocolError;
+use rskafka::client::SaslConfig;
+use rskafka::messenger::{Messenger, RequestError};
+use rskafka::protocol::messages::{MetadataRequest, MetadataRequestTopic};
+use rskafka::protocol::primitives::{Boolean, String_};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::messages::{InitProducerId, ProduceBatch};
+use rw_core::{BatchCompression, BatchEncoder, BrokerError, ErrorCode, Failure, ProducerId, Records, Sequence};
+
+/// A connection's stream: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+type BoxStream = Box<dyn Stream>;
+
+/// The largest answer read (a produce answer is small; metadata of a large cluster is not).
+const MAX_MESSAGE: usize = 100 * 1024 * 1024;
+
+/// One broker connection.
+struct Conn {
+    messenger: Messenger<BoxStream>,
+    /// Until when the broker asked this client to wait (a quota's throttle).
+    muted_until: Mutex<Option<Instant>>,
+}
+
+/// What [`Wire::init_producer_id`] found when no producer id came.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoProducerId {
+    /// The cluster does not offer idempotence (no `InitProducerId` in its API versions), or
+    /// this principal may not use it.
+    #[error("{0}")]
+    NotOffered(String),
+    /// It could not be asked (no broker answered, or it kept answering with an error).
+    #[error(transparent)]
+    Failed(#[from] BrokerError),
+}
+
+/// The idempotent producer's connections and what it knows of the cluster.
+pub(crate) struct Wire {
+    bootstrap: Vec<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<SaslConfig>,
+    compression: BatchCompression,
+    request_deadline: Duration,
+    /// Broker node id → host:port.
+    brokers: Mutex<HashMap<i32, String>>,
+    /// (topic, partition) → leader node id.
+    leaders: Mutex<HashMap<(String, i32), i32>>,
+    /// When each topic's leaders were last looked up (held while looking).
+    looked_up: tokio::sync::Mutex<HashMap<String, Instant>>,
+    /// Open connections by node id (`-1 - i`: the i-th bootstrap address).
+    conns: tokio::sync::Mutex<HashMap<i32, Arc<Conn>>>,
+    /// Encoders (their buffers and codec contexts) and request buffers not in use.
+    encoders: Mutex<Vec<(BatchEncoder, Vec<u8>)>>,
+}
+
+impl Wire {
+    pub(crate) fn new(
+        bootstrap: Vec<String>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        sasl: Option<SaslConfig>,
+        compression: BatchCompression,
+        request_deadline: Duration,
+    ) -> Self {
+        Wire {
+            bootstrap,
+            tls,
+            sasl,
+            compression,
+            request_deadline,
+            brokers: Mutex::default(),
+            leaders: Mutex::default(),
+            looked_up: tokio::sync::Mutex::default(),
+            conns: tokio::sync::Mutex::default(),
+            encoders: Mutex::default(),
+        }
+    }
+
+    /// Opens a connection to `addr`: TCP, TLS, API versions, SASL.
+    async fn open(&self, addr: &str) -> Result<Messenger<BoxStream>, crate::kafka::BoxError> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream: BoxStream = match &self.tls {
+            None => Box::new(tcp),
+            Some(cfg) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(|c| c == '[' || c == ']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
+                Box::new(tokio_rustls::TlsConnector::from(Arc::clone(cfg)).connect(name, tcp).await?)
+            }
+        };
+        let mut messenger = Messenger::new(stream, MAX_MESSAGE, Arc::from("reprocessing-worker"));
+        messenger.sync_versions().await?;
+        if let Some(sasl) = &self.sasl {
+            messenger.do_sasl(sasl.clone()).await?;
+        }
+        Ok(messenger)
+    }
+
+    /// The connection to node `node` (negative: a bootstrap address), opened on first use.
+    async fn conn(&self, node: i32) -> Result<Arc<Conn>, crate::kafka::BoxError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&node) {
+            return Ok(Arc::clone(c));
+        }
+        let addr = match node {
+            n if n < 0 => self.bootstrap[(-1 - n) as usize % self.bootstrap.len().max(1)].clone(),
+            n => self.brokers.lock().get(&n).cloned().ok_or_else(|| format!("broker {n} is not in the metadata"))?,
+        };
+        let messenger = tokio::time::timeout(self.request_deadline, self.open(&addr))
+            .await
+            .map_err(|_| format!("connecting to {addr} timed out"))??;
+        let conn = Arc::new(Conn { messenger, muted_until: Mutex::new(None) });
+        conns.insert(node, Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Forgets a connection that failed (the next request opens a new one).
+    async fn drop_conn(&self, node: i32, conn: &Arc<Conn>) {
+        let mut conns = self.conns.lock().await;
+        if conns.get(&node).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(&node);
+        }
+    }
+
+    /// Any broker that answers: a known one first, else the bootstrap addresses.
+    async fn any_conn(&self) -> Result<(i32, Arc<Conn>), crate::kafka::BoxError> {
+        let known: Vec<i32> = self.conns.lock().await.keys().copied().collect();
+        let nodes = known.into_iter().chain((0..self.bootstrap.len() as i32).map(|i| -1 - i));
+        let mut last: crate::kafka::BoxError = "no bootstrap server".into();
+        for node in nodes {
+            match self.conn(node).await {
+                Ok(c) => return Ok((node, c)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Asks the cluster for a producer id (any broker allocates one for an idempotent
+    /// producer); retries what may pass (a coordinator loading, a broker away) until
+    /// `deadline`.
+    pub(crate) async fn init_producer_id(&self, deadline: Duration) -> Result<ProducerId, NoProducerId> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let last = match self.try_init().await {
+                Ok(Ok(id)) => return Ok(id),
+                Ok(Err(code)) if code.is_authorization() => {
+                    return Err(NoProducerId::NotOffered(format!(
+                        "InitProducerId refused: {code} (this principal may not write idempotently)"
+                    )))
+                }
+                Ok(Err(code)) => format!("InitProducerId answered {code}"),
+                Err(e) if is_not_offered(&e) => {
+                    return Err(NoProducerId::NotOffered("the cluster does not offer InitProducerId".into()))
+                }
+                Err(e) => rw_core::Chain(&*e).to_string(),
+            };
+            let pause = rw_core::Backoff::KAFKA.delay(attempt).unwrap_or(rw_core::Backoff::KAFKA.max);
+            if started.elapsed() + pause >= deadline {
+                let source: crate::kafka::BoxError = last.into();
+                return Err(BrokerError::Connect { bootstrap: self.bootstrap.join(","), source }.into());
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One `InitProducerId`: the id, or the error code it was answered with.
+    async fn try_init(&self) -> Result<Result<ProducerId, ErrorCode>, crate::kafka::BoxError> {
+        let (node, conn) = self.any_conn().await?;
+        let answer = tokio::time::timeout(self.request_deadline, conn.messenger.request(InitProducerId)).await;
+        let answer = match answer {
+            Err(_) => return Err("InitProducerId timed out".into()),
+            Ok(Err(e)) => {
+                if !matches!(e, RequestError::NoVersionMatch { .. }) {
+                    self.drop_conn(node, &conn).await;
+                }
+                return Err(Box::new(e));
+            }
+            Ok(Ok(a)) => a,
+        };
+        Ok(match answer.error {
+            None => Ok(ProducerId { id: answer.producer_id, epoch: answer.producer_epoch }),
+            Some(code) => Err(super::error_code(&code)),
+        })
+    }
+
+    /// Looks up the leaders of `topic`'s partitions (at most once per
+    /// [`super::METADATA_REFRESH_EVERY`], unless `force`d by a missing leader).
+    async fn look_up(&self, topic: &str) -> Result<(), crate::kafka::BoxError> {
+        let mut looked = self.looked_up.lock().await;
+        if looked.get(topic).is_some_and(|t| t.elapsed() < super::METADATA_REFRESH_EVERY)
+            && self.leaders.lock().keys().any(|(t, _)| t == topic)
+        {
+            return Ok(());
+        }
+        let (node, conn) = self.any_conn().await?;
+        let request = MetadataRequest {
+            topics: Some(vec![MetadataRequestTopic { name: String_(topic.to_owned()) }]),
+            allow_auto_topic_creation: Some(Boolean(false)),
+        };
+        let answer = match tokio::time::timeout(self.request_deadline, conn.messenger.request(request)).await {
+            Err(_) => return Err("metadata request timed out".into()),
+            Ok(Err(e)) => {
+                self.drop_conn(node, &conn).await;
+                return Err(Box::new(e));
+            }
+            Ok(Ok(a)) => a,
+        };
+        looked.insert(topic.to_owned(), Instant::now());
+        {
+            let mut brokers = self.brokers.lock();
+            for b in &answer.brokers {
+                brokers.insert(b.node_id.0, format!("{}:{}", b.host.0, b.port.0));
+            }
+        }
+        let mut leaders = self.leaders.lock();
+        leaders.retain(|(t, _), _| t != topic);
+        for t in answer.topics.iter().filter(|t| t.name.0 == topic) {
+            for p in t.partitions.iter().filter(|p| p.error.is_none() && p.leader_id.0 >= 0) {
+                leaders.insert((topic.to_owned(), p.partition_index.0), p.leader_id.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// The leader of the partition, looked up when not known.
+    async fn leader(&self, topic: &str, partition: i32) -> Result<i32, crate::kafka::BoxError> {
+        let key = (topic.to_owned(), partition);
+        if let Some(&l) = self.leaders.lock().get(&key) {
+            return Ok(l);
+        }
+        self.look_up(topic).await?;
+        self.leaders.lock().get(&key).copied().ok_or_else(|| format!("no leader of {topic}[{partition}]").into())
+    }
+
+    /// Sends one batch to the partition's leader; its base offset once acknowledged.
+    pub(crate) async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &Records,
+        sequence: Option<Sequence>,
+    ) -> Result<i64, BrokerError> {
+        let unanswered = |source: crate::kafka::BoxError| BrokerError::Produce {
+            topic: topic.to_owned(),
+            partition,
+            failure: Failure::Transient,
+            code: Some(ErrorCode::RetryFailed),
+            answered: false,
+            source,
+        };
+        let leader = match self.leader(topic, partition).await {
+            Ok(l) => l,
+            Err(e) => return Err(unanswered(e)),
+        };
+        let conn = match self.conn(leader).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.forget_leader(topic, partition);
+                return Err(unanswered(e));
+            }
+        };
+        let muted = *conn.muted_until.lock();
+        if let Some(until) = muted {
+            tokio::time::sleep_until(until).await;
+        }
+        let (mut encoder, mut buf) = self
+            .encoders
+            .lock()
+            .pop()
+            .unwrap_or_else(|| (BatchEncoder::new(self.compression, super::ZSTD_LEVEL), Vec::new()));
+        buf.clear();
+        let encoded = encoder.encode(records, sequence, &mut buf);
+        let sent = match encoded {
+            Err(e) => Sent::Failed(Box::new(e)),
+            Ok(_) => {
+                let timeout_ms = self.request_deadline.as_millis().min(i32::MAX as u128) as i32;
+                let request = ProduceBatch { topic, partition, acks: -1, timeout_ms, batch: &buf };
+                match tokio::time::timeout(self.request_deadline, conn.messenger.request(request)).await {
+                    Err(_) => Sent::NoAnswer,
+                    Ok(Err(e)) => {
+                        self.drop_conn(leader, &conn).await;
+                        self.forget_leader(topic, partition);
+                        Sent::Failed(Box::new(e))
+                    }
+                    Ok(Ok(a)) => Sent::Answered(a),
+                }
+            }
+        };
+        self.encoders.lock().push((encoder, buf));
+        let answer = match sent {
+            Sent::NoAnswer => {
+                let after = self.request_deadline;
+                return Err(BrokerError::NotAcknowledged { topic: topic.to_owned(), partition, after });
+            }
+            Sent::Failed(e) => return Err(unanswered(e)),
+            Sent::Answered(a) => a,
+        };
+        if let Some(ms) = answer.throttle_time_ms.map(|t| t.0).filter(|&ms| ms > 0) {
+            *conn.muted_until.lock() = Some(Instant::now() + Duration::from_millis(ms as u64));
+        }
+        let part = answer
+            .responses
+            .iter()
+            .filter(|t| t.name.0 == topic)
+            .flat_map(|t| &t.partition_responses)
+            .find(|p| p.index.0 == partition);
+        let Some(part) = part else {
+            return Err(unanswered(format!("the answer has no {topic}[{partition}]").into()));
+        };
+        match part.error {
+            // A batch the leader holds already: answered with its offset (older brokers say so
+            // with DUPLICATE_SEQUENCE_NUMBER).
+            None | Some(ProtocolError::DuplicateSequenceNumber) => Ok(part.base_offset.0),
+            Some(code) => {
+                let (failure, named) = (super::failure_of(code), super::error_code(&code));
+                if named.leaders_may_have_moved() {
+                    self.forget_leader(topic, partition);
+                }
+                Err(BrokerError::Produce {
+                    topic: topic.to_owned(),
+                    partition,
+                    failure,
+                    code: Some(named),
+                    answered: true,
+                    source: Box::new(code),
+                })
+            }
+        }
+    }
+
+    fn forget_leader(&self, topic: &str, partition: i32) {
+        self.leaders.lock().remove(&(topic.to_owned(), partition));
+    }
+}
+
+/// How a produce request ended.
+enum Sent {
+    NoAnswer,
+    /// Not sent, or its connection failed.
+    Failed(crate::kafka::BoxError),
+    Answered(rskafka::protocol::messages::ProduceResponse),
+}
+
+/// Whether a request failed because the broker does not offer its API.
+fn is_not_offered(e: &crate::kafka::BoxError) -> bool {
+    e.downcast_ref::<RequestError>().is_some_and(|r| matches!(r, RequestError::NoVersionMatch { .. }))
+}
