@@ -373,3 +373,4 @@ enum Sent {
 fn is_not_offered(e: &crate::kafka::BoxError) -> bool {
     e.downcast_ref::<RequestError>().is_some_and(|r| matches!(r, RequestError::NoVersionMatch { .. }))
 }
+
