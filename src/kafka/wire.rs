@@ -373,4 +373,3 @@ enum Sent {
 fn is_not_offered(e: &crate::kafka::BoxError) -> bool {
     e.downcast_ref::<RequestError>().is_some_and(|r| matches!(r, RequestError::NoVersionMatch { .. }))
 }
-
