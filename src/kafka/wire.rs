@@ -15,7 +15,13 @@
 //!   (KIP-219: the broker answers at once and expects the client to wait); the batch itself
 //!   was written, so the answer stands.
 //! - **Requests in order**: Kafka handles one connection's requests in the order they came,
-//!   so a partition's batches reach its leader in their sequence order.
+//!   and a leader refuses a batch that does not follow the last it appended. Each batch is a
+//!   task of its own, so a partition's batches take turns ([`Turn`]): a batch goes onto the
+//!   wire once the one before it in the sequence has (at most [`TURN_WAIT`] later: then it
+//!   goes anyway, and a refusal is retried), and a failed batch takes the turn back, so that
+//!   the resends go in order too. Without the turns, batches overtaking each other were
+//!   refused with `OUT_OF_ORDER_SEQUENCE_NUMBER` and retried after a pause: 1.8 s instead of
+//!   0.5 s for 150 MB into tansu.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +46,22 @@ type BoxStream = Box<dyn Stream>;
 
 /// The largest answer read (a produce answer is small; metadata of a large cluster is not).
 const MAX_MESSAGE: usize = 100 * 1024 * 1024;
+
+/// The longest a batch waits for its turn before it goes anyway.
+const TURN_WAIT: Duration = Duration::from_secs(1);
+
+/// A partition's next batch to go onto the wire: its producer id and first sequence number.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    producer: i64,
+    next: i32,
+}
+
+/// Whether sequence number `a` comes after `b` (they wrap from `i32::MAX` to 0).
+fn after(a: i32, b: i32) -> bool {
+    let d = (i64::from(a) - i64::from(b)).rem_euclid(1 << 31);
+    d > 0 && d < 1 << 30
+}
 
 /// One broker connection.
 struct Conn {
@@ -77,6 +99,10 @@ pub(crate) struct Wire {
     conns: tokio::sync::Mutex<HashMap<i32, Arc<Conn>>>,
     /// Encoders (their buffers and codec contexts) and request buffers not in use.
     encoders: Mutex<Vec<(BatchEncoder, Vec<u8>)>>,
+    /// Per (topic, partition), whose turn it is to go onto the wire.
+    turns: Mutex<HashMap<(String, i32), Turn>>,
+    /// Woken when a turn moves.
+    turn_moved: tokio::sync::Notify,
 }
 
 impl Wire {
@@ -98,7 +124,58 @@ impl Wire {
             looked_up: tokio::sync::Mutex::default(),
             conns: tokio::sync::Mutex::default(),
             encoders: Mutex::default(),
+            turns: Mutex::default(),
+            turn_moved: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Waits until `seq` may go onto the wire: the batches before it in its partition's
+    /// sequence have (a resend of an earlier batch goes at once), or [`TURN_WAIT`] passed.
+    async fn wait_turn(&self, key: &(String, i32), seq: Sequence) {
+        let deadline = Instant::now() + TURN_WAIT;
+        loop {
+            let moved = self.turn_moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            {
+                let mut turns = self.turns.lock();
+                let turn = turns.entry(key.clone()).or_insert(Turn { producer: seq.producer.id, next: 0 });
+                if turn.producer != seq.producer.id && seq.base == 0 {
+                    // A new producer id's first batch here.
+                    *turn = Turn { producer: seq.producer.id, next: 0 };
+                }
+                if turn.producer == seq.producer.id && !after(seq.base, turn.next) {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// `seq`'s batch of `len` records is on its way: the next one's turn.
+    fn went(&self, key: &(String, i32), seq: Sequence, len: usize) {
+        let end = ((i64::from(seq.base) + len as i64) % (1 << 31)) as i32;
+        let mut turns = self.turns.lock();
+        let turn = turns.entry(key.clone()).or_insert(Turn { producer: seq.producer.id, next: 0 });
+        if turn.producer == seq.producer.id && after(end, turn.next) {
+            turn.next = end;
+        }
+        drop(turns);
+        self.turn_moved.notify_waiters();
+    }
+
+    /// `seq`'s batch failed: it goes again before the batches after it.
+    fn failed(&self, key: &(String, i32), seq: Sequence) {
+        let mut turns = self.turns.lock();
+        if let Some(turn) = turns.get_mut(key).filter(|t| t.producer == seq.producer.id) {
+            if after(turn.next, seq.base) {
+                turn.next = seq.base;
+            }
+        }
+        drop(turns);
+        self.turn_moved.notify_waiters();
     }
 
     /// Opens a connection to `addr`: TCP, TLS, API versions, SASL.
@@ -268,6 +345,21 @@ impl Wire {
         records: &Records,
         sequence: Option<Sequence>,
     ) -> Result<i64, BrokerError> {
+        let key = (topic.to_owned(), partition);
+        let result = self.produce_in_turn(&key, records, sequence).await;
+        if let (Err(_), Some(seq)) = (&result, sequence) {
+            self.failed(&key, seq);
+        }
+        result
+    }
+
+    async fn produce_in_turn(
+        &self,
+        key: &(String, i32),
+        records: &Records,
+        sequence: Option<Sequence>,
+    ) -> Result<i64, BrokerError> {
+        let (topic, partition) = (key.0.as_str(), key.1);
         let unanswered = |source: crate::kafka::BoxError| BrokerError::Produce {
             topic: topic.to_owned(),
             partition,
@@ -303,7 +395,22 @@ impl Wire {
             Ok(_) => {
                 let timeout_ms = self.request_deadline.as_millis().min(i32::MAX as u128) as i32;
                 let request = ProduceBatch { topic, partition, acks: -1, timeout_ms, batch: &buf };
-                match tokio::time::timeout(self.request_deadline, conn.messenger.request(request)).await {
+                if let Some(seq) = sequence {
+                    self.wait_turn(key, seq).await;
+                }
+                let call = conn.messenger.request(request);
+                tokio::pin!(call);
+                // Polled once, the request is queued on the connection (the messenger writes
+                // requests in the order they ask): the next batch's turn.
+                let first = futures::poll!(call.as_mut());
+                if let Some(seq) = sequence {
+                    self.went(key, seq, records.len());
+                }
+                let answered = match first {
+                    std::task::Poll::Ready(a) => Ok(a),
+                    std::task::Poll::Pending => tokio::time::timeout(self.request_deadline, call).await,
+                };
+                match answered {
                     Err(_) => Sent::NoAnswer,
                     Ok(Err(e)) => {
                         self.drop_conn(leader, &conn).await;
@@ -372,4 +479,47 @@ enum Sent {
 /// Whether a request failed because the broker does not offer its API.
 fn is_not_offered(e: &crate::kafka::BoxError) -> bool {
     e.downcast_ref::<RequestError>().is_some_and(|r| matches!(r, RequestError::NoVersionMatch { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_order_wraps_past_i32_max() {
+        assert!(after(5, 0) && !after(0, 5) && !after(7, 7));
+        assert!(after(2, i32::MAX - 1), "2 follows i32::MAX - 1 after the wrap");
+        assert!(!after(i32::MAX - 1, 2));
+    }
+
+    /// Batches of one partition go in sequence order whatever order their tasks arrive in,
+    /// and a failed one takes the turn back.
+    #[tokio::test(start_paused = true)]
+    async fn batches_take_turns_and_a_failed_one_goes_again_first() {
+        let wire = Arc::new(Wire::new(vec![], None, None, BatchCompression::None, Duration::from_secs(5)));
+        let key = ("t".to_owned(), 0);
+        let p = ProducerId { id: 9, epoch: 0 };
+        let seq = move |base| Sequence { producer: p, base };
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for base in [20, 10, 0] {
+            let (wire, key, order) = (Arc::clone(&wire), key.clone(), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                wire.wait_turn(&key, seq(base)).await;
+                order.lock().push(base);
+                wire.went(&key, seq(base), 10);
+            }));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock(), [0, 10, 20]);
+        wire.failed(&key, seq(10));
+        let started = Instant::now();
+        wire.wait_turn(&key, seq(10)).await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "the failed batch goes at once");
+        wire.wait_turn(&key, seq(20)).await;
+        assert_eq!(started.elapsed(), TURN_WAIT, "the one after it waits for it, at most TURN_WAIT");
+    }
 }
