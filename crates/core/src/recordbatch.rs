@@ -71,6 +71,9 @@ pub struct BatchEncoder {
     level: i32,
     /// The records before compression.
     plain: Vec<u8>,
+    /// zstd's and snappy's output, appended to the batch from here (compressing into the
+    /// batch itself would zero the codec's worst case there first).
+    packed: Vec<u8>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     gzip: Option<flate2::Compress>,
     snappy: snap::raw::Encoder,
@@ -97,6 +100,7 @@ impl BatchEncoder {
             compression,
             level: zstd_level,
             plain: Vec::new(),
+            packed: Vec::new(),
             zstd: None,
             gzip: None,
             snappy: snap::raw::Encoder::new(),
@@ -159,10 +163,11 @@ impl BatchEncoder {
                     self.zstd = Some(zstd::bulk::Compressor::new(self.level).map_err(err("zstd"))?);
                 }
                 let z = self.zstd.as_mut().expect("made above");
-                let at = out.len();
-                out.resize(at + zstd::zstd_safe::compress_bound(plain.len()), 0);
-                let written = z.compress_to_buffer(plain, &mut out[at..]).map_err(err("zstd"))?;
-                out.truncate(at + written);
+                self.packed.clear();
+                self.packed.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+                // Written into the vector's spare capacity, which is not zeroed first.
+                z.compress_to_buffer(plain, &mut self.packed).map_err(err("zstd"))?;
+                out.extend_from_slice(&self.packed);
             }
             BatchCompression::Gzip => {
                 let gz = self.gzip.get_or_insert_with(|| flate2::Compress::new(flate2::Compression::fast(), false));
