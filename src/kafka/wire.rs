@@ -63,6 +63,9 @@ fn after(a: i32, b: i32) -> bool {
     d > 0 && d < 1 << 30
 }
 
+/// A broker's connection, once open.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
 /// One broker connection.
 struct Conn {
     messenger: Messenger<BoxStream>,
@@ -95,8 +98,9 @@ pub(crate) struct Wire {
     leaders: Mutex<HashMap<(String, i32), i32>>,
     /// When each topic's leaders were last looked up (held while looking).
     looked_up: tokio::sync::Mutex<HashMap<String, Instant>>,
-    /// Open connections by node id (`-1 - i`: the i-th bootstrap address).
-    conns: tokio::sync::Mutex<HashMap<i32, Arc<Conn>>>,
+    /// Connections by node id (`-1 - i`: the i-th bootstrap address), each in a slot of its
+    /// own, held while it is opened: a broker slow to answer holds up its own requests only.
+    conns: Mutex<HashMap<i32, Slot>>,
     /// Encoders (their buffers and codec contexts) and request buffers not in use.
     encoders: Mutex<Vec<(BatchEncoder, Vec<u8>)>>,
     /// Per (topic, partition), whose turn it is to go onto the wire.
@@ -122,7 +126,7 @@ impl Wire {
             brokers: Mutex::default(),
             leaders: Mutex::default(),
             looked_up: tokio::sync::Mutex::default(),
-            conns: tokio::sync::Mutex::default(),
+            conns: Mutex::default(),
             encoders: Mutex::default(),
             turns: Mutex::default(),
             turn_moved: tokio::sync::Notify::new(),
@@ -200,8 +204,9 @@ impl Wire {
 
     /// The connection to node `node` (negative: a bootstrap address), opened on first use.
     async fn conn(&self, node: i32) -> Result<Arc<Conn>, crate::kafka::BoxError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&node) {
+        let slot = Arc::clone(self.conns.lock().entry(node).or_default());
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
             return Ok(Arc::clone(c));
         }
         let addr = match node {
@@ -212,21 +217,22 @@ impl Wire {
             .await
             .map_err(|_| format!("connecting to {addr} timed out"))??;
         let conn = Arc::new(Conn { messenger, muted_until: Mutex::new(None) });
-        conns.insert(node, Arc::clone(&conn));
+        *slot = Some(Arc::clone(&conn));
         Ok(conn)
     }
 
     /// Forgets a connection that failed (the next request opens a new one).
     async fn drop_conn(&self, node: i32, conn: &Arc<Conn>) {
-        let mut conns = self.conns.lock().await;
-        if conns.get(&node).is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            conns.remove(&node);
+        let Some(slot) = self.conns.lock().get(&node).cloned() else { return };
+        let mut slot = slot.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
         }
     }
 
     /// Any broker that answers: a known one first, else the bootstrap addresses.
     async fn any_conn(&self) -> Result<(i32, Arc<Conn>), crate::kafka::BoxError> {
-        let known: Vec<i32> = self.conns.lock().await.keys().copied().collect();
+        let known: Vec<i32> = self.conns.lock().keys().copied().collect();
         let nodes = known.into_iter().chain((0..self.bootstrap.len() as i32).map(|i| -1 - i));
         let mut last: crate::kafka::BoxError = "no bootstrap server".into();
         for node in nodes {
@@ -347,8 +353,12 @@ impl Wire {
     ) -> Result<i64, BrokerError> {
         let key = (topic.to_owned(), partition);
         let result = self.produce_in_turn(&key, records, sequence).await;
-        if let (Err(_), Some(seq)) = (&result, sequence) {
-            self.failed(&key, seq);
+        // A batch that will be sent again under this producer id goes before the ones after
+        // it; one refused for good (its sequence ends) does not hold them.
+        if let (Err(e), Some(seq)) = (&result, sequence) {
+            if e.failure() == Failure::Transient {
+                self.failed(&key, seq);
+            }
         }
         result
     }
