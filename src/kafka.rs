@@ -79,8 +79,9 @@ pub struct KafkaBroker {
     connect_timeout: Duration,
     /// The bootstrap servers, as configured (comma-separated), for errors.
     bootstrap: String,
-    /// Producer ids given so far (the first is announced in the log).
-    producer_ids: std::sync::atomic::AtomicU64,
+    /// Whether a producer id was given (the first is announced in the log; a later
+    /// `InitProducerId` refused stops the run even with `auto`).
+    has_producer_id: std::sync::atomic::AtomicBool,
 }
 
 /// zstd's level for the batches the idempotent path writes: librdkafka's default, and what
@@ -329,7 +330,7 @@ impl KafkaBroker {
             idempotence: cfg.idempotence,
             connect_timeout: cfg.connect_timeout,
             bootstrap: cfg.bootstrap.join(","),
-            producer_ids: Default::default(),
+            has_producer_id: Default::default(),
         })
     }
 
@@ -430,7 +431,7 @@ impl Broker for KafkaBroker {
     ) -> BoxFuture<'a, Result<i64, BrokerError>> {
         Box::pin(async move {
             if let (Some(wire), Some(sequence)) = (&self.wire, sequence) {
-                return wire.produce(topic, partition, records, Some(sequence)).await;
+                return wire.produce(topic, partition, records, sequence).await;
             }
             let pc = self.partition_client(topic, partition, true).await?;
             let after = self.request_deadline;
@@ -467,10 +468,10 @@ impl Broker for KafkaBroker {
                 tracing::info!(idempotence = "off", "produce without idempotence (KAFKA_IDEMPOTENCE=off): a resend after a lost answer is looked for first");
                 return Ok(None);
             };
-            let first = self.producer_ids.load(std::sync::atomic::Ordering::Relaxed) == 0;
+            let first = !self.has_producer_id.load(std::sync::atomic::Ordering::Relaxed);
             match wire.init_producer_id(self.connect_timeout).await {
                 Ok(id) => {
-                    self.producer_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.has_producer_id.store(true, std::sync::atomic::Ordering::Relaxed);
                     if first {
                         tracing::info!(
                             idempotence = "on",

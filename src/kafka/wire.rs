@@ -343,22 +343,21 @@ impl Wire {
         self.leaders.lock().get(&key).copied().ok_or_else(|| format!("no leader of {topic}[{partition}]").into())
     }
 
-    /// Sends one batch to the partition's leader; its base offset once acknowledged.
+    /// Sends one batch, under `sequence`, to the partition's leader; its base offset once
+    /// acknowledged.
     pub(crate) async fn produce(
         &self,
         topic: &str,
         partition: i32,
         records: &Records,
-        sequence: Option<Sequence>,
+        sequence: Sequence,
     ) -> Result<i64, BrokerError> {
         let key = (topic.to_owned(), partition);
         let result = self.produce_in_turn(&key, records, sequence).await;
         // A batch that will be sent again under this producer id goes before the ones after
         // it; one refused for good (its sequence ends) does not hold them.
-        if let (Err(e), Some(seq)) = (&result, sequence) {
-            if e.failure() == Failure::Transient {
-                self.failed(&key, seq);
-            }
+        if result.as_ref().is_err_and(|e| e.failure() == Failure::Transient) {
+            self.failed(&key, sequence);
         }
         result
     }
@@ -367,7 +366,7 @@ impl Wire {
         &self,
         key: &(String, i32),
         records: &Records,
-        sequence: Option<Sequence>,
+        sequence: Sequence,
     ) -> Result<i64, BrokerError> {
         let (topic, partition) = (key.0.as_str(), key.1);
         let unanswered = |source: crate::kafka::BoxError| BrokerError::Produce {
@@ -399,23 +398,19 @@ impl Wire {
             .pop()
             .unwrap_or_else(|| (BatchEncoder::new(self.compression, super::ZSTD_LEVEL), Vec::new()));
         buf.clear();
-        let encoded = encoder.encode(records, sequence, &mut buf);
+        let encoded = encoder.encode(records, Some(sequence), &mut buf);
         let sent = match encoded {
             Err(e) => Sent::Failed(Box::new(e)),
             Ok(_) => {
                 let timeout_ms = self.request_deadline.as_millis().min(i32::MAX as u128) as i32;
                 let request = ProduceBatch { topic, partition, acks: -1, timeout_ms, batch: &buf };
-                if let Some(seq) = sequence {
-                    self.wait_turn(key, seq).await;
-                }
+                self.wait_turn(key, sequence).await;
                 let call = conn.messenger.request(request);
                 tokio::pin!(call);
                 // Polled once, the request is queued on the connection (the messenger writes
                 // requests in the order they ask): the next batch's turn.
                 let first = futures::poll!(call.as_mut());
-                if let Some(seq) = sequence {
-                    self.went(key, seq, records.len());
-                }
+                self.went(key, sequence, records.len());
                 let answered = match first {
                     std::task::Poll::Ready(a) => Ok(a),
                     std::task::Poll::Pending => tokio::time::timeout(self.request_deadline, call).await,
