@@ -7,7 +7,8 @@
 #   answer lost after the write, MESSAGE_TOO_LARGE, a line too large for Kafka, batch sizes, missing and denied topics, the
 #   cluster down past the delivery deadline, SIGTERM, two overlapping runs of one index.
 # - tests/faults.rs also: a broker restart then kill -9, other producers' traffic while the
-#   worker is down, and the resume read-back's cap.
+#   worker is down, the resume read-back's cap, and a batch tansu lost after it moved the
+#   producer's sequence past it (its object store refused the batch's write).
 # Every case checks with kcat that nothing was lost and that duplicates stay within the
 # bound the worker guarantees (0 where the read-back completes), then this prints one table.
 # Called by scripts/test.sh; runs alone too (it starts the services).
@@ -25,7 +26,7 @@ status=0
 # Each run states how many cases it runs: a filter that matches fewer (a renamed test) or more
 # (a case added without a line here) fails the suite, as a failed case does.
 runs=(
-  "8 faults --skip postgres_restart_mid_run --test-threads 4"
+  "9 faults --skip postgres_restart_mid_run --test-threads 4"
   "14 cluster --test-threads 4"
   "1 faults --exact postgres_restart_mid_run --test-threads 1"
 )

@@ -622,6 +622,7 @@ fn error_code(code: &ProtocolError) -> ErrorCode {
         P::ClusterAuthorizationFailed => ErrorCode::ClusterAuthorizationFailed,
         P::SaslAuthenticationFailed => ErrorCode::SaslAuthenticationFailed,
         P::OutOfOrderSequenceNumber => ErrorCode::OutOfOrderSequenceNumber,
+        P::DuplicateSequenceNumber => ErrorCode::DuplicateSequenceNumber,
         P::UnknownProducerId => ErrorCode::UnknownProducerId,
         P::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
         other => ErrorCode::Other(code_name(other)),

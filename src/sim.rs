@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::status::{OwnTables, StatusError, StatusRow, StatusStore};
-use crate::testutil::{small_tuning, Injected, MemoryStatus, Partitions};
+use crate::testutil::{small_tuning, Held, Injected, MemoryStatus, Partitions};
 use rw_core::generate::Rng;
 use rw_core::resume::PartitionOffset;
 use rw_core::resume::StoredRow;
@@ -115,6 +115,10 @@ struct Faults {
     /// Idempotent produce: answered `UNKNOWN_PRODUCER_ID`, not written (a leader that lost
     /// the producer's state).
     forgot: u64,
+    /// Idempotent produce on a leader that answers resends `DUPLICATE_SEQUENCE_NUMBER`: the
+    /// sequence moved past the batch, the batch never stored, no answer (tansu killed
+    /// between its two writes).
+    torn: u64,
 }
 
 /// One run of one worker: its crash countdown and whether it was killed.
@@ -158,8 +162,9 @@ struct SimBroker {
     busy: u64,
     /// Fetches that fail (transiently), per mille; 1000: every fetch of this run.
     fetch_fails: u64,
-    /// Whether it gives producer ids, and so checks sequence numbers and drops resends.
-    idempotent: bool,
+    /// Whether it gives producer ids, and so checks sequence numbers and drops resends; how
+    /// it answers a resend.
+    idempotent: Option<Held>,
 }
 
 /// A dead process sends and writes nothing more.
@@ -221,10 +226,21 @@ impl Broker for SimBroker {
                 self.write_foreign(topic, partition, records, r);
             }
             let fail = |failure| Err(produce_error(topic, partition, failure));
-            let forgot = self.idempotent && roll >= 1000 - f.forgot;
+            let forgot = self.idempotent.is_some() && roll >= 1000 - f.forgot;
+            let torn = self.idempotent == Some(Held::Duplicate) && !forgot && roll >= 1000 - f.forgot - f.torn;
+            // The sequence moves past the batch, which is not stored, and no answer comes.
+            let tear = |s: &Self| match sequence {
+                Some(seq) => {
+                    note("batch lost by a leader past its sequence");
+                    s.log.lock().unwrap().parts.lose_sequenced(topic, partition, seq, records.len())
+                }
+                None => unreachable!("torn only with a sequence"),
+            };
             let (writes, answer) = if forgot && !refused {
                 let unknown = coded_error(topic, partition, Failure::Transient, ErrorCode::UnknownProducerId);
                 (false, Err(unknown))
+            } else if torn && !refused {
+                (false, fail(Failure::Transient))
             } else if refused {
                 (false, fail(Failure::Rejected))
             } else if roll < f.fatal {
@@ -239,8 +255,12 @@ impl Broker for SimBroker {
             } else {
                 (true, Ok(()))
             };
-            if self.life.dies_here() {
-                if writes && self.life.lands.load(Ordering::SeqCst) {
+            let lands = self.life.dies_here().then(|| self.life.lands.load(Ordering::SeqCst));
+            if torn && !refused && lands != Some(false) {
+                tear(self);
+            }
+            if let Some(lands) = lands {
+                if writes && lands {
                     let _ = self.write(topic, partition, records, sequence);
                 }
                 return dead().await;
@@ -262,7 +282,7 @@ impl Broker for SimBroker {
 
     fn producer_id(&self) -> BoxFuture<'_, Result<Option<ProducerId>, BrokerError>> {
         Box::pin(async move {
-            if !self.idempotent {
+            if self.idempotent.is_none() {
                 return Ok(None);
             }
             let mut log = self.log.lock().unwrap();
@@ -312,7 +332,10 @@ impl SimBroker {
     fn write(&self, topic: &str, partition: i32, records: &[Record], seq: Option<Sequence>) -> Result<i64, ErrorCode> {
         let parts = &mut self.log.lock().unwrap().parts;
         match seq {
-            Some(seq) => parts.append_sequenced(topic, partition, records.to_vec(), seq),
+            Some(seq) => {
+                let held = self.idempotent.expect("a sequence comes with a producer id");
+                parts.append_sequenced(topic, partition, records.to_vec(), seq, held)
+            }
             None => Ok(parts.append(topic, partition, records.iter().cloned())),
         }
     }
@@ -479,6 +502,11 @@ fn source(rng: &mut Rng, n_files: usize) -> Source {
 /// How the runs of all schedules ended, for the summary line.
 static STATS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
 
+/// Counts one more of `what` in [`STATS`].
+fn note(what: &'static str) {
+    *STATS.lock().unwrap().entry(what).or_default() += 1;
+}
+
 /// What one schedule found wrong.
 type Findings = Vec<String>;
 
@@ -490,7 +518,7 @@ async fn worker_lifecycle(
     log: Arc<Mutex<Log>>,
     mut rng: Rng,
     busy: u64,
-    idempotent: bool,
+    idempotent: Option<Held>,
 ) -> Result<Lifecycle, String> {
     let crashes = rng.below(5);
     let mut fallbacks = Vec::new();
@@ -515,7 +543,7 @@ async fn worker_lifecycle(
             // Lines from the row's resume point on may be sent again by this run.
             let file = row.snapshot.current_file.as_deref().and_then(|p| cfg.files.iter().position(|f| f.path == p));
             fallbacks.push((file.unwrap_or(0), if file.is_some() { row.snapshot.current_line } else { 0 }));
-            STATS.lock().unwrap().entry(why).and_modify(|n| *n += 1).or_insert(1);
+            note(why);
         }
         if busy > 0 && run > 0 {
             // The back-off: other producers keep writing while the worker is down.
@@ -533,9 +561,9 @@ async fn worker_lifecycle(
             lands: AtomicBool::new(rng.chance(500)),
         });
         let faults = if last {
-            Faults { transient: 30, lost: 30, throttled: 20, fatal: 0, foreign: 50, forgot: 10 }
+            Faults { transient: 30, lost: 30, throttled: 20, fatal: 0, foreign: 50, forgot: 10, torn: 10 }
         } else {
-            Faults { transient: 100, lost: 100, throttled: 50, fatal: 15, foreign: 100, forgot: 20 }
+            Faults { transient: 100, lost: 100, throttled: 50, fatal: 15, foreign: 100, forgot: 20, torn: 20 }
         };
         let broker = Arc::new(SimBroker {
             log: Arc::clone(&log),
@@ -558,7 +586,7 @@ async fn worker_lifecycle(
             final_fails: !last && rng.chance(100),
         };
         if store_faults.final_fails {
-            STATS.lock().unwrap().entry("final row refused").and_modify(|n| *n += 1).or_insert(1);
+            note("final row refused");
         }
         let store = SimStore {
             mem,
@@ -577,7 +605,7 @@ async fn worker_lifecycle(
             Some(Err(_)) => "stopped",
             None => "killed",
         };
-        STATS.lock().unwrap().entry(end).and_modify(|n| *n += 1).or_insert(1);
+        note(end);
         match ran {
             Some(Ok(s)) if s.status == WorkerStatus::Completed => {
                 // What the admin reads is the stored row, not what the run says of itself.
@@ -615,8 +643,9 @@ fn schedule(seed: u64) -> Findings {
     // of the worker's, and hundreds of records while it is down.
     let busy = if rng.chance(250) { 1 + rng.below(10) } else { 0 };
     // Idempotent produce in half the schedules: a producer id per run, and the broker checks
-    // sequence numbers and drops resends.
-    let idempotent = rng.chance(500);
+    // sequence numbers and drops resends; half of those answer a resend without its offset
+    // (`DUPLICATE_SEQUENCE_NUMBER`), and now and then of a batch they lost.
+    let idempotent = rng.chance(500).then(|| if rng.chance(500) { Held::Duplicate } else { Held::Offset });
     let dir = tempfile::tempdir().unwrap();
     let n_files = 1 + rng.below(4) as usize;
     let src = source(&mut rng, n_files);
@@ -786,6 +815,6 @@ fn schedules_lose_nothing_duplicate_nothing_and_count_exactly() {
             failed.push(seed);
         }
     }
-    eprintln!("{} schedules; runs by how they ended: {:?}", seeds.len(), STATS.lock().unwrap());
+    eprintln!("{} schedules; what the runs met and how they ended: {:?}", seeds.len(), STATS.lock().unwrap());
     assert!(failed.is_empty(), "{} of {} schedules failed: {failed:?}", failed.len(), seeds.len());
 }

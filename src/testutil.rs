@@ -72,8 +72,17 @@ pub(crate) struct Partitions {
 }
 
 /// A batch a leader remembers of an idempotent producer: its first sequence number, its
-/// records, its base offset.
+/// records, its base offset (`-1`: never stored).
 type HeldBatch = (i32, usize, i64);
+
+/// How a leader answers a resend of a batch it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// With the batch's offset, as Kafka does.
+    Offset,
+    /// `DUPLICATE_SEQUENCE_NUMBER`, without an offset, as tansu does.
+    Duplicate,
+}
 
 impl Partitions {
     /// One partition's log.
@@ -89,9 +98,9 @@ impl Partitions {
         base
     }
 
-    /// Appends `records` as a Kafka leader does for an idempotent producer: a batch it holds
-    /// already (among the producer's last five here) is answered with its offset and not
-    /// written again; one that does not start right after the producer's last batch (at 0
+    /// Appends `records` as a leader does for an idempotent producer: a batch it holds
+    /// already (among the producer's last five here) is not written again, and is answered
+    /// as `held` says; one that does not start right after the producer's last batch (at 0
     /// for a producer new here) is refused with `OUT_OF_ORDER_SEQUENCE_NUMBER`.
     pub(crate) fn append_sequenced(
         &mut self,
@@ -99,25 +108,62 @@ impl Partitions {
         partition: i32,
         records: Vec<Record>,
         seq: Sequence,
+        held: Held,
     ) -> Result<i64, ErrorCode> {
-        let key = (topic.to_owned(), partition, seq.producer.id);
         let n = records.len();
-        let held = self.producers.entry(key.clone()).or_default();
+        match self.take_sequence(topic, partition, seq, n)? {
+            Some(base) if held == Held::Duplicate || base < 0 => Err(ErrorCode::DuplicateSequenceNumber),
+            Some(base) => Ok(base),
+            None => {
+                let base = self.append(topic, partition, records);
+                self.producers
+                    .get_mut(&(topic.to_owned(), partition, seq.producer.id))
+                    .expect("taken")
+                    .push_back((seq.base, n, base));
+                self.forget_old(topic, partition, seq);
+                Ok(base)
+            }
+        }
+    }
+
+    /// A leader that moves the producer's sequence past a batch of `n` records and never
+    /// stores it (tansu, killed between its sequence write and its batch write): a resend is
+    /// answered `DUPLICATE_SEQUENCE_NUMBER`, and the batch is not in the partition.
+    pub(crate) fn lose_sequenced(&mut self, topic: &str, partition: i32, seq: Sequence, n: usize) {
+        if let Ok(None) = self.take_sequence(topic, partition, seq, n) {
+            let key = (topic.to_owned(), partition, seq.producer.id);
+            self.producers.get_mut(&key).expect("taken").push_back((seq.base, n, -1));
+            self.forget_old(topic, partition, seq);
+        }
+    }
+
+    /// The sequence check: `Some(base)` for a batch the producer's window holds (`-1` when it
+    /// was never stored), `None` for the next one, out of order otherwise.
+    fn take_sequence(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        seq: Sequence,
+        n: usize,
+    ) -> Result<Option<i64>, ErrorCode> {
+        let held = self.producers.entry((topic.to_owned(), partition, seq.producer.id)).or_default();
         if let Some(&(_, _, base)) = held.iter().find(|(first, len, _)| *first == seq.base && *len == n) {
-            return Ok(base);
+            return Ok(Some(base));
         }
         // Sequence numbers wrap from i32::MAX to 0.
         let expected = held.back().map_or(0, |&(first, len, _)| ((first as i64 + len as i64) % (1i64 << 31)) as i32);
         if seq.base != expected {
             return Err(ErrorCode::OutOfOrderSequenceNumber);
         }
-        let base = self.append(topic, partition, records);
-        let held = self.producers.get_mut(&key).expect("entered above");
-        held.push_back((seq.base, n, base));
+        Ok(None)
+    }
+
+    /// Keeps the producer's last [`rw_core::WINDOW`] batches.
+    fn forget_old(&mut self, topic: &str, partition: i32, seq: Sequence) {
+        let held = self.producers.get_mut(&(topic.to_owned(), partition, seq.producer.id)).expect("taken");
         if held.len() > rw_core::WINDOW {
             held.pop_front();
         }
-        Ok(base)
     }
 
     /// Where the partition ends (its high watermark).

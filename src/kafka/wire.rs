@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rskafka::client::error::ProtocolError;
 use rskafka::client::SaslConfig;
 use rskafka::messenger::{Messenger, RequestError};
 use rskafka::protocol::messages::{MetadataRequest, MetadataRequestTopic};
@@ -448,9 +447,10 @@ impl Wire {
             return Err(unanswered(format!("the answer has no {topic}[{partition}]").into()));
         };
         match part.error {
-            // A batch the leader holds already: answered with its offset (older brokers say so
-            // with DUPLICATE_SEQUENCE_NUMBER).
-            None | Some(ProtocolError::DuplicateSequenceNumber) => Ok(part.base_offset.0),
+            // Written, or a resend of a batch the leader holds: answered with its offset.
+            // DUPLICATE_SEQUENCE_NUMBER carries none, and is not believed until the batch is
+            // found (`ErrorCode::DuplicateSequenceNumber`): it is the producer's to look.
+            None => Ok(part.base_offset.0),
             Some(code) => {
                 let (failure, named) = (super::failure_of(code), super::error_code(&code));
                 if named.leaders_may_have_moved() {

@@ -21,6 +21,9 @@
 //! (a batch refused for its size, `UNKNOWN_PRODUCER_ID`, `INVALID_PRODUCER_EPOCH`,
 //! `OUT_OF_ORDER_SEQUENCE_NUMBER` to a partition's oldest unsettled batch) renew the producer
 //! id; a batch sent under the old one is looked for before it is sent again.
+//! `DUPLICATE_SEQUENCE_NUMBER` is believed only once the batch is found in the partition: a
+//! broker that moved the sequence on and lost the batch (tansu killed between its two
+//! writes) says it too, and the batch then goes out under a new producer id.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -282,11 +285,30 @@ impl Producer {
                     _ = tokio::time::sleep(pause) => continue,
                 }
             }
-            let ends_sequence = place.as_ref().is_some_and(|p| {
+            let mut ends_sequence = place.as_ref().is_some_and(|p| {
                 e.failure() == Failure::Rejected
                     || e.code().is_some_and(ErrorCode::ends_the_sequence)
                     || (e.code() == Some(&ErrorCode::OutOfOrderSequenceNumber) && p.is_first())
             });
+            if e.code() == Some(&ErrorCode::DuplicateSequenceNumber) {
+                // The leader says it holds the batch, and gives no offset: believed once found.
+                // A broker whose sequence moved on before it stored the batch says the same of
+                // a batch it lost, and drops every resend under this producer id: the batch
+                // then goes out under a new one.
+                match self.landed(topic, at, records).await {
+                    Landed::At(base) => {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            base,
+                            "a batch the leader called a duplicate is in the partition"
+                        );
+                        return Ok(base);
+                    }
+                    Landed::Absent => ends_sequence = place.is_some(),
+                    Landed::Unknown(from) => at.low = at.low.map(|low| low.max(from)),
+                }
+            }
             let renewed = match (ends_sequence, &place) {
                 (true, Some(p)) => self.renew(p.generation(), &e).await,
                 _ => Ok(()),

@@ -4,6 +4,18 @@
 pub enum Fault {
     Error500,
     Cut(usize),
+    /// A PUT answered 403 and not forwarded.
+    Refused,
+}
+
+/// What a [`FaultProxy`] does to the requests it forwards.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Every 3rd ranged GET answered 500, every 4th one's body cut short.
+    RangedReads,
+    /// The first `times` PUTs whose path contains `containing` refused (403: a client does
+    /// not retry it).
+    RefusePuts { containing: String, times: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -14,8 +26,8 @@ pub struct Entry {
 }
 
 /// An HTTP proxy in front of an object store (S3 or GCS) that, for ranged GETs, answers every
-/// 3rd with a 500 and cuts every 4th body short after half of it (then closes the connection).
-/// Requests reach the upstream with its own `Host`.
+/// 3rd with a 500 and cuts every 4th body short after half of it (then closes the connection);
+/// or refuses some PUTs ([`Plan`]). Requests reach the upstream with its own `Host`.
 pub struct FaultProxy {
     addr: std::net::SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<Vec<Entry>>>,
@@ -23,6 +35,10 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str) -> FaultProxy {
+        FaultProxy::with(upstream, Plan::RangedReads)
+    }
+
+    pub fn with(upstream: &str, plan: Plan) -> FaultProxy {
         use std::io::{BufRead, BufReader, Read, Write};
         let up = upstream.trim_start_matches("http://").to_string();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -31,6 +47,7 @@ impl FaultProxy {
         let l2 = log.clone();
         std::thread::spawn(move || {
             let mut gets = 0u64;
+            let mut refused = 0usize;
             for stream in listener.incoming() {
                 let Ok(mut client) = stream else { continue };
                 let mut r = BufReader::new(client.try_clone().unwrap());
@@ -61,8 +78,17 @@ impl FaultProxy {
                 let mut body = vec![0u8; len];
                 let _ = r.read_exact(&mut body);
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let is_get = head.starts_with("GET ") && range.is_some();
+                let is_get = head.starts_with("GET ") && range.is_some() && matches!(plan, Plan::RangedReads);
                 let mut fault = None;
+                if let Plan::RefusePuts { containing, times } = &plan {
+                    if head.starts_with("PUT ") && path.contains(containing.as_str()) && refused < *times {
+                        refused += 1;
+                        let msg = "<Error><Code>AccessDenied</Code><Message>injected</Message></Error>";
+                        let _ = write!(client, "HTTP/1.1 403 Forbidden\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{msg}", msg.len());
+                        l2.lock().unwrap().push(Entry { path, range, fault: Some(Fault::Refused) });
+                        continue;
+                    }
+                }
                 if is_get {
                     gets += 1;
                     if gets % 3 == 0 {

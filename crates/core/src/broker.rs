@@ -208,6 +208,11 @@ pub enum ErrorCode {
     /// appended for this producer id (an earlier batch is still unsettled, or the leader lost
     /// batches it had acknowledged).
     OutOfOrderSequenceNumber,
+    /// `DUPLICATE_SEQUENCE_NUMBER`: the leader says it holds the batch already, without its
+    /// offset (Kafka answers a resend with the offset instead). Believed only once the batch
+    /// is found in the partition: a broker that moved the sequence on before it stored the
+    /// batch (tansu killed between the two writes) says the same of a batch it lost.
+    DuplicateSequenceNumber,
     /// `UNKNOWN_PRODUCER_ID`: the leader holds no state for this producer id any more.
     UnknownProducerId,
     /// `INVALID_PRODUCER_EPOCH`: a newer epoch of this producer id exists.
@@ -231,6 +236,7 @@ impl ErrorCode {
             ErrorCode::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
             ErrorCode::SaslAuthenticationFailed => "SASL_AUTHENTICATION_FAILED",
             ErrorCode::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ErrorCode::DuplicateSequenceNumber => "DUPLICATE_SEQUENCE_NUMBER",
             ErrorCode::UnknownProducerId => "UNKNOWN_PRODUCER_ID",
             ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
             ErrorCode::RetryFailed => "RETRY_FAILED",
