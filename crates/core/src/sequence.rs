@@ -95,6 +95,20 @@ fn advance(seq: i32, by: usize) -> i32 {
     ((i64::from(seq) + by as i64) % (i64::from(i32::MAX) + 1)) as i32
 }
 
+impl Sequence {
+    /// Where the next batch starts after this one's `records` records.
+    pub fn end(&self, records: usize) -> i32 {
+        advance(self.base, records)
+    }
+
+    /// Whether this batch comes after sequence number `other` in the partition's order
+    /// (less than half the range ahead of it, across the wrap to 0).
+    pub fn is_after(&self, other: i32) -> bool {
+        let d = (i64::from(self.base) - i64::from(other)).rem_euclid(i64::from(i32::MAX) + 1);
+        d > 0 && d <= i64::from(i32::MAX) / 2
+    }
+}
+
 impl Sequencer {
     /// Sequences of `producer`, every partition starting at 0.
     pub fn new(producer: ProducerId) -> Arc<Self> {
@@ -238,6 +252,11 @@ mod tests {
         assert_eq!(advance(i32::MAX - 1, 1), i32::MAX);
         assert_eq!(advance(i32::MAX, 1), 0);
         assert_eq!(advance(i32::MAX - 2, 5), 2);
+        let at = |base| Sequence { producer: P, base };
+        assert_eq!(at(i32::MAX - 2).end(5), 2);
+        assert!(at(5).is_after(0) && !at(0).is_after(5) && !at(7).is_after(7));
+        assert!(at(2).is_after(i32::MAX - 1), "2 follows i32::MAX - 1 after the wrap");
+        assert!(!at(i32::MAX - 1).is_after(2));
     }
 
     /// A sixth batch waits while the oldest of five is unsettled, even when the four after it
