@@ -202,28 +202,32 @@ fn sasl_config(cfg: &KafkaConfig) -> Option<SaslConfig> {
     })
 }
 
-/// The rskafka client builder for `cfg`, retrying with `backoff`.
+/// The rskafka client builder for `cfg` with its TLS settings `tls`, retrying with `backoff`.
 fn client_builder(
     cfg: &KafkaConfig,
+    tls: &Option<Arc<rustls::ClientConfig>>,
     backoff: rskafka::BackoffConfig,
-    bootstrap: &str,
-) -> Result<ClientBuilder, BrokerError> {
+) -> ClientBuilder {
     let mut builder =
         ClientBuilder::new(cfg.bootstrap.clone()).client_id("reprocessing-worker").backoff_config(backoff);
-    if let Some(tls) = tls_config(cfg, bootstrap)? {
-        builder = builder.tls_config(tls);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(Arc::clone(tls));
     }
     if let Some(sasl) = sasl_config(cfg) {
         builder = builder.sasl_config(sasl);
     }
-    Ok(builder)
+    builder
 }
 
 /// rskafka retries a refused SASL login like an unreachable broker, until its deadline, and
 /// keeps the refusal inside an error list that has no `source()`. So with SASL the worker
 /// first connects one attempt at a time itself (rskafka's retries off), until the connect
 /// deadline, and stops at the first refused login, naming the mechanism and the user.
-async fn check_login(cfg: &KafkaConfig, bootstrap: &str) -> Result<(), BrokerError> {
+async fn check_login(
+    cfg: &KafkaConfig,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    bootstrap: &str,
+) -> Result<(), BrokerError> {
     let sasl = cfg.sasl.as_ref().expect("called with SASL");
     // A deadline of zero: one attempt per build.
     let once = rskafka_backoff(Backoff::KAFKA, Duration::ZERO);
@@ -231,7 +235,7 @@ async fn check_login(cfg: &KafkaConfig, bootstrap: &str) -> Result<(), BrokerErr
     let mut failures = 0u32;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = tokio::time::timeout(left, client_builder(cfg, once.clone(), bootstrap)?.build()).await;
+        let attempt = tokio::time::timeout(left, client_builder(cfg, tls, once.clone()).build()).await;
         let e = match attempt {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) => e,
@@ -280,17 +284,18 @@ impl KafkaBroker {
         let request_deadline = cfg.delivery_timeout.min(REQUEST_DEADLINE);
         let bootstrap = cfg.bootstrap.join(",");
         let started = Instant::now();
+        let tls = tls_config(cfg, &bootstrap)?;
         if cfg.sasl.is_some() {
-            check_login(cfg, &bootstrap).await?;
+            check_login(cfg, &tls, &bootstrap).await?;
         }
         let left = cfg.connect_timeout.saturating_sub(started.elapsed());
-        let builder = client_builder(cfg, rskafka_backoff(Backoff::KAFKA, request_deadline), &bootstrap)?;
+        let builder = client_builder(cfg, &tls, rskafka_backoff(Backoff::KAFKA, request_deadline));
         let client = tokio::time::timeout(left, builder.build())
             .await
             .map_err(|_| BrokerError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
             .map_err(|e| BrokerError::Connect { bootstrap: bootstrap.clone(), source: Box::new(e) })?;
         let left = cfg.connect_timeout.saturating_sub(started.elapsed());
-        let once = client_builder(cfg, rskafka_backoff(Backoff::KAFKA, Duration::ZERO), &bootstrap)?;
+        let once = client_builder(cfg, &tls, rskafka_backoff(Backoff::KAFKA, Duration::ZERO));
         let producer = tokio::time::timeout(left, once.build())
             .await
             .map_err(|_| BrokerError::ConnectTimeout { bootstrap: bootstrap.clone(), after: cfg.connect_timeout })?
@@ -312,7 +317,7 @@ impl KafkaBroker {
             KafkaIdempotence::Off => None,
             KafkaIdempotence::Auto | KafkaIdempotence::On => Some(wire::Wire::new(
                 cfg.bootstrap.clone(),
-                tls_config(cfg, &cfg.bootstrap.join(","))?,
+                tls,
                 sasl_config(cfg),
                 batch_compression(cfg.compression),
                 request_deadline,
