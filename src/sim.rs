@@ -30,7 +30,8 @@
 //!   now and then, or every fetch failing until its deadline.
 //!
 //! Every schedule runs on a current-thread runtime with tokio's paused clock, so delays and
-//! backoffs cost no time and their order follows the seed. The parser runs on its own
+//! backoffs cost no time and their order follows the seed; schedules run side by side, one
+//! per core. The parser runs on its own
 //! thread, as in production, so batch boundaries can differ between two runs of one seed;
 //! the faults are drawn per broker call, in call order. A failing seed prints the command
 //! that runs it alone: `SIM_SEED=<seed> cargo test --lib sim::`. `SIM_SCHEDULES=<n>` runs
@@ -802,19 +803,31 @@ fn schedules_lose_nothing_duplicate_nothing_and_count_exactly() {
             .with_test_writer()
             .try_init();
     }
-    let mut failed = Vec::new();
-    for &seed in &seeds {
-        let began = std::time::Instant::now();
-        let findings = schedule(seed);
-        if env("SIM_VERBOSE").is_some() {
-            eprintln!("seed {seed}: {:?}", began.elapsed());
+    // The schedules are independent (each seeds its own generator and runtime): they run on
+    // every core, each thread taking the next seed.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(seeds.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let began = std::time::Instant::now();
+                    let findings = schedule(seed);
+                    if env("SIM_VERBOSE").is_some() {
+                        eprintln!("seed {seed}: {:?}", began.elapsed());
+                    }
+                    if !findings.is_empty() {
+                        eprintln!("seed {seed}: {} findings, the first: {}", findings.len(), findings[0]);
+                        eprintln!("  replay: SIM_SEED={seed} cargo test --lib sim::");
+                        failed.lock().unwrap().push(seed);
+                    }
+                }
+            });
         }
-        if !findings.is_empty() {
-            eprintln!("seed {seed}: {} findings, the first: {}", findings.len(), findings[0]);
-            eprintln!("  replay: SIM_SEED={seed} cargo test --lib sim::");
-            failed.push(seed);
-        }
-    }
+    });
+    let mut failed = failed.into_inner().unwrap();
+    failed.sort_unstable();
     eprintln!("{} schedules; what the runs met and how they ended: {:?}", seeds.len(), STATS.lock().unwrap());
     assert!(failed.is_empty(), "{} of {} schedules failed: {failed:?}", failed.len(), seeds.len());
 }
