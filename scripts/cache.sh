@@ -6,6 +6,8 @@
 #   target/                   the debug and test builds of scripts/test.sh (CARGO_TARGET_DIR):
 #                             clones share their compiled dependencies
 #   target-static/            the dist builds of scripts/build-static.sh
+#   venv/                     the services' Python tools: moto, tansu, librdkafka's wheel, …
+#                             (scripts/services.sh)
 #   venv-static/              cargo-zigbuild and Zig, pinned (scripts/build-static.sh)
 #   target-fuzz/              the fuzz builds (scripts/fuzz.sh)
 #   apache-kafka-<version>-*/ Apache Kafka's jars, pinned by kafka/pom.xml (scripts/services.sh)

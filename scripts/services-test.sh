@@ -12,7 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 fail() { echo "services-test: FAILED: $*" >&2; exit 1; }
-[[ -x "${RW_VENV:-$ROOT/target/venv}/bin/python3" ]] || fail "no virtual environment yet (run scripts/services.sh start)"
+source scripts/cache.sh
+[[ -x "${RW_VENV:-$RW_CACHE/venv}/bin/python3" ]] || fail "no virtual environment yet (run scripts/services.sh start)"
 
 STATE="$(mktemp -d)"
 STRANGER=

