@@ -63,6 +63,30 @@ report() {
 }
 trap report EXIT
 
+# in_parallel N TARGETS...: `cargo test --locked $TARGET -- --test-threads 4` for each target
+# (a word list: "--lib --bins", "--test=e2e"), N at a time: the end-to-end suites mostly wait
+# on the services and on the worker processes they start. Each target's output is printed
+# whole when it ends; fails if any failed.
+in_parallel() {
+  local n="$1" dir i=0 rc=0 t pids=()
+  shift
+  dir="$(mktemp -d)"
+  for t in "$@"; do
+    while (($(jobs -rp | wc -l) >= n)); do wait -n || true; done
+    # shellcheck disable=SC2086 # $t is a list of words
+    (cargo test --locked $t -- --test-threads 4 >"$dir/$i.log" 2>&1; echo $? >"$dir/$i.rc") &
+    pids+=($!)
+    i=$((i + 1))
+  done
+  wait "${pids[@]}" || true
+  for ((i = 0; i < $#; i++)); do
+    cat "$dir/$i.log"
+    [[ "$(cat "$dir/$i.rc")" == 0 ]] || rc=1
+  done
+  rm -rf "$dir"
+  return $rc
+}
+
 step "toolchain"
 command -v cargo >/dev/null || { echo "cargo is required" >&2; exit 1; }
 cargo --version
@@ -108,10 +132,17 @@ step "build"
 cargo build --all-targets --locked 2>&1 | tail -n 3
 
 step "unit, property, in-process and end-to-end tests"
-cargo test --locked --lib --bins --tests -- --test-threads 4
+in_parallel 3 "--lib --bins" $(for f in tests/*.rs; do printf -- '--test=%s ' "$(basename "$f" .rs)"; done)
 
 step "the Kafka mock cluster fixture (self-test)"
 python3 scripts/mock_kafka_selftest.py
+
+# The static binaries (scripts/static-test.sh's build: two fat-LTO links, minutes of CPU) build
+# beside the Apache Kafka suite, whose cases spend much of their time waiting on nodes that are
+# down, elected or throttling; static-test.sh then finds them built.
+static_log="$(mktemp)"
+scripts/build-static.sh --target x86_64-unknown-linux-musl --target aarch64-unknown-linux-musl >"$static_log" 2>&1 &
+static_build=$!
 
 # One case at a time: they stop, kill and restart the cluster's nodes.
 step "Apache Kafka suite (tests/apache_kafka.rs)"
@@ -125,6 +156,10 @@ cargo test --locked --benches 2>&1 | tail -n 3
 for extra in scripts/faults.sh scripts/fuzz.sh scripts/static-test.sh; do
   [[ -f "$extra" ]] || { echo "missing test suite: $extra" >&2; exit 1; }
   step "$extra"
+  if [[ "$extra" == scripts/static-test.sh ]] && ! wait "$static_build"; then
+    # Its own build below fails the same way, with the error in this step's output.
+    tail -n 20 "$static_log"
+  fi
   bash "$extra"
 done
 
