@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target on the corpus kept in fuzz/corpus, and fails on any crash.
 #   scripts/fuzz.sh          a smoke run: each target replays its corpus, then fuzzes for
-#                            FUZZ_SECONDS (default 15) — about a minute in all, run by test.sh;
+#                            FUZZ_SECONDS (default 15), two targets at a time — about 45 s
+#                            in all, run by test.sh;
 #                            what it finds goes to a scratch folder, never into the tracked corpus
 #   scripts/fuzz.sh --long   a campaign: FUZZ_SECONDS (default 1800) per target; the inputs
 #                            it finds that reach new code are added to fuzz/corpus/<target>,
@@ -23,10 +24,12 @@ source scripts/cache.sh
 TARGET_DIR="$RW_CACHE/target-fuzz"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz >&2
 export RUSTC_BOOTSTRAP=1
-log="$(mktemp)"
 scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch" "$log"' EXIT
-for t in split_chunks extract_filter config_parse decode_stream; do
+trap 'rm -rf "$scratch"' EXIT
+# fuzz_one TARGET: one target's run, its summary and (on a crash) its log's tail on stdout;
+# fails when the target found a crash.
+fuzz_one() {
+  local t="$1" log="$scratch/$1.log" corpora rc
   echo "== fuzz $t (corpus of $(find "fuzz/corpus/$t" -type f | wc -l) inputs, then ${SECONDS_EACH}s)"
   # libFuzzer adds what it finds to the first corpus folder and only reads the others.
   if $long; then
@@ -35,15 +38,23 @@ for t in split_chunks extract_filter config_parse decode_stream; do
     mkdir -p "$scratch/$t"
     corpora=("$scratch/$t" "fuzz/corpus/$t")
   fi
-  set +e
+  rc=0
   cargo fuzz run --target-dir "$TARGET_DIR" --release --debug-assertions "$t" "${corpora[@]}" -- \
-    -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1
-  rc=$?
-  set -e
+    -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1 || rc=$?
   grep -E '^(#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
   if [[ $rc != 0 ]]; then
-    echo "fuzz target $t failed:" >&2
-    tail -n 60 "$log" >&2
-    exit 1
+    echo "fuzz target $t failed:"
+    tail -n 60 "$log"
+    return 1
   fi
+}
+# Each target is one process on one core: two run at a time, each printed whole when it ends.
+targets=(split_chunks extract_filter config_parse decode_stream)
+status=0
+for ((i = 0; i < ${#targets[@]}; i += 2)); do
+  pair=("${targets[@]:i:2}")
+  for t in "${pair[@]}"; do fuzz_one "$t" >"$scratch/$t.out" 2>&1 & done
+  for t in "${pair[@]}"; do wait -n || status=1; done
+  for t in "${pair[@]}"; do cat "$scratch/$t.out"; done
 done
+exit $status
