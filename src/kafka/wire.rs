@@ -36,7 +36,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::messages::{InitProducerId, ProduceBatch};
-use rw_core::{BatchCompression, BatchEncoder, BrokerError, ErrorCode, Failure, ProducerId, Records, Sequence};
+use rw_core::{
+    sequence_follows, BatchCompression, BatchEncoder, BrokerError, ErrorCode, Failure, ProducerId, Records, Sequence,
+};
 
 /// A connection's stream: TCP, or TLS over TCP.
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -141,7 +143,7 @@ impl Wire {
                     // A new producer id's first batch here.
                     *turn = Turn { producer: seq.producer.id, next: 0 };
                 }
-                if turn.producer == seq.producer.id && !seq.is_after(turn.next) {
+                if turn.producer == seq.producer.id && !sequence_follows(seq.base, turn.next) {
                     return;
                 }
             }
@@ -153,11 +155,11 @@ impl Wire {
 
     /// `seq`'s batch of `len` records is on its way: the next one's turn.
     fn went(&self, key: &(String, i32), seq: Sequence, len: usize) {
-        let end = Sequence { base: seq.end(len), ..seq };
+        let end = seq.end(len);
         let mut turns = self.turns.lock();
         let turn = turns.entry(key.clone()).or_insert(Turn { producer: seq.producer.id, next: 0 });
-        if turn.producer == seq.producer.id && end.is_after(turn.next) {
-            turn.next = end.base;
+        if turn.producer == seq.producer.id && sequence_follows(end, turn.next) {
+            turn.next = end;
         }
         drop(turns);
         self.turn_moved.notify_waiters();
@@ -167,8 +169,7 @@ impl Wire {
     fn failed(&self, key: &(String, i32), seq: Sequence) {
         let mut turns = self.turns.lock();
         if let Some(turn) = turns.get_mut(key).filter(|t| t.producer == seq.producer.id) {
-            let next = Sequence { base: turn.next, ..seq };
-            if next.is_after(seq.base) {
+            if sequence_follows(turn.next, seq.base) {
                 turn.next = seq.base;
             }
         }

@@ -88,5 +88,5 @@ pub use recordbatch::{BatchCompression, BatchEncoder, EncodeError};
 pub use route::{JobRouting, RepositoryFormatError, RouteError, Router, Streams, Target, HEADER};
 pub use secret::{redact_url, Secret};
 pub use select::{Rule, RuleMode, StreamSelector};
-pub use sequence::{Place, ProducerId, Sequence, Sequencer, WINDOW};
+pub use sequence::{sequence_follows, Place, ProducerId, Sequence, Sequencer, WINDOW};
 pub use tracker::{Advance, Counts, Finished, LineState, Seq, Tracker};

@@ -100,13 +100,13 @@ impl Sequence {
     pub fn end(&self, records: usize) -> i32 {
         advance(self.base, records)
     }
+}
 
-    /// Whether this batch comes after sequence number `other` in the partition's order
-    /// (less than half the range ahead of it, across the wrap to 0).
-    pub fn is_after(&self, other: i32) -> bool {
-        let d = (i64::from(self.base) - i64::from(other)).rem_euclid(i64::from(i32::MAX) + 1);
-        d > 0 && d <= i64::from(i32::MAX) / 2
-    }
+/// Whether sequence number `a` comes after `b` in a partition's order: less than half the
+/// range ahead of it, across the wrap to 0.
+pub fn sequence_follows(a: i32, b: i32) -> bool {
+    let d = (i64::from(a) - i64::from(b)).rem_euclid(i64::from(i32::MAX) + 1);
+    d > 0 && d <= i64::from(i32::MAX) / 2
 }
 
 impl Sequencer {
@@ -252,11 +252,10 @@ mod tests {
         assert_eq!(advance(i32::MAX - 1, 1), i32::MAX);
         assert_eq!(advance(i32::MAX, 1), 0);
         assert_eq!(advance(i32::MAX - 2, 5), 2);
-        let at = |base| Sequence { producer: P, base };
-        assert_eq!(at(i32::MAX - 2).end(5), 2);
-        assert!(at(5).is_after(0) && !at(0).is_after(5) && !at(7).is_after(7));
-        assert!(at(2).is_after(i32::MAX - 1), "2 follows i32::MAX - 1 after the wrap");
-        assert!(!at(i32::MAX - 1).is_after(2));
+        assert_eq!(Sequence { producer: P, base: i32::MAX - 2 }.end(5), 2);
+        assert!(sequence_follows(5, 0) && !sequence_follows(0, 5) && !sequence_follows(7, 7));
+        assert!(sequence_follows(2, i32::MAX - 1), "2 follows i32::MAX - 1 after the wrap");
+        assert!(!sequence_follows(i32::MAX - 1, 2));
     }
 
     /// A sixth batch waits while the oldest of five is unsettled, even when the four after it
