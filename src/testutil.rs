@@ -116,11 +116,7 @@ impl Partitions {
             Some(base) => Ok(base),
             None => {
                 let base = self.append(topic, partition, records);
-                self.producers
-                    .get_mut(&(topic.to_owned(), partition, seq.producer.id))
-                    .expect("taken")
-                    .push_back((seq.base, n, base));
-                self.forget_old(topic, partition, seq);
+                self.hold(topic, partition, seq, n, base);
                 Ok(base)
             }
         }
@@ -131,9 +127,7 @@ impl Partitions {
     /// answered `DUPLICATE_SEQUENCE_NUMBER`, and the batch is not in the partition.
     pub(crate) fn lose_sequenced(&mut self, topic: &str, partition: i32, seq: Sequence, n: usize) {
         if let Ok(None) = self.take_sequence(topic, partition, seq, n) {
-            let key = (topic.to_owned(), partition, seq.producer.id);
-            self.producers.get_mut(&key).expect("taken").push_back((seq.base, n, -1));
-            self.forget_old(topic, partition, seq);
+            self.hold(topic, partition, seq, n, -1);
         }
     }
 
@@ -158,9 +152,11 @@ impl Partitions {
         Ok(None)
     }
 
-    /// Keeps the producer's last [`rw_core::WINDOW`] batches.
-    fn forget_old(&mut self, topic: &str, partition: i32, seq: Sequence) {
+    /// Remembers the batch of `n` records at `seq` (stored at `base`, `-1` if never) as the
+    /// producer's last, keeping its last [`rw_core::WINDOW`] batches.
+    fn hold(&mut self, topic: &str, partition: i32, seq: Sequence, n: usize, base: i64) {
         let held = self.producers.get_mut(&(topic.to_owned(), partition, seq.producer.id)).expect("taken");
+        held.push_back((seq.base, n, base));
         if held.len() > rw_core::WINDOW {
             held.pop_front();
         }
