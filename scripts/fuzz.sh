@@ -26,8 +26,8 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz >&2
 export RUSTC_BOOTSTRAP=1
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-# fuzz_one TARGET: one target's run, its summary and (on a crash) its log's tail on stdout;
-# fails when the target found a crash.
+# fuzz_one TARGET: one target's run, its summary and (on a crash) its log's tail; fails when
+# the target found a crash.
 fuzz_one() {
   local t="$1" log="$scratch/$1.log" corpora rc
   echo "== fuzz $t (corpus of $(find "fuzz/corpus/$t" -type f | wc -l) inputs, then ${SECONDS_EACH}s)"
@@ -48,13 +48,6 @@ fuzz_one() {
     return 1
   fi
 }
-# Each target is one process on one core: two run at a time, each printed whole when it ends.
-targets=(split_chunks extract_filter config_parse decode_stream)
-status=0
-for ((i = 0; i < ${#targets[@]}; i += 2)); do
-  pair=("${targets[@]:i:2}")
-  for t in "${pair[@]}"; do fuzz_one "$t" >"$scratch/$t.out" 2>&1 & done
-  for t in "${pair[@]}"; do wait -n || status=1; done
-  for t in "${pair[@]}"; do cat "$scratch/$t.out"; done
-done
-exit $status
+# Each target is one process on one core: two run at a time.
+source scripts/parallel.sh
+in_parallel 2 fuzz_one split_chunks extract_filter config_parse decode_stream

@@ -63,28 +63,11 @@ report() {
 }
 trap report EXIT
 
-# in_parallel N TARGETS...: `cargo test --locked $TARGET -- --test-threads 4` for each target
-# (a word list: "--lib --bins", "--test=e2e"), N at a time: the end-to-end suites mostly wait
-# on the services and on the worker processes they start. Each target's output is printed
-# whole when it ends; fails if any failed.
-in_parallel() {
-  local n="$1" dir i=0 rc=0 t pids=()
-  shift
-  dir="$(mktemp -d)"
-  for t in "$@"; do
-    while (($(jobs -rp | wc -l) >= n)); do wait -n || true; done
-    # shellcheck disable=SC2086 # $t is a list of words
-    (cargo test --locked $t -- --test-threads 4 >"$dir/$i.log" 2>&1; echo $? >"$dir/$i.rc") &
-    pids+=($!)
-    i=$((i + 1))
-  done
-  wait "${pids[@]}" || true
-  for ((i = 0; i < $#; i++)); do
-    cat "$dir/$i.log"
-    [[ "$(cat "$dir/$i.rc")" == 0 ]] || rc=1
-  done
-  rm -rf "$dir"
-  return $rc
+source scripts/parallel.sh
+# cargo_tests TARGET: one test target ("--lib --bins", "--test=e2e"), four threads.
+cargo_tests() {
+  # shellcheck disable=SC2086 # $1 is a list of words
+  cargo test --locked $1 -- --test-threads 4
 }
 
 step "toolchain"
@@ -132,7 +115,9 @@ step "build"
 cargo build --all-targets --locked 2>&1 | tail -n 3
 
 step "unit, property, in-process and end-to-end tests"
-in_parallel 3 "--lib --bins" $(for f in tests/*.rs; do printf -- '--test=%s ' "$(basename "$f" .rs)"; done)
+# Three test binaries at a time: the end-to-end suites mostly wait on the services and on the
+# worker processes they start.
+in_parallel 3 cargo_tests "--lib --bins" $(for f in tests/*.rs; do printf -- '--test=%s ' "$(basename "$f" .rs)"; done)
 
 step "the Kafka mock cluster fixture (self-test)"
 python3 scripts/mock_kafka_selftest.py
